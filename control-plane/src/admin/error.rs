@@ -1,0 +1,109 @@
+//! Errors in Kong's shape: `{"code", "name", "message", "fields"}` for
+//! schema and constraint violations, `{"message"}` otherwise.
+
+use crate::entities::EntityError;
+use crate::schema::{FieldErrors, summarize};
+use crate::store::StoreError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Entity(#[from] EntityError),
+    #[error("{message}")]
+    BadRequest { message: String },
+    #[error("schema violation")]
+    Schema(FieldErrors),
+    #[error("{message}")]
+    Declarative { message: String, fields: Value },
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("Request body too large")]
+    TooLarge,
+    #[error("unsupported content type: {0}")]
+    UnsupportedMediaType(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        ApiError::BadRequest { message: m.into() }
+    }
+}
+
+fn kong(status: StatusCode, code: i64, name: &str, message: String, fields: Value) -> Response {
+    (status, Json(json!({ "code": code, "name": name, "message": message, "fields": fields }))).into_response()
+}
+
+fn message(status: StatusCode, m: impl Into<String>) -> Response {
+    (status, Json(json!({ "message": m.into() }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Entity(e) => match e {
+                EntityError::Schema(f) => {
+                    kong(StatusCode::BAD_REQUEST, 2, "schema violation", summarize(&f), Value::Object(f))
+                }
+                EntityError::Unique(fields) => {
+                    let m = e_to_string(&EntityError::Unique(fields.clone()), &fields);
+                    kong(StatusCode::CONFLICT, 5, "unique constraint violation", m, fields)
+                }
+                EntityError::PrimaryKey(id) => {
+                    let m = EntityError::PrimaryKey(id.clone()).to_string();
+                    kong(StatusCode::CONFLICT, 3, "primary key violation", m, json!({ "id": id }))
+                }
+                ref fk @ EntityError::ForeignKey { ref field, ref id, .. } => {
+                    kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", fk.to_string(), json!({ field: { "id": id } }))
+                }
+                ref r @ EntityError::Referenced { ref by, .. } => {
+                    kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", r.to_string(), json!({ "@referenced_by": by }))
+                }
+                EntityError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
+                EntityError::Store(s) => store_error(s),
+            },
+            ApiError::Schema(f) => kong(StatusCode::BAD_REQUEST, 2, "schema violation", summarize(&f), Value::Object(f)),
+            ApiError::Declarative { message: m, fields } => {
+                kong(StatusCode::BAD_REQUEST, 14, "invalid declarative configuration", m, fields)
+            }
+            ApiError::BadRequest { message: m } => message(StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
+            ApiError::MethodNotAllowed => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            ApiError::TooLarge => message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+            ApiError::UnsupportedMediaType(ct) => {
+                message(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Unsupported Content-Type: {ct}"))
+            }
+            ApiError::Store(s) => store_error(s),
+        }
+    }
+}
+
+/// Kong names the unique fields as `{name="x"}`.
+fn e_to_string(_e: &EntityError, fields: &Value) -> String {
+    let parts: Vec<String> = fields
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}=\"{s}\""),
+            Value::Object(o) => format!("{k}={{id=\"{}\"}}", o.get("id").and_then(Value::as_str).unwrap_or_default()),
+            Value::Null => format!("{k}=null"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    format!("UNIQUE violation detected on '{{{}}}'", parts.join(","))
+}
+
+fn store_error(e: StoreError) -> Response {
+    // The detail goes to the log; the client learns only that the store
+    // failed, since driver messages can echo query values.
+    tracing::error!(error = %e, "store error");
+    message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred")
+}

@@ -1,0 +1,67 @@
+//! `GET /` and `GET /status`: what this control plane is and whether its
+//! store answers.
+
+use super::error::ApiError;
+use super::Admin;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub async fn root(State(app): State<Admin>) -> Result<Response, ApiError> {
+    let revision = app.store.current_revision().await?;
+    let mut counts = serde_json::Map::new();
+    for e in app.store.all_current().await? {
+        let n = counts.entry(e.kind).or_insert(json!(0));
+        *n = json!(n.as_i64().unwrap_or(0) + 1);
+    }
+    let plugins: serde_json::Map<String, serde_json::Value> =
+        crate::plugins::names().iter().map(|n| ((*n).to_string(), json!({ "version": env!("CARGO_PKG_VERSION") }))).collect();
+    Ok(Json(json!({
+        "tagline": "Welcome to Gantry",
+        "version": env!("CARGO_PKG_VERSION"),
+        "hostname": hostname(),
+        "configuration": {
+            "database": app.store.backend().name(),
+            "admin_listen": [app.listen.as_ref()],
+            "revision": revision,
+            "entities": counts,
+        },
+        "plugins": { "available_on_server": plugins },
+    }))
+    .into_response())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+pub async fn status(State(app): State<Admin>) -> Response {
+    let feed = app.store.feed().current();
+    match app.store.current_revision().await {
+        Ok(rev) => Json(json!({
+            "database": { "reachable": true, "backend": app.store.backend().name() },
+            "configuration_revision": rev,
+            "feed": feed,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "status: store unreachable");
+            Json(json!({
+                "database": { "reachable": false, "backend": app.store.backend().name() },
+                "configuration_revision": null,
+                "feed": feed,
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// Readiness for load balancers and probes: 503 while the store is down.
+pub async fn ready(State(app): State<Admin>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => Json(json!({ "message": "ready" })).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "message": "store unreachable" }))).into_response(),
+    }
+}

@@ -1,0 +1,149 @@
+//! The Kong-shaped admin API (axum): entities, declarative config,
+//! revisions, audit, status and the OpenAPI document.
+
+mod body;
+mod config;
+mod crud;
+mod error;
+mod info;
+pub mod openapi;
+
+pub use error::ApiError;
+
+use crate::seal::Sealer;
+use crate::store::Store;
+use axum::Json;
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use base64::Engine;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Shared state of the admin API.
+#[derive(Clone)]
+pub struct Admin {
+    pub store: Store,
+    pub sealer: Arc<Sealer>,
+    /// Who writes: "anonymous" until admin authentication exists.
+    pub actor: Arc<str>,
+    pub listen: Arc<str>,
+}
+
+impl Admin {
+    pub fn new(store: Store, sealer: Sealer, listen: impl Into<Arc<str>>) -> Self {
+        Admin { store, sealer: Arc::new(sealer), actor: Arc::from("anonymous"), listen: listen.into() }
+    }
+}
+
+/// A write's response: status, the revision it committed, the body.
+pub struct Written(pub StatusCode, pub i64, pub Value);
+
+impl IntoResponse for Written {
+    fn into_response(self) -> Response {
+        let mut resp = if self.0 == StatusCode::NO_CONTENT {
+            self.0.into_response()
+        } else {
+            (self.0, Json(self.2)).into_response()
+        };
+        if let Ok(v) = HeaderValue::from_str(&self.1.to_string()) {
+            resp.headers_mut().insert("x-gantry-revision", v);
+        }
+        resp
+    }
+}
+
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+pub struct Paging {
+    pub size: usize,
+    pub after: Option<String>,
+}
+
+/// Reads Kong's `size` and opaque `offset` query parameters.
+pub fn paging(q: &HashMap<String, String>) -> Result<Paging, ApiError> {
+    let size = match q.get("size") {
+        None => DEFAULT_PAGE,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => return Err(ApiError::bad_request(format!("size must be an integer between 1 and {MAX_PAGE}"))),
+        },
+    };
+    let after = match q.get("offset") {
+        None => None,
+        Some(o) => Some(decode_offset(o).ok_or_else(|| ApiError::bad_request(format!("'{o}' is not a valid offset")))?),
+    };
+    Ok(Paging { size, after })
+}
+
+pub fn encode_offset(s: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+pub fn decode_offset(s: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The router table: each path with the methods it serves. The OpenAPI
+/// document is generated from the same table, so the two cannot drift.
+pub struct Table {
+    router: Router<Admin>,
+    pub paths: Vec<(&'static str, &'static [&'static str])>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table { router: Router::new(), paths: Vec::new() }
+    }
+    fn add(mut self, path: &'static str, methods: &'static [&'static str], mr: MethodRouter<Admin>) -> Self {
+        self.router = self.router.route(path, mr);
+        self.paths.push((path, methods));
+        self
+    }
+}
+
+/// Every admin route.
+pub fn table() -> Table {
+    Table::new()
+        .add("/", &["GET"], get(info::root))
+        .add("/status", &["GET"], get(info::status))
+        .add("/status/ready", &["GET"], get(info::ready))
+        .add("/openapi.json", &["GET"], get(openapi::serve))
+        .add("/config", &["GET", "POST"], get(config::export).post(config::import))
+        .add("/config/validate", &["POST"], post(config::validate))
+        .add("/config/revisions", &["GET"], get(config::revisions))
+        .add("/config/revisions/{rev}", &["GET"], get(config::revision))
+        .add("/config/diff", &["GET"], get(config::diff))
+        .add("/config/rollback", &["POST"], post(config::rollback))
+        .add("/audit", &["GET"], get(config::audit))
+        .add("/tags/{tag}", &["GET"], get(crud::by_tag))
+        .add("/{collection}", &["GET", "POST"], get(crud::list).post(crud::create))
+        .add(
+            "/{collection}/{id}",
+            &["GET", "PUT", "PATCH", "DELETE"],
+            get(crud::get).put(crud::put).patch(crud::patch).delete(crud::delete),
+        )
+        .add(
+            "/{parent}/{parent_id}/{collection}",
+            &["GET", "POST"],
+            get(crud::nested_list).post(crud::nested_create),
+        )
+        .add(
+            "/{parent}/{parent_id}/{collection}/{id}",
+            &["GET", "PUT", "PATCH", "DELETE"],
+            get(crud::nested_get).put(crud::nested_put).patch(crud::nested_patch).delete(crud::nested_delete),
+        )
+}
+
+pub fn router(app: Admin) -> Router {
+    table()
+        .router
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}

@@ -1,0 +1,10 @@
+//! Kong's entities: their schemas, keys and references, and the
+//! operations (create, upsert, update, delete) that keep them consistent
+//! inside one write transaction.
+
+mod checks;
+mod defs;
+mod ops;
+
+pub use defs::{ALL, EntityDef, Foreign, def, def_by_path};
+pub use ops::{EntityError, Parent, create, delete, redacted, resolve_id, update, upsert};

@@ -1,0 +1,126 @@
+//! `gantry-cp`: the control plane binary.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gantry_cp::admin::{Admin, router};
+use gantry_cp::declarative;
+use gantry_cp::seal::Sealer;
+use gantry_cp::store::{Store, StoreConfig};
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(name = "gantry-cp", version, about = "Gantry control plane: admin API, config store and xDS server")]
+struct Cli {
+    /// Database URL: postgres://... or sqlite:PATH. Default: a SQLite file
+    /// in the working directory.
+    #[arg(long, env = "GANTRY_DATABASE_URL", default_value = "sqlite://gantry.db", global = true)]
+    database_url: String,
+    /// Postgres schema for Gantry's tables (created if missing).
+    #[arg(long, env = "GANTRY_DATABASE_SCHEMA", global = true)]
+    database_schema: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Address of the admin API.
+    #[arg(long, env = "GANTRY_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
+    admin_listen: SocketAddr,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (the default).
+    Run(RunArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Replace the whole configuration with a Kong declarative file.
+    Apply {
+        /// A `_format_version: "3.0"` file, YAML or JSON.
+        file: std::path::PathBuf,
+    },
+    /// Print the current configuration as a Kong declarative file.
+    Export,
+}
+
+fn store_config(cli: &Cli) -> StoreConfig {
+    let mut cfg = StoreConfig::new(&cli.database_url);
+    cfg.schema = cli.database_schema.clone();
+    cfg
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    gantry_shared::telemetry::init();
+    let cli = Cli::parse();
+    let cfg = store_config(&cli);
+    match &cli.command {
+        Some(Command::Migrate) => {
+            let store = Store::connect(&cfg).await.context("connecting to the database")?;
+            store.migrate().await.context("running migrations")?;
+            println!("migrations applied ({})", store.backend().name());
+            Ok(())
+        }
+        Some(Command::Apply { file }) => {
+            let store = Store::open(&cfg).await.context("opening the store")?;
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let sealer = Sealer::load(&store).await?;
+            let doc = declarative::parse_document(&bytes)?;
+            let desired = declarative::flatten(&doc, &sealer)?;
+            let mut tx = store.begin_write("cli").await?;
+            let changes = declarative::replace(&mut tx, desired).await?;
+            let c = tx.commit("config", &format!("declarative config: {changes} changes")).await?;
+            println!("applied {}: {changes} changes, revision {}", file.display(), c.revision);
+            store.close().await;
+            Ok(())
+        }
+        Some(Command::Export) => {
+            let store = Store::open(&cfg).await.context("opening the store")?;
+            let sealer = Sealer::load(&store).await?;
+            let doc = declarative::export(&store.all_current().await?, &sealer);
+            print!("{}", serde_yaml_ng::to_string(&doc)?);
+            store.close().await;
+            Ok(())
+        }
+        Some(Command::Run(args)) => run(&cfg, args.clone()).await,
+        None => run(&cfg, cli.run.clone()).await,
+    }
+}
+
+async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
+    let store = Store::open(cfg).await.context("opening the store")?;
+    let sealer = Sealer::load(&store).await.context("loading the seal key")?;
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API to {}", args.admin_listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        admin = %local,
+        database = store.backend().name(),
+        revision = store.feed().current().revision,
+        "gantry-cp started"
+    );
+    let app = router(Admin::new(store.clone(), sealer, local.to_string()));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("admin API")?;
+    store.close().await;
+    tracing::info!("gantry-cp stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

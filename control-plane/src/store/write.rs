@@ -1,0 +1,243 @@
+//! One write transaction: the unit in which entities change and a new
+//! revision, its audit rows and its notification are committed together.
+
+use super::{Backend, ChangeFeed, Store, StoreError, Stored, now_ms, parse_data};
+use serde_json::Value;
+// Every dynamic SQL string below is built from fixed fragments, validated
+// names and numbers; values always travel as bind parameters.
+use sqlx::AssertSqlSafe;
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::OwnedMutexGuard;
+
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _guard: OwnedMutexGuard<()>,
+    backend: Backend,
+    feed: ChangeFeed,
+    rev: i64,
+    actor: String,
+    at: i64,
+    changes: usize,
+}
+
+impl WriteTx {
+    pub(super) async fn begin(store: &Store, guard: OwnedMutexGuard<()>, actor: &str) -> Result<Self, StoreError> {
+        // SQLite: take the write lock up front so a concurrent writer waits
+        // on busy_timeout instead of failing a lock upgrade.
+        let mut tx = match store.backend() {
+            Backend::Sqlite => store.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => store.pool().begin().await?,
+        };
+        // Bumping the head row locks it until commit: writers queue here,
+        // and a rollback leaves no gap.
+        let row = sqlx::query("UPDATE config_head SET rev = rev + 1 WHERE id = 1 RETURNING rev")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rev: i64 = row.try_get(0)?;
+        Ok(WriteTx {
+            tx,
+            _guard: guard,
+            backend: store.backend(),
+            feed: store.feed().clone(),
+            rev,
+            actor: actor.to_string(),
+            at: now_ms(),
+            changes: 0,
+        })
+    }
+
+    /// The revision this transaction will commit as.
+    pub fn revision(&self) -> i64 {
+        self.rev
+    }
+
+    pub fn changes(&self) -> usize {
+        self.changes
+    }
+
+    pub async fn get(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let row = sqlx::query("SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 AND rev_to IS NULL")
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| parse_data(&r.try_get::<String, _>(0)?)).transpose()
+    }
+
+    pub async fn find_key(&mut self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT id FROM entity_keys WHERE kind = $1 AND key = $2")
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+    }
+
+    /// Current entities that reference (kind, id).
+    pub async fn referencing(&mut self, kind: &str, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, id FROM entity_refs WHERE ref_kind = $1 AND ref_id = $2 ORDER BY kind, id")
+            .bind(kind)
+            .bind(id)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Every current entity, as seen inside this transaction.
+    pub async fn all_current(&mut self) -> Result<Vec<Stored>, StoreError> {
+        let rows = sqlx::query("SELECT kind, id, data FROM entity_versions WHERE rev_to IS NULL ORDER BY seq")
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(Stored { kind: r.try_get(0)?, id: r.try_get(1)?, data: parse_data(&r.try_get::<String, _>(2)?)? }))
+            .collect()
+    }
+
+    /// Writes a new version of an entity with its index rows and an audit
+    /// row. `before`/`after` for the audit must already be redacted.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put(
+        &mut self,
+        kind: &str,
+        id: &str,
+        data: &Value,
+        index: &Index,
+        operation: &str,
+        audit_before: Option<&Value>,
+        audit_after: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        self.close_version(kind, id).await?;
+        sqlx::query("INSERT INTO entity_versions (kind, id, data, rev_from) VALUES ($1, $2, $3, $4)")
+            .bind(kind)
+            .bind(id)
+            .bind(data.to_string())
+            .bind(self.rev)
+            .execute(&mut *self.tx)
+            .await?;
+        self.clear_index(kind, id).await?;
+        for key in &index.keys {
+            sqlx::query("INSERT INTO entity_keys (kind, key, id) VALUES ($1, $2, $3)")
+                .bind(kind)
+                .bind(key.as_str())
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        for (rk, rid) in &index.refs {
+            sqlx::query("INSERT INTO entity_refs (kind, id, ref_kind, ref_id) VALUES ($1, $2, $3, $4)")
+                .bind(kind)
+                .bind(id)
+                .bind(rk.as_str())
+                .bind(rid.as_str())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        for tag in &index.tags {
+            sqlx::query("INSERT INTO entity_tags (kind, id, tag) VALUES ($1, $2, $3)")
+                .bind(kind)
+                .bind(id)
+                .bind(tag.as_str())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.audit(operation, kind, id, audit_before, audit_after).await
+    }
+
+    /// Deletes an entity; `before` for the audit must already be redacted.
+    pub async fn delete(&mut self, kind: &str, id: &str, audit_before: Option<&Value>) -> Result<(), StoreError> {
+        self.close_version(kind, id).await?;
+        self.clear_index(kind, id).await?;
+        self.audit("delete", kind, id, audit_before, None).await
+    }
+
+    async fn close_version(&mut self, kind: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE entity_versions SET rev_to = $1 WHERE kind = $2 AND id = $3 AND rev_to IS NULL")
+            .bind(self.rev)
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_index(&mut self, kind: &str, id: &str) -> Result<(), StoreError> {
+        for table in ["entity_keys", "entity_refs", "entity_tags"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE kind = $1 AND id = $2")))
+                .bind(kind)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn audit(
+        &mut self,
+        operation: &str,
+        kind: &str,
+        id: &str,
+        before: Option<&Value>,
+        after: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (rev, at, actor, operation, kind, entity_id, before, after) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(self.rev)
+        .bind(self.at)
+        .bind(self.actor.as_str())
+        .bind(operation)
+        .bind(kind)
+        .bind(id)
+        .bind(before.map(|v| v.to_string()))
+        .bind(after.map(|v| v.to_string()))
+        .execute(&mut *self.tx)
+        .await?;
+        self.changes += 1;
+        Ok(())
+    }
+
+    /// Commits as a new revision and tells every replica. A transaction
+    /// that changed nothing is rolled back and the revision stays as it was.
+    pub async fn commit(mut self, operation: &str, summary: &str) -> Result<Commit, StoreError> {
+        if self.changes == 0 {
+            self.tx.rollback().await?;
+            return Ok(Commit { revision: self.rev - 1, changed: false });
+        }
+        sqlx::query("INSERT INTO revisions (rev, created_at, actor, operation, summary) VALUES ($1, $2, $3, $4, $5)")
+            .bind(self.rev)
+            .bind(self.at)
+            .bind(self.actor.as_str())
+            .bind(operation)
+            .bind(summary)
+            .execute(&mut *self.tx)
+            .await?;
+        if self.backend == Backend::Postgres {
+            // Delivered at commit, to every LISTENing replica.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(self.feed.channel())
+                .bind(self.rev.to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        self.feed.publish(self.rev);
+        Ok(Commit { revision: self.rev, changed: true })
+    }
+}
+
+/// The index rows kept for the current version of an entity.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    /// Unique keys within the kind ("name=x", "cache=...").
+    pub keys: Vec<String>,
+    /// (kind, id) of every entity this one references.
+    pub refs: Vec<(String, String)>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    pub revision: i64,
+    pub changed: bool,
+}
