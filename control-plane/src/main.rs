@@ -18,6 +18,10 @@ struct Cli {
     /// Postgres schema for Gantry's tables (created if missing).
     #[arg(long, env = "GANTRY_DATABASE_SCHEMA", global = true)]
     database_schema: Option<String>,
+    /// How often to re-read the newest revision besides LISTEN/NOTIFY
+    /// (milliseconds; 0 turns the poll off).
+    #[arg(long, env = "GANTRY_FEED_POLL_MS", default_value_t = 1000, global = true)]
+    feed_poll_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -49,6 +53,7 @@ enum Command {
 fn store_config(cli: &Cli) -> StoreConfig {
     let mut cfg = StoreConfig::new(&cli.database_url);
     cfg.schema = cli.database_schema.clone();
+    cfg.feed_poll = std::time::Duration::from_millis(cli.feed_poll_ms);
     cfg
 }
 

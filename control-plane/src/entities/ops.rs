@@ -118,16 +118,11 @@ fn expand_shorthands(d: &EntityDef, input: &mut Value) -> Result<(), FieldErrors
             obj.insert("path".into(), path);
         }
     }
-    if d.name == "plugins" {
-        if let (Some(name), Some(cfg)) = (obj.get("name").and_then(Value::as_str).map(str::to_string), obj.get_mut("config")) {
-            crate::plugins::normalize(&name, cfg);
-        }
-    }
     Ok(())
 }
 
 /// Validates and normalises input for `d` (schema, then plugin config).
-fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, EntityError> {
+pub(crate) fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, EntityError> {
     let mut input = input.clone();
     expand_shorthands(d, &mut input).map_err(EntityError::Schema)?;
     let mut v = validate(&d.schema, &input, mode).map_err(EntityError::Schema)?;
@@ -148,20 +143,9 @@ fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, EntityError
 
 fn check_plugin(v: &mut Value, mode: Input) -> Result<(), FieldErrors> {
     let name = v["name"].as_str().unwrap_or_default().to_string();
-    let Some(s) = crate::plugins::config_schema(&name) else {
-        return Err(field_error("name", format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property")));
-    };
-    let cfg = match v["config"].take() {
-        Value::Null => json!({}),
-        other => other,
-    };
-    match validate(s, &cfg, mode) {
-        Ok(c) => v["config"] = c,
-        Err(e) => {
-            let mut m = Map::new();
-            m.insert("config".into(), Value::Object(e));
-            return Err(m);
-        }
+    v["config"] = crate::plugins::validate_config(&name, &v["config"], mode)?;
+    if !v["consumer"].is_null() && !crate::plugins::allows_consumer(&name) {
+        return Err(field_error("consumer", "value must be null"));
     }
     if v["protocols"].is_null() {
         v["protocols"] = json!(crate::plugins::default_protocols(&name));
@@ -254,6 +238,18 @@ pub async fn update(
         // The url shorthand replaces all four of its fields.
         for f in ["protocol", "host", "port", "path"] {
             merged.as_object_mut().map(|o| o.remove(f));
+        }
+    }
+    if d.name == "plugins" {
+        // Legacy shorthands move to their place before the merge, as in
+        // Kong, so a PATCH of `redis_host` updates `redis.host`.
+        let name = patch["name"].as_str().or(existing["name"].as_str()).unwrap_or_default().to_string();
+        if let Some(cfg) = patch.get_mut("config").filter(|c| c.is_object()) {
+            crate::plugins::normalize(&name, cfg).map_err(|e| {
+                let mut m = Map::new();
+                m.insert("config".into(), Value::Object(e));
+                EntityError::Schema(m)
+            })?;
         }
     }
     merge(&d.schema, &mut merged, &patch);
@@ -378,8 +374,17 @@ fn unique_fields(d: &EntityDef, key: &str, v: &Value) -> Value {
     json!({ f: val })
 }
 
-/// Makes the certificate's SNIs exactly `names`.
-async fn sync_cert_snis(tx: &mut WriteTx, cert_id: &str, names: &[Value]) -> Result<(), EntityError> {
+/// Makes the certificate's SNIs exactly `names`. Boxed: it creates SNIs
+/// through `create`, which reaches back here for certificates.
+fn sync_cert_snis<'a>(
+    tx: &'a mut WriteTx,
+    cert_id: &'a str,
+    names: &'a [Value],
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(), EntityError>> + Send + 'a>> {
+    Box::pin(sync_cert_snis_inner(tx, cert_id, names))
+}
+
+async fn sync_cert_snis_inner(tx: &mut WriteTx, cert_id: &str, names: &[Value]) -> Result<(), EntityError> {
     let sd = def("snis").expect("snis are defined");
     let mut wanted: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
     for (kind, sid) in tx.referencing("certificates", cert_id).await? {

@@ -6,8 +6,14 @@ use serde_json::{Map, Value, json};
 
 pub fn schema() -> Record {
     Record::new()
-        .field("allow", Field::array(Field::string()).describe("Groups allowed; exactly one of allow or deny must be set."))
-        .field("deny", Field::array(Field::string()).describe("Groups denied; exactly one of allow or deny must be set."))
+        .field(
+            "allow",
+            Field::array(Field::string()).describe("Groups allowed; exactly one of allow or deny must be set."),
+        )
+        .field(
+            "deny",
+            Field::array(Field::string()).describe("Groups denied; exactly one of allow or deny must be set."),
+        )
         .field("hide_groups_header", Field::boolean().required().default(json!(false)))
         .field("always_use_authenticated_groups", Field::boolean().required().default(json!(false)))
         .field(
@@ -46,7 +52,10 @@ mod tests {
         assert_eq!(c["hide_groups_header"], false);
         assert_eq!(c["include_consumer_groups"], false);
         let e = validate(&s, &json!({"allow": ["a"], "deny": ["b"]}), Input::Json).unwrap_err();
-        assert_eq!(e["@entity"], json!(["exactly one of these fields must be non-empty: 'config.allow', 'config.deny'"]));
+        assert_eq!(
+            e["@entity"],
+            json!(["exactly one of these fields must be non-empty: 'config.allow', 'config.deny'"])
+        );
         let e = validate(&s, &json!({}), Input::Json).unwrap_err();
         assert_eq!(
             e["@entity"],

@@ -134,11 +134,12 @@ fn parse_host(h: &str) -> Result<(HostKind, bool), ()> {
     if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return name.parse::<Ipv4Addr>().map(|_| (HostKind::Ip, port)).map_err(|_| ());
     }
-    let ok_chars = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let ok_chars =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     let segs: Vec<&str> = name.split('.').collect();
     // No segment may end in a dash; only the last (FQDN dot) may be empty.
-    let ok_segs = segs.iter().enumerate().all(|(i, seg)| !seg.ends_with('-') && (!seg.is_empty() || i == segs.len() - 1));
+    let ok_segs =
+        segs.iter().enumerate().all(|(i, seg)| !seg.ends_with('-') && (!seg.is_empty() || i == segs.len() - 1));
     if ok_chars && ok_segs { Ok((HostKind::Name, port)) } else { Err(()) }
 }
 

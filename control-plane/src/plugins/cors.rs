@@ -63,7 +63,10 @@ mod tests {
     fn defaults_and_checks() {
         let s = super::schema();
         let c = validate(&s, &json!({}), Input::Json).unwrap();
-        assert_eq!(c["methods"], json!(["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT"]));
+        assert_eq!(
+            c["methods"],
+            json!(["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT"])
+        );
         assert_eq!(c["credentials"], false);
         assert_eq!(c["allow_origin_absent"], true);
         assert_eq!(c["origins"], json!(null));

@@ -24,8 +24,12 @@ mod tests {
         let c = validate(&s, &ok, Input::Json).unwrap();
         assert_eq!(c["status"], json!(null));
         let e = validate(&s, &json!({"allow": [], "deny": []}), Input::Json).unwrap_err();
-        assert_eq!(e["@entity"], json!(["at least one of these fields must be non-empty: 'config.allow', 'config.deny'"]));
-        let e = validate(&s, &json!({"allow": ["0.0.0.0/a", "0.0.0.0/33", "::1/129", "hello"]}), Input::Json).unwrap_err();
+        assert_eq!(
+            e["@entity"],
+            json!(["at least one of these fields must be non-empty: 'config.allow', 'config.deny'"])
+        );
+        let e =
+            validate(&s, &json!({"allow": ["0.0.0.0/a", "0.0.0.0/33", "::1/129", "hello"]}), Input::Json).unwrap_err();
         assert_eq!(
             e["allow"],
             json!([

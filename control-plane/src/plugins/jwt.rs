@@ -41,9 +41,10 @@ pub fn schema() -> Record {
         )
         .field(
             "forward",
-            Field::boolean().required().default(json!(true)).describe(
-                "Gantry extension: forward the token upstream (Kong always does); false strips it.",
-            ),
+            Field::boolean()
+                .required()
+                .default(json!(true))
+                .describe("Gantry extension: forward the token upstream (Kong always does); false strips it."),
         )
         .check(max_expiration_needs_exp)
         .check(distinct_provider_names)
@@ -54,7 +55,10 @@ fn provider() -> Record {
         .field("uri", Field::string().required().custom(super::common::http_url).describe("JWKS URL (http or https)."))
         .field(
             "cache_duration",
-            Field::integer().default(json!(300)).between(0.0, 31_536_000.0).describe("Seconds a fetched JWKS is cached."),
+            Field::integer()
+                .default(json!(300))
+                .between(0.0, 31_536_000.0)
+                .describe("Seconds a fetched JWKS is cached."),
         )
         .field(
             "stale_while_error",
@@ -80,7 +84,8 @@ fn provider() -> Record {
 fn jwks(v: &Value) -> Result<(), String> {
     let doc: Value = serde_json::from_str(v.as_str().unwrap_or_default())
         .map_err(|e| format!("local_jwks is not valid JSON: {e}"))?;
-    let keys = doc.get("keys").and_then(Value::as_array).ok_or("local_jwks must be a JSON object with a 'keys' array")?;
+    let keys =
+        doc.get("keys").and_then(Value::as_array).ok_or("local_jwks must be a JSON object with a 'keys' array")?;
     if keys.iter().all(|k| k.get("kty").is_some_and(Value::is_string)) {
         Ok(())
     } else {
@@ -170,7 +175,10 @@ mod tests {
             {"name": "b", "local_jwks": "{\"keys\": [{\"kty\": \"RSA\", \"n\": \"x\", \"e\": \"AQAB\"}]}"}
         ]}))
         .unwrap();
-        assert_eq!(c["providers"][0]["remote_jwks"], json!({"uri": "https://idp/jwks.json", "cache_duration": 300, "stale_while_error": 3600, "timeout": 5000}));
+        assert_eq!(
+            c["providers"][0]["remote_jwks"],
+            json!({"uri": "https://idp/jwks.json", "cache_duration": 300, "stale_while_error": 3600, "timeout": 5000})
+        );
         assert_eq!(c["providers"][1]["remote_jwks"], json!(null));
 
         let e = v(json!({"providers": [{"name": "a"}]})).unwrap_err();
@@ -205,8 +213,9 @@ mod tests {
 
     #[test]
     fn form_coercion() {
-        let c = validate(&super::schema(), &json!({"maximum_expiration": "60", "claims_to_verify": "exp"}), Input::Form)
-            .unwrap();
+        let c =
+            validate(&super::schema(), &json!({"maximum_expiration": "60", "claims_to_verify": "exp"}), Input::Form)
+                .unwrap();
         assert_eq!(c["maximum_expiration"].as_f64(), Some(60.0));
         assert_eq!(c["claims_to_verify"], json!(["exp"]));
     }

@@ -40,7 +40,8 @@ mod tests {
         assert!(e["key_names"][1].as_str().unwrap().starts_with("bad header name 'not ok'"));
         let e = validate(&super::schema(), &json!({"key_names": null}), Input::Json).unwrap_err();
         assert_eq!(e["key_names"], "required field missing");
-        let c = validate(&super::schema(), &json!({"hide_credentials": "true", "key_names": "k"}), Input::Form).unwrap();
+        let c =
+            validate(&super::schema(), &json!({"hide_credentials": "true", "key_names": "k"}), Input::Form).unwrap();
         assert_eq!(c["hide_credentials"], true);
         assert_eq!(c["key_names"], json!(["k"]));
     }

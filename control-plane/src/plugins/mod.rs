@@ -45,7 +45,13 @@ struct Plugin {
 /// The registry, alphabetical so listings and the OpenAPI document are stable.
 const PLUGINS: &[Plugin] = &[
     Plugin { name: "acl", schema: acl::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
-    Plugin { name: "correlation-id", schema: correlation_id::schema, protocols: HTTP, supported: HTTP, no_consumer: false },
+    Plugin {
+        name: "correlation-id",
+        schema: correlation_id::schema,
+        protocols: HTTP,
+        supported: HTTP,
+        no_consumer: false,
+    },
     Plugin { name: "cors", schema: cors::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
     Plugin {
         name: "ip-restriction",
@@ -57,7 +63,13 @@ const PLUGINS: &[Plugin] = &[
     Plugin { name: "jwt", schema: jwt::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
     Plugin { name: "key-auth", schema: key_auth::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
     Plugin { name: "proxy-cache", schema: proxy_cache::schema, protocols: HTTP, supported: ALL, no_consumer: false },
-    Plugin { name: "rate-limiting", schema: rate_limiting::schema, protocols: HTTP, supported: HTTP, no_consumer: false },
+    Plugin {
+        name: "rate-limiting",
+        schema: rate_limiting::schema,
+        protocols: HTTP,
+        supported: HTTP,
+        no_consumer: false,
+    },
     Plugin {
         name: "request-size-limiting",
         schema: request_size_limiting::schema,
@@ -140,9 +152,16 @@ pub fn normalize(name: &str, config: &mut Value) -> Result<(), FieldErrors> {
 /// entity-check messages under the top-level `@entity`.
 pub fn validate_config(name: &str, config: &Value, mode: Input) -> Result<Value, FieldErrors> {
     let Some(record) = config_schema(name) else {
-        return Err(schema::field_error("name", format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property")));
+        return Err(schema::field_error(
+            "name",
+            format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+        ));
     };
-    let mut config = if config.is_null() { Value::Object(Map::new()) } else { config.clone() };
+    let mut config = match config {
+        Value::Null => Value::Object(Map::new()),
+        Value::Object(_) => config.clone(),
+        _ => return Err(schema::field_error("config", "expected a record")),
+    };
     normalize(name, &mut config).and_then(|()| schema::validate(record, &config, mode)).map_err(lift)
 }
 
@@ -195,8 +214,7 @@ mod tests {
              'config.hour', 'config.day', 'config.month', 'config.year'"
         );
         assert!(e.get("config").is_none());
-        let e = validate_config("rate-limiting", &json!({"minute": 5, "limit_by": "header"}), Input::Json)
-            .unwrap_err();
+        let e = validate_config("rate-limiting", &json!({"minute": 5, "limit_by": "header"}), Input::Json).unwrap_err();
         assert_eq!(e["config"]["header_name"], "required field missing");
         assert_eq!(e["@entity"][0], "failed conditional validation given value of field 'config.limit_by'");
         let e = validate_config("nope", &json!({}), Input::Json).unwrap_err();
@@ -207,5 +225,7 @@ mod tests {
     fn null_config_means_defaults() {
         let v = validate_config("correlation-id", &Value::Null, Input::Json).unwrap();
         assert_eq!(v["header_name"], "Kong-Request-ID");
+        let e = validate_config("correlation-id", &json!("x"), Input::Json).unwrap_err();
+        assert_eq!(e["config"], "expected a record");
     }
 }

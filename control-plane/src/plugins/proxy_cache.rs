@@ -30,7 +30,10 @@ pub fn schema() -> Record {
                 .default(json!(["text/plain", "application/json"]))
                 .describe("Cacheable upstream content types, matched exactly."),
         )
-        .field("cache_ttl", Field::integer().default(json!(300)).custom(gt_zero).describe("TTL of cache entries, in seconds."))
+        .field(
+            "cache_ttl",
+            Field::integer().default(json!(300)).custom(gt_zero).describe("TTL of cache entries, in seconds."),
+        )
         .field(
             "strategy",
             Field::string().required().one_of(&["memory"]).describe("Backing store; only `memory` (per proxy) exists."),
@@ -40,8 +43,10 @@ pub fn schema() -> Record {
         .field("storage_ttl", Field::integer().describe("Seconds entries are kept in storage, whatever their TTL."))
         .field(
             "memory",
-            Field::record(Record::new().field("dictionary_name", Field::string().required().default(json!("kong_db_cache"))))
-                .describe("Entries of plugins with the same dictionary_name share one cache."),
+            Field::record(
+                Record::new().field("dictionary_name", Field::string().required().default(json!("kong_db_cache"))),
+            )
+            .describe("Entries of plugins with the same dictionary_name share one cache."),
         )
         .field("vary_query_params", Field::array(Field::string()))
         .field("vary_headers", Field::array(Field::string()))
@@ -86,15 +91,31 @@ mod tests {
         let e = validate(&s, &json!({"strategy": "redis"}), Input::Json).unwrap_err();
         assert_eq!(e["strategy"], "expected one of: memory");
         let bad = |cfg: serde_json::Value| validate(&s, &cfg, Input::Json).unwrap_err();
-        assert_eq!(bad(json!({"strategy": "memory", "response_code": [99]}))["response_code"], json!(["value should be between 100 and 900"]));
-        assert_eq!(bad(json!({"strategy": "memory", "response_code": []}))["response_code"], "length must be at least 1");
+        assert_eq!(
+            bad(json!({"strategy": "memory", "response_code": [99]}))["response_code"],
+            json!(["value should be between 100 and 900"])
+        );
+        assert_eq!(
+            bad(json!({"strategy": "memory", "response_code": []}))["response_code"],
+            "length must be at least 1"
+        );
         assert_eq!(bad(json!({"strategy": "memory", "response_code": ""}))["response_code"], "expected an array");
-        assert_eq!(bad(json!({"strategy": "memory", "response_code": [123.5]}))["response_code"], json!(["expected an integer"]));
+        assert_eq!(
+            bad(json!({"strategy": "memory", "response_code": [123.5]}))["response_code"],
+            json!(["expected an integer"])
+        );
         assert_eq!(bad(json!({"strategy": "memory", "cache_ttl": -1}))["cache_ttl"], "value must be greater than 0");
-        assert_eq!(bad(json!({"strategy": "memory", "request_method": ["DELETE"]}))["request_method"][0], "expected one of: HEAD, GET, POST, PATCH, PUT");
+        assert_eq!(
+            bad(json!({"strategy": "memory", "request_method": ["DELETE"]}))["request_method"][0],
+            "expected one of: HEAD, GET, POST, PATCH, PUT"
+        );
 
-        let c = validate(&s, &json!({"strategy": "memory", "cache_ttl": "60", "response_code": {"1": "200", "2": "404"}}), Input::Form)
-            .unwrap();
+        let c = validate(
+            &s,
+            &json!({"strategy": "memory", "cache_ttl": "60", "response_code": {"1": "200", "2": "404"}}),
+            Input::Form,
+        )
+        .unwrap();
         assert_eq!(c["cache_ttl"], 60);
         assert_eq!(c["response_code"], json!([200, 404]));
     }

@@ -37,10 +37,9 @@ pub fn schema() -> Record {
     )
     .field(
         "window_type",
-        Field::string()
-            .default(json!("sliding"))
-            .one_of(&["sliding", "fixed"])
-            .describe("Gantry extension: `fixed` counts per calendar window as Kong does; `sliding` weights the previous window."),
+        Field::string().default(json!("sliding")).one_of(&["sliding", "fixed"]).describe(
+            "Gantry extension: `fixed` counts per calendar window as Kong does; `sliding` weights the previous window.",
+        ),
     )
     .check(periods_and_sync_rate)
     .check(|c| entity_errors(at_least_one_of(c, PERIODS).into_iter().collect()))
@@ -65,13 +64,16 @@ fn redis() -> Record {
         .field("server_name", Field::string().custom(sni))
         .field(
             "cluster_nodes",
-            Field::array(Field::record(node)).len_min(1).describe(
-                "Gantry extension (as in Kong Enterprise): Redis Cluster seed nodes; use instead of `host`.",
-            ),
+            Field::array(Field::record(node))
+                .len_min(1)
+                .describe("Gantry extension (as in Kong Enterprise): Redis Cluster seed nodes; use instead of `host`."),
         )
         .field(
             "cluster_max_redirections",
-            Field::integer().default(json!(5)).between(1.0, 64.0).describe("MOVED/ASK redirections followed in Redis Cluster mode."),
+            Field::integer()
+                .default(json!(5))
+                .between(1.0, 64.0)
+                .describe("MOVED/ASK redirections followed in Redis Cluster mode."),
         )
 }
 
@@ -230,7 +232,12 @@ mod tests {
     #[test]
     fn kong_checks() {
         let e = v(json!({})).unwrap_err();
-        assert!(e["@entity"][0].as_str().unwrap().starts_with("at least one of these fields must be non-empty: 'config.second'"));
+        assert!(
+            e["@entity"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("at least one of these fields must be non-empty: 'config.second'")
+        );
         let e = v(json!({"minute": 0})).unwrap_err();
         assert_eq!(e["minute"], "value must be greater than 0");
         let e = v(json!({"second": 20, "hour": 10})).unwrap_err();
@@ -261,7 +268,10 @@ mod tests {
     fn redis_cluster() {
         let c = v(json!({"second": 1, "policy": "redis", "redis": {"cluster_nodes": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2", "port": 7000}]}}))
             .unwrap();
-        assert_eq!(c["redis"]["cluster_nodes"], json!([{"ip": "10.0.0.1", "port": 6379}, {"ip": "10.0.0.2", "port": 7000}]));
+        assert_eq!(
+            c["redis"]["cluster_nodes"],
+            json!([{"ip": "10.0.0.1", "port": 6379}, {"ip": "10.0.0.2", "port": 7000}])
+        );
         let e = v(json!({"second": 1, "redis": {"host": "r", "cluster_nodes": [{"ip": "10.0.0.1"}]}})).unwrap_err();
         assert!(e["@entity"][0].as_str().unwrap().starts_with("only one or none of these fields must be set"));
     }
@@ -269,7 +279,8 @@ mod tests {
     #[test]
     fn password_is_secret() {
         let s = super::schema();
-        let mut c = validate(&s, &json!({"second": 1, "redis": {"host": "r", "password": "hunter2"}}), Input::Json).unwrap();
+        let mut c =
+            validate(&s, &json!({"second": 1, "redis": {"host": "r", "password": "hunter2"}}), Input::Json).unwrap();
         crate::schema::redact(&s, &mut c);
         assert_eq!(c["redis"]["password"], crate::schema::REDACTED);
     }
@@ -288,8 +299,11 @@ mod tests {
         let mut cfg = json!({"second": 1, "policy": "redis", "redis_host": "r.local", "redis_port": 6380,
                              "redis_password": "pw", "redis_database": 2, "redis_timeout": 100, "redis_ssl": true});
         super::normalize(&mut cfg).unwrap();
-        assert_eq!(cfg, json!({"second": 1, "policy": "redis",
-            "redis": {"host": "r.local", "port": 6380, "password": "pw", "ssl": true, "timeout": 100, "database": 2}}));
+        assert_eq!(
+            cfg,
+            json!({"second": 1, "policy": "redis",
+            "redis": {"host": "r.local", "port": 6380, "password": "pw", "ssl": true, "timeout": 100, "database": 2}})
+        );
         let c = v(cfg).unwrap();
         assert_eq!(c["redis"]["port"], 6380);
 
@@ -299,7 +313,10 @@ mod tests {
         assert_eq!(cfg, json!({"redis": {"host": "a"}}));
         let mut cfg = json!({"redis": {"host": "a"}, "redis_host": "b"});
         let e = super::normalize(&mut cfg).unwrap_err();
-        assert_eq!(e["redis_host"], "both deprecated and new field are used but their values mismatch: redis_host = b vs redis.host = a");
+        assert_eq!(
+            e["redis_host"],
+            "both deprecated and new field are used but their values mismatch: redis_host = b vs redis.host = a"
+        );
         // Form input: "6379" and 6379 agree.
         let mut cfg = json!({"redis": {"port": "6379"}, "redis_port": "6379"});
         assert!(super::normalize(&mut cfg).is_ok());

@@ -95,7 +95,11 @@ fn template(value: &str) -> Result<(), String> {
         let body = &rest[start + 2..];
         let mut depth = 1;
         let Some(end) = body.char_indices().find_map(|(i, c)| {
-            depth += match c { '(' => 1, ')' => -1, _ => 0 };
+            depth += match c {
+                '(' => 1,
+                ')' => -1,
+                _ => 0,
+            };
             (depth == 0).then_some(i)
         }) else {
             return Ok(());
@@ -177,7 +181,12 @@ mod tests {
         let e = v(json!({"add": {"querystring": ["uri_param2:"]}})).unwrap_err();
         assert_eq!(e["add"]["querystring"][0], "key 'uri_param2' has no value");
         let e = v(json!({"add": {"querystring": ["p:$(uri_captures user2)"]}})).unwrap_err();
-        assert!(e["add"]["querystring"][0].as_str().unwrap().starts_with("value '$(uri_captures user2)' is not in supported format"));
+        assert!(
+            e["add"]["querystring"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("value '$(uri_captures user2)' is not in supported format")
+        );
         let e = v(json!({"add": {"headers": ["X-Foo"]}})).unwrap_err();
         assert_eq!(e["add"]["headers"][0], "invalid value: X-Foo");
         let e = v(json!({"add": {"headers": ["X Foo:1"]}})).unwrap_err();

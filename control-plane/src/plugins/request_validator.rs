@@ -13,13 +13,27 @@ pub fn schema() -> Record {
         .field("required", Field::boolean().required())
         .field(
             "style",
-            Field::string().one_of(&["form", "simple", "label", "matrix", "spaceDelimited", "pipeDelimited", "deepObject"]),
+            Field::string().one_of(&[
+                "form",
+                "simple",
+                "label",
+                "matrix",
+                "spaceDelimited",
+                "pipeDelimited",
+                "deepObject",
+            ]),
         )
         .field("explode", Field::boolean())
-        .field("schema", Field::string().custom(parameter_schema).describe("JSON Schema (draft 4) with a top-level `type`."))
+        .field(
+            "schema",
+            Field::string().custom(parameter_schema).describe("JSON Schema (draft 4) with a top-level `type`."),
+        )
         .check(style_explode_schema_together);
     Record::new()
-        .field("body_schema", Field::string().custom(body_schema).describe("JSON Schema (draft 4) of the request body."))
+        .field(
+            "body_schema",
+            Field::string().custom(body_schema).describe("JSON Schema (draft 4) of the request body."),
+        )
         .field(
             "allowed_content_types",
             Field::set(Field::string().custom(content_type)).default(json!(["application/json"])),
@@ -42,7 +56,8 @@ pub fn schema() -> Record {
 fn content_type(v: &Value) -> Result<(), String> {
     let s = v.as_str().unwrap_or_default();
     let essence = s.split(';').next().unwrap_or_default().trim();
-    let token = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    let token =
+        |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
     match essence.split_once('/') {
         Some((t, sub)) if token(t) && token(sub) => Ok(()),
         _ => Err(format!("invalid value: {s}")),
@@ -142,7 +157,9 @@ mod tests {
         let e = v(json!({"body_schema": "[{\"name\": {\"type\": \"string\"}}]"})).unwrap_err();
         assert_eq!(e["body_schema"], "expected a JSON Schema object");
         let e = v(json!({"body_schema": "{\"properties\": {\"a\": {\"type\": \"text\"}}}"})).unwrap_err();
-        assert!(e["body_schema"].as_str().unwrap().starts_with("invalid JSON Schema: properties.a.type must be one of"));
+        assert!(
+            e["body_schema"].as_str().unwrap().starts_with("invalid JSON Schema: properties.a.type must be one of")
+        );
         let e = v(json!({"body_schema": "{}", "version": "kong"})).unwrap_err();
         assert_eq!(e["version"], "expected one of: draft4");
         let e = v(json!({"body_schema": "{}", "allowed_content_types": ["json"]})).unwrap_err();
@@ -159,12 +176,18 @@ mod tests {
         let e = v(json!({"parameter_schema": [{"in": "cookie", "name": "x"}]})).unwrap_err();
         assert_eq!(e["parameter_schema"][0]["in"], "expected one of: query, header, path");
         assert_eq!(e["parameter_schema"][0]["required"], "required field missing");
-        let e = v(json!({"parameter_schema": [{"in": "query", "name": "x", "required": false, "style": "form"}]})).unwrap_err();
-        assert_eq!(e["parameter_schema"][0]["@entity"][0], "all or none of these fields must be set: 'style', 'explode', 'schema'");
-        let p = json!({"in": "query", "name": "x", "required": false, "style": "form", "explode": true, "schema": "{}"});
+        let e = v(json!({"parameter_schema": [{"in": "query", "name": "x", "required": false, "style": "form"}]}))
+            .unwrap_err();
+        assert_eq!(
+            e["parameter_schema"][0]["@entity"][0],
+            "all or none of these fields must be set: 'style', 'explode', 'schema'"
+        );
+        let p =
+            json!({"in": "query", "name": "x", "required": false, "style": "form", "explode": true, "schema": "{}"});
         let e = v(json!({"parameter_schema": [p]})).unwrap_err();
         assert_eq!(e["parameter_schema"][0]["schema"], "the schema must have a top-level 'type'");
-        let c = validate(&super::schema(), &json!({"body_schema": "{}", "verbose_response": "true"}), Input::Form).unwrap();
+        let c =
+            validate(&super::schema(), &json!({"body_schema": "{}", "verbose_response": "true"}), Input::Form).unwrap();
         assert_eq!(c["verbose_response"], true);
     }
 }

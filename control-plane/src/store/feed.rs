@@ -28,8 +28,6 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-const POLL_EVERY: Duration = Duration::from_secs(1);
-
 /// NOTIFY channels are per database, so the schema is part of the name:
 /// two Gantry installs in one database must not hear each other.
 pub(crate) fn channel_name(schema: Option<&str>) -> String {
@@ -76,8 +74,9 @@ impl ChangeFeed {
             let listener = listen(cfg.url.clone(), self.clone(), store.clone());
             tasks.push(tokio::spawn(listener));
         }
-        let poller = poll(self.clone(), store.clone());
-        tasks.push(tokio::spawn(poller));
+        if !cfg.feed_poll.is_zero() {
+            tasks.push(tokio::spawn(poll(self.clone(), store.clone(), cfg.feed_poll)));
+        }
         Ok(())
     }
 
@@ -89,8 +88,8 @@ impl ChangeFeed {
     }
 }
 
-async fn poll(feed: ChangeFeed, store: Store) {
-    let mut tick = tokio::time::interval(POLL_EVERY);
+async fn poll(feed: ChangeFeed, store: Store, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         match store.current_revision().await {

@@ -55,11 +55,14 @@ pub struct StoreConfig {
     /// Postgres schema to keep Gantry's tables in (created if missing).
     pub schema: Option<String>,
     pub max_connections: u32,
+    /// How often the change feed re-reads the head revision, as a safety
+    /// net under LISTEN/NOTIFY; zero turns the poll off.
+    pub feed_poll: Duration,
 }
 
 impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        StoreConfig { url: url.into(), schema: None, max_connections: 8 }
+        StoreConfig { url: url.into(), schema: None, max_connections: 8, feed_poll: Duration::from_secs(1) }
     }
 }
 
@@ -256,7 +259,7 @@ impl Store {
     pub async fn list(&self, kind: &str, f: &ListFilter) -> Result<Page, StoreError> {
         let mut sql = String::from("SELECT v.id, v.data FROM entity_versions v WHERE v.kind = $1 AND v.rev_to IS NULL");
         let mut binds: Vec<String> = vec![kind.to_string()];
-        let mut next_param = |binds: &mut Vec<String>, v: String| {
+        let next_param = |binds: &mut Vec<String>, v: String| {
             binds.push(v);
             format!("${}", binds.len())
         };

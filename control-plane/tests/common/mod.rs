@@ -1,0 +1,183 @@
+//! Test harness: a real admin API over a real store (a SQLite file, or a
+//! unique Postgres schema), served on an ephemeral port, driven over HTTP.
+#![allow(dead_code)]
+
+use gantry_cp::admin::{Admin, router};
+use gantry_cp::seal::Sealer;
+use gantry_cp::store::{Store, StoreConfig};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_url() -> String {
+    std::env::var("GANTRY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/gantry_test".to_string())
+}
+
+/// Where one test keeps its data; removed when dropped.
+pub struct Db {
+    pub backend: Backend,
+    pub url: String,
+    pub schema: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl Db {
+    pub fn new(backend: Backend) -> Db {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let file = std::env::temp_dir().join(format!("gantry-test-{tag}.db"));
+                Db { backend, url: format!("sqlite://{}", file.display()), schema: None, file: Some(file) }
+            }
+            Backend::Postgres => Db { backend, url: pg_url(), schema: Some(format!("gt_{tag}")), file: None },
+        }
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        let mut c = StoreConfig::new(&self.url);
+        c.schema = self.schema.clone();
+        c
+    }
+
+    /// Arguments for a `gantry-cp` process on this database.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut a = vec!["--database-url".to_string(), self.url.clone()];
+        if let Some(s) = &self.schema {
+            a.push("--database-schema".into());
+            a.push(s.clone());
+        }
+        a
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
+            }
+        }
+        if let Some(schema) = self.schema.clone() {
+            let url = self.url.clone();
+            // Drop runs inside the test's runtime; clean up from a thread.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async move {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+                            .execute(&mut c)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub db: Db,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        let db = Db::new(backend);
+        let store = Store::open(&db.config()).await.expect("open store");
+        let sealer = Sealer::load(&store).await.expect("seal key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = router(Admin::new(store.clone(), sealer, addr.to_string()));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, db, server }
+    }
+
+    pub async fn revision(&self) -> i64 {
+        self.store.current_revision().await.expect("revision")
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.delete(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn json(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.send(self.client.request(m, format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.json("POST", path, body).await
+    }
+
+    /// A form-encoded request, as `curl -d a=b` sends it.
+    pub async fn form(&self, method: &str, path: &str, pairs: &[(&str, &str)]) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        self.send(
+            self.client
+                .request(m, format!("{}{path}", self.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+    }
+
+    /// A raw body with a content type.
+    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.send(self.client.request(m, format!("{}{path}", self.base)).header("content-type", content_type).body(body))
+            .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Runs a test body against both backends: `both!(name, |app| { ... })`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = common::TestApp::start(common::Backend::Sqlite).await;
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $app = common::TestApp::start(common::Backend::Postgres).await;
+                $body
+            }
+        }
+    };
+}
