@@ -1,10 +1,10 @@
 //! Gantry's control plane: the config store, the Kong-shaped admin API,
 //! config revisions and the audit trail.
 
-// pub mod admin;
-// pub mod declarative;
+pub mod admin;
+pub mod declarative;
 pub mod entities;
 pub mod plugins;
 pub mod schema;
-// pub mod seal;
+pub mod seal;
 pub mod store;

@@ -52,21 +52,18 @@ impl Sealer {
         }
         let key = XChaCha20Poly1305::generate_key(&mut OsRng);
         sqlx::query("INSERT INTO seal_keys (id, key) VALUES (1, $1) ON CONFLICT DO NOTHING")
-            .bind(STANDARD.encode(key.as_slice()))
+            .bind(STANDARD.encode(&key[..]))
             .execute(store.pool())
             .await?;
-        Self::read_key(store)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("seal key missing after creation".into()))
+        Self::read_key(store).await?.ok_or_else(|| StoreError::Corrupt("seal key missing after creation".into()))
     }
 
     async fn read_key(store: &Store) -> Result<Option<Sealer>, StoreError> {
         let row = sqlx::query("SELECT key FROM seal_keys WHERE id = 1").fetch_optional(store.pool()).await?;
         let Some(row) = row else { return Ok(None) };
         let encoded: String = row.try_get(0)?;
-        let bytes = STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| StoreError::Corrupt("seal key is not valid base64".into()))?;
+        let bytes =
+            STANDARD.decode(encoded.trim()).map_err(|_| StoreError::Corrupt("seal key is not valid base64".into()))?;
         let key: [u8; 32] =
             bytes.try_into().map_err(|_| StoreError::Corrupt("seal key is not 32 bytes long".into()))?;
         Ok(Some(Sealer::from_key(key)))
@@ -85,7 +82,7 @@ impl Sealer {
         // leak the plaintext or panic in a request.
         let ct = self.cipher.encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: AAD }).unwrap_or_default();
         let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
-        blob.extend_from_slice(nonce.as_slice());
+        blob.extend_from_slice(&nonce[..]);
         blob.extend_from_slice(&ct);
         format!("{PREFIX}{}", STANDARD.encode(blob))
     }
@@ -101,9 +98,10 @@ impl Sealer {
             return Err(SealError::Malformed);
         }
         let (nonce, ct) = blob.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
         let pt = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: AAD })
+            .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: AAD })
             .map_err(|_| SealError::WrongKey)?;
         String::from_utf8(pt).map_err(|_| SealError::Malformed)
     }

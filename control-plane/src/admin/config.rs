@@ -23,7 +23,8 @@ impl From<DeclarativeError> for ApiError {
                 message: format!("declarative config is invalid: {}", crate::schema::summarize(&fields)),
                 fields: Value::Object(fields),
             },
-            DeclarativeError::Entity(e) => ApiError::Entity(e),
+            DeclarativeError::Entity { collection, entity, source } => ApiError::Entity(source).in_entity(collection, &entity),
+            DeclarativeError::Store(s) => ApiError::Store(s),
             other => ApiError::bad_request(other.to_string()),
         }
     }

@@ -4,7 +4,7 @@
 use super::body::Body;
 use super::error::ApiError;
 use super::{Admin, Written, paging};
-use crate::entities::{self, EntityDef, Parent, def_by_path, redacted, resolve_id};
+use crate::entities::{self, EntityDef, Parent, def_by_path, redacted, resolve_id, resolve_in};
 use crate::store::ListFilter;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -102,7 +102,7 @@ async fn list_impl(
 
 async fn get_impl(app: &Admin, d: &'static EntityDef, id: &str, parent: Option<&Parent>) -> Result<Response, ApiError> {
     let mut store = &app.store;
-    let (_, v) = resolve_id(&mut store, d, id).await?.ok_or(ApiError::NotFound)?;
+    let (_, v) = resolve_in(&mut store, d, id, parent).await?.ok_or(ApiError::NotFound)?;
     if let Some(p) = parent {
         if v[p.field]["id"].as_str() != Some(p.id.as_str()) {
             return Err(ApiError::NotFound);

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 pub enum ApiError {
     #[error("{0}")]
     Entity(#[from] EntityError),
+    /// An entity error inside a declarative document: which entity failed.
+    #[error("{0}: {1}")]
+    InEntity(String, EntityError),
     #[error("{message}")]
     BadRequest { message: String },
     #[error("schema violation")]
@@ -35,6 +38,14 @@ impl ApiError {
     pub fn bad_request(m: impl Into<String>) -> Self {
         ApiError::BadRequest { message: m.into() }
     }
+
+    /// Names the entity of a declarative document an error belongs to.
+    pub fn in_entity(self, collection: &str, entity: &str) -> Self {
+        match self {
+            ApiError::Entity(e) => ApiError::InEntity(format!("{collection} '{entity}'"), e),
+            other => other,
+        }
+    }
 }
 
 fn kong(status: StatusCode, code: i64, name: &str, message: String, fields: Value) -> Response {
@@ -48,27 +59,8 @@ fn message(status: StatusCode, m: impl Into<String>) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Entity(e) => match e {
-                EntityError::Schema(f) => {
-                    kong(StatusCode::BAD_REQUEST, 2, "schema violation", summarize(&f), Value::Object(f))
-                }
-                EntityError::Unique(fields) => {
-                    let m = e_to_string(&EntityError::Unique(fields.clone()), &fields);
-                    kong(StatusCode::CONFLICT, 5, "unique constraint violation", m, fields)
-                }
-                EntityError::PrimaryKey(id) => {
-                    let m = EntityError::PrimaryKey(id.clone()).to_string();
-                    kong(StatusCode::CONFLICT, 3, "primary key violation", m, json!({ "id": id }))
-                }
-                ref fk @ EntityError::ForeignKey { ref field, ref id, .. } => {
-                    kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", fk.to_string(), json!({ field: { "id": id } }))
-                }
-                ref r @ EntityError::Referenced { ref by, .. } => {
-                    kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", r.to_string(), json!({ "@referenced_by": by }))
-                }
-                EntityError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
-                EntityError::Store(s) => store_error(s),
-            },
+            ApiError::Entity(e) => entity_response(e, ""),
+            ApiError::InEntity(ctx, e) => entity_response(e, &format!("{ctx}: ")),
             ApiError::Schema(f) => kong(StatusCode::BAD_REQUEST, 2, "schema violation", summarize(&f), Value::Object(f)),
             ApiError::Declarative { message: m, fields } => {
                 kong(StatusCode::BAD_REQUEST, 14, "invalid declarative configuration", m, fields)
@@ -85,8 +77,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+fn entity_response(e: EntityError, prefix: &str) -> Response {
+    match e {
+        EntityError::Schema(f) => {
+            kong(StatusCode::BAD_REQUEST, 2, "schema violation", format!("{prefix}{}", summarize(&f)), Value::Object(f))
+        }
+        EntityError::Unique(fields) => {
+            let m = format!("{prefix}{}", unique_message(&fields));
+            kong(StatusCode::CONFLICT, 5, "unique constraint violation", m, fields)
+        }
+        EntityError::PrimaryKey(id) => {
+            let m = format!("{prefix}{}", EntityError::PrimaryKey(id.clone()));
+            kong(StatusCode::CONFLICT, 3, "primary key violation", m, json!({ "id": id }))
+        }
+        ref fk @ EntityError::ForeignKey { ref field, ref id, .. } => {
+            kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", format!("{prefix}{fk}"), json!({ field: { "id": id } }))
+        }
+        ref r @ EntityError::Referenced { ref by, .. } => {
+            kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", format!("{prefix}{r}"), json!({ "@referenced_by": by }))
+        }
+        EntityError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
+        EntityError::Store(s) => store_error(s),
+    }
+}
+
 /// Kong names the unique fields as `{name="x"}`.
-fn e_to_string(_e: &EntityError, fields: &Value) -> String {
+fn unique_message(fields: &Value) -> String {
     let parts: Vec<String> = fields
         .as_object()
         .into_iter()

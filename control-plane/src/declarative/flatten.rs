@@ -149,11 +149,13 @@ impl Flattener<'_> {
         };
         let mut input = Value::Object(obj);
         let sealer = self.sealer;
-        secrets::for_each_secret(d, &mut input, &mut |field, v| {
+        secrets::for_each_secret::<DeclarativeError>(d, &mut input, &mut |field, v| {
             let Some(s) = v.as_str().filter(|s| Sealer::is_sealed(s)) else { return Ok(()) };
-            *v = Value::String(sealer.unseal(s).map_err(|e| {
-                DeclarativeError::Unseal(format!("{} field '{field}': {e}", path_label(&path)))
-            })?);
+            *v = Value::String(
+                sealer
+                    .unseal(s)
+                    .map_err(|e| DeclarativeError::Unseal(format!("{} field '{field}': {e}", path_label(&path))))?,
+            );
             Ok(())
         })?;
         if self.legacy_paths && d.name == "routes" {
@@ -245,7 +247,8 @@ fn describe_key(d: &EntityDef, key: &str, v: &Value) -> String {
     if key.starts_with("cache=") {
         let (refs, own): (Vec<&str>, Vec<&str>) =
             d.cache_key.iter().partition(|f| d.foreign.iter().any(|fk| fk.field == **f));
-        let own: Vec<String> = own.iter().map(|f| format!("{f} set to '{}'", v[*f].as_str().unwrap_or_default())).collect();
+        let own: Vec<String> =
+            own.iter().map(|f| format!("{f} set to '{}'", v[*f].as_str().unwrap_or_default())).collect();
         return format!("{} for the same {}", own.join(" and "), refs.join(", "));
     }
     let (field, val) = key.split_once('=').unwrap_or((key, ""));

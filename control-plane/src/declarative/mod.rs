@@ -6,6 +6,8 @@
 //! The usual import is `parse_document` → `flatten` → `replace` inside one
 //! write transaction; `export` is its inverse.
 
+#[cfg(test)]
+mod db_tests;
 mod export;
 mod flatten;
 mod parse;

@@ -39,7 +39,12 @@ fn record<E>(
     Ok(())
 }
 
-fn walk<E>(field: &Field, v: &mut Value, path: &str, f: &mut dyn FnMut(&str, &mut Value) -> Result<(), E>) -> Result<(), E> {
+fn walk<E>(
+    field: &Field,
+    v: &mut Value,
+    path: &str,
+    f: &mut dyn FnMut(&str, &mut Value) -> Result<(), E>,
+) -> Result<(), E> {
     if field.secret {
         return match v {
             Value::String(_) => f(path, v),

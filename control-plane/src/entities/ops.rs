@@ -73,6 +73,42 @@ pub async fn resolve_id<L: Lookup>(l: &mut L, d: &EntityDef, id_or_key: &str) ->
     Ok(None)
 }
 
+/// Finds an entity as a URL names it, under its parent when nested. A
+/// target is unique only within its upstream, so its `host[:port]` names
+/// it only under `/upstreams/{u}/targets/`.
+pub async fn resolve_in<L: Lookup>(
+    l: &mut L,
+    d: &EntityDef,
+    id_or_key: &str,
+    parent: Option<&Parent>,
+) -> Result<Option<(String, Value)>, StoreError> {
+    if let Some(found) = resolve_id(l, d, id_or_key).await? {
+        return Ok(Some(found));
+    }
+    if d.name == "targets" {
+        if let Some(p) = parent.filter(|p| p.field == "upstream") {
+            let key = format!("cache={}|{}", p.id, target_with_port(id_or_key));
+            if let Some(id) = l.find_key(d.name, &key).await? {
+                if let Some(v) = l.get(d.name, &id).await? {
+                    return Ok(Some((id, v)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Kong stores targets with their port: `host` becomes `host:8000`.
+fn target_with_port(t: &str) -> String {
+    if super::checks::split_host_port(t).1.is_some() {
+        t.to_string()
+    } else if t.contains(':') {
+        format!("[{t}]:8000")
+    } else {
+        format!("{t}:8000")
+    }
+}
+
 fn now_s() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -130,12 +166,8 @@ pub(crate) fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, 
         check_plugin(&mut v, mode).map_err(EntityError::Schema)?;
     }
     if d.name == "targets" {
-        // Kong stores targets with their port: `host` becomes `host:8000`.
         if let Some(t) = v["target"].as_str() {
-            if super::checks::split_host_port(t).1.is_none() {
-                let t = if t.contains(':') { format!("[{t}]:8000") } else { format!("{t}:8000") };
-                v["target"] = Value::String(t);
-            }
+            v["target"] = Value::String(target_with_port(t));
         }
     }
     Ok(v)
@@ -192,24 +224,28 @@ pub async fn upsert(
     parent: Option<&Parent>,
 ) -> Result<(Value, bool), EntityError> {
     apply_parent(&mut input, parent);
-    let existing = resolve_id(tx, d, id_or_key).await?;
+    let existing = resolve_in(tx, d, id_or_key, parent).await?;
     if let Some((_, ev)) = &existing {
         if !belongs(ev, parent) {
             return Err(EntityError::NotFound);
         }
     }
     if let Some(obj) = input.as_object_mut() {
+        let by_id = uuid::Uuid::parse_str(id_or_key).is_ok();
         match (&existing, d.endpoint_key) {
             (Some((id, _)), _) => {
                 obj.insert("id".into(), Value::String(id.clone()));
             }
-            (None, _) if uuid::Uuid::parse_str(id_or_key).is_ok() => {
+            (None, _) if by_id => {
                 obj.insert("id".into(), Value::String(id_or_key.to_string()));
             }
-            (None, Some(k)) => {
-                obj.insert(k.into(), Value::String(id_or_key.to_string()));
-            }
             (None, None) => return Err(EntityError::NotFound),
+            (None, Some(_)) => {}
+        }
+        // As Kong's `upsert_by_<key>`: the key in the URL is the entity's,
+        // whether it is created or replaced.
+        if let (false, Some(k)) = (by_id, d.endpoint_key) {
+            obj.insert(k.into(), Value::String(id_or_key.to_string()));
         }
     }
     let v = check(d, &input, mode)?;
@@ -226,7 +262,7 @@ pub async fn update(
     mode: Input,
     parent: Option<&Parent>,
 ) -> Result<Value, EntityError> {
-    let Some((id, existing)) = resolve_id(tx, d, id_or_key).await? else {
+    let Some((id, existing)) = resolve_in(tx, d, id_or_key, parent).await? else {
         return Err(EntityError::NotFound);
     };
     if !belongs(&existing, parent) {
@@ -351,11 +387,23 @@ async fn save(tx: &mut WriteTx, d: &'static EntityDef, mut v: Value, existing: O
     let index = Index { keys, refs, tags };
     let op = if existing.is_some() { "update" } else { "create" };
     let before = existing.as_ref().map(|e| redacted(d, e));
-    let after = redacted(d, &v);
-    if existing.as_ref() == Some(&v) {
-        return Ok(v);
+    // A write that would change nothing but `updated_at` changes nothing:
+    // no new version, no revision (the certificate's SNIs may still move).
+    let unchanged = existing.as_ref().is_some_and(|e| {
+        let mut same = v.clone();
+        if d.updated_at {
+            same["updated_at"] = e["updated_at"].clone();
+        }
+        *e == same
+    });
+    if unchanged {
+        if let Some(e) = &existing {
+            v = e.clone();
+        }
+    } else {
+        let after = redacted(d, &v);
+        tx.put(d.name, &id, &v, &index, op, before.as_ref(), Some(&after)).await?;
     }
-    tx.put(d.name, &id, &v, &index, op, before.as_ref(), Some(&after)).await?;
     if let Some(Value::Array(names)) = cert_snis {
         sync_cert_snis(tx, &id, &names).await?;
     }
@@ -408,7 +456,7 @@ async fn sync_cert_snis_inner(tx: &mut WriteTx, cert_id: &str, names: &[Value]) 
 /// DELETE: removes the entity and what cascades from it. Deleting what
 /// does not exist succeeds, as in Kong.
 pub async fn delete(tx: &mut WriteTx, d: &'static EntityDef, id_or_key: &str, parent: Option<&Parent>) -> Result<(), EntityError> {
-    let Some((id, existing)) = resolve_id(tx, d, id_or_key).await? else {
+    let Some((id, existing)) = resolve_in(tx, d, id_or_key, parent).await? else {
         return Ok(());
     };
     if !belongs(&existing, parent) {
