@@ -9,18 +9,32 @@ use gantry_cp::store::{Store, StoreConfig};
 use std::net::SocketAddr;
 
 #[derive(Parser)]
-#[command(name = "gantry-cp", version, about = "Gantry control plane: admin API, config store and xDS server")]
+#[command(
+    name = "gantry-cp",
+    version,
+    about = "Gantry control plane: admin API, config store and xDS server"
+)]
 struct Cli {
     /// Database URL: postgres://... or sqlite:PATH. Default: a SQLite file
     /// in the working directory.
-    #[arg(long, env = "GANTRY_DATABASE_URL", default_value = "sqlite://gantry.db", global = true)]
+    #[arg(
+        long,
+        env = "GANTRY_DATABASE_URL",
+        default_value = "sqlite://gantry.db",
+        global = true
+    )]
     database_url: String,
     /// Postgres schema for Gantry's tables (created if missing).
     #[arg(long, env = "GANTRY_DATABASE_SCHEMA", global = true)]
     database_schema: Option<String>,
     /// How often to re-read the newest revision besides LISTEN/NOTIFY
     /// (milliseconds; 0 turns the poll off).
-    #[arg(long, env = "GANTRY_FEED_POLL_MS", default_value_t = 1000, global = true)]
+    #[arg(
+        long,
+        env = "GANTRY_FEED_POLL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
     feed_poll_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
@@ -64,21 +78,30 @@ async fn main() -> anyhow::Result<()> {
     let cfg = store_config(&cli);
     match &cli.command {
         Some(Command::Migrate) => {
-            let store = Store::connect(&cfg).await.context("connecting to the database")?;
+            let store = Store::connect(&cfg)
+                .await
+                .context("connecting to the database")?;
             store.migrate().await.context("running migrations")?;
             println!("migrations applied ({})", store.backend().name());
             Ok(())
         }
         Some(Command::Apply { file }) => {
             let store = Store::open(&cfg).await.context("opening the store")?;
-            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let sealer = Sealer::load(&store).await?;
             let doc = declarative::parse_document(&bytes)?;
             let desired = declarative::flatten(&doc, &sealer)?;
             let mut tx = store.begin_write("cli").await?;
             let changes = declarative::replace(&mut tx, desired).await?;
-            let c = tx.commit("config", &format!("declarative config: {changes} changes")).await?;
-            println!("applied {}: {changes} changes, revision {}", file.display(), c.revision);
+            let c = tx
+                .commit("config", &format!("declarative config: {changes} changes"))
+                .await?;
+            println!(
+                "applied {}: {changes} changes, revision {}",
+                file.display(),
+                c.revision
+            );
             store.close().await;
             Ok(())
         }
@@ -109,7 +132,10 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
         "gantry-cp started"
     );
     let app = router(Admin::new(store.clone(), sealer, local.to_string()));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("admin API")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("admin API")?;
     store.close().await;
     tracing::info!("gantry-cp stopped");
     Ok(())

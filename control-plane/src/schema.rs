@@ -250,7 +250,9 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
             return Ok(Value::Null);
         }
         // Form input sends "" to clear an optional field.
-        Some(Value::String(s)) if s.is_empty() && mode == Input::Form && !matches!(field.ty, Ty::String) => {
+        Some(Value::String(s))
+            if s.is_empty() && mode == Input::Form && !matches!(field.ty, Ty::String) =>
+        {
             if field.required {
                 return Err(Value::String("required field missing".into()));
             }
@@ -268,13 +270,18 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
                     other => other.to_string(),
                 })
                 .collect();
-            return Err(Value::String(format!("expected one of: {}", list.join(", "))));
+            return Err(Value::String(format!(
+                "expected one of: {}",
+                list.join(", ")
+            )));
         }
     }
     if let Some((lo, hi)) = field.between {
         if let Some(n) = v.as_f64() {
             if n < lo || n > hi {
-                return Err(Value::String(format!("value should be between {lo} and {hi}")));
+                return Err(Value::String(format!(
+                    "value should be between {lo} and {hi}"
+                )));
             }
         }
     }
@@ -304,15 +311,27 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
         },
         Ty::Integer => match value {
             Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value.clone()),
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) => {
+            Value::Number(n)
+                if n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) =>
+            {
                 Ok(Value::from(n.as_f64().unwrap_or_default() as i64))
             }
-            Value::String(s) if form => s.trim().parse::<i64>().map(Value::from).or_else(|_| err("expected an integer")),
+            Value::String(s) if form => s
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| err("expected an integer")),
             _ => err("expected an integer"),
         },
         Ty::Number => match value {
             Value::Number(_) => Ok(value.clone()),
-            Value::String(s) if form => match s.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            Value::String(s) if form => match s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
                 Some(n) => Ok(Value::Number(n)),
                 None => err("expected a number"),
             },
@@ -336,12 +355,20 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
                 // object keyed by index.
                 Value::String(_) if form => vec![value.clone()],
                 Value::Object(o) if form && o.keys().all(|k| k.parse::<usize>().is_ok()) => {
-                    let mut pairs: Vec<(usize, Value)> =
-                        o.iter().map(|(k, v)| (k.parse().unwrap_or(0), v.clone())).collect();
+                    let mut pairs: Vec<(usize, Value)> = o
+                        .iter()
+                        .map(|(k, v)| (k.parse().unwrap_or(0), v.clone()))
+                        .collect();
                     pairs.sort_by_key(|(i, _)| *i);
                     pairs.into_iter().map(|(_, v)| v).collect()
                 }
-                _ => return err(if is_set { "expected a set" } else { "expected an array" }),
+                _ => {
+                    return err(if is_set {
+                        "expected a set"
+                    } else {
+                        "expected an array"
+                    });
+                }
             };
             let mut out = Vec::with_capacity(items.len());
             let mut errs = vec![Value::Null; items.len()];
@@ -362,7 +389,11 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
                     }
                 }
             }
-            if any_err { Err(Value::Array(errs)) } else { Ok(Value::Array(out)) }
+            if any_err {
+                Err(Value::Array(errs))
+            } else {
+                Ok(Value::Array(out))
+            }
         }
         Ty::Map(values) => {
             let Value::Object(o) = value else {
@@ -380,7 +411,11 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
                     }
                 }
             }
-            if errs.is_empty() { Ok(Value::Object(out)) } else { Err(Value::Object(errs)) }
+            if errs.is_empty() {
+                Ok(Value::Object(out))
+            } else {
+                Err(Value::Object(errs))
+            }
         }
         Ty::Record(r) => validate_record(r, value, mode),
         Ty::Foreign(_) => match value {
@@ -391,7 +426,11 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
                         errs.insert(k.clone(), Value::String("unknown field".into()));
                     }
                 }
-                match o.get("id").or_else(|| o.get("name")).or_else(|| o.get("username")) {
+                match o
+                    .get("id")
+                    .or_else(|| o.get("name"))
+                    .or_else(|| o.get("username"))
+                {
                     Some(Value::String(_)) if errs.is_empty() => Ok(value.clone()),
                     Some(Value::String(_)) => Err(Value::Object(errs)),
                     _ => err("expected a reference: {\"id\": \"...\"}"),
@@ -412,7 +451,9 @@ pub const REDACTED: &str = "<redacted>";
 pub fn redact(schema: &Record, value: &mut Value) {
     let Value::Object(obj) = value else { return };
     for (name, field) in &schema.fields {
-        let Some(v) = obj.get_mut(*name) else { continue };
+        let Some(v) = obj.get_mut(*name) else {
+            continue;
+        };
         redact_field(field, v);
     }
 }
@@ -427,7 +468,9 @@ fn redact_field(field: &Field, v: &mut Value) {
     }
     match (&field.ty, v) {
         (Ty::Record(r), v) => redact(r, v),
-        (Ty::Array(e) | Ty::Set(e), Value::Array(items)) => items.iter_mut().for_each(|i| redact_field(e, i)),
+        (Ty::Array(e) | Ty::Set(e), Value::Array(items)) => {
+            items.iter_mut().for_each(|i| redact_field(e, i))
+        }
         (Ty::Map(e), Value::Object(m)) => m.values_mut().for_each(|i| redact_field(e, i)),
         _ => {}
     }
@@ -450,7 +493,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, v, out);
             }
         }
@@ -464,7 +511,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
             }
         }
         Value::Null => {}
-        Value::String(s) => out.push(if prefix == "@entity" { s.clone() } else { format!("{prefix}: {s}") }),
+        Value::String(s) => out.push(if prefix == "@entity" {
+            s.clone()
+        } else {
+            format!("{prefix}: {s}")
+        }),
         other => out.push(format!("{prefix}: {other}")),
     }
 }
@@ -472,7 +523,10 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
 /// One entity-level error, as Kong reports checks like `at_least_one_of`.
 pub fn entity_error(msg: impl Into<String>) -> FieldErrors {
     let mut m = Map::new();
-    m.insert("@entity".into(), Value::Array(vec![Value::String(msg.into())]));
+    m.insert(
+        "@entity".into(),
+        Value::Array(vec![Value::String(msg.into())]),
+    );
     m
 }
 
@@ -491,10 +545,16 @@ mod tests {
     fn sample() -> Record {
         Record::new()
             .field("name", Field::string())
-            .field("port", Field::integer().default(json!(80)).between(0.0, 65535.0))
+            .field(
+                "port",
+                Field::integer().default(json!(80)).between(0.0, 65535.0),
+            )
             .field("on", Field::boolean().default(json!(true)))
             .field("paths", Field::array(Field::string()))
-            .field("mode", Field::string().one_of(&["a", "b"]).default(json!("a")))
+            .field(
+                "mode",
+                Field::string().one_of(&["a", "b"]).default(json!("a")),
+            )
             .field(
                 "nested",
                 Field::record(Record::new().field("x", Field::integer().default(json!(1)))),
@@ -510,13 +570,20 @@ mod tests {
             json!({"name":"s","port":80,"on":true,"paths":null,"mode":"a","nested":{"x":1},"pw":null})
         );
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys, ["name", "port", "on", "paths", "mode", "nested", "pw"]);
+        assert_eq!(
+            keys,
+            ["name", "port", "on", "paths", "mode", "nested", "pw"]
+        );
     }
 
     #[test]
     fn json_types_are_strict_and_errors_nest() {
-        let e = validate(&sample(), &json!({"port": "80", "nested": {"x": "y"}, "zzz": 1}), Input::Json)
-            .unwrap_err();
+        let e = validate(
+            &sample(),
+            &json!({"port": "80", "nested": {"x": "y"}, "zzz": 1}),
+            Input::Json,
+        )
+        .unwrap_err();
         assert_eq!(e["port"], "expected an integer");
         assert_eq!(e["nested"]["x"], "expected an integer");
         assert_eq!(e["zzz"], "unknown field");

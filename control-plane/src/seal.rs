@@ -55,23 +55,31 @@ impl Sealer {
             .bind(STANDARD.encode(&key[..]))
             .execute(store.pool())
             .await?;
-        Self::read_key(store).await?.ok_or_else(|| StoreError::Corrupt("seal key missing after creation".into()))
+        Self::read_key(store)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("seal key missing after creation".into()))
     }
 
     async fn read_key(store: &Store) -> Result<Option<Sealer>, StoreError> {
-        let row = sqlx::query("SELECT key FROM seal_keys WHERE id = 1").fetch_optional(store.pool()).await?;
+        let row = sqlx::query("SELECT key FROM seal_keys WHERE id = 1")
+            .fetch_optional(store.pool())
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let encoded: String = row.try_get(0)?;
-        let bytes =
-            STANDARD.decode(encoded.trim()).map_err(|_| StoreError::Corrupt("seal key is not valid base64".into()))?;
-        let key: [u8; 32] =
-            bytes.try_into().map_err(|_| StoreError::Corrupt("seal key is not 32 bytes long".into()))?;
+        let bytes = STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| StoreError::Corrupt("seal key is not valid base64".into()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("seal key is not 32 bytes long".into()))?;
         Ok(Some(Sealer::from_key(key)))
     }
 
     /// A sealer over a known key (tests, tooling).
     pub fn from_key(key: [u8; 32]) -> Sealer {
-        Sealer { cipher: XChaCha20Poly1305::new(&key.into()) }
+        Sealer {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+        }
     }
 
     /// `$gantry-sealed$v1$` + base64(nonce || ciphertext || tag).
@@ -80,7 +88,16 @@ impl Sealer {
         // Encryption only fails for inputs beyond 256 GiB; should it ever,
         // the empty body makes the value fail loudly on unseal rather than
         // leak the plaintext or panic in a request.
-        let ct = self.cipher.encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: AAD }).unwrap_or_default();
+        let ct = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: AAD,
+                },
+            )
+            .unwrap_or_default();
         let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
         blob.extend_from_slice(&nonce[..]);
         blob.extend_from_slice(&ct);
@@ -93,7 +110,9 @@ impl Sealer {
         let Some(body) = s.strip_prefix(PREFIX) else {
             return Ok(s.to_string());
         };
-        let blob = STANDARD.decode(body.trim()).map_err(|_| SealError::Malformed)?;
+        let blob = STANDARD
+            .decode(body.trim())
+            .map_err(|_| SealError::Malformed)?;
         if blob.len() < NONCE_LEN + TAG_LEN {
             return Err(SealError::Malformed);
         }
@@ -145,9 +164,18 @@ mod tests {
         let mut raw = STANDARD.decode(&sealed[PREFIX.len()..]).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(a.unseal(&format!("{PREFIX}{}", STANDARD.encode(raw))), Err(SealError::WrongKey));
-        assert_eq!(a.unseal(&format!("{PREFIX}!!notbase64")), Err(SealError::Malformed));
-        assert_eq!(a.unseal(&format!("{PREFIX}AAAA")), Err(SealError::Malformed));
+        assert_eq!(
+            a.unseal(&format!("{PREFIX}{}", STANDARD.encode(raw))),
+            Err(SealError::WrongKey)
+        );
+        assert_eq!(
+            a.unseal(&format!("{PREFIX}!!notbase64")),
+            Err(SealError::Malformed)
+        );
+        assert_eq!(
+            a.unseal(&format!("{PREFIX}AAAA")),
+            Err(SealError::Malformed)
+        );
         assert!(!SealError::WrongKey.to_string().contains("top-secret"));
         assert_eq!(format!("{a:?}"), "Sealer { .. }");
     }

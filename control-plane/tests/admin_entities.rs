@@ -10,7 +10,12 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 /// A write with its `X-Gantry-Revision` header.
-async fn send_rev(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value, Option<i64>) {
+async fn send_rev(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<i64>) {
     let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut req = app.client.request(m, format!("{}{path}", app.base));
     if let Some(b) = body {
@@ -18,12 +23,18 @@ async fn send_rev(app: &TestApp, method: &str, path: &str, body: Option<Value>) 
     }
     let resp = req.send().await.expect("request");
     let status = resp.status();
-    let rev = resp
-        .headers()
-        .get("x-gantry-revision")
-        .map(|v| v.to_str().expect("ascii header").parse::<i64>().expect("numeric revision"));
+    let rev = resp.headers().get("x-gantry-revision").map(|v| {
+        v.to_str()
+            .expect("ascii header")
+            .parse::<i64>()
+            .expect("numeric revision")
+    });
     let text = resp.text().await.expect("body");
-    let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("json body") };
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("json body")
+    };
     (status, v, rev)
 }
 
@@ -33,15 +44,24 @@ async fn all(app: &TestApp, path: &str) -> Vec<Value> {
     let (s, b) = app.get(&format!("{path}{sep}size=1000")).await;
     assert_eq!(s, StatusCode::OK, "GET {path}: {b}");
     assert!(b["next"].is_null(), "GET {path}: unexpected next page: {b}");
-    b["data"].as_array().unwrap_or_else(|| panic!("GET {path}: no data array: {b}")).clone()
+    b["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {path}: no data array: {b}"))
+        .clone()
 }
 
 fn names(items: &[Value], field: &str) -> BTreeSet<String> {
-    items.iter().map(|i| i[field].as_str().unwrap_or_default().to_string()).collect()
+    items
+        .iter()
+        .map(|i| i[field].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_string()
 }
 
 fn set<S: AsRef<str>>(items: &[S]) -> BTreeSet<String> {
@@ -60,17 +80,28 @@ fn self_signed(cn: &str) -> (String, String, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let subj = format!("/CN={cn}");
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", "k.pem", "-out", "c.pem", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", "k.pem",
+            "-out", "c.pem", "-days", "1",
+        ])
         .current_dir(&dir)
         .output()
         .expect("run openssl");
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new("openssl")
         .args(["rsa", "-in", "k.pem", "-pubout"])
         .current_dir(&dir)
         .output()
         .expect("run openssl");
-    assert!(out.status.success(), "openssl rsa: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl rsa: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let public = String::from_utf8(out.stdout).unwrap();
     let cert = std::fs::read_to_string(dir.join("c.pem")).unwrap();
     let key = std::fs::read_to_string(dir.join("k.pem")).unwrap();
@@ -85,7 +116,12 @@ fn is_uuid(v: &Value) -> bool {
 // ---------------------------------------------------------------- services
 
 both!(service_url_shorthand_and_defaults, |app| {
-    let b = create(&app, "/services", json!({"name": "s1", "url": "https://api.example.com/v1"})).await;
+    let b = create(
+        &app,
+        "/services",
+        json!({"name": "s1", "url": "https://api.example.com/v1"}),
+    )
+    .await;
     assert!(is_uuid(&b["id"]), "{b}");
     assert_eq!(b["name"], "s1");
     assert_eq!(b["protocol"], "https");
@@ -98,7 +134,10 @@ both!(service_url_shorthand_and_defaults, |app| {
     assert_eq!(b["read_timeout"], 60000);
     assert_eq!(b["enabled"], true);
     assert!(b["created_at"].is_i64() && b["updated_at"].is_i64(), "{b}");
-    assert!(b.get("url").is_none(), "url is a shorthand, not a stored field: {b}");
+    assert!(
+        b.get("url").is_none(),
+        "url is a shorthand, not a stored field: {b}"
+    );
 
     let b = create(&app, "/services", json!({"name": "s2", "url": "http://h"})).await;
     assert_eq!(b["protocol"], "http");
@@ -109,22 +148,40 @@ both!(service_url_shorthand_and_defaults, |app| {
     let b = create(&app, "/services", json!({"name": "s3", "url": "http://h/"})).await;
     assert_eq!(b["path"], "/");
 
-    let b = create(&app, "/services", json!({"name": "s4", "url": "http://u:8080/p"})).await;
+    let b = create(
+        &app,
+        "/services",
+        json!({"name": "s4", "url": "http://u:8080/p"}),
+    )
+    .await;
     assert_eq!(b["port"], 8080);
     assert_eq!(b["path"], "/p");
 
     // Plain fields, no url: protocol and port defaults.
-    let b = create(&app, "/services", json!({"name": "s5", "host": "backend.internal"})).await;
+    let b = create(
+        &app,
+        "/services",
+        json!({"name": "s5", "host": "backend.internal"}),
+    )
+    .await;
     assert_eq!(b["protocol"], "http");
     assert_eq!(b["port"], 80);
     assert!(b["path"].is_null());
     assert!(b["tags"].is_null());
 
-    assert_eq!(names(&all(&app, "/services").await, "name"), set(&["s1", "s2", "s3", "s4", "s5"]));
+    assert_eq!(
+        names(&all(&app, "/services").await, "name"),
+        set(&["s1", "s2", "s3", "s4", "s5"])
+    );
 });
 
 both!(service_get_by_id_and_by_name, |app| {
-    let created = create(&app, "/services", json!({"name": "billing", "url": "http://billing.internal:9000/api", "tags": ["team-a"]})).await;
+    let created = create(
+        &app,
+        "/services",
+        json!({"name": "billing", "url": "http://billing.internal:9000/api", "tags": ["team-a"]}),
+    )
+    .await;
     let sid = id(&created);
     let (s, by_id) = app.get(&format!("/services/{sid}")).await;
     assert_eq!(s, StatusCode::OK, "{by_id}");
@@ -135,20 +192,34 @@ both!(service_get_by_id_and_by_name, |app| {
     let (s, b) = app.get("/services/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(b, json!({"message": "Not found"}));
-    let (s, b) = app.get(&format!("/services/{}", uuid::Uuid::new_v4())).await;
+    let (s, b) = app
+        .get(&format!("/services/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(b, json!({"message": "Not found"}));
 });
 
 both!(service_put_upserts_by_name, |app| {
-    let (s, first) = app.json("PUT", "/services/up1", json!({"url": "http://a.internal", "retries": 2})).await;
+    let (s, first) = app
+        .json(
+            "PUT",
+            "/services/up1",
+            json!({"url": "http://a.internal", "retries": 2}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
     assert_eq!(first["name"], "up1");
     assert_eq!(first["host"], "a.internal");
     assert_eq!(first["retries"], 2);
     let sid = id(&first);
 
-    let (s, second) = app.json("PUT", "/services/up1", json!({"url": "http://b.internal:81"})).await;
+    let (s, second) = app
+        .json(
+            "PUT",
+            "/services/up1",
+            json!({"url": "http://b.internal:81"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{second}");
     assert_eq!(id(&second), sid, "PUT must keep the id");
     assert_eq!(second["name"], "up1");
@@ -163,14 +234,26 @@ both!(service_put_upserts_by_name, |app| {
     assert_eq!(got["host"], "b.internal");
 
     // PUT by id works too and keeps the name from the body.
-    let (s, third) = app.json("PUT", &format!("/services/{sid}"), json!({"name": "up1", "host": "c.internal"})).await;
+    let (s, third) = app
+        .json(
+            "PUT",
+            &format!("/services/{sid}"),
+            json!({"name": "up1", "host": "c.internal"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{third}");
     assert_eq!(id(&third), sid);
     assert_eq!(third["host"], "c.internal");
 
     // PUT to a fresh uuid creates with that id.
     let fresh = uuid::Uuid::new_v4().to_string();
-    let (s, b) = app.json("PUT", &format!("/services/{fresh}"), json!({"name": "up2", "host": "d.internal"})).await;
+    let (s, b) = app
+        .json(
+            "PUT",
+            &format!("/services/{fresh}"),
+            json!({"name": "up2", "host": "d.internal"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["id"], fresh.as_str());
 
@@ -184,14 +267,33 @@ both!(service_patch_merges, |app| {
         json!({"name": "p1", "host": "h1", "port": 8080, "retries": 3, "tags": ["a"], "path": "/base"}),
     )
     .await;
-    let (s, b) = app.json("PATCH", "/services/p1", json!({"read_timeout": 1000})).await;
+    let (s, b) = app
+        .json("PATCH", "/services/p1", json!({"read_timeout": 1000}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["read_timeout"], 1000);
-    for f in ["id", "name", "host", "port", "retries", "tags", "path", "protocol", "connect_timeout", "created_at"] {
+    for f in [
+        "id",
+        "name",
+        "host",
+        "port",
+        "retries",
+        "tags",
+        "path",
+        "protocol",
+        "connect_timeout",
+        "created_at",
+    ] {
         assert_eq!(b[f], created[f], "PATCH changed {f}: {b}");
     }
     // The url shorthand replaces its four fields and nothing else.
-    let (s, b) = app.json("PATCH", &format!("/services/{}", id(&created)), json!({"url": "https://x.example.com"})).await;
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!("/services/{}", id(&created)),
+            json!({"url": "https://x.example.com"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["protocol"], "https");
     assert_eq!(b["host"], "x.example.com");
@@ -200,14 +302,22 @@ both!(service_patch_merges, |app| {
     assert_eq!(b["retries"], 3);
     assert_eq!(b["read_timeout"], 1000);
     // A form PATCH is coerced too.
-    let (s, b) = app.form("PATCH", "/services/p1", &[("retries", "7"), ("enabled", "false")]).await;
+    let (s, b) = app
+        .form(
+            "PATCH",
+            "/services/p1",
+            &[("retries", "7"), ("enabled", "false")],
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["retries"], 7);
     assert_eq!(b["enabled"], false);
     assert_eq!(b["host"], "x.example.com");
     let (_, got) = app.get("/services/p1").await;
     assert_eq!(got, b);
-    let (s, b) = app.json("PATCH", "/services/missing", json!({"retries": 1})).await;
+    let (s, b) = app
+        .json("PATCH", "/services/missing", json!({"retries": 1}))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
 });
 
@@ -230,7 +340,13 @@ both!(service_form_create_is_coerced, |app| {
         .form(
             "POST",
             "/services",
-            &[("name", "x"), ("url", "http://u:8080/p"), ("retries", "3"), ("tags[]", "a"), ("connect_timeout", "5000")],
+            &[
+                ("name", "x"),
+                ("url", "http://u:8080/p"),
+                ("retries", "3"),
+                ("tags[]", "a"),
+                ("connect_timeout", "5000"),
+            ],
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -251,8 +367,18 @@ both!(service_form_create_is_coerced, |app| {
 // ------------------------------------------------------------------ routes
 
 both!(routes_nested_form_and_defaults, |app| {
-    let svc = create(&app, "/services", json!({"name": "rs", "host": "rs.internal"})).await;
-    let other = create(&app, "/services", json!({"name": "other", "host": "o.internal"})).await;
+    let svc = create(
+        &app,
+        "/services",
+        json!({"name": "rs", "host": "rs.internal"}),
+    )
+    .await;
+    let other = create(
+        &app,
+        "/services",
+        json!({"name": "other", "host": "o.internal"}),
+    )
+    .await;
 
     let (s, r1) = app
         .form(
@@ -296,7 +422,12 @@ both!(routes_nested_form_and_defaults, |app| {
     assert_eq!(r2["service"]["id"], svc["id"]);
 
     // A top-level route may reference its service by name.
-    let r3 = create(&app, "/routes", json!({"name": "r3", "paths": ["/o"], "service": {"name": "other"}})).await;
+    let r3 = create(
+        &app,
+        "/routes",
+        json!({"name": "r3", "paths": ["/o"], "service": {"name": "other"}}),
+    )
+    .await;
     assert_eq!(r3["service"], json!({"id": id(&other)}));
 
     let listed = all(&app, "/services/rs/routes").await;
@@ -304,7 +435,10 @@ both!(routes_nested_form_and_defaults, |app| {
     assert!(listed.iter().all(|r| r["service"]["id"] == svc["id"]));
     let by_id_path = all(&app, &format!("/services/{}/routes", id(&svc))).await;
     assert_eq!(names(&by_id_path, "name"), set(&["r1", "r2"]));
-    assert_eq!(names(&all(&app, "/services/other/routes").await, "name"), set(&["r3"]));
+    assert_eq!(
+        names(&all(&app, "/services/other/routes").await, "name"),
+        set(&["r3"])
+    );
     assert_eq!(all(&app, "/routes").await.len(), 3);
 
     let (s, b) = app.get("/services/rs/routes/r1").await;
@@ -320,7 +454,13 @@ both!(routes_nested_form_and_defaults, |app| {
     let (s, _) = app.get(&format!("/services/rs/routes/{}", id(&r3))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // ...nor can it be changed or deleted through it.
-    let (s, _) = app.json("PATCH", "/services/rs/routes/r3", json!({"strip_path": false})).await;
+    let (s, _) = app
+        .json(
+            "PATCH",
+            "/services/rs/routes/r3",
+            json!({"strip_path": false}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app.delete("/services/rs/routes/r3").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -331,24 +471,46 @@ both!(routes_nested_form_and_defaults, |app| {
     // Nested delete of its own route works.
     let (s, _) = app.delete("/services/rs/routes/r1").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(names(&all(&app, "/services/rs/routes").await, "name"), set(&["r2"]));
+    assert_eq!(
+        names(&all(&app, "/services/rs/routes").await, "name"),
+        set(&["r2"])
+    );
 });
 
 both!(routes_patch_and_put, |app| {
     create(&app, "/services", json!({"name": "svc", "host": "h"})).await;
-    let r = create(&app, "/services/svc/routes", json!({"name": "r", "paths": ["/x"], "methods": ["GET", "POST"]})).await;
-    let (s, b) = app.json("PATCH", "/routes/r", json!({"hosts": ["api.example.com"]})).await;
+    let r = create(
+        &app,
+        "/services/svc/routes",
+        json!({"name": "r", "paths": ["/x"], "methods": ["GET", "POST"]}),
+    )
+    .await;
+    let (s, b) = app
+        .json("PATCH", "/routes/r", json!({"hosts": ["api.example.com"]}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["hosts"], json!(["api.example.com"]));
     assert_eq!(b["paths"], json!(["/x"]));
     assert_eq!(b["methods"], json!(["GET", "POST"]));
     assert_eq!(b["service"], r["service"]);
     // Nested PUT upserts under the service.
-    let (s, b) = app.json("PUT", "/services/svc/routes/r-put", json!({"paths": ["/put"]})).await;
+    let (s, b) = app
+        .json(
+            "PUT",
+            "/services/svc/routes/r-put",
+            json!({"paths": ["/put"]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["name"], "r-put");
     assert_eq!(b["service"], r["service"]);
-    let (s, b2) = app.json("PUT", "/services/svc/routes/r-put", json!({"paths": ["/put2"]})).await;
+    let (s, b2) = app
+        .json(
+            "PUT",
+            "/services/svc/routes/r-put",
+            json!({"paths": ["/put2"]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b2}");
     assert_eq!(b2["id"], b["id"]);
     assert_eq!(b2["paths"], json!(["/put2"]));
@@ -370,7 +532,10 @@ both!(upstream_healthcheck_defaults_and_algorithms, |app| {
     assert_eq!(hc["active"]["concurrency"], 10);
     assert_eq!(hc["active"]["http_path"], "/");
     assert_eq!(hc["active"]["https_verify_certificate"], true);
-    assert_eq!(hc["active"]["healthy"], json!({"interval": 0, "http_statuses": [200, 302], "successes": 0}));
+    assert_eq!(
+        hc["active"]["healthy"],
+        json!({"interval": 0, "http_statuses": [200, 302], "successes": 0})
+    );
     assert_eq!(
         hc["active"]["unhealthy"],
         json!({"interval": 0, "http_statuses": [429, 404, 500, 501, 502, 503, 504, 505],
@@ -378,7 +543,12 @@ both!(upstream_healthcheck_defaults_and_algorithms, |app| {
     );
     assert_eq!(hc["passive"]["type"], "http");
     assert_eq!(hc["passive"]["healthy"]["successes"], 0);
-    assert_eq!(hc["passive"]["healthy"]["http_statuses"].as_array().map(Vec::len), Some(19));
+    assert_eq!(
+        hc["passive"]["healthy"]["http_statuses"]
+            .as_array()
+            .map(Vec::len),
+        Some(19)
+    );
     assert_eq!(
         hc["passive"]["unhealthy"],
         json!({"http_statuses": [429, 500, 503], "tcp_failures": 0, "timeouts": 0, "http_failures": 0})
@@ -392,18 +562,31 @@ both!(upstream_healthcheck_defaults_and_algorithms, |app| {
     )
     .await;
     assert_eq!(u2["algorithm"], "least-connections");
-    assert_eq!(u2["healthchecks"]["active"]["healthy"], json!({"interval": 5, "http_statuses": [200, 302], "successes": 0}));
-    assert_eq!(u2["healthchecks"]["active"]["unhealthy"], hc["active"]["unhealthy"]);
+    assert_eq!(
+        u2["healthchecks"]["active"]["healthy"],
+        json!({"interval": 5, "http_statuses": [200, 302], "successes": 0})
+    );
+    assert_eq!(
+        u2["healthchecks"]["active"]["unhealthy"],
+        hc["active"]["unhealthy"]
+    );
     assert_eq!(u2["healthchecks"]["passive"], hc["passive"]);
 
     // PATCH deep-merges into the nested record.
     let (s, b) = app
-        .json("PATCH", "/upstreams/u2", json!({"healthchecks": {"active": {"unhealthy": {"http_failures": 3}}}}))
+        .json(
+            "PATCH",
+            "/upstreams/u2",
+            json!({"healthchecks": {"active": {"unhealthy": {"http_failures": 3}}}}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["healthchecks"]["active"]["healthy"]["interval"], 5);
     assert_eq!(b["healthchecks"]["active"]["unhealthy"]["http_failures"], 3);
-    assert_eq!(b["healthchecks"]["active"]["unhealthy"]["http_statuses"], hc["active"]["unhealthy"]["http_statuses"]);
+    assert_eq!(
+        b["healthchecks"]["active"]["unhealthy"]["http_statuses"],
+        hc["active"]["unhealthy"]["http_statuses"]
+    );
     assert_eq!(b["algorithm"], "least-connections");
 
     let u3 = create(
@@ -414,46 +597,92 @@ both!(upstream_healthcheck_defaults_and_algorithms, |app| {
     .await;
     assert_eq!(u3["algorithm"], "consistent-hashing");
     assert_eq!(u3["hash_on_header"], "x-user");
-    let u4 = create(&app, "/upstreams", json!({"name": "u4", "algorithm": "latency"})).await;
+    let u4 = create(
+        &app,
+        "/upstreams",
+        json!({"name": "u4", "algorithm": "latency"}),
+    )
+    .await;
     assert_eq!(u4["algorithm"], "latency");
-    let (s, b) = app.post("/upstreams", json!({"name": "u5", "algorithm": "random"})).await;
+    let (s, b) = app
+        .post("/upstreams", json!({"name": "u5", "algorithm": "random"}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    assert_eq!(b["fields"]["algorithm"], "expected one of: consistent-hashing, least-connections, round-robin, latency");
-    assert_eq!(names(&all(&app, "/upstreams").await, "name"), set(&["up.internal", "u2", "u3", "u4"]));
+    assert_eq!(
+        b["fields"]["algorithm"],
+        "expected one of: consistent-hashing, least-connections, round-robin, latency"
+    );
+    assert_eq!(
+        names(&all(&app, "/upstreams").await, "name"),
+        set(&["up.internal", "u2", "u3", "u4"])
+    );
 });
 
 both!(targets_nested_with_default_port_and_cascade, |app| {
     let up = create(&app, "/upstreams", json!({"name": "up.internal"})).await;
     let keep = create(&app, "/upstreams", json!({"name": "keep.internal"})).await;
 
-    let t1 = create(&app, "/upstreams/up.internal/targets", json!({"target": "10.0.0.1"})).await;
+    let t1 = create(
+        &app,
+        "/upstreams/up.internal/targets",
+        json!({"target": "10.0.0.1"}),
+    )
+    .await;
     assert_eq!(t1["target"], "10.0.0.1:8000");
     assert_eq!(t1["weight"], 100);
     assert_eq!(t1["upstream"], json!({"id": id(&up)}));
-    let t2 = create(&app, "/upstreams/up.internal/targets", json!({"target": "backend.internal:9000", "weight": 50})).await;
+    let t2 = create(
+        &app,
+        "/upstreams/up.internal/targets",
+        json!({"target": "backend.internal:9000", "weight": 50}),
+    )
+    .await;
     assert_eq!(t2["target"], "backend.internal:9000");
     assert_eq!(t2["weight"], 50);
-    let (s, t3) = app.form("POST", &format!("/upstreams/{}/targets", id(&up)), &[("target", "10.0.0.2"), ("weight", "0")]).await;
+    let (s, t3) = app
+        .form(
+            "POST",
+            &format!("/upstreams/{}/targets", id(&up)),
+            &[("target", "10.0.0.2"), ("weight", "0")],
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{t3}");
     assert_eq!(t3["target"], "10.0.0.2:8000");
     assert_eq!(t3["weight"], 0);
-    let kt = create(&app, "/upstreams/keep.internal/targets", json!({"target": "10.0.0.1"})).await;
+    let kt = create(
+        &app,
+        "/upstreams/keep.internal/targets",
+        json!({"target": "10.0.0.1"}),
+    )
+    .await;
     assert_eq!(kt["upstream"]["id"], keep["id"]);
 
     let listed = all(&app, "/upstreams/up.internal/targets").await;
-    assert_eq!(names(&listed, "target"), set(&["10.0.0.1:8000", "backend.internal:9000", "10.0.0.2:8000"]));
+    assert_eq!(
+        names(&listed, "target"),
+        set(&["10.0.0.1:8000", "backend.internal:9000", "10.0.0.2:8000"])
+    );
     assert_eq!(all(&app, "/upstreams/keep.internal/targets").await.len(), 1);
 
     // The same target twice on one upstream is a conflict.
-    let (s, b) = app.post("/upstreams/up.internal/targets", json!({"target": "10.0.0.1:8000"})).await;
+    let (s, b) = app
+        .post(
+            "/upstreams/up.internal/targets",
+            json!({"target": "10.0.0.1:8000"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["code"], 5);
 
     // Targets are found by id under their upstream.
-    let (s, b) = app.get(&format!("/upstreams/up.internal/targets/{}", id(&t1))).await;
+    let (s, b) = app
+        .get(&format!("/upstreams/up.internal/targets/{}", id(&t1)))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["target"], "10.0.0.1:8000");
-    let (s, _) = app.get(&format!("/upstreams/keep.internal/targets/{}", id(&t1))).await;
+    let (s, _) = app
+        .get(&format!("/upstreams/keep.internal/targets/{}", id(&t1)))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Deleting the upstream deletes its targets, and only its targets.
@@ -461,7 +690,11 @@ both!(targets_nested_with_default_port_and_cascade, |app| {
     assert_eq!(s, StatusCode::NO_CONTENT);
     for t in [&t1, &t2, &t3] {
         let (s, b) = app.get(&format!("/targets/{}", id(t))).await;
-        assert_eq!(s, StatusCode::NOT_FOUND, "target survived its upstream: {b}");
+        assert_eq!(
+            s,
+            StatusCode::NOT_FOUND,
+            "target survived its upstream: {b}"
+        );
     }
     let remaining = all(&app, "/targets").await;
     assert_eq!(remaining.len(), 1, "{remaining:?}");
@@ -474,20 +707,43 @@ both!(targets_by_host_port, |app| {
     // Kong addresses a target by its `host:port` under its upstream.
     create(&app, "/upstreams", json!({"name": "up.internal"})).await;
     create(&app, "/upstreams", json!({"name": "other.internal"})).await;
-    let t = create(&app, "/upstreams/up.internal/targets", json!({"target": "10.0.0.1"})).await;
-    create(&app, "/upstreams/other.internal/targets", json!({"target": "10.0.0.1"})).await;
-    let (s, b) = app.get("/upstreams/up.internal/targets/10.0.0.1:8000").await;
+    let t = create(
+        &app,
+        "/upstreams/up.internal/targets",
+        json!({"target": "10.0.0.1"}),
+    )
+    .await;
+    create(
+        &app,
+        "/upstreams/other.internal/targets",
+        json!({"target": "10.0.0.1"}),
+    )
+    .await;
+    let (s, b) = app
+        .get("/upstreams/up.internal/targets/10.0.0.1:8000")
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["id"], t["id"]);
     // PUT on an existing host:port updates it rather than conflicting.
-    let (s, b) = app.json("PUT", "/upstreams/up.internal/targets/10.0.0.1:8000", json!({"weight": 7})).await;
+    let (s, b) = app
+        .json(
+            "PUT",
+            "/upstreams/up.internal/targets/10.0.0.1:8000",
+            json!({"weight": 7}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["id"], t["id"]);
     assert_eq!(b["weight"], 7);
-    let (s, _) = app.delete("/upstreams/up.internal/targets/10.0.0.1:8000").await;
+    let (s, _) = app
+        .delete("/upstreams/up.internal/targets/10.0.0.1:8000")
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(all(&app, "/upstreams/up.internal/targets").await.len(), 0);
-    assert_eq!(all(&app, "/upstreams/other.internal/targets").await.len(), 1);
+    assert_eq!(
+        all(&app, "/upstreams/other.internal/targets").await.len(),
+        1
+    );
 });
 
 // ----------------------------------------------- consumers and credentials
@@ -497,17 +753,30 @@ both!(consumers_need_username_or_custom_id, |app| {
     assert!(alice["custom_id"].is_null());
     let c = create(&app, "/consumers", json!({"custom_id": "c-1"})).await;
     assert!(c["username"].is_null());
-    create(&app, "/consumers", json!({"username": "bob", "custom_id": "c-2"})).await;
+    create(
+        &app,
+        "/consumers",
+        json!({"username": "bob", "custom_id": "c-2"}),
+    )
+    .await;
     let (s, b) = app.post("/consumers", json!({"tags": ["x"]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["code"], 2);
-    assert_eq!(b["fields"]["@entity"], json!(["at least one of these fields must be non-empty: 'custom_id', 'username'"]));
+    assert_eq!(
+        b["fields"]["@entity"],
+        json!(["at least one of these fields must be non-empty: 'custom_id', 'username'"])
+    );
     let (s, b) = app.get("/consumers/alice").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b, alice);
     let (s, b) = app.post("/consumers", json!({"username": "alice"})).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    let (s, b) = app.post("/consumers", json!({"username": "carol", "custom_id": "c-1"})).await;
+    let (s, b) = app
+        .post(
+            "/consumers",
+            json!({"username": "carol", "custom_id": "c-1"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["fields"], json!({"custom_id": "c-1"}));
     assert_eq!(all(&app, "/consumers").await.len(), 3);
@@ -520,7 +789,9 @@ both!(key_auth_key_is_shown_once, |app| {
     assert!(key.len() >= 16 && key != "<redacted>", "{k}");
     assert_eq!(k["consumer"], json!({"id": id(&alice)}));
 
-    let (s, b) = app.get(&format!("/consumers/alice/key-auth/{}", id(&k))).await;
+    let (s, b) = app
+        .get(&format!("/consumers/alice/key-auth/{}", id(&k)))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["key"], "<redacted>");
     assert_eq!(b["id"], k["id"]);
@@ -530,17 +801,27 @@ both!(key_auth_key_is_shown_once, |app| {
     assert_eq!(b["data"][0]["key"], "<redacted>");
     assert!(!b.to_string().contains(&key), "key leaked in list: {b}");
     let (_, b) = app.get("/key-auths").await;
-    assert!(!b.to_string().contains(&key), "key leaked in top-level list: {b}");
+    assert!(
+        !b.to_string().contains(&key),
+        "key leaked in top-level list: {b}"
+    );
     assert_eq!(b["data"][0]["key"], "<redacted>");
 
     // An explicit key is echoed on create, found by its value, then hidden.
-    let k2 = create(&app, "/consumers/alice/key-auths", json!({"key": "my-secret-key"})).await;
+    let k2 = create(
+        &app,
+        "/consumers/alice/key-auths",
+        json!({"key": "my-secret-key"}),
+    )
+    .await;
     assert_eq!(k2["key"], "my-secret-key");
     let (s, b) = app.get("/consumers/alice/key-auth/my-secret-key").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["id"], k2["id"]);
     assert_eq!(b["key"], "<redacted>");
-    let (s, b) = app.post("/consumers/alice/key-auth", json!({"key": "my-secret-key"})).await;
+    let (s, b) = app
+        .post("/consumers/alice/key-auth", json!({"key": "my-secret-key"}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["code"], 5);
     assert_eq!(all(&app, "/consumers/alice/key-auth").await.len(), 2);
@@ -552,7 +833,10 @@ both!(jwt_and_acl_credentials, |app| {
     assert_eq!(j["algorithm"], "HS256");
     let key = j["key"].as_str().expect("generated key").to_string();
     let secret = j["secret"].as_str().expect("generated secret").to_string();
-    assert!(!key.is_empty() && !secret.is_empty() && secret != "<redacted>", "{j}");
+    assert!(
+        !key.is_empty() && !secret.is_empty() && secret != "<redacted>",
+        "{j}"
+    );
     let (s, b) = app.get(&format!("/consumers/alice/jwt/{}", id(&j))).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["key"], key.as_str());
@@ -560,23 +844,44 @@ both!(jwt_and_acl_credentials, |app| {
     let (_, b) = app.get("/consumers/alice/jwt").await;
     assert!(!b.to_string().contains(&secret), "secret leaked: {b}");
 
-    let (s, b) = app.post("/consumers/alice/jwt", json!({"algorithm": "RS256"})).await;
+    let (s, b) = app
+        .post("/consumers/alice/jwt", json!({"algorithm": "RS256"}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["fields"]["rsa_public_key"], "required field missing");
     let (_, _, public) = self_signed("jwt.example.com");
-    let rs = create(&app, "/consumers/alice/jwt", json!({"algorithm": "RS256", "rsa_public_key": public, "key": "iss-1"})).await;
+    let rs = create(
+        &app,
+        "/consumers/alice/jwt",
+        json!({"algorithm": "RS256", "rsa_public_key": public, "key": "iss-1"}),
+    )
+    .await;
     assert_eq!(rs["algorithm"], "RS256");
     assert_eq!(rs["key"], "iss-1");
-    assert!(rs["secret"].is_null(), "no secret is generated for RS256: {rs}");
+    assert!(
+        rs["secret"].is_null(),
+        "no secret is generated for RS256: {rs}"
+    );
     assert_eq!(rs["rsa_public_key"], public.as_str());
     assert_eq!(all(&app, "/consumers/alice/jwt").await.len(), 2);
 
     let a = create(&app, "/consumers/alice/acls", json!({"group": "admins"})).await;
     assert_eq!(a["group"], "admins");
-    let (s, b) = app.form("POST", "/consumers/alice/acls", &[("group", "ops"), ("tags[]", "t")]).await;
+    let (s, b) = app
+        .form(
+            "POST",
+            "/consumers/alice/acls",
+            &[("group", "ops"), ("tags[]", "t")],
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert_eq!(names(&all(&app, "/consumers/alice/acls").await, "group"), set(&["admins", "ops"]));
-    let (s, b) = app.post("/consumers/alice/acls", json!({"group": "admins"})).await;
+    assert_eq!(
+        names(&all(&app, "/consumers/alice/acls").await, "group"),
+        set(&["admins", "ops"])
+    );
+    let (s, b) = app
+        .post("/consumers/alice/acls", json!({"group": "admins"}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let (s, b) = app.post("/consumers/alice/acls", json!({})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
@@ -589,22 +894,48 @@ both!(consumer_delete_cascades, |app| {
     let ka = create(&app, "/consumers/alice/key-auth", json!({})).await;
     let jw = create(&app, "/consumers/alice/jwt", json!({})).await;
     let ac = create(&app, "/consumers/alice/acls", json!({"group": "g"})).await;
-    let pl = create(&app, "/consumers/alice/plugins", json!({"name": "rate-limiting", "config": {"minute": 5}})).await;
+    let pl = create(
+        &app,
+        "/consumers/alice/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 5}}),
+    )
+    .await;
     assert_eq!(pl["consumer"], json!({"id": id(&alice)}));
     let bob_key = create(&app, "/consumers/bob/key-auth", json!({})).await;
-    let bob_pl = create(&app, "/consumers/bob/plugins", json!({"name": "rate-limiting", "config": {"minute": 5}})).await;
-    let global = create(&app, "/plugins", json!({"name": "rate-limiting", "config": {"minute": 50}})).await;
+    let bob_pl = create(
+        &app,
+        "/consumers/bob/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 5}}),
+    )
+    .await;
+    let global = create(
+        &app,
+        "/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 50}}),
+    )
+    .await;
 
     let (s, _) = app.delete("/consumers/alice").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    for (path, e) in [("/key-auths", &ka), ("/jwts", &jw), ("/acls", &ac), ("/plugins", &pl)] {
+    for (path, e) in [
+        ("/key-auths", &ka),
+        ("/jwts", &jw),
+        ("/acls", &ac),
+        ("/plugins", &pl),
+    ] {
         let (s, b) = app.get(&format!("{path}/{}", id(e))).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}/{} survived: {b}", id(e));
     }
-    assert_eq!(names(&all(&app, "/key-auths").await, "id"), set(&[&id(&bob_key)]));
+    assert_eq!(
+        names(&all(&app, "/key-auths").await, "id"),
+        set(&[&id(&bob_key)])
+    );
     assert_eq!(all(&app, "/jwts").await.len(), 0);
     assert_eq!(all(&app, "/acls").await.len(), 0);
-    assert_eq!(names(&all(&app, "/plugins").await, "id"), set(&[&id(&bob_pl), &id(&global)]));
+    assert_eq!(
+        names(&all(&app, "/plugins").await, "id"),
+        set(&[&id(&bob_pl), &id(&global)])
+    );
     let (s, _) = app.get("/consumers/alice/key-auth").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 });
@@ -614,13 +945,26 @@ both!(consumer_delete_cascades, |app| {
 both!(plugins_scopes_and_defaults, |app| {
     let svc = create(&app, "/services", json!({"name": "ps", "host": "h"})).await;
     create(&app, "/services", json!({"name": "ps2", "host": "h"})).await;
-    let route = create(&app, "/services/ps/routes", json!({"name": "pr", "paths": ["/p"]})).await;
+    let route = create(
+        &app,
+        "/services/ps/routes",
+        json!({"name": "pr", "paths": ["/p"]}),
+    )
+    .await;
     let consumer = create(&app, "/consumers", json!({"username": "pc"})).await;
 
-    let g = create(&app, "/plugins", json!({"name": "rate-limiting", "config": {"minute": 5}})).await;
+    let g = create(
+        &app,
+        "/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 5}}),
+    )
+    .await;
     assert_eq!(g["enabled"], true);
     assert_eq!(g["protocols"], json!(["grpc", "grpcs", "http", "https"]));
-    assert!(g["service"].is_null() && g["route"].is_null() && g["consumer"].is_null(), "{g}");
+    assert!(
+        g["service"].is_null() && g["route"].is_null() && g["consumer"].is_null(),
+        "{g}"
+    );
     let c = &g["config"];
     assert_eq!(c["minute"], 5);
     assert_eq!(c["policy"], "local");
@@ -634,7 +978,15 @@ both!(plugins_scopes_and_defaults, |app| {
     assert!(c["second"].is_null() && c["hour"].is_null(), "{c}");
 
     let (s, sp) = app
-        .form("POST", "/services/ps/plugins", &[("name", "rate-limiting"), ("config.minute", "100"), ("config.policy", "local")])
+        .form(
+            "POST",
+            "/services/ps/plugins",
+            &[
+                ("name", "rate-limiting"),
+                ("config.minute", "100"),
+                ("config.policy", "local"),
+            ],
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{sp}");
     assert_eq!(sp["service"], json!({"id": id(&svc)}));
@@ -642,29 +994,73 @@ both!(plugins_scopes_and_defaults, |app| {
     assert_eq!(sp["config"]["policy"], "local");
     assert_eq!(sp["config"]["limit_by"], "consumer");
 
-    let rp = create(&app, &format!("/routes/{}/plugins", id(&route)), json!({"name": "rate-limiting", "config": {"second": 2}})).await;
+    let rp = create(
+        &app,
+        &format!("/routes/{}/plugins", id(&route)),
+        json!({"name": "rate-limiting", "config": {"second": 2}}),
+    )
+    .await;
     assert_eq!(rp["route"], json!({"id": id(&route)}));
     assert!(rp["service"].is_null());
-    let cp = create(&app, "/consumers/pc/plugins", json!({"name": "rate-limiting", "config": {"hour": 1000}})).await;
+    let cp = create(
+        &app,
+        "/consumers/pc/plugins",
+        json!({"name": "rate-limiting", "config": {"hour": 1000}}),
+    )
+    .await;
     assert_eq!(cp["consumer"], json!({"id": id(&consumer)}));
-    let other = create(&app, "/plugins", json!({"name": "cors", "service": {"name": "ps"}})).await;
+    let other = create(
+        &app,
+        "/plugins",
+        json!({"name": "cors", "service": {"name": "ps"}}),
+    )
+    .await;
     assert_eq!(other["service"]["id"], svc["id"]);
 
-    assert_eq!(names(&all(&app, "/services/ps/plugins").await, "id"), set(&[&id(&sp), &id(&other)]));
-    assert_eq!(names(&all(&app, "/routes/pr/plugins").await, "id"), set(&[&id(&rp)]));
-    assert_eq!(names(&all(&app, "/consumers/pc/plugins").await, "id"), set(&[&id(&cp)]));
+    assert_eq!(
+        names(&all(&app, "/services/ps/plugins").await, "id"),
+        set(&[&id(&sp), &id(&other)])
+    );
+    assert_eq!(
+        names(&all(&app, "/routes/pr/plugins").await, "id"),
+        set(&[&id(&rp)])
+    );
+    assert_eq!(
+        names(&all(&app, "/consumers/pc/plugins").await, "id"),
+        set(&[&id(&cp)])
+    );
     assert_eq!(all(&app, "/plugins").await.len(), 5);
 
     // The same plugin twice on one scope conflicts; another scope is fine.
-    let (s, b) = app.post("/services/ps/plugins", json!({"name": "rate-limiting", "config": {"minute": 1}})).await;
+    let (s, b) = app
+        .post(
+            "/services/ps/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 1}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["code"], 5);
     assert_eq!(b["name"], "unique constraint violation");
-    let (s, b) = app.post("/plugins", json!({"name": "rate-limiting", "config": {"minute": 1}})).await;
+    let (s, b) = app
+        .post(
+            "/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 1}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    let (s, b) = app.post("/routes/pr/plugins", json!({"name": "rate-limiting", "config": {"minute": 1}})).await;
+    let (s, b) = app
+        .post(
+            "/routes/pr/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 1}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    create(&app, "/services/ps2/plugins", json!({"name": "rate-limiting", "config": {"minute": 1}})).await;
+    create(
+        &app,
+        "/services/ps2/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 1}}),
+    )
+    .await;
     assert_eq!(all(&app, "/plugins").await.len(), 6);
 
     // Deleting the service cascades its plugins (but routes must go first).
@@ -675,7 +1071,11 @@ both!(plugins_scopes_and_defaults, |app| {
     let (s, b) = app.delete("/services/ps").await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let (s, _) = app.get(&format!("/plugins/{}", id(&sp))).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "service plugin survived its service");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "service plugin survived its service"
+    );
     assert_eq!(all(&app, "/plugins").await.len(), 3);
 });
 
@@ -688,7 +1088,13 @@ both!(plugin_patch_merges_config_and_toggles, |app| {
     )
     .await;
     let pid = id(&p);
-    let (s, b) = app.json("PATCH", &format!("/plugins/{pid}"), json!({"config": {"hour": 1000}})).await;
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!("/plugins/{pid}"),
+            json!({"config": {"hour": 1000}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["config"]["hour"], 1000);
     assert_eq!(b["config"]["minute"], 100);
@@ -696,25 +1102,45 @@ both!(plugin_patch_merges_config_and_toggles, |app| {
     assert_eq!(b["config"]["hide_client_headers"], true);
     assert_eq!(b["service"], p["service"]);
 
-    let (s, b) = app.form("PATCH", &format!("/plugins/{pid}"), &[("config.minute", "150")]).await;
+    let (s, b) = app
+        .form(
+            "PATCH",
+            &format!("/plugins/{pid}"),
+            &[("config.minute", "150")],
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["config"]["minute"].as_f64(), Some(150.0));
     assert_eq!(b["config"]["hour"], 1000);
     assert_eq!(b["config"]["error_message"], "slow down");
 
     // Nested PATCH works too.
-    let (s, b) = app.json("PATCH", &format!("/services/ps/plugins/{pid}"), json!({"enabled": false})).await;
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!("/services/ps/plugins/{pid}"),
+            json!({"enabled": false}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["enabled"], false);
     let (_, got) = app.get(&format!("/plugins/{pid}")).await;
     assert_eq!(got["enabled"], false);
     assert_eq!(got["config"]["hour"], 1000);
-    let (s, b) = app.form("PATCH", &format!("/plugins/{pid}"), &[("enabled", "true")]).await;
+    let (s, b) = app
+        .form("PATCH", &format!("/plugins/{pid}"), &[("enabled", "true")])
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["enabled"], true);
 
     // A config PATCH that breaks the config is refused whole.
-    let (s, b) = app.json("PATCH", &format!("/plugins/{pid}"), json!({"config": {"second": 5000}})).await;
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!("/plugins/{pid}"),
+            json!({"config": {"second": 5000}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let (_, after) = app.get(&format!("/plugins/{pid}")).await;
     assert!(after["config"]["second"].is_null(), "{after}");
@@ -735,7 +1161,13 @@ both!(plugin_secrets_are_redacted, |app| {
     let (_, b) = app.get("/plugins").await;
     assert!(!b.to_string().contains("hunter2"), "{b}");
     // PATCHing something else keeps the stored secret (not "<redacted>").
-    let (s, _) = app.json("PATCH", &format!("/plugins/{}", id(&p)), json!({"config": {"minute": 6}})).await;
+    let (s, _) = app
+        .json(
+            "PATCH",
+            &format!("/plugins/{}", id(&p)),
+            json!({"config": {"minute": 6}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let stored = app.store.get("plugins", &id(&p)).await.unwrap().unwrap();
     assert_eq!(stored["config"]["redis"]["password"], "hunter2");
@@ -764,33 +1196,62 @@ both!(certificates_and_snis, |app| {
     assert!(!b.to_string().contains("PRIVATE KEY"), "{b}");
     let (_, b) = app.get("/certificates").await;
     assert!(!b.to_string().contains("PRIVATE KEY"), "{b}");
-    assert_eq!(b["data"][0]["snis"], json!(["a.example.com", "b.example.com"]));
+    assert_eq!(
+        b["data"][0]["snis"],
+        json!(["a.example.com", "b.example.com"])
+    );
 
     let snis = all(&app, "/snis").await;
-    assert_eq!(names(&snis, "name"), set(&["a.example.com", "b.example.com"]));
-    assert!(snis.iter().all(|s| s["certificate"] == json!({"id": cid})), "{snis:?}");
+    assert_eq!(
+        names(&snis, "name"),
+        set(&["a.example.com", "b.example.com"])
+    );
+    assert!(
+        snis.iter().all(|s| s["certificate"] == json!({"id": cid})),
+        "{snis:?}"
+    );
     let (s, b) = app.get("/snis/a.example.com").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["certificate"]["id"], cid.as_str());
-    assert_eq!(all(&app, &format!("/certificates/{cid}/snis")).await.len(), 2);
+    assert_eq!(
+        all(&app, &format!("/certificates/{cid}/snis")).await.len(),
+        2
+    );
 
     // The stored key is the real one.
     let stored = app.store.get("certificates", &cid).await.unwrap().unwrap();
     assert_eq!(stored["key"], key.as_str());
 
     // Changing the shorthand changes the SNI entities.
-    let (s, b) = app.json("PATCH", &format!("/certificates/{cid}"), json!({"snis": ["a.example.com", "c.example.com"]})).await;
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!("/certificates/{cid}"),
+            json!({"snis": ["a.example.com", "c.example.com"]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["snis"], json!(["a.example.com", "c.example.com"]));
-    assert_eq!(names(&all(&app, "/snis").await, "name"), set(&["a.example.com", "c.example.com"]));
+    assert_eq!(
+        names(&all(&app, "/snis").await, "name"),
+        set(&["a.example.com", "c.example.com"])
+    );
     let (s, _) = app.get("/snis/b.example.com").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // An SNI added directly is listed on the certificate too.
-    let (s, b) = app.post("/snis", json!({"name": "*.wild.example.com", "certificate": {"id": cid}})).await;
+    let (s, b) = app
+        .post(
+            "/snis",
+            json!({"name": "*.wild.example.com", "certificate": {"id": cid}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (_, b) = app.get(&format!("/certificates/{cid}")).await;
-    assert_eq!(b["snis"], json!(["*.wild.example.com", "a.example.com", "c.example.com"]));
+    assert_eq!(
+        b["snis"],
+        json!(["*.wild.example.com", "a.example.com", "c.example.com"])
+    );
 });
 
 // ----------------------------------------------------------------- listing
@@ -798,7 +1259,12 @@ both!(certificates_and_snis, |app| {
 both!(pagination_walks_every_entity_once, |app| {
     let mut want = BTreeSet::new();
     for i in 0..7 {
-        let b = create(&app, "/services", json!({"name": format!("svc-{i}"), "host": "h"})).await;
+        let b = create(
+            &app,
+            "/services",
+            json!({"name": format!("svc-{i}"), "host": "h"}),
+        )
+        .await;
         want.insert(id(&b));
     }
     let mut seen = Vec::new();
@@ -812,7 +1278,10 @@ both!(pagination_walks_every_entity_once, |app| {
         assert!(data.len() <= 2, "{b}");
         seen.extend(data.iter().map(id));
         if b["next"].is_null() {
-            assert!(b.get("offset").is_none_or(Value::is_null), "offset without next: {b}");
+            assert!(
+                b.get("offset").is_none_or(Value::is_null),
+                "offset without next: {b}"
+            );
             break;
         }
         let offset = b["offset"].as_str().expect("offset with next");
@@ -838,7 +1307,12 @@ both!(pagination_walks_every_entity_once, |app| {
     // Nested listings page too.
     create(&app, "/services", json!({"name": "nested", "host": "h"})).await;
     for i in 0..3 {
-        create(&app, "/services/nested/routes", json!({"paths": [format!("/r{i}")]})).await;
+        create(
+            &app,
+            "/services/nested/routes",
+            json!({"paths": [format!("/r{i}")]}),
+        )
+        .await;
     }
     create(&app, "/routes", json!({"paths": ["/elsewhere"]})).await;
     let (_, b) = app.get("/services/nested/routes?size=2").await;
@@ -852,7 +1326,14 @@ both!(pagination_walks_every_entity_once, |app| {
 
 both!(bad_paging_parameters, |app| {
     create(&app, "/services", json!({"name": "s", "host": "h"})).await;
-    for q in ["size=0", "size=1001", "size=x", "size=-1", "offset=!!!", "offset=%FF%FE"] {
+    for q in [
+        "size=0",
+        "size=1001",
+        "size=x",
+        "size=-1",
+        "offset=!!!",
+        "offset=%FF%FE",
+    ] {
         let (s, b) = app.get(&format!("/services?{q}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {b}");
         assert!(b["message"].is_string(), "{q}: {b}");
@@ -866,20 +1347,60 @@ both!(bad_paging_parameters, |app| {
 });
 
 both!(tag_filters, |app| {
-    create(&app, "/services", json!({"name": "s-a", "host": "h", "tags": ["a"]})).await;
-    create(&app, "/services", json!({"name": "s-b", "host": "h", "tags": ["b"]})).await;
-    let ab = create(&app, "/services", json!({"name": "s-ab", "host": "h", "tags": ["a", "b", "c"]})).await;
+    create(
+        &app,
+        "/services",
+        json!({"name": "s-a", "host": "h", "tags": ["a"]}),
+    )
+    .await;
+    create(
+        &app,
+        "/services",
+        json!({"name": "s-b", "host": "h", "tags": ["b"]}),
+    )
+    .await;
+    let ab = create(
+        &app,
+        "/services",
+        json!({"name": "s-ab", "host": "h", "tags": ["a", "b", "c"]}),
+    )
+    .await;
     create(&app, "/services", json!({"name": "s-none", "host": "h"})).await;
-    let r = create(&app, "/routes", json!({"paths": ["/t"], "tags": ["a"], "service": {"id": id(&ab)}})).await;
-    let c = create(&app, "/consumers", json!({"username": "tagged", "tags": ["a", "z"]})).await;
+    let r = create(
+        &app,
+        "/routes",
+        json!({"paths": ["/t"], "tags": ["a"], "service": {"id": id(&ab)}}),
+    )
+    .await;
+    let c = create(
+        &app,
+        "/consumers",
+        json!({"username": "tagged", "tags": ["a", "z"]}),
+    )
+    .await;
 
-    assert_eq!(names(&all(&app, "/services?tags=a,b").await, "name"), set(&["s-ab"]));
-    assert_eq!(names(&all(&app, "/services?tags=a/b").await, "name"), set(&["s-a", "s-b", "s-ab"]));
-    assert_eq!(names(&all(&app, "/services?tags=a").await, "name"), set(&["s-a", "s-ab"]));
-    assert_eq!(names(&all(&app, "/services?tags=a,b,c").await, "name"), set(&["s-ab"]));
+    assert_eq!(
+        names(&all(&app, "/services?tags=a,b").await, "name"),
+        set(&["s-ab"])
+    );
+    assert_eq!(
+        names(&all(&app, "/services?tags=a/b").await, "name"),
+        set(&["s-a", "s-b", "s-ab"])
+    );
+    assert_eq!(
+        names(&all(&app, "/services?tags=a").await, "name"),
+        set(&["s-a", "s-ab"])
+    );
+    assert_eq!(
+        names(&all(&app, "/services?tags=a,b,c").await, "name"),
+        set(&["s-ab"])
+    );
     assert_eq!(all(&app, "/services?tags=nope").await.len(), 0);
     assert_eq!(all(&app, "/services?tags=a,nope").await.len(), 0);
-    assert_eq!(names(&all(&app, "/services?tags=nope/b").await, "name"), set(&["s-b", "s-ab"]));
+    assert_eq!(
+        names(&all(&app, "/services?tags=nope/b").await, "name"),
+        set(&["s-b", "s-ab"])
+    );
     let (s, b) = app.get("/services?tags=a,b/c").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
 
@@ -902,7 +1423,10 @@ both!(tag_filters, |app| {
         .iter()
         .map(|row| {
             assert_eq!(row["tag"], "a");
-            (row["entity_name"].as_str().unwrap().to_string(), row["entity_id"].as_str().unwrap().to_string())
+            (
+                row["entity_name"].as_str().unwrap().to_string(),
+                row["entity_id"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     let s_a = app.get("/services/s-a").await.1;
@@ -922,7 +1446,10 @@ both!(tag_filters, |app| {
         let (s, b) = app.get(&path).await;
         assert_eq!(s, StatusCode::OK, "{b}");
         for row in b["data"].as_array().unwrap() {
-            assert!(seen.insert((row["entity_name"].as_str().unwrap().to_string(), row["entity_id"].as_str().unwrap().to_string())));
+            assert!(seen.insert((
+                row["entity_name"].as_str().unwrap().to_string(),
+                row["entity_id"].as_str().unwrap().to_string()
+            )));
         }
         match b["next"].as_str() {
             Some(n) => path = n.to_string(),
@@ -934,9 +1461,14 @@ both!(tag_filters, |app| {
     assert_eq!(b["data"].as_array().map(Vec::len), Some(1));
 
     // Tags follow updates: removing a tag removes the entity from filters.
-    let (s, _) = app.json("PATCH", "/services/s-ab", json!({"tags": ["c"]})).await;
+    let (s, _) = app
+        .json("PATCH", "/services/s-ab", json!({"tags": ["c"]}))
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(names(&all(&app, "/services?tags=a").await, "name"), set(&["s-a"]));
+    assert_eq!(
+        names(&all(&app, "/services?tags=a").await, "name"),
+        set(&["s-a"])
+    );
     let (_, b) = app.get("/tags/a").await;
     assert_eq!(b["data"].as_array().map(Vec::len), Some(3));
 });
@@ -945,13 +1477,25 @@ both!(tag_filters, |app| {
 
 both!(revision_header_counts_writes, |app| {
     let r0 = app.revision().await;
-    let (s, svc, rev) = send_rev(&app, "POST", "/services", Some(json!({"name": "rv", "host": "h"}))).await;
+    let (s, svc, rev) = send_rev(
+        &app,
+        "POST",
+        "/services",
+        Some(json!({"name": "rv", "host": "h"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{svc}");
     assert_eq!(rev, Some(r0 + 1));
     let (s, _, rev) = send_rev(&app, "PATCH", "/services/rv", Some(json!({"retries": 1}))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(rev, Some(r0 + 2));
-    let (s, route, rev) = send_rev(&app, "POST", "/services/rv/routes", Some(json!({"paths": ["/rv"]}))).await;
+    let (s, route, rev) = send_rev(
+        &app,
+        "POST",
+        "/services/rv/routes",
+        Some(json!({"paths": ["/rv"]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(rev, Some(r0 + 3));
     let (s, _, rev) = send_rev(&app, "PUT", "/services/rv2", Some(json!({"host": "h"}))).await;
@@ -970,8 +1514,13 @@ both!(revision_header_counts_writes, |app| {
     assert_eq!(rev, Some(r0 + 9));
     // So is a certificate with its SNIs.
     let (cert, key, _) = self_signed("rev.example.com");
-    let (s, _, rev) =
-        send_rev(&app, "POST", "/certificates", Some(json!({"cert": cert, "key": key, "snis": ["rev.example.com"]}))).await;
+    let (s, _, rev) = send_rev(
+        &app,
+        "POST",
+        "/certificates",
+        Some(json!({"cert": cert, "key": key, "snis": ["rev.example.com"]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(rev, Some(r0 + 10));
     assert_eq!(app.revision().await, r0 + 10);
@@ -986,13 +1535,19 @@ both!(noop_writes_make_no_revision, |app| {
     create(&app, "/services", json!({"name": "same", "host": "h"})).await;
     let r = app.revision().await;
     // The same PUT twice, a second apart: the second changes nothing.
-    let (s, first, rev) = send_rev(&app, "PUT", "/services/same", Some(json!({"host": "h2"}))).await;
+    let (s, first, rev) =
+        send_rev(&app, "PUT", "/services/same", Some(json!({"host": "h2"}))).await;
     assert_eq!(s, StatusCode::OK, "{first}");
     assert_eq!(rev, Some(r + 1));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (s, second, rev) = send_rev(&app, "PUT", "/services/same", Some(json!({"host": "h2"}))).await;
+    let (s, second, rev) =
+        send_rev(&app, "PUT", "/services/same", Some(json!({"host": "h2"}))).await;
     assert_eq!(s, StatusCode::OK, "{second}");
-    assert_eq!(rev, Some(r + 1), "an identical PUT must not make a revision");
+    assert_eq!(
+        rev,
+        Some(r + 1),
+        "an identical PUT must not make a revision"
+    );
     assert_eq!(app.revision().await, r + 1);
     // Deleting what is not there succeeds and changes nothing.
     let (s, _, _) = send_rev(&app, "DELETE", "/services/never-was", None).await;

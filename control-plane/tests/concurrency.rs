@@ -13,7 +13,9 @@ both!(parallel_creates_get_gapless_revisions, |app| {
     for i in 0..40 {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
-            let (s, _) = app.post("/consumers", json!({ "username": format!("c{i}") })).await;
+            let (s, _) = app
+                .post("/consumers", json!({ "username": format!("c{i}") }))
+                .await;
             assert_eq!(s, 201);
         }));
     }
@@ -22,7 +24,12 @@ both!(parallel_creates_get_gapless_revisions, |app| {
     }
     assert_eq!(app.revision().await, start + 40);
     let (_, revs) = app.get("/config/revisions?size=1000").await;
-    let mut seen: Vec<i64> = revs["data"].as_array().expect("data").iter().map(|r| r["revision"].as_i64().expect("n")).collect();
+    let mut seen: Vec<i64> = revs["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["revision"].as_i64().expect("n"))
+        .collect();
     seen.sort();
     let want: Vec<i64> = (0..=start + 40).collect();
     assert_eq!(seen, want, "revisions must be gapless");
@@ -35,9 +42,19 @@ both!(parallel_creates_get_gapless_revisions, |app| {
 // stale read would put another client's field back to an older value.
 both!(concurrent_patches_lose_nothing, |app| {
     let app = Arc::new(app);
-    let (s, _) = app.post("/services", json!({"name": "shared", "url": "http://a.test"})).await;
+    let (s, _) = app
+        .post(
+            "/services",
+            json!({"name": "shared", "url": "http://a.test"}),
+        )
+        .await;
     assert_eq!(s, 201);
-    let fields = ["retries", "connect_timeout", "write_timeout", "read_timeout"];
+    let fields = [
+        "retries",
+        "connect_timeout",
+        "write_timeout",
+        "read_timeout",
+    ];
     let mut tasks = Vec::new();
     for (k, field) in fields.iter().enumerate() {
         let app = app.clone();
@@ -45,7 +62,9 @@ both!(concurrent_patches_lose_nothing, |app| {
         tasks.push(tokio::spawn(async move {
             for n in 1..=12 {
                 let value = (k as i64 + 1) * 100 + n;
-                let (s, body) = app.json("PATCH", "/services/shared", json!({ field.clone(): value })).await;
+                let (s, body) = app
+                    .json("PATCH", "/services/shared", json!({ field.clone(): value }))
+                    .await;
                 assert_eq!(s, 200, "{body}");
             }
         }));
@@ -55,6 +74,10 @@ both!(concurrent_patches_lose_nothing, |app| {
     }
     let (_, svc) = app.get("/services/shared").await;
     for (k, field) in fields.iter().enumerate() {
-        assert_eq!(svc[*field].as_i64(), Some((k as i64 + 1) * 100 + 12), "{field} lost an update: {svc}");
+        assert_eq!(
+            svc[*field].as_i64(),
+            Some((k as i64 + 1) * 100 + 12),
+            "{field} lost an update: {svc}"
+        );
     }
 });

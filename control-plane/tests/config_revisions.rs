@@ -45,9 +45,15 @@ fn count(doc: &Value, coll: &str) -> usize {
 
 both!(import_creates_one_revision_and_export_roundtrips, |app| {
     let before = app.revision().await;
-    let (s, body) = app.raw("POST", "/config", "application/yaml", KONG_YAML).await;
+    let (s, body) = app
+        .raw("POST", "/config", "application/yaml", KONG_YAML)
+        .await;
     assert_eq!(s, 201, "{body}");
-    assert_eq!(app.revision().await, before + 1, "a whole document is one revision");
+    assert_eq!(
+        app.revision().await,
+        before + 1,
+        "a whole document is one revision"
+    );
     let (_, route) = app.get("/routes/orders-route").await;
     assert_eq!(route["strip_path"], false);
     let (_, svc) = app.get("/services/orders").await;
@@ -60,30 +66,48 @@ both!(import_creates_one_revision_and_export_roundtrips, |app| {
     // Export, then import the export: nothing changes, not even a revision.
     let (s, exported) = app.raw("GET", "/config", "application/json", "").await;
     assert_eq!(s, 200);
-    let yaml = exported["config"].as_str().expect("Kong's {config: yaml} wrapper").to_string();
-    assert!(!yaml.contains("alice-secret-key"), "secrets are sealed in exports");
+    let yaml = exported["config"]
+        .as_str()
+        .expect("Kong's {config: yaml} wrapper")
+        .to_string();
+    assert!(
+        !yaml.contains("alice-secret-key"),
+        "secrets are sealed in exports"
+    );
     let state_before = app.store.all_current().await.expect("state");
     let rev = app.revision().await;
-    let (s, body) = app.raw("POST", "/config", "application/yaml", yaml.clone()).await;
+    let (s, body) = app
+        .raw("POST", "/config", "application/yaml", yaml.clone())
+        .await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["changes"], 0, "{body}");
     assert_eq!(app.revision().await, rev);
-    assert_eq!(app.store.all_current().await.expect("state"), state_before, "export -> import is lossless");
+    assert_eq!(
+        app.store.all_current().await.expect("state"),
+        state_before,
+        "export -> import is lossless"
+    );
 
     // The sealed key still works: the credential keeps its secret value.
-    let cred = state_before.iter().find(|e| e.kind == "keyauth_credentials").expect("credential");
+    let cred = state_before
+        .iter()
+        .find(|e| e.kind == "keyauth_credentials")
+        .expect("credential");
     assert_eq!(cred.data["key"], "alice-secret-key");
 
     // Import into an empty install from the export reproduces the same
     // entities (same ids, same fields).
     let (_, doc) = app.raw("GET", "/config", "", "").await;
-    let parsed: Value = serde_yaml_ng::from_str(doc["config"].as_str().expect("yaml")).expect("yaml parses");
+    let parsed: Value =
+        serde_yaml_ng::from_str(doc["config"].as_str().expect("yaml")).expect("yaml parses");
     assert_eq!(count(&parsed, "services"), 1);
     assert_eq!(count(&parsed, "consumers"), 1);
 });
 
 both!(import_replaces_and_removes_what_is_absent, |app| {
-    let (s, _) = app.raw("POST", "/config", "application/yaml", KONG_YAML).await;
+    let (s, _) = app
+        .raw("POST", "/config", "application/yaml", KONG_YAML)
+        .await;
     assert_eq!(s, 201);
     let (_, svc) = app.get("/services/orders").await;
     let smaller = json!({
@@ -104,7 +128,9 @@ both!(import_replaces_and_removes_what_is_absent, |app| {
 });
 
 both!(invalid_documents_change_nothing, |app| {
-    let (s, _) = app.raw("POST", "/config", "application/yaml", KONG_YAML).await;
+    let (s, _) = app
+        .raw("POST", "/config", "application/yaml", KONG_YAML)
+        .await;
     assert_eq!(s, 201);
     let rev = app.revision().await;
     let state = app.store.all_current().await.expect("state");
@@ -129,7 +155,9 @@ both!(invalid_documents_change_nothing, |app| {
 
 both!(validate_is_a_dry_run, |app| {
     let rev = app.revision().await;
-    let (s, body) = app.raw("POST", "/config/validate", "application/yaml", KONG_YAML).await;
+    let (s, body) = app
+        .raw("POST", "/config/validate", "application/yaml", KONG_YAML)
+        .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["valid"], true);
     assert!(body["changes"].as_i64().unwrap_or(0) > 5);
@@ -139,11 +167,17 @@ both!(validate_is_a_dry_run, |app| {
 });
 
 both!(revisions_diff_and_rollback, |app| {
-    let (_, s1) = app.post("/services", json!({"name": "a", "url": "http://a.test"})).await;
+    let (_, s1) = app
+        .post("/services", json!({"name": "a", "url": "http://a.test"}))
+        .await;
     let r1 = app.revision().await;
-    let (s, _) = app.json("PATCH", "/services/a", json!({"retries": 9})).await;
+    let (s, _) = app
+        .json("PATCH", "/services/a", json!({"retries": 9}))
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = app.post("/services", json!({"name": "b", "url": "http://b.test"})).await;
+    let (s, _) = app
+        .post("/services", json!({"name": "b", "url": "http://b.test"}))
+        .await;
     assert_eq!(s, 201);
     let r3 = app.revision().await;
 
@@ -156,11 +190,18 @@ both!(revisions_diff_and_rollback, |app| {
     let (_, diff) = app.get(&format!("/config/diff?from={r1}&to={r3}")).await;
     let changes = diff["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 2, "{diff}");
-    let upd = changes.iter().find(|c| c["operation"] == "update").expect("update");
+    let upd = changes
+        .iter()
+        .find(|c| c["operation"] == "update")
+        .expect("update");
     assert_eq!(upd["entity_id"], s1["id"]);
     assert_eq!(upd["before"]["retries"], 5);
     assert_eq!(upd["after"]["retries"], 9);
-    assert!(changes.iter().any(|c| c["operation"] == "create" && c["after"]["name"] == "b"));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["operation"] == "create" && c["after"]["name"] == "b")
+    );
 
     let (s, body) = app.post("/config/rollback", json!({"revision": r1})).await;
     assert_eq!(s, 200, "{body}");
@@ -170,7 +211,9 @@ both!(revisions_diff_and_rollback, |app| {
     assert_eq!(a["id"], s1["id"]);
     let (s, _) = app.get("/services/b").await;
     assert_eq!(s, 404);
-    let (s, _) = app.post("/config/rollback", json!({"revision": 9999})).await;
+    let (s, _) = app
+        .post("/config/rollback", json!({"revision": 9999}))
+        .await;
     assert_eq!(s, 404);
     let (s, _) = app.get("/config/diff?from=0&to=9999").await;
     assert_eq!(s, 400);
@@ -179,23 +222,39 @@ both!(revisions_diff_and_rollback, |app| {
 both!(audit_records_every_change_without_secrets, |app| {
     let (s, _) = app.post("/consumers", json!({"username": "bob"})).await;
     assert_eq!(s, 201);
-    let (s, cred) = app.post("/consumers/bob/key-auth", json!({"key": "bob-very-secret"})).await;
+    let (s, cred) = app
+        .post("/consumers/bob/key-auth", json!({"key": "bob-very-secret"}))
+        .await;
     assert_eq!(s, 201);
     let (s, _) = app.delete("/consumers/bob").await;
     assert_eq!(s, 204);
     let (_, audit) = app.get("/audit").await;
     let text = audit.to_string();
-    assert!(!text.contains("bob-very-secret"), "audit must not hold secrets: {text}");
+    assert!(
+        !text.contains("bob-very-secret"),
+        "audit must not hold secrets: {text}"
+    );
     let rows = audit["data"].as_array().expect("rows");
     let ops: Vec<(&str, &str)> = rows
         .iter()
-        .map(|r| (r["operation"].as_str().unwrap_or(""), r["entity_type"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap_or(""),
+                r["entity_type"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert!(ops.contains(&("create", "consumers")));
     assert!(ops.contains(&("create", "keyauth_credentials")));
-    assert!(ops.contains(&("delete", "keyauth_credentials")), "cascade is audited: {ops:?}");
+    assert!(
+        ops.contains(&("delete", "keyauth_credentials")),
+        "cascade is audited: {ops:?}"
+    );
     assert!(ops.contains(&("delete", "consumers")));
-    let row = rows.iter().find(|r| r["entity_id"] == cred["id"] && r["operation"] == "create").expect("row");
+    let row = rows
+        .iter()
+        .find(|r| r["entity_id"] == cred["id"] && r["operation"] == "create")
+        .expect("row");
     assert_eq!(row["actor"], "anonymous");
     assert_eq!(row["after"]["key"], "<redacted>");
     assert!(row["at"].as_i64().unwrap_or(0) > 0);
@@ -219,23 +278,57 @@ both!(openapi_covers_every_route, |app| {
     let (s, doc) = app.get("/openapi.json").await;
     assert_eq!(s, 200);
     let paths = doc["paths"].as_object().expect("paths");
-    for p in ["/services", "/services/{id}", "/services/{parent_id}/routes", "/consumers/{parent_id}/key-auth/{id}",
-              "/upstreams/{parent_id}/targets", "/config", "/config/revisions/{rev}", "/audit", "/tags/{tag}"] {
+    for p in [
+        "/services",
+        "/services/{id}",
+        "/services/{parent_id}/routes",
+        "/consumers/{parent_id}/key-auth/{id}",
+        "/upstreams/{parent_id}/targets",
+        "/config",
+        "/config/revisions/{rev}",
+        "/audit",
+        "/tags/{tag}",
+    ] {
         assert!(paths.contains_key(p), "{p} missing from openapi");
     }
     // Every documented operation is really served: no 405 and no
     // unknown-route 404 for any documented method on any documented path.
-    let (_, svc) = app.post("/services", json!({"name": "s", "url": "http://s.test"})).await;
+    let (_, svc) = app
+        .post("/services", json!({"name": "s", "url": "http://s.test"}))
+        .await;
     let sid = svc["id"].as_str().expect("id").to_string();
     for (path, item) in paths {
         for method in item.as_object().expect("ops").keys() {
-            let concrete = path.replace("{parent_id}", &sid).replace("{id}", "nope").replace("{rev}", "0").replace("{tag}", "t");
+            let concrete = path
+                .replace("{parent_id}", &sid)
+                .replace("{id}", "nope")
+                .replace("{rev}", "0")
+                .replace("{tag}", "t");
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-            let r = app.client.request(m, format!("{}{concrete}", app.base)).header("content-type", "application/json").body("{}").send().await.expect("send");
-            assert_ne!(r.status().as_u16(), 405, "{method} {path} documented but not served");
+            let r = app
+                .client
+                .request(m, format!("{}{concrete}", app.base))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("send");
+            assert_ne!(
+                r.status().as_u16(),
+                405,
+                "{method} {path} documented but not served"
+            );
         }
     }
     // And a method nobody documents is refused.
-    let r = app.client.request(reqwest::Method::PUT, format!("{}/config/revisions", app.base)).send().await.expect("send");
+    let r = app
+        .client
+        .request(
+            reqwest::Method::PUT,
+            format!("{}/config/revisions", app.base),
+        )
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 405);
 });

@@ -15,7 +15,10 @@ struct Cp {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Cp {
@@ -57,12 +60,19 @@ impl Cp {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(format!("{}{path}", self.base)).await.expect("get");
+        let r = reqwest::get(format!("{}{path}", self.base))
+            .await
+            .expect("get");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.expect("post");
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 }
@@ -70,9 +80,19 @@ impl Cp {
 async fn survives_restart(backend: Backend) {
     let db = Db::new(backend);
     let cp = Cp::start(&db).await;
-    let (s, svc) = cp.post("/services", json!({"name": "billing", "url": "http://billing.internal:8080/v1"})).await;
+    let (s, svc) = cp
+        .post(
+            "/services",
+            json!({"name": "billing", "url": "http://billing.internal:8080/v1"}),
+        )
+        .await;
     assert_eq!(s, 201, "{svc}");
-    let (s, _) = cp.post("/services/billing/routes", json!({"name": "bill", "paths": ["/bill"]})).await;
+    let (s, _) = cp
+        .post(
+            "/services/billing/routes",
+            json!({"name": "bill", "paths": ["/bill"]}),
+        )
+        .await;
     assert_eq!(s, 201);
     let (_, status) = cp.get("/status").await;
     let rev = status["configuration_revision"].as_i64().expect("revision");
@@ -112,18 +132,34 @@ async fn a_second_process_learns_every_revision() {
     let client = reqwest::Client::new();
     let mut delays = Vec::new();
     for i in 0..20 {
-        let (s, _) = a.post("/consumers", json!({ "username": format!("user-{i}") })).await;
+        let (s, _) = a
+            .post("/consumers", json!({ "username": format!("user-{i}") }))
+            .await;
         assert_eq!(s, 201);
         let committed = Instant::now();
         let (_, st) = a.get("/status").await;
         let want = st["configuration_revision"].as_i64().expect("revision");
         loop {
-            let st: Value = client.get(format!("{}/status", b.base)).send().await.expect("b").json().await.expect("json");
+            let st: Value = client
+                .get(format!("{}/status", b.base))
+                .send()
+                .await
+                .expect("b")
+                .json()
+                .await
+                .expect("json");
             if st["feed"]["revision"].as_i64() >= Some(want) {
-                assert_eq!(st["feed"]["revision"].as_i64(), Some(want), "B skipped ahead of A's last write");
+                assert_eq!(
+                    st["feed"]["revision"].as_i64(),
+                    Some(want),
+                    "B skipped ahead of A's last write"
+                );
                 break;
             }
-            assert!(committed.elapsed() < Duration::from_secs(5), "B never learned revision {want}");
+            assert!(
+                committed.elapsed() < Duration::from_secs(5),
+                "B never learned revision {want}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         delays.push(committed.elapsed());
@@ -152,10 +188,19 @@ async fn migrate_subcommand_runs_alone() {
             .output()
             .await
             .expect("run migrate");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
         // Idempotent: a second run changes nothing and succeeds.
-        let again = Command::new(env!("CARGO_BIN_EXE_gantry-cp")).args(db.cli_args()).arg("migrate").output().await.expect("rerun");
+        let again = Command::new(env!("CARGO_BIN_EXE_gantry-cp"))
+            .args(db.cli_args())
+            .arg("migrate")
+            .output()
+            .await
+            .expect("rerun");
         assert!(again.status.success());
     }
 }

@@ -30,8 +30,13 @@ pub async fn read_limited(req: Request) -> Result<RawBody, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::TooLarge)?;
-    Ok(RawBody { bytes, content_type })
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    Ok(RawBody {
+        bytes,
+        content_type,
+    })
 }
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
@@ -50,24 +55,43 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 pub fn parse_entity_body(raw: &RawBody) -> Result<Body, ApiError> {
-    let ct = raw.content_type.split(';').next().unwrap_or_default().trim();
+    let ct = raw
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     if raw.bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Body { value: Value::Object(Map::new()), mode: Input::Json });
+        return Ok(Body {
+            value: Value::Object(Map::new()),
+            mode: Input::Json,
+        });
     }
     match ct {
-        "application/x-www-form-urlencoded" => Ok(Body { value: parse_form(&raw.bytes)?, mode: Input::Form }),
+        "application/x-www-form-urlencoded" => Ok(Body {
+            value: parse_form(&raw.bytes)?,
+            mode: Input::Form,
+        }),
         "application/json" | "" => {
-            let value: Value =
-                serde_json::from_slice(&raw.bytes).map_err(|_| ApiError::bad_request("Cannot parse JSON body"))?;
+            let value: Value = serde_json::from_slice(&raw.bytes)
+                .map_err(|_| ApiError::bad_request("Cannot parse JSON body"))?;
             if !value.is_object() {
-                return Err(ApiError::bad_request("Cannot parse JSON body: expected an object"));
+                return Err(ApiError::bad_request(
+                    "Cannot parse JSON body: expected an object",
+                ));
             }
-            Ok(Body { value, mode: Input::Json })
+            Ok(Body {
+                value,
+                mode: Input::Json,
+            })
         }
         other if other.ends_with("+json") => {
-            let value: Value =
-                serde_json::from_slice(&raw.bytes).map_err(|_| ApiError::bad_request("Cannot parse JSON body"))?;
-            Ok(Body { value, mode: Input::Json })
+            let value: Value = serde_json::from_slice(&raw.bytes)
+                .map_err(|_| ApiError::bad_request("Cannot parse JSON body"))?;
+            Ok(Body {
+                value,
+                mode: Input::Json,
+            })
         }
         other => Err(ApiError::UnsupportedMediaType(other.to_string())),
     }
@@ -142,7 +166,11 @@ fn insert_path(root: &mut Value, key: &str, val: Value) -> Result<(), &'static s
                 }
                 let next_is_array = matches!(segs[i + 1], Seg::Append | Seg::Index(_));
                 cur = obj.entry(k.to_string()).or_insert_with(|| {
-                    if next_is_array { Value::Array(Vec::new()) } else { Value::Object(Map::new()) }
+                    if next_is_array {
+                        Value::Array(Vec::new())
+                    } else {
+                        Value::Object(Map::new())
+                    }
                 });
             }
             Seg::Append | Seg::Index(_) => {

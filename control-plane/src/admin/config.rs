@@ -20,10 +20,17 @@ impl From<DeclarativeError> for ApiError {
         match e {
             DeclarativeError::Parse(m) => ApiError::bad_request(m),
             DeclarativeError::Invalid(fields) => ApiError::Declarative {
-                message: format!("declarative config is invalid: {}", crate::schema::summarize(&fields)),
+                message: format!(
+                    "declarative config is invalid: {}",
+                    crate::schema::summarize(&fields)
+                ),
                 fields: Value::Object(fields),
             },
-            DeclarativeError::Entity { collection, entity, source } => ApiError::Entity(source).in_entity(collection, &entity),
+            DeclarativeError::Entity {
+                collection,
+                entity,
+                source,
+            } => ApiError::Entity(source).in_entity(collection, &entity),
             DeclarativeError::Store(s) => ApiError::Store(s),
             other => ApiError::bad_request(other.to_string()),
         }
@@ -31,31 +38,46 @@ impl From<DeclarativeError> for ApiError {
 }
 
 fn entities_of(stored: Vec<Stored>) -> Vec<(&'static entities::EntityDef, Value)> {
-    stored.into_iter().filter_map(|s| def(&s.kind).map(|d| (d, s.data))).collect()
+    stored
+        .into_iter()
+        .filter_map(|s| def(&s.kind).map(|d| (d, s.data)))
+        .collect()
 }
 
 /// Desired entities in dependency order, whatever order they came in.
 fn in_dependency_order(
     mut v: Vec<(&'static entities::EntityDef, Value)>,
 ) -> Vec<(&'static entities::EntityDef, Value)> {
-    v.sort_by_key(|(d, _)| entities::ALL.iter().position(|x| x.name == d.name).unwrap_or(usize::MAX));
+    v.sort_by_key(|(d, _)| {
+        entities::ALL
+            .iter()
+            .position(|x| x.name == d.name)
+            .unwrap_or(usize::MAX)
+    });
     v
 }
 
 /// `GET /config`: the current configuration as a Kong 3.0 document,
 /// secrets sealed. `Accept: application/yaml` gives the YAML itself;
 /// otherwise Kong's `{"config": "<yaml>"}` wrapper.
-pub async fn export(State(app): State<Admin>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+pub async fn export(
+    State(app): State<Admin>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let doc = declarative::export(&app.store.all_current().await?, &app.sealer);
     render_doc(&doc, &headers)
 }
 
 fn render_doc(doc: &Value, headers: &axum::http::HeaderMap) -> Result<Response, ApiError> {
-    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if accept.contains("json") && !accept.contains("yaml") {
         return Ok(Json(doc.clone()).into_response());
     }
-    let yaml = serde_yaml_ng::to_string(doc).map_err(|e| ApiError::bad_request(format!("cannot render YAML: {e}")))?;
+    let yaml = serde_yaml_ng::to_string(doc)
+        .map_err(|e| ApiError::bad_request(format!("cannot render YAML: {e}")))?;
     if accept.contains("yaml") {
         return Ok(([(CONTENT_TYPE, "application/yaml")], yaml).into_response());
     }
@@ -68,8 +90,15 @@ pub async fn import(State(app): State<Admin>, body: RawBody) -> Result<Response,
     let desired = declarative::flatten(&doc, &app.sealer)?;
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
-    let c = tx.commit("config", &format!("declarative config: {changes} changes")).await?;
-    Ok(Written(StatusCode::CREATED, c.revision, json!({ "revision": c.revision, "changes": changes })).into_response())
+    let c = tx
+        .commit("config", &format!("declarative config: {changes} changes"))
+        .await?;
+    Ok(Written(
+        StatusCode::CREATED,
+        c.revision,
+        json!({ "revision": c.revision, "changes": changes }),
+    )
+    .into_response())
 }
 
 /// `POST /config/validate`: everything `POST /config` checks, nothing stored.
@@ -84,35 +113,64 @@ pub async fn validate(State(app): State<Admin>, body: RawBody) -> Result<Respons
 
 /// `POST /config/rollback {"revision": n}`: makes revision n current
 /// again, recorded as a new revision.
-pub async fn rollback(State(app): State<Admin>, body: super::body::Body) -> Result<Response, ApiError> {
+pub async fn rollback(
+    State(app): State<Admin>,
+    body: super::body::Body,
+) -> Result<Response, ApiError> {
     let target = match &body.value["revision"] {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| ApiError::Schema(crate::schema::field_error("revision", "expected an integer")))?;
+    .ok_or_else(|| {
+        ApiError::Schema(crate::schema::field_error(
+            "revision",
+            "expected an integer",
+        ))
+    })?;
     if app.store.revision(target).await?.is_none() {
         return Err(ApiError::NotFound);
     }
     let desired = in_dependency_order(entities_of(app.store.state_at(Some(target)).await?));
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
-    let c = tx.commit("rollback", &format!("rollback to revision {target}: {changes} changes")).await?;
-    Ok(Written(StatusCode::OK, c.revision, json!({ "revision": c.revision, "rolled_back_to": target, "changes": changes }))
-        .into_response())
+    let c = tx
+        .commit(
+            "rollback",
+            &format!("rollback to revision {target}: {changes} changes"),
+        )
+        .await?;
+    Ok(Written(
+        StatusCode::OK,
+        c.revision,
+        json!({ "revision": c.revision, "rolled_back_to": target, "changes": changes }),
+    )
+    .into_response())
 }
 
-pub async fn revisions(State(app): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn revisions(
+    State(app): State<Admin>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let p = paging(&q)?;
     let before = match p.after {
-        Some(a) => Some(a.parse::<i64>().map_err(|_| ApiError::bad_request("invalid offset"))?),
+        Some(a) => Some(
+            a.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("invalid offset"))?,
+        ),
         None => None,
     };
     let mut rows = app.store.revisions(before, p.size + 1).await?;
     let more = rows.len() > p.size;
     rows.truncate(p.size);
-    let offset = if more { rows.last().map(|r| encode_offset(&r.revision.to_string())) } else { None };
-    let next = offset.as_ref().map(|o| format!("/config/revisions?offset={o}"));
+    let offset = if more {
+        rows.last().map(|r| encode_offset(&r.revision.to_string()))
+    } else {
+        None
+    };
+    let next = offset
+        .as_ref()
+        .map(|o| format!("/config/revisions?offset={o}"));
     Ok(Json(json!({ "data": rows, "next": next, "offset": offset })).into_response())
 }
 
@@ -125,7 +183,11 @@ pub async fn revision(
     let rev: i64 = rev.parse().map_err(|_| ApiError::NotFound)?;
     let meta = app.store.revision(rev).await?.ok_or(ApiError::NotFound)?;
     let doc = declarative::export(&app.store.state_at(Some(rev)).await?, &app.sealer);
-    if headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("yaml")) {
+    if headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("yaml"))
+    {
         return render_doc(&doc, &headers);
     }
     let mut body = serde_json::to_value(meta).unwrap_or_default();
@@ -135,10 +197,17 @@ pub async fn revision(
 
 /// `GET /config/diff?from=&to=`: what changed between two revisions;
 /// `to` defaults to the current revision and `from` to the one before it.
-pub async fn diff(State(app): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn diff(
+    State(app): State<Admin>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let num = |k: &str| -> Result<Option<i64>, ApiError> {
         q.get(k)
-            .map(|s| s.parse::<i64>().map_err(|_| ApiError::Schema(crate::schema::field_error(k, "expected an integer"))))
+            .map(|s| {
+                s.parse::<i64>().map_err(|_| {
+                    ApiError::Schema(crate::schema::field_error(k, "expected an integer"))
+                })
+            })
             .transpose()
     };
     let to = match num("to")? {
@@ -174,16 +243,26 @@ pub async fn diff(State(app): State<Admin>, Query(q): Query<HashMap<String, Stri
 }
 
 /// `GET /audit`: every change, newest first, secrets redacted.
-pub async fn audit(State(app): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn audit(
+    State(app): State<Admin>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let p = paging(&q)?;
     let before = match p.after {
-        Some(a) => Some(a.parse::<i64>().map_err(|_| ApiError::bad_request("invalid offset"))?),
+        Some(a) => Some(
+            a.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("invalid offset"))?,
+        ),
         None => None,
     };
     let mut rows = app.store.audit(before, p.size + 1).await?;
     let more = rows.len() > p.size;
     rows.truncate(p.size);
-    let offset = if more { rows.last().map(|r| encode_offset(&r.id.to_string())) } else { None };
+    let offset = if more {
+        rows.last().map(|r| encode_offset(&r.id.to_string()))
+    } else {
+        None
+    };
     let next = offset.as_ref().map(|o| format!("/audit?offset={o}"));
     Ok(Json(json!({ "data": rows, "next": next, "offset": offset })).into_response())
 }

@@ -19,13 +19,26 @@ fn collection(seg: &str) -> Result<&'static EntityDef, ApiError> {
 
 /// Resolves `/{parent}/{pid}/{child}`: the child def and the foreign key
 /// the parent imposes.
-async fn nested(app: &Admin, parent: &str, pid: &str, child: &str) -> Result<(&'static EntityDef, Parent), ApiError> {
+async fn nested(
+    app: &Admin,
+    parent: &str,
+    pid: &str,
+    child: &str,
+) -> Result<(&'static EntityDef, Parent), ApiError> {
     let pd = collection(parent)?;
     let cd = collection(child)?;
     let fk = cd.foreign_field(pd.name).ok_or(ApiError::NotFound)?;
     let mut store = &app.store;
-    let (id, _) = resolve_id(&mut store, pd, pid).await?.ok_or(ApiError::NotFound)?;
-    Ok((cd, Parent { field: fk.field, id }))
+    let (id, _) = resolve_id(&mut store, pd, pid)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((
+        cd,
+        Parent {
+            field: fk.field,
+            id,
+        },
+    ))
 }
 
 /// What a read shows: secrets redacted; certificates list their SNIs.
@@ -33,7 +46,11 @@ async fn present(app: &Admin, d: &EntityDef, v: &Value) -> Result<Value, ApiErro
     let mut out = redacted(d, v);
     if d.name == "certificates" {
         let id = v["id"].as_str().unwrap_or_default().to_string();
-        let filter = ListFilter { referencing: Some(("certificates".into(), id)), size: 1000, ..Default::default() };
+        let filter = ListFilter {
+            referencing: Some(("certificates".into(), id)),
+            size: 1000,
+            ..Default::default()
+        };
         let snis = app.store.list("snis", &filter).await?;
         let mut names: Vec<Value> = snis.items.iter().map(|s| s["name"].clone()).collect();
         names.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
@@ -62,7 +79,9 @@ async fn list_impl(
     let (tags, tags_all) = match q.get("tags") {
         None => (Vec::new(), true),
         Some(t) if t.contains(',') && t.contains('/') => {
-            return Err(ApiError::bad_request("invalid option (tags: cannot mix 'or' and 'and' (',' and '/') in one query)"));
+            return Err(ApiError::bad_request(
+                "invalid option (tags: cannot mix 'or' and 'and' (',' and '/') in one query)",
+            ));
         }
         Some(t) if t.contains('/') => (t.split('/').map(str::to_string).collect(), false),
         Some(t) => (t.split(',').map(str::to_string).collect(), true),
@@ -89,7 +108,10 @@ async fn list_impl(
             url.push_str(&format!("&size={}", p.size));
         }
         if let Some(t) = q.get("tags") {
-            url.push_str(&format!("&tags={}", form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()));
+            url.push_str(&format!(
+                "&tags={}",
+                form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+            ));
         }
         url
     });
@@ -100,9 +122,16 @@ async fn list_impl(
     Ok(Json(body).into_response())
 }
 
-async fn get_impl(app: &Admin, d: &'static EntityDef, id: &str, parent: Option<&Parent>) -> Result<Response, ApiError> {
+async fn get_impl(
+    app: &Admin,
+    d: &'static EntityDef,
+    id: &str,
+    parent: Option<&Parent>,
+) -> Result<Response, ApiError> {
     let mut store = &app.store;
-    let (_, v) = resolve_in(&mut store, d, id, parent).await?.ok_or(ApiError::NotFound)?;
+    let (_, v) = resolve_in(&mut store, d, id, parent)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if let Some(p) = parent {
         if v[p.field]["id"].as_str() != Some(p.id.as_str()) {
             return Err(ApiError::NotFound);
@@ -111,12 +140,24 @@ async fn get_impl(app: &Admin, d: &'static EntityDef, id: &str, parent: Option<&
     Ok(Json(present(app, d, &v).await?).into_response())
 }
 
-async fn create_impl(app: &Admin, d: &'static EntityDef, body: Body, parent: Option<Parent>) -> Result<Response, ApiError> {
+async fn create_impl(
+    app: &Admin,
+    d: &'static EntityDef,
+    body: Body,
+    parent: Option<Parent>,
+) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
     let v = entities::create(&mut tx, d, body.value, body.mode, parent.as_ref()).await?;
     let id = v["id"].as_str().unwrap_or_default().to_string();
-    let c = tx.commit("create", &format!("create {} {id}", d.name)).await?;
-    Ok(Written(StatusCode::CREATED, c.revision, present_write(app, d, &v).await?).into_response())
+    let c = tx
+        .commit("create", &format!("create {} {id}", d.name))
+        .await?;
+    Ok(Written(
+        StatusCode::CREATED,
+        c.revision,
+        present_write(app, d, &v).await?,
+    )
+    .into_response())
 }
 
 async fn upsert_impl(
@@ -127,10 +168,17 @@ async fn upsert_impl(
     parent: Option<Parent>,
 ) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
-    let (v, created) = entities::upsert(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
+    let (v, created) =
+        entities::upsert(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
-    let c = tx.commit("upsert", &format!("upsert {} {eid}", d.name)).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let c = tx
+        .commit("upsert", &format!("upsert {} {eid}", d.name))
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(Written(status, c.revision, present_write(app, d, &v).await?).into_response())
 }
 
@@ -144,14 +192,23 @@ async fn update_impl(
     let mut tx = app.store.begin_write(&app.actor).await?;
     let v = entities::update(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
-    let c = tx.commit("update", &format!("update {} {eid}", d.name)).await?;
+    let c = tx
+        .commit("update", &format!("update {} {eid}", d.name))
+        .await?;
     Ok(Written(StatusCode::OK, c.revision, present_write(app, d, &v).await?).into_response())
 }
 
-async fn delete_impl(app: &Admin, d: &'static EntityDef, id: &str, parent: Option<Parent>) -> Result<Response, ApiError> {
+async fn delete_impl(
+    app: &Admin,
+    d: &'static EntityDef,
+    id: &str,
+    parent: Option<Parent>,
+) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
     entities::delete(&mut tx, d, id, parent.as_ref()).await?;
-    let c = tx.commit("delete", &format!("delete {} {id}", d.name)).await?;
+    let c = tx
+        .commit("delete", &format!("delete {} {id}", d.name))
+        .await?;
     Ok(Written(StatusCode::NO_CONTENT, c.revision, Value::Null).into_response())
 }
 
@@ -166,23 +223,41 @@ pub async fn list(
     list_impl(&app, d, None, &q, &format!("/{coll}")).await
 }
 
-pub async fn create(State(app): State<Admin>, Path(coll): Path<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): State<Admin>,
+    Path(coll): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     create_impl(&app, collection(&coll)?, body, None).await
 }
 
-pub async fn get(State(app): State<Admin>, Path((coll, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<Admin>,
+    Path((coll, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     get_impl(&app, collection(&coll)?, &id, None).await
 }
 
-pub async fn put(State(app): State<Admin>, Path((coll, id)): Path<(String, String)>, body: Body) -> Result<Response, ApiError> {
+pub async fn put(
+    State(app): State<Admin>,
+    Path((coll, id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
     upsert_impl(&app, collection(&coll)?, &id, body, None).await
 }
 
-pub async fn patch(State(app): State<Admin>, Path((coll, id)): Path<(String, String)>, body: Body) -> Result<Response, ApiError> {
+pub async fn patch(
+    State(app): State<Admin>,
+    Path((coll, id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
     update_impl(&app, collection(&coll)?, &id, body, None).await
 }
 
-pub async fn delete(State(app): State<Admin>, Path((coll, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(app): State<Admin>,
+    Path((coll, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     delete_impl(&app, collection(&coll)?, &id, None).await
 }
 
@@ -245,10 +320,16 @@ pub async fn by_tag(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let p = paging(&q)?;
-    let after = p.after.as_deref().and_then(|a| a.split_once('/')).map(|(k, i)| (k.to_string(), i.to_string()));
+    let after = p
+        .after
+        .as_deref()
+        .and_then(|a| a.split_once('/'))
+        .map(|(k, i)| (k.to_string(), i.to_string()));
     let (rows, next) = app.store.list_tag(&tag, after, p.size).await?;
-    let data: Vec<Value> =
-        rows.iter().map(|(k, id)| json!({ "entity_name": k, "entity_id": id, "tag": tag })).collect();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|(k, id)| json!({ "entity_name": k, "entity_id": id, "tag": tag }))
+        .collect();
     let offset = next.map(|(k, i)| super::encode_offset(&format!("{k}/{i}")));
     let next_url = offset.as_ref().map(|o| format!("/tags/{tag}?offset={o}"));
     let mut body = json!({ "data": data, "next": next_url });

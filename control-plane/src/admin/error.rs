@@ -49,7 +49,11 @@ impl ApiError {
 }
 
 fn kong(status: StatusCode, code: i64, name: &str, message: String, fields: Value) -> Response {
-    (status, Json(json!({ "code": code, "name": name, "message": message, "fields": fields }))).into_response()
+    (
+        status,
+        Json(json!({ "code": code, "name": name, "message": message, "fields": fields })),
+    )
+        .into_response()
 }
 
 fn message(status: StatusCode, m: impl Into<String>) -> Response {
@@ -61,17 +65,30 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Entity(e) => entity_response(e, ""),
             ApiError::InEntity(ctx, e) => entity_response(e, &format!("{ctx}: ")),
-            ApiError::Schema(f) => kong(StatusCode::BAD_REQUEST, 2, "schema violation", summarize(&f), Value::Object(f)),
-            ApiError::Declarative { message: m, fields } => {
-                kong(StatusCode::BAD_REQUEST, 14, "invalid declarative configuration", m, fields)
-            }
+            ApiError::Schema(f) => kong(
+                StatusCode::BAD_REQUEST,
+                2,
+                "schema violation",
+                summarize(&f),
+                Value::Object(f),
+            ),
+            ApiError::Declarative { message: m, fields } => kong(
+                StatusCode::BAD_REQUEST,
+                14,
+                "invalid declarative configuration",
+                m,
+                fields,
+            ),
             ApiError::BadRequest { message: m } => message(StatusCode::BAD_REQUEST, m),
             ApiError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
-            ApiError::MethodNotAllowed => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-            ApiError::TooLarge => message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
-            ApiError::UnsupportedMediaType(ct) => {
-                message(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Unsupported Content-Type: {ct}"))
+            ApiError::MethodNotAllowed => {
+                message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
             }
+            ApiError::TooLarge => message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+            ApiError::UnsupportedMediaType(ct) => message(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Unsupported Content-Type: {ct}"),
+            ),
             ApiError::Store(s) => store_error(s),
         }
     }
@@ -79,23 +96,49 @@ impl IntoResponse for ApiError {
 
 fn entity_response(e: EntityError, prefix: &str) -> Response {
     match e {
-        EntityError::Schema(f) => {
-            kong(StatusCode::BAD_REQUEST, 2, "schema violation", format!("{prefix}{}", summarize(&f)), Value::Object(f))
-        }
+        EntityError::Schema(f) => kong(
+            StatusCode::BAD_REQUEST,
+            2,
+            "schema violation",
+            format!("{prefix}{}", summarize(&f)),
+            Value::Object(f),
+        ),
         EntityError::Unique(fields) => {
             let m = format!("{prefix}{}", unique_message(&fields));
-            kong(StatusCode::CONFLICT, 5, "unique constraint violation", m, fields)
+            kong(
+                StatusCode::CONFLICT,
+                5,
+                "unique constraint violation",
+                m,
+                fields,
+            )
         }
         EntityError::PrimaryKey(id) => {
             let m = format!("{prefix}{}", EntityError::PrimaryKey(id.clone()));
-            kong(StatusCode::CONFLICT, 3, "primary key violation", m, json!({ "id": id }))
+            kong(
+                StatusCode::CONFLICT,
+                3,
+                "primary key violation",
+                m,
+                json!({ "id": id }),
+            )
         }
-        ref fk @ EntityError::ForeignKey { ref field, ref id, .. } => {
-            kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", format!("{prefix}{fk}"), json!({ field: { "id": id } }))
-        }
-        ref r @ EntityError::Referenced { ref by, .. } => {
-            kong(StatusCode::BAD_REQUEST, 4, "foreign key violation", format!("{prefix}{r}"), json!({ "@referenced_by": by }))
-        }
+        ref fk @ EntityError::ForeignKey {
+            ref field, ref id, ..
+        } => kong(
+            StatusCode::BAD_REQUEST,
+            4,
+            "foreign key violation",
+            format!("{prefix}{fk}"),
+            json!({ field: { "id": id } }),
+        ),
+        ref r @ EntityError::Referenced { ref by, .. } => kong(
+            StatusCode::BAD_REQUEST,
+            4,
+            "foreign key violation",
+            format!("{prefix}{r}"),
+            json!({ "@referenced_by": by }),
+        ),
         EntityError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
         EntityError::Store(s) => store_error(s),
     }
@@ -109,7 +152,10 @@ fn unique_message(fields: &Value) -> String {
         .flatten()
         .map(|(k, v)| match v {
             Value::String(s) => format!("{k}=\"{s}\""),
-            Value::Object(o) => format!("{k}={{id=\"{}\"}}", o.get("id").and_then(Value::as_str).unwrap_or_default()),
+            Value::Object(o) => format!(
+                "{k}={{id=\"{}\"}}",
+                o.get("id").and_then(Value::as_str).unwrap_or_default()
+            ),
             Value::Null => format!("{k}=null"),
             other => format!("{k}={other}"),
         })
@@ -121,5 +167,8 @@ fn store_error(e: StoreError) -> Response {
     // The detail goes to the log; the client learns only that the store
     // failed, since driver messages can echo query values.
     tracing::error!(error = %e, "store error");
-    message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred")
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "An unexpected error occurred",
+    )
 }

@@ -1,8 +1,8 @@
 //! `GET /` and `GET /status`: what this control plane is and whether its
 //! store answers.
 
-use super::error::ApiError;
 use super::Admin;
+use super::error::ApiError;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,8 +16,15 @@ pub async fn root(State(app): State<Admin>) -> Result<Response, ApiError> {
         let n = counts.entry(e.kind).or_insert(json!(0));
         *n = json!(n.as_i64().unwrap_or(0) + 1);
     }
-    let plugins: serde_json::Map<String, serde_json::Value> =
-        crate::plugins::names().iter().map(|n| ((*n).to_string(), json!({ "version": env!("CARGO_PKG_VERSION") }))).collect();
+    let plugins: serde_json::Map<String, serde_json::Value> = crate::plugins::names()
+        .iter()
+        .map(|n| {
+            (
+                (*n).to_string(),
+                json!({ "version": env!("CARGO_PKG_VERSION") }),
+            )
+        })
+        .collect();
     Ok(Json(json!({
         "tagline": "Welcome to Gantry",
         "version": env!("CARGO_PKG_VERSION"),
@@ -34,7 +41,9 @@ pub async fn root(State(app): State<Admin>) -> Result<Response, ApiError> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 pub async fn status(State(app): State<Admin>) -> Response {
@@ -62,6 +71,10 @@ pub async fn status(State(app): State<Admin>) -> Response {
 pub async fn ready(State(app): State<Admin>) -> Response {
     match app.store.ping().await {
         Ok(()) => Json(json!({ "message": "ready" })).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "message": "store unreachable" }))).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "message": "store unreachable" })),
+        )
+            .into_response(),
     }
 }

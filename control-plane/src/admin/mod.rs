@@ -34,7 +34,12 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(store: Store, sealer: Sealer, listen: impl Into<Arc<str>>) -> Self {
-        Admin { store, sealer: Arc::new(sealer), actor: Arc::from("anonymous"), listen: listen.into() }
+        Admin {
+            store,
+            sealer: Arc::new(sealer),
+            actor: Arc::from("anonymous"),
+            listen: listen.into(),
+        }
     }
 }
 
@@ -69,12 +74,19 @@ pub fn paging(q: &HashMap<String, String>) -> Result<Paging, ApiError> {
         None => DEFAULT_PAGE,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => return Err(ApiError::bad_request(format!("size must be an integer between 1 and {MAX_PAGE}"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "size must be an integer between 1 and {MAX_PAGE}"
+                )));
+            }
         },
     };
     let after = match q.get("offset") {
         None => None,
-        Some(o) => Some(decode_offset(o).ok_or_else(|| ApiError::bad_request(format!("'{o}' is not a valid offset")))?),
+        Some(o) => Some(
+            decode_offset(o)
+                .ok_or_else(|| ApiError::bad_request(format!("'{o}' is not a valid offset")))?,
+        ),
     };
     Ok(Paging { size, after })
 }
@@ -84,7 +96,9 @@ pub fn encode_offset(s: &str) -> String {
 }
 
 pub fn decode_offset(s: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -97,9 +111,17 @@ pub struct Table {
 
 impl Table {
     fn new() -> Self {
-        Table { router: Router::new(), paths: Vec::new() }
+        Table {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
     }
-    fn add(mut self, path: &'static str, methods: &'static [&'static str], mr: MethodRouter<Admin>) -> Self {
+    fn add(
+        mut self,
+        path: &'static str,
+        methods: &'static [&'static str],
+        mr: MethodRouter<Admin>,
+    ) -> Self {
         self.router = self.router.route(path, mr);
         self.paths.push((path, methods));
         self
@@ -113,7 +135,11 @@ pub fn table() -> Table {
         .add("/status", &["GET"], get(info::status))
         .add("/status/ready", &["GET"], get(info::ready))
         .add("/openapi.json", &["GET"], get(openapi::serve))
-        .add("/config", &["GET", "POST"], get(config::export).post(config::import))
+        .add(
+            "/config",
+            &["GET", "POST"],
+            get(config::export).post(config::import),
+        )
         .add("/config/validate", &["POST"], post(config::validate))
         .add("/config/revisions", &["GET"], get(config::revisions))
         .add("/config/revisions/{rev}", &["GET"], get(config::revision))
@@ -121,11 +147,18 @@ pub fn table() -> Table {
         .add("/config/rollback", &["POST"], post(config::rollback))
         .add("/audit", &["GET"], get(config::audit))
         .add("/tags/{tag}", &["GET"], get(crud::by_tag))
-        .add("/{collection}", &["GET", "POST"], get(crud::list).post(crud::create))
+        .add(
+            "/{collection}",
+            &["GET", "POST"],
+            get(crud::list).post(crud::create),
+        )
         .add(
             "/{collection}/{id}",
             &["GET", "PUT", "PATCH", "DELETE"],
-            get(crud::get).put(crud::put).patch(crud::patch).delete(crud::delete),
+            get(crud::get)
+                .put(crud::put)
+                .patch(crud::patch)
+                .delete(crud::delete),
         )
         .add(
             "/{parent}/{parent_id}/{collection}",
@@ -135,7 +168,10 @@ pub fn table() -> Table {
         .add(
             "/{parent}/{parent_id}/{collection}/{id}",
             &["GET", "PUT", "PATCH", "DELETE"],
-            get(crud::nested_get).put(crud::nested_put).patch(crud::nested_patch).delete(crud::nested_delete),
+            get(crud::nested_get)
+                .put(crud::nested_put)
+                .patch(crud::nested_patch)
+                .delete(crud::nested_delete),
         )
 }
 

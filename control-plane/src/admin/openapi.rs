@@ -34,7 +34,9 @@ fn field_schema(f: &Field) -> Value {
         }),
         Ty::Json => json!({}),
     };
-    let Some(obj) = s.as_object_mut() else { return s };
+    let Some(obj) = s.as_object_mut() else {
+        return s;
+    };
     if let Some(d) = &f.default {
         obj.insert("default".into(), d.clone());
     }
@@ -106,7 +108,12 @@ fn op(method: &str, summary: String, schema_ref: Option<&str>, params: &[&str]) 
 
 /// Expands the router table into concrete paths: generic entity routes
 /// become one path per collection (and per parent for nested ones).
-pub fn concrete_paths() -> Vec<(String, &'static [&'static str], Option<&'static str>, Vec<&'static str>)> {
+pub fn concrete_paths() -> Vec<(
+    String,
+    &'static [&'static str],
+    Option<&'static str>,
+    Vec<&'static str>,
+)> {
     let mut out = Vec::new();
     for (path, methods) in super::table().paths {
         match path {
@@ -117,14 +124,21 @@ pub fn concrete_paths() -> Vec<(String, &'static [&'static str], Option<&'static
             }
             "/{collection}/{id}" => {
                 for d in ALL.iter() {
-                    out.push((format!("/{}/{{id}}", d.path), methods, Some(d.name), vec!["id"]));
+                    out.push((
+                        format!("/{}/{{id}}", d.path),
+                        methods,
+                        Some(d.name),
+                        vec!["id"],
+                    ));
                 }
             }
             "/{parent}/{parent_id}/{collection}" | "/{parent}/{parent_id}/{collection}/{id}" => {
                 let item = path.ends_with("{id}");
                 for c in ALL.iter() {
                     for f in c.foreign {
-                        let Some(p) = ALL.iter().find(|d| d.name == f.kind) else { continue };
+                        let Some(p) = ALL.iter().find(|d| d.name == f.kind) else {
+                            continue;
+                        };
                         let mut concrete = format!("/{}/{{parent_id}}/{}", p.path, c.path);
                         let mut params = vec!["parent_id"];
                         if item {

@@ -32,16 +32,20 @@ impl Dbs {
     async fn open(&mut self) -> Store {
         let name = format!("gt_decl_{}", uuid::Uuid::new_v4().simple());
         let cfg = match self.backend {
-            Backend::Sqlite => {
-                StoreConfig::new(format!("sqlite://{}", std::env::temp_dir().join(format!("{name}.db")).display()))
-            }
+            Backend::Sqlite => StoreConfig::new(format!(
+                "sqlite://{}",
+                std::env::temp_dir().join(format!("{name}.db")).display()
+            )),
             Backend::Postgres => {
-                let mut c = StoreConfig::new(std::env::var("GANTRY_TEST_DATABASE_URL").unwrap_or_default());
+                let mut c =
+                    StoreConfig::new(std::env::var("GANTRY_TEST_DATABASE_URL").unwrap_or_default());
                 c.schema = Some(name.clone());
                 c
             }
         };
-        let st = Store::open(&cfg).await.unwrap_or_else(|e| panic!("open {:?} store: {e}", self.backend));
+        let st = Store::open(&cfg)
+            .await
+            .unwrap_or_else(|e| panic!("open {:?} store: {e}", self.backend));
         self.opened.push((st.clone(), name));
         st
     }
@@ -49,14 +53,17 @@ impl Dbs {
     async fn cleanup(self) {
         for (st, name) in self.opened {
             if let Backend::Postgres = self.backend {
-                let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
-                    .execute(st.pool())
-                    .await;
+                let _ = sqlx::query(AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                )))
+                .execute(st.pool())
+                .await;
             }
             st.close().await;
             if let Backend::Sqlite = self.backend {
                 for ext in ["db", "db-wal", "db-shm"] {
-                    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{name}.{ext}")));
+                    let _ =
+                        std::fs::remove_file(std::env::temp_dir().join(format!("{name}.{ext}")));
                 }
             }
         }
@@ -151,14 +158,19 @@ async fn export_then_import_is_lossless(dbs: &mut Dbs) {
     // but with the exporting key everything comes back identical.
     let other = dbs.open().await;
     let other_sealer = Sealer::load(&other).await.unwrap();
-    assert!(matches!(import(&other, &other_sealer, &doc).await, Err(DeclarativeError::Unseal(_))));
+    assert!(matches!(
+        import(&other, &other_sealer, &doc).await,
+        Err(DeclarativeError::Unseal(_))
+    ));
     import(&other, &sealer, &doc).await.unwrap();
     let mut a = before.clone();
     let mut b = other.all_current().await.unwrap();
     a.sort_by(|x, y| x.id.cmp(&y.id));
     b.sort_by(|x, y| x.id.cmp(&y.id));
-    let strip =
-        |v: &mut Vec<Stored>| v.iter_mut().for_each(|s| _ = s.data.as_object_mut().map(|o| o.remove("updated_at")));
+    let strip = |v: &mut Vec<Stored>| {
+        v.iter_mut()
+            .for_each(|s| _ = s.data.as_object_mut().map(|o| o.remove("updated_at")))
+    };
     strip(&mut a);
     strip(&mut b);
     assert_eq!(a, b);
@@ -176,9 +188,16 @@ async fn route_moves_to_new_service_and_old_one_goes(dbs: &mut Dbs) {
     });
     import(&st, &sealer, &doc).await.unwrap();
     let after = st.all_current().await.unwrap();
-    assert_eq!(id_of(&after, "routes", "name", "r"), route, "the route kept its id");
+    assert_eq!(
+        id_of(&after, "routes", "name", "r"),
+        route,
+        "the route kept its id"
+    );
     let b = id_of(&after, "services", "name", "b");
-    assert_eq!(after.iter().find(|s| s.id == route).unwrap().data["service"]["id"], b);
+    assert_eq!(
+        after.iter().find(|s| s.id == route).unwrap().data["service"]["id"],
+        b
+    );
     let kinds: Vec<&str> = after.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(kinds.len(), 2, "everything else is gone: {kinds:?}");
 }
@@ -188,8 +207,11 @@ async fn other_instances_ids_take_over_same_names(dbs: &mut Dbs) {
     let sealer = Sealer::load(&st).await.unwrap();
     import(&st, &sealer, &doc_a()).await.unwrap();
     // The same names under other ids, as in another instance's export.
-    let (s, r, c) =
-        (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let (s, r, c) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
     let doc = json!({
         "_format_version": "3.0",
         "services": [{"id": s, "name": "a", "host": "a.local", "routes": [{"id": r, "name": "r", "paths": ["/r"]}]}],
@@ -206,7 +228,10 @@ async fn other_instances_ids_take_over_same_names(dbs: &mut Dbs) {
 async fn renames_in_a_chain_apply_in_a_working_order(dbs: &mut Dbs) {
     let st = dbs.open().await;
     let sealer = Sealer::load(&st).await.unwrap();
-    let (x, y) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let (x, y) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
     let doc = json!({"_format_version": "3.0", "services": [{"id": x, "name": "one", "host": "h"}, {"id": y, "name": "two", "host": "h"}]});
     import(&st, &sealer, &doc).await.unwrap();
     // x takes y's name while y takes a new one; x comes first in the list.
@@ -233,13 +258,24 @@ async fn replace_resolves_names_for_callers_other_than_flatten(dbs: &mut Dbs) {
     let d = |n| crate::entities::def(n).unwrap();
     let desired = vec![
         (d("services"), json!({"name": "s", "host": "h"})),
-        (d("routes"), json!({"name": "r", "paths": ["/"], "service": "s"})),
+        (
+            d("routes"),
+            json!({"name": "r", "paths": ["/"], "service": "s"}),
+        ),
     ];
     let mut tx = st.begin_write("test").await.unwrap();
     assert_eq!(replace(&mut tx, desired).await.unwrap(), 2);
-    let bad = vec![(d("routes"), json!({"name": "r", "paths": ["/"], "service": "ghost"}))];
+    let bad = vec![(
+        d("routes"),
+        json!({"name": "r", "paths": ["/"], "service": "ghost"}),
+    )];
     match replace(&mut tx, bad).await {
-        Err(e @ DeclarativeError::Entity { collection: "routes", .. }) => {
+        Err(
+            e @ DeclarativeError::Entity {
+                collection: "routes",
+                ..
+            },
+        ) => {
             assert!(e.to_string().starts_with("routes 'r': "))
         }
         other => panic!("expected a reference error, got {other:?}"),

@@ -30,18 +30,33 @@ const NEST: &[(&str, &str)] = &[
 /// left out where leaving them out imports as null again.
 pub fn export(entities: &[Stored], sealer: &Sealer) -> Value {
     let order = |kind: &str| ALL.iter().position(|d| d.name == kind);
-    let mut sorted: Vec<(&'static EntityDef, &Stored)> =
-        entities.iter().filter_map(|s| def(&s.kind).map(|d| (d, s))).collect();
+    let mut sorted: Vec<(&'static EntityDef, &Stored)> = entities
+        .iter()
+        .filter_map(|s| def(&s.kind).map(|d| (d, s)))
+        .collect();
     // Stable output for diffs: by kind, then creation, then id.
-    sorted.sort_by_key(|(d, s)| (order(d.name), s.data["created_at"].as_i64().unwrap_or(0), s.id.clone()));
-    let index: HashMap<(&str, &str), usize> =
-        sorted.iter().enumerate().map(|(i, (d, s))| ((d.name, s.id.as_str()), i)).collect();
+    sorted.sort_by_key(|(d, s)| {
+        (
+            order(d.name),
+            s.data["created_at"].as_i64().unwrap_or(0),
+            s.id.clone(),
+        )
+    });
+    let index: HashMap<(&str, &str), usize> = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, (d, s))| ((d.name, s.id.as_str()), i))
+        .collect();
 
     // (parent position, foreign-key field) for each nested entity.
     let homes: Vec<Option<(usize, &str)>> = sorted
         .iter()
         .map(|(d, s)| {
-            let set: Vec<_> = d.foreign.iter().filter(|f| !s.data[f.field].is_null()).collect();
+            let set: Vec<_> = d
+                .foreign
+                .iter()
+                .filter(|f| !s.data[f.field].is_null())
+                .collect();
             let [f] = set.as_slice() else { return None };
             if !NEST.contains(&(d.name, f.field)) {
                 return None;
@@ -64,8 +79,10 @@ pub fn export(entities: &[Stored], sealer: &Sealer) -> Value {
             });
             strip_nulls(&d.schema, &mut v);
             if d.name == "plugins"
-                && let (Some(cs), Some(cfg)) =
-                    (v["name"].as_str().and_then(crate::plugins::config_schema), v.get_mut("config"))
+                && let (Some(cs), Some(cfg)) = (
+                    v["name"].as_str().and_then(crate::plugins::config_schema),
+                    v.get_mut("config"),
+                )
             {
                 strip_nulls(cs, cfg);
             }
@@ -88,7 +105,10 @@ pub fn export(entities: &[Stored], sealer: &Sealer) -> Value {
     for (i, (d, _)) in sorted.iter().enumerate() {
         if homes[i].is_none() {
             let node = build(i, &sorted, &children, &mut nodes);
-            if let Value::Array(list) = doc.entry(d.name).or_insert_with(|| Value::Array(Vec::new())) {
+            if let Value::Array(list) = doc
+                .entry(d.name)
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
                 list.push(node);
             }
         }

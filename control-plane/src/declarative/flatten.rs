@@ -11,7 +11,13 @@ use std::collections::{HashMap, HashSet};
 /// migration applied.
 const VERSIONS: &[&str] = &["1.1", "2.1", "3.0"];
 /// Top-level keys Kong accepts that carry no entities.
-const META: &[&str] = &["_format_version", "_transform", "_comment", "_workspace", "_info"];
+const META: &[&str] = &[
+    "_format_version",
+    "_transform",
+    "_comment",
+    "_workspace",
+    "_info",
+];
 
 struct Entry {
     d: &'static EntityDef,
@@ -32,11 +38,21 @@ struct Flattener<'a> {
 /// the document has none, see `super::provisional_id`), and every
 /// reference — nested, or by id or endpoint key at top level — turned into
 /// `{"id": ...}` of an entity in the document. Sealed secrets are unsealed.
-pub fn flatten(doc: &Value, sealer: &Sealer) -> Result<Vec<(&'static EntityDef, Value)>, DeclarativeError> {
+pub fn flatten(
+    doc: &Value,
+    sealer: &Sealer,
+) -> Result<Vec<(&'static EntityDef, Value)>, DeclarativeError> {
     let Some(obj) = doc.as_object() else {
-        return Err(DeclarativeError::Invalid(entity_error("expected an object")));
+        return Err(DeclarativeError::Invalid(entity_error(
+            "expected an object",
+        )));
     };
-    let mut f = Flattener { sealer, legacy_paths: false, entries: Vec::new(), errors: Map::new() };
+    let mut f = Flattener {
+        sealer,
+        legacy_paths: false,
+        entries: Vec::new(),
+        errors: Map::new(),
+    };
     match obj.get("_format_version") {
         None | Some(Value::Null) => f.err(&[Seg::Key("_format_version")], "required field missing"),
         Some(v) => {
@@ -49,7 +65,10 @@ pub fn flatten(doc: &Value, sealer: &Sealer) -> Result<Vec<(&'static EntityDef, 
             if VERSIONS.contains(&s.as_str()) {
                 f.legacy_paths = s != "3.0";
             } else {
-                f.err(&[Seg::Key("_format_version")], &format!("expected one of: {}", VERSIONS.join(", ")));
+                f.err(
+                    &[Seg::Key("_format_version")],
+                    &format!("expected one of: {}", VERSIONS.join(", ")),
+                );
             }
         }
     }
@@ -75,7 +94,11 @@ pub fn flatten(doc: &Value, sealer: &Sealer) -> Result<Vec<(&'static EntityDef, 
     if !f.errors.is_empty() {
         return Err(DeclarativeError::Invalid(f.errors));
     }
-    let order = |d: &EntityDef| ALL.iter().position(|a| a.name == d.name).unwrap_or(usize::MAX);
+    let order = |d: &EntityDef| {
+        ALL.iter()
+            .position(|a| a.name == d.name)
+            .unwrap_or(usize::MAX)
+    };
     let mut entries = f.entries;
     entries.sort_by_key(|e| order(e.d));
     Ok(entries.into_iter().map(|e| (e.d, e.value)).collect())
@@ -85,7 +108,12 @@ pub fn flatten(doc: &Value, sealer: &Sealer) -> Result<Vec<(&'static EntityDef, 
 /// (Kong nests along every foreign key: routes in services, snis in
 /// certificates, plugins in routes, services and consumers...).
 fn children(d: &EntityDef) -> impl Iterator<Item = (&'static EntityDef, &'static str)> + '_ {
-    ALL.iter().flat_map(move |c| c.foreign.iter().filter(|f| f.kind == d.name).map(move |f| (c, f.field)))
+    ALL.iter().flat_map(move |c| {
+        c.foreign
+            .iter()
+            .filter(|f| f.kind == d.name)
+            .map(move |f| (c, f.field))
+    })
 }
 
 impl Flattener<'_> {
@@ -136,7 +164,9 @@ impl Flattener<'_> {
                 return Ok(());
             }
         };
-        let nested: Vec<_> = children(d).filter_map(|(c, fk)| obj.remove(c.name).map(|cv| (c, fk, cv))).collect();
+        let nested: Vec<_> = children(d)
+            .filter_map(|(c, fk)| obj.remove(c.name).map(|cv| (c, fk, cv)))
+            .collect();
         if let Some((fk, pid)) = parent {
             obj.insert(fk.into(), json!({ "id": pid }));
         }
@@ -150,21 +180,29 @@ impl Flattener<'_> {
         let mut input = Value::Object(obj);
         let sealer = self.sealer;
         secrets::for_each_secret::<DeclarativeError>(d, &mut input, &mut |field, v| {
-            let Some(s) = v.as_str().filter(|s| Sealer::is_sealed(s)) else { return Ok(()) };
-            *v = Value::String(
-                sealer
-                    .unseal(s)
-                    .map_err(|e| DeclarativeError::Unseal(format!("{} field '{field}': {e}", path_label(&path))))?,
-            );
+            let Some(s) = v.as_str().filter(|s| Sealer::is_sealed(s)) else {
+                return Ok(());
+            };
+            *v = Value::String(sealer.unseal(s).map_err(|e| {
+                DeclarativeError::Unseal(format!("{} field '{field}': {e}", path_label(&path)))
+            })?);
             Ok(())
         })?;
         if self.legacy_paths && d.name == "routes" {
             migrate_paths(&mut input);
         }
         match check(d, &input, Input::Json) {
-            Ok(value) => self.entries.push(Entry { d, value, path: path.clone() }),
+            Ok(value) => self.entries.push(Entry {
+                d,
+                value,
+                path: path.clone(),
+            }),
             Err(EntityError::Schema(e)) => put_error(&mut self.errors, &path, Value::Object(e)),
-            Err(other) => put_error(&mut self.errors, &path, Value::Object(entity_error(other.to_string()))),
+            Err(other) => put_error(
+                &mut self.errors,
+                &path,
+                Value::Object(entity_error(other.to_string())),
+            ),
         }
         for (c, fk, cv) in nested {
             let mut p = path.clone();
@@ -182,7 +220,9 @@ impl Flattener<'_> {
         for e in &self.entries {
             let id = e.value["id"].as_str().unwrap_or_default().to_string();
             if let Some(k) = e.d.endpoint_key.and_then(|k| e.value[k].as_str()) {
-                by_key.entry((e.d.name, k.to_string())).or_insert_with(|| id.clone());
+                by_key
+                    .entry((e.d.name, k.to_string()))
+                    .or_insert_with(|| id.clone());
             }
             by_id.entry((e.d.name, id.clone())).or_insert(id);
         }
@@ -216,7 +256,11 @@ impl Flattener<'_> {
         for e in &self.entries {
             let id = e.value["id"].as_str().unwrap_or_default();
             if !seen.insert((e.d.name, format!("id={id}"))) {
-                errors.push((e.path.clone(), e.d.name, format!("primary key set to '{id}'")));
+                errors.push((
+                    e.path.clone(),
+                    e.d.name,
+                    format!("primary key set to '{id}'"),
+                ));
                 continue;
             }
             for key in e.d.keys(&e.value) {
@@ -245,10 +289,14 @@ pub(super) fn ref_target(r: &Value) -> String {
 /// Words for a duplicated key; never shows a secret (a key-auth key).
 fn describe_key(d: &EntityDef, key: &str, v: &Value) -> String {
     if key.starts_with("cache=") {
-        let (refs, own): (Vec<&str>, Vec<&str>) =
-            d.cache_key.iter().partition(|f| d.foreign.iter().any(|fk| fk.field == **f));
-        let own: Vec<String> =
-            own.iter().map(|f| format!("{f} set to '{}'", v[*f].as_str().unwrap_or_default())).collect();
+        let (refs, own): (Vec<&str>, Vec<&str>) = d
+            .cache_key
+            .iter()
+            .partition(|f| d.foreign.iter().any(|fk| fk.field == **f));
+        let own: Vec<String> = own
+            .iter()
+            .map(|f| format!("{f} set to '{}'", v[*f].as_str().unwrap_or_default()))
+            .collect();
         return format!("{} for the same {}", own.join(" and "), refs.join(", "));
     }
     let (field, val) = key.split_once('=').unwrap_or((key, ""));
@@ -261,10 +309,14 @@ fn describe_key(d: &EntityDef, key: &str, v: &Value) -> String {
 /// Kong 3.0 marks regex paths with `~`; older formats did not, so Kong
 /// prefixes every path that is not plain characters when loading them.
 fn migrate_paths(route: &mut Value) {
-    let Some(paths) = route.get_mut("paths").and_then(Value::as_array_mut) else { return };
+    let Some(paths) = route.get_mut("paths").and_then(Value::as_array_mut) else {
+        return;
+    };
     for p in paths {
         if let Some(s) = p.as_str() {
-            let plain = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '/' | '%'));
+            let plain = s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '/' | '%')
+            });
             if !plain && !s.starts_with('~') {
                 *p = Value::String(format!("~{s}"));
             }

@@ -61,7 +61,10 @@ impl DeclarativeError {
     pub fn fields(&self) -> Option<&FieldErrors> {
         match self {
             DeclarativeError::Invalid(f) => Some(f),
-            DeclarativeError::Entity { source: EntityError::Schema(f), .. } => Some(f),
+            DeclarativeError::Entity {
+                source: EntityError::Schema(f),
+                ..
+            } => Some(f),
             _ => None,
         }
     }
@@ -146,14 +149,21 @@ pub(crate) fn provisional_id() -> String {
 }
 
 pub(crate) fn is_provisional(id: &str) -> bool {
-    uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 8 && u.as_bytes()[..6] == PROVISIONAL_MARK)
+    uuid::Uuid::parse_str(id)
+        .is_ok_and(|u| u.get_version_num() == 8 && u.as_bytes()[..6] == PROVISIONAL_MARK)
 }
 
 /// Fields Gantry generates when absent; an import that leaves them out
 /// keeps the current value instead of generating a new one.
-pub(crate) const GENERATED: &[(&str, &str)] =
-    &[("keyauth_credentials", "key"), ("jwt_secrets", "key"), ("jwt_secrets", "secret")];
+pub(crate) const GENERATED: &[(&str, &str)] = &[
+    ("keyauth_credentials", "key"),
+    ("jwt_secrets", "key"),
+    ("jwt_secrets", "secret"),
+];
 
 pub(crate) fn generated(kind: &str) -> impl Iterator<Item = &'static str> + '_ {
-    GENERATED.iter().filter(move |(k, _)| *k == kind).map(|(_, f)| *f)
+    GENERATED
+        .iter()
+        .filter(move |(k, _)| *k == kind)
+        .map(|(_, f)| *f)
 }

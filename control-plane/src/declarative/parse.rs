@@ -7,14 +7,19 @@ use serde_json::Value;
 /// wrapper `{"config": "<yaml or json string>"}` (also as a form body
 /// `config=...`, which is how `curl -d config=@kong.yml` sends it).
 pub fn parse_document(body: &[u8]) -> Result<Value, DeclarativeError> {
-    let text = std::str::from_utf8(body).map_err(|_| DeclarativeError::Parse("body is not valid UTF-8".into()))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| DeclarativeError::Parse("body is not valid UTF-8".into()))?;
     let doc = parse_text(text)?;
     match &doc {
-        Value::Object(o) if !o.contains_key("_format_version") && o.contains_key("config") => match &o["config"] {
-            Value::String(s) => parse_text(s),
-            Value::Object(_) => Ok(o["config"].clone()),
-            _ => Err(DeclarativeError::Parse("'config' must be a string or an object".into())),
-        },
+        Value::Object(o) if !o.contains_key("_format_version") && o.contains_key("config") => {
+            match &o["config"] {
+                Value::String(s) => parse_text(s),
+                Value::Object(_) => Ok(o["config"].clone()),
+                _ => Err(DeclarativeError::Parse(
+                    "'config' must be a string or an object".into(),
+                )),
+            }
+        }
         // A form body parses as one YAML scalar.
         Value::String(s) if s.starts_with("config=") || s.contains("&config=") => {
             match form_urlencoded::parse(s.as_bytes()).find(|(k, _)| k == "config") {
@@ -33,7 +38,9 @@ fn not_a_document() -> DeclarativeError {
 
 fn parse_text(text: &str) -> Result<Value, DeclarativeError> {
     if text.trim().is_empty() {
-        return Err(DeclarativeError::Parse("expected a declarative configuration".into()));
+        return Err(DeclarativeError::Parse(
+            "expected a declarative configuration".into(),
+        ));
     }
     // JSON first: it keeps integers exact and gives better messages for
     // JSON documents; YAML (a superset in practice) second.
@@ -45,7 +52,11 @@ fn parse_text(text: &str) -> Result<Value, DeclarativeError> {
         Ok(v) => Ok(v),
         Err(yaml_err) => {
             let looks_json = text.trim_start().starts_with(['{', '[']);
-            Err(DeclarativeError::Parse(if looks_json { json_err.to_string() } else { yaml_err }))
+            Err(DeclarativeError::Parse(if looks_json {
+                json_err.to_string()
+            } else {
+                yaml_err
+            }))
         }
     }
 }

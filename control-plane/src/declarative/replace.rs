@@ -26,7 +26,10 @@ use std::collections::{HashMap, HashSet};
 /// Replaces the whole current configuration inside `tx` with `desired` and
 /// returns the number of entity changes (cascades included). Entities equal
 /// to the current ones, timestamps aside, are not rewritten.
-pub async fn replace(tx: &mut WriteTx, desired: Vec<(&'static EntityDef, Value)>) -> Result<usize, DeclarativeError> {
+pub async fn replace(
+    tx: &mut WriteTx,
+    desired: Vec<(&'static EntityDef, Value)>,
+) -> Result<usize, DeclarativeError> {
     let start = tx.changes();
     let cur = Current::new(tx.all_current().await?);
     let plan = plan(&cur, desired)?;
@@ -35,21 +38,26 @@ pub async fn replace(tx: &mut WriteTx, desired: Vec<(&'static EntityDef, Value)>
     let mut evicted: HashSet<(&str, &str)> = HashSet::new();
     for p in &plan {
         for key in p.d.keys(&p.value) {
-            let Some(holder) = cur.holder(p.d.name, &key) else { continue };
+            let Some(holder) = cur.holder(p.d.name, &key) else {
+                continue;
+            };
             let h = (p.d.name, holder.id.as_str());
             if holder.id == p.id || planned.contains(&h) || !evicted.insert(h) {
                 continue;
             }
             // Its references are left to steps 3 and 4: kept referrers are
             // re-pointed by their upsert, the others deleted.
-            tx.delete(&holder.kind, &holder.id, Some(&redacted(p.d, &holder.data))).await?;
+            tx.delete(&holder.kind, &holder.id, Some(&redacted(p.d, &holder.data)))
+                .await?;
         }
     }
 
     for d in ALL.iter() {
         let mut pending: Vec<&Planned> = plan
             .iter()
-            .filter(|p| p.d.name == d.name && cur.get(d.name, &p.id).is_none_or(|c| differs(&p.value, c)))
+            .filter(|p| {
+                p.d.name == d.name && cur.get(d.name, &p.id).is_none_or(|c| differs(&p.value, c))
+            })
             .collect();
         // A rename chain (a takes b's old name while b takes a new one)
         // succeeds in some order: retry what collided until nothing moves.
@@ -82,7 +90,9 @@ pub async fn replace(tx: &mut WriteTx, desired: Vec<(&'static EntityDef, Value)>
                 continue;
             }
             // Already gone by cascade is fine: delete succeeds on nothing.
-            delete(tx, d, &s.id, None).await.map_err(|e| context(d, &s.data, e))?;
+            delete(tx, d, &s.id, None)
+                .await
+                .map_err(|e| context(d, &s.data, e))?;
         }
     }
     Ok(tx.changes() - start)
@@ -111,39 +121,69 @@ impl Current {
                 by_key.insert((s.kind.clone(), k), i);
             }
         }
-        Current { list, by_id, by_key }
+        Current {
+            list,
+            by_id,
+            by_key,
+        }
     }
 
     fn get(&self, kind: &str, id: &str) -> Option<&Value> {
-        self.by_id.get(&(kind.to_string(), id.to_string())).map(|i| &self.list[*i].data)
+        self.by_id
+            .get(&(kind.to_string(), id.to_string()))
+            .map(|i| &self.list[*i].data)
     }
 
     fn holder(&self, kind: &str, key: &str) -> Option<&Stored> {
-        self.by_key.get(&(kind.to_string(), key.to_string())).map(|i| &self.list[*i])
+        self.by_key
+            .get(&(kind.to_string(), key.to_string()))
+            .map(|i| &self.list[*i])
     }
 
     /// The current entity this desired one is, when the document gave no id.
-    fn matching(&self, d: &EntityDef, v: &Value, claimed: &HashSet<(&str, String)>) -> Option<String> {
+    fn matching(
+        &self,
+        d: &EntityDef,
+        v: &Value,
+        claimed: &HashSet<(&str, String)>,
+    ) -> Option<String> {
         let free = |id: &String| !claimed.contains(&(d.name, id.clone()));
         let keys = d.keys(v);
         if !keys.is_empty() {
-            return keys.iter().filter_map(|k| self.holder(d.name, k)).map(|s| s.id.clone()).find(free);
+            return keys
+                .iter()
+                .filter_map(|k| self.holder(d.name, k))
+                .map(|s| s.id.clone())
+                .find(free);
         }
         // No key to go by (certificates, nameless services, credentials
         // whose key is generated): the same content is the same entity.
-        self.list.iter().filter(|s| s.kind == d.name && same_content(d, v, &s.data)).map(|s| s.id.clone()).find(free)
+        self.list
+            .iter()
+            .filter(|s| s.kind == d.name && same_content(d, v, &s.data))
+            .map(|s| s.id.clone())
+            .find(free)
     }
 }
 
 /// Gives every desired entity its final id and points its references at
 /// final ids, parents first so children can be matched by cache keys that
 /// contain their parent's id.
-fn plan(cur: &Current, desired: Vec<(&'static EntityDef, Value)>) -> Result<Vec<Planned>, DeclarativeError> {
+fn plan(
+    cur: &Current,
+    desired: Vec<(&'static EntityDef, Value)>,
+) -> Result<Vec<Planned>, DeclarativeError> {
     let mut groups: Vec<Vec<Value>> = vec![Vec::new(); ALL.len()];
     for (d, v) in desired {
         match ALL.iter().position(|a| a.name == d.name) {
             Some(i) => groups[i].push(v),
-            None => return Err(context(d, &v, EntityError::Schema(entity_error("unknown entity kind")))),
+            None => {
+                return Err(context(
+                    d,
+                    &v,
+                    EntityError::Schema(entity_error("unknown entity kind")),
+                ));
+            }
         }
     }
     // (kind, id or endpoint key as the input wrote it) -> final id
@@ -164,7 +204,11 @@ fn plan(cur: &Current, desired: Vec<(&'static EntityDef, Value)>) -> Result<Vec<
                 let want = ref_target(&v[f.field]);
                 let key = (f.kind, want.clone());
                 let Some(id) = ids.get(&key).or_else(|| keys.get(&key)) else {
-                    let e = EntityError::ForeignKey { field: f.field.into(), kind: f.kind.into(), id: want };
+                    let e = EntityError::ForeignKey {
+                        field: f.field.into(),
+                        kind: f.kind.into(),
+                        id: want,
+                    };
                     return Err(context(d, &v, e));
                 };
                 v[f.field] = json!({ "id": id });
@@ -177,8 +221,15 @@ fn plan(cur: &Current, desired: Vec<(&'static EntityDef, Value)>) -> Result<Vec<
         }
         // Ids the input names are claimed before any matching by key, so
         // matching never hands out an id the input uses elsewhere.
-        let mut finals: Vec<Option<String>> =
-            vals.iter().map(|v| v["id"].as_str().filter(|id| !is_provisional(id)).map(str::to_string)).collect();
+        let mut finals: Vec<Option<String>> = vals
+            .iter()
+            .map(|v| {
+                v["id"]
+                    .as_str()
+                    .filter(|id| !is_provisional(id))
+                    .map(str::to_string)
+            })
+            .collect();
         for (v, id) in vals.iter().zip(&finals) {
             if let Some(id) = id
                 && !claimed.insert((d.name, id.clone()))
@@ -188,7 +239,9 @@ fn plan(cur: &Current, desired: Vec<(&'static EntityDef, Value)>) -> Result<Vec<
         }
         for (v, slot) in vals.iter().zip(finals.iter_mut()) {
             if slot.is_none() {
-                let id = cur.matching(d, v, &claimed).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let id = cur
+                    .matching(d, v, &claimed)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 claimed.insert((d.name, id.clone()));
                 *slot = Some(id);
             }
@@ -200,7 +253,8 @@ fn plan(cur: &Current, desired: Vec<(&'static EntityDef, Value)>) -> Result<Vec<
             }
             ids.insert((d.name, id.clone()), id.clone());
             if let Some(k) = d.endpoint_key.and_then(|k| v[k].as_str()) {
-                keys.entry((d.name, k.to_string())).or_insert_with(|| id.clone());
+                keys.entry((d.name, k.to_string()))
+                    .or_insert_with(|| id.clone());
             }
             v["id"] = Value::String(id.clone());
             if let Some(c) = cur.get(d.name, &id) {
@@ -220,16 +274,20 @@ const TIMESTAMPS: [&str; 2] = ["created_at", "updated_at"];
 
 /// Whether a write would change anything but timestamps.
 fn differs(desired: &Value, current: &Value) -> bool {
-    let (Some(a), Some(b)) = (desired.as_object(), current.as_object()) else { return desired != current };
+    let (Some(a), Some(b)) = (desired.as_object(), current.as_object()) else {
+        return desired != current;
+    };
     let null = Value::Null;
-    a.iter()
-        .chain(b.iter())
-        .any(|(k, _)| !TIMESTAMPS.contains(&k.as_str()) && a.get(k).unwrap_or(&null) != b.get(k).unwrap_or(&null))
+    a.iter().chain(b.iter()).any(|(k, _)| {
+        !TIMESTAMPS.contains(&k.as_str()) && a.get(k).unwrap_or(&null) != b.get(k).unwrap_or(&null)
+    })
 }
 
 /// Equal but for id, timestamps, and generated fields the input left out.
 fn same_content(d: &EntityDef, desired: &Value, current: &Value) -> bool {
-    let (Some(a), Some(b)) = (desired.as_object(), current.as_object()) else { return false };
+    let (Some(a), Some(b)) = (desired.as_object(), current.as_object()) else {
+        return false;
+    };
     let null = Value::Null;
     a.iter().chain(b.iter()).all(|(k, _)| {
         let av = a.get(k).unwrap_or(&null);
@@ -252,12 +310,21 @@ fn context(d: &'static EntityDef, v: &Value, e: EntityError) -> DeclarativeError
     let label_field = if d.name == "plugins" {
         Some("name")
     } else {
-        d.endpoint_key.filter(|k| !d.schema.get(k).is_some_and(|f| f.secret))
+        d.endpoint_key
+            .filter(|k| !d.schema.get(k).is_some_and(|f| f.secret))
     };
     let entity = label_field
         .and_then(|k| v.get(k).and_then(Value::as_str))
-        .or_else(|| v.get("id").and_then(Value::as_str).filter(|id| !is_provisional(id)))
+        .or_else(|| {
+            v.get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !is_provisional(id))
+        })
         .unwrap_or("(without id)")
         .to_string();
-    DeclarativeError::Entity { collection: d.name, entity, source }
+    DeclarativeError::Entity {
+        collection: d.name,
+        entity,
+        source,
+    }
 }

@@ -17,7 +17,10 @@ pub(crate) fn for_each_secret<E>(
     record(&d.schema, v, "", f)?;
     if d.name == "plugins" {
         let name = v.get("name").and_then(Value::as_str).map(str::to_string);
-        if let (Some(s), Some(cfg)) = (name.as_deref().and_then(crate::plugins::config_schema), v.get_mut("config")) {
+        if let (Some(s), Some(cfg)) = (
+            name.as_deref().and_then(crate::plugins::config_schema),
+            v.get_mut("config"),
+        ) {
             record(s, cfg, "config.", f)?;
         }
     }
@@ -49,13 +52,18 @@ fn walk<E>(
         return match v {
             Value::String(_) => f(path, v),
             // A secret list: each string in it is a secret.
-            Value::Array(items) => items.iter_mut().filter(|i| i.is_string()).try_for_each(|i| f(path, i)),
+            Value::Array(items) => items
+                .iter_mut()
+                .filter(|i| i.is_string())
+                .try_for_each(|i| f(path, i)),
             _ => Ok(()),
         };
     }
     match (&field.ty, v) {
         (Ty::Record(r), v) => record(r, v, &format!("{path}."), f),
-        (Ty::Array(e) | Ty::Set(e), Value::Array(items)) => items.iter_mut().try_for_each(|i| walk(e, i, path, f)),
+        (Ty::Array(e) | Ty::Set(e), Value::Array(items)) => {
+            items.iter_mut().try_for_each(|i| walk(e, i, path, f))
+        }
         (Ty::Map(e), Value::Object(m)) => m.values_mut().try_for_each(|i| walk(e, i, path, f)),
         _ => Ok(()),
     }

@@ -64,7 +64,12 @@ fn kinds(entries: &[(&'static EntityDef, Value)]) -> Vec<&'static str> {
     entries.iter().map(|(d, _)| d.name).collect()
 }
 
-fn find<'a>(entries: &'a [(&'static EntityDef, Value)], kind: &str, field: &str, val: &str) -> &'a Value {
+fn find<'a>(
+    entries: &'a [(&'static EntityDef, Value)],
+    kind: &str,
+    field: &str,
+    val: &str,
+) -> &'a Value {
     entries
         .iter()
         .find(|(d, v)| d.name == kind && v[field] == val)
@@ -86,30 +91,50 @@ fn parses_json_yaml_and_wrappers() {
     assert_eq!(j["_format_version"], "3.0");
     let y = parse_document(b"_format_version: '3.0'\nservices: []\n").unwrap();
     assert_eq!(y, j);
-    let w = parse_document(&serde_json::to_vec(&json!({"config": "_format_version: '3.0'\nservices: []\n"})).unwrap())
-        .unwrap();
+    let w = parse_document(
+        &serde_json::to_vec(&json!({"config": "_format_version: '3.0'\nservices: []\n"})).unwrap(),
+    )
+    .unwrap();
     assert_eq!(w, j);
     let w = parse_document(br#"{"config": {"_format_version":"3.0","services":[]}}"#).unwrap();
     assert_eq!(w, j);
     let form = format!(
         "config={}",
-        form_urlencoded::byte_serialize(b"_format_version: '3.0'\nservices: []\n").collect::<String>()
+        form_urlencoded::byte_serialize(b"_format_version: '3.0'\nservices: []\n")
+            .collect::<String>()
     );
     assert_eq!(parse_document(form.as_bytes()).unwrap(), j);
     // YAML merge keys, as decK-style files use them.
-    let m = parse_document(b"_format_version: '3.0'\nx: &d {port: 1}\nservices:\n- <<: *d\n  host: h\n").unwrap();
+    let m = parse_document(
+        b"_format_version: '3.0'\nx: &d {port: 1}\nservices:\n- <<: *d\n  host: h\n",
+    )
+    .unwrap();
     assert_eq!(m["services"][0], json!({"port": 1, "host": "h"}));
 }
 
 #[test]
 fn parse_errors() {
-    for body in [&b""[..], b"   ", b"{\"a\": ", b"key: [unclosed", b"- just\n- a list\n", b"\xff\xfe"] {
+    for body in [
+        &b""[..],
+        b"   ",
+        b"{\"a\": ",
+        b"key: [unclosed",
+        b"- just\n- a list\n",
+        b"\xff\xfe",
+    ] {
         match parse_document(body) {
             Err(DeclarativeError::Parse(m)) => assert!(!m.is_empty()),
-            other => panic!("{:?}: expected a parse error, got {other:?}", String::from_utf8_lossy(body)),
+            other => panic!(
+                "{:?}: expected a parse error, got {other:?}",
+                String::from_utf8_lossy(body)
+            ),
         }
     }
-    assert!(DeclarativeError::Parse("x".into()).to_string().starts_with("failed parsing declarative configuration"));
+    assert!(
+        DeclarativeError::Parse("x".into())
+            .to_string()
+            .starts_with("failed parsing declarative configuration")
+    );
 }
 
 #[test]
@@ -118,14 +143,22 @@ fn flattens_nested_document_in_dependency_order() {
     let out = flatten(&doc, &sealer()).unwrap();
     let ks = kinds(&out);
     let pos = |k: &str| ks.iter().position(|x| *x == k).unwrap();
-    assert!(pos("certificates") < pos("snis") && pos("services") < pos("routes") && pos("routes") < pos("plugins"));
+    assert!(
+        pos("certificates") < pos("snis")
+            && pos("services") < pos("routes")
+            && pos("routes") < pos("plugins")
+    );
     assert!(pos("upstreams") < pos("targets") && pos("consumers") < pos("keyauth_credentials"));
     assert_eq!(ks.iter().filter(|k| **k == "plugins").count(), 4);
     assert_eq!(ks.iter().filter(|k| **k == "snis").count(), 2);
 
     let svc = find(&out, "services", "name", "billing");
     assert_eq!(
-        (svc["host"].as_str(), svc["port"].as_i64(), svc["path"].as_str()),
+        (
+            svc["host"].as_str(),
+            svc["port"].as_i64(),
+            svc["path"].as_str()
+        ),
         (Some("billing.internal"), Some(8080), Some("/v1"))
     );
     let sid = svc["id"].as_str().unwrap();
@@ -136,19 +169,52 @@ fn flattens_nested_document_in_dependency_order() {
     assert_eq!(cors["route"], json!({"id": route["id"]}));
     assert!(cors["service"].is_null() && cors["consumer"].is_null());
     let alice = find(&out, "consumers", "username", "alice");
-    let rl: Vec<&Value> =
-        out.iter().filter(|(d, v)| d.name == "plugins" && v["name"] == "rate-limiting").map(|(_, v)| v).collect();
-    assert!(rl.iter().any(|p| p["service"]["id"] == sid && p["config"]["redis"]["password"] == "s3cret"));
-    assert!(rl.iter().any(|p| p["consumer"]["id"] == alice["id"] && p["config"]["minute"] == 5));
-    assert_eq!(find(&out, "keyauth_credentials", "key", "alice-key")["consumer"]["id"], alice["id"]);
-    assert_eq!(find(&out, "acls", "group", "admins")["consumer"]["id"], alice["id"]);
-    assert_eq!(find(&out, "targets", "target", "10.0.0.2:8000")["weight"], 50);
-    let cert = out.iter().find(|(d, _)| d.name == "certificates").map(|(_, v)| v).unwrap();
-    assert!(cert["snis"].is_null(), "nested snis become entities, not the shorthand");
-    assert_eq!(find(&out, "snis", "name", "a.example.com")["certificate"]["id"], cert["id"]);
-    assert_eq!(find(&out, "snis", "name", "b.example.com")["tags"], json!(["x"]));
+    let rl: Vec<&Value> = out
+        .iter()
+        .filter(|(d, v)| d.name == "plugins" && v["name"] == "rate-limiting")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        rl.iter()
+            .any(|p| p["service"]["id"] == sid && p["config"]["redis"]["password"] == "s3cret")
+    );
+    assert!(
+        rl.iter()
+            .any(|p| p["consumer"]["id"] == alice["id"] && p["config"]["minute"] == 5)
+    );
+    assert_eq!(
+        find(&out, "keyauth_credentials", "key", "alice-key")["consumer"]["id"],
+        alice["id"]
+    );
+    assert_eq!(
+        find(&out, "acls", "group", "admins")["consumer"]["id"],
+        alice["id"]
+    );
+    assert_eq!(
+        find(&out, "targets", "target", "10.0.0.2:8000")["weight"],
+        50
+    );
+    let cert = out
+        .iter()
+        .find(|(d, _)| d.name == "certificates")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert!(
+        cert["snis"].is_null(),
+        "nested snis become entities, not the shorthand"
+    );
+    assert_eq!(
+        find(&out, "snis", "name", "a.example.com")["certificate"]["id"],
+        cert["id"]
+    );
+    assert_eq!(
+        find(&out, "snis", "name", "b.example.com")["tags"],
+        json!(["x"])
+    );
     let global = find(&out, "plugins", "name", "correlation-id");
-    assert!(global["route"].is_null() && global["service"].is_null() && global["consumer"].is_null());
+    assert!(
+        global["route"].is_null() && global["service"].is_null() && global["consumer"].is_null()
+    );
 }
 
 #[test]
@@ -174,7 +240,10 @@ fn flat_references_by_name_object_or_id() {
     assert_eq!(find(&out, "routes", "name", "r3")["service"]["id"], id);
     assert_eq!(find(&out, "routes", "name", "r4")["service"]["id"], id);
     let bob = find(&out, "consumers", "username", "bob")["id"].clone();
-    assert_eq!(find(&out, "keyauth_credentials", "key", "k")["consumer"]["id"], bob);
+    assert_eq!(
+        find(&out, "keyauth_credentials", "key", "k")["consumer"]["id"],
+        bob
+    );
     let p = find(&out, "plugins", "name", "rate-limiting");
     assert_eq!(p["consumer"]["id"], bob);
     assert_eq!(p["route"]["id"], find(&out, "routes", "name", "r1")["id"]);
@@ -187,12 +256,26 @@ fn format_version_and_unknown_keys() {
     assert_eq!(t["_format_version"], "required field missing");
     let t = invalid(flatten(&json!({"_format_version": "4.0"}), &s));
     assert_eq!(t["_format_version"], "expected one of: 1.1, 2.1, 3.0");
-    let t = invalid(flatten(&json!({"_format_version": "3.0", "servicez": [], "_bogus": 1}), &s));
+    let t = invalid(flatten(
+        &json!({"_format_version": "3.0", "servicez": [], "_bogus": 1}),
+        &s,
+    ));
     assert_eq!(t["servicez"], "unknown field");
     assert_eq!(t["_bogus"], "unknown field");
-    assert!(flatten(&json!({"_format_version": "2.1"}), &s).unwrap().is_empty());
-    assert!(flatten(&json!({"_format_version": 3.0}), &s).unwrap().is_empty());
-    let t = invalid(flatten(&json!({"_format_version": "3.0", "services": {"name": "x"}}), &s));
+    assert!(
+        flatten(&json!({"_format_version": "2.1"}), &s)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        flatten(&json!({"_format_version": 3.0}), &s)
+            .unwrap()
+            .is_empty()
+    );
+    let t = invalid(flatten(
+        &json!({"_format_version": "3.0", "services": {"name": "x"}}),
+        &s,
+    ));
     assert_eq!(t["services"], "expected an array");
     let t = invalid(flatten(&json!(["not", "an", "object"]), &s));
     assert_eq!(t["@entity"][0], "expected an object");
@@ -215,10 +298,23 @@ fn error_tree_follows_the_document() {
     let t = invalid(flatten(&doc, &sealer()));
     assert_eq!(t["services"][0], Value::Null);
     assert_eq!(t["services"][1]["routes"][0], Value::Null);
-    assert_eq!(t["services"][1]["routes"][1]["paths"], json!(["should start with: / (fixed path) or ~/ (regex path)"]));
-    assert!(t["services"][1]["routes"][1]["plugins"][0]["name"].as_str().unwrap().contains("not enabled"));
+    assert_eq!(
+        t["services"][1]["routes"][1]["paths"],
+        json!(["should start with: / (fixed path) or ~/ (regex path)"])
+    );
+    assert!(
+        t["services"][1]["routes"][1]["plugins"][0]["name"]
+            .as_str()
+            .unwrap()
+            .contains("not enabled")
+    );
     assert_eq!(t["services"][2]["host"], "required field missing");
-    assert!(t["consumers"][0]["@entity"][0].as_str().unwrap().contains("'custom_id', 'username'"));
+    assert!(
+        t["consumers"][0]["@entity"][0]
+            .as_str()
+            .unwrap()
+            .contains("'custom_id', 'username'")
+    );
     let msg = DeclarativeError::Invalid(t.as_object().unwrap().clone()).to_string();
     assert!(msg.starts_with("declarative config is invalid: "), "{msg}");
 }
@@ -230,7 +326,10 @@ fn bad_references_and_duplicates() {
         "routes": [{"name": "r", "paths": ["/"], "service": "ghost"}],
     });
     let t = invalid(flatten(&doc, &sealer()));
-    assert_eq!(t["routes"][0]["service"], "invalid reference 'service: ghost' (no such entry in 'services')");
+    assert_eq!(
+        t["routes"][0]["service"],
+        "invalid reference 'service: ghost' (no such entry in 'services')"
+    );
 
     let doc = json!({
         "_format_version": "3.0",
@@ -243,8 +342,13 @@ fn bad_references_and_duplicates() {
         t["services"][1]["@entity"][0],
         "uniqueness violation: 'services' entity with name set to 'a' already declared"
     );
-    let k = t["consumers"][0]["keyauth_credentials"][1]["@entity"][0].as_str().unwrap();
-    assert!(k.contains("uniqueness violation") && !k.contains("dupkey"), "no secret in messages: {k}");
+    let k = t["consumers"][0]["keyauth_credentials"][1]["@entity"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        k.contains("uniqueness violation") && !k.contains("dupkey"),
+        "no secret in messages: {k}"
+    );
     assert_eq!(
         t["upstreams"][0]["targets"][1]["@entity"][0],
         "uniqueness violation: 'targets' entity with target set to 'h:1' for the same upstream already declared"
@@ -255,7 +359,10 @@ fn bad_references_and_duplicates() {
 fn legacy_format_marks_regex_paths() {
     let doc = json!({"_format_version": "2.1", "routes": [{"name": "r", "paths": ["/plain/x-y_z.%20~", "/users/\\d+$", "~/already"]}]});
     let out = flatten(&doc, &sealer()).unwrap();
-    assert_eq!(out[0].1["paths"], json!(["/plain/x-y_z.%20~", "~/users/\\d+$", "~/already"]));
+    assert_eq!(
+        out[0].1["paths"],
+        json!(["/plain/x-y_z.%20~", "~/users/\\d+$", "~/already"])
+    );
 }
 
 /// What the store would hold after importing `entries`: real ids in place
@@ -266,7 +373,9 @@ fn materialize(entries: Vec<(&'static EntityDef, Value)>, at: i64) -> Vec<Stored
         if !is_provisional(id) {
             return id.to_string();
         }
-        ids.entry(id.to_string()).or_insert_with(|| uuid::Uuid::new_v4().to_string()).clone()
+        ids.entry(id.to_string())
+            .or_insert_with(|| uuid::Uuid::new_v4().to_string())
+            .clone()
     };
     entries
         .into_iter()
@@ -283,13 +392,20 @@ fn materialize(entries: Vec<(&'static EntityDef, Value)>, at: i64) -> Vec<Stored
             if d.updated_at {
                 v["updated_at"] = json!(1_700_000_100);
             }
-            Stored { kind: d.name.into(), id, data: v }
+            Stored {
+                kind: d.name.into(),
+                id,
+                data: v,
+            }
         })
         .collect()
 }
 
 fn by_kind_and_id(stored: &[Stored]) -> HashMap<(String, String), Value> {
-    stored.iter().map(|s| ((s.kind.clone(), s.id.clone()), s.data.clone())).collect()
+    stored
+        .iter()
+        .map(|s| ((s.kind.clone(), s.id.clone()), s.data.clone()))
+        .collect()
 }
 
 #[test]
@@ -298,8 +414,18 @@ fn export_is_nested_sealed_and_imports_back_losslessly() {
     let doc = parse_document(nested_yaml().as_bytes()).unwrap();
     let mut stored = materialize(flatten(&doc, &s).unwrap(), 1_700_000_000);
     // A plugin on two scopes, and a route without a service, stay top-level.
-    let svc = stored.iter().find(|x| x.kind == "services").unwrap().id.clone();
-    let alice = stored.iter().find(|x| x.kind == "consumers").unwrap().id.clone();
+    let svc = stored
+        .iter()
+        .find(|x| x.kind == "services")
+        .unwrap()
+        .id
+        .clone();
+    let alice = stored
+        .iter()
+        .find(|x| x.kind == "consumers")
+        .unwrap()
+        .id
+        .clone();
     let extra = json!({
         "_format_version": "3.0",
         "services": [{"id": svc, "name": "billing", "host": "h"}],
@@ -308,7 +434,10 @@ fn export_is_nested_sealed_and_imports_back_losslessly() {
         "plugins": [{"name": "request-size-limiting", "service": svc, "consumer": alice}],
     });
     let more = materialize(flatten(&extra, &s).unwrap(), 1_800_000_000);
-    stored.extend(more.into_iter().filter(|m| m.kind == "routes" || m.kind == "plugins"));
+    stored.extend(
+        more.into_iter()
+            .filter(|m| m.kind == "routes" || m.kind == "plugins"),
+    );
 
     let out = export(&stored, &s);
     let text = serde_yaml_ng::to_string(&out).unwrap();
@@ -318,7 +447,10 @@ fn export_is_nested_sealed_and_imports_back_losslessly() {
     assert!(text.contains("$gantry-sealed$v1$"));
     assert_eq!(out["_format_version"], "3.0");
     let svc_node = &out["services"][0];
-    assert!(svc_node.get("path").is_some() && svc_node.get("client_certificate").is_none(), "null fields omitted");
+    assert!(
+        svc_node.get("path").is_some() && svc_node.get("client_certificate").is_none(),
+        "null fields omitted"
+    );
     assert_eq!(svc_node["routes"][0]["name"], "billing-api");
     assert!(svc_node["routes"][0].get("service").is_none());
     assert_eq!(svc_node["routes"][0]["plugins"][0]["name"], "cors");
@@ -327,10 +459,21 @@ fn export_is_nested_sealed_and_imports_back_losslessly() {
     for k in ["keyauth_credentials", "jwt_secrets", "acls", "plugins"] {
         assert_eq!(c[k].as_array().map(Vec::len), Some(1), "{k}");
     }
-    assert_eq!(out["upstreams"][0]["targets"].as_array().map(Vec::len), Some(2));
-    assert_eq!(out["certificates"][0]["snis"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        out["upstreams"][0]["targets"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        out["certificates"][0]["snis"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(out["routes"][0]["name"], "loose");
-    let top: Vec<&str> = out["plugins"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    let top: Vec<&str> = out["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
     assert_eq!(top, ["correlation-id", "request-size-limiting"]);
     assert!(out.get("snis").is_none() && out.get("targets").is_none() && out.get("acls").is_none());
 
@@ -340,12 +483,23 @@ fn export_is_nested_sealed_and_imports_back_losslessly() {
     let want = by_kind_and_id(&stored);
     for (d, v) in &again {
         let id = v["id"].as_str().unwrap().to_string();
-        assert_eq!(Some(v), want.get(&(d.name.to_string(), id)), "{} differs", d.name);
+        assert_eq!(
+            Some(v),
+            want.get(&(d.name.to_string(), id)),
+            "{} differs",
+            d.name
+        );
     }
     // Another database's key cannot open the secrets.
-    match flatten(&parse_document(text.as_bytes()).unwrap(), &Sealer::from_key([1; 32])) {
+    match flatten(
+        &parse_document(text.as_bytes()).unwrap(),
+        &Sealer::from_key([1; 32]),
+    ) {
         Err(DeclarativeError::Unseal(m)) => {
-            assert!(m.contains("cannot be opened") && !m.contains("s3cret") && !m.contains("alice"), "{m}")
+            assert!(
+                m.contains("cannot be opened") && !m.contains("s3cret") && !m.contains("alice"),
+                "{m}"
+            )
         }
         Err(other) => panic!("expected an unseal error, got {other}"),
         Ok(_) => panic!("expected an unseal error, got Ok"),
@@ -378,11 +532,32 @@ fn provisional_ids_are_recognisable() {
 #[test]
 fn error_tree_helper_pads_and_merges() {
     let mut t = serde_json::Map::new();
-    put_error(&mut t, &[Seg::Key("services"), Seg::Index(2), Seg::Key("routes"), Seg::Index(1)], json!({"paths": "x"}));
-    put_error(&mut t, &[Seg::Key("services"), Seg::Index(2)], json!({"host": "y"}));
-    assert_eq!(Value::Object(t), json!({"services": [null, null, {"routes": [null, {"paths": "x"}], "host": "y"}]}));
+    put_error(
+        &mut t,
+        &[
+            Seg::Key("services"),
+            Seg::Index(2),
+            Seg::Key("routes"),
+            Seg::Index(1),
+        ],
+        json!({"paths": "x"}),
+    );
+    put_error(
+        &mut t,
+        &[Seg::Key("services"), Seg::Index(2)],
+        json!({"host": "y"}),
+    );
     assert_eq!(
-        path_label(&[Seg::Key("services"), Seg::Index(0), Seg::Key("routes"), Seg::Index(3)]),
+        Value::Object(t),
+        json!({"services": [null, null, {"routes": [null, {"paths": "x"}], "host": "y"}]})
+    );
+    assert_eq!(
+        path_label(&[
+            Seg::Key("services"),
+            Seg::Index(0),
+            Seg::Key("routes"),
+            Seg::Index(3)
+        ]),
         "services[0].routes[3]"
     );
 }

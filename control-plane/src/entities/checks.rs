@@ -9,21 +9,31 @@ fn s(v: &Value) -> &str {
 /// Kong's `name` typedef: letters, digits, `.`, `-`, `_` and `~`.
 pub fn name(v: &Value) -> Result<(), String> {
     let n = s(v);
-    if !n.is_empty() && n.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')) {
+    if !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '~'))
+    {
         Ok(())
     } else {
-        Err(format!("invalid value '{n}': it must only contain alphanumeric and '., -, _, ~' characters"))
+        Err(format!(
+            "invalid value '{n}': it must only contain alphanumeric and '., -, _, ~' characters"
+        ))
     }
 }
 
 pub fn uuid(v: &Value) -> Result<(), String> {
-    uuid::Uuid::parse_str(s(v)).map(|_| ()).map_err(|_| "expected a valid UUID".into())
+    uuid::Uuid::parse_str(s(v))
+        .map(|_| ())
+        .map_err(|_| "expected a valid UUID".into())
 }
 
 /// A tag: printable ASCII without `,` or `/` (they separate tag queries).
 pub fn tag(v: &Value) -> Result<(), String> {
     let t = s(v);
-    if !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic() && c != ',' && c != '/') {
+    if !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_graphic() && c != ',' && c != '/')
+    {
         Ok(())
     } else {
         Err("invalid tag: must be printable ASCII (except `,` and `/`) or valid UTF-8".into())
@@ -33,7 +43,8 @@ pub fn tag(v: &Value) -> Result<(), String> {
 fn is_label(l: &str) -> bool {
     !l.is_empty()
         && l.len() <= 63
-        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && l.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !l.starts_with('-')
         && !l.ends_with('-')
 }
@@ -43,14 +54,21 @@ fn is_hostname(h: &str) -> bool {
 }
 
 fn is_ip(h: &str) -> bool {
-    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
     h.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// A host: a hostname or an IP address, no port.
 pub fn host(v: &Value) -> Result<(), String> {
     let h = s(v);
-    if is_hostname(h) || is_ip(h) { Ok(()) } else { Err(format!("invalid value: {h}")) }
+    if is_hostname(h) || is_ip(h) {
+        Ok(())
+    } else {
+        Err(format!("invalid value: {h}"))
+    }
 }
 
 /// A route host: a hostname with at most one `*` as its first or last
@@ -68,7 +86,13 @@ pub fn wildcard_host(v: &Value) -> Result<(), String> {
         1 if h.ends_with(".*") => is_hostname(&h[..h.len() - 2]),
         _ => false,
     };
-    if ok { Ok(()) } else { Err(format!("invalid wildcard: '{raw}': wildcard must be leftmost or rightmost character")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid wildcard: '{raw}': wildcard must be leftmost or rightmost character"
+        ))
+    }
 }
 
 /// An SNI: a hostname, or one with a leading `*.`.
@@ -81,14 +105,20 @@ pub fn sni(v: &Value) -> Result<(), String> {
     if h.contains(':') {
         return Err("must not have a port".into());
     }
-    if is_hostname(base) { Ok(()) } else { Err(format!("invalid value: {h}")) }
+    if is_hostname(base) {
+        Ok(())
+    } else {
+        Err(format!("invalid value: {h}"))
+    }
 }
 
 /// A route path: `/...` for a prefix, `~/...` for a regex that must compile.
 pub fn route_path(v: &Value) -> Result<(), String> {
     let p = s(v);
     if let Some(re) = p.strip_prefix('~') {
-        return regex::Regex::new(re).map(|_| ()).map_err(|e| format!("invalid regex: '{re}' ({})", first_line(&e)));
+        return regex::Regex::new(re)
+            .map(|_| ())
+            .map_err(|e| format!("invalid regex: '{re}' ({})", first_line(&e)));
     }
     if !p.starts_with('/') {
         return Err("should start with: / (fixed path) or ~/ (regex path)".into());
@@ -97,13 +127,20 @@ pub fn route_path(v: &Value) -> Result<(), String> {
         return Err("must not have empty segments".into());
     }
     if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("invalid path: '{p}' (characters outside reserved list)"));
+        return Err(format!(
+            "invalid path: '{p}' (characters outside reserved list)"
+        ));
     }
     Ok(())
 }
 
 fn first_line(e: &regex::Error) -> String {
-    e.to_string().lines().last().unwrap_or_default().trim().to_string()
+    e.to_string()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// A service path: absolute, no query or fragment.
@@ -131,10 +168,15 @@ pub fn method(v: &Value) -> Result<(), String> {
 /// A header name as a token.
 pub fn header_name(v: &Value) -> Result<(), String> {
     let h = s(v);
-    if !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+    if !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
         Ok(())
     } else {
-        Err(format!("bad header name '{h}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"))
+        Err(format!(
+            "bad header name '{h}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        ))
     }
 }
 
@@ -147,7 +189,13 @@ pub fn target(v: &Value) -> Result<(), String> {
             return Err(format!("invalid port number: {p}"));
         }
     }
-    if is_hostname(h) || is_ip(h) { Ok(()) } else { Err(format!("Invalid target ('{t}'); not a valid hostname or ip address")) }
+    if is_hostname(h) || is_ip(h) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invalid target ('{t}'); not a valid hostname or ip address"
+        ))
+    }
 }
 
 /// Splits `host:port`, `[v6]:port`, `v6` into host and optional port.
@@ -179,7 +227,8 @@ pub fn pem_key(v: &Value) -> Result<(), String> {
     let p = s(v);
     for label in ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"] {
         if p.contains(&format!("-----BEGIN {label}-----")) {
-            return pem_body_ok(p, label).map_err(|_| "invalid key: could not parse PEM key".into());
+            return pem_body_ok(p, label)
+                .map_err(|_| "invalid key: could not parse PEM key".into());
         }
     }
     Err("invalid key: could not parse PEM key".into())
@@ -191,10 +240,16 @@ fn pem_body_ok(pem: &str, label: &str) -> Result<(), String> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin).ok_or("missing PEM header")? + begin.len();
     let stop = pem[start..].find(&end).ok_or("missing PEM footer")? + start;
-    let body: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     match base64::engine::general_purpose::STANDARD.decode(body) {
         Ok(der) if !der.is_empty() => Ok(()),
-        _ => Err(format!("invalid {}: could not parse PEM", label.to_lowercase())),
+        _ => Err(format!(
+            "invalid {}: could not parse PEM",
+            label.to_lowercase()
+        )),
     }
 }
 

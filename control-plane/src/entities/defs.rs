@@ -1,7 +1,7 @@
 //! The schema of each Kong entity, field for field as Kong 3.x has it.
 
 use super::checks;
-use crate::schema::{FieldErrors, Field, Record, entity_error, field_error};
+use crate::schema::{Field, FieldErrors, Record, entity_error, field_error};
 use serde_json::{Map, Value, json};
 use std::sync::LazyLock;
 
@@ -46,7 +46,11 @@ impl EntityDef {
             }
         }
         if !self.cache_key.is_empty() {
-            let parts: Vec<String> = self.cache_key.iter().map(|f| key_part(&v[*f]).unwrap_or_default()).collect();
+            let parts: Vec<String> = self
+                .cache_key
+                .iter()
+                .map(|f| key_part(&v[*f]).unwrap_or_default())
+                .collect();
             out.push(format!("cache={}", parts.join("|")));
         }
         out
@@ -64,12 +68,23 @@ fn key_part(v: &Value) -> Option<String> {
 
 fn base() -> Record {
     Record::new()
-        .field("id", Field::string().custom(checks::uuid).describe("UUID; generated when absent"))
-        .field("created_at", Field::integer().describe("Unix seconds; set by Gantry"))
+        .field(
+            "id",
+            Field::string()
+                .custom(checks::uuid)
+                .describe("UUID; generated when absent"),
+        )
+        .field(
+            "created_at",
+            Field::integer().describe("Unix seconds; set by Gantry"),
+        )
 }
 
 fn with_updated(r: Record) -> Record {
-    r.field("updated_at", Field::integer().describe("Unix seconds; set by Gantry"))
+    r.field(
+        "updated_at",
+        Field::integer().describe("Unix seconds; set by Gantry"),
+    )
 }
 
 fn tags() -> Field {
@@ -77,20 +92,44 @@ fn tags() -> Field {
 }
 
 fn timeout() -> Field {
-    Field::integer().between(1.0, 2147483646.0).default(json!(60000))
+    Field::integer()
+        .between(1.0, 2147483646.0)
+        .default(json!(60000))
 }
 
 fn protocols_http() -> [&'static str; 10] {
-    ["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"]
+    [
+        "grpc",
+        "grpcs",
+        "http",
+        "https",
+        "tcp",
+        "tls",
+        "tls_passthrough",
+        "udp",
+        "ws",
+        "wss",
+    ]
 }
 
 fn services() -> Record {
     let r = base().field("name", Field::string().custom(checks::name));
     with_updated(r)
-        .field("retries", Field::integer().between(0.0, 32767.0).default(json!(5)))
-        .field("protocol", Field::string().one_of(&protocols_http()).default(json!("http")))
+        .field(
+            "retries",
+            Field::integer().between(0.0, 32767.0).default(json!(5)),
+        )
+        .field(
+            "protocol",
+            Field::string()
+                .one_of(&protocols_http())
+                .default(json!("http")),
+        )
         .field("host", Field::string().required().custom(checks::host))
-        .field("port", Field::integer().between(0.0, 65535.0).default(json!(80)))
+        .field(
+            "port",
+            Field::integer().between(0.0, 65535.0).default(json!(80)),
+        )
         .field("path", Field::string().custom(checks::service_path))
         .field("connect_timeout", timeout())
         .field("write_timeout", timeout())
@@ -99,7 +138,10 @@ fn services() -> Record {
         .field("client_certificate", Field::foreign("certificates"))
         .field("tls_verify", Field::boolean())
         .field("tls_verify_depth", Field::integer().between(0.0, 64.0))
-        .field("ca_certificates", Field::array(Field::string().custom(checks::uuid)))
+        .field(
+            "ca_certificates",
+            Field::array(Field::string().custom(checks::uuid)),
+        )
         .field("enabled", Field::boolean().default(json!(true)))
         .check(service_checks)
 }
@@ -107,7 +149,10 @@ fn services() -> Record {
 fn service_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
     let proto = v["protocol"].as_str().unwrap_or_default();
     if !v["path"].is_null() && !matches!(proto, "http" | "https") {
-        return Err(field_error("path", format!("value must be null when 'protocol' is not 'http' or 'https'")));
+        return Err(field_error(
+            "path",
+            format!("value must be null when 'protocol' is not 'http' or 'https'"),
+        ));
     }
     Ok(())
 }
@@ -121,17 +166,34 @@ fn routes() -> Record {
                 .len_min(1)
                 .default(json!(["http", "https"])),
         )
-        .field("methods", Field::set(Field::string().custom(checks::method)))
-        .field("hosts", Field::array(Field::string().custom(checks::wildcard_host)))
-        .field("paths", Field::array(Field::string().custom(checks::route_path)))
-        .field("headers", Field::map(Field::array(Field::string())).custom(route_headers))
+        .field(
+            "methods",
+            Field::set(Field::string().custom(checks::method)),
+        )
+        .field(
+            "hosts",
+            Field::array(Field::string().custom(checks::wildcard_host)),
+        )
+        .field(
+            "paths",
+            Field::array(Field::string().custom(checks::route_path)),
+        )
+        .field(
+            "headers",
+            Field::map(Field::array(Field::string())).custom(route_headers),
+        )
         .field(
             "https_redirect_status_code",
-            Field::integer().one_of_ints(&[426, 301, 302, 307, 308]).default(json!(426)),
+            Field::integer()
+                .one_of_ints(&[426, 301, 302, 307, 308])
+                .default(json!(426)),
         )
         .field("regex_priority", Field::integer().default(json!(0)))
         .field("strip_path", Field::boolean().default(json!(true)))
-        .field("path_handling", Field::string().one_of(&["v0", "v1"]).default(json!("v0")))
+        .field(
+            "path_handling",
+            Field::string().one_of(&["v0", "v1"]).default(json!("v0")),
+        )
         .field("preserve_host", Field::boolean().default(json!(false)))
         .field("request_buffering", Field::boolean().default(json!(true)))
         .field("response_buffering", Field::boolean().default(json!(true)))
@@ -147,7 +209,10 @@ fn route_headers(v: &Value) -> Result<(), String> {
     for (k, vals) in v.as_object().into_iter().flatten() {
         checks::header_name(&json!(k))?;
         if k.eq_ignore_ascii_case("host") {
-            return Err("cannot contain 'host' header, which must be specified in the 'hosts' attribute".into());
+            return Err(
+                "cannot contain 'host' header, which must be specified in the 'hosts' attribute"
+                    .into(),
+            );
         }
         if vals.as_array().is_none_or(|a| a.is_empty()) {
             return Err(format!("header '{k}' needs at least one value"));
@@ -162,15 +227,25 @@ fn route_headers(v: &Value) -> Result<(), String> {
 }
 
 fn route_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
-    let protos: Vec<&str> = v["protocols"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let protos: Vec<&str> = v["protocols"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let set = |f: &str| match &v[f] {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
         _ => false,
     };
-    let http = protos.iter().any(|p| matches!(*p, "http" | "https" | "grpc" | "grpcs" | "ws" | "wss"));
+    let http = protos
+        .iter()
+        .any(|p| matches!(*p, "http" | "https" | "grpc" | "grpcs" | "ws" | "wss"));
     if http && !(set("methods") || set("hosts") || set("paths") || set("headers") || set("snis")) {
-        let what = if protos.iter().any(|p| matches!(*p, "https" | "grpcs" | "wss")) {
+        let what = if protos
+            .iter()
+            .any(|p| matches!(*p, "https" | "grpcs" | "wss"))
+        {
             "'methods', 'hosts', 'headers', 'paths', 'snis'"
         } else {
             "'methods', 'hosts', 'headers', 'paths'"
@@ -180,23 +255,52 @@ fn route_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
             protos.join("', '")
         )));
     }
-    if set("snis") && !protos.iter().any(|p| matches!(*p, "https" | "grpcs" | "tls" | "wss" | "tls_passthrough")) {
-        return Err(field_error("snis", "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls', 'wss' or 'tls_passthrough'"));
+    if set("snis")
+        && !protos
+            .iter()
+            .any(|p| matches!(*p, "https" | "grpcs" | "tls" | "wss" | "tls_passthrough"))
+    {
+        return Err(field_error(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls', 'wss' or 'tls_passthrough'",
+        ));
     }
     Ok(())
 }
 
 fn healthchecks() -> Field {
-    let ints = |vals: &[i64]| Field::array(Field::integer().between(100.0, 999.0)).default(json!(vals));
+    let ints =
+        |vals: &[i64]| Field::array(Field::integer().between(100.0, 999.0)).default(json!(vals));
     let counter = |d: i64| Field::integer().between(0.0, 255.0).default(json!(d));
     let interval = || Field::number().between(0.0, 65535.0).default(json!(0));
     let active = Record::new()
-        .field("type", Field::string().one_of(&["tcp", "http", "https", "grpc", "grpcs"]).default(json!("http")))
-        .field("timeout", Field::number().between(0.0, 65535.0).default(json!(1)))
-        .field("concurrency", Field::integer().between(1.0, 2147483648.0).default(json!(10)))
-        .field("http_path", Field::string().default(json!("/")).custom(checks::service_path))
+        .field(
+            "type",
+            Field::string()
+                .one_of(&["tcp", "http", "https", "grpc", "grpcs"])
+                .default(json!("http")),
+        )
+        .field(
+            "timeout",
+            Field::number().between(0.0, 65535.0).default(json!(1)),
+        )
+        .field(
+            "concurrency",
+            Field::integer()
+                .between(1.0, 2147483648.0)
+                .default(json!(10)),
+        )
+        .field(
+            "http_path",
+            Field::string()
+                .default(json!("/"))
+                .custom(checks::service_path),
+        )
         .field("https_sni", Field::string().custom(checks::host))
-        .field("https_verify_certificate", Field::boolean().default(json!(true)))
+        .field(
+            "https_verify_certificate",
+            Field::boolean().default(json!(true)),
+        )
         .field("headers", Field::map(Field::array(Field::string())))
         .field(
             "healthy",
@@ -212,14 +316,22 @@ fn healthchecks() -> Field {
             Field::record(
                 Record::new()
                     .field("interval", interval())
-                    .field("http_statuses", ints(&[429, 404, 500, 501, 502, 503, 504, 505]))
+                    .field(
+                        "http_statuses",
+                        ints(&[429, 404, 500, 501, 502, 503, 504, 505]),
+                    )
                     .field("tcp_failures", counter(0))
                     .field("timeouts", counter(0))
                     .field("http_failures", counter(0)),
             ),
         );
     let passive = Record::new()
-        .field("type", Field::string().one_of(&["tcp", "http", "https", "grpc", "grpcs"]).default(json!("http")))
+        .field(
+            "type",
+            Field::string()
+                .one_of(&["tcp", "http", "https", "grpc", "grpcs"])
+                .default(json!("http")),
+        )
         .field(
             "healthy",
             Field::record(
@@ -227,8 +339,8 @@ fn healthchecks() -> Field {
                     .field(
                         "http_statuses",
                         ints(&[
-                            200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 306, 307,
-                            308,
+                            200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303,
+                            304, 305, 306, 307, 308,
                         ]),
                     )
                     .field("successes", counter(0)),
@@ -248,31 +360,61 @@ fn healthchecks() -> Field {
         Record::new()
             .field("active", Field::record(active))
             .field("passive", Field::record(passive))
-            .field("threshold", Field::number().between(0.0, 100.0).default(json!(0))),
+            .field(
+                "threshold",
+                Field::number().between(0.0, 100.0).default(json!(0)),
+            ),
     )
 }
 
 fn upstreams() -> Record {
-    let hash = || Field::string().one_of(&["none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture"]);
+    let hash = || {
+        Field::string().one_of(&[
+            "none",
+            "consumer",
+            "ip",
+            "header",
+            "cookie",
+            "path",
+            "query_arg",
+            "uri_capture",
+        ])
+    };
     base()
         .field("name", Field::string().required().custom(checks::host))
         .field(
             "algorithm",
             Field::string()
-                .one_of(&["consistent-hashing", "least-connections", "round-robin", "latency"])
+                .one_of(&[
+                    "consistent-hashing",
+                    "least-connections",
+                    "round-robin",
+                    "latency",
+                ])
                 .default(json!("round-robin")),
         )
         .field("hash_on", hash().default(json!("none")))
         .field("hash_fallback", hash().default(json!("none")))
-        .field("hash_on_header", Field::string().custom(checks::header_name))
-        .field("hash_fallback_header", Field::string().custom(checks::header_name))
+        .field(
+            "hash_on_header",
+            Field::string().custom(checks::header_name),
+        )
+        .field(
+            "hash_fallback_header",
+            Field::string().custom(checks::header_name),
+        )
         .field("hash_on_cookie", Field::string())
         .field("hash_on_cookie_path", Field::string().default(json!("/")))
         .field("hash_on_query_arg", Field::string())
         .field("hash_fallback_query_arg", Field::string())
         .field("hash_on_uri_capture", Field::string())
         .field("hash_fallback_uri_capture", Field::string())
-        .field("slots", Field::integer().between(10.0, 65536.0).default(json!(10000)))
+        .field(
+            "slots",
+            Field::integer()
+                .between(10.0, 65536.0)
+                .default(json!(10000)),
+        )
         .field("healthchecks", healthchecks())
         .field("tags", tags())
         .field("host_header", Field::string().custom(checks::host))
@@ -286,8 +428,18 @@ fn upstream_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
     let on = v["hash_on"].as_str().unwrap_or("none");
     let fallback = v["hash_fallback"].as_str().unwrap_or("none");
     for (mode, header, query, capture) in [
-        (on, "hash_on_header", "hash_on_query_arg", "hash_on_uri_capture"),
-        (fallback, "hash_fallback_header", "hash_fallback_query_arg", "hash_fallback_uri_capture"),
+        (
+            on,
+            "hash_on_header",
+            "hash_on_query_arg",
+            "hash_on_uri_capture",
+        ),
+        (
+            fallback,
+            "hash_fallback_header",
+            "hash_fallback_query_arg",
+            "hash_fallback_uri_capture",
+        ),
     ] {
         let need = match mode {
             "header" => Some(header),
@@ -303,7 +455,10 @@ fn upstream_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
         }
     }
     if on == "none" && fallback != "none" {
-        return Err(field_error("hash_fallback", "must be 'none' when 'hash_on' is 'none'"));
+        return Err(field_error(
+            "hash_fallback",
+            "must be 'none' when 'hash_on' is 'none'",
+        ));
     }
     if on != "none" && on == fallback && !matches!(on, "header" | "query_arg" | "uri_capture") {
         return Err(field_error("hash_fallback", "must not equal 'hash_on'"));
@@ -315,7 +470,10 @@ fn targets() -> Record {
     with_updated(base())
         .field("upstream", Field::foreign("upstreams").required())
         .field("target", Field::string().required().custom(checks::target))
-        .field("weight", Field::integer().between(0.0, 65535.0).default(json!(100)))
+        .field(
+            "weight",
+            Field::integer().between(0.0, 65535.0).default(json!(100)),
+        )
         .field("tags", tags())
 }
 
@@ -326,7 +484,9 @@ fn consumers() -> Record {
         .field("tags", tags())
         .check(|v| {
             if v["username"].is_null() && v["custom_id"].is_null() {
-                Err(entity_error("at least one of these fields must be non-empty: 'custom_id', 'username'"))
+                Err(entity_error(
+                    "at least one of these fields must be non-empty: 'custom_id', 'username'",
+                ))
             } else {
                 Ok(())
             }
@@ -336,22 +496,40 @@ fn consumers() -> Record {
 fn keyauth() -> Record {
     base()
         .field("consumer", Field::foreign("consumers").required())
-        .field("key", Field::string().secret().describe("Generated when absent; never shown on reads"))
+        .field(
+            "key",
+            Field::string()
+                .secret()
+                .describe("Generated when absent; never shown on reads"),
+        )
         .field("ttl", Field::integer().between(0.0, 100000000.0))
         .field("tags", tags())
 }
 
 const JWT_ALGS: [&str; 13] = [
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA",
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256",
+    "PS384", "PS512", "EdDSA",
 ];
 
 fn jwt_secrets() -> Record {
     base()
         .field("consumer", Field::foreign("consumers").required())
-        .field("key", Field::string().describe("Matched against the token's key claim; generated when absent"))
-        .field("secret", Field::string().secret().describe("HMAC secret; generated when absent"))
+        .field(
+            "key",
+            Field::string()
+                .describe("Matched against the token's key claim; generated when absent"),
+        )
+        .field(
+            "secret",
+            Field::string()
+                .secret()
+                .describe("HMAC secret; generated when absent"),
+        )
         .field("rsa_public_key", Field::string())
-        .field("algorithm", Field::string().one_of(&JWT_ALGS).default(json!("HS256")))
+        .field(
+            "algorithm",
+            Field::string().one_of(&JWT_ALGS).default(json!("HS256")),
+        )
         .field("tags", tags())
         .check(|v| {
             let alg = v["algorithm"].as_str().unwrap_or_default();
@@ -359,8 +537,13 @@ fn jwt_secrets() -> Record {
                 let Some(pem) = v["rsa_public_key"].as_str() else {
                     return Err(field_error("rsa_public_key", "required field missing"));
                 };
-                if !pem.contains("-----BEGIN PUBLIC KEY-----") && !pem.contains("-----BEGIN RSA PUBLIC KEY-----") {
-                    return Err(field_error("rsa_public_key", "invalid key: not a PEM public key"));
+                if !pem.contains("-----BEGIN PUBLIC KEY-----")
+                    && !pem.contains("-----BEGIN RSA PUBLIC KEY-----")
+                {
+                    return Err(field_error(
+                        "rsa_public_key",
+                        "invalid key: not a PEM public key",
+                    ));
                 }
             }
             Ok(())
@@ -381,11 +564,25 @@ fn plugins() -> Record {
         .field("route", Field::foreign("routes"))
         .field("service", Field::foreign("services"))
         .field("consumer", Field::foreign("consumers"))
-        .field("config", Field::json().describe("The plugin's own config; see its schema"))
+        .field(
+            "config",
+            Field::json().describe("The plugin's own config; see its schema"),
+        )
         .field(
             "protocols",
-            Field::set(Field::string().one_of(&["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss"]))
-                .len_min(1),
+            Field::set(Field::string().one_of(&[
+                "grpc",
+                "grpcs",
+                "http",
+                "https",
+                "tcp",
+                "tls",
+                "tls_passthrough",
+                "udp",
+                "ws",
+                "wss",
+            ]))
+            .len_min(1),
         )
         .field("enabled", Field::boolean().default(json!(true)))
         .field("tags", tags())
@@ -395,14 +592,23 @@ fn plugins() -> Record {
 fn certificates() -> Record {
     with_updated(base())
         .field("cert", Field::string().required().custom(checks::pem_cert))
-        .field("key", Field::string().required().secret().custom(checks::pem_key))
+        .field(
+            "key",
+            Field::string().required().secret().custom(checks::pem_key),
+        )
         .field("cert_alt", Field::string().custom(checks::pem_cert))
         .field("key_alt", Field::string().secret().custom(checks::pem_key))
         .field("tags", tags())
-        .field("snis", Field::array(Field::string().custom(checks::sni)).describe("Shorthand: SNI names created with the certificate"))
+        .field(
+            "snis",
+            Field::array(Field::string().custom(checks::sni))
+                .describe("Shorthand: SNI names created with the certificate"),
+        )
         .check(|v| {
             if v["cert_alt"].is_null() != v["key_alt"].is_null() {
-                return Err(entity_error("all or none of these fields must be set: 'cert_alt', 'key_alt'"));
+                return Err(entity_error(
+                    "all or none of these fields must be set: 'cert_alt', 'key_alt'",
+                ));
             }
             Ok(())
         })
@@ -438,7 +644,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("name"),
             unique: &["name"],
             cache_key: &[],
-            foreign: &[Foreign { field: "certificate", kind: "certificates", cascade: false }],
+            foreign: &[Foreign {
+                field: "certificate",
+                kind: "certificates",
+                cascade: false,
+            }],
             updated_at: true,
         },
         EntityDef {
@@ -449,7 +659,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("name"),
             unique: &["name"],
             cache_key: &[],
-            foreign: &[Foreign { field: "client_certificate", kind: "certificates", cascade: false }],
+            foreign: &[Foreign {
+                field: "client_certificate",
+                kind: "certificates",
+                cascade: false,
+            }],
             updated_at: true,
         },
         EntityDef {
@@ -460,7 +674,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("name"),
             unique: &["name"],
             cache_key: &[],
-            foreign: &[Foreign { field: "service", kind: "services", cascade: false }],
+            foreign: &[Foreign {
+                field: "service",
+                kind: "services",
+                cascade: false,
+            }],
             updated_at: true,
         },
         EntityDef {
@@ -471,7 +689,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("name"),
             unique: &["name"],
             cache_key: &[],
-            foreign: &[Foreign { field: "client_certificate", kind: "certificates", cascade: false }],
+            foreign: &[Foreign {
+                field: "client_certificate",
+                kind: "certificates",
+                cascade: false,
+            }],
             updated_at: true,
         },
         EntityDef {
@@ -482,7 +704,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("target"),
             unique: &[],
             cache_key: &["upstream", "target"],
-            foreign: &[Foreign { field: "upstream", kind: "upstreams", cascade: true }],
+            foreign: &[Foreign {
+                field: "upstream",
+                kind: "upstreams",
+                cascade: true,
+            }],
             updated_at: true,
         },
         EntityDef {
@@ -504,7 +730,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("key"),
             unique: &["key"],
             cache_key: &[],
-            foreign: &[Foreign { field: "consumer", kind: "consumers", cascade: true }],
+            foreign: &[Foreign {
+                field: "consumer",
+                kind: "consumers",
+                cascade: true,
+            }],
             updated_at: false,
         },
         EntityDef {
@@ -515,7 +745,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("key"),
             unique: &["key"],
             cache_key: &[],
-            foreign: &[Foreign { field: "consumer", kind: "consumers", cascade: true }],
+            foreign: &[Foreign {
+                field: "consumer",
+                kind: "consumers",
+                cascade: true,
+            }],
             updated_at: false,
         },
         EntityDef {
@@ -526,7 +760,11 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: None,
             unique: &[],
             cache_key: &["consumer", "group"],
-            foreign: &[Foreign { field: "consumer", kind: "consumers", cascade: true }],
+            foreign: &[Foreign {
+                field: "consumer",
+                kind: "consumers",
+                cascade: true,
+            }],
             updated_at: false,
         },
         EntityDef {
@@ -538,9 +776,21 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             unique: &["instance_name"],
             cache_key: &["name", "route", "service", "consumer"],
             foreign: &[
-                Foreign { field: "route", kind: "routes", cascade: true },
-                Foreign { field: "service", kind: "services", cascade: true },
-                Foreign { field: "consumer", kind: "consumers", cascade: true },
+                Foreign {
+                    field: "route",
+                    kind: "routes",
+                    cascade: true,
+                },
+                Foreign {
+                    field: "service",
+                    kind: "services",
+                    cascade: true,
+                },
+                Foreign {
+                    field: "consumer",
+                    kind: "consumers",
+                    cascade: true,
+                },
             ],
             updated_at: true,
         },
@@ -552,5 +802,6 @@ pub fn def(name: &str) -> Option<&'static EntityDef> {
 }
 
 pub fn def_by_path(segment: &str) -> Option<&'static EntityDef> {
-    ALL.iter().find(|d| d.path == segment || d.path_aliases.contains(&segment))
+    ALL.iter()
+        .find(|d| d.path == segment || d.path_aliases.contains(&segment))
 }

@@ -7,6 +7,8 @@ mod defs;
 mod ops;
 
 pub use defs::{ALL, EntityDef, Foreign, def, def_by_path};
-pub use ops::{EntityError, Parent, create, delete, redacted, resolve_id, resolve_in, update, upsert};
 /// Validation and normalisation without a transaction (declarative import).
 pub(crate) use ops::check;
+pub use ops::{
+    EntityError, Parent, create, delete, redacted, resolve_id, resolve_in, update, upsert,
+};

@@ -15,7 +15,11 @@ pub enum EntityError {
     #[error("primary key violation on key '{{id=\"{0}\"}}'")]
     PrimaryKey(String),
     #[error("the foreign key '{{id=\"{id}\"}}' does not reference an existing '{kind}' entity.")]
-    ForeignKey { field: String, kind: String, id: String },
+    ForeignKey {
+        field: String,
+        kind: String,
+        id: String,
+    },
     #[error("an existing '{by}' entity references this '{kind}' entity")]
     Referenced { kind: String, by: String },
     #[error("Not found")]
@@ -34,8 +38,16 @@ pub struct Parent {
 
 /// Lookups shared by reads (the store) and writes (a transaction).
 pub trait Lookup {
-    fn get(&mut self, kind: &str, id: &str) -> impl Future<Output = Result<Option<Value>, StoreError>> + Send;
-    fn find_key(&mut self, kind: &str, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    fn get(
+        &mut self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Value>, StoreError>> + Send;
+    fn find_key(
+        &mut self,
+        kind: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }
 
 impl Lookup for WriteTx {
@@ -57,7 +69,11 @@ impl Lookup for &Store {
 }
 
 /// Finds an entity by id, or by its endpoint key (name, username...).
-pub async fn resolve_id<L: Lookup>(l: &mut L, d: &EntityDef, id_or_key: &str) -> Result<Option<(String, Value)>, StoreError> {
+pub async fn resolve_id<L: Lookup>(
+    l: &mut L,
+    d: &EntityDef,
+    id_or_key: &str,
+) -> Result<Option<(String, Value)>, StoreError> {
     if uuid::Uuid::parse_str(id_or_key).is_ok() {
         if let Some(v) = l.get(d.name, id_or_key).await? {
             return Ok(Some((id_or_key.to_string(), v)));
@@ -131,17 +147,28 @@ pub fn redacted(d: &EntityDef, v: &Value) -> Value {
 
 /// Kong's shorthands, expanded before validation.
 fn expand_shorthands(d: &EntityDef, input: &mut Value) -> Result<(), FieldErrors> {
-    let Some(obj) = input.as_object_mut() else { return Ok(()) };
+    let Some(obj) = input.as_object_mut() else {
+        return Ok(());
+    };
     if d.name == "services" {
         if let Some(u) = obj.remove("url") {
-            let Some(s) = u.as_str() else { return Err(field_error("url", "expected a string")) };
-            let parsed = url::Url::parse(s).map_err(|_| field_error("url", format!("invalid url: {s}")))?;
-            let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| field_error("url", "missing host in url"))?;
+            let Some(s) = u.as_str() else {
+                return Err(field_error("url", "expected a string"));
+            };
+            let parsed =
+                url::Url::parse(s).map_err(|_| field_error("url", format!("invalid url: {s}")))?;
+            let host = parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| field_error("url", "missing host in url"))?;
             let scheme = parsed.scheme().to_string();
-            let port = parsed.port().map(i64::from).unwrap_or(match scheme.as_str() {
-                "https" | "grpcs" | "wss" | "tls" => 443,
-                _ => 80,
-            });
+            let port = parsed
+                .port()
+                .map(i64::from)
+                .unwrap_or(match scheme.as_str() {
+                    "https" | "grpcs" | "wss" | "tls" => 443,
+                    _ => 80,
+                });
             // Kong keeps `path` null for `http://host`, "/" for `http://host/`.
             let after_authority = s.split_once("://").map(|(_, r)| r).unwrap_or("");
             let path = match after_authority.find('/') {
@@ -149,7 +176,10 @@ fn expand_shorthands(d: &EntityDef, input: &mut Value) -> Result<(), FieldErrors
                 None => Value::Null,
             };
             obj.insert("protocol".into(), Value::String(scheme));
-            obj.insert("host".into(), Value::String(host.trim_matches(['[', ']']).to_string()));
+            obj.insert(
+                "host".into(),
+                Value::String(host.trim_matches(['[', ']']).to_string()),
+            );
             obj.insert("port".into(), Value::from(port));
             obj.insert("path".into(), path);
         }
@@ -279,7 +309,11 @@ pub async fn update(
     if d.name == "plugins" {
         // Legacy shorthands move to their place before the merge, as in
         // Kong, so a PATCH of `redis_host` updates `redis.host`.
-        let name = patch["name"].as_str().or(existing["name"].as_str()).unwrap_or_default().to_string();
+        let name = patch["name"]
+            .as_str()
+            .or(existing["name"].as_str())
+            .unwrap_or_default()
+            .to_string();
         if let Some(cfg) = patch.get_mut("config").filter(|c| c.is_object()) {
             crate::plugins::normalize(&name, cfg).map_err(|e| {
                 let mut m = Map::new();
@@ -331,7 +365,12 @@ fn merge_json(base: &mut Value, patch: &Value) {
 
 /// Resolves references, fills generated fields, enforces uniqueness and
 /// writes the entity.
-async fn save(tx: &mut WriteTx, d: &'static EntityDef, mut v: Value, existing: Option<Value>) -> Result<Value, EntityError> {
+async fn save(
+    tx: &mut WriteTx,
+    d: &'static EntityDef,
+    mut v: Value,
+    existing: Option<Value>,
+) -> Result<Value, EntityError> {
     let id = match v["id"].as_str() {
         Some(id) => id.to_string(),
         None => uuid::Uuid::new_v4().to_string(),
@@ -352,14 +391,19 @@ async fn save(tx: &mut WriteTx, d: &'static EntityDef, mut v: Value, existing: O
             if v["key"].is_null() {
                 v["key"] = Value::String(random_token());
             }
-            if v["secret"].is_null() && v["algorithm"].as_str().is_some_and(|a| a.starts_with("HS")) {
+            if v["secret"].is_null() && v["algorithm"].as_str().is_some_and(|a| a.starts_with("HS"))
+            {
                 v["secret"] = Value::String(random_token());
             }
         }
         _ => {}
     }
     // The certificate's `snis` shorthand becomes SNI entities.
-    let cert_snis = if d.name == "certificates" { v.get_mut("snis").map(Value::take) } else { None };
+    let cert_snis = if d.name == "certificates" {
+        v.get_mut("snis").map(Value::take)
+    } else {
+        None
+    };
 
     let mut refs = Vec::new();
     for f in d.foreign {
@@ -368,9 +412,17 @@ async fn save(tx: &mut WriteTx, d: &'static EntityDef, mut v: Value, existing: O
             continue;
         }
         let target = def(f.kind).expect("foreign kinds are defined");
-        let want = r["id"].as_str().or_else(|| r["name"].as_str()).or_else(|| r["username"].as_str()).unwrap_or_default();
+        let want = r["id"]
+            .as_str()
+            .or_else(|| r["name"].as_str())
+            .or_else(|| r["username"].as_str())
+            .unwrap_or_default();
         let Some((rid, _)) = resolve_id(tx, target, want).await? else {
-            return Err(EntityError::ForeignKey { field: f.field.into(), kind: f.kind.into(), id: want.into() });
+            return Err(EntityError::ForeignKey {
+                field: f.field.into(),
+                kind: f.kind.into(),
+                id: want.into(),
+            });
         };
         v[f.field] = json!({ "id": rid });
         refs.push((f.kind.to_string(), rid));
@@ -383,9 +435,20 @@ async fn save(tx: &mut WriteTx, d: &'static EntityDef, mut v: Value, existing: O
             }
         }
     }
-    let tags = v["tags"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let tags = v["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let index = Index { keys, refs, tags };
-    let op = if existing.is_some() { "update" } else { "create" };
+    let op = if existing.is_some() {
+        "update"
+    } else {
+        "create"
+    };
     let before = existing.as_ref().map(|e| redacted(d, e));
     // A write that would change nothing but `updated_at` changes nothing:
     // no new version, no revision (the certificate's SNIs may still move).
@@ -402,7 +465,8 @@ async fn save(tx: &mut WriteTx, d: &'static EntityDef, mut v: Value, existing: O
         }
     } else {
         let after = redacted(d, &v);
-        tx.put(d.name, &id, &v, &index, op, before.as_ref(), Some(&after)).await?;
+        tx.put(d.name, &id, &v, &index, op, before.as_ref(), Some(&after))
+            .await?;
     }
     if let Some(Value::Array(names)) = cert_snis {
         sync_cert_snis(tx, &id, &names).await?;
@@ -432,14 +496,20 @@ fn sync_cert_snis<'a>(
     Box::pin(sync_cert_snis_inner(tx, cert_id, names))
 }
 
-async fn sync_cert_snis_inner(tx: &mut WriteTx, cert_id: &str, names: &[Value]) -> Result<(), EntityError> {
+async fn sync_cert_snis_inner(
+    tx: &mut WriteTx,
+    cert_id: &str,
+    names: &[Value],
+) -> Result<(), EntityError> {
     let sd = def("snis").expect("snis are defined");
     let mut wanted: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
     for (kind, sid) in tx.referencing("certificates", cert_id).await? {
         if kind != "snis" {
             continue;
         }
-        let Some(sv) = tx.get("snis", &sid).await? else { continue };
+        let Some(sv) = tx.get("snis", &sid).await? else {
+            continue;
+        };
         let name = sv["name"].as_str().unwrap_or_default();
         if let Some(pos) = wanted.iter().position(|w| *w == name) {
             wanted.remove(pos);
@@ -448,14 +518,26 @@ async fn sync_cert_snis_inner(tx: &mut WriteTx, cert_id: &str, names: &[Value]) 
         }
     }
     for name in wanted {
-        create(tx, sd, json!({ "name": name, "certificate": { "id": cert_id } }), Input::Json, None).await?;
+        create(
+            tx,
+            sd,
+            json!({ "name": name, "certificate": { "id": cert_id } }),
+            Input::Json,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// DELETE: removes the entity and what cascades from it. Deleting what
 /// does not exist succeeds, as in Kong.
-pub async fn delete(tx: &mut WriteTx, d: &'static EntityDef, id_or_key: &str, parent: Option<&Parent>) -> Result<(), EntityError> {
+pub async fn delete(
+    tx: &mut WriteTx,
+    d: &'static EntityDef,
+    id_or_key: &str,
+    parent: Option<&Parent>,
+) -> Result<(), EntityError> {
     let Some((id, existing)) = resolve_in(tx, d, id_or_key, parent).await? else {
         return Ok(());
     };
@@ -477,7 +559,10 @@ fn delete_id<'a>(
         for (rk, _) in &referrers {
             let rd = def(rk).expect("referencing kinds are defined");
             if rd.foreign_field(d.name).is_some_and(|f| !f.cascade) {
-                return Err(EntityError::Referenced { kind: d.name.into(), by: rk.clone() });
+                return Err(EntityError::Referenced {
+                    kind: d.name.into(),
+                    by: rk.clone(),
+                });
             }
         }
         for (rk, rid) in referrers {

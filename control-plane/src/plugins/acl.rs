@@ -8,14 +8,22 @@ pub fn schema() -> Record {
     Record::new()
         .field(
             "allow",
-            Field::array(Field::string()).describe("Groups allowed; exactly one of allow or deny must be set."),
+            Field::array(Field::string())
+                .describe("Groups allowed; exactly one of allow or deny must be set."),
         )
         .field(
             "deny",
-            Field::array(Field::string()).describe("Groups denied; exactly one of allow or deny must be set."),
+            Field::array(Field::string())
+                .describe("Groups denied; exactly one of allow or deny must be set."),
         )
-        .field("hide_groups_header", Field::boolean().required().default(json!(false)))
-        .field("always_use_authenticated_groups", Field::boolean().required().default(json!(false)))
+        .field(
+            "hide_groups_header",
+            Field::boolean().required().default(json!(false)),
+        )
+        .field(
+            "always_use_authenticated_groups",
+            Field::boolean().required().default(json!(false)),
+        )
         .field(
             "include_consumer_groups",
             Field::boolean()

@@ -20,7 +20,11 @@ pub fn is_nonempty(v: Option<&Value>) -> bool {
 
 /// Kong's `quoted_list`: `'a', 'b'`.
 pub fn quoted(names: &[&str]) -> String {
-    names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Kong's `at_least_one_of` over config fields; names are reported with the
@@ -31,14 +35,20 @@ pub fn at_least_one_of(cfg: &Map<String, Value>, names: &[&str]) -> Option<Strin
     }
     let full: Vec<String> = names.iter().map(|n| format!("config.{n}")).collect();
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
-    Some(format!("at least one of these fields must be non-empty: {}", quoted(&full)))
+    Some(format!(
+        "at least one of these fields must be non-empty: {}",
+        quoted(&full)
+    ))
 }
 
 /// Kong's `only_one_of` message, with the `config.` prefix.
 pub fn only_one_of_msg(names: &[&str]) -> String {
     let full: Vec<String> = names.iter().map(|n| format!("config.{n}")).collect();
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
-    format!("exactly one of these fields must be non-empty: {}", quoted(&full))
+    format!(
+        "exactly one of these fields must be non-empty: {}",
+        quoted(&full)
+    )
 }
 
 /// What Kong's `conditional` checker adds to `@entity` next to the error it
@@ -53,7 +63,9 @@ pub fn conditional(if_field: &str, then_errors: FieldErrors) -> FieldErrors {
 /// Entity errors from a list of messages; `Ok` when the list is empty.
 pub fn entity_errors(msgs: Vec<String>) -> Result<(), FieldErrors> {
     let mut it = msgs.into_iter();
-    let Some(first) = it.next() else { return Ok(()) };
+    let Some(first) = it.next() else {
+        return Ok(());
+    };
     let mut e = entity_error(first);
     if let Some(Value::Array(list)) = e.get_mut("@entity") {
         list.extend(it.map(Value::String));
@@ -73,10 +85,15 @@ pub fn header_name(v: &Value) -> Result<(), String> {
     if name.is_empty() {
         return Err("no header name provided".into());
     }
-    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
-        Err(format!("bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"))
+        Err(format!(
+            "bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        ))
     }
 }
 
@@ -124,7 +141,10 @@ fn parse_host(h: &str) -> Result<(HostKind, bool), ()> {
                 _ => Err(()),
             };
         }
-        return h.parse::<Ipv6Addr>().map(|_| (HostKind::Ip, false)).map_err(|_| ());
+        return h
+            .parse::<Ipv6Addr>()
+            .map(|_| (HostKind::Ip, false))
+            .map_err(|_| ());
     }
     let (name, port) = match h.rsplit_once(':') {
         Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (n, true),
@@ -132,15 +152,26 @@ fn parse_host(h: &str) -> Result<(HostKind, bool), ()> {
         None => (h, false),
     };
     if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return name.parse::<Ipv4Addr>().map(|_| (HostKind::Ip, port)).map_err(|_| ());
+        return name
+            .parse::<Ipv4Addr>()
+            .map(|_| (HostKind::Ip, port))
+            .map_err(|_| ());
     }
-    let ok_chars =
-        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let ok_chars = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     let segs: Vec<&str> = name.split('.').collect();
     // No segment may end in a dash; only the last (FQDN dot) may be empty.
-    let ok_segs =
-        segs.iter().enumerate().all(|(i, seg)| !seg.ends_with('-') && (!seg.is_empty() || i == segs.len() - 1));
-    if ok_chars && ok_segs { Ok((HostKind::Name, port)) } else { Err(()) }
+    let ok_segs = segs
+        .iter()
+        .enumerate()
+        .all(|(i, seg)| !seg.ends_with('-') && (!seg.is_empty() || i == segs.len() - 1));
+    if ok_chars && ok_segs {
+        Ok((HostKind::Name, port))
+    } else {
+        Err(())
+    }
 }
 
 /// Kong's `typedefs.host`: a name or an IP, without a port.
@@ -174,13 +205,16 @@ pub fn path(v: &Value) -> Result<(), String> {
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
     if !p.chars().all(allowed) {
-        return Err(format!("invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"));
+        return Err(format!(
+            "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
+        ));
     }
     let b = p.as_bytes();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let ok = b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            let ok =
+                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
                 let bad: String = p[i..].chars().take(3).collect();
                 return Err(format!("invalid url-encoded value: '{bad}'"));
@@ -213,12 +247,27 @@ mod tests {
 
     #[test]
     fn hosts_follow_kong() {
-        for ok in ["example.com", "a_b.example.com.", "10.0.0.1", "::1", "[::1]"] {
+        for ok in [
+            "example.com",
+            "a_b.example.com.",
+            "10.0.0.1",
+            "::1",
+            "[::1]",
+        ] {
             assert!(host(&json!(ok)).is_ok(), "{ok}");
         }
-        assert_eq!(host(&json!("example.com:80")).unwrap_err(), "must not have a port");
-        assert_eq!(host(&json!("bad-.com")).unwrap_err(), "invalid value: bad-.com");
-        assert_eq!(host(&json!("300.1.1.1")).unwrap_err(), "invalid value: 300.1.1.1");
+        assert_eq!(
+            host(&json!("example.com:80")).unwrap_err(),
+            "must not have a port"
+        );
+        assert_eq!(
+            host(&json!("bad-.com")).unwrap_err(),
+            "invalid value: bad-.com"
+        );
+        assert_eq!(
+            host(&json!("300.1.1.1")).unwrap_err(),
+            "invalid value: 300.1.1.1"
+        );
         assert_eq!(sni(&json!("10.0.0.1")).unwrap_err(), "must not be an IP");
         assert!(sni(&json!("redis.internal")).is_ok());
     }
@@ -227,9 +276,19 @@ mod tests {
     fn paths_and_headers_follow_kong() {
         assert!(path(&json!("/a/b%20c")).is_ok());
         assert_eq!(path(&json!("a")).unwrap_err(), "should start with: /");
-        assert_eq!(path(&json!("/a//b")).unwrap_err(), "must not have empty segments");
-        assert_eq!(path(&json!("/a%zz")).unwrap_err(), "invalid url-encoded value: '%zz'");
-        assert!(path(&json!("/a b")).unwrap_err().starts_with("invalid path: '/a b'"));
+        assert_eq!(
+            path(&json!("/a//b")).unwrap_err(),
+            "must not have empty segments"
+        );
+        assert_eq!(
+            path(&json!("/a%zz")).unwrap_err(),
+            "invalid url-encoded value: '%zz'"
+        );
+        assert!(
+            path(&json!("/a b"))
+                .unwrap_err()
+                .starts_with("invalid path: '/a b'")
+        );
         assert!(header_name(&json!("X-Api_Key1")).is_ok());
         assert_eq!(
             header_name(&json!("x y")).unwrap_err(),

@@ -5,10 +5,23 @@ use crate::schema::{Field, Record};
 
 pub fn schema() -> Record {
     Record::new()
-        .field("allow", Field::array(Field::string().custom(ip_or_cidr)).describe("IPs or CIDR ranges allowed."))
-        .field("deny", Field::array(Field::string().custom(ip_or_cidr)).describe("IPs or CIDR ranges denied."))
-        .field("status", Field::number().describe("HTTP status of rejected requests (Kong: 403)."))
-        .field("message", Field::string().describe("Body of rejected requests."))
+        .field(
+            "allow",
+            Field::array(Field::string().custom(ip_or_cidr))
+                .describe("IPs or CIDR ranges allowed."),
+        )
+        .field(
+            "deny",
+            Field::array(Field::string().custom(ip_or_cidr)).describe("IPs or CIDR ranges denied."),
+        )
+        .field(
+            "status",
+            Field::number().describe("HTTP status of rejected requests (Kong: 403)."),
+        )
+        .field(
+            "message",
+            Field::string().describe("Body of rejected requests."),
+        )
         .check(|c| entity_errors(at_least_one_of(c, &["allow", "deny"]).into_iter().collect()))
 }
 
@@ -26,10 +39,16 @@ mod tests {
         let e = validate(&s, &json!({"allow": [], "deny": []}), Input::Json).unwrap_err();
         assert_eq!(
             e["@entity"],
-            json!(["at least one of these fields must be non-empty: 'config.allow', 'config.deny'"])
+            json!([
+                "at least one of these fields must be non-empty: 'config.allow', 'config.deny'"
+            ])
         );
-        let e =
-            validate(&s, &json!({"allow": ["0.0.0.0/a", "0.0.0.0/33", "::1/129", "hello"]}), Input::Json).unwrap_err();
+        let e = validate(
+            &s,
+            &json!({"allow": ["0.0.0.0/a", "0.0.0.0/33", "::1/129", "hello"]}),
+            Input::Json,
+        )
+        .unwrap_err();
         assert_eq!(
             e["allow"],
             json!([
@@ -39,7 +58,12 @@ mod tests {
                 "invalid ip or cidr range: 'hello'"
             ])
         );
-        let c = validate(&s, &json!({"deny": "10.0.0.1", "status": "401"}), Input::Form).unwrap();
+        let c = validate(
+            &s,
+            &json!({"deny": "10.0.0.1", "status": "401"}),
+            Input::Form,
+        )
+        .unwrap();
         assert_eq!(c["deny"], json!(["10.0.0.1"]));
         assert_eq!(c["status"].as_f64(), Some(401.0));
     }

@@ -52,7 +52,13 @@ pub fn schema() -> Record {
 
 fn provider() -> Record {
     let remote = Record::new()
-        .field("uri", Field::string().required().custom(super::common::http_url).describe("JWKS URL (http or https)."))
+        .field(
+            "uri",
+            Field::string()
+                .required()
+                .custom(super::common::http_url)
+                .describe("JWKS URL (http or https)."),
+        )
         .field(
             "cache_duration",
             Field::integer()
@@ -69,14 +75,37 @@ fn provider() -> Record {
         )
         .field(
             "timeout",
-            Field::integer().default(json!(5000)).between(1.0, 2_147_483_646.0).describe("JWKS fetch timeout, in ms."),
+            Field::integer()
+                .default(json!(5000))
+                .between(1.0, 2_147_483_646.0)
+                .describe("JWKS fetch timeout, in ms."),
         );
     Record::new()
-        .field("name", Field::string().required().len_min(1).describe("Unique provider name."))
-        .field("issuer", Field::string().describe("Required `iss` claim; unset accepts any issuer."))
-        .field("audiences", Field::array(Field::string()).describe("Accepted `aud` values; unset skips the check."))
-        .field("local_jwks", Field::string().custom(jwks).describe("Inline JWKS, as JSON text."))
-        .field("remote_jwks", Field::record(remote).describe("JWKS fetched over HTTP(S)."))
+        .field(
+            "name",
+            Field::string()
+                .required()
+                .len_min(1)
+                .describe("Unique provider name."),
+        )
+        .field(
+            "issuer",
+            Field::string().describe("Required `iss` claim; unset accepts any issuer."),
+        )
+        .field(
+            "audiences",
+            Field::array(Field::string()).describe("Accepted `aud` values; unset skips the check."),
+        )
+        .field(
+            "local_jwks",
+            Field::string()
+                .custom(jwks)
+                .describe("Inline JWKS, as JSON text."),
+        )
+        .field(
+            "remote_jwks",
+            Field::record(remote).describe("JWKS fetched over HTTP(S)."),
+        )
         .check(one_jwks_source)
 }
 
@@ -84,9 +113,14 @@ fn provider() -> Record {
 fn jwks(v: &Value) -> Result<(), String> {
     let doc: Value = serde_json::from_str(v.as_str().unwrap_or_default())
         .map_err(|e| format!("local_jwks is not valid JSON: {e}"))?;
-    let keys =
-        doc.get("keys").and_then(Value::as_array).ok_or("local_jwks must be a JSON object with a 'keys' array")?;
-    if keys.iter().all(|k| k.get("kty").is_some_and(Value::is_string)) {
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("local_jwks must be a JSON object with a 'keys' array")?;
+    if keys
+        .iter()
+        .all(|k| k.get("kty").is_some_and(Value::is_string))
+    {
         Ok(())
     } else {
         Err("every key in local_jwks must be an object with a string 'kty'".into())
@@ -98,13 +132,18 @@ fn one_jwks_source(p: &Map<String, Value>) -> Result<(), FieldErrors> {
     if set("local_jwks") != set("remote_jwks") {
         return Ok(());
     }
-    Err(crate::schema::entity_error("exactly one of these fields must be non-empty: 'local_jwks', 'remote_jwks'"))
+    Err(crate::schema::entity_error(
+        "exactly one of these fields must be non-empty: 'local_jwks', 'remote_jwks'",
+    ))
 }
 
 /// Kong's conditional: `maximum_expiration > 0` needs `exp` verified. As in
 /// Kong, an unset `claims_to_verify` passes (the null matches no validator).
 fn max_expiration_needs_exp(c: &Map<String, Value>) -> Result<(), FieldErrors> {
-    let max = c.get("maximum_expiration").and_then(Value::as_f64).unwrap_or(0.0);
+    let max = c
+        .get("maximum_expiration")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
     match c.get("claims_to_verify").and_then(Value::as_array) {
         Some(claims) if max > 0.0 && !claims.iter().any(|x| x == "exp") => Err(conditional(
             "maximum_expiration",
@@ -116,7 +155,9 @@ fn max_expiration_needs_exp(c: &Map<String, Value>) -> Result<(), FieldErrors> {
 
 /// Provider names key the data plane's JWKS caches, as in Envoy's map.
 fn distinct_provider_names(c: &Map<String, Value>) -> Result<(), FieldErrors> {
-    let Some(list) = c.get("providers").and_then(Value::as_array) else { return Ok(()) };
+    let Some(list) = c.get("providers").and_then(Value::as_array) else {
+        return Ok(());
+    };
     let mut seen = Vec::new();
     let mut errs = vec![Value::Null; list.len()];
     let mut bad = false;
@@ -128,7 +169,14 @@ fn distinct_provider_names(c: &Map<String, Value>) -> Result<(), FieldErrors> {
         }
         seen.push(name);
     }
-    if bad { Err(Map::from_iter([("providers".to_string(), Value::Array(errs))])) } else { Ok(()) }
+    if bad {
+        Err(Map::from_iter([(
+            "providers".to_string(),
+            Value::Array(errs),
+        )]))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -158,10 +206,16 @@ mod tests {
     fn maximum_expiration_checks() {
         assert!(v(json!({"maximum_expiration": 60, "claims_to_verify": ["exp", "nbf"]})).is_ok());
         let e = v(json!({"maximum_expiration": -1, "claims_to_verify": ["nbf"]})).unwrap_err();
-        assert_eq!(e["maximum_expiration"], "value should be between 0 and 31536000");
+        assert_eq!(
+            e["maximum_expiration"],
+            "value should be between 0 and 31536000"
+        );
         let e = v(json!({"maximum_expiration": 60, "claims_to_verify": ["nbf"]})).unwrap_err();
         assert_eq!(e["claims_to_verify"], "expected to contain: exp");
-        assert_eq!(e["@entity"][0], "failed conditional validation given value of field 'config.maximum_expiration'");
+        assert_eq!(
+            e["@entity"][0],
+            "failed conditional validation given value of field 'config.maximum_expiration'"
+        );
         // Kong quirk kept: no claims_to_verify at all passes the conditional.
         assert!(v(json!({"maximum_expiration": 60})).is_ok());
         let e = v(json!({"claims_to_verify": ["iat"]})).unwrap_err();
@@ -186,36 +240,67 @@ mod tests {
             e["providers"][0]["@entity"][0],
             "exactly one of these fields must be non-empty: 'local_jwks', 'remote_jwks'"
         );
-        let both = json!({"name": "a", "local_jwks": "{\"keys\":[]}", "remote_jwks": {"uri": "http://x"}});
+        let both =
+            json!({"name": "a", "local_jwks": "{\"keys\":[]}", "remote_jwks": {"uri": "http://x"}});
         assert!(v(json!({"providers": [both]})).is_err());
-        let e = v(json!({"providers": [{"name": "a", "local_jwks": "{\"nokeys\":1}"}]})).unwrap_err();
-        assert!(e["providers"][0]["local_jwks"].as_str().unwrap().contains("'keys' array"));
+        let e =
+            v(json!({"providers": [{"name": "a", "local_jwks": "{\"nokeys\":1}"}]})).unwrap_err();
+        assert!(
+            e["providers"][0]["local_jwks"]
+                .as_str()
+                .unwrap()
+                .contains("'keys' array")
+        );
         let e = v(json!({"providers": [{"name": "a", "local_jwks": "nope"}]})).unwrap_err();
-        assert!(e["providers"][0]["local_jwks"].as_str().unwrap().starts_with("local_jwks is not valid JSON"));
-        let e = v(json!({"providers": [{"name": "a", "remote_jwks": {"uri": "ftp://x/j"}}]})).unwrap_err();
-        assert_eq!(e["providers"][0]["remote_jwks"]["uri"], "scheme must be http or https");
+        assert!(
+            e["providers"][0]["local_jwks"]
+                .as_str()
+                .unwrap()
+                .starts_with("local_jwks is not valid JSON")
+        );
+        let e = v(json!({"providers": [{"name": "a", "remote_jwks": {"uri": "ftp://x/j"}}]}))
+            .unwrap_err();
+        assert_eq!(
+            e["providers"][0]["remote_jwks"]["uri"],
+            "scheme must be http or https"
+        );
         let e = v(json!({"providers": [{"name": "a", "remote_jwks": {}}]})).unwrap_err();
-        assert_eq!(e["providers"][0]["remote_jwks"]["uri"], "required field missing");
+        assert_eq!(
+            e["providers"][0]["remote_jwks"]["uri"],
+            "required field missing"
+        );
 
         let p = json!({"name": "a", "local_jwks": "{\"keys\":[]}"});
         let e = v(json!({"providers": [p.clone(), p]})).unwrap_err();
-        assert_eq!(e["providers"], json!([null, {"name": "duplicate provider name 'a'"}]));
+        assert_eq!(
+            e["providers"],
+            json!([null, {"name": "duplicate provider name 'a'"}])
+        );
     }
 
     #[test]
     fn claims_to_headers() {
         assert!(v(json!({"claims_to_headers": [{"claim": "sub", "header": "X-User"}]})).is_ok());
-        let e = v(json!({"claims_to_headers": [{"claim": "sub", "header": "X User"}]})).unwrap_err();
-        assert!(e["claims_to_headers"][0]["header"].as_str().unwrap().starts_with("bad header name"));
+        let e =
+            v(json!({"claims_to_headers": [{"claim": "sub", "header": "X User"}]})).unwrap_err();
+        assert!(
+            e["claims_to_headers"][0]["header"]
+                .as_str()
+                .unwrap()
+                .starts_with("bad header name")
+        );
         let e = v(json!({"claims_to_headers": [{"header": "X-User"}]})).unwrap_err();
         assert_eq!(e["claims_to_headers"][0]["claim"], "required field missing");
     }
 
     #[test]
     fn form_coercion() {
-        let c =
-            validate(&super::schema(), &json!({"maximum_expiration": "60", "claims_to_verify": "exp"}), Input::Form)
-                .unwrap();
+        let c = validate(
+            &super::schema(),
+            &json!({"maximum_expiration": "60", "claims_to_verify": "exp"}),
+            Input::Form,
+        )
+        .unwrap();
         assert_eq!(c["maximum_expiration"].as_f64(), Some(60.0));
         assert_eq!(c["claims_to_verify"], json!(["exp"]));
     }

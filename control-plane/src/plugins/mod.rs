@@ -28,7 +28,16 @@ mod response_transformer;
 /// Kong's `typedefs.protocols_http` set, sorted as Kong sorts it.
 const HTTP: &[&str] = &["grpc", "grpcs", "http", "https"];
 /// Every protocol Kong knows (`constants.PROTOCOLS`), for `typedefs.protocols`.
-const ALL: &[&str] = &["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp"];
+const ALL: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+];
 
 struct Plugin {
     name: &'static str,
@@ -44,7 +53,13 @@ struct Plugin {
 
 /// The registry, alphabetical so listings and the OpenAPI document are stable.
 const PLUGINS: &[Plugin] = &[
-    Plugin { name: "acl", schema: acl::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
+    Plugin {
+        name: "acl",
+        schema: acl::schema,
+        protocols: HTTP,
+        supported: HTTP,
+        no_consumer: true,
+    },
     Plugin {
         name: "correlation-id",
         schema: correlation_id::schema,
@@ -52,7 +67,13 @@ const PLUGINS: &[Plugin] = &[
         supported: HTTP,
         no_consumer: false,
     },
-    Plugin { name: "cors", schema: cors::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
+    Plugin {
+        name: "cors",
+        schema: cors::schema,
+        protocols: HTTP,
+        supported: HTTP,
+        no_consumer: true,
+    },
     Plugin {
         name: "ip-restriction",
         schema: ip_restriction::schema,
@@ -60,9 +81,27 @@ const PLUGINS: &[Plugin] = &[
         supported: ALL,
         no_consumer: false,
     },
-    Plugin { name: "jwt", schema: jwt::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
-    Plugin { name: "key-auth", schema: key_auth::schema, protocols: HTTP, supported: HTTP, no_consumer: true },
-    Plugin { name: "proxy-cache", schema: proxy_cache::schema, protocols: HTTP, supported: ALL, no_consumer: false },
+    Plugin {
+        name: "jwt",
+        schema: jwt::schema,
+        protocols: HTTP,
+        supported: HTTP,
+        no_consumer: true,
+    },
+    Plugin {
+        name: "key-auth",
+        schema: key_auth::schema,
+        protocols: HTTP,
+        supported: HTTP,
+        no_consumer: true,
+    },
+    Plugin {
+        name: "proxy-cache",
+        schema: proxy_cache::schema,
+        protocols: HTTP,
+        supported: ALL,
+        no_consumer: false,
+    },
     Plugin {
         name: "rate-limiting",
         schema: rate_limiting::schema,
@@ -104,10 +143,12 @@ fn find(name: &str) -> Option<&'static Plugin> {
     PLUGINS.iter().find(|p| p.name == name)
 }
 
-static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| PLUGINS.iter().map(|p| p.name).collect());
+static NAMES: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| PLUGINS.iter().map(|p| p.name).collect());
 
 /// Built once; index-aligned with `PLUGINS`.
-static SCHEMAS: LazyLock<Vec<Record>> = LazyLock::new(|| PLUGINS.iter().map(|p| (p.schema)()).collect());
+static SCHEMAS: LazyLock<Vec<Record>> =
+    LazyLock::new(|| PLUGINS.iter().map(|p| (p.schema)()).collect());
 
 /// Every plugin Gantry knows, by Kong name, in a stable order.
 pub fn names() -> &'static [&'static str] {
@@ -116,7 +157,10 @@ pub fn names() -> &'static [&'static str] {
 
 /// The config schema of one plugin.
 pub fn config_schema(name: &str) -> Option<&'static Record> {
-    PLUGINS.iter().position(|p| p.name == name).map(|i| &SCHEMAS[i])
+    PLUGINS
+        .iter()
+        .position(|p| p.name == name)
+        .map(|i| &SCHEMAS[i])
 }
 
 /// Default of a plugin's `protocols` field (Kong's default for plugins,
@@ -162,7 +206,9 @@ pub fn validate_config(name: &str, config: &Value, mode: Input) -> Result<Value,
         Value::Object(_) => config.clone(),
         _ => return Err(schema::field_error("config", "expected a record")),
     };
-    normalize(name, &mut config).and_then(|()| schema::validate(record, &config, mode)).map_err(lift)
+    normalize(name, &mut config)
+        .and_then(|()| schema::validate(record, &config, mode))
+        .map_err(lift)
 }
 
 /// Moves the config record's `@entity` list up to the plugin level, where
@@ -195,14 +241,23 @@ mod tests {
             }
         }
         assert!(config_schema("nope").is_none());
-        assert_eq!(default_protocols("cors"), ["grpc", "grpcs", "http", "https"]);
-        assert_eq!(default_protocols("ip-restriction"), ["http", "https", "tcp", "tls", "grpc", "grpcs"]);
+        assert_eq!(
+            default_protocols("cors"),
+            ["grpc", "grpcs", "http", "https"]
+        );
+        assert_eq!(
+            default_protocols("ip-restriction"),
+            ["http", "https", "tcp", "tls", "grpc", "grpcs"]
+        );
         assert!(!allows_consumer("key-auth") && allows_consumer("rate-limiting"));
     }
 
     #[test]
     fn schemas_are_built_once() {
-        assert!(std::ptr::eq(config_schema("jwt").unwrap(), config_schema("jwt").unwrap()));
+        assert!(std::ptr::eq(
+            config_schema("jwt").unwrap(),
+            config_schema("jwt").unwrap()
+        ));
     }
 
     #[test]
@@ -214,11 +269,24 @@ mod tests {
              'config.hour', 'config.day', 'config.month', 'config.year'"
         );
         assert!(e.get("config").is_none());
-        let e = validate_config("rate-limiting", &json!({"minute": 5, "limit_by": "header"}), Input::Json).unwrap_err();
+        let e = validate_config(
+            "rate-limiting",
+            &json!({"minute": 5, "limit_by": "header"}),
+            Input::Json,
+        )
+        .unwrap_err();
         assert_eq!(e["config"]["header_name"], "required field missing");
-        assert_eq!(e["@entity"][0], "failed conditional validation given value of field 'config.limit_by'");
+        assert_eq!(
+            e["@entity"][0],
+            "failed conditional validation given value of field 'config.limit_by'"
+        );
         let e = validate_config("nope", &json!({}), Input::Json).unwrap_err();
-        assert!(e["name"].as_str().unwrap().starts_with("plugin 'nope' not enabled"));
+        assert!(
+            e["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("plugin 'nope' not enabled")
+        );
     }
 
     #[test]

@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(c["content_type"], json!(["text/plain", "application/json"]));
         assert_eq!(c["cache_ttl"], 300);
         assert_eq!(c["memory"], json!({"dictionary_name": "kong_db_cache"}));
-        assert_eq!(c["response_headers"], json!({"age": true, "X-Cache-Status": true, "X-Cache-Key": true}));
+        assert_eq!(
+            c["response_headers"],
+            json!({"age": true, "X-Cache-Status": true, "X-Cache-Key": true})
+        );
         assert_eq!(c["max_size_bytes"], 104_857_600);
         assert_eq!(c["ignore_uri_case"], false);
 
@@ -99,12 +102,18 @@ mod tests {
             bad(json!({"strategy": "memory", "response_code": []}))["response_code"],
             "length must be at least 1"
         );
-        assert_eq!(bad(json!({"strategy": "memory", "response_code": ""}))["response_code"], "expected an array");
+        assert_eq!(
+            bad(json!({"strategy": "memory", "response_code": ""}))["response_code"],
+            "expected an array"
+        );
         assert_eq!(
             bad(json!({"strategy": "memory", "response_code": [123.5]}))["response_code"],
             json!(["expected an integer"])
         );
-        assert_eq!(bad(json!({"strategy": "memory", "cache_ttl": -1}))["cache_ttl"], "value must be greater than 0");
+        assert_eq!(
+            bad(json!({"strategy": "memory", "cache_ttl": -1}))["cache_ttl"],
+            "value must be greater than 0"
+        );
         assert_eq!(
             bad(json!({"strategy": "memory", "request_method": ["DELETE"]}))["request_method"][0],
             "expected one of: HEAD, GET, POST, PATCH, PUT"

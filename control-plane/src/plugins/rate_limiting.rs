@@ -2,7 +2,9 @@
 //! deprecated `redis_*` shorthands), plus Gantry's Redis Cluster nodes,
 //! `consumer-group` limiting and `window_type`.
 
-use super::common::{at_least_one_of, conditional, entity_errors, gt_zero, header_name, host, is_nonempty, path, sni};
+use super::common::{
+    at_least_one_of, conditional, entity_errors, gt_zero, header_name, host, is_nonempty, path, sni,
+};
 use crate::schema::{Field, FieldErrors, Record, field_error, merge_errors};
 use serde_json::{Map, Value, json};
 
@@ -50,8 +52,18 @@ pub fn schema() -> Record {
 /// Kong's `kong.tools.redis.schema`, plus Redis Cluster as in Kong Enterprise.
 fn redis() -> Record {
     let node = Record::new()
-        .field("ip", Field::string().required().default(json!("127.0.0.1")).custom(host).describe("Node host or IP."))
-        .field("port", Field::integer().default(json!(6379)).between(0.0, 65535.0));
+        .field(
+            "ip",
+            Field::string()
+                .required()
+                .default(json!("127.0.0.1"))
+                .custom(host)
+                .describe("Node host or IP."),
+        )
+        .field(
+            "port",
+            Field::integer().default(json!(6379)).between(0.0, 65535.0),
+        );
     Record::new()
         .field("host", Field::string().custom(host))
         .field("port", Field::integer().default(json!(6379)).between(0.0, 65535.0))
@@ -97,10 +109,14 @@ fn periods_and_sync_rate(c: &Map<String, Value>) -> Result<(), FieldErrors> {
     let sync = num(c, "sync_rate").unwrap_or(-1.0);
     let redis = c.get("policy").is_some_and(|p| p == "redis");
     if !redis && sync != -1.0 {
-        return entity_errors(vec!["sync_rate can only be used with the redis policy".into()]);
+        return entity_errors(vec![
+            "sync_rate can only be used with the redis policy".into(),
+        ]);
     }
     if redis && sync != -1.0 && sync < 0.02 {
-        return entity_errors(vec!["sync_rate must be greater than 0.02, or -1 to disable".into()]);
+        return entity_errors(vec![
+            "sync_rate must be greater than 0.02, or -1 to disable".into(),
+        ]);
     }
     Ok(())
 }
@@ -110,7 +126,10 @@ fn periods_and_sync_rate(c: &Map<String, Value>) -> Result<(), FieldErrors> {
 fn redis_when_policy_redis(c: &Map<String, Value>) -> Result<(), FieldErrors> {
     let empty = Map::new();
     let r = c.get("redis").and_then(Value::as_object).unwrap_or(&empty);
-    let (has_host, has_nodes) = (is_nonempty(r.get("host")), is_nonempty(r.get("cluster_nodes")));
+    let (has_host, has_nodes) = (
+        is_nonempty(r.get("host")),
+        is_nonempty(r.get("cluster_nodes")),
+    );
     if has_host && has_nodes {
         return entity_errors(vec![
             "only one or none of these fields must be set: 'config.redis.host', 'config.redis.cluster_nodes'".into(),
@@ -131,7 +150,10 @@ fn redis_when_policy_redis(c: &Map<String, Value>) -> Result<(), FieldErrors> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(conditional("policy", Map::from_iter([("redis".to_string(), Value::Object(missing))])))
+    Err(conditional(
+        "policy",
+        Map::from_iter([("redis".to_string(), Value::Object(missing))]),
+    ))
 }
 
 /// Kong's conditionals: `limit_by = header|path` needs `header_name|path`.
@@ -142,7 +164,10 @@ fn limit_by_needs_its_field(c: &Map<String, Value>) -> Result<(), FieldErrors> {
         _ => return Ok(()),
     };
     if c.get(field).is_none_or(Value::is_null) {
-        return Err(conditional("limit_by", field_error(field, "required field missing")));
+        return Err(conditional(
+            "limit_by",
+            field_error(field, "required field missing"),
+        ));
     }
     Ok(())
 }
@@ -163,10 +188,14 @@ const SHORTHANDS: &[(&str, &str)] = &[
 /// Moves `redis_*` into `redis.*`. As in Kong, the canonical field wins when
 /// both are given and a differing value is an error on the shorthand.
 pub fn normalize(config: &mut Value) -> Result<(), FieldErrors> {
-    let Value::Object(cfg) = config else { return Ok(()) };
+    let Value::Object(cfg) = config else {
+        return Ok(());
+    };
     let mut errors = Map::new();
     for (old, new) in SHORTHANDS {
-        let Some(value) = cfg.remove(*old) else { continue };
+        let Some(value) = cfg.remove(*old) else {
+            continue;
+        };
         if value.is_null() {
             continue;
         }
@@ -174,7 +203,9 @@ pub fn normalize(config: &mut Value) -> Result<(), FieldErrors> {
         if redis.is_null() {
             *redis = json!({});
         }
-        let Value::Object(redis) = redis else { continue }; // the schema reports "expected a record"
+        let Value::Object(redis) = redis else {
+            continue;
+        }; // the schema reports "expected a record"
         match redis.get(*new) {
             Some(cur) if !cur.is_null() && plain(cur) != plain(&value) => {
                 let msg = format!(
@@ -190,7 +221,11 @@ pub fn normalize(config: &mut Value) -> Result<(), FieldErrors> {
             }
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Lua's `tostring`, near enough: strings unquoted, so form input compares
@@ -241,23 +276,44 @@ mod tests {
         let e = v(json!({"minute": 0})).unwrap_err();
         assert_eq!(e["minute"], "value must be greater than 0");
         let e = v(json!({"second": 20, "hour": 10})).unwrap_err();
-        assert_eq!(e["@entity"][0], "The limit for hour(10.0) cannot be lower than the limit for second(20.0)");
-        let e = v(json!({"second": 10, "minute": 20, "hour": 30, "day": 40, "month": 60, "year": 50})).unwrap_err();
-        assert_eq!(e["@entity"][0], "The limit for year(50.0) cannot be lower than the limit for month(60.0)");
-        assert!(v(json!({"second": 10, "limit_by": "header", "header_name": "X-App-Version"})).is_ok());
+        assert_eq!(
+            e["@entity"][0],
+            "The limit for hour(10.0) cannot be lower than the limit for second(20.0)"
+        );
+        let e =
+            v(json!({"second": 10, "minute": 20, "hour": 30, "day": 40, "month": 60, "year": 50}))
+                .unwrap_err();
+        assert_eq!(
+            e["@entity"][0],
+            "The limit for year(50.0) cannot be lower than the limit for month(60.0)"
+        );
+        assert!(
+            v(json!({"second": 10, "limit_by": "header", "header_name": "X-App-Version"})).is_ok()
+        );
         let e = v(json!({"second": 10, "limit_by": "header"})).unwrap_err();
         assert_eq!(e["header_name"], "required field missing");
         let e = v(json!({"second": 10, "limit_by": "path"})).unwrap_err();
         assert_eq!(e["path"], "required field missing");
-        assert_eq!(e["@entity"][0], "failed conditional validation given value of field 'config.limit_by'");
+        assert_eq!(
+            e["@entity"][0],
+            "failed conditional validation given value of field 'config.limit_by'"
+        );
         let e = v(json!({"second": 10, "limit_by": "path", "path": "nope"})).unwrap_err();
         assert_eq!(e["path"], "should start with: /");
         let e = v(json!({"second": 10, "policy": "redis", "redis": {"port": 6379}})).unwrap_err();
         assert_eq!(e["redis"]["host"], "required field missing");
         let e = v(json!({"second": 10, "sync_rate": 1})).unwrap_err();
-        assert_eq!(e["@entity"][0], "sync_rate can only be used with the redis policy");
-        let e = v(json!({"second": 10, "policy": "redis", "redis": {"host": "r"}, "sync_rate": 0.01})).unwrap_err();
-        assert_eq!(e["@entity"][0], "sync_rate must be greater than 0.02, or -1 to disable");
+        assert_eq!(
+            e["@entity"][0],
+            "sync_rate can only be used with the redis policy"
+        );
+        let e =
+            v(json!({"second": 10, "policy": "redis", "redis": {"host": "r"}, "sync_rate": 0.01}))
+                .unwrap_err();
+        assert_eq!(
+            e["@entity"][0],
+            "sync_rate must be greater than 0.02, or -1 to disable"
+        );
         let e = v(json!({"second": 1, "policy": "memcached"})).unwrap_err();
         assert_eq!(e["policy"], "expected one of: local, cluster, redis");
         let e = v(json!({"second": 1, "redis": {"host": "r:6379"}})).unwrap_err();
@@ -272,22 +328,38 @@ mod tests {
             c["redis"]["cluster_nodes"],
             json!([{"ip": "10.0.0.1", "port": 6379}, {"ip": "10.0.0.2", "port": 7000}])
         );
-        let e = v(json!({"second": 1, "redis": {"host": "r", "cluster_nodes": [{"ip": "10.0.0.1"}]}})).unwrap_err();
-        assert!(e["@entity"][0].as_str().unwrap().starts_with("only one or none of these fields must be set"));
+        let e =
+            v(json!({"second": 1, "redis": {"host": "r", "cluster_nodes": [{"ip": "10.0.0.1"}]}}))
+                .unwrap_err();
+        assert!(
+            e["@entity"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("only one or none of these fields must be set")
+        );
     }
 
     #[test]
     fn password_is_secret() {
         let s = super::schema();
-        let mut c =
-            validate(&s, &json!({"second": 1, "redis": {"host": "r", "password": "hunter2"}}), Input::Json).unwrap();
+        let mut c = validate(
+            &s,
+            &json!({"second": 1, "redis": {"host": "r", "password": "hunter2"}}),
+            Input::Json,
+        )
+        .unwrap();
         crate::schema::redact(&s, &mut c);
         assert_eq!(c["redis"]["password"], crate::schema::REDACTED);
     }
 
     #[test]
     fn form_coercion() {
-        let c = validate(&super::schema(), &json!({"minute": "100", "redis": {"port": "6380"}}), Input::Form).unwrap();
+        let c = validate(
+            &super::schema(),
+            &json!({"minute": "100", "redis": {"port": "6380"}}),
+            Input::Form,
+        )
+        .unwrap();
         assert_eq!(c["minute"].as_f64(), Some(100.0));
         assert_eq!(c["redis"]["port"], 6380);
         let e = validate(&super::schema(), &json!({"minute": "lots"}), Input::Form).unwrap_err();

@@ -7,13 +7,21 @@ pub fn schema() -> Record {
     Record::new()
         .field(
             "allowed_payload_size",
-            Field::integer().default(json!(128)).describe("Largest request body allowed, in `size_unit`s."),
+            Field::integer()
+                .default(json!(128))
+                .describe("Largest request body allowed, in `size_unit`s."),
         )
         .field(
             "size_unit",
-            Field::string().required().default(json!("megabytes")).one_of(&["megabytes", "kilobytes", "bytes"]),
+            Field::string()
+                .required()
+                .default(json!("megabytes"))
+                .one_of(&["megabytes", "kilobytes", "bytes"]),
         )
-        .field("require_content_length", Field::boolean().required().default(json!(false)))
+        .field(
+            "require_content_length",
+            Field::boolean().required().default(json!(false)),
+        )
 }
 
 #[cfg(test)]
@@ -25,9 +33,15 @@ mod tests {
     fn defaults_and_checks() {
         let s = super::schema();
         let c = validate(&s, &json!({}), Input::Json).unwrap();
-        assert_eq!(c, json!({"allowed_payload_size": 128, "size_unit": "megabytes", "require_content_length": false}));
+        assert_eq!(
+            c,
+            json!({"allowed_payload_size": 128, "size_unit": "megabytes", "require_content_length": false})
+        );
         let e = validate(&s, &json!({"size_unit": "gigabytes"}), Input::Json).unwrap_err();
-        assert_eq!(e["size_unit"], "expected one of: megabytes, kilobytes, bytes");
+        assert_eq!(
+            e["size_unit"],
+            "expected one of: megabytes, kilobytes, bytes"
+        );
         let e = validate(&s, &json!({"allowed_payload_size": 1.5}), Input::Json).unwrap_err();
         assert_eq!(e["allowed_payload_size"], "expected an integer");
         let c = validate(&s, &json!({"allowed_payload_size": "10"}), Input::Form).unwrap();

@@ -10,23 +10,44 @@ pub fn schema() -> Record {
     Record::new()
         .field(
             "http_method",
-            Field::string().custom(upper_method).describe("Changes the HTTP method of the upstream request."),
+            Field::string()
+                .custom(upper_method)
+                .describe("Changes the HTTP method of the upstream request."),
         )
         .field("remove", Field::record(part(plain(), array(header))))
-        .field("rename", Field::record(part(array(name_value), array(header_pair))))
-        .field("replace", Field::record(part(array(name_value), array(header_value)).field("uri", Field::string())))
-        .field("add", Field::record(part(array(name_value), array(header_value))))
-        .field("append", Field::record(part(array(name_value), array(header_value))))
+        .field(
+            "rename",
+            Field::record(part(array(name_value), array(header_pair))),
+        )
+        .field(
+            "replace",
+            Field::record(
+                part(array(name_value), array(header_value)).field("uri", Field::string()),
+            ),
+        )
+        .field(
+            "add",
+            Field::record(part(array(name_value), array(header_value))),
+        )
+        .field(
+            "append",
+            Field::record(part(array(name_value), array(header_value))),
+        )
 }
 
 /// A `{body, headers, querystring}` record; body and querystring share a shape.
 fn part(body_qs: Field, headers: Field) -> Record {
-    Record::new().field("body", body_qs.clone()).field("headers", headers).field("querystring", body_qs)
+    Record::new()
+        .field("body", body_qs.clone())
+        .field("headers", headers)
+        .field("querystring", body_qs)
 }
 
 /// Kong's arrays here are all `required` with default `{}`.
 fn array(check: crate::schema::Custom) -> Field {
-    Field::array(Field::string().custom(check)).required().default(json!([]))
+    Field::array(Field::string().custom(check))
+        .required()
+        .default(json!([]))
 }
 
 fn plain() -> Field {
@@ -36,7 +57,11 @@ fn plain() -> Field {
 /// `typedefs.http_method`: `match = "^%u+$"`.
 fn upper_method(v: &Value) -> Result<(), String> {
     let m = v.as_str().unwrap_or_default();
-    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) { Ok(()) } else { Err(format!("invalid value: {m}")) }
+    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(format!("invalid value: {m}"))
+    }
 }
 
 /// Lua's `pair:match("^([^:]+):*(.-)$")`: name up to the first colon, value
@@ -50,7 +75,11 @@ fn split(pair: &str) -> (&str, &str) {
 
 /// Kong's `match = "^[^:]+:.*$"`.
 fn has_colon(pair: &str) -> Result<(), String> {
-    if split(pair).0.is_empty() || !pair.contains(':') { Err(format!("invalid value: {pair}")) } else { Ok(()) }
+    if split(pair).0.is_empty() || !pair.contains(':') {
+        Err(format!("invalid value: {pair}"))
+    } else {
+        Ok(())
+    }
 }
 
 fn bad_header(name: &str) -> String {
@@ -60,7 +89,11 @@ fn bad_header(name: &str) -> String {
 /// remove.headers: a bare header name (anything after a colon is ignored).
 fn header(v: &Value) -> Result<(), String> {
     let name = split(v.as_str().unwrap_or_default()).0;
-    if is_header_name(name) { Ok(()) } else { Err(bad_header(name)) }
+    if is_header_name(name) {
+        Ok(())
+    } else {
+        Err(bad_header(name))
+    }
 }
 
 /// add/append/replace.headers: `name:value` with a valid name.
@@ -74,7 +107,11 @@ fn header_value(v: &Value) -> Result<(), String> {
 fn header_pair(v: &Value) -> Result<(), String> {
     header_value(v)?;
     let new = split(v.as_str().unwrap_or_default()).1;
-    if is_header_name(new) { Ok(()) } else { Err(bad_header(new)) }
+    if is_header_name(new) {
+        Ok(())
+    } else {
+        Err(bad_header(new))
+    }
 }
 
 /// Kong's `check_for_value`: `name:value`, value non-empty and a valid template.
@@ -150,7 +187,11 @@ fn expression(expr: &str) -> Result<(), String> {
         prev_operand = operand;
         seen = true;
     }
-    if seen { Ok(()) } else { Err("empty expression".into()) }
+    if seen {
+        Ok(())
+    } else {
+        Err("empty expression".into())
+    }
 }
 
 #[cfg(test)]
@@ -168,15 +209,23 @@ mod tests {
         let empty = json!({"body": [], "headers": [], "querystring": []});
         assert_eq!(c["remove"], empty);
         assert_eq!(c["add"], empty);
-        assert_eq!(c["replace"], json!({"body": [], "headers": [], "querystring": [], "uri": null}));
+        assert_eq!(
+            c["replace"],
+            json!({"body": [], "headers": [], "querystring": [], "uri": null})
+        );
         assert_eq!(c["http_method"], Value::Null);
     }
 
     #[test]
     fn kong_checks() {
         assert!(v(json!({"http_method": "GET"})).is_ok());
-        assert_eq!(v(json!({"http_method": "HELLO!"})).unwrap_err()["http_method"], "invalid value: HELLO!");
-        assert!(v(json!({"add": {"querystring": ["p1:$(uri_captures.user1)", "p2:value"]}})).is_ok());
+        assert_eq!(
+            v(json!({"http_method": "HELLO!"})).unwrap_err()["http_method"],
+            "invalid value: HELLO!"
+        );
+        assert!(
+            v(json!({"add": {"querystring": ["p1:$(uri_captures.user1)", "p2:value"]}})).is_ok()
+        );
         assert!(v(json!({"add": {"querystring": ["a:$(query_params[\"x\"] or 'd')"]}})).is_ok());
         let e = v(json!({"add": {"querystring": ["uri_param2:"]}})).unwrap_err();
         assert_eq!(e["add"]["querystring"][0], "key 'uri_param2' has no value");
@@ -193,9 +242,15 @@ mod tests {
         assert_eq!(e["add"]["headers"][0], "'X Foo' is not a valid header");
         let e = v(json!({"rename": {"headers": ["X-Old:X New"]}})).unwrap_err();
         assert_eq!(e["rename"]["headers"][0], "'X New' is not a valid header");
-        assert!(v(json!({"rename": {"headers": ["X-Old:X-New"]}, "remove": {"headers": ["X-Gone"]}})).is_ok());
+        assert!(
+            v(json!({"rename": {"headers": ["X-Old:X-New"]}, "remove": {"headers": ["X-Gone"]}}))
+                .is_ok()
+        );
         let e = v(json!({"remove": {"headers": ["bad header"]}})).unwrap_err();
-        assert_eq!(e["remove"]["headers"][0], "'bad header' is not a valid header");
+        assert_eq!(
+            e["remove"]["headers"][0],
+            "'bad header' is not a valid header"
+        );
         assert!(v(json!({"replace": {"uri": "/new/$(uri_captures.id)"}})).is_ok());
         let e = v(json!({"remove": {"unknown": []}})).unwrap_err();
         assert_eq!(e["remove"]["unknown"], "unknown field");
@@ -203,7 +258,12 @@ mod tests {
 
     #[test]
     fn form_arrays() {
-        let c = validate(&super::schema(), &json!({"add": {"headers": "X-A:1"}}), Input::Form).unwrap();
+        let c = validate(
+            &super::schema(),
+            &json!({"add": {"headers": "X-A:1"}}),
+            Input::Form,
+        )
+        .unwrap();
         assert_eq!(c["add"]["headers"], json!(["X-A:1"]));
     }
 }

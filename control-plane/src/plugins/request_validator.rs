@@ -8,8 +8,18 @@ use serde_json::{Map, Value, json};
 
 pub fn schema() -> Record {
     let parameter = Record::new()
-        .field("in", Field::string().required().one_of(&["query", "header", "path"]))
-        .field("name", Field::string().required().describe("Parameter name; for `path`, the route's named capture."))
+        .field(
+            "in",
+            Field::string()
+                .required()
+                .one_of(&["query", "header", "path"]),
+        )
+        .field(
+            "name",
+            Field::string()
+                .required()
+                .describe("Parameter name; for `path`, the route's named capture."),
+        )
         .field("required", Field::boolean().required())
         .field(
             "style",
@@ -26,13 +36,17 @@ pub fn schema() -> Record {
         .field("explode", Field::boolean())
         .field(
             "schema",
-            Field::string().custom(parameter_schema).describe("JSON Schema (draft 4) with a top-level `type`."),
+            Field::string()
+                .custom(parameter_schema)
+                .describe("JSON Schema (draft 4) with a top-level `type`."),
         )
         .check(style_explode_schema_together);
     Record::new()
         .field(
             "body_schema",
-            Field::string().custom(body_schema).describe("JSON Schema (draft 4) of the request body."),
+            Field::string()
+                .custom(body_schema)
+                .describe("JSON Schema (draft 4) of the request body."),
         )
         .field(
             "allowed_content_types",
@@ -44,20 +58,37 @@ pub fn schema() -> Record {
                 .required()
                 .default(json!("draft4"))
                 .one_of(&["draft4"])
-                .describe("Validator: JSON Schema draft 4. Kong's legacy `kong` format is not supported."),
+                .describe(
+                    "Validator: JSON Schema draft 4. Kong's legacy `kong` format is not supported.",
+                ),
         )
         .field("parameter_schema", Field::array(Field::record(parameter)))
-        .field("verbose_response", Field::boolean().required().default(json!(false)))
-        .field("content_type_parameter_validation", Field::boolean().required().default(json!(true)))
-        .check(|c| entity_errors(at_least_one_of(c, &["body_schema", "parameter_schema"]).into_iter().collect()))
+        .field(
+            "verbose_response",
+            Field::boolean().required().default(json!(false)),
+        )
+        .field(
+            "content_type_parameter_validation",
+            Field::boolean().required().default(json!(true)),
+        )
+        .check(|c| {
+            entity_errors(
+                at_least_one_of(c, &["body_schema", "parameter_schema"])
+                    .into_iter()
+                    .collect(),
+            )
+        })
 }
 
 /// `type/subtype` with optional `; parameters`, e.g. `application/json; charset=UTF-8`.
 fn content_type(v: &Value) -> Result<(), String> {
     let s = v.as_str().unwrap_or_default();
     let essence = s.split(';').next().unwrap_or_default().trim();
-    let token =
-        |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    };
     match essence.split_once('/') {
         Some((t, sub)) if token(t) && token(sub) => Ok(()),
         _ => Err(format!("invalid value: {s}")),
@@ -71,12 +102,19 @@ fn body_schema(v: &Value) -> Result<(), String> {
 /// Parameter schemas need a top-level `type` to deserialise the raw value.
 fn parameter_schema(v: &Value) -> Result<(), String> {
     let doc = parse_schema(v)?;
-    if doc.get("type").is_none() { Err("the schema must have a top-level 'type'".into()) } else { Ok(()) }
+    if doc.get("type").is_none() {
+        Err("the schema must have a top-level 'type'".into())
+    } else {
+        Ok(())
+    }
 }
 
 fn parse_schema(v: &Value) -> Result<Map<String, Value>, String> {
-    let doc: Value = serde_json::from_str(v.as_str().unwrap_or_default()).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(obj) = doc else { return Err("expected a JSON Schema object".into()) };
+    let doc: Value = serde_json::from_str(v.as_str().unwrap_or_default())
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(obj) = doc else {
+        return Err("expected a JSON Schema object".into());
+    };
     check_schema(&obj, "").map_err(|e| format!("invalid JSON Schema: {e}"))?;
     Ok(obj)
 }
@@ -84,7 +122,9 @@ fn parse_schema(v: &Value) -> Result<Map<String, Value>, String> {
 /// The parts of the draft 4 metaschema that catch real mistakes: type
 /// names, and the shapes of `properties`, `items` and `required`.
 fn check_schema(s: &Map<String, Value>, at: &str) -> Result<(), String> {
-    const TYPES: &[&str] = &["array", "boolean", "integer", "null", "number", "object", "string"];
+    const TYPES: &[&str] = &[
+        "array", "boolean", "integer", "null", "number", "object", "string",
+    ];
     let valid_type = |t: &Value| t.as_str().is_some_and(|t| TYPES.contains(&t));
     match s.get("type") {
         None => {}
@@ -93,15 +133,21 @@ fn check_schema(s: &Map<String, Value>, at: &str) -> Result<(), String> {
         Some(_) => return Err(format!("{at}type must be one of {}", quoted(TYPES))),
     }
     if let Some(req) = s.get("required") {
-        let ok = req.as_array().is_some_and(|r| !r.is_empty() && r.iter().all(Value::is_string));
+        let ok = req
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(Value::is_string));
         if !ok {
             return Err(format!("{at}required must be a non-empty array of strings"));
         }
     }
     if let Some(props) = s.get("properties") {
-        let Value::Object(props) = props else { return Err(format!("{at}properties must be an object")) };
+        let Value::Object(props) = props else {
+            return Err(format!("{at}properties must be an object"));
+        };
         for (name, sub) in props {
-            let Value::Object(sub) = sub else { return Err(format!("{at}properties.{name} must be a schema object")) };
+            let Value::Object(sub) = sub else {
+                return Err(format!("{at}properties.{name} must be a schema object"));
+            };
             check_schema(sub, &format!("{at}properties.{name}."))?;
         }
     }
@@ -112,7 +158,9 @@ fn check_schema(s: &Map<String, Value>, at: &str) -> Result<(), String> {
             Value::Object(sub) => check_schema(sub, &format!("{at}items.{i}.")),
             _ => Err(format!("{at}items.{i} must be a schema object")),
         }),
-        Some(_) => Err(format!("{at}items must be a schema object or an array of them")),
+        Some(_) => Err(format!(
+            "{at}items must be a schema object or an array of them"
+        )),
     }
 }
 
@@ -123,7 +171,10 @@ fn style_explode_schema_together(p: &Map<String, Value>) -> Result<(), FieldErro
     if set == 0 || set == F.len() {
         return Ok(());
     }
-    entity_errors(vec![format!("all or none of these fields must be set: {}", quoted(F))])
+    entity_errors(vec![format!(
+        "all or none of these fields must be set: {}",
+        quoted(F)
+    )])
 }
 
 #[cfg(test)]
@@ -137,7 +188,8 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = v(json!({"body_schema": "{\"type\": \"object\", \"required\": [\"name\"]}"})).unwrap();
+        let c =
+            v(json!({"body_schema": "{\"type\": \"object\", \"required\": [\"name\"]}"})).unwrap();
         assert_eq!(c["allowed_content_types"], json!(["application/json"]));
         assert_eq!(c["version"], "draft4");
         assert_eq!(c["verbose_response"], false);
@@ -150,15 +202,26 @@ mod tests {
         let e = v(json!({})).unwrap_err();
         assert_eq!(
             e["@entity"],
-            json!(["at least one of these fields must be non-empty: 'config.body_schema', 'config.parameter_schema'"])
+            json!([
+                "at least one of these fields must be non-empty: 'config.body_schema', 'config.parameter_schema'"
+            ])
         );
         let e = v(json!({"body_schema": "{not json"})).unwrap_err();
-        assert!(e["body_schema"].as_str().unwrap().starts_with("invalid JSON"));
+        assert!(
+            e["body_schema"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON")
+        );
         let e = v(json!({"body_schema": "[{\"name\": {\"type\": \"string\"}}]"})).unwrap_err();
         assert_eq!(e["body_schema"], "expected a JSON Schema object");
-        let e = v(json!({"body_schema": "{\"properties\": {\"a\": {\"type\": \"text\"}}}"})).unwrap_err();
+        let e = v(json!({"body_schema": "{\"properties\": {\"a\": {\"type\": \"text\"}}}"}))
+            .unwrap_err();
         assert!(
-            e["body_schema"].as_str().unwrap().starts_with("invalid JSON Schema: properties.a.type must be one of")
+            e["body_schema"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON Schema: properties.a.type must be one of")
         );
         let e = v(json!({"body_schema": "{}", "version": "kong"})).unwrap_err();
         assert_eq!(e["version"], "expected one of: draft4");
@@ -174,20 +237,32 @@ mod tests {
         let c = v(json!({"parameter_schema": [p]})).unwrap();
         assert_eq!(c["parameter_schema"][0]["in"], "path");
         let e = v(json!({"parameter_schema": [{"in": "cookie", "name": "x"}]})).unwrap_err();
-        assert_eq!(e["parameter_schema"][0]["in"], "expected one of: query, header, path");
-        assert_eq!(e["parameter_schema"][0]["required"], "required field missing");
+        assert_eq!(
+            e["parameter_schema"][0]["in"],
+            "expected one of: query, header, path"
+        );
+        assert_eq!(
+            e["parameter_schema"][0]["required"],
+            "required field missing"
+        );
         let e = v(json!({"parameter_schema": [{"in": "query", "name": "x", "required": false, "style": "form"}]}))
             .unwrap_err();
         assert_eq!(
             e["parameter_schema"][0]["@entity"][0],
             "all or none of these fields must be set: 'style', 'explode', 'schema'"
         );
-        let p =
-            json!({"in": "query", "name": "x", "required": false, "style": "form", "explode": true, "schema": "{}"});
+        let p = json!({"in": "query", "name": "x", "required": false, "style": "form", "explode": true, "schema": "{}"});
         let e = v(json!({"parameter_schema": [p]})).unwrap_err();
-        assert_eq!(e["parameter_schema"][0]["schema"], "the schema must have a top-level 'type'");
-        let c =
-            validate(&super::schema(), &json!({"body_schema": "{}", "verbose_response": "true"}), Input::Form).unwrap();
+        assert_eq!(
+            e["parameter_schema"][0]["schema"],
+            "the schema must have a top-level 'type'"
+        );
+        let c = validate(
+            &super::schema(),
+            &json!({"body_schema": "{}", "verbose_response": "true"}),
+            Input::Form,
+        )
+        .unwrap();
         assert_eq!(c["verbose_response"], true);
     }
 }

@@ -13,15 +13,28 @@ pub fn schema() -> Record {
                 Field::array(Field::string().one_of(&["boolean", "number", "string"]))
                     .required()
                     .default(json!([]))
-                    .describe("JSON type of each `json` value, by position: boolean, number or string."),
+                    .describe(
+                        "JSON type of each `json` value, by position: boolean, number or string.",
+                    ),
             )
             .field("headers", array(Some(colon)))
     };
     Record::new()
-        .field("remove", Field::record(Record::new().field("json", array(None)).field("headers", array(None))))
+        .field(
+            "remove",
+            Field::record(
+                Record::new()
+                    .field("json", array(None))
+                    .field("headers", array(None)),
+            ),
+        )
         .field(
             "rename",
-            Field::record(Record::new().field("json", array(Some(colon))).field("headers", array(Some(header_pair)))),
+            Field::record(
+                Record::new()
+                    .field("json", array(Some(colon)))
+                    .field("headers", array(Some(header_pair))),
+            ),
         )
         .field("replace", Field::record(with_types()))
         .field("add", Field::record(with_types()))
@@ -50,7 +63,11 @@ fn colon(v: &Value) -> Result<(), String> {
 /// rename.headers: `old:new`, both valid header names.
 fn header_pair(v: &Value) -> Result<(), String> {
     colon(v)?;
-    let (old, new) = v.as_str().unwrap_or_default().split_once(':').unwrap_or_default();
+    let (old, new) = v
+        .as_str()
+        .unwrap_or_default()
+        .split_once(':')
+        .unwrap_or_default();
     let new = new.trim_start_matches(':');
     for name in [old, new] {
         if !is_header_name(name) {
@@ -70,16 +87,46 @@ mod tests {
         let s = super::schema();
         let c = validate(&s, &json!({}), Input::Json).unwrap();
         assert_eq!(c["remove"], json!({"json": [], "headers": []}));
-        assert_eq!(c["add"], json!({"json": [], "json_types": [], "headers": []}));
+        assert_eq!(
+            c["add"],
+            json!({"json": [], "json_types": [], "headers": []})
+        );
         assert_eq!(c["rename"], json!({"json": [], "headers": []}));
-        assert!(validate(&s, &json!({"add": {"json": ["a:1"], "json_types": ["number"]}}), Input::Json).is_ok());
+        assert!(
+            validate(
+                &s,
+                &json!({"add": {"json": ["a:1"], "json_types": ["number"]}}),
+                Input::Json
+            )
+            .is_ok()
+        );
         let e = validate(&s, &json!({"add": {"json_types": ["object"]}}), Input::Json).unwrap_err();
-        assert_eq!(e["add"]["json_types"][0], "expected one of: boolean, number, string");
-        let e = validate(&s, &json!({"append": {"headers": ["nocolon"]}}), Input::Json).unwrap_err();
+        assert_eq!(
+            e["add"]["json_types"][0],
+            "expected one of: boolean, number, string"
+        );
+        let e = validate(
+            &s,
+            &json!({"append": {"headers": ["nocolon"]}}),
+            Input::Json,
+        )
+        .unwrap_err();
         assert_eq!(e["append"]["headers"][0], "invalid value: nocolon");
-        let e = validate(&s, &json!({"rename": {"headers": ["X-A:B C"]}}), Input::Json).unwrap_err();
+        let e = validate(
+            &s,
+            &json!({"rename": {"headers": ["X-A:B C"]}}),
+            Input::Json,
+        )
+        .unwrap_err();
         assert_eq!(e["rename"]["headers"][0], "'B C' is not a valid header");
         // remove takes bare names and, as in Kong, does not check them.
-        assert!(validate(&s, &json!({"remove": {"headers": ["any thing"]}}), Input::Json).is_ok());
+        assert!(
+            validate(
+                &s,
+                &json!({"remove": {"headers": ["any thing"]}}),
+                Input::Json
+            )
+            .is_ok()
+        );
     }
 }

@@ -38,8 +38,17 @@ pub(crate) fn channel_name(schema: Option<&str>) -> String {
 
 impl ChangeFeed {
     pub(crate) fn new(channel: String) -> Self {
-        let (tx, _) = watch::channel(FeedState { revision: -1, learned_at: now_ms() });
-        ChangeFeed { inner: Arc::new(Inner { tx, channel, tasks: Mutex::new(Vec::new()) }) }
+        let (tx, _) = watch::channel(FeedState {
+            revision: -1,
+            learned_at: now_ms(),
+        });
+        ChangeFeed {
+            inner: Arc::new(Inner {
+                tx,
+                channel,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        }
     }
 
     pub(crate) fn channel(&self) -> &str {
@@ -59,7 +68,10 @@ impl ChangeFeed {
     pub(crate) fn publish(&self, rev: i64) {
         self.inner.tx.send_if_modified(|s| {
             if rev > s.revision {
-                *s = FeedState { revision: rev, learned_at: now_ms() };
+                *s = FeedState {
+                    revision: rev,
+                    learned_at: now_ms(),
+                };
                 true
             } else {
                 false
@@ -75,7 +87,11 @@ impl ChangeFeed {
             tasks.push(tokio::spawn(listener));
         }
         if !cfg.feed_poll.is_zero() {
-            tasks.push(tokio::spawn(poll(self.clone(), store.clone(), cfg.feed_poll)));
+            tasks.push(tokio::spawn(poll(
+                self.clone(),
+                store.clone(),
+                cfg.feed_poll,
+            )));
         }
         Ok(())
     }
@@ -123,7 +139,9 @@ async fn listen(url: String, feed: ChangeFeed, store: Store) {
             match listener.try_recv().await {
                 Ok(Some(n)) => match n.payload().parse::<i64>() {
                     Ok(rev) => feed.publish(rev),
-                    Err(_) => tracing::warn!(payload = n.payload(), "change feed: unexpected payload"),
+                    Err(_) => {
+                        tracing::warn!(payload = n.payload(), "change feed: unexpected payload")
+                    }
                 },
                 Ok(None) => {
                     // The connection dropped; the next try_recv reconnects,

@@ -62,7 +62,12 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        StoreConfig { url: url.into(), schema: None, max_connections: 8, feed_poll: Duration::from_secs(1) }
+        StoreConfig {
+            url: url.into(),
+            schema: None,
+            max_connections: 8,
+            feed_poll: Duration::from_secs(1),
+        }
     }
 }
 
@@ -145,7 +150,8 @@ impl Store {
     /// Connects without migrating or listening (for `gantry-cp migrate`).
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
         install_default_drivers();
-        let backend = if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+        let backend = if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://")
+        {
             Backend::Postgres
         } else if cfg.url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -164,12 +170,23 @@ impl Store {
         if let Some(s) = &schema {
             // Create the schema on a throwaway connection before the pool
             // points its search_path at it.
-            let bootstrap = AnyPoolOptions::new().max_connections(1).connect(&cfg.url).await?;
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))).execute(&bootstrap).await?;
+            let bootstrap = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&cfg.url)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{s}\""
+            )))
+            .execute(&bootstrap)
+            .await?;
             bootstrap.close().await;
         }
         let mut opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { cfg.max_connections.min(4) } else { cfg.max_connections })
+            .max_connections(if backend == Backend::Sqlite {
+                cfg.max_connections.min(4)
+            } else {
+                cfg.max_connections
+            })
             .acquire_timeout(Duration::from_secs(10));
         let setup: Option<String> = match backend {
             Backend::Postgres => schema.as_ref().map(|s| format!("SET search_path TO \"{s}\"")),
@@ -195,7 +212,12 @@ impl Store {
         };
         let pool = opts.connect(&url).await?;
         let channel = feed::channel_name(schema.as_deref());
-        Ok(Store { pool, backend, write_lock: Arc::new(Mutex::new(())), feed: ChangeFeed::new(channel) })
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: Arc::new(Mutex::new(())),
+            feed: ChangeFeed::new(channel),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -233,17 +255,22 @@ impl Store {
 
     /// The newest committed revision.
     pub async fn current_revision(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT rev FROM config_head WHERE id = 1").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT rev FROM config_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
 
     pub async fn get(&self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
-        let row = sqlx::query("SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 AND rev_to IS NULL")
-            .bind(kind)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| parse_data(&r.try_get::<String, _>(0)?)).transpose()
+        let row = sqlx::query(
+            "SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 AND rev_to IS NULL",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| parse_data(&r.try_get::<String, _>(0)?))
+            .transpose()
     }
 
     pub async fn find_key(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -257,7 +284,9 @@ impl Store {
 
     /// One page of a collection, ordered by id.
     pub async fn list(&self, kind: &str, f: &ListFilter) -> Result<Page, StoreError> {
-        let mut sql = String::from("SELECT v.id, v.data FROM entity_versions v WHERE v.kind = $1 AND v.rev_to IS NULL");
+        let mut sql = String::from(
+            "SELECT v.id, v.data FROM entity_versions v WHERE v.kind = $1 AND v.rev_to IS NULL",
+        );
         let mut binds: Vec<String> = vec![kind.to_string()];
         let next_param = |binds: &mut Vec<String>, v: String| {
             binds.push(v);
@@ -271,10 +300,20 @@ impl Store {
             ));
         }
         if !f.tags.is_empty() {
-            let ps: Vec<String> = f.tags.iter().map(|t| next_param(&mut binds, t.clone())).collect();
-            let mut sub = format!("SELECT id FROM entity_tags WHERE kind = $1 AND tag IN ({})", ps.join(", "));
+            let ps: Vec<String> = f
+                .tags
+                .iter()
+                .map(|t| next_param(&mut binds, t.clone()))
+                .collect();
+            let mut sub = format!(
+                "SELECT id FROM entity_tags WHERE kind = $1 AND tag IN ({})",
+                ps.join(", ")
+            );
             if f.tags_all {
-                sub.push_str(&format!(" GROUP BY id HAVING COUNT(DISTINCT tag) = {}", f.tags.len()));
+                sub.push_str(&format!(
+                    " GROUP BY id HAVING COUNT(DISTINCT tag) = {}",
+                    f.tags.len()
+                ));
             }
             sql.push_str(&format!(" AND v.id IN ({sub})"));
         }
@@ -336,22 +375,23 @@ impl Store {
 
     /// The configuration as it was at revision `rev` (current when None).
     pub async fn state_at(&self, rev: Option<i64>) -> Result<Vec<Stored>, StoreError> {
-        let rows = match rev {
-            None => {
-                sqlx::query("SELECT kind, id, data FROM entity_versions WHERE rev_to IS NULL ORDER BY seq")
+        let rows =
+            match rev {
+                None => sqlx::query(
+                    "SELECT kind, id, data FROM entity_versions WHERE rev_to IS NULL ORDER BY seq",
+                )
+                .fetch_all(&self.pool)
+                .await?,
+                Some(n) => {
+                    sqlx::query(
+                        "SELECT kind, id, data FROM entity_versions \
+                     WHERE rev_from <= $1 AND (rev_to IS NULL OR rev_to > $1) ORDER BY seq",
+                    )
+                    .bind(n)
                     .fetch_all(&self.pool)
                     .await?
-            }
-            Some(n) => {
-                sqlx::query(
-                    "SELECT kind, id, data FROM entity_versions \
-                     WHERE rev_from <= $1 AND (rev_to IS NULL OR rev_to > $1) ORDER BY seq",
-                )
-                .bind(n)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+                }
+            };
         rows.iter().map(stored_from_row).collect()
     }
 
@@ -385,7 +425,12 @@ impl Store {
         Ok(out)
     }
 
-    async fn version_at(&self, kind: &str, id: &str, rev: i64) -> Result<Option<Value>, StoreError> {
+    async fn version_at(
+        &self,
+        kind: &str,
+        id: &str,
+        rev: i64,
+    ) -> Result<Option<Value>, StoreError> {
         let row = sqlx::query(
             "SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 \
              AND rev_from <= $3 AND (rev_to IS NULL OR rev_to > $3)",
@@ -395,19 +440,26 @@ impl Store {
         .bind(rev)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| parse_data(&r.try_get::<String, _>(0)?)).transpose()
+        row.map(|r| parse_data(&r.try_get::<String, _>(0)?))
+            .transpose()
     }
 
     pub async fn revision(&self, rev: i64) -> Result<Option<Revision>, StoreError> {
-        let row = sqlx::query("SELECT rev, created_at, actor, operation, summary FROM revisions WHERE rev = $1")
-            .bind(rev)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT rev, created_at, actor, operation, summary FROM revisions WHERE rev = $1",
+        )
+        .bind(rev)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(revision_from_row).transpose()
     }
 
     /// Revisions newest first, starting below `before` when given.
-    pub async fn revisions(&self, before: Option<i64>, size: usize) -> Result<Vec<Revision>, StoreError> {
+    pub async fn revisions(
+        &self,
+        before: Option<i64>,
+        size: usize,
+    ) -> Result<Vec<Revision>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT rev, created_at, actor, operation, summary FROM revisions WHERE rev < $1 ORDER BY rev DESC LIMIT {size}"
         )))
@@ -418,7 +470,11 @@ impl Store {
     }
 
     /// Audit entries newest first, starting below `before` when given.
-    pub async fn audit(&self, before: Option<i64>, size: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn audit(
+        &self,
+        before: Option<i64>,
+        size: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT seq, rev, at, actor, operation, kind, entity_id, before, after FROM audit \
              WHERE seq < $1 ORDER BY seq DESC LIMIT {size}"
@@ -454,7 +510,11 @@ pub(crate) fn parse_data(s: &str) -> Result<Value, StoreError> {
 }
 
 fn stored_from_row(r: &sqlx::any::AnyRow) -> Result<Stored, StoreError> {
-    Ok(Stored { kind: r.try_get(0)?, id: r.try_get(1)?, data: parse_data(&r.try_get::<String, _>(2)?)? })
+    Ok(Stored {
+        kind: r.try_get(0)?,
+        id: r.try_get(1)?,
+        data: parse_data(&r.try_get::<String, _>(2)?)?,
+    })
 }
 
 fn revision_from_row(r: &sqlx::any::AnyRow) -> Result<Revision, StoreError> {

@@ -21,7 +21,11 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
-    pub(super) async fn begin(store: &Store, guard: OwnedMutexGuard<()>, actor: &str) -> Result<Self, StoreError> {
+    pub(super) async fn begin(
+        store: &Store,
+        guard: OwnedMutexGuard<()>,
+        actor: &str,
+    ) -> Result<Self, StoreError> {
         // SQLite: take the write lock up front so a concurrent writer waits
         // on busy_timeout instead of failing a lock upgrade.
         let mut tx = match store.backend() {
@@ -56,12 +60,15 @@ impl WriteTx {
     }
 
     pub async fn get(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
-        let row = sqlx::query("SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 AND rev_to IS NULL")
-            .bind(kind)
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.map(|r| parse_data(&r.try_get::<String, _>(0)?)).transpose()
+        let row = sqlx::query(
+            "SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 AND rev_to IS NULL",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| parse_data(&r.try_get::<String, _>(0)?))
+            .transpose()
     }
 
     pub async fn find_key(&mut self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -74,22 +81,36 @@ impl WriteTx {
     }
 
     /// Current entities that reference (kind, id).
-    pub async fn referencing(&mut self, kind: &str, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn referencing(
+        &mut self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT kind, id FROM entity_refs WHERE ref_kind = $1 AND ref_id = $2 ORDER BY kind, id")
             .bind(kind)
             .bind(id)
             .fetch_all(&mut *self.tx)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Every current entity, as seen inside this transaction.
     pub async fn all_current(&mut self) -> Result<Vec<Stored>, StoreError> {
-        let rows = sqlx::query("SELECT kind, id, data FROM entity_versions WHERE rev_to IS NULL ORDER BY seq")
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT kind, id, data FROM entity_versions WHERE rev_to IS NULL ORDER BY seq",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
         rows.iter()
-            .map(|r| Ok(Stored { kind: r.try_get(0)?, id: r.try_get(1)?, data: parse_data(&r.try_get::<String, _>(2)?)? }))
+            .map(|r| {
+                Ok(Stored {
+                    kind: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    data: parse_data(&r.try_get::<String, _>(2)?)?,
+                })
+            })
             .collect()
     }
 
@@ -107,13 +128,15 @@ impl WriteTx {
         audit_after: Option<&Value>,
     ) -> Result<(), StoreError> {
         self.close_version(kind, id).await?;
-        sqlx::query("INSERT INTO entity_versions (kind, id, data, rev_from) VALUES ($1, $2, $3, $4)")
-            .bind(kind)
-            .bind(id)
-            .bind(data.to_string())
-            .bind(self.rev)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO entity_versions (kind, id, data, rev_from) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(data.to_string())
+        .bind(self.rev)
+        .execute(&mut *self.tx)
+        .await?;
         self.clear_index(kind, id).await?;
         for key in &index.keys {
             sqlx::query("INSERT INTO entity_keys (kind, key, id) VALUES ($1, $2, $3)")
@@ -124,13 +147,15 @@ impl WriteTx {
                 .await?;
         }
         for (rk, rid) in &index.refs {
-            sqlx::query("INSERT INTO entity_refs (kind, id, ref_kind, ref_id) VALUES ($1, $2, $3, $4)")
-                .bind(kind)
-                .bind(id)
-                .bind(rk.as_str())
-                .bind(rid.as_str())
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO entity_refs (kind, id, ref_kind, ref_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(kind)
+            .bind(id)
+            .bind(rk.as_str())
+            .bind(rid.as_str())
+            .execute(&mut *self.tx)
+            .await?;
         }
         for tag in &index.tags {
             sqlx::query("INSERT INTO entity_tags (kind, id, tag) VALUES ($1, $2, $3)")
@@ -140,33 +165,43 @@ impl WriteTx {
                 .execute(&mut *self.tx)
                 .await?;
         }
-        self.audit(operation, kind, id, audit_before, audit_after).await
+        self.audit(operation, kind, id, audit_before, audit_after)
+            .await
     }
 
     /// Deletes an entity; `before` for the audit must already be redacted.
-    pub async fn delete(&mut self, kind: &str, id: &str, audit_before: Option<&Value>) -> Result<(), StoreError> {
+    pub async fn delete(
+        &mut self,
+        kind: &str,
+        id: &str,
+        audit_before: Option<&Value>,
+    ) -> Result<(), StoreError> {
         self.close_version(kind, id).await?;
         self.clear_index(kind, id).await?;
         self.audit("delete", kind, id, audit_before, None).await
     }
 
     async fn close_version(&mut self, kind: &str, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE entity_versions SET rev_to = $1 WHERE kind = $2 AND id = $3 AND rev_to IS NULL")
-            .bind(self.rev)
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE entity_versions SET rev_to = $1 WHERE kind = $2 AND id = $3 AND rev_to IS NULL",
+        )
+        .bind(self.rev)
+        .bind(kind)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
     async fn clear_index(&mut self, kind: &str, id: &str) -> Result<(), StoreError> {
         for table in ["entity_keys", "entity_refs", "entity_tags"] {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE kind = $1 AND id = $2")))
-                .bind(kind)
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE kind = $1 AND id = $2"
+            )))
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }
@@ -202,7 +237,10 @@ impl WriteTx {
     pub async fn commit(mut self, operation: &str, summary: &str) -> Result<Commit, StoreError> {
         if self.changes == 0 {
             self.tx.rollback().await?;
-            return Ok(Commit { revision: self.rev - 1, changed: false });
+            return Ok(Commit {
+                revision: self.rev - 1,
+                changed: false,
+            });
         }
         sqlx::query("INSERT INTO revisions (rev, created_at, actor, operation, summary) VALUES ($1, $2, $3, $4, $5)")
             .bind(self.rev)
@@ -222,7 +260,10 @@ impl WriteTx {
         }
         self.tx.commit().await?;
         self.feed.publish(self.rev);
-        Ok(Commit { revision: self.rev, changed: true })
+        Ok(Commit {
+            revision: self.rev,
+            changed: true,
+        })
     }
 }
 

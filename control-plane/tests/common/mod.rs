@@ -34,9 +34,19 @@ impl Db {
         match backend {
             Backend::Sqlite => {
                 let file = std::env::temp_dir().join(format!("gantry-test-{tag}.db"));
-                Db { backend, url: format!("sqlite://{}", file.display()), schema: None, file: Some(file) }
+                Db {
+                    backend,
+                    url: format!("sqlite://{}", file.display()),
+                    schema: None,
+                    file: Some(file),
+                }
             }
-            Backend::Postgres => Db { backend, url: pg_url(), schema: Some(format!("gt_{tag}")), file: None },
+            Backend::Postgres => Db {
+                backend,
+                url: pg_url(),
+                schema: Some(format!("gt_{tag}")),
+                file: None,
+            },
         }
     }
 
@@ -68,13 +78,20 @@ impl Drop for Db {
             let url = self.url.clone();
             // Drop runs inside the test's runtime; clean up from a thread.
             let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
                 rt.block_on(async move {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-                            .execute(&mut c)
-                            .await;
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                        )))
+                        .execute(&mut c)
+                        .await;
                     }
                 });
             })
@@ -96,13 +113,21 @@ impl TestApp {
         let db = Db::new(backend);
         let store = Store::open(&db.config()).await.expect("open store");
         let sealer = Sealer::load(&store).await.expect("seal key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = router(Admin::new(store.clone(), sealer, addr.to_string()));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, db, server }
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            store,
+            db,
+            server,
+        }
     }
 
     pub async fn revision(&self) -> i64 {
@@ -113,21 +138,32 @@ impl TestApp {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, v)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.client.get(format!("{}{path}", self.base))).await
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.client.delete(format!("{}{path}", self.base))).await
+        self.send(self.client.delete(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn json(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        self.send(self.client.request(m, format!("{}{path}", self.base)).json(&body)).await
+        self.send(
+            self.client
+                .request(m, format!("{}{path}", self.base))
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -135,9 +171,16 @@ impl TestApp {
     }
 
     /// A form-encoded request, as `curl -d a=b` sends it.
-    pub async fn form(&self, method: &str, path: &str, pairs: &[(&str, &str)]) -> (StatusCode, Value) {
+    pub async fn form(
+        &self,
+        method: &str,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
         self.send(
             self.client
                 .request(m, format!("{}{path}", self.base))
@@ -148,10 +191,21 @@ impl TestApp {
     }
 
     /// A raw body with a content type.
-    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        self.send(self.client.request(m, format!("{}{path}", self.base)).header("content-type", content_type).body(body))
-            .await
+        self.send(
+            self.client
+                .request(m, format!("{}{path}", self.base))
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
     }
 }
 
