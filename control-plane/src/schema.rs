@@ -233,10 +233,10 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
             }
             // A record without an explicit default defaults to its own
             // defaults, as Kong fills nested records such as healthchecks.
-            if let Ty::Record(r) = &field.ty {
-                if let Ok(v) = validate_record(r, &Value::Object(Map::new()), mode) {
-                    return Ok(v);
-                }
+            if let Ty::Record(r) = &field.ty
+                && let Ok(v) = validate_record(r, &Value::Object(Map::new()), mode)
+            {
+                return Ok(v);
             }
             if field.required {
                 return Err(Value::String("required field missing".into()));
@@ -261,29 +261,28 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
         Some(v) => v,
     };
     let v = check_type(field, value, mode)?;
-    if let Some(allowed) = &field.one_of {
-        if !allowed.contains(&v) {
-            let list: Vec<String> = allowed
-                .iter()
-                .map(|a| match a {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
-            return Err(Value::String(format!(
-                "expected one of: {}",
-                list.join(", ")
-            )));
-        }
+    if let Some(allowed) = &field.one_of
+        && !allowed.contains(&v)
+    {
+        let list: Vec<String> = allowed
+            .iter()
+            .map(|a| match a {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        return Err(Value::String(format!(
+            "expected one of: {}",
+            list.join(", ")
+        )));
     }
-    if let Some((lo, hi)) = field.between {
-        if let Some(n) = v.as_f64() {
-            if n < lo || n > hi {
-                return Err(Value::String(format!(
-                    "value should be between {lo} and {hi}"
-                )));
-            }
-        }
+    if let Some((lo, hi)) = field.between
+        && let Some(n) = v.as_f64()
+        && (n < lo || n > hi)
+    {
+        return Err(Value::String(format!(
+            "value should be between {lo} and {hi}"
+        )));
     }
     if let Some(min) = field.len_min {
         let len = match &v {

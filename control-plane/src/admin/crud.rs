@@ -132,10 +132,10 @@ async fn get_impl(
     let (_, v) = resolve_in(&mut store, d, id, parent)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if let Some(p) = parent {
-        if v[p.field]["id"].as_str() != Some(p.id.as_str()) {
-            return Err(ApiError::NotFound);
-        }
+    if let Some(p) = parent
+        && v[p.field]["id"].as_str() != Some(p.id.as_str())
+    {
+        return Err(ApiError::NotFound);
     }
     Ok(Json(present(app, d, &v).await?).into_response())
 }

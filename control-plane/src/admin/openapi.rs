@@ -108,28 +108,36 @@ fn op(method: &str, summary: String, schema_ref: Option<&str>, params: &[&str]) 
 
 /// Expands the router table into concrete paths: generic entity routes
 /// become one path per collection (and per parent for nested ones).
-pub fn concrete_paths() -> Vec<(
-    String,
-    &'static [&'static str],
-    Option<&'static str>,
-    Vec<&'static str>,
-)> {
+/// One documented path: its template, methods, entity and path parameters.
+pub struct DocPath {
+    pub path: String,
+    pub methods: &'static [&'static str],
+    pub entity: Option<&'static str>,
+    pub params: Vec<&'static str>,
+}
+
+pub fn concrete_paths() -> Vec<DocPath> {
     let mut out = Vec::new();
     for (path, methods) in super::table().paths {
         match path {
             "/{collection}" => {
                 for d in ALL.iter() {
-                    out.push((format!("/{}", d.path), methods, Some(d.name), vec![]));
+                    out.push(DocPath {
+                        path: format!("/{}", d.path),
+                        methods,
+                        entity: Some(d.name),
+                        params: vec![],
+                    });
                 }
             }
             "/{collection}/{id}" => {
                 for d in ALL.iter() {
-                    out.push((
-                        format!("/{}/{{id}}", d.path),
+                    out.push(DocPath {
+                        path: format!("/{}/{{id}}", d.path),
                         methods,
-                        Some(d.name),
-                        vec!["id"],
-                    ));
+                        entity: Some(d.name),
+                        params: vec!["id"],
+                    });
                 }
             }
             "/{parent}/{parent_id}/{collection}" | "/{parent}/{parent_id}/{collection}/{id}" => {
@@ -145,7 +153,12 @@ pub fn concrete_paths() -> Vec<(
                             concrete.push_str("/{id}");
                             params.push("id");
                         }
-                        out.push((concrete, methods, Some(c.name), params));
+                        out.push(DocPath {
+                            path: concrete,
+                            methods,
+                            entity: Some(c.name),
+                            params,
+                        });
                     }
                 }
             }
@@ -154,7 +167,12 @@ pub fn concrete_paths() -> Vec<(
                     .split('/')
                     .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
                     .collect();
-                out.push((other.to_string(), methods, None, params));
+                out.push(DocPath {
+                    path: other.to_string(),
+                    methods,
+                    entity: None,
+                    params,
+                });
             }
         }
     }
@@ -163,7 +181,13 @@ pub fn concrete_paths() -> Vec<(
 
 fn build() -> Value {
     let mut paths = Map::new();
-    for (path, methods, entity, params) in concrete_paths() {
+    for DocPath {
+        path,
+        methods,
+        entity,
+        params,
+    } in concrete_paths()
+    {
         let mut item = Map::new();
         for m in methods {
             let summary = match entity {

@@ -184,10 +184,10 @@ pub fn header_name(v: &Value) -> Result<(), String> {
 pub fn target(v: &Value) -> Result<(), String> {
     let t = s(v);
     let (h, port) = split_host_port(t);
-    if let Some(p) = port {
-        if p.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-            return Err(format!("invalid port number: {p}"));
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().map(|p| p == 0).unwrap_or(true)
+    {
+        return Err(format!("invalid port number: {p}"));
     }
     if is_hostname(h) || is_ip(h) {
         Ok(())
@@ -200,10 +200,10 @@ pub fn target(v: &Value) -> Result<(), String> {
 
 /// Splits `host:port`, `[v6]:port`, `v6` into host and optional port.
 pub fn split_host_port(t: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = t.strip_prefix('[') {
-        if let Some((h, tail)) = rest.split_once(']') {
-            return (h, tail.strip_prefix(':'));
-        }
+    if let Some(rest) = t.strip_prefix('[')
+        && let Some((h, tail)) = rest.split_once(']')
+    {
+        return (h, tail.strip_prefix(':'));
     }
     if t.matches(':').count() == 1 {
         let (h, p) = t.split_once(':').unwrap_or((t, ""));

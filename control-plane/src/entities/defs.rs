@@ -151,7 +151,7 @@ fn service_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
     if !v["path"].is_null() && !matches!(proto, "http" | "https") {
         return Err(field_error(
             "path",
-            format!("value must be null when 'protocol' is not 'http' or 'https'"),
+            "value must be null when 'protocol' is not 'http' or 'https'".to_string(),
         ));
     }
     Ok(())
@@ -448,10 +448,10 @@ fn upstream_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
             "uri_capture" => Some(capture),
             _ => None,
         };
-        if let Some(f) = need {
-            if v[f].is_null() {
-                return Err(field_error(f, "required field missing"));
-            }
+        if let Some(f) = need
+            && v[f].is_null()
+        {
+            return Err(field_error(f, "required field missing"));
         }
     }
     if on == "none" && fallback != "none" {

@@ -74,17 +74,16 @@ pub async fn resolve_id<L: Lookup>(
     d: &EntityDef,
     id_or_key: &str,
 ) -> Result<Option<(String, Value)>, StoreError> {
-    if uuid::Uuid::parse_str(id_or_key).is_ok() {
-        if let Some(v) = l.get(d.name, id_or_key).await? {
-            return Ok(Some((id_or_key.to_string(), v)));
-        }
+    if uuid::Uuid::parse_str(id_or_key).is_ok()
+        && let Some(v) = l.get(d.name, id_or_key).await?
+    {
+        return Ok(Some((id_or_key.to_string(), v)));
     }
-    if let Some(k) = d.endpoint_key {
-        if let Some(id) = l.find_key(d.name, &format!("{k}={id_or_key}")).await? {
-            if let Some(v) = l.get(d.name, &id).await? {
-                return Ok(Some((id, v)));
-            }
-        }
+    if let Some(k) = d.endpoint_key
+        && let Some(id) = l.find_key(d.name, &format!("{k}={id_or_key}")).await?
+        && let Some(v) = l.get(d.name, &id).await?
+    {
+        return Ok(Some((id, v)));
     }
     Ok(None)
 }
@@ -101,14 +100,14 @@ pub async fn resolve_in<L: Lookup>(
     if let Some(found) = resolve_id(l, d, id_or_key).await? {
         return Ok(Some(found));
     }
-    if d.name == "targets" {
-        if let Some(p) = parent.filter(|p| p.field == "upstream") {
-            let key = format!("cache={}|{}", p.id, target_with_port(id_or_key));
-            if let Some(id) = l.find_key(d.name, &key).await? {
-                if let Some(v) = l.get(d.name, &id).await? {
-                    return Ok(Some((id, v)));
-                }
-            }
+    if d.name == "targets"
+        && let Some(p) = parent.filter(|p| p.field == "upstream")
+    {
+        let key = format!("cache={}|{}", p.id, target_with_port(id_or_key));
+        if let Some(id) = l.find_key(d.name, &key).await?
+            && let Some(v) = l.get(d.name, &id).await?
+        {
+            return Ok(Some((id, v)));
         }
     }
     Ok(None)
@@ -137,10 +136,10 @@ fn random_token() -> String {
 pub fn redacted(d: &EntityDef, v: &Value) -> Value {
     let mut out = v.clone();
     schema::redact(&d.schema, &mut out);
-    if d.name == "plugins" {
-        if let Some(s) = out["name"].as_str().and_then(crate::plugins::config_schema) {
-            schema::redact(s, &mut out["config"]);
-        }
+    if d.name == "plugins"
+        && let Some(s) = out["name"].as_str().and_then(crate::plugins::config_schema)
+    {
+        schema::redact(s, &mut out["config"]);
     }
     out
 }
@@ -150,39 +149,39 @@ fn expand_shorthands(d: &EntityDef, input: &mut Value) -> Result<(), FieldErrors
     let Some(obj) = input.as_object_mut() else {
         return Ok(());
     };
-    if d.name == "services" {
-        if let Some(u) = obj.remove("url") {
-            let Some(s) = u.as_str() else {
-                return Err(field_error("url", "expected a string"));
-            };
-            let parsed =
-                url::Url::parse(s).map_err(|_| field_error("url", format!("invalid url: {s}")))?;
-            let host = parsed
-                .host_str()
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| field_error("url", "missing host in url"))?;
-            let scheme = parsed.scheme().to_string();
-            let port = parsed
-                .port()
-                .map(i64::from)
-                .unwrap_or(match scheme.as_str() {
-                    "https" | "grpcs" | "wss" | "tls" => 443,
-                    _ => 80,
-                });
-            // Kong keeps `path` null for `http://host`, "/" for `http://host/`.
-            let after_authority = s.split_once("://").map(|(_, r)| r).unwrap_or("");
-            let path = match after_authority.find('/') {
-                Some(_) => Value::String(parsed.path().to_string()),
-                None => Value::Null,
-            };
-            obj.insert("protocol".into(), Value::String(scheme));
-            obj.insert(
-                "host".into(),
-                Value::String(host.trim_matches(['[', ']']).to_string()),
-            );
-            obj.insert("port".into(), Value::from(port));
-            obj.insert("path".into(), path);
-        }
+    if d.name == "services"
+        && let Some(u) = obj.remove("url")
+    {
+        let Some(s) = u.as_str() else {
+            return Err(field_error("url", "expected a string"));
+        };
+        let parsed =
+            url::Url::parse(s).map_err(|_| field_error("url", format!("invalid url: {s}")))?;
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| field_error("url", "missing host in url"))?;
+        let scheme = parsed.scheme().to_string();
+        let port = parsed
+            .port()
+            .map(i64::from)
+            .unwrap_or(match scheme.as_str() {
+                "https" | "grpcs" | "wss" | "tls" => 443,
+                _ => 80,
+            });
+        // Kong keeps `path` null for `http://host`, "/" for `http://host/`.
+        let after_authority = s.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let path = match after_authority.find('/') {
+            Some(_) => Value::String(parsed.path().to_string()),
+            None => Value::Null,
+        };
+        obj.insert("protocol".into(), Value::String(scheme));
+        obj.insert(
+            "host".into(),
+            Value::String(host.trim_matches(['[', ']']).to_string()),
+        );
+        obj.insert("port".into(), Value::from(port));
+        obj.insert("path".into(), path);
     }
     Ok(())
 }
@@ -195,10 +194,10 @@ pub(crate) fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, 
     if d.name == "plugins" {
         check_plugin(&mut v, mode).map_err(EntityError::Schema)?;
     }
-    if d.name == "targets" {
-        if let Some(t) = v["target"].as_str() {
-            v["target"] = Value::String(target_with_port(t));
-        }
+    if d.name == "targets"
+        && let Some(t) = v["target"].as_str()
+    {
+        v["target"] = Value::String(target_with_port(t));
     }
     Ok(v)
 }
@@ -236,10 +235,10 @@ pub async fn create(
 ) -> Result<Value, EntityError> {
     apply_parent(&mut input, parent);
     let v = check(d, &input, mode)?;
-    if let Some(id) = v["id"].as_str() {
-        if tx.get(d.name, id).await?.is_some() {
-            return Err(EntityError::PrimaryKey(id.to_string()));
-        }
+    if let Some(id) = v["id"].as_str()
+        && tx.get(d.name, id).await?.is_some()
+    {
+        return Err(EntityError::PrimaryKey(id.to_string()));
     }
     save(tx, d, v, None).await
 }
@@ -255,10 +254,10 @@ pub async fn upsert(
 ) -> Result<(Value, bool), EntityError> {
     apply_parent(&mut input, parent);
     let existing = resolve_in(tx, d, id_or_key, parent).await?;
-    if let Some((_, ev)) = &existing {
-        if !belongs(ev, parent) {
-            return Err(EntityError::NotFound);
-        }
+    if let Some((_, ev)) = &existing
+        && !belongs(ev, parent)
+    {
+        return Err(EntityError::NotFound);
     }
     if let Some(obj) = input.as_object_mut() {
         let by_id = uuid::Uuid::parse_str(id_or_key).is_ok();
@@ -429,10 +428,10 @@ async fn save(
     }
     let keys = d.keys(&v);
     for key in &keys {
-        if let Some(other) = tx.find_key(d.name, key).await? {
-            if other != id {
-                return Err(EntityError::Unique(unique_fields(d, key, &v)));
-            }
+        if let Some(other) = tx.find_key(d.name, key).await?
+            && other != id
+        {
+            return Err(EntityError::Unique(unique_fields(d, key, &v)));
         }
     }
     let tags = v["tags"]
