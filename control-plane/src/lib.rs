@@ -8,3 +8,4 @@ pub mod plugins;
 pub mod schema;
 pub mod seal;
 pub mod store;
+pub mod xds;

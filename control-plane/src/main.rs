@@ -6,7 +6,12 @@ use gantry_cp::admin::{Admin, router};
 use gantry_cp::declarative;
 use gantry_cp::seal::Sealer;
 use gantry_cp::store::{Store, StoreConfig};
+use gantry_cp::translator::ProxyOptions;
+use gantry_cp::xds::{self, Fleet, SnapshotCache, XdsContext};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +52,22 @@ struct RunArgs {
     /// Address of the admin API.
     #[arg(long, env = "GANTRY_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
     admin_listen: SocketAddr,
+    /// Address of the xDS server (ADS, delta ADS and CSDS over gRPC).
+    #[arg(long, env = "GANTRY_XDS_LISTEN", default_value = "127.0.0.1:18000")]
+    xds_listen: SocketAddr,
+    /// How long to wait after a change for more before pushing (ms): a
+    /// burst of admin writes becomes one push.
+    #[arg(long, env = "GANTRY_XDS_DEBOUNCE_MS", default_value_t = 50)]
+    xds_debounce_ms: u64,
+    /// Address the proxies' listeners bind.
+    #[arg(long, env = "GANTRY_PROXY_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    proxy_listen_address: String,
+    /// The proxies' HTTP port.
+    #[arg(long, env = "GANTRY_PROXY_HTTP_PORT", default_value_t = 8000)]
+    proxy_http_port: u16,
+    /// The proxies' HTTPS port.
+    #[arg(long, env = "GANTRY_PROXY_HTTPS_PORT", default_value_t = 8443)]
+    proxy_https_port: u16,
 }
 
 #[derive(Subcommand)]

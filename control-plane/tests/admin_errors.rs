@@ -913,6 +913,21 @@ both!(credential_and_certificate_errors, |app| {
     );
     let (s, b) = app.post("/consumers", json!({})).await;
     assert!(assert_schema(s, &b).contains_key("@entity"), "{b}");
+    // As Kong's at_least_one_of: "" is empty too.
+    for body in [
+        json!({"username": ""}),
+        json!({"custom_id": ""}),
+        json!({"username": "", "custom_id": ""}),
+    ] {
+        let (s, b) = app.post("/consumers", body.clone()).await;
+        assert_eq!(
+            assert_schema(s, &b)["@entity"],
+            json!(["at least one of these fields must be non-empty: 'custom_id', 'username'"]),
+            "{body}"
+        );
+    }
+    let (s, b) = app.form("POST", "/consumers", &[("username", "")]).await;
+    assert!(assert_schema(s, &b).contains_key("@entity"), "{b}");
     let (s, b) = app
         .post("/consumers/alice/acls", json!({"group": ""}))
         .await;

@@ -1,4 +1,4 @@
-//! Code both planes share. Today: logging set-up; the generated protos,
-//! xDS type URLs and wire model types join it with the xDS server.
+//! Code both planes share: logging set-up and the xDS vocabulary.
 
 pub mod telemetry;
+pub mod xds;

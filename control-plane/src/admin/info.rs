@@ -48,11 +48,16 @@ fn hostname() -> String {
 
 pub async fn status(State(app): State<Admin>) -> Response {
     let feed = app.store.feed().current();
+    let xds = app.xds.as_ref().map(|x| {
+        let s = x.cache.current();
+        json!({ "snapshot_revision": s.revision, "translation_error": s.error })
+    });
     match app.store.current_revision().await {
         Ok(rev) => Json(json!({
             "database": { "reachable": true, "backend": app.store.backend().name() },
             "configuration_revision": rev,
             "feed": feed,
+            "xds": xds,
         }))
         .into_response(),
         Err(e) => {
@@ -61,6 +66,7 @@ pub async fn status(State(app): State<Admin>) -> Response {
                 "database": { "reachable": false, "backend": app.store.backend().name() },
                 "configuration_revision": null,
                 "feed": feed,
+                "xds": xds,
             }))
             .into_response()
         }

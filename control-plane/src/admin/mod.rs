@@ -5,6 +5,7 @@ mod body;
 mod config;
 mod crud;
 mod error;
+mod fleet;
 mod info;
 pub mod openapi;
 
@@ -26,6 +27,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Admin {
     pub store: Store,
+    /// The xDS side, when this process serves it.
+    pub xds: Option<XdsHandles>,
     pub sealer: Arc<Sealer>,
     /// Who writes: "anonymous" until admin authentication exists.
     pub actor: Arc<str>,
@@ -147,6 +150,8 @@ pub fn table() -> Table {
         .add("/config/rollback", &["POST"], post(config::rollback))
         .add("/audit", &["GET"], get(config::audit))
         .add("/tags/{tag}", &["GET"], get(crud::by_tag))
+        .add("/fleet", &["GET"], get(fleet::list))
+        .add("/fleet/{node}", &["GET"], get(fleet::node))
         .add(
             "/{collection}",
             &["GET", "POST"],

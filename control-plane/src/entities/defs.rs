@@ -483,7 +483,9 @@ fn consumers() -> Record {
         .field("custom_id", Field::string())
         .field("tags", tags())
         .check(|v| {
-            if v["username"].is_null() && v["custom_id"].is_null() {
+            // Kong's `at_least_one_of`: null and "" are both empty.
+            let empty = |f: &str| v[f].as_str().is_none_or(str::is_empty);
+            if empty("username") && empty("custom_id") {
                 Err(entity_error(
                     "at least one of these fields must be non-empty: 'custom_id', 'username'",
                 ))

@@ -1,0 +1,170 @@
+//! The snapshot cache: the newest revision translated into Envoy
+//! resources per proxy flavour, each resource with a content-hash version.
+//! Streams watch it; a burst of revisions becomes one snapshot.
+
+use crate::store::Store;
+use crate::translator::{self, Flavour, ProxyOptions, Resources};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+use gantry_shared::xds;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// One resource as sent: name, version (content hash) and the packed proto.
+#[derive(Debug)]
+pub struct Resource {
+    pub name: String,
+    pub version: String,
+    pub any: Any,
+}
+
+pub type TypeMap = BTreeMap<String, Arc<Resource>>;
+
+/// Everything one flavour of proxy gets at one revision.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub revision: i64,
+    pub types: HashMap<&'static str, TypeMap>,
+}
+
+impl Snapshot {
+    pub fn of(&self, type_url: &str) -> Option<&TypeMap> {
+        self.types.get(type_url)
+    }
+}
+
+/// The published state: snapshots per flavour, and the newest revision
+/// that failed to translate (published snapshots stay at the last good one).
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    pub revision: i64,
+    pub flavours: HashMap<Flavour, Arc<Snapshot>>,
+    pub error: Option<TranslationFailure>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TranslationFailure {
+    pub revision: i64,
+    pub error: String,
+}
+
+impl Snapshots {
+    pub fn for_flavour(&self, f: Flavour) -> Option<Arc<Snapshot>> {
+        self.flavours.get(&f).cloned()
+    }
+}
+
+fn version_of(any: &Any) -> String {
+    let digest = Sha256::digest(&any.value);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn pack<T: Message + prost::Name>(items: Vec<T>, name: impl Fn(&T) -> String) -> TypeMap {
+    items
+        .into_iter()
+        .map(|r| {
+            let n = name(&r);
+            let any = pack_any(r);
+            let version = version_of(&any);
+            (n.clone(), Arc::new(Resource { name: n, version, any }))
+        })
+        .collect()
+}
+
+pub fn snapshot_of(revision: i64, r: Resources) -> Snapshot {
+    let mut types = HashMap::new();
+    types.insert(xds::LISTENER, pack(r.listeners, |l| l.name.clone()));
+    types.insert(xds::ROUTE, pack(r.routes, |l| l.name.clone()));
+    types.insert(xds::CLUSTER, pack(r.clusters, |l| l.name.clone()));
+    types.insert(xds::ENDPOINT, pack(r.endpoints, |l| l.cluster_name.clone()));
+    types.insert(xds::SECRET, pack(r.secrets, |l| l.name.clone()));
+    Snapshot { revision, types }
+}
+
+pub const FLAVOURS: [Flavour; 2] = [Flavour::GantryProxy, Flavour::Envoy];
+
+#[derive(Clone)]
+pub struct SnapshotCache {
+    tx: Arc<watch::Sender<Arc<Snapshots>>>,
+}
+
+impl SnapshotCache {
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(Arc::new(Snapshots { revision: -1, ..Default::default() }));
+        SnapshotCache { tx: Arc::new(tx) }
+    }
+
+    pub fn current(&self) -> Arc<Snapshots> {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshots>> {
+        self.tx.subscribe()
+    }
+
+    /// Translates `revision` for every flavour and publishes it; on a
+    /// translation error the last good snapshots stay and the error is
+    /// recorded, so nothing half-built is ever pushed.
+    pub async fn rebuild(&self, store: &Store, opts: &ProxyOptions) -> Result<(), crate::store::StoreError> {
+        // Read the revision before the entities: if a write lands between
+        // the two reads, the next rebuild will carry it.
+        let revision = store.current_revision().await?;
+        let entities = store.all_current().await?;
+        let started = Instant::now();
+        let mut flavours = HashMap::new();
+        for f in FLAVOURS {
+            match translator::translate(&entities, f, opts) {
+                Ok(r) => {
+                    flavours.insert(f, Arc::new(snapshot_of(revision, r)));
+                }
+                Err(e) => {
+                    tracing::warn!(revision, error = %e, "revision cannot be translated; proxies keep the last good snapshot");
+                    let prev = self.current();
+                    let next = Snapshots {
+                        revision: prev.revision,
+                        flavours: prev.flavours.clone(),
+                        error: Some(TranslationFailure { revision, error: e.to_string() }),
+                    };
+                    self.tx.send_replace(Arc::new(next));
+                    return Ok(());
+                }
+            }
+        }
+        tracing::debug!(revision, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot built");
+        self.tx.send_replace(Arc::new(Snapshots { revision, flavours, error: None }));
+        Ok(())
+    }
+
+    /// Follows the change feed: after each new revision waits `debounce`
+    /// for more to arrive, then rebuilds once.
+    pub fn spawn_builder(&self, store: Store, opts: ProxyOptions, debounce: Duration) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut feed = store.feed().subscribe();
+            loop {
+                if let Err(e) = cache.rebuild(&store, &opts).await {
+                    tracing::warn!(error = %e, "snapshot rebuild failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                if feed.changed().await.is_err() {
+                    return;
+                }
+                if !debounce.is_zero() {
+                    tokio::time::sleep(debounce).await;
+                }
+                feed.borrow_and_update();
+            }
+        })
+    }
+}
+
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,215 @@
+//! State-of-the-world ADS: every response carries the whole set of the
+//! type's resources the node subscribed to.
+//!
+//! Protocol rules kept here: one nonce per response and requests with a
+//! stale nonce ignored; ACK vs NACK by `error_detail`; content the node
+//! NACKed is not sent again (the next different content is); named
+//! resources are sent when they come to exist; pushes go in
+//! make-before-break order, and clusters a node's routes may still use are
+//! kept until its new routes are ACKed.
+
+use super::cache::{Resource, Snapshot};
+use super::session::{NodeInfo, Session, content_key};
+use super::XdsContext;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use gantry_shared::xds::{self, PUSH_ORDER};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+struct Sent {
+    nonce: String,
+    version: String,
+    key: u64,
+    resources: Vec<Arc<Resource>>,
+}
+
+#[derive(Default)]
+struct TypeState {
+    /// None: wildcard (everything of the type).
+    names: Option<BTreeSet<String>>,
+    sent: Option<Sent>,
+    acked: Option<u64>,
+    nacked: Option<u64>,
+}
+
+struct Stream {
+    session: Session,
+    types: HashMap<&'static str, TypeState>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+}
+
+fn known_type(t: &str) -> Option<&'static str> {
+    PUSH_ORDER.iter().copied().find(|k| *k == t)
+}
+
+pub async fn run(
+    ctx: Arc<XdsContext>,
+    mut requests: tonic::Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    // The first request names the node.
+    let first = match requests.message().await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    let Some(node) = first.node.as_ref().map(NodeInfo::from_node) else {
+        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+        return;
+    };
+    let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), "sotw");
+    let mut snapshots = ctx.cache.subscribe();
+    let mut s = Stream { session, types: HashMap::new(), tx };
+    if s.on_request(first).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = requests.message() => match msg {
+                Ok(Some(r)) => if s.on_request(r).await.is_err() { return },
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(node = %s.session.node.id, error = %e, "stream ended");
+                    return;
+                }
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() { return }
+                if s.on_snapshot().await.is_err() { return }
+            }
+        }
+    }
+}
+
+impl Stream {
+    async fn on_request(&mut self, r: DiscoveryRequest) -> Result<(), ()> {
+        let Some(t) = known_type(&r.type_url) else {
+            tracing::debug!(type_url = %r.type_url, "ignoring request for an unknown type");
+            return Ok(());
+        };
+        let st = self.types.entry(t).or_default();
+        if !r.response_nonce.is_empty() {
+            match &st.sent {
+                Some(sent) if sent.nonce == r.response_nonce => {
+                    if let Some(err) = &r.error_detail {
+                        st.nacked = Some(sent.key);
+                        let version = sent.version.clone();
+                        self.session.nacked(t, &version, &err.message);
+                    } else {
+                        st.acked = Some(sent.key);
+                        st.nacked = None;
+                        let current = Some(sent.key) == self.desired_key(t);
+                        self.session.acked(t, &r.version_info, current);
+                    }
+                }
+                // A stale nonce: the node answers an older response; a
+                // newer one is on its way to it.
+                _ => return Ok(()),
+            }
+        }
+        let names = if (xds::is_wildcard_type(t) && r.resource_names.is_empty())
+            || r.resource_names.iter().any(|n| n == "*")
+        {
+            None
+        } else {
+            Some(r.resource_names.iter().cloned().collect())
+        };
+        let changed = self.types.get(t).map(|s| s.names != names).unwrap_or(true);
+        if let Some(st) = self.types.get_mut(t) {
+            st.names = names;
+        }
+        self.maybe_send(t, changed).await?;
+        // New routes acknowledged: clusters kept for the old ones can go.
+        if t == xds::ROUTE || t == xds::LISTENER {
+            self.maybe_send(xds::CLUSTER, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), ()> {
+        for t in PUSH_ORDER {
+            if self.types.contains_key(t) {
+                self.maybe_send(t, false).await?;
+            }
+        }
+        let Some(snap) = self.session.snapshot() else { return Ok(()) };
+        let current: Vec<(&'static str, bool)> = self
+            .types
+            .iter()
+            .map(|(t, st)| (*t, st.acked.is_some() && st.acked == self.desired_key_in(&snap, t)))
+            .collect();
+        self.session.retarget(snap.revision, &current);
+        Ok(())
+    }
+
+    /// What the node should have of type `t` now.
+    fn desired_in(&self, snap: &Snapshot, t: &'static str) -> Vec<Arc<Resource>> {
+        let Some(all) = snap.of(t) else { return Vec::new() };
+        match self.types.get(t).and_then(|s| s.names.as_ref()) {
+            None => all.values().cloned().collect(),
+            Some(names) => names.iter().filter_map(|n| all.get(n).cloned()).collect(),
+        }
+    }
+
+    fn desired_key_in(&self, snap: &Snapshot, t: &'static str) -> Option<u64> {
+        Some(content_key(self.desired_in(snap, t).iter()))
+    }
+
+    fn desired_key(&self, t: &'static str) -> Option<u64> {
+        let snap = self.session.snapshot()?;
+        self.desired_key_in(&snap, t)
+    }
+
+    /// Whether the node runs the current listeners and routes, so that
+    /// clusters only the old routes used can be removed.
+    fn routes_current(&self, snap: &Snapshot) -> bool {
+        [xds::LISTENER, xds::ROUTE].iter().all(|t| match self.types.get(t) {
+            None => true,
+            Some(st) => st.acked.is_some() && st.acked == self.desired_key_in(snap, t),
+        })
+    }
+
+    async fn maybe_send(&mut self, t: &'static str, subscription_changed: bool) -> Result<(), ()> {
+        let Some(snap) = self.session.snapshot() else { return Ok(()) };
+        let mut desired = self.desired_in(&snap, t);
+        if t == xds::CLUSTER && !self.routes_current(&snap) {
+            // Make-before-break: keep what was sent until routes move off it.
+            if let Some(sent) = self.types.get(t).and_then(|s| s.sent.as_ref()) {
+                let have: BTreeSet<&str> = desired.iter().map(|r| r.name.as_str()).collect();
+                let keep: Vec<Arc<Resource>> =
+                    sent.resources.iter().filter(|r| !have.contains(r.name.as_str())).cloned().collect();
+                desired.extend(keep);
+                desired.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+        }
+        let key = content_key(desired.iter());
+        let Some(st) = self.types.get(t) else { return Ok(()) };
+        if st.sent.as_ref().is_some_and(|s| s.key == key) && !subscription_changed {
+            return Ok(());
+        }
+        if st.nacked == Some(key) {
+            return Ok(());
+        }
+        if st.names.is_some() && desired.is_empty() {
+            // Named resources that do not exist (yet): sent when they appear.
+            return Ok(());
+        }
+        let nonce = self.session.next_nonce();
+        let version = snap.revision.to_string();
+        let resp = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: desired.iter().map(|r| r.any.clone()).collect(),
+            type_url: t.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        self.tx.send(Ok(resp)).await.map_err(|_| ())?;
+        tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, n = desired.len(), "sent");
+        self.session.sent(t, &version, desired.clone());
+        if let Some(st) = self.types.get_mut(t) {
+            st.sent = Some(Sent { nonce, version, key, resources: desired });
+        }
+        Ok(())
+    }
+}
