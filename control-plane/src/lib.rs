@@ -8,4 +8,5 @@ pub mod plugins;
 pub mod schema;
 pub mod seal;
 pub mod store;
+pub mod translator;
 pub mod xds;

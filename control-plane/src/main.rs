@@ -142,22 +142,68 @@ async fn main() -> anyhow::Result<()> {
 async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
     let store = Store::open(cfg).await.context("opening the store")?;
     let sealer = Sealer::load(&store).await.context("loading the seal key")?;
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin API to {}", args.admin_listen))?;
-    let local = listener.local_addr()?;
+    let xds_listener = xds::bind(args.xds_listen)
+        .await
+        .with_context(|| format!("binding the xDS server to {}", args.xds_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let xds_addr = xds_listener.local_addr()?;
+
+    let cache = SnapshotCache::new();
+    let opts = ProxyOptions {
+        listen_address: args.proxy_listen_address.clone(),
+        http_port: args.proxy_http_port,
+        https_port: args.proxy_https_port,
+    };
+    let builder = cache.spawn_builder(
+        store.clone(),
+        opts,
+        Duration::from_millis(args.xds_debounce_ms),
+    );
+    let fleet = Fleet::new(xds_addr.to_string());
+    let mirror = fleet.spawn_mirror(store.clone(), Duration::from_secs(1));
     tracing::info!(
-        admin = %local,
+        admin = %admin_addr,
+        xds = %xds_addr,
         database = store.backend().name(),
         revision = store.feed().current().revision,
+        control_plane = %fleet.cp.id,
         "gantry-cp started"
     );
-    let app = router(Admin::new(store.clone(), sealer, local.to_string()));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("admin API")?;
+
+    // One signal stops both servers; each lets in-flight work finish.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ctx = Arc::new(XdsContext {
+        cache: cache.clone(),
+        fleet: fleet.clone(),
+    });
+    let xds_task = tokio::spawn(xds::serve(xds_listener, ctx, stopped(stop_rx.clone())));
+    let app = router(
+        Admin::new(store.clone(), sealer, admin_addr.to_string()).with_xds(cache, fleet.clone()),
+    );
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, app)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+
+    shutdown().await;
+    tracing::info!("gantry-cp stopping");
+    let _ = stop_tx.send(true);
+    let (xds_res, admin_res) = tokio::join!(xds_task, admin_task);
+    builder.abort();
+    mirror.abort();
+    if let Err(e) = fleet.clear(&store).await {
+        tracing::warn!(error = %e, "could not clear this replica's fleet rows");
+    }
     store.close().await;
+    xds_res.context("xDS task")?.context("xDS server")?;
+    admin_res.context("admin task")?.context("admin API")?;
     tracing::info!("gantry-cp stopped");
     Ok(())
 }

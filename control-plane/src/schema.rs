@@ -284,7 +284,11 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
             "value should be between {lo} and {hi}"
         )));
     }
-    if let Some(min) = field.len_min {
+    // Kong: strings are at least one character unless a schema says otherwise.
+    let len_min = field
+        .len_min
+        .or(matches!(field.ty, Ty::String).then_some(1));
+    if let Some(min) = len_min {
         let len = match &v {
             Value::String(s) => s.chars().count(),
             Value::Array(a) => a.len(),
@@ -325,15 +329,18 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
         },
         Ty::Number => match value {
             Value::Number(_) => Ok(value.clone()),
-            Value::String(s) if form => match s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-            {
-                Some(n) => Ok(Value::Number(n)),
-                None => err("expected a number"),
-            },
+            Value::String(s) if form => {
+                let s = s.trim();
+                // Keep integers integral: `100` stays 100, not 100.0, so a
+                // form re-post of the same value is no change.
+                if let Ok(i) = s.parse::<i64>() {
+                    return Ok(Value::from(i));
+                }
+                match s.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                    Some(n) => Ok(Value::Number(n)),
+                    None => err("expected a number"),
+                }
+            }
             _ => err("expected a number"),
         },
         Ty::Boolean => match value {

@@ -1,4 +1,977 @@
-//! Cross-process end-to-end tests (control plane, proxies, a real Envoy)
-//! live in this crate's `tests/`; they arrive with the xDS and proxy issues.
+//! Cross-process end-to-end harness: a real `gantry-cp` process, a real
+//! Envoy started from the bootstraps shipped in `deploy/envoy/`, and real
+//! HTTP upstreams, all on 127.0.0.1 with ephemeral ports.
+//!
+//! Every process is killed when its handle drops, every test gets its own
+//! database (a SQLite file in a temp dir, or a unique `gt_*` Postgres
+//! schema) and its own ports, so tests run in parallel. When a test panics,
+//! the tail of each process's log is printed as its handle drops.
+//!
 //! Control-plane tests that need only `gantry-cp` live in
 //! `control-plane/tests/`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------
+// Small things
+// ---------------------------------------------------------------------------
+
+/// The repository root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A port nobody listens on right now (bind :0, read it, let it go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A directory under the system temp dir, removed on drop
+/// (kept when `GANTRY_E2E_KEEP` is set, for post-mortems).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("GANTRY_E2E_KEEP").is_some() {
+            eprintln!("keeping {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `f` until it returns `Ok`, every `every`, for at most `timeout`;
+/// panics with `what` and the last `Err` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    panic!("timed out after {timeout:?} waiting for {what}: {e}");
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// An HTTP client that never goes through a proxy from the environment.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+// ---------------------------------------------------------------------------
+// gantry-cp
+// ---------------------------------------------------------------------------
+
+/// Where `gantry-cp` was built: `GANTRY_CP_BIN`, else
+/// `$CARGO_TARGET_DIR/debug/gantry-cp`, else `<root>/target/debug/gantry-cp`.
+pub fn cp_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GANTRY_CP_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_relative() {
+                repo_root().join(p)
+            } else {
+                p
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug").join("gantry-cp");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins, or ./scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The Postgres URL tests use, when one is configured.
+pub fn pg_url() -> Option<String> {
+    std::env::var("GANTRY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// An admin API reply: status, JSON body (Null when none) and the
+/// revision the write committed (`x-gantry-revision`), if any.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub revision: Option<i64>,
+}
+
+impl Reply {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected admin API reply: {}",
+            self.body
+        );
+        self.body
+    }
+    /// Asserts a 2xx status and returns the committed revision.
+    #[track_caller]
+    pub fn committed(&self) -> i64 {
+        assert!(
+            (200..300).contains(&self.status),
+            "admin write failed ({}): {}",
+            self.status,
+            self.body
+        );
+        self.revision
+            .expect("a write reply carries x-gantry-revision")
+    }
+}
+
+/// A `gantry-cp` process on its own database and ports.
+pub struct Cp {
+    child: Child,
+    pub base: String,
+    pub admin_port: u16,
+    pub xds_port: u16,
+    pub proxy_http_port: u16,
+    pub proxy_https_port: u16,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    log: PathBuf,
+    pg_schema: Option<(String, String)>,
+    _dir: TempDir,
+}
+
+impl Cp {
+    /// A control plane on a fresh SQLite file.
+    pub async fn start() -> Cp {
+        Self::start_on(Backend::Sqlite).await
+    }
+
+    /// A control plane on the given backend; Postgres needs
+    /// `GANTRY_TEST_DATABASE_URL` and gets a unique `gt_*` schema.
+    pub async fn start_on(backend: Backend) -> Cp {
+        let dir = TempDir::new("gantry-e2e-cp");
+        let (url, schema) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("gantry.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let url = pg_url().expect("GANTRY_TEST_DATABASE_URL is not set");
+                (url, Some(format!("gt_{}", uuid::Uuid::new_v4().simple())))
+            }
+        };
+        let admin_port = free_port();
+        let xds_port = free_port();
+        let proxy_http_port = free_port();
+        let proxy_https_port = free_port();
+        let log = dir.path().join("gantry-cp.log");
+        let mut cmd = Command::new(cp_binary());
+        cmd.args(["--database-url", &url]);
+        if let Some(s) = &schema {
+            cmd.args(["--database-schema", s]);
+        }
+        cmd.args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
+            .args(["--xds-debounce-ms", "10"])
+            .args(["--proxy-listen-address", "127.0.0.1"])
+            .args(["--proxy-http-port", &proxy_http_port.to_string()])
+            .args(["--proxy-https-port", &proxy_https_port.to_string()])
+            .env(
+                "RUST_LOG",
+                std::env::var("GANTRY_E2E_CP_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("GANTRY_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("cp log file"));
+        let child = cmd.spawn().expect("spawn gantry-cp");
+        let mut cp = Cp {
+            child,
+            base: format!("http://127.0.0.1:{admin_port}"),
+            admin_port,
+            xds_port,
+            proxy_http_port,
+            proxy_https_port,
+            backend,
+            client: http_client(),
+            log,
+            pg_schema: schema.map(|s| (url, s)),
+            _dir: dir,
+        };
+        cp.wait_up().await;
+        cp
+    }
+
+    async fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "gantry-cp exited at start-up ({status}):\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            let admin_up = matches!(
+                self.client.get(format!("{}/status", self.base)).send().await,
+                Ok(r) if r.status().is_success()
+            );
+            let xds_up = tokio::net::TcpStream::connect(("127.0.0.1", self.xds_port))
+                .await
+                .is_ok();
+            if admin_up && xds_up {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "gantry-cp did not come up (admin {admin_up}, xds {xds_up}):\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn xds_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.xds_port)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", tail(&self.log, 20)));
+        let status = r.status().as_u16();
+        let revision = r
+            .headers()
+            .get("x-gantry-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let bytes = r.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            revision,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// The newest committed configuration revision.
+    pub async fn revision(&self) -> i64 {
+        let st = self.get("/status").await.expect(200);
+        st["configuration_revision"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no configuration_revision in /status: {st}"))
+    }
+
+    /// `GET /fleet`.
+    pub async fn fleet(&self) -> Value {
+        self.get("/fleet").await.expect(200)
+    }
+
+    /// `GET /fleet/{node}`, None while the node is unknown.
+    pub async fn fleet_node(&self, node_id: &str) -> Option<Value> {
+        let r = self.get(&format!("/fleet/{node_id}")).await;
+        match r.status {
+            200 => Some(r.body),
+            404 => None,
+            s => panic!("GET /fleet/{node_id}: {s} {}", r.body),
+        }
+    }
+
+    /// Waits until `node_id` is SYNCED at `revision` or later; returns its
+    /// fleet view. On timeout the panic shows the node and the snapshot
+    /// (a translation error or a NACK is usually the reason).
+    pub async fn wait_synced(&self, node_id: &str, revision: i64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.fleet_node(node_id).await;
+            if let Some(n) = &node
+                && n["state"] == "SYNCED"
+                && n["revision"].as_i64().is_some_and(|r| r >= revision)
+            {
+                return node.unwrap();
+            }
+            if Instant::now() >= deadline {
+                let fleet = self.fleet().await;
+                panic!(
+                    "node {node_id} not SYNCED at revision {revision} after {timeout:?}\n\
+                     node: {}\nsnapshot: {}\ngantry-cp log:\n{}",
+                    serde_json::to_string_pretty(&node).unwrap_or_default(),
+                    fleet["snapshot"],
+                    tail(&self.log, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Cp {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        if std::thread::panicking() {
+            eprintln!(
+                "---- gantry-cp log (admin :{}, xds :{}) ----\n{}\n----",
+                self.admin_port,
+                self.xds_port,
+                tail(&self.log, 60)
+            );
+        }
+        if let Some((url, schema)) = self.pg_schema.take() {
+            // Drop may run inside the test's runtime: clean up from a thread.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Envoy
+// ---------------------------------------------------------------------------
+
+static ENVOY_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// The Envoy binary: `GANTRY_ENVOY_BIN`, else what `scripts/envoy.sh`
+/// installs (run once per test binary). The script prints a Python wrapper
+/// that execs the real binary; the real one is used when it is there.
+pub fn envoy_binary() -> PathBuf {
+    ENVOY_BIN
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("GANTRY_ENVOY_BIN") {
+                return PathBuf::from(p);
+            }
+            let script = repo_root().join("scripts").join("envoy.sh");
+            let out = Command::new(&script)
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+            assert!(out.status.success(), "{} failed", script.display());
+            let printed = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let wrapper = PathBuf::from(&printed);
+            assert!(
+                wrapper.exists(),
+                "scripts/envoy.sh printed {printed:?}, which does not exist"
+            );
+            // <venv>/bin/envoy → <venv>/lib/python3.*/site-packages/envoy/_bin/envoy
+            if let Some(venv) = wrapper.parent().and_then(|b| b.parent())
+                && let Ok(libs) = std::fs::read_dir(venv.join("lib"))
+            {
+                for lib in libs.flatten() {
+                    let real = lib.path().join("site-packages/envoy/_bin/envoy");
+                    if real.exists() {
+                        return real;
+                    }
+                }
+            }
+            wrapper
+        })
+        .clone()
+}
+
+/// The bootstrap shipped for operators, as the harness renders it.
+pub fn shipped_bootstrap(delta: bool) -> PathBuf {
+    repo_root().join("deploy/envoy").join(if delta {
+        "bootstrap-delta-ads.yaml"
+    } else {
+        "bootstrap-ads.yaml"
+    })
+}
+
+/// The shipped bootstrap with this node id, xDS port and admin port.
+pub fn render_bootstrap(delta: bool, node_id: &str, xds_port: u16, admin_port: u16) -> String {
+    let path = shipped_bootstrap(delta);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut out = text;
+    for (from, to) in [
+        ("  id: envoy-1\n", format!("  id: {node_id}\n")),
+        ("port_value: 18000\n", format!("port_value: {xds_port}\n")),
+        ("port_value: 9901\n", format!("port_value: {admin_port}\n")),
+    ] {
+        assert_eq!(
+            out.matches(from).count(),
+            1,
+            "{} should contain {from:?} exactly once",
+            path.display()
+        );
+        out = out.replace(from, &to);
+    }
+    let api_type = if delta {
+        "api_type: DELTA_GRPC"
+    } else {
+        "api_type: GRPC"
+    };
+    assert!(
+        out.contains(api_type),
+        "{} should say {api_type}",
+        path.display()
+    );
+    out
+}
+
+/// A real Envoy following a `Cp` over ADS.
+pub struct Envoy {
+    child: Child,
+    pub node_id: String,
+    pub delta: bool,
+    pub admin_port: u16,
+    pub proxy_port: u16,
+    pub admin: String,
+    pub client: reqwest::Client,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy from the shipped bootstrap (`delta` picks DELTA_GRPC)
+    /// and waits until its admin `/ready` says LIVE, which Envoy says only
+    /// after its initial CDS and LDS fetch from `cp`.
+    pub async fn start(cp: &Cp, node_id: &str, delta: bool) -> Envoy {
+        let mut envoy = Self::spawn(cp, node_id, delta);
+        envoy.wait_ready(cp, Duration::from_secs(30)).await;
+        envoy
+    }
+
+    /// Starts Envoy without waiting for it.
+    pub fn spawn(cp: &Cp, node_id: &str, delta: bool) -> Envoy {
+        let dir = TempDir::new("gantry-e2e-envoy");
+        let admin_port = free_port();
+        let bootstrap = dir.path().join("bootstrap.yaml");
+        std::fs::write(
+            &bootstrap,
+            render_bootstrap(delta, node_id, cp.xds_port, admin_port),
+        )
+        .expect("write bootstrap");
+        let log = dir.path().join("envoy.log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&bootstrap)
+            .args(["--concurrency", "1"])
+            .args(["--disable-hot-restart"])
+            .args(["--base-id", &admin_port.to_string()])
+            .args(["-l", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("envoy log file"))
+            .spawn()
+            .expect("spawn envoy");
+        Envoy {
+            child,
+            node_id: node_id.to_string(),
+            delta,
+            admin_port,
+            proxy_port: cp.proxy_http_port,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            client: http_client(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub async fn wait_ready(&mut self, cp: &Cp, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("envoy exited ({status}):\n{}", tail(&self.log, 60));
+            }
+            match self
+                .client
+                .get(format!("{}/ready", self.admin))
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let ok = r.status().is_success();
+                    last = r.text().await.unwrap_or_default();
+                    if ok && last.trim() == "LIVE" {
+                        return;
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "envoy {} not ready after {timeout:?} (/ready: {}); fleet view: {}\nenvoy log:\n{}",
+                    self.node_id,
+                    last.trim(),
+                    cp.fleet_node(&self.node_id).await.unwrap_or(Value::Null),
+                    tail(&self.log, 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<gantry-cp's --proxy-http-port>`: Envoy's listener.
+    pub fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Envoy's stderr so far (warnings and errors: `-l warning`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines of Envoy's log that say it rejected config from gantry-cp.
+    pub fn rejections(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("rejected") || l.contains("gRPC config for"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> String {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("envoy admin {path}: {e}"));
+        r.text().await.unwrap_or_default()
+    }
+
+    /// `GET /config_dump` (with `include_eds`), as JSON.
+    pub async fn config_dump(&self) -> Value {
+        let text = self.admin_get("/config_dump?include_eds").await;
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("config_dump is not JSON: {e}: {text}"))
+    }
+
+    /// The config_dump section of this `@type` (`envoy.admin.v3.<kind>`,
+    /// e.g. "RoutesConfigDump", "ClustersConfigDump", "ListenersConfigDump").
+    pub async fn config_dump_of(&self, kind: &str) -> Value {
+        let dump = self.config_dump().await;
+        let kind = format!("type.googleapis.com/envoy.admin.v3.{kind}");
+        dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["@type"] == kind.as_str())
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Stats whose names match `filter` (a regex), as (name, value); only
+    /// counters and gauges (histograms have no single value).
+    pub async fn stats(&self, filter: &str) -> Vec<(String, u64)> {
+        let text = self
+            .admin_get(&format!("/stats?filter={}", url_escape(filter)))
+            .await;
+        text.lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One counter or gauge by exact name.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let re = format!("^{}$", name.replace('.', "\\."));
+        self.stats(&re)
+            .await
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// A request through Envoy's listener.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.proxy_url()))
+    }
+
+    /// GET through Envoy's listener: status and JSON body (Null if not JSON).
+    pub async fn get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        send_json(self.request(reqwest::Method::GET, path)).await
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        if std::thread::panicking() {
+            eprintln!(
+                "---- envoy {} log (admin :{}, {}) ----\n{}\n----",
+                self.node_id,
+                self.admin_port,
+                if self.delta { "DELTA_GRPC" } else { "GRPC" },
+                tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Sends a request; returns its status and JSON body (Null if not JSON).
+pub async fn send_json(req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Upstreams
+// ---------------------------------------------------------------------------
+
+/// A real HTTP/1.1 server answering every request with 200 and
+/// `{"upstream", "method", "path", "headers", "body"}`, so a test sees what
+/// was forwarded to it. Counts requests; stops on drop.
+pub struct Upstream {
+    pub name: String,
+    pub port: u16,
+    count: Arc<AtomicU64>,
+    last: Arc<Mutex<Option<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let port = listener.local_addr().expect("addr").port();
+        let count = Arc::new(AtomicU64::new(0));
+        let last = Arc::new(Mutex::new(None));
+        let (n, c, l) = (name.to_string(), count.clone(), last.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (n, c, l) = (n.clone(), c.clone(), l.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (n, c, l) = (n.clone(), c.clone(), l.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let mut headers = Map::new();
+                            for (k, v) in &parts.headers {
+                                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+                                match headers.get_mut(k.as_str()) {
+                                    Some(Value::String(prev)) => {
+                                        prev.push_str(", ");
+                                        prev.push_str(&v);
+                                    }
+                                    _ => {
+                                        headers.insert(k.as_str().to_string(), Value::String(v));
+                                    }
+                                }
+                            }
+                            let seen = json!({
+                                "upstream": n,
+                                "method": parts.method.as_str(),
+                                "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                                "headers": headers,
+                                "body": String::from_utf8_lossy(&body),
+                            });
+                            c.fetch_add(1, Ordering::Relaxed);
+                            *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen.clone());
+                            let resp = hyper::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(seen.to_string())))
+                                .expect("response");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            name: name.to_string(),
+            port,
+            count,
+            last,
+            task,
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn reset(&self) {
+        self.count.store(0, Ordering::Relaxed);
+    }
+
+    /// What the last request looked like.
+    pub fn last(&self) -> Option<Value> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A hand-driven ADS client (for protocol tests: NACKs, resends)
+// ---------------------------------------------------------------------------
+
+pub mod ads {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    };
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::Streaming;
+
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+    /// A node description; `user_agent_name` "envoy" asks for Envoy's flavour.
+    pub fn node(id: &str) -> Node {
+        Node {
+            id: id.to_string(),
+            cluster: "probes".to_string(),
+            user_agent_name: "envoy".to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn client(xds_url: &str) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(xds_url.to_string())
+            .expect("xds url")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to the xDS server");
+        AggregatedDiscoveryServiceClient::new(channel)
+    }
+
+    /// A state-of-the-world ADS stream.
+    pub struct Sotw {
+        pub tx: mpsc::Sender<DiscoveryRequest>,
+        pub rx: Streaming<DiscoveryResponse>,
+    }
+
+    impl Sotw {
+        pub async fn connect(xds_url: &str) -> Sotw {
+            let mut c = client(xds_url).await;
+            let (tx, rx) = mpsc::channel(16);
+            let resp = c
+                .stream_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .expect("open the ADS stream");
+            Sotw {
+                tx,
+                rx: resp.into_inner(),
+            }
+        }
+
+        pub async fn send(&self, r: DiscoveryRequest) {
+            self.tx.send(r).await.expect("ADS stream open");
+        }
+
+        /// The next response, or None if none arrives within `timeout`.
+        pub async fn recv(&mut self, timeout: Duration) -> Option<DiscoveryResponse> {
+            match tokio::time::timeout(timeout, self.rx.message()).await {
+                Ok(Ok(Some(m))) => Some(m),
+                Ok(Ok(None)) => panic!("the control plane closed the ADS stream"),
+                Ok(Err(e)) => panic!("ADS stream error: {e}"),
+                Err(_) => None,
+            }
+        }
+    }
+
+    /// A delta (incremental) ADS stream.
+    pub struct Delta {
+        pub tx: mpsc::Sender<DeltaDiscoveryRequest>,
+        pub rx: Streaming<DeltaDiscoveryResponse>,
+    }
+
+    impl Delta {
+        pub async fn connect(xds_url: &str) -> Delta {
+            let mut c = client(xds_url).await;
+            let (tx, rx) = mpsc::channel(16);
+            let resp = c
+                .delta_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .expect("open the delta ADS stream");
+            Delta {
+                tx,
+                rx: resp.into_inner(),
+            }
+        }
+
+        pub async fn send(&self, r: DeltaDiscoveryRequest) {
+            self.tx.send(r).await.expect("delta ADS stream open");
+        }
+
+        pub async fn recv(&mut self, timeout: Duration) -> Option<DeltaDiscoveryResponse> {
+            match tokio::time::timeout(timeout, self.rx.message()).await {
+                Ok(Ok(Some(m))) => Some(m),
+                Ok(Ok(None)) => panic!("the control plane closed the delta ADS stream"),
+                Ok(Err(e)) => panic!("delta ADS stream error: {e}"),
+                Err(_) => None,
+            }
+        }
+    }
+}
+
+/// Median and max of a set of durations (sorted in place).
+pub fn median_max(v: &mut [Duration]) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() - 1])
+}

@@ -1,8 +1,8 @@
 //! `GET /fleet` and `GET /fleet/{node}`: which revision every proxy runs,
 //! per resource type sent / ACKed / NACKed, across all replicas.
 
-use super::error::ApiError;
 use super::Admin;
+use super::error::ApiError;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

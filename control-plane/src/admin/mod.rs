@@ -35,14 +35,31 @@ pub struct Admin {
     pub listen: Arc<str>,
 }
 
+/// What the admin API shows of the xDS server.
+#[derive(Clone)]
+pub struct XdsHandles {
+    pub cache: crate::xds::SnapshotCache,
+    pub fleet: Arc<crate::xds::Fleet>,
+}
+
 impl Admin {
     pub fn new(store: Store, sealer: Sealer, listen: impl Into<Arc<str>>) -> Self {
         Admin {
             store,
+            xds: None,
             sealer: Arc::new(sealer),
             actor: Arc::from("anonymous"),
             listen: listen.into(),
         }
+    }
+
+    pub fn with_xds(
+        mut self,
+        cache: crate::xds::SnapshotCache,
+        fleet: Arc<crate::xds::Fleet>,
+    ) -> Self {
+        self.xds = Some(XdsHandles { cache, fleet });
+        self
     }
 }
 

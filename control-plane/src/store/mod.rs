@@ -276,7 +276,7 @@ impl Store {
     pub async fn find_key(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT id FROM entity_keys WHERE kind = $1 AND key = $2")
             .bind(kind)
-            .bind(key)
+            .bind(write::index_value(key))
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
@@ -303,7 +303,7 @@ impl Store {
             let ps: Vec<String> = f
                 .tags
                 .iter()
-                .map(|t| next_param(&mut binds, t.clone()))
+                .map(|t| next_param(&mut binds, write::index_value(t)))
                 .collect();
             let mut sub = format!(
                 "SELECT id FROM entity_tags WHERE kind = $1 AND tag IN ({})",
@@ -350,7 +350,7 @@ impl Store {
              ORDER BY kind, id LIMIT {}",
             size + 1
         )))
-        .bind(tag)
+        .bind(write::index_value(tag))
         .bind(ak)
         .bind(aid)
         .fetch_all(&self.pool)

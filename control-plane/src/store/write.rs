@@ -74,7 +74,7 @@ impl WriteTx {
     pub async fn find_key(&mut self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT id FROM entity_keys WHERE kind = $1 AND key = $2")
             .bind(kind)
-            .bind(key)
+            .bind(index_value(key))
             .fetch_optional(&mut *self.tx)
             .await?;
         Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
@@ -141,7 +141,7 @@ impl WriteTx {
         for key in &index.keys {
             sqlx::query("INSERT INTO entity_keys (kind, key, id) VALUES ($1, $2, $3)")
                 .bind(kind)
-                .bind(key.as_str())
+                .bind(index_value(key))
                 .bind(id)
                 .execute(&mut *self.tx)
                 .await?;
@@ -161,7 +161,7 @@ impl WriteTx {
             sqlx::query("INSERT INTO entity_tags (kind, id, tag) VALUES ($1, $2, $3)")
                 .bind(kind)
                 .bind(id)
-                .bind(tag.as_str())
+                .bind(index_value(tag))
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -265,6 +265,21 @@ impl WriteTx {
             changed: true,
         })
     }
+}
+
+/// An index value as stored: long ones by their digest, because a B-tree
+/// entry has a size limit (about 2.7 kB on Postgres) and values are free text.
+pub(crate) fn index_value(v: &str) -> String {
+    const MAX: usize = 256;
+    if v.len() <= MAX {
+        return v.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(v.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// The index rows kept for the current version of an entity.

@@ -70,7 +70,14 @@ fn pack<T: Message + prost::Name>(items: Vec<T>, name: impl Fn(&T) -> String) ->
             let n = name(&r);
             let any = pack_any(r);
             let version = version_of(&any);
-            (n.clone(), Arc::new(Resource { name: n, version, any }))
+            (
+                n.clone(),
+                Arc::new(Resource {
+                    name: n,
+                    version,
+                    any,
+                }),
+            )
         })
         .collect()
 }
@@ -94,7 +101,10 @@ pub struct SnapshotCache {
 
 impl SnapshotCache {
     pub fn new() -> Self {
-        let (tx, _) = watch::channel(Arc::new(Snapshots { revision: -1, ..Default::default() }));
+        let (tx, _) = watch::channel(Arc::new(Snapshots {
+            revision: -1,
+            ..Default::default()
+        }));
         SnapshotCache { tx: Arc::new(tx) }
     }
 
@@ -109,7 +119,11 @@ impl SnapshotCache {
     /// Translates `revision` for every flavour and publishes it; on a
     /// translation error the last good snapshots stay and the error is
     /// recorded, so nothing half-built is ever pushed.
-    pub async fn rebuild(&self, store: &Store, opts: &ProxyOptions) -> Result<(), crate::store::StoreError> {
+    pub async fn rebuild(
+        &self,
+        store: &Store,
+        opts: &ProxyOptions,
+    ) -> Result<(), crate::store::StoreError> {
         // Read the revision before the entities: if a write lands between
         // the two reads, the next rebuild will carry it.
         let revision = store.current_revision().await?;
@@ -127,21 +141,37 @@ impl SnapshotCache {
                     let next = Snapshots {
                         revision: prev.revision,
                         flavours: prev.flavours.clone(),
-                        error: Some(TranslationFailure { revision, error: e.to_string() }),
+                        error: Some(TranslationFailure {
+                            revision,
+                            error: e.to_string(),
+                        }),
                     };
                     self.tx.send_replace(Arc::new(next));
                     return Ok(());
                 }
             }
         }
-        tracing::debug!(revision, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot built");
-        self.tx.send_replace(Arc::new(Snapshots { revision, flavours, error: None }));
+        tracing::debug!(
+            revision,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        self.tx.send_replace(Arc::new(Snapshots {
+            revision,
+            flavours,
+            error: None,
+        }));
         Ok(())
     }
 
     /// Follows the change feed: after each new revision waits `debounce`
     /// for more to arrive, then rebuilds once.
-    pub fn spawn_builder(&self, store: Store, opts: ProxyOptions, debounce: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_builder(
+        &self,
+        store: Store,
+        opts: ProxyOptions,
+        debounce: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut feed = store.feed().subscribe();

@@ -5,10 +5,12 @@
 use super::XdsContext;
 use super::fleet::{NodeEntry, SyncState};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryService;
-use envoy_types::pb::envoy::service::status::v3::{ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus};
+use envoy_types::pb::envoy::service::status::v3::{
+    ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::Timestamp;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,10 +22,12 @@ pub struct Csds {
 }
 
 fn matches(req: &ClientStatusRequest, n: &NodeEntry) -> bool {
-    req.node_matchers.iter().all(|m| match m.node_id.as_ref().and_then(|s| s.match_pattern.as_ref()) {
-        Some(MatchPattern::Exact(id)) => &n.node_id == id,
-        Some(MatchPattern::Prefix(p)) => n.node_id.starts_with(p.as_str()),
-        _ => true,
+    req.node_matchers.iter().all(|m| {
+        match m.node_id.as_ref().and_then(|s| s.match_pattern.as_ref()) {
+            Some(MatchPattern::Exact(id)) => &n.node_id == id,
+            Some(MatchPattern::Prefix(p)) => n.node_id.starts_with(p.as_str()),
+            _ => true,
+        }
     })
 }
 
@@ -45,14 +49,21 @@ fn client_config(n: &NodeEntry, with_contents: bool) -> ClientConfig {
                 name: r.name.clone(),
                 version_info: s.version_sent.clone().unwrap_or_default(),
                 xds_config: with_contents.then(|| r.any.clone()),
-                last_updated: Some(Timestamp { seconds: s.sent_at / 1000, nanos: ((s.sent_at % 1000) * 1_000_000) as i32 }),
+                last_updated: Some(Timestamp {
+                    seconds: s.sent_at / 1000,
+                    nanos: ((s.sent_at % 1000) * 1_000_000) as i32,
+                }),
                 config_status: status_of(s.state) as i32,
                 ..Default::default()
             });
         }
     }
     ClientConfig {
-        node: Some(Node { id: n.node_id.clone(), cluster: n.group.clone(), ..Default::default() }),
+        node: Some(Node {
+            id: n.node_id.clone(),
+            cluster: n.group.clone(),
+            ..Default::default()
+        }),
         generic_xds_configs: generic,
         ..Default::default()
     }
@@ -74,7 +85,8 @@ impl Csds {
 
 #[tonic::async_trait]
 impl ClientStatusDiscoveryService for Csds {
-    type StreamClientStatusStream = Pin<Box<dyn Stream<Item = Result<ClientStatusResponse, Status>> + Send + 'static>>;
+    type StreamClientStatusStream =
+        Pin<Box<dyn Stream<Item = Result<ClientStatusResponse, Status>> + Send + 'static>>;
 
     async fn stream_client_status(
         &self,

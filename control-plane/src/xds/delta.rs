@@ -8,9 +8,11 @@
 //! come to exist; make-before-break order with cluster removals held back
 //! until the node's routes no longer need them.
 
-use super::session::{NodeInfo, Session};
 use super::XdsContext;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use super::session::{NodeInfo, Session};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
 use gantry_shared::xds::{self, PUSH_ORDER};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -57,12 +59,20 @@ pub async fn run(
         _ => return,
     };
     let Some(node) = first.node.as_ref().map(NodeInfo::from_node) else {
-        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "the first request must carry the node",
+            )))
+            .await;
         return;
     };
     let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), "delta");
     let mut snapshots = ctx.cache.subscribe();
-    let mut s = Stream { session, types: HashMap::new(), tx };
+    let mut s = Stream {
+        session,
+        types: HashMap::new(),
+        tx,
+    };
     if s.on_request(first).await.is_err() {
         return;
     }
@@ -112,7 +122,10 @@ impl Stream {
             }
         }
         if !r.response_nonce.is_empty() {
-            let matches = st.pending.as_ref().is_some_and(|p| p.nonce == r.response_nonce);
+            let matches = st
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.nonce == r.response_nonce);
             if matches && let Some(p) = st.pending.take() {
                 if let Some(err) = &r.error_detail {
                     for (name, version) in &p.sent {
@@ -147,15 +160,23 @@ impl Stream {
                 self.maybe_send(t).await?;
             }
         }
-        let Some(snap) = self.session.snapshot() else { return Ok(()) };
-        let current: Vec<(&'static str, bool)> = self.types.keys().map(|t| (*t, self.is_current(t))).collect();
+        let Some(snap) = self.session.snapshot() else {
+            return Ok(());
+        };
+        let current: Vec<(&'static str, bool)> = self
+            .types
+            .keys()
+            .map(|t| (*t, self.is_current(t)))
+            .collect();
         self.session.retarget(snap.revision, &current);
         Ok(())
     }
 
     /// Whether the node has exactly what it should of type `t`, ACKed.
     fn is_current(&self, t: &'static str) -> bool {
-        let (Some(snap), Some(st)) = (self.session.snapshot(), self.types.get(t)) else { return true };
+        let (Some(snap), Some(st)) = (self.session.snapshot(), self.types.get(t)) else {
+            return true;
+        };
         if st.pending.is_some() {
             return false;
         }
@@ -165,14 +186,22 @@ impl Stream {
             .values()
             .filter(|r| st.wildcard || st.names.contains(&r.name))
             .all(|r| st.known.get(&r.name) == Some(&r.version));
-        let nothing_stale = st.known.keys().all(|n| all.contains_key(n) || !(st.wildcard || st.names.contains(n)));
+        let nothing_stale = st
+            .known
+            .keys()
+            .all(|n| all.contains_key(n) || !(st.wildcard || st.names.contains(n)));
         wanted_ok && nothing_stale
     }
 
     async fn maybe_send(&mut self, t: &'static str) -> Result<(), ()> {
-        let Some(snap) = self.session.snapshot() else { return Ok(()) };
-        let hold_cluster_removals = t == xds::CLUSTER && !(self.is_current(xds::LISTENER) && self.is_current(xds::ROUTE));
-        let Some(st) = self.types.get(t) else { return Ok(()) };
+        let Some(snap) = self.session.snapshot() else {
+            return Ok(());
+        };
+        let hold_cluster_removals =
+            t == xds::CLUSTER && !(self.is_current(xds::LISTENER) && self.is_current(xds::ROUTE));
+        let Some(st) = self.types.get(t) else {
+            return Ok(());
+        };
         let empty = Default::default();
         let all = snap.of(t).unwrap_or(&empty);
         let updates: Vec<_> = all
@@ -218,11 +247,16 @@ impl Stream {
         };
         self.tx.send(Ok(resp)).await.map_err(|_| ())?;
         tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, updated = updates.len(), removed = removed.len(), "sent");
-        let Some(st) = self.types.get_mut(t) else { return Ok(()) };
+        let Some(st) = self.types.get_mut(t) else {
+            return Ok(());
+        };
         let mut previous = Vec::new();
         let mut sent = Vec::new();
         for r in &updates {
-            previous.push((r.name.clone(), st.known.insert(r.name.clone(), r.version.clone())));
+            previous.push((
+                r.name.clone(),
+                st.known.insert(r.name.clone(), r.version.clone()),
+            ));
             sent.push((r.name.clone(), r.version.clone()));
         }
         for n in &removed {
@@ -231,8 +265,17 @@ impl Stream {
         st.responded = true;
         // A newer response supersedes an unanswered one: the node ACKs or
         // NACKs the newest, and applies both in order.
-        st.pending = Some(Pending { nonce, version: version.clone(), previous, sent });
-        let all_sent: Vec<_> = all.values().filter(|r| st.known.contains_key(&r.name)).cloned().collect();
+        st.pending = Some(Pending {
+            nonce,
+            version: version.clone(),
+            previous,
+            sent,
+        });
+        let all_sent: Vec<_> = all
+            .values()
+            .filter(|r| st.known.contains_key(&r.name))
+            .cloned()
+            .collect();
         self.session.sent(t, &version, all_sent);
         Ok(())
     }

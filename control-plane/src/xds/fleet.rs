@@ -89,7 +89,12 @@ impl NodeEntry {
         let types: serde_json::Map<String, Value> = self
             .types
             .iter()
-            .map(|(t, s)| (gantry_shared::xds::short_name(t).to_string(), serde_json::to_value(s).unwrap_or_default()))
+            .map(|(t, s)| {
+                (
+                    gantry_shared::xds::short_name(t).to_string(),
+                    serde_json::to_value(s).unwrap_or_default(),
+                )
+            })
             .collect();
         let state = self.state();
         serde_json::json!({
@@ -128,9 +133,15 @@ const STALE_AFTER: Duration = Duration::from_secs(15);
 
 impl Fleet {
     pub fn new(xds_listen: String) -> Arc<Fleet> {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         Arc::new(Fleet {
-            cp: ControlPlaneId { id: uuid::Uuid::new_v4().to_string(), hostname, xds_listen },
+            cp: ControlPlaneId {
+                id: uuid::Uuid::new_v4().to_string(),
+                hostname,
+                xds_listen,
+            },
             nodes: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             dirty: AtomicBool::new(true),
@@ -163,18 +174,23 @@ impl Fleet {
     /// Nodes on this replica.
     pub fn local(&self) -> Vec<NodeEntry> {
         let mut v: Vec<NodeEntry> = self.lock().values().cloned().collect();
-        v.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.connected_at.cmp(&b.connected_at)));
+        v.sort_by(|a, b| {
+            a.node_id
+                .cmp(&b.node_id)
+                .then(a.connected_at.cmp(&b.connected_at))
+        });
         v
     }
 
     /// Every node on every replica: this one's live, others' from the store.
     pub async fn all(&self, store: &Store) -> Result<Vec<Value>, StoreError> {
         let mut out: Vec<Value> = self.local().iter().map(|n| n.view(&self.cp)).collect();
-        let rows = sqlx::query("SELECT status FROM fleet_nodes WHERE cp_id <> $1 AND updated_at > $2")
-            .bind(self.cp.id.as_str())
-            .bind(now_ms() - STALE_AFTER.as_millis() as i64)
-            .fetch_all(store.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT status FROM fleet_nodes WHERE cp_id <> $1 AND updated_at > $2")
+                .bind(self.cp.id.as_str())
+                .bind(now_ms() - STALE_AFTER.as_millis() as i64)
+                .fetch_all(store.pool())
+                .await?;
         for r in rows {
             let s: String = r.try_get(0)?;
             if let Ok(v) = serde_json::from_str::<Value>(&s) {
@@ -187,7 +203,11 @@ impl Fleet {
 
     /// Mirrors this replica's nodes into the store: on change within
     /// `every`, and as a heartbeat at least every few seconds.
-    pub fn spawn_mirror(self: &Arc<Self>, store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_mirror(
+        self: &Arc<Self>,
+        store: Store,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -212,7 +232,10 @@ impl Fleet {
         let now = now_ms();
         let nodes = self.local();
         let mut tx = store.pool().begin().await?;
-        sqlx::query("DELETE FROM fleet_nodes WHERE cp_id = $1").bind(self.cp.id.as_str()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM fleet_nodes WHERE cp_id = $1")
+            .bind(self.cp.id.as_str())
+            .execute(&mut *tx)
+            .await?;
         // One row per node id: a node with two streams here shows its newest.
         let mut seen = std::collections::HashSet::new();
         for n in nodes.iter().rev() {
@@ -238,7 +261,10 @@ impl Fleet {
 
     /// Removes this replica's rows (clean shutdown).
     pub async fn clear(&self, store: &Store) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM fleet_nodes WHERE cp_id = $1").bind(self.cp.id.as_str()).execute(store.pool()).await?;
+        sqlx::query("DELETE FROM fleet_nodes WHERE cp_id = $1")
+            .bind(self.cp.id.as_str())
+            .execute(store.pool())
+            .await?;
         Ok(())
     }
 }

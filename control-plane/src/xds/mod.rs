@@ -86,7 +86,10 @@ pub async fn serve(
                 .max_encoding_message_size(256 * 1024 * 1024),
         )
         .add_service(ClientStatusDiscoveryServiceServer::new(csds))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
 }
 

@@ -30,12 +30,18 @@ impl NodeInfo {
                 .unwrap_or_default(),
             _ => String::new(),
         };
-        let group = if n.cluster.is_empty() { "default".to_string() } else { n.cluster.clone() };
+        let group = if n.cluster.is_empty() {
+            "default".to_string()
+        } else {
+            n.cluster.clone()
+        };
         NodeInfo {
             id: n.id.clone(),
             group,
             flavour: Flavour::from_user_agent(&n.user_agent_name),
-            user_agent: format!("{}/{}", n.user_agent_name, version).trim_end_matches('/').to_string(),
+            user_agent: format!("{}/{}", n.user_agent_name, version)
+                .trim_end_matches('/')
+                .to_string(),
         }
     }
 }
@@ -50,7 +56,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(node: NodeInfo, fleet: Arc<Fleet>, cache: SnapshotCache, protocol: &'static str) -> Session {
+    pub fn open(
+        node: NodeInfo,
+        fleet: Arc<Fleet>,
+        cache: SnapshotCache,
+        protocol: &'static str,
+    ) -> Session {
         let target = cache.current().revision;
         let fleet_id = fleet.register(NodeEntry {
             node_id: node.id.clone(),
@@ -63,7 +74,13 @@ impl Session {
             types: Default::default(),
         });
         tracing::info!(node = %node.id, group = %node.group, flavour = node.flavour.as_str(), protocol, "proxy connected");
-        Session { node, fleet, fleet_id, cache, nonce: 0 }
+        Session {
+            node,
+            fleet,
+            fleet_id,
+            cache,
+            nonce: 0,
+        }
     }
 
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
@@ -89,7 +106,11 @@ impl Session {
         self.fleet.update(self.fleet_id, |e| {
             let t = e.types.entry(type_url).or_default();
             t.version_acked = Some(version.to_string());
-            t.state = if current { SyncState::Synced } else { SyncState::Stale };
+            t.state = if current {
+                SyncState::Synced
+            } else {
+                SyncState::Stale
+            };
         });
     }
 
@@ -97,7 +118,11 @@ impl Session {
         tracing::warn!(node = %self.node.id, r#type = gantry_shared::xds::short_name(type_url), version, error, "proxy NACKed");
         self.fleet.update(self.fleet_id, |e| {
             let t = e.types.entry(type_url).or_default();
-            t.last_nack = Some(Nack { version: version.to_string(), error: error.to_string(), at: now_ms() });
+            t.last_nack = Some(Nack {
+                version: version.to_string(),
+                error: error.to_string(),
+                at: now_ms(),
+            });
             t.state = SyncState::Nacked;
         });
     }

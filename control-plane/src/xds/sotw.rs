@@ -8,9 +8,9 @@
 //! make-before-break order, and clusters a node's routes may still use are
 //! kept until its new routes are ACKed.
 
+use super::XdsContext;
 use super::cache::{Resource, Snapshot};
 use super::session::{NodeInfo, Session, content_key};
-use super::XdsContext;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use gantry_shared::xds::{self, PUSH_ORDER};
 use std::collections::{BTreeSet, HashMap};
@@ -55,12 +55,20 @@ pub async fn run(
         _ => return,
     };
     let Some(node) = first.node.as_ref().map(NodeInfo::from_node) else {
-        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "the first request must carry the node",
+            )))
+            .await;
         return;
     };
     let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), "sotw");
     let mut snapshots = ctx.cache.subscribe();
-    let mut s = Stream { session, types: HashMap::new(), tx };
+    let mut s = Stream {
+        session,
+        types: HashMap::new(),
+        tx,
+    };
     if s.on_request(first).await.is_err() {
         return;
     }
@@ -133,11 +141,18 @@ impl Stream {
                 self.maybe_send(t, false).await?;
             }
         }
-        let Some(snap) = self.session.snapshot() else { return Ok(()) };
+        let Some(snap) = self.session.snapshot() else {
+            return Ok(());
+        };
         let current: Vec<(&'static str, bool)> = self
             .types
             .iter()
-            .map(|(t, st)| (*t, st.acked.is_some() && st.acked == self.desired_key_in(&snap, t)))
+            .map(|(t, st)| {
+                (
+                    *t,
+                    st.acked.is_some() && st.acked == self.desired_key_in(&snap, t),
+                )
+            })
             .collect();
         self.session.retarget(snap.revision, &current);
         Ok(())
@@ -145,7 +160,9 @@ impl Stream {
 
     /// What the node should have of type `t` now.
     fn desired_in(&self, snap: &Snapshot, t: &'static str) -> Vec<Arc<Resource>> {
-        let Some(all) = snap.of(t) else { return Vec::new() };
+        let Some(all) = snap.of(t) else {
+            return Vec::new();
+        };
         match self.types.get(t).and_then(|s| s.names.as_ref()) {
             None => all.values().cloned().collect(),
             Some(names) => names.iter().filter_map(|n| all.get(n).cloned()).collect(),
@@ -164,27 +181,37 @@ impl Stream {
     /// Whether the node runs the current listeners and routes, so that
     /// clusters only the old routes used can be removed.
     fn routes_current(&self, snap: &Snapshot) -> bool {
-        [xds::LISTENER, xds::ROUTE].iter().all(|t| match self.types.get(t) {
-            None => true,
-            Some(st) => st.acked.is_some() && st.acked == self.desired_key_in(snap, t),
-        })
+        [xds::LISTENER, xds::ROUTE]
+            .iter()
+            .all(|t| match self.types.get(t) {
+                None => true,
+                Some(st) => st.acked.is_some() && st.acked == self.desired_key_in(snap, t),
+            })
     }
 
     async fn maybe_send(&mut self, t: &'static str, subscription_changed: bool) -> Result<(), ()> {
-        let Some(snap) = self.session.snapshot() else { return Ok(()) };
+        let Some(snap) = self.session.snapshot() else {
+            return Ok(());
+        };
         let mut desired = self.desired_in(&snap, t);
         if t == xds::CLUSTER && !self.routes_current(&snap) {
             // Make-before-break: keep what was sent until routes move off it.
             if let Some(sent) = self.types.get(t).and_then(|s| s.sent.as_ref()) {
                 let have: BTreeSet<&str> = desired.iter().map(|r| r.name.as_str()).collect();
-                let keep: Vec<Arc<Resource>> =
-                    sent.resources.iter().filter(|r| !have.contains(r.name.as_str())).cloned().collect();
+                let keep: Vec<Arc<Resource>> = sent
+                    .resources
+                    .iter()
+                    .filter(|r| !have.contains(r.name.as_str()))
+                    .cloned()
+                    .collect();
                 desired.extend(keep);
                 desired.sort_by(|a, b| a.name.cmp(&b.name));
             }
         }
         let key = content_key(desired.iter());
-        let Some(st) = self.types.get(t) else { return Ok(()) };
+        let Some(st) = self.types.get(t) else {
+            return Ok(());
+        };
         if st.sent.as_ref().is_some_and(|s| s.key == key) && !subscription_changed {
             return Ok(());
         }
@@ -208,7 +235,12 @@ impl Stream {
         tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, n = desired.len(), "sent");
         self.session.sent(t, &version, desired.clone());
         if let Some(st) = self.types.get_mut(t) {
-            st.sent = Some(Sent { nonce, version, key, resources: desired });
+            st.sent = Some(Sent {
+                nonce,
+                version,
+                key,
+                resources: desired,
+            });
         }
         Ok(())
     }

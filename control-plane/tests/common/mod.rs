@@ -105,11 +105,23 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub db: Db,
-    server: tokio::task::JoinHandle<()>,
+    /// `http://127.0.0.1:port` of the xDS server, when started with one.
+    pub xds: Option<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl TestApp {
     pub async fn start(backend: Backend) -> TestApp {
+        Self::start_inner(backend, None).await
+    }
+
+    /// Also serves xDS (snapshot builder with `debounce`, fleet, ADS, CSDS).
+    pub async fn start_with_xds(backend: Backend, debounce: std::time::Duration) -> TestApp {
+        Self::start_inner(backend, Some(debounce)).await
+    }
+
+    async fn start_inner(backend: Backend, xds: Option<std::time::Duration>) -> TestApp {
+        use gantry_cp::xds::{Fleet, SnapshotCache, XdsContext};
         let db = Db::new(backend);
         let store = Store::open(&db.config()).await.expect("open store");
         let sealer = Sealer::load(&store).await.expect("seal key");
@@ -117,16 +129,39 @@ impl TestApp {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = router(Admin::new(store.clone(), sealer, addr.to_string()));
-        let server = tokio::spawn(async move {
+        let mut admin = Admin::new(store.clone(), sealer, addr.to_string());
+        let mut tasks = Vec::new();
+        let mut xds_url = None;
+        if let Some(debounce) = xds {
+            let cache = SnapshotCache::new();
+            tasks.push(cache.spawn_builder(store.clone(), Default::default(), debounce));
+            let xl = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind xds");
+            let xaddr = xl.local_addr().expect("xds addr");
+            let fleet = Fleet::new(xaddr.to_string());
+            tasks.push(fleet.spawn_mirror(store.clone(), std::time::Duration::from_millis(200)));
+            let ctx = std::sync::Arc::new(XdsContext {
+                cache: cache.clone(),
+                fleet: fleet.clone(),
+            });
+            tasks.push(tokio::spawn(async move {
+                let _ = gantry_cp::xds::serve(xl, ctx, std::future::pending()).await;
+            }));
+            admin = admin.with_xds(cache, fleet);
+            xds_url = Some(format!("http://{xaddr}"));
+        }
+        let app = router(admin);
+        tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
-        });
+        }));
         TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store,
             db,
-            server,
+            xds: xds_url,
+            tasks,
         }
     }
 
@@ -211,7 +246,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.server.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

@@ -1,0 +1,545 @@
+//! Typed views of the entity JSON the translator needs, read from the
+//! normalised records the store keeps (every field present, null if unset).
+
+use super::TranslateError;
+use crate::store::Stored;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub id: String,
+    pub name: Option<String>,
+    pub protocol: String,
+    pub host: String,
+    pub port: u16,
+    /// None when unset (Kong then treats it as `/`).
+    pub path: Option<String>,
+    pub connect_timeout: i64,
+    pub read_timeout: i64,
+    pub retries: u32,
+}
+
+impl Service {
+    /// Name when set, else id.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn cluster(&self) -> String {
+        super::cluster_name(self.label())
+    }
+
+    /// TLS to the upstream.
+    pub fn tls(&self) -> bool {
+        matches!(self.protocol.as_str(), "https" | "grpcs" | "wss" | "tls")
+    }
+
+    /// HTTP/2 to the upstream (gRPC needs it).
+    pub fn http2(&self) -> bool {
+        matches!(self.protocol.as_str(), "grpc" | "grpcs")
+    }
+
+    /// The port Kong leaves out of the Host header for this scheme.
+    pub fn default_port(&self) -> u16 {
+        if self.tls() { 443 } else { 80 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathHandling {
+    V0,
+    V1,
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub id: String,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub protocols: Vec<String>,
+    pub methods: Vec<String>,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    /// Sorted by header name (lower-cased), values as given.
+    pub headers: Vec<(String, Vec<String>)>,
+    pub https_redirect_status_code: u16,
+    pub regex_priority: i64,
+    pub strip_path: bool,
+    pub path_handling: PathHandling,
+    pub preserve_host: bool,
+    pub snis: Vec<String>,
+    pub service: Option<String>,
+}
+
+impl Route {
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn has_protocol(&self, ps: &[&str]) -> bool {
+        self.protocols.iter().any(|p| ps.contains(&p.as_str()))
+    }
+}
+
+/// What a consistent-hashing upstream hashes on (Kong's hash_on / hash_fallback).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashOn {
+    None,
+    Consumer,
+    Ip,
+    Header(String),
+    Cookie { name: String, path: String },
+    Path,
+    QueryArg(String),
+    UriCapture(String),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ActiveCheck {
+    pub kind: String,
+    /// Seconds, as Kong has them.
+    pub timeout: f64,
+    pub http_path: String,
+    pub headers: Vec<(String, Vec<String>)>,
+    pub healthy_interval: f64,
+    pub healthy_statuses: Vec<u16>,
+    pub successes: u32,
+    pub unhealthy_interval: f64,
+    pub unhealthy_statuses: Vec<u16>,
+    pub tcp_failures: u32,
+    pub http_failures: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PassiveCheck {
+    pub tcp_failures: u32,
+    pub http_failures: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub id: String,
+    pub name: String,
+    pub algorithm: String,
+    pub hash_on: HashOn,
+    pub hash_fallback: HashOn,
+    pub host_header: Option<String>,
+    pub active: ActiveCheck,
+    pub passive: PassiveCheck,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl Target {
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    pub id: String,
+    pub cert: String,
+    pub key: String,
+    pub alt: Option<(String, String)>,
+    /// Sorted, deduplicated SNI names (from SNI entities and any inline list).
+    pub snis: Vec<String>,
+}
+
+/// The configuration, indexed, every collection in a stable order.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Enabled services only, by id.
+    pub services: BTreeMap<String, Service>,
+    /// Routes attached to an enabled service, by id.
+    pub routes: Vec<Route>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Upstream id -> its targets, sorted by (host, port, id).
+    pub targets: BTreeMap<String, Vec<Target>>,
+    /// Certificates, by id.
+    pub certificates: BTreeMap<String, Certificate>,
+}
+
+impl Model {
+    pub fn build(entities: &[Stored]) -> Result<Model, TranslateError> {
+        let mut m = Model::default();
+        let mut upstreams = Vec::new();
+        let mut snis: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut routes = Vec::new();
+        for e in entities {
+            let r = Reader { e };
+            match e.kind.as_str() {
+                "services" => {
+                    // A disabled service behaves as if it and its routes did not exist (Kong).
+                    if r.bool_or("enabled", true)? {
+                        let s = service(&r)?;
+                        m.services.insert(s.id.clone(), s);
+                    }
+                }
+                "routes" => routes.push(route(&r)?),
+                "upstreams" => upstreams.push(upstream(&r)?),
+                "targets" => {
+                    let up = r
+                        .foreign("upstream")?
+                        .ok_or_else(|| r.bad("upstream is missing"))?;
+                    let t = target(&r)?;
+                    m.targets.entry(up).or_default().push(t);
+                }
+                "certificates" => {
+                    let c = certificate(&r)?;
+                    if let Some(list) = r.opt_str_list("snis")? {
+                        snis.entry(c.id.clone()).or_default().extend(list);
+                    }
+                    m.certificates.insert(c.id.clone(), c);
+                }
+                "snis" => {
+                    let cert = r
+                        .foreign("certificate")?
+                        .ok_or_else(|| r.bad("certificate is missing"))?;
+                    snis.entry(cert).or_default().push(r.str("name")?);
+                }
+                _ => {}
+            }
+        }
+        for (cert, mut names) in snis {
+            if let Some(c) = m.certificates.get_mut(&cert) {
+                names.sort();
+                names.dedup();
+                c.snis = names;
+            }
+        }
+        for ts in m.targets.values_mut() {
+            ts.sort_by(|a, b| (&a.host, a.port, &a.id).cmp(&(&b.host, b.port, &b.id)));
+        }
+        for u in upstreams {
+            m.upstreams.insert(u.name.clone(), u);
+        }
+        // Routes without a service (Kong would answer 503) or whose service is
+        // disabled (Kong: as if absent) are left out; no cluster is invented.
+        routes.retain(|r| {
+            r.service
+                .as_ref()
+                .is_some_and(|s| m.services.contains_key(s))
+        });
+        routes.sort_by(|a, b| a.id.cmp(&b.id));
+        m.routes = routes;
+        Ok(m)
+    }
+
+    /// The upstream a service balances over, when its host names one.
+    pub fn upstream_of(&self, s: &Service) -> Option<&Upstream> {
+        self.upstreams.get(&s.host)
+    }
+
+    pub fn targets_of(&self, u: &Upstream) -> &[Target] {
+        self.targets.get(&u.id).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+fn service(r: &Reader<'_>) -> Result<Service, TranslateError> {
+    Ok(Service {
+        id: r.e.id.clone(),
+        name: r.opt_str("name")?,
+        protocol: r.opt_str("protocol")?.unwrap_or_else(|| "http".into()),
+        host: r.str("host")?,
+        port: r.int_or("port", 80)? as u16,
+        path: r.opt_str("path")?,
+        connect_timeout: r.int_or("connect_timeout", 60000)?,
+        read_timeout: r.int_or("read_timeout", 60000)?,
+        retries: r.int_or("retries", 5)?.clamp(0, u32::MAX as i64) as u32,
+    })
+}
+
+fn route(r: &Reader<'_>) -> Result<Route, TranslateError> {
+    let mut headers = Vec::new();
+    match r.field("headers") {
+        Value::Null => {}
+        Value::Object(map) => {
+            for (k, v) in map {
+                let vals = match v {
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| r.bad("headers values must be strings"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    Value::String(s) => vec![s.clone()],
+                    _ => return Err(r.bad("headers values must be arrays of strings")),
+                };
+                headers.push((k.to_ascii_lowercase(), vals));
+            }
+        }
+        _ => return Err(r.bad("headers must be an object")),
+    }
+    headers.sort();
+    Ok(Route {
+        id: r.e.id.clone(),
+        name: r.opt_str("name")?,
+        created_at: r.int_or("created_at", 0)?,
+        protocols: r
+            .opt_str_list("protocols")?
+            .unwrap_or_else(|| vec!["http".into(), "https".into()]),
+        methods: r.opt_str_list("methods")?.unwrap_or_default(),
+        hosts: r.opt_str_list("hosts")?.unwrap_or_default(),
+        paths: r.opt_str_list("paths")?.unwrap_or_default(),
+        headers,
+        https_redirect_status_code: r.int_or("https_redirect_status_code", 426)? as u16,
+        regex_priority: r.int_or("regex_priority", 0)?,
+        strip_path: r.bool_or("strip_path", true)?,
+        path_handling: match r.opt_str("path_handling")?.as_deref() {
+            Some("v1") => PathHandling::V1,
+            _ => PathHandling::V0,
+        },
+        preserve_host: r.bool_or("preserve_host", false)?,
+        snis: r.opt_str_list("snis")?.unwrap_or_default(),
+        service: r.foreign("service")?,
+    })
+}
+
+fn hash_on(r: &Reader<'_>, fallback: bool) -> Result<HashOn, TranslateError> {
+    let (mode, header, query, capture) = if fallback {
+        (
+            "hash_fallback",
+            "hash_fallback_header",
+            "hash_fallback_query_arg",
+            "hash_fallback_uri_capture",
+        )
+    } else {
+        (
+            "hash_on",
+            "hash_on_header",
+            "hash_on_query_arg",
+            "hash_on_uri_capture",
+        )
+    };
+    let need = |f: &str| {
+        r.opt_str(f)?
+            .ok_or_else(|| r.bad(&format!("{f} is required by {mode}")))
+    };
+    Ok(match r.opt_str(mode)?.as_deref().unwrap_or("none") {
+        "consumer" => HashOn::Consumer,
+        "ip" => HashOn::Ip,
+        "header" => HashOn::Header(need(header)?.to_ascii_lowercase()),
+        "cookie" => HashOn::Cookie {
+            name: need("hash_on_cookie")?,
+            path: r
+                .opt_str("hash_on_cookie_path")?
+                .unwrap_or_else(|| "/".into()),
+        },
+        "path" => HashOn::Path,
+        "query_arg" => HashOn::QueryArg(need(query)?),
+        "uri_capture" => HashOn::UriCapture(need(capture)?),
+        _ => HashOn::None,
+    })
+}
+
+fn upstream(r: &Reader<'_>) -> Result<Upstream, TranslateError> {
+    let hc = r.field("healthchecks");
+    let active = &hc["active"];
+    let passive = &hc["passive"];
+    let num = |v: &Value, d: f64| v.as_f64().unwrap_or(d);
+    let count = |v: &Value| v.as_u64().unwrap_or(0).min(u32::MAX as u64) as u32;
+    let statuses = |v: &Value, d: &[u16]| -> Vec<u16> {
+        match v.as_array() {
+            Some(a) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .filter(|s| (100..600).contains(s))
+                .map(|s| s as u16)
+                .collect(),
+            None => d.to_vec(),
+        }
+    };
+    let mut headers = Vec::new();
+    if let Some(map) = active["headers"].as_object() {
+        for (k, v) in map {
+            let vals = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect();
+            headers.push((k.clone(), vals));
+        }
+    }
+    headers.sort();
+    Ok(Upstream {
+        id: r.e.id.clone(),
+        name: r.str("name")?,
+        algorithm: r
+            .opt_str("algorithm")?
+            .unwrap_or_else(|| "round-robin".into()),
+        hash_on: hash_on(r, false)?,
+        hash_fallback: hash_on(r, true)?,
+        host_header: r.opt_str("host_header")?,
+        active: ActiveCheck {
+            kind: active["type"].as_str().unwrap_or("http").to_string(),
+            timeout: num(&active["timeout"], 1.0),
+            http_path: active["http_path"].as_str().unwrap_or("/").to_string(),
+            headers,
+            healthy_interval: num(&active["healthy"]["interval"], 0.0),
+            healthy_statuses: statuses(&active["healthy"]["http_statuses"], &[200, 302]),
+            successes: count(&active["healthy"]["successes"]),
+            unhealthy_interval: num(&active["unhealthy"]["interval"], 0.0),
+            unhealthy_statuses: statuses(
+                &active["unhealthy"]["http_statuses"],
+                &[429, 404, 500, 501, 502, 503, 504, 505],
+            ),
+            tcp_failures: count(&active["unhealthy"]["tcp_failures"]),
+            http_failures: count(&active["unhealthy"]["http_failures"]),
+        },
+        passive: PassiveCheck {
+            tcp_failures: count(&passive["unhealthy"]["tcp_failures"]),
+            http_failures: count(&passive["unhealthy"]["http_failures"]),
+        },
+    })
+}
+
+fn target(r: &Reader<'_>) -> Result<Target, TranslateError> {
+    let raw = r.str("target")?;
+    let (host, port) = split_host_port(&raw);
+    let port = match port {
+        // Kong's default target port.
+        None => 8000,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| r.bad(&format!("target {raw:?} has an invalid port")))?,
+    };
+    Ok(Target {
+        id: r.e.id.clone(),
+        host: host.to_string(),
+        port,
+        weight: r.int_or("weight", 100)?.clamp(0, u32::MAX as i64) as u32,
+    })
+}
+
+fn certificate(r: &Reader<'_>) -> Result<Certificate, TranslateError> {
+    let alt = match (r.opt_str("cert_alt")?, r.opt_str("key_alt")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => None,
+    };
+    Ok(Certificate {
+        id: r.e.id.clone(),
+        cert: r.str("cert")?,
+        key: r.str("key")?,
+        alt,
+        snis: Vec::new(),
+    })
+}
+
+/// Splits `host:port`, `[v6]:port`, bare `v6` into host and optional port.
+pub fn split_host_port(t: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = t.strip_prefix('[')
+        && let Some((h, tail)) = rest.split_once(']')
+    {
+        return (h, tail.strip_prefix(':'));
+    }
+    if t.matches(':').count() == 1 {
+        let (h, p) = t.split_once(':').unwrap_or((t, ""));
+        return (h, Some(p));
+    }
+    (t, None)
+}
+
+/// `host` or `host:port`, bracketing IPv6 literals.
+pub fn host_port(host: &str, port: Option<u16>) -> String {
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match port {
+        Some(p) => format!("{h}:{p}"),
+        None => h,
+    }
+}
+
+/// Typed field access with errors that name the entity.
+struct Reader<'a> {
+    e: &'a Stored,
+}
+
+impl Reader<'_> {
+    fn bad(&self, reason: &str) -> TranslateError {
+        TranslateError::Malformed {
+            kind: self.e.kind.clone(),
+            id: self.e.id.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn field(&self, f: &str) -> &Value {
+        self.e.data.get(f).unwrap_or(&Value::Null)
+    }
+
+    fn opt_str(&self, f: &str) -> Result<Option<String>, TranslateError> {
+        match self.field(f) {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(self.bad(&format!("{f} must be a string"))),
+        }
+    }
+
+    fn str(&self, f: &str) -> Result<String, TranslateError> {
+        self.opt_str(f)?
+            .ok_or_else(|| self.bad(&format!("{f} is missing")))
+    }
+
+    fn int_or(&self, f: &str, d: i64) -> Result<i64, TranslateError> {
+        match self.field(f) {
+            Value::Null => Ok(d),
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|x| x as i64))
+                .ok_or_else(|| self.bad(&format!("{f} must be an integer"))),
+            _ => Err(self.bad(&format!("{f} must be an integer"))),
+        }
+    }
+
+    fn bool_or(&self, f: &str, d: bool) -> Result<bool, TranslateError> {
+        match self.field(f) {
+            Value::Null => Ok(d),
+            Value::Bool(b) => Ok(*b),
+            _ => Err(self.bad(&format!("{f} must be a boolean"))),
+        }
+    }
+
+    fn opt_str_list(&self, f: &str) -> Result<Option<Vec<String>>, TranslateError> {
+        match self.field(f) {
+            Value::Null => Ok(None),
+            Value::Array(a) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.bad(&format!("{f} must hold strings")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            _ => Err(self.bad(&format!("{f} must be an array"))),
+        }
+    }
+
+    /// A foreign key: `{ "id": ... }` (or a bare id string).
+    fn foreign(&self, f: &str) -> Result<Option<String>, TranslateError> {
+        match self.field(f) {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            Value::Object(o) => match o.get("id") {
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                _ => Err(self.bad(&format!("{f} must reference an id"))),
+            },
+            _ => Err(self.bad(&format!("{f} must reference an id"))),
+        }
+    }
+}

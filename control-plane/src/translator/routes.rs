@@ -1,0 +1,676 @@
+//! RDS: the `http` and `https` route configurations.
+//!
+//! Kong matches a request against every route at once and picks the one
+//! with the highest priority; Envoy first picks a virtual host by domain,
+//! then takes the first route that matches. So each virtual host gets every
+//! Kong route that could match a request landing there, in Kong's order.
+
+use super::model::{HashOn, Model, PathHandling, Route, Service, Upstream, split_host_port};
+use super::{ProxyOptions, TranslateError, ms};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, HeaderValue, HeaderValueOption, data_source,
+    header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, HeaderMatcher, RedirectAction, RetryPolicy, Route as EnvoyRoute,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    header_matcher::HeaderMatchSpecifier,
+    redirect_action::{RedirectResponseCode, SchemeRewriteSpecifier},
+    route::Action,
+    route_action::{
+        ClusterSpecifier, HashPolicy, HostRewriteSpecifier,
+        hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter},
+    },
+    route_match::PathSpecifier,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request";
+pub const CATCH_ALL: &str = "catch-all";
+/// Kong's body for a plain-HTTP request to an HTTPS-only route.
+pub const UPGRADE_BODY: &str = r#"{"message":"Please use HTTPS protocol"}"#;
+
+/// Both route configurations, `http` then `https`.
+pub fn build(m: &Model, opts: &ProxyOptions) -> Result<Vec<RouteConfiguration>, TranslateError> {
+    // Every user regex compiles (checked once here, not per configuration).
+    for r in &m.routes {
+        for p in &r.paths {
+            if let Some(re) = p.strip_prefix('~') {
+                check_regex(r, re)?;
+            }
+        }
+        for v in r.headers.iter().flat_map(|(_, vs)| vs) {
+            if let Some(re) = v.strip_prefix("~*") {
+                check_regex(r, re)?;
+            }
+        }
+    }
+    Ok(vec![
+        config(m, "http", opts.http_port, false)?,
+        config(m, "https", opts.https_port, true)?,
+    ])
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Proxy,
+    /// HTTPS-only route reached over plain HTTP: redirect or 426.
+    Upgrade,
+}
+
+/// A route host as Envoy matches it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum HostPat {
+    Exact(String),
+    /// `*.example.com`, kept as `.example.com`.
+    Suffix(String),
+    /// `example.*`, kept as `example.`.
+    Prefix(String),
+}
+
+impl HostPat {
+    fn parse(h: &str) -> HostPat {
+        let h = h.to_ascii_lowercase();
+        if let Some(s) = h.strip_prefix('*') {
+            HostPat::Suffix(s.to_string())
+        } else if let Some(p) = h.strip_suffix('*') {
+            HostPat::Prefix(p.to_string())
+        } else {
+            HostPat::Exact(h)
+        }
+    }
+
+    fn domain(&self) -> String {
+        match self {
+            HostPat::Exact(h) => h.clone(),
+            HostPat::Suffix(s) => format!("*{s}"),
+            HostPat::Prefix(p) => format!("{p}*"),
+        }
+    }
+
+    /// Whether a route listing `self` could match a request that Envoy
+    /// sends to the virtual host for `d`. Envoy tries exact domains, then
+    /// suffix wildcards (longest first), then prefix wildcards, so a request
+    /// in a suffix vhost matched no exact domain and a request in a prefix
+    /// vhost matched no suffix one.
+    fn covers(&self, d: &HostPat) -> bool {
+        match (self, d) {
+            (HostPat::Exact(a), HostPat::Exact(b)) => a == b,
+            (HostPat::Suffix(s), HostPat::Exact(h)) => h.len() > s.len() && h.ends_with(s.as_str()),
+            (HostPat::Prefix(p), HostPat::Exact(h)) => {
+                h.len() > p.len() && h.starts_with(p.as_str())
+            }
+            (HostPat::Suffix(a), HostPat::Suffix(b)) => b.ends_with(a.as_str()),
+            (HostPat::Prefix(a), HostPat::Prefix(b)) => b.starts_with(a.as_str()),
+            // Partial overlaps (`api.*` vs `*.example.com`) cannot be expressed
+            // with Envoy's domain selection; the more specific vhost wins.
+            _ => false,
+        }
+    }
+}
+
+/// Kong's route priority (traditional_compatible router), compared
+/// ascending: more match categories, plain hosts only, more headers, regex
+/// paths before prefixes, then regex_priority (regex paths only), longer
+/// prefix; ties go to the older route, then the lower id, then path order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey<'a> {
+    weight: Reverse<u8>,
+    plain_hosts: Reverse<bool>,
+    headers: Reverse<usize>,
+    regex: Reverse<bool>,
+    regex_priority: Reverse<i64>,
+    uri_len: Reverse<usize>,
+    created_at: i64,
+    id: &'a str,
+    path: usize,
+    sub: usize,
+}
+
+struct Member<'a> {
+    hosts: Vec<HostPat>,
+    entries: Vec<(SortKey<'a>, EnvoyRoute)>,
+}
+
+fn config(
+    m: &Model,
+    name: &str,
+    port: u16,
+    tls: bool,
+) -> Result<RouteConfiguration, TranslateError> {
+    let mut members = Vec::new();
+    for r in &m.routes {
+        let mode = if tls {
+            if !r.has_protocol(&["https", "grpcs", "wss"]) {
+                continue;
+            }
+            Mode::Proxy
+        } else if r.has_protocol(&["http", "grpc", "ws"]) {
+            Mode::Proxy
+        } else if r.has_protocol(&["https", "grpcs", "wss"]) {
+            Mode::Upgrade
+        } else {
+            // tcp/tls/udp routes are stream routes: not served by the HTTP listeners.
+            continue;
+        };
+        // Kong matches `host:port` as host AND the port the request came in on,
+        // so such a host only belongs in the configuration served on that port.
+        let mut hosts: Vec<HostPat> = r
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let (name, p) = split_host_port(h);
+                match p.and_then(|p| p.parse::<u16>().ok()) {
+                    Some(p) if p != port => None,
+                    // IPv6 literals are matched in their bracketed Host form.
+                    _ if name.contains(':') => Some(HostPat::parse(&format!("[{name}]"))),
+                    _ => Some(HostPat::parse(name)),
+                }
+            })
+            .collect();
+        if !r.hosts.is_empty() && hosts.is_empty() {
+            continue;
+        }
+        hosts.sort();
+        hosts.dedup();
+        let service = &m.services[r.service.as_deref().unwrap_or_default()];
+        let entries = entries(m, r, service, mode)?;
+        members.push(Member { hosts, entries });
+    }
+
+    let mut hostless: Vec<&(SortKey<'_>, EnvoyRoute)> = Vec::new();
+    let mut domains: BTreeMap<String, HostPat> = BTreeMap::new();
+    let mut listing: HashMap<&HostPat, Vec<usize>> = HashMap::new();
+    let mut wildcards: Vec<(&HostPat, usize)> = Vec::new();
+    for (i, mb) in members.iter().enumerate() {
+        if mb.hosts.is_empty() {
+            hostless.extend(mb.entries.iter());
+        }
+        for h in &mb.hosts {
+            domains.entry(h.domain()).or_insert_with(|| h.clone());
+            listing.entry(h).or_default().push(i);
+            if !matches!(h, HostPat::Exact(_)) {
+                wildcards.push((h, i));
+            }
+        }
+    }
+    hostless.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut vhosts = Vec::with_capacity(domains.len() + 1);
+    for (domain, pat) in &domains {
+        let mut ids: BTreeSet<usize> = listing.get(pat).into_iter().flatten().copied().collect();
+        ids.extend(
+            wildcards
+                .iter()
+                .filter(|(w, _)| w.covers(pat))
+                .map(|(_, i)| *i),
+        );
+        let mut own: Vec<&(SortKey<'_>, EnvoyRoute)> = ids
+            .iter()
+            .flat_map(|i| members[*i].entries.iter())
+            .collect();
+        own.sort_by(|a, b| a.0.cmp(&b.0));
+        let vname = if domain == CATCH_ALL {
+            format!("host:{domain}")
+        } else {
+            domain.clone()
+        };
+        vhosts.push(VirtualHost {
+            name: vname,
+            domains: vec![domain.clone()],
+            routes: merge(&own, &hostless),
+            ..Default::default()
+        });
+    }
+    vhosts.push(VirtualHost {
+        name: CATCH_ALL.into(),
+        domains: vec!["*".into()],
+        routes: hostless.iter().map(|e| e.1.clone()).collect(),
+        ..Default::default()
+    });
+    Ok(RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vhosts,
+        // Kong matches hosts without the Host header's port.
+        ignore_port_in_host_matching: true,
+        ..Default::default()
+    })
+}
+
+/// Merges two lists sorted by key into one list of routes.
+fn merge(a: &[&(SortKey<'_>, EnvoyRoute)], b: &[&(SortKey<'_>, EnvoyRoute)]) -> Vec<EnvoyRoute> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j >= b.len() || (i < a.len() && a[i].0 <= b[j].0);
+        if take_a {
+            out.push(a[i].1.clone());
+            i += 1;
+        } else {
+            out.push(b[j].1.clone());
+            j += 1;
+        }
+    }
+    out
+}
+
+enum PathKind<'a> {
+    Prefix(&'a str),
+    Regex(&'a str),
+}
+
+/// The Envoy routes for one Kong route: one per path (or `/` without
+/// paths), sometimes two (see `rewrites`), each with its sort key.
+fn entries<'a>(
+    m: &Model,
+    r: &'a Route,
+    s: &Service,
+    mode: Mode,
+) -> Result<Vec<(SortKey<'a>, EnvoyRoute)>, TranslateError> {
+    let upstream = m.upstream_of(s);
+    let weight = [
+        !r.methods.is_empty(),
+        !r.hosts.is_empty(),
+        !r.headers.is_empty(),
+        !r.snis.is_empty(),
+        !r.paths.is_empty(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count() as u8;
+    let plain_hosts = !r.hosts.is_empty() && r.hosts.iter().all(|h| !h.contains('*'));
+    let headers = header_matchers(r)?;
+    let paths: Vec<PathKind<'_>> = if r.paths.is_empty() {
+        vec![PathKind::Prefix("/")]
+    } else {
+        r.paths
+            .iter()
+            .map(|p| match p.strip_prefix('~') {
+                Some(re) => PathKind::Regex(re),
+                None => PathKind::Prefix(p),
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let (is_regex, uri_len) = match p {
+            PathKind::Regex(_) => (true, 0),
+            // A route without paths counts no path length (Kong).
+            PathKind::Prefix(_) if r.paths.is_empty() => (false, 0),
+            PathKind::Prefix(pre) => (false, pre.len()),
+        };
+        let key = |sub: usize| SortKey {
+            weight: Reverse(weight),
+            plain_hosts: Reverse(plain_hosts),
+            headers: Reverse(r.headers.len()),
+            regex: Reverse(is_regex),
+            regex_priority: Reverse(if is_regex { r.regex_priority } else { 0 }),
+            uri_len: Reverse(uri_len),
+            created_at: r.created_at,
+            id: &r.id,
+            path: i,
+            sub,
+        };
+        let base_name = format!("{}#{i}", r.label());
+        let path_spec = match p {
+            PathKind::Prefix(pre) => PathSpecifier::Prefix(pre.to_string()),
+            // Kong anchors path regexes at the start only; Envoy matches the whole path.
+            PathKind::Regex(re) => PathSpecifier::SafeRegex(regex(format!("(?:{re}).*"))),
+        };
+        let route_match = |spec: PathSpecifier| RouteMatch {
+            headers: headers.clone(),
+            path_specifier: Some(spec),
+            ..Default::default()
+        };
+        if mode == Mode::Upgrade {
+            out.push((key(0), upgrade_route(r, base_name, route_match(path_spec))));
+            continue;
+        }
+        let re = match p {
+            PathKind::Regex(re) => Some(*re),
+            PathKind::Prefix(_) => None,
+        };
+        let hash_policy = upstream.map(|u| hash_policies(u, re)).unwrap_or_default();
+        for (sub, rw) in rewrites(r, s, p).into_iter().enumerate() {
+            let (spec, name) = match rw.exact {
+                true => match p {
+                    PathKind::Regex(re) => (
+                        PathSpecifier::SafeRegex(regex(format!("(?:{re})"))),
+                        format!("{base_name}.exact"),
+                    ),
+                    PathKind::Prefix(pre) => (
+                        PathSpecifier::Path(pre.to_string()),
+                        format!("{base_name}.exact"),
+                    ),
+                },
+                false => (path_spec.clone(), base_name.clone()),
+            };
+            let action = RouteAction {
+                cluster_specifier: Some(ClusterSpecifier::Cluster(s.cluster())),
+                timeout: Some(ms(s.read_timeout)),
+                retry_policy: (s.retries > 0).then(|| RetryPolicy {
+                    retry_on: RETRY_ON.into(),
+                    num_retries: Some(UInt32Value { value: s.retries }),
+                    ..Default::default()
+                }),
+                host_rewrite_specifier: host_rewrite(r, s, upstream),
+                regex_rewrite: rw.rewrite,
+                hash_policy: hash_policy.clone(),
+                ..Default::default()
+            };
+            out.push((
+                key(sub),
+                EnvoyRoute {
+                    name,
+                    r#match: Some(route_match(spec)),
+                    action: Some(Action::Route(action)),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn check_regex(r: &Route, re: &str) -> Result<(), TranslateError> {
+    regex::Regex::new(re)
+        .map(|_| ())
+        .map_err(|e| TranslateError::InvalidRegex {
+            route: r.label().to_string(),
+            pattern: format!("~{re}"),
+            reason: e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        })
+}
+
+fn regex(re: String) -> RegexMatcher {
+    RegexMatcher {
+        regex: re,
+        ..Default::default()
+    }
+}
+
+fn upgrade_route(r: &Route, name: String, m: RouteMatch) -> EnvoyRoute {
+    let code = match r.https_redirect_status_code {
+        301 => Some(RedirectResponseCode::MovedPermanently),
+        302 => Some(RedirectResponseCode::Found),
+        307 => Some(RedirectResponseCode::TemporaryRedirect),
+        308 => Some(RedirectResponseCode::PermanentRedirect),
+        _ => None,
+    };
+    let (action, response_headers_to_add) = match code {
+        Some(c) => (
+            Action::Redirect(RedirectAction {
+                response_code: c as i32,
+                scheme_rewrite_specifier: Some(SchemeRewriteSpecifier::HttpsRedirect(true)),
+                ..Default::default()
+            }),
+            Vec::new(),
+        ),
+        // Kong answers 426 with a JSON message.
+        None => (
+            Action::DirectResponse(DirectResponseAction {
+                status: 426,
+                body: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(UPGRADE_BODY.into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            vec![HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: "content-type".into(),
+                    value: "application/json; charset=utf-8".into(),
+                    ..Default::default()
+                }),
+                append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                ..Default::default()
+            }],
+        ),
+    };
+    EnvoyRoute {
+        name,
+        r#match: Some(m),
+        action: Some(action),
+        response_headers_to_add,
+        ..Default::default()
+    }
+}
+
+/// `:method` first, then Kong's headers by name. Kong compares header
+/// values case-insensitively; `~*` marks a (case-insensitive, unanchored)
+/// regex.
+fn header_matchers(r: &Route) -> Result<Vec<HeaderMatcher>, TranslateError> {
+    let mut out = Vec::new();
+    if !r.methods.is_empty() {
+        let mut ms: Vec<&str> = r.methods.iter().map(String::as_str).collect();
+        ms.sort_unstable();
+        ms.dedup();
+        let pattern = if ms.len() == 1 {
+            MatchPattern::Exact(ms[0].to_string())
+        } else {
+            MatchPattern::SafeRegex(regex(format!("^(?:{})$", ms.join("|"))))
+        };
+        out.push(string_header(":method", pattern, false));
+    }
+    for (name, values) in &r.headers {
+        if values.len() == 1 && !values[0].starts_with("~*") {
+            out.push(string_header(
+                name,
+                MatchPattern::Exact(values[0].clone()),
+                true,
+            ));
+            continue;
+        }
+        let mut alts = Vec::with_capacity(values.len());
+        for v in values {
+            match v.strip_prefix("~*") {
+                Some(re) => alts.push(format!(".*(?:{re}).*")),
+                None => alts.push(regex::escape(v)),
+            }
+        }
+        let pattern = MatchPattern::SafeRegex(regex(format!("(?i)^(?:{})$", alts.join("|"))));
+        out.push(string_header(name, pattern, false));
+    }
+    Ok(out)
+}
+
+fn string_header(name: &str, p: MatchPattern, ignore_case: bool) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.to_string(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+            ignore_case,
+            match_pattern: Some(p),
+        })),
+        ..Default::default()
+    }
+}
+
+fn host_rewrite(r: &Route, s: &Service, u: Option<&Upstream>) -> Option<HostRewriteSpecifier> {
+    if r.preserve_host {
+        return None;
+    }
+    Some(match u {
+        // Kong sends each target's own host (or the upstream's host_header) with
+        // its port; each endpoint carries that as its hostname.
+        Some(_) => HostRewriteSpecifier::AutoHostRewrite(BoolValue { value: true }),
+        None => {
+            let port = (s.port != s.default_port()).then_some(s.port);
+            HostRewriteSpecifier::HostRewriteLiteral(super::model::host_port(&s.host, port))
+        }
+    })
+}
+
+/// One Envoy route's path rewrite; `exact` marks the extra entry that
+/// matches only the whole path (see `rewrites`).
+struct Rewrite {
+    exact: bool,
+    rewrite: Option<RegexMatchAndSubstitute>,
+}
+
+fn subst(pattern: String, substitution: &str) -> Option<RegexMatchAndSubstitute> {
+    Some(RegexMatchAndSubstitute {
+        pattern: Some(regex(pattern)),
+        // RE2 rewrite strings treat backslash as the escape character.
+        substitution: substitution.replace('\\', "\\\\"),
+    })
+}
+
+fn subst_raw(pattern: String, substitution: String) -> Option<RegexMatchAndSubstitute> {
+    Some(RegexMatchAndSubstitute {
+        pattern: Some(regex(pattern)),
+        substitution,
+    })
+}
+
+/// Kong's upstream path: service path P (unset = `/`), matched part M of the
+/// request path R, rest T = R - M. Reproduces Kong's path-handling table
+/// (spec/fixtures/router_path_handling_tests.lua) for v0 and v1:
+///
+/// * strip, v0: T empty -> P without its trailing slash; else P/ + T
+///   without its leading slash.
+/// * strip, v1: P + T, one slash where both have one.
+/// * no strip, v0: R = `/` -> P, else P without trailing slash + R.
+/// * no strip, v1: P + R without its leading slash.
+///
+/// Envoy's regex_rewrite runs on the path without the query string.
+fn rewrites(r: &Route, s: &Service, p: &PathKind<'_>) -> Vec<Rewrite> {
+    let one = |rewrite| {
+        vec![Rewrite {
+            exact: false,
+            rewrite,
+        }]
+    };
+    let path = s.path.as_deref().unwrap_or("/");
+    let root = path == "/";
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let m = match p {
+        PathKind::Prefix(pre) => regex::escape(pre),
+        PathKind::Regex(re) => format!("(?:{re})"),
+    };
+    if !r.strip_path {
+        return match (r.path_handling, root) {
+            (_, true) => one(None),
+            (PathHandling::V0, false) if path.ends_with('/') => one(subst("^/".into(), path)),
+            (PathHandling::V0, false) => one(subst("^/$|^".into(), path)),
+            (PathHandling::V1, false) => one(subst("^/".into(), path)),
+        };
+    }
+    match r.path_handling {
+        PathHandling::V1 => {
+            if root && matches!(p, PathKind::Prefix("/")) {
+                one(None)
+            } else if path.ends_with('/') {
+                one(subst(format!("^{m}/?"), path))
+            } else {
+                one(subst(format!("^{m}"), path))
+            }
+        }
+        PathHandling::V0 => {
+            if root {
+                return match p {
+                    PathKind::Prefix("/") => one(None),
+                    _ => one(subst(format!("^{m}/?"), "/")),
+                };
+            }
+            let t = trimmed.replace('\\', "\\\\");
+            match p {
+                // R = M gives P without its slash; otherwise P/ + T without its
+                // slash: the `/` is taken from M's own leading slash (group 1).
+                PathKind::Prefix(pre) => {
+                    let rest = regex::escape(&pre[1..]);
+                    one(subst_raw(format!("^{m}$|^(/){rest}/?"), format!("{t}\\1")))
+                }
+                // A regex cannot be split that way: a separate entry matching
+                // the whole path comes first.
+                PathKind::Regex(_) => vec![
+                    Rewrite {
+                        exact: true,
+                        rewrite: subst_raw("^.*$".into(), t.clone()),
+                    },
+                    Rewrite {
+                        exact: false,
+                        rewrite: subst_raw(format!("^{m}/?"), format!("{t}/")),
+                    },
+                ],
+            }
+        }
+    }
+}
+
+/// Kong's consistent-hashing keys, as Envoy hash policies: hash_on first
+/// (terminal when it yields a hash), then hash_fallback.
+fn hash_policies(u: &Upstream, path_regex: Option<&str>) -> Vec<HashPolicy> {
+    if u.algorithm != "consistent-hashing" {
+        return Vec::new();
+    }
+    let mut out: Vec<HashPolicy> = [&u.hash_on, &u.hash_fallback]
+        .into_iter()
+        .filter_map(|h| hash_policy(h, path_regex))
+        .map(|p| HashPolicy {
+            policy_specifier: Some(p),
+            terminal: false,
+        })
+        .collect();
+    if out.len() > 1 {
+        out[0].terminal = true;
+    }
+    out
+}
+
+fn header_hash(name: &str, rewrite: Option<RegexMatchAndSubstitute>) -> PolicySpecifier {
+    PolicySpecifier::Header(Header {
+        header_name: name.into(),
+        regex_rewrite: rewrite,
+    })
+}
+
+fn hash_policy(h: &HashOn, path_regex: Option<&str>) -> Option<PolicySpecifier> {
+    Some(match h {
+        HashOn::None => return None,
+        // Kong's auth plugins set X-Consumer-ID for the authenticated consumer.
+        HashOn::Consumer => header_hash("x-consumer-id", None),
+        HashOn::Ip => {
+            PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+        }
+        HashOn::Header(name) => header_hash(name, None),
+        // Kong sets the cookie when absent, as a session cookie: Envoy does so for ttl 0.
+        HashOn::Cookie { name, path } => PolicySpecifier::Cookie(Cookie {
+            name: name.clone(),
+            path: path.clone(),
+            ttl: Some(Duration::default()),
+            ..Default::default()
+        }),
+        // Kong hashes the path without the query string.
+        HashOn::Path => header_hash(":path", subst_raw(r"\?.*".into(), String::new())),
+        HashOn::QueryArg(q) => PolicySpecifier::QueryParameter(QueryParameter { name: q.clone() }),
+        // The named capture of the matched path regex; routes without it fall back.
+        HashOn::UriCapture(name) => {
+            let re = path_regex?;
+            let idx = regex::Regex::new(re)
+                .ok()?
+                .capture_names()
+                .position(|n| n == Some(name.as_str()))?;
+            if idx > 9 {
+                return None;
+            }
+            header_hash(
+                ":path",
+                subst_raw(format!("^(?:{re}).*"), format!("\\{idx}")),
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,39 @@
+//! SDS: one TLS certificate secret per certificate that has SNIs (plus
+//! one for its alternate pair). Never logged: `Secret`s carry private keys.
+
+use super::model::Model;
+use super::secret_name;
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    Secret, TlsCertificate, secret,
+};
+
+pub fn build(m: &Model) -> Vec<Secret> {
+    let mut out = Vec::new();
+    for c in m.certificates.values().filter(|c| !c.snis.is_empty()) {
+        out.push(tls_secret(secret_name(&c.id, false), &c.cert, &c.key));
+        if let Some((cert, key)) = &c.alt {
+            out.push(tls_secret(secret_name(&c.id, true), cert, key));
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn inline(s: &str) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(Specifier::InlineString(s.to_string())),
+        ..Default::default()
+    })
+}
+
+fn tls_secret(name: String, cert: &str, key: &str) -> Secret {
+    Secret {
+        name,
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(cert),
+            private_key: inline(key),
+            ..Default::default()
+        })),
+    }
+}

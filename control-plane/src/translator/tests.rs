@@ -1,0 +1,440 @@
+//! Whole-translator tests: listeners and secrets, determinism, validation
+//! and a timing print.
+
+use super::testutil::*;
+use super::*;
+use crate::store::Stored;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
+use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route as EnvoyRoute, RouteAction, VirtualHost, route::Action, route_action::ClusterSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager::RouteSpecifier,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    DownstreamTlsContext, secret,
+};
+use prost::Message;
+use serde_json::json;
+use std::time::Instant;
+
+fn hcm(l: &Listener, chain: usize) -> HttpConnectionManager {
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[chain].filters[0].config_type
+    else {
+        panic!("no typed config")
+    };
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    );
+    HttpConnectionManager::decode(any.value.as_slice()).unwrap()
+}
+
+fn sample() -> Vec<Stored> {
+    let web = service("web", "10.0.0.1", 8080);
+    let api = service_with("api", "api.pool", 80, json!({"path": "/v1"}));
+    let up = upstream("api.pool", json!({"algorithm": "least-connections"}));
+    let mut ents = vec![
+        route(
+            "home",
+            &web,
+            json!({"paths": ["/"], "hosts": ["example.com", "*.example.com"]}),
+        ),
+        route(
+            "api",
+            &api,
+            json!({"paths": ["/api", "~/items/\\d+$"], "methods": ["GET"]}),
+        ),
+        route(
+            "secure",
+            &web,
+            json!({"protocols": ["https"], "paths": ["/secure"]}),
+        ),
+        target(&up.id, "10.0.0.5:9000", 10),
+        target(&up.id, "10.0.0.6:9000", 20),
+        web,
+        api,
+        up,
+    ];
+    ents.extend(certificate(
+        "c1111111-1111-4111-8111-111111111111",
+        &["a.example.com", "*.b.example.com"],
+    ));
+    ents.extend(certificate("c2222222-2222-4222-8222-222222222222", &[]));
+    ents
+}
+
+#[test]
+fn flavour_from_user_agent() {
+    assert_eq!(
+        Flavour::from_user_agent("gantry-proxy"),
+        Flavour::GantryProxy
+    );
+    assert_eq!(Flavour::from_user_agent("envoy"), Flavour::Envoy);
+    assert_eq!(Flavour::from_user_agent(""), Flavour::Envoy);
+    assert_eq!(Flavour::GantryProxy.as_str(), "gantry-proxy");
+    assert_eq!(Flavour::Envoy.as_str(), "envoy");
+    let o = ProxyOptions::default();
+    assert_eq!(
+        (o.listen_address.as_str(), o.http_port, o.https_port),
+        ("0.0.0.0", 8000, 8443)
+    );
+}
+
+#[test]
+fn http_listener_uses_rds_over_ads() {
+    let res = run(&[service("s", "10.0.0.1", 80)]);
+    assert_eq!(res.listeners.len(), 1, "no certificates, no https listener");
+    let l = &res.listeners[0];
+    assert_eq!(l.name, "http");
+    assert_eq!(l.address, Some(clusters::socket("0.0.0.0", 8000)));
+    let h = hcm(l, 0);
+    assert_eq!(h.stat_prefix, "http");
+    assert_eq!(h.use_remote_address.unwrap().value, true);
+    let Some(RouteSpecifier::Rds(rds)) = &h.route_specifier else {
+        panic!()
+    };
+    assert_eq!(rds.route_config_name, "http");
+    assert_eq!(rds.config_source, Some(ads_source()));
+    assert_eq!(h.http_filters.len(), 1);
+    assert_eq!(h.http_filters[0].name, "envoy.filters.http.router");
+    // Both route configurations always exist.
+    assert_eq!(
+        res.routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["http", "https"]
+    );
+}
+
+#[test]
+fn tls_listener_has_a_chain_per_certificate_with_sds() {
+    let res = run(&sample());
+    assert_eq!(
+        res.listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["http", "https"]
+    );
+    let l = &res.listeners[1];
+    assert_eq!(l.address, Some(clusters::socket("0.0.0.0", 8443)));
+    assert_eq!(l.listener_filters.len(), 1);
+    assert_eq!(
+        l.listener_filters[0].name,
+        "envoy.filters.listener.tls_inspector"
+    );
+    assert!(matches!(
+        l.listener_filters[0].config_type,
+        Some(listener_filter::ConfigType::TypedConfig(_))
+    ));
+    // Only the certificate with SNIs gets a chain.
+    assert_eq!(l.filter_chains.len(), 1);
+    let fc = &l.filter_chains[0];
+    assert_eq!(fc.name, "cert.c1111111-1111-4111-8111-111111111111");
+    assert_eq!(
+        fc.filter_chain_match.as_ref().unwrap().server_names,
+        vec!["*.b.example.com", "a.example.com"]
+    );
+    let ts = fc.transport_socket.as_ref().unwrap();
+    assert_eq!(ts.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        panic!()
+    };
+    let tls = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let ctx = tls.common_tls_context.unwrap();
+    assert_eq!(ctx.alpn_protocols, vec!["h2", "http/1.1"]);
+    assert_eq!(ctx.tls_certificate_sds_secret_configs.len(), 1);
+    assert_eq!(
+        ctx.tls_certificate_sds_secret_configs[0].name,
+        "cert.c1111111-1111-4111-8111-111111111111"
+    );
+    assert_eq!(
+        ctx.tls_certificate_sds_secret_configs[0].sds_config,
+        Some(ads_source())
+    );
+    let h = hcm(l, 0);
+    assert_eq!(h.stat_prefix, "https");
+    let Some(RouteSpecifier::Rds(rds)) = &h.route_specifier else {
+        panic!()
+    };
+    assert_eq!(rds.route_config_name, "https");
+
+    assert_eq!(res.secrets.len(), 1);
+    let s = &res.secrets[0];
+    assert_eq!(s.name, "cert.c1111111-1111-4111-8111-111111111111");
+    let Some(secret::Type::TlsCertificate(tc)) = &s.r#type else {
+        panic!()
+    };
+    let Some(data_source::Specifier::InlineString(chain)) =
+        &tc.certificate_chain.as_ref().unwrap().specifier
+    else {
+        panic!()
+    };
+    assert!(chain.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(tc.private_key.is_some());
+}
+
+#[test]
+fn sni_on_two_certificates_is_an_error() {
+    let mut ents = certificate("c1111111-1111-4111-8111-111111111111", &["a.example.com"]);
+    let mut other = certificate("c2222222-2222-4222-8222-222222222222", &[]);
+    // An inline list on the second certificate (as an older store might keep).
+    other[0].data["snis"] = json!(["a.example.com"]);
+    ents.extend(other);
+    let err = translate(&ents, Flavour::Envoy, &ProxyOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        TranslateError::SniConflict {
+            certificate: "c2222222-2222-4222-8222-222222222222".into(),
+            sni: "a.example.com".into(),
+            other: "c1111111-1111-4111-8111-111111111111".into(),
+        }
+    );
+    assert!(err.to_string().contains("a.example.com"));
+}
+
+fn encoded(r: &Resources) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend(r.listeners.iter().map(Message::encode_to_vec));
+    out.extend(r.routes.iter().map(Message::encode_to_vec));
+    out.extend(r.clusters.iter().map(Message::encode_to_vec));
+    out.extend(r.endpoints.iter().map(Message::encode_to_vec));
+    out.extend(r.secrets.iter().map(Message::encode_to_vec));
+    out
+}
+
+#[test]
+fn output_is_deterministic() {
+    let mut ents = sample();
+    ents.push(service_with(
+        "g",
+        "10.0.0.9",
+        50051,
+        json!({"protocol": "grpcs"}),
+    ));
+    let a = run(&ents);
+    let b = run(&ents);
+    assert_eq!(encoded(&a), encoded(&b));
+    // Input order does not matter either.
+    ents.reverse();
+    let c = run(&ents);
+    assert_eq!(encoded(&a), encoded(&c));
+    // Both flavours get the same resources today.
+    let g = translate(&ents, Flavour::GantryProxy, &ProxyOptions::default()).unwrap();
+    assert_eq!(encoded(&a), encoded(&g));
+}
+
+#[test]
+fn sample_config_shapes() {
+    let res = run(&sample());
+    let names: Vec<&str> = res.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["service.api", "service.web"]);
+    let api = &res.clusters[0];
+    assert_eq!(
+        api.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    );
+    assert_eq!(res.endpoints.len(), 1);
+    assert_eq!(res.endpoints[0].endpoints[0].lb_endpoints.len(), 2);
+}
+
+#[test]
+fn malformed_entities_are_named() {
+    let mut s = service("s", "10.0.0.1", 80);
+    s.data["host"] = json!(42);
+    let err = translate(&[s.clone()], Flavour::Envoy, &ProxyOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        TranslateError::Malformed {
+            kind: "services".into(),
+            id: s.id.clone(),
+            reason: "host must be a string".into()
+        }
+    );
+}
+
+#[test]
+fn duplicate_cluster_names_are_rejected() {
+    // A service named like another's id yields the same cluster name.
+    let a = service("a", "10.0.0.1", 80);
+    let mut b = service("b", "10.0.0.2", 80);
+    b.data["name"] = serde_json::Value::Null;
+    let mut a2 = a.clone();
+    a2.data["name"] = json!(b.id);
+    let err = translate(&[a2, b.clone()], Flavour::Envoy, &ProxyOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        TranslateError::DuplicateName {
+            kind: "cluster".into(),
+            name: format!("service.{}", b.id)
+        }
+    );
+}
+
+#[test]
+fn out_of_range_durations_are_rejected() {
+    let mut s = service("slow", "10.0.0.1", 80);
+    s.data["connect_timeout"] = json!(1i64 << 31);
+    let err = translate(&[s], Flavour::Envoy, &ProxyOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        TranslateError::DurationOutOfRange {
+            kind: "cluster".into(),
+            name: "service.slow".into(),
+            field: "connect_timeout".into(),
+            value_ms: 1 << 31,
+        }
+    );
+    let mut s = service("zero", "10.0.0.1", 80);
+    s.data["read_timeout"] = json!(0);
+    let r = route("r", &s, json!({"paths": ["/"]}));
+    let err = translate(&[s, r], Flavour::Envoy, &ProxyOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, TranslateError::DurationOutOfRange { ref name, .. } if name == "r#0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_catches_dangling_references() {
+    let good = run(&sample());
+    validate::validate(&good).unwrap();
+
+    let mut r = good.clone();
+    r.clusters.retain(|c| c.name != "service.web");
+    r.endpoints.retain(|e| e.cluster_name != "service.web");
+    assert!(matches!(
+        validate::validate(&r),
+        Err(TranslateError::MissingCluster { ref cluster, .. }) if cluster == "service.web"
+    ));
+
+    let mut r = good.clone();
+    r.endpoints.clear();
+    assert_eq!(
+        validate::validate(&r),
+        Err(TranslateError::MissingAssignment {
+            cluster: "service.api".into()
+        })
+    );
+
+    let mut r = good.clone();
+    r.routes.retain(|x| x.name != "https");
+    assert_eq!(
+        validate::validate(&r),
+        Err(TranslateError::MissingRouteConfig {
+            listener: "https".into(),
+            name: "https".into()
+        })
+    );
+
+    let mut r = good.clone();
+    r.secrets.clear();
+    assert!(matches!(
+        validate::validate(&r),
+        Err(TranslateError::MissingSecret { .. })
+    ));
+
+    let mut r = good.clone();
+    let dup = r.clusters[0].clone();
+    r.clusters.push(dup);
+    assert!(matches!(
+        validate::validate(&r),
+        Err(TranslateError::DuplicateName { .. })
+    ));
+
+    let mut r = good.clone();
+    let vh = r.routes[0].virtual_hosts[0].clone();
+    r.routes[0].virtual_hosts.push(VirtualHost {
+        name: "again".into(),
+        ..vh
+    });
+    assert!(matches!(
+        validate::validate(&r),
+        Err(TranslateError::DuplicateDomain { .. })
+    ));
+
+    let mut r = good.clone();
+    r.routes[0].virtual_hosts[0].routes.push(EnvoyRoute {
+        name: "broken#0".into(),
+        r#match: Some(envoy_types::pb::envoy::config::route::v3::RouteMatch {
+            path_specifier: Some(
+                envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::SafeRegex(
+                    envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                        regex: "(".into(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster("service.web".into())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    assert!(matches!(
+        validate::validate(&r),
+        Err(TranslateError::InvalidRegex { ref route, .. }) if route == "broken#0"
+    ));
+}
+
+/// Not an assertion: how long translation takes at 1,000 and 10,000 routes
+/// over 1,000 services (debug builds are much slower than release).
+#[test]
+fn timing_print() {
+    let services: Vec<Stored> = (0..1000)
+        .map(|i| {
+            service(
+                &format!("svc{i}"),
+                &format!("10.1.{}.{}", i / 250, i % 250),
+                8080,
+            )
+        })
+        .collect();
+    for n in [1_000usize, 10_000] {
+        let setup = Instant::now();
+        let mut ents = services.clone();
+        for i in 0..n {
+            let s = &services[i % services.len()];
+            let extra = match i % 4 {
+                0 => json!({"paths": [format!("/r{i}")]}),
+                1 => {
+                    json!({"paths": [format!("/r{i}"), format!("~/x{i}/\\d+")], "methods": ["GET", "POST"]})
+                }
+                2 => {
+                    json!({"hosts": [format!("h{}.example.com", i % 50)], "paths": [format!("/h{i}")]})
+                }
+                _ => {
+                    json!({"hosts": ["*.wild.example.com"], "paths": [format!("/w{i}")], "strip_path": false})
+                }
+            };
+            ents.push(route(&format!("r{i}"), s, extra));
+        }
+        let setup = setup.elapsed();
+        let t = Instant::now();
+        let res = run(&ents);
+        let took = t.elapsed();
+        let t = Instant::now();
+        validate::validate(&res).unwrap();
+        let validation = t.elapsed();
+        let entries: usize = res
+            .routes
+            .iter()
+            .flat_map(|r| r.virtual_hosts.iter())
+            .map(|v| v.routes.len())
+            .sum();
+        let bytes: usize = encoded(&res).iter().map(Vec::len).sum();
+        eprintln!(
+            "translate: {n} routes / {} services -> {} clusters, {entries} route entries, \
+             {bytes} bytes encoded: {took:?} (of which validation ~{validation:?}; building the \
+             test entities took {setup:?})",
+            services.len(),
+            res.clusters.len(),
+        );
+    }
+}
