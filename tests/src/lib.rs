@@ -35,11 +35,59 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A port nobody listens on right now (bind :0, read it, let it go).
+/// Racy across concurrent tests when the port is bound much later (as
+/// Envoy's listener port is); the harness uses [`reserve_port`].
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A port held for one test until dropped: taken from 20000–32000, below
+/// the kernel's ephemeral range (so no `bind(:0)` or outgoing connection
+/// gets it), and claimed with an advisory lock on
+/// `$TMPDIR/gantry-e2e-ports/<port>.lock`, which every concurrent test
+/// process respects and which dies with its process.
+pub struct Port {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
+
+pub fn reserve_port() -> Port {
+    let dir = std::env::temp_dir().join("gantry-e2e-ports");
+    std::fs::create_dir_all(&dir).expect("port lock dir");
+    let span = (PORT_RANGE.end - PORT_RANGE.start) as u128;
+    let start = (uuid::Uuid::new_v4().as_u128() % span) as u16;
+    for i in 0..(span as u16) {
+        let port = PORT_RANGE.start + (start + i) % (span as u16);
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        // Locked by us; make sure nothing outside the harness holds it.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Port { port, _lock: file };
+        }
+    }
+    panic!("no free port in {PORT_RANGE:?}");
+}
+
+/// Milliseconds since the epoch (the unit of `/fleet`'s timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A directory under the system temp dir, removed on drop
@@ -188,6 +236,7 @@ impl Reply {
 /// A `gantry-cp` process on its own database and ports.
 pub struct Cp {
     child: Child,
+    args: Vec<String>,
     pub base: String,
     pub admin_port: u16,
     pub xds_port: u16,
@@ -197,7 +246,29 @@ pub struct Cp {
     pub client: reqwest::Client,
     log: PathBuf,
     pg_schema: Option<(String, String)>,
+    _ports: Vec<Port>,
     _dir: TempDir,
+}
+
+fn spawn_cp(args: &[String], log: &Path) -> Child {
+    // Append: a restarted process keeps the first one's log above its own.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("cp log file");
+    Command::new(cp_binary())
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("GANTRY_E2E_CP_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env_remove("GANTRY_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn gantry-cp")
 }
 
 impl Cp {
@@ -220,33 +291,32 @@ impl Cp {
                 (url, Some(format!("gt_{}", uuid::Uuid::new_v4().simple())))
             }
         };
-        let admin_port = free_port();
-        let xds_port = free_port();
-        let proxy_http_port = free_port();
-        let proxy_https_port = free_port();
+        let ports: Vec<Port> = (0..4).map(|_| reserve_port()).collect();
+        let [admin_port, xds_port, proxy_http_port, proxy_https_port] =
+            [ports[0].port, ports[1].port, ports[2].port, ports[3].port];
         let log = dir.path().join("gantry-cp.log");
-        let mut cmd = Command::new(cp_binary());
-        cmd.args(["--database-url", &url]);
+        let mut args: Vec<String> = vec!["--database-url".into(), url.clone()];
         if let Some(s) = &schema {
-            cmd.args(["--database-schema", s]);
+            args.extend(["--database-schema".into(), s.clone()]);
         }
-        cmd.args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
-            .args(["--xds-debounce-ms", "10"])
-            .args(["--proxy-listen-address", "127.0.0.1"])
-            .args(["--proxy-http-port", &proxy_http_port.to_string()])
-            .args(["--proxy-https-port", &proxy_https_port.to_string()])
-            .env(
-                "RUST_LOG",
-                std::env::var("GANTRY_E2E_CP_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env_remove("GANTRY_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("cp log file"));
-        let child = cmd.spawn().expect("spawn gantry-cp");
+        args.extend([
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin_port}"),
+            "--xds-listen".into(),
+            format!("127.0.0.1:{xds_port}"),
+            "--xds-debounce-ms".into(),
+            "10".into(),
+            "--proxy-listen-address".into(),
+            "127.0.0.1".into(),
+            "--proxy-http-port".into(),
+            proxy_http_port.to_string(),
+            "--proxy-https-port".into(),
+            proxy_https_port.to_string(),
+        ]);
+        let child = spawn_cp(&args, &log);
         let mut cp = Cp {
             child,
+            args,
             base: format!("http://127.0.0.1:{admin_port}"),
             admin_port,
             xds_port,
@@ -256,10 +326,24 @@ impl Cp {
             client: http_client(),
             log,
             pg_schema: schema.map(|s| (url, s)),
+            _ports: ports,
             _dir: dir,
         };
         cp.wait_up().await;
         cp
+    }
+
+    /// SIGKILLs the process (the database and ports stay), as a crash would.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts the process again on the same database and ports (after
+    /// [`Cp::kill`]); waits until it serves.
+    pub async fn restart(&mut self) {
+        kill(&mut self.child);
+        self.child = spawn_cp(&self.args, &self.log);
+        self.wait_up().await;
     }
 
     async fn wait_up(&mut self) {
@@ -372,12 +456,26 @@ impl Cp {
     /// fleet view. On timeout the panic shows the node and the snapshot
     /// (a translation error or a NACK is usually the reason).
     pub async fn wait_synced(&self, node_id: &str, revision: i64, timeout: Duration) -> Value {
+        self.wait_synced_since(node_id, revision, 0, timeout).await
+    }
+
+    /// [`Cp::wait_synced`] for a stream opened at or after `connected_after`
+    /// (ms since the epoch, see [`now_ms`]): after a restart, `/fleet` also
+    /// shows the dead process's last word on the node for a while.
+    pub async fn wait_synced_since(
+        &self,
+        node_id: &str,
+        revision: i64,
+        connected_after: i64,
+        timeout: Duration,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let node = self.fleet_node(node_id).await;
             if let Some(n) = &node
                 && n["state"] == "SYNCED"
                 && n["revision"].as_i64().is_some_and(|r| r >= revision)
+                && n["connected_since"].as_i64().unwrap_or(0) >= connected_after
             {
                 return node.unwrap();
             }
@@ -531,6 +629,7 @@ pub struct Envoy {
     pub admin: String,
     pub client: reqwest::Client,
     log: PathBuf,
+    _port: Port,
     _dir: TempDir,
 }
 
@@ -547,7 +646,8 @@ impl Envoy {
     /// Starts Envoy without waiting for it.
     pub fn spawn(cp: &Cp, node_id: &str, delta: bool) -> Envoy {
         let dir = TempDir::new("gantry-e2e-envoy");
-        let admin_port = free_port();
+        let admin = reserve_port();
+        let admin_port = admin.port;
         let bootstrap = dir.path().join("bootstrap.yaml");
         std::fs::write(
             &bootstrap,
@@ -561,7 +661,16 @@ impl Envoy {
             .args(["--concurrency", "1"])
             .args(["--disable-hot-restart"])
             .args(["--base-id", &admin_port.to_string()])
-            .args(["-l", "warning"])
+            .args([
+                "-l",
+                &std::env::var("GANTRY_E2E_ENVOY_LOG").unwrap_or_else(|_| "warning".into()),
+            ])
+            .args(
+                std::env::var("GANTRY_E2E_ENVOY_COMPONENT_LOG")
+                    .ok()
+                    .map(|c| vec!["--component-log-level".to_string(), c])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("envoy log file"))
@@ -576,6 +685,7 @@ impl Envoy {
             admin: format!("http://127.0.0.1:{admin_port}"),
             client: http_client(),
             log,
+            _port: admin,
             _dir: dir,
         }
     }
@@ -624,9 +734,21 @@ impl Envoy {
         &self.log
     }
 
-    /// Envoy's stderr so far (warnings and errors: `-l warning`).
+    /// Envoy's stderr so far (warnings and errors: `-l warning`, unless
+    /// `GANTRY_E2E_ENVOY_LOG` / `GANTRY_E2E_ENVOY_COMPONENT_LOG` say more).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The warning, error and critical lines of Envoy's log.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| {
+                l.contains("][warning][") || l.contains("][error][") || l.contains("][critical][")
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// Lines of Envoy's log that say it rejected config from gantry-cp.

@@ -43,6 +43,10 @@ sotw_and_delta!(
     no_failed_requests_under_config_churn,
     config_dump_matches_the_revision,
     time_to_ack,
+    broad_config_is_accepted_and_routes,
+    survives_a_control_plane_restart,
+    rollback_reaches_envoy,
+    moving_a_route_between_services_drops_nothing,
 );
 
 fn proto(delta: bool) -> &'static str {
@@ -61,12 +65,12 @@ async fn assert_clean(cp: &Cp, envoy: &Envoy) {
         .map(|(k, t)| format!("{k}: {}", t["last_nack"]))
         .collect();
     let rejected = envoy.rejections();
-    let log = envoy.log();
-    if !log.trim().is_empty() {
+    let warnings = envoy.warnings();
+    if !warnings.is_empty() {
         eprintln!(
-            "[{}] Envoy's log (warnings and errors):\n{}",
+            "[{}] Envoy's warnings and errors:\n{}",
             envoy.node_id,
-            log.trim_end()
+            warnings.join("\n")
         );
     }
     assert!(
@@ -892,7 +896,14 @@ async fn nack_delta_is_recorded_and_not_resent() {
     .await;
     let view = eventually("the ACK in /fleet", CONVERGE, POLL, || async {
         match cp.fleet_node("nack-probe").await {
-            Some(v) if v["types"]["CDS"]["version_acked"] == rev2.to_string() => Ok(v),
+            Some(v)
+                if v["types"]["CDS"]["version_acked"]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    == Some(rev2) =>
+            {
+                Ok(v)
+            }
             other => Err(format!("{other:?}")),
         }
     })
@@ -953,5 +964,766 @@ async fn time_to_ack(delta: bool) {
          (20 writes, --xds-debounce-ms 10, polling every 5 ms)",
         proto(delta)
     );
+    assert_clean(&cp, &envoy).await;
+}
+
+// ---------------------------------------------------------------------------
+// 8. A broad configuration (every translator feature an operator reaches
+//    for: TLS listener with SNI and an ECDSA alternate, regex paths, header
+//    matching, wildcard hosts, HTTPS redirects, preserve_host, service paths,
+//    timeouts and retries, TLS and gRPC upstreams, every load-balancing
+//    algorithm, active and passive health checks) is taken by Envoy without
+//    a NACK, and routes as Kong would.
+// ---------------------------------------------------------------------------
+
+const RSA_CERT: &str = include_str!("../fixtures/tls/secure.example.com.rsa.crt");
+const RSA_KEY: &str = include_str!("../fixtures/tls/secure.example.com.rsa.key");
+const EC_CERT: &str = include_str!("../fixtures/tls/secure.example.com.ec.crt");
+const EC_KEY: &str = include_str!("../fixtures/tls/secure.example.com.ec.key");
+
+async fn broad_config_is_accepted_and_routes(delta: bool) {
+    let cp = Cp::start().await;
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-broad-{}", proto(delta)), delta).await;
+
+    cp.post(
+        "/certificates",
+        json!({"cert": RSA_CERT, "key": RSA_KEY, "cert_alt": EC_CERT, "key_alt": EC_KEY,
+               "snis": ["secure.example.com", "*.wild.example.com"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services",
+        json!({"name": "plain", "url": format!("{}/base", a.url()), "connect_timeout": 2000,
+               "read_timeout": 5000, "write_timeout": 5000, "retries": 3}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services",
+        json!({"name": "tls-up", "url": "https://127.0.0.1:9/", "tls_verify": false}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services",
+        json!({"name": "grpc-up", "protocol": "grpc", "host": "127.0.0.1", "port": 9}),
+    )
+    .await
+    .expect(201);
+    let plain_routes = [
+        json!({"name": "regex", "paths": ["~/items/\\d+$"], "regex_priority": 5}),
+        json!({"name": "hdr", "paths": ["/hdr"], "headers": {"x-version": ["v1", "v2"]}}),
+        json!({"name": "hdr-re", "paths": ["/hdr-re"], "headers": {"x-re": ["~*^ab+c$"]}}),
+        json!({"name": "wild", "paths": ["/wild"], "hosts": ["*.example.com"]}),
+        json!({"name": "wild-tld", "paths": ["/wild-tld"], "hosts": ["example.*"]}),
+        json!({"name": "host-port", "paths": ["/host-port"], "hosts": [format!("api.example.com:{}", cp.proxy_http_port)]}),
+        json!({"name": "redirect", "paths": ["/only-tls"], "protocols": ["https"], "https_redirect_status_code": 301}),
+        json!({"name": "upgrade", "paths": ["/only-tls-426"], "protocols": ["https"]}),
+        json!({"name": "secure", "paths": ["/secure"], "protocols": ["https"], "snis": ["secure.example.com"]}),
+        json!({"name": "keep-host", "paths": ["/keep-host"], "preserve_host": true, "strip_path": false}),
+        json!({"name": "v1-path", "paths": ["/v1path"], "path_handling": "v1"}),
+        json!({"name": "methods", "paths": ["/m"], "methods": ["GET", "PUT"]}),
+        json!({"name": "ws", "paths": ["/ws"], "protocols": ["http", "https"]}),
+    ];
+    for r in plain_routes {
+        cp.post("/services/plain/routes", r).await.expect(201);
+    }
+    cp.post(
+        "/services/tls-up/routes",
+        json!({"name": "to-tls", "paths": ["/to-tls"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/grpc-up/routes",
+        json!({"name": "to-grpc", "paths": ["/grpc.Svc"], "protocols": ["grpc", "grpcs"]}),
+    )
+    .await
+    .expect(201);
+
+    // Upstreams: every algorithm and hash input, with health checks.
+    let checks = json!({
+        "active": {"type": "http", "http_path": "/health", "timeout": 1,
+                   "healthy": {"interval": 5, "successes": 1},
+                   "unhealthy": {"interval": 5, "http_failures": 2, "tcp_failures": 2, "timeouts": 2}},
+        "passive": {"unhealthy": {"http_failures": 5, "tcp_failures": 2, "timeouts": 3}}
+    });
+    let upstreams = [
+        json!({"name": "rr", "algorithm": "round-robin", "healthchecks": checks}),
+        json!({"name": "least", "algorithm": "least-connections"}),
+        json!({"name": "lat", "algorithm": "latency"}),
+        json!({"name": "h-header", "algorithm": "consistent-hashing", "hash_on": "header", "hash_on_header": "x-user",
+               "hash_fallback": "cookie", "hash_on_cookie": "sticky", "hash_on_cookie_path": "/"}),
+        json!({"name": "h-ip", "algorithm": "consistent-hashing", "hash_on": "ip"}),
+        json!({"name": "h-path", "algorithm": "consistent-hashing", "hash_on": "path"}),
+        json!({"name": "h-query", "algorithm": "consistent-hashing", "hash_on": "query_arg", "hash_on_query_arg": "u"}),
+        json!({"name": "h-capture", "algorithm": "consistent-hashing", "hash_on": "uri_capture", "hash_on_uri_capture": "who"}),
+        json!({"name": "tcp-checked", "healthchecks": {"active": {"type": "tcp", "healthy": {"interval": 5, "successes": 2},
+               "unhealthy": {"interval": 5, "tcp_failures": 2}}}}),
+    ];
+    for u in upstreams {
+        let name = u["name"].as_str().unwrap().to_string();
+        cp.post("/upstreams", u).await.expect(201);
+        cp.post(
+            &format!("/upstreams/{name}/targets"),
+            json!({"target": a.addr(), "weight": 100}),
+        )
+        .await
+        .expect(201);
+        cp.post(
+            &format!("/upstreams/{name}/targets"),
+            json!({"target": b.addr(), "weight": 100}),
+        )
+        .await
+        .expect(201);
+        cp.post(
+            "/services",
+            json!({"name": format!("svc-{name}"), "host": name, "port": 80}),
+        )
+        .await
+        .expect(201);
+        let path = if name == "h-capture" {
+            "~/cap/(?<who>[a-z]+)".to_string()
+        } else {
+            format!("/up-{name}")
+        };
+        cp.post(
+            &format!("/services/svc-{name}/routes"),
+            json!({"name": format!("r-{name}"), "paths": [path]}),
+        )
+        .await
+        .expect(201);
+    }
+    // Names, not addresses: a service host and an upstream target that
+    // need DNS (localhost resolves to 127.0.0.1 here).
+    cp.post(
+        "/services",
+        json!({"name": "by-name", "url": format!("http://localhost:{}/named", b.port)}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/by-name/routes",
+        json!({"name": "by-name", "paths": ["/by-name"]}),
+    )
+    .await
+    .expect(201);
+    cp.post("/upstreams", json!({"name": "dns-up"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/upstreams/dns-up/targets",
+        json!({"target": format!("localhost:{}", a.port)}),
+    )
+    .await
+    .expect(201);
+    cp.post("/services", json!({"name": "svc-dns-up", "host": "dns-up"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/svc-dns-up/routes",
+        json!({"name": "r-dns-up", "paths": ["/up-dns-up"]}),
+    )
+    .await
+    .expect(201);
+    let rev = cp.revision().await;
+    let fleet = cp.fleet().await;
+    assert!(
+        fleet["snapshot"]["translation_error"].is_null(),
+        "translation failed: {}",
+        fleet["snapshot"]
+    );
+    let view = cp
+        .wait_synced(&envoy.node_id, rev, Duration::from_secs(15))
+        .await;
+    assert_clean(&cp, &envoy).await;
+    eprintln!(
+        "[{}] broad config at revision {rev} SYNCED: {}",
+        proto(delta),
+        view["types"]
+    );
+
+    // The TLS listener, its secrets and every cluster are active in Envoy.
+    let listeners = envoy.config_dump_of("ListenersConfigDump").await;
+    let https = find_by(&listeners["dynamic_listeners"], &["name"], "https")
+        .unwrap_or_else(|| panic!("no https listener: {listeners:#}"));
+    assert!(
+        !https["active_state"].is_null(),
+        "https listener not active (warming?): {https:#}"
+    );
+    let secrets = envoy.config_dump_of("SecretsConfigDump").await;
+    let active_secrets = secrets["dynamic_active_secrets"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(active_secrets, 2, "RSA + ECDSA secrets: {secrets:#}");
+    let clusters = envoy.config_dump_of("ClustersConfigDump").await;
+    let names: Vec<&str> = clusters["dynamic_active_clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["cluster"]["name"].as_str())
+        .collect();
+    for want in [
+        "service.plain",
+        "service.tls-up",
+        "service.grpc-up",
+        "service.svc-rr",
+        "service.svc-h-capture",
+    ] {
+        assert!(
+            names.contains(&want),
+            "{want} not active in Envoy: {names:?}"
+        );
+    }
+
+    // And it routes as Kong would.
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = envoy.request(reqwest::Method::GET, path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req
+    };
+    let status = |req: reqwest::RequestBuilder| async move {
+        gantry_e2e::send_json(req).await.expect("request")
+    };
+
+    let (s, body) = status(get("/items/42", &[])).await;
+    assert_eq!(
+        (s, body["path"].as_str()),
+        (200, Some("/base")),
+        "regex route, strip_path: {body}"
+    );
+    assert_eq!(status(get("/items/abc", &[])).await.0, 404);
+    assert_eq!(status(get("/hdr", &[("x-version", "v2")])).await.0, 200);
+    assert_eq!(status(get("/hdr", &[("x-version", "v3")])).await.0, 404);
+    assert_eq!(status(get("/hdr", &[])).await.0, 404);
+    assert_eq!(status(get("/hdr-re", &[("x-re", "ABBBC")])).await.0, 200);
+    assert_eq!(status(get("/hdr-re", &[("x-re", "abd")])).await.0, 404);
+    assert_eq!(
+        status(get("/wild", &[("host", "a.example.com")])).await.0,
+        200
+    );
+    assert_eq!(
+        status(get("/wild", &[("host", "a.example.org")])).await.0,
+        404
+    );
+    assert_eq!(
+        status(get("/wild-tld", &[("host", "example.net")])).await.0,
+        200
+    );
+    assert_eq!(
+        status(get(
+            "/host-port",
+            &[("host", &format!("api.example.com:{}", cp.proxy_http_port))]
+        ))
+        .await
+        .0,
+        200
+    );
+    let (s, body) = status(get("/keep-host/x", &[("host", "kept.example.com")])).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body["headers"]["host"], "kept.example.com",
+        "preserve_host: {body}"
+    );
+    assert_eq!(
+        body["path"], "/base/keep-host/x",
+        "service path + strip_path false: {body}"
+    );
+    let (s, body) = status(get("/v1path/x", &[])).await;
+    assert_eq!((s, body["path"].as_str()), (200, Some("/base/x")), "{body}");
+    let (s, _) = gantry_e2e::send_json(envoy.request(reqwest::Method::PUT, "/m"))
+        .await
+        .expect("PUT");
+    assert_eq!(s, 200);
+    let (s, _) = gantry_e2e::send_json(envoy.request(reqwest::Method::POST, "/m"))
+        .await
+        .expect("POST");
+    assert_eq!(s, 404);
+
+    // HTTPS-only routes over plain HTTP: Kong's redirect, or 426.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(format!("{}/only-tls/x?q=1", envoy.proxy_url()))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 301);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        location.starts_with("https://shop.example.com"),
+        "Location: {location}"
+    );
+    assert!(
+        location.ends_with("/only-tls/x?q=1"),
+        "Location: {location}"
+    );
+    let (s, body) = status(get("/only-tls-426", &[])).await;
+    assert_eq!(s, 426, "{body}");
+    assert_eq!(body["message"], "Please use HTTPS protocol");
+
+    // Upstreams: every target answers; consistent hashing is sticky.
+    for name in [
+        "rr",
+        "least",
+        "lat",
+        "h-ip",
+        "h-path",
+        "h-query",
+        "tcp-checked",
+    ] {
+        let (s, body) = status(get(&format!("/up-{name}?u=7"), &[])).await;
+        assert_eq!(s, 200, "upstream {name}: {body}");
+    }
+    let (s, body) = eventually("the DNS-named service", CONVERGE, POLL, || async {
+        match gantry_e2e::send_json(envoy.request(reqwest::Method::GET, "/by-name/x")).await {
+            Ok((200, b)) => Ok((200, b)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        (s, body["upstream"].as_str(), body["path"].as_str()),
+        (200, Some("b"), Some("/named/x")),
+        "{body}"
+    );
+    let (s, body) = eventually("the DNS-named target", CONVERGE, POLL, || async {
+        match gantry_e2e::send_json(envoy.request(reqwest::Method::GET, "/up-dns-up")).await {
+            Ok((200, b)) => Ok((200, b)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!((s, body["upstream"].as_str()), (200, Some("a")), "{body}");
+    let (s, _) = status(get("/cap/alice", &[])).await;
+    assert_eq!(s, 200, "uri_capture upstream");
+    for user in ["alice", "bob", "carol"] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let (s, body) = status(get("/up-h-header", &[("x-user", user)])).await;
+            assert_eq!(s, 200);
+            seen.insert(body["upstream"].as_str().unwrap_or_default().to_string());
+        }
+        assert_eq!(
+            seen.len(),
+            1,
+            "hash_on header x-user={user} went to {seen:?}"
+        );
+    }
+
+    // TLS through the https listener, SNI-selected certificate (curl, if
+    // present: the harness has no TLS client of its own).
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let dir =
+            std::env::temp_dir().join(format!("gantry-e2e-ca-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, format!("{RSA_CERT}{EC_CERT}")).unwrap();
+        let port = cp.proxy_https_port;
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("secure.example.com:{port}:127.0.0.1")])
+            .arg(format!("https://secure.example.com:{port}/secure/tls?x=1"))
+            .output()
+            .await
+            .expect("curl");
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl over TLS failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert_eq!(body["upstream"], "a", "{body}");
+        assert_eq!(body["path"], "/base/tls?x=1", "{body}");
+        assert_eq!(body["headers"]["x-forwarded-proto"], "https", "{body}");
+    } else {
+        eprintln!("curl not found: skipping the TLS request");
+    }
+    assert_clean(&cp, &envoy).await;
+}
+
+// ---------------------------------------------------------------------------
+// 9. gantry-cp crashes and comes back: Envoy keeps serving its last config
+//    meanwhile, reconnects, resyncs, and takes new changes.
+// ---------------------------------------------------------------------------
+
+async fn survives_a_control_plane_restart(delta: bool) {
+    let mut cp = Cp::start().await;
+    let up = Upstream::start("r").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-restart-{}", proto(delta)), delta).await;
+    cp.post("/services", json!({"name": "rsvc", "url": up.url()}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post(
+            "/services/rsvc/routes",
+            json!({"name": "r", "paths": ["/r"]}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    until(&envoy, "the route", "/r", None, |s, _| s == 200).await;
+    let cluster_updated = |dump: Value| {
+        find_by(
+            &dump["dynamic_active_clusters"],
+            &["cluster", "name"],
+            "service.rsvc",
+        )
+        .map(|c| c["last_updated"].clone())
+        .unwrap_or(Value::Null)
+    };
+    let before = cluster_updated(envoy.config_dump_of("ClustersConfigDump").await);
+    assert!(!before.is_null());
+
+    // Traffic throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let worker = {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        let req = envoy.request(reqwest::Method::GET, "/r/x");
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match gantry_e2e::send_json(req.try_clone().unwrap()).await {
+                    Ok((200, _)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => failures.lock().unwrap().push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    cp.kill();
+    let down = Instant::now();
+    eventually(
+        "Envoy to notice the control plane is gone",
+        CONVERGE,
+        Duration::from_millis(20),
+        || async {
+            match envoy.stat("control_plane.connected_state").await {
+                Some(0) => Ok(()),
+                other => Err(format!("connected_state {other:?}")),
+            }
+        },
+    )
+    .await;
+    let served_before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > served_before,
+        "Envoy stopped serving while gantry-cp was down"
+    );
+    let restarted_at = gantry_e2e::now_ms();
+    cp.restart().await;
+    // (A plain wait_synced could be answered by the dead process's last
+    // fleet row, which the new process still shows for a few seconds.)
+    cp.wait_synced_since(&envoy.node_id, rev, restarted_at, Duration::from_secs(30))
+        .await;
+    eprintln!(
+        "[{}] gantry-cp down and back: Envoy resynced {:?} after the kill",
+        proto(delta),
+        down.elapsed()
+    );
+    assert_eq!(envoy.stat("control_plane.connected_state").await, Some(1));
+
+    // New changes flow again.
+    cp.post(
+        "/services/rsvc/routes",
+        json!({"name": "r2", "paths": ["/r2"]}),
+    )
+    .await
+    .committed();
+    until(
+        &envoy,
+        "a route made after the restart",
+        "/r2",
+        None,
+        |s, _| s == 200,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    worker.await.unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "requests failed across the restart: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    eprintln!(
+        "[{}] {} requests served across the restart, none failed",
+        proto(delta),
+        ok.load(Ordering::Relaxed)
+    );
+
+    let after = cluster_updated(envoy.config_dump_of("ClustersConfigDump").await);
+    eprintln!(
+        "[{}] service.rsvc last_updated before {before}, after {after}",
+        proto(delta)
+    );
+    if delta {
+        // initial_resource_versions told gantry-cp what Envoy had: nothing
+        // unchanged is sent again.
+        assert_eq!(
+            before, after,
+            "the unchanged cluster was sent (and applied) again after the reconnect"
+        );
+    }
+    assert_clean(&cp, &envoy).await;
+}
+
+// ---------------------------------------------------------------------------
+// 10. A rollback is a revision like any other: Envoy follows it.
+// ---------------------------------------------------------------------------
+
+async fn rollback_reaches_envoy(delta: bool) {
+    let cp = Cp::start().await;
+    let up = Upstream::start("rb").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-rollback-{}", proto(delta)), delta).await;
+    cp.post("/services", json!({"name": "rb", "url": up.url()}))
+        .await
+        .expect(201);
+    let good = cp
+        .post(
+            "/services/rb/routes",
+            json!({"name": "rb", "paths": ["/v1"]}),
+        )
+        .await
+        .committed();
+    until(&envoy, "the v1 route", "/v1", None, |s, _| s == 200).await;
+    cp.patch("/routes/rb", json!({"paths": ["/v2"]}))
+        .await
+        .committed();
+    until(&envoy, "the v2 route", "/v2", None, |s, _| s == 200).await;
+    cp.post(
+        "/services/rb/routes",
+        json!({"name": "extra", "paths": ["/extra"]}),
+    )
+    .await
+    .committed();
+    until(&envoy, "the extra route", "/extra", None, |s, _| s == 200).await;
+
+    let r = cp.post("/config/rollback", json!({"revision": good})).await;
+    let rev = r.committed();
+    assert!(rev > good);
+    cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    until(&envoy, "v1 back after the rollback", "/v1", None, |s, _| {
+        s == 200
+    })
+    .await;
+    assert_eq!(envoy.get("/v2").await.unwrap().0, 404);
+    assert_eq!(envoy.get("/extra").await.unwrap().0, 404);
+    if !delta {
+        let routes = envoy.config_dump_of("RoutesConfigDump").await;
+        let http = find_by(
+            &routes["dynamic_route_configs"],
+            &["route_config", "name"],
+            "http",
+        )
+        .expect("http routes");
+        assert_eq!(http["version_info"], rev.to_string());
+    }
+    assert_clean(&cp, &envoy).await;
+}
+
+// ---------------------------------------------------------------------------
+// 11. A fleet: two Envoys on one control plane, one per protocol, sharing
+//     the listener port (Envoy binds it with SO_REUSEPORT).
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_two_envoys() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("fleet").await;
+    let a = Envoy::start(&cp, "fleet-sotw", false).await;
+    let b = Envoy::start(&cp, "fleet-delta", true).await;
+    cp.post("/services", json!({"name": "f", "url": up.url()}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post("/services/f/routes", json!({"name": "f", "paths": ["/f"]}))
+        .await
+        .committed();
+    cp.wait_synced("fleet-sotw", rev, CONVERGE).await;
+    cp.wait_synced("fleet-delta", rev, CONVERGE).await;
+    let fleet = cp.fleet().await;
+    let nodes: Vec<(String, String, String, i64)> = fleet["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap_or_default().to_string(),
+                n["protocol"].as_str().unwrap_or_default().to_string(),
+                n["state"].as_str().unwrap_or_default().to_string(),
+                n["revision"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("fleet-delta".into(), "delta".into(), "SYNCED".into(), rev),
+            ("fleet-sotw".into(), "sotw".into(), "SYNCED".into(), rev),
+        ],
+        "{fleet:#}"
+    );
+    until(
+        &a,
+        "the route through the shared port",
+        "/f",
+        None,
+        |s, _| s == 200,
+    )
+    .await;
+    // Both Envoys answer on their own admin port with the route in place.
+    for e in [&a, &b] {
+        let routes = e.config_dump_of("RoutesConfigDump").await;
+        assert!(
+            routes.to_string().contains("\"/f\""),
+            "{}: {routes}",
+            e.node_id
+        );
+    }
+    assert_clean(&cp, &a).await;
+    assert_clean(&cp, &b).await;
+}
+
+// ---------------------------------------------------------------------------
+// 12. Make-before-break: a route under traffic is moved to a brand-new
+//     service, and the old service is deleted right after, 30 times. The
+//     new cluster must reach Envoy before the route that uses it, and the
+//     old one must outlive the route that used it: no 503, ever.
+// ---------------------------------------------------------------------------
+
+async fn moving_a_route_between_services_drops_nothing(delta: bool) {
+    let cp = Cp::start().await;
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-move-{}", proto(delta)), delta).await;
+    // An upstream entity too, so half the services are EDS clusters.
+    cp.post("/upstreams", json!({"name": "pool"}))
+        .await
+        .expect(201);
+    cp.post("/upstreams/pool/targets", json!({"target": b.addr()}))
+        .await
+        .expect(201);
+    cp.post("/services", json!({"name": "s0", "url": a.url()}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post(
+            "/services/s0/routes",
+            json!({"name": "moving", "paths": ["/moving"]}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    until(&envoy, "the moving route", "/moving", None, |s, _| s == 200).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        let req = envoy.request(reqwest::Method::GET, "/moving");
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match req.try_clone().unwrap().send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        let status = r.status();
+                        let at = gantry_e2e::now_ms();
+                        let text = r.text().await.unwrap_or_default();
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{status} {text:?} at {at}"));
+                    }
+                    Err(e) => failures.lock().unwrap().push(format!("error: {e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+    let mut last = rev;
+    for k in 1..=30 {
+        let svc = if k % 2 == 1 {
+            json!({"name": format!("s{k}"), "host": "pool", "port": 80})
+        } else {
+            json!({"name": format!("s{k}"), "url": a.url()})
+        };
+        let created = cp.post("/services", svc).await.expect(201);
+        cp.patch("/routes/moving", json!({"service": {"id": created["id"]}}))
+            .await
+            .committed();
+        last = cp
+            .delete(&format!("/services/s{}", k - 1))
+            .await
+            .committed();
+    }
+    cp.wait_synced(&envoy.node_id, last, CONVERGE).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    eprintln!(
+        "[{}] route moved across 30 new services (old ones deleted): {} requests OK, {} failed",
+        proto(delta),
+        ok.load(Ordering::Relaxed),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        let stats = envoy
+            .stats("no_cluster|no_route|none_healthy|cx_connect_fail|rq_5xx|warming|cds.update|eds.update|rds.update")
+            .await;
+        let nonzero: Vec<_> = stats.into_iter().filter(|(_, v)| *v > 0).collect();
+        eprintln!("Envoy stats: {nonzero:#?}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} requests failed while the route moved, first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    // Only the last service's cluster is left.
+    let clusters = envoy.config_dump_of("ClustersConfigDump").await;
+    let names: Vec<&str> = clusters["dynamic_active_clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["cluster"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["service.s30"], "{names:?}");
     assert_clean(&cp, &envoy).await;
 }

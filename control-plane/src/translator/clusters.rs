@@ -328,11 +328,11 @@ fn outlier(u: &Upstream) -> Option<OutlierDetection> {
     }
     let on = |n: u32| u32v(if n > 0 { 100 } else { 0 });
     Some(OutlierDetection {
-        consecutive_5xx: (p.http_failures > 0).then(|| UInt32Value {
+        consecutive_5xx: (p.http_failures > 0).then_some(UInt32Value {
             value: p.http_failures,
         }),
         enforcing_consecutive_5xx: on(p.http_failures),
-        consecutive_gateway_failure: (p.tcp_failures > 0).then(|| UInt32Value {
+        consecutive_gateway_failure: (p.tcp_failures > 0).then_some(UInt32Value {
             value: p.tcp_failures,
         }),
         enforcing_consecutive_gateway_failure: on(p.tcp_failures),
@@ -487,32 +487,24 @@ mod tests {
 
     #[test]
     fn lb_policies() {
-        let mut ents = Vec::new();
-        for (alg, want) in [
+        const CASES: [(&str, LbPolicy); 4] = [
             ("round-robin", LbPolicy::RoundRobin),
             ("least-connections", LbPolicy::LeastRequest),
             ("latency", LbPolicy::LeastRequest),
             ("consistent-hashing", LbPolicy::RingHash),
-        ] {
+        ];
+        let mut ents = Vec::new();
+        for (alg, _) in CASES {
             ents.push(service(alg, &format!("{alg}.up"), 80));
             ents.push(upstream(
                 &format!("{alg}.up"),
                 serde_json::json!({"algorithm": alg}),
             ));
-            let _ = want;
         }
         let res = run(&ents);
-        for (alg, want) in [
-            ("round-robin", LbPolicy::RoundRobin),
-            ("least-connections", LbPolicy::LeastRequest),
-            ("latency", LbPolicy::LeastRequest),
-            ("consistent-hashing", LbPolicy::RingHash),
-        ] {
-            assert_eq!(
-                find(&res.clusters, &format!("service.{alg}")).lb_policy,
-                want as i32,
-                "{alg}"
-            );
+        for (alg, want) in CASES {
+            let c = find(&res.clusters, &format!("service.{alg}"));
+            assert_eq!(c.lb_policy, want as i32, "{alg}");
         }
     }
 

@@ -170,6 +170,23 @@ pub(crate) fn ms(ms: i64) -> Duration {
     }
 }
 
+/// Whether a regex is well-formed (RE2's syntax is, for what Kong accepts,
+/// the regex crate's). Parsed, not compiled: the same patterns recur in every
+/// virtual host and a full compile of thousands of them is slow.
+pub(crate) fn regex_ok(re: &str) -> Result<(), String> {
+    regex_syntax::Parser::new()
+        .parse(re)
+        .map(|_| ())
+        .map_err(|e| {
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+}
+
 /// Cluster name of a service: `service.<name or id>`.
 pub(crate) fn cluster_name(service_label: &str) -> String {
     format!("service.{service_label}")

@@ -177,12 +177,11 @@ impl Model {
         for e in entities {
             let r = Reader { e };
             match e.kind.as_str() {
+                // A disabled service behaves as if it and its routes did not exist (Kong).
+                "services" if !r.bool_or("enabled", true)? => {}
                 "services" => {
-                    // A disabled service behaves as if it and its routes did not exist (Kong).
-                    if r.bool_or("enabled", true)? {
-                        let s = service(&r)?;
-                        m.services.insert(s.id.clone(), s);
-                    }
+                    let s = service(&r)?;
+                    m.services.insert(s.id.clone(), s);
                 }
                 "routes" => routes.push(route(&r)?),
                 "upstreams" => upstreams.push(upstream(&r)?),

@@ -378,19 +378,11 @@ fn entries<'a>(
 }
 
 fn check_regex(r: &Route, re: &str) -> Result<(), TranslateError> {
-    regex::Regex::new(re)
-        .map(|_| ())
-        .map_err(|e| TranslateError::InvalidRegex {
-            route: r.label().to_string(),
-            pattern: format!("~{re}"),
-            reason: e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        })
+    super::regex_ok(re).map_err(|reason| TranslateError::InvalidRegex {
+        route: r.label().to_string(),
+        pattern: format!("~{re}"),
+        reason,
+    })
 }
 
 fn regex(re: String) -> RegexMatcher {
@@ -413,6 +405,8 @@ fn upgrade_route(r: &Route, name: String, m: RouteMatch) -> EnvoyRoute {
             Action::Redirect(RedirectAction {
                 response_code: c as i32,
                 scheme_rewrite_specifier: Some(SchemeRewriteSpecifier::HttpsRedirect(true)),
+                // Kong's Location is https://<host><uri>, i.e. port 443 (Envoy would keep the request's port).
+                port_redirect: 443,
                 ..Default::default()
             }),
             Vec::new(),

@@ -92,7 +92,7 @@ fn http_listener_uses_rds_over_ads() {
     assert_eq!(l.address, Some(clusters::socket("0.0.0.0", 8000)));
     let h = hcm(l, 0);
     assert_eq!(h.stat_prefix, "http");
-    assert_eq!(h.use_remote_address.unwrap().value, true);
+    assert!(h.use_remote_address.unwrap().value);
     let Some(RouteSpecifier::Rds(rds)) = &h.route_specifier else {
         panic!()
     };
@@ -396,24 +396,47 @@ fn timing_print() {
             )
         })
         .collect();
+    // Four normalised route shapes, cloned with new ids (validating 10,000
+    // routes through the schema would dominate the test's run time).
+    let template = [
+        route("t0", &services[0], json!({"paths": ["/t"]})),
+        route(
+            "t1",
+            &services[0],
+            json!({"paths": ["/t", "~/t/\\d+"], "methods": ["GET", "POST"]}),
+        ),
+        route(
+            "t2",
+            &services[0],
+            json!({"hosts": ["t.example.com"], "paths": ["/t"]}),
+        ),
+        route(
+            "t3",
+            &services[0],
+            json!({"hosts": ["*.wild.example.com"], "paths": ["/t"], "strip_path": false}),
+        ),
+    ];
     for n in [1_000usize, 10_000] {
         let setup = Instant::now();
         let mut ents = services.clone();
         for i in 0..n {
             let s = &services[i % services.len()];
-            let extra = match i % 4 {
-                0 => json!({"paths": [format!("/r{i}")]}),
-                1 => {
-                    json!({"paths": [format!("/r{i}"), format!("~/x{i}/\\d+")], "methods": ["GET", "POST"]})
-                }
+            let mut r = template[i % 4].clone();
+            r.id = uuid::Uuid::new_v4().to_string();
+            r.data["id"] = json!(r.id);
+            r.data["name"] = json!(format!("r{i}"));
+            r.data["created_at"] = json!(1_700_000_000 + i as i64);
+            r.data["service"] = json!({"id": s.id});
+            match i % 4 {
+                0 => r.data["paths"] = json!([format!("/r{i}")]),
+                1 => r.data["paths"] = json!([format!("/r{i}"), format!("~/x{i}/\\d+")]),
                 2 => {
-                    json!({"hosts": [format!("h{}.example.com", i % 50)], "paths": [format!("/h{i}")]})
+                    r.data["hosts"] = json!([format!("h{}.example.com", i % 10)]);
+                    r.data["paths"] = json!([format!("/h{i}")]);
                 }
-                _ => {
-                    json!({"hosts": ["*.wild.example.com"], "paths": [format!("/w{i}")], "strip_path": false})
-                }
-            };
-            ents.push(route(&format!("r{i}"), s, extra));
+                _ => r.data["paths"] = json!([format!("/w{i}")]),
+            }
+            ents.push(r);
         }
         let setup = setup.elapsed();
         let t = Instant::now();
@@ -428,10 +451,11 @@ fn timing_print() {
             .flat_map(|r| r.virtual_hosts.iter())
             .map(|v| v.routes.len())
             .sum();
-        let bytes: usize = encoded(&res).iter().map(Vec::len).sum();
+        let bytes: usize = res.routes.iter().map(Message::encoded_len).sum();
+        let vhosts = res.routes[0].virtual_hosts.len();
         eprintln!(
-            "translate: {n} routes / {} services -> {} clusters, {entries} route entries, \
-             {bytes} bytes encoded: {took:?} (of which validation ~{validation:?}; building the \
+            "translate: {n} routes / {} services -> {} clusters, {vhosts} virtual hosts per route configuration, \
+             {entries} route entries ({bytes} bytes of RDS): {took:?} (of which validation ~{validation:?}; building the \
              test entities took {setup:?})",
             services.len(),
             res.clusters.len(),

@@ -16,9 +16,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, string_matcher::MatchPattern,
-};
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::Duration;
 use prost::Message;
 use std::collections::HashSet;
@@ -144,7 +142,8 @@ pub fn validate(res: &Resources) -> Result<(), TranslateError> {
                     regexes.extend(a.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
                     for hp in &a.hash_policy {
                         if let Some(PolicySpecifier::Header(h)) = &hp.policy_specifier {
-                            regexes.extend(h.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
+                            regexes
+                                .extend(h.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
                         }
                     }
                     opt_duration("route", &r.name, "timeout", a.timeout.as_ref())?;
@@ -152,10 +151,12 @@ pub fn validate(res: &Resources) -> Result<(), TranslateError> {
                 for m in regexes {
                     // The same regexes repeat in every virtual host; compile each once.
                     if compiled.insert(m.regex.as_str()) {
-                        regex::Regex::new(&m.regex).map_err(|e| TranslateError::InvalidRegex {
-                            route: r.name.clone(),
-                            pattern: m.regex.clone(),
-                            reason: first_line(&e),
+                        super::regex_ok(&m.regex).map_err(|reason| {
+                            TranslateError::InvalidRegex {
+                                route: r.name.clone(),
+                                pattern: m.regex.clone(),
+                                reason,
+                            }
                         })?;
                     }
                 }
@@ -167,15 +168,6 @@ pub fn validate(res: &Resources) -> Result<(), TranslateError> {
         references(l, &route_configs, &secrets)?;
     }
     Ok(())
-}
-
-fn first_line(e: &regex::Error) -> String {
-    e.to_string()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn header_regex(h: &HeaderMatcher) -> Option<&RegexMatcher> {

@@ -271,6 +271,7 @@ fn https_only_routes_redirect_or_426_on_http() {
         Some(Action::Redirect(RedirectAction {
             response_code: RedirectResponseCode::MovedPermanently as i32,
             scheme_rewrite_specifier: Some(SchemeRewriteSpecifier::HttpsRedirect(true)),
+            port_redirect: 443,
             ..Default::default()
         }))
     );
@@ -568,12 +569,21 @@ fn re2_rewrite(s: &str) -> String {
     out
 }
 
+/// Service path, route path (None = route matching on host only),
+/// strip_path values, path_handling values, request path, expected path.
+type PathCase = (
+    &'static str,
+    Option<&'static str>,
+    &'static [bool],
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+);
+
 /// Kong's path-handling expectations (after Kong's own fixture,
-/// spec/fixtures/router_path_handling_tests.lua): service path, route path
-/// (None = route matching on host only), strip_path values, path_handling
-/// values, request path, expected upstream path.
+/// spec/fixtures/router_path_handling_tests.lua).
 #[rustfmt::skip]
-const KONG_PATHS: &[(&str, Option<&str>, &[bool], &[&str], &str, &str)] = &[
+const KONG_PATHS: &[PathCase] = &[
     ("/", Some("/"), &[false, true], &["v0", "v1"], "/", "/"),
     ("/", Some("/"), &[false, true], &["v0", "v1"], "/route", "/route"),
     ("/", Some("/"), &[false, true], &["v0", "v1"], "/route/", "/route/"),
