@@ -31,7 +31,7 @@ impl Cp {
         let child = Command::new(env!("CARGO_BIN_EXE_gantry-cp"))
             .args(db.cli_args())
             .args(extra)
-            .args(["--admin-listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{port}"), "--xds-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
