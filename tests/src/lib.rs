@@ -755,7 +755,7 @@ impl Envoy {
     pub fn rejections(&self) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|l| l.contains("rejected") || l.contains("gRPC config for"))
+            .filter(|l| l.contains(" rejected"))
             .map(str::to_string)
             .collect()
     }

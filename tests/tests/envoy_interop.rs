@@ -4,6 +4,14 @@
 //! ADS. Plus a hand-driven ADS client for the NACK rules, and measurements
 //! of how long a change takes to reach Envoy (printed, not asserted).
 //!
+//! Each test starts its own gantry-cp (fresh SQLite file, own ports), its
+//! own Envoy and its own upstreams, so they run in parallel. Most run once
+//! per protocol (`<name>::sotw`, `<name>::delta`). When one fails, the tail
+//! of gantry-cp's and Envoy's logs is printed; `GANTRY_E2E_ENVOY_LOG=debug`
+//! or `GANTRY_E2E_ENVOY_COMPONENT_LOG=config:trace` make Envoy say more,
+//! `GANTRY_E2E_CP_LOG` sets gantry-cp's RUST_LOG, and `GANTRY_E2E_KEEP=1`
+//! keeps the temp dirs (bootstraps, logs, databases).
+//!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --no-capture`.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -47,6 +55,7 @@ sotw_and_delta!(
     survives_a_control_plane_restart,
     rollback_reaches_envoy,
     moving_a_route_between_services_drops_nothing,
+    everyday_regex_routes_are_accepted,
 );
 
 fn proto(delta: bool) -> &'static str {
@@ -138,6 +147,12 @@ async fn boot_on(backend: Backend, delta: bool) {
     );
 
     assert_eq!(view["flavour"], "envoy", "{view}");
+    assert!(
+        view["user_agent"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("envoy/1.40.")),
+        "{view}"
+    );
     assert_eq!(view["protocol"], proto(delta), "{view}");
     assert_eq!(view["group"], "default", "{view}");
     assert_eq!(view["state"], "SYNCED", "{view}");
@@ -1690,7 +1705,27 @@ async fn moving_a_route_between_services_drops_nothing(delta: bool) {
             .await
             .committed();
     }
-    cp.wait_synced(&envoy.node_id, last, CONVERGE).await;
+    // Envoy runs the final config: only the last service's cluster is left.
+    eventually(
+        "Envoy to drop every old cluster",
+        CONVERGE,
+        Duration::from_millis(20),
+        || async {
+            let clusters = envoy.config_dump_of("ClustersConfigDump").await;
+            let names: Vec<String> = clusters["dynamic_active_clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
+                .collect();
+            if names == ["service.s30"] {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -1716,14 +1751,78 @@ async fn moving_a_route_between_services_drops_nothing(delta: bool) {
         failures.len(),
         &failures[..failures.len().min(10)]
     );
-    // Only the last service's cluster is left.
-    let clusters = envoy.config_dump_of("ClustersConfigDump").await;
-    let names: Vec<&str> = clusters["dynamic_active_clusters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["cluster"]["name"].as_str())
-        .collect();
-    assert_eq!(names, ["service.s30"], "{names:?}");
+    // And the fleet says so (no type left STALE by a subscription that
+    // emptied: the last EDS cluster went away here, every other run).
+    cp.wait_synced(&envoy.node_id, last, CONVERGE).await;
     assert_clean(&cp, &envoy).await;
+}
+
+// ---------------------------------------------------------------------------
+// 13. Regex routes as operators write them (Kong's docs and the field):
+//     Envoy compiles them with RE2 and its program-size limits, which the
+//     control plane must respect or Envoy refuses the whole RDS update.
+// ---------------------------------------------------------------------------
+
+async fn everyday_regex_routes_are_accepted(delta: bool) {
+    let cp = Cp::start().await;
+    let up = Upstream::start("re").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-regex-{}", proto(delta)), delta).await;
+    cp.post("/services", json!({"name": "re", "url": up.url()}))
+        .await
+        .expect(201);
+    let cases = [
+        // (route name, Kong path, a path that must match)
+        ("numeric", r"~/orders/\d+$", "/orders/42"),
+        (
+            "uuid",
+            r"~/users/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            "/users/123e4567-e89b-12d3-a456-426614174000",
+        ),
+        ("named", r"~/files/(?<name>[^/]+)$", "/files/report.pdf"),
+        (
+            "versioned",
+            r"~/api/v[0-9]+/(items|orders|users|carts|payments)/[a-z0-9_-]+$",
+            "/api/v2/carts/abc-1",
+        ),
+    ];
+    let mut last = 0;
+    for (name, path, _) in &cases {
+        last = cp
+            .post(
+                "/services/re/routes",
+                json!({"name": name, "paths": [path]}),
+            )
+            .await
+            .committed();
+    }
+    let fleet = cp.fleet().await;
+    assert!(
+        fleet["snapshot"]["translation_error"].is_null(),
+        "{}",
+        fleet["snapshot"]
+    );
+    // Either Envoy takes it (SYNCED) or it says why not (NACKED).
+    let view = eventually(
+        "Envoy to ACK or NACK the regex routes",
+        CONVERGE,
+        POLL,
+        || async {
+            match cp.fleet_node(&envoy.node_id).await {
+                Some(v)
+                    if (v["state"] == "SYNCED" && v["revision"].as_i64() >= Some(last))
+                        || v["state"] == "NACKED" =>
+                {
+                    Ok(v)
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_clean(&cp, &envoy).await;
+    assert_eq!(view["state"], "SYNCED", "{view}");
+    for (name, _, path) in &cases {
+        let (s, body) = envoy.get(path).await.expect("GET");
+        assert_eq!(s, 200, "route {name}: {path} → {s} {body}");
+    }
 }

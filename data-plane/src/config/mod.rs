@@ -1,0 +1,1 @@
+//! Compiles Envoy resources into runtime tables (written next).

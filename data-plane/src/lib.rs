@@ -1,0 +1,7 @@
+//! gantry-proxy: the data plane. An xDS client feeds Envoy resources,
+//! which are compiled into an immutable runtime and swapped in atomically;
+//! the proxy serves every request from the runtime it started on.
+
+pub mod config;
+// pub mod proxy; (enabled once config lands)
+pub mod xds;

@@ -1,0 +1,344 @@
+//! The request path: load the current runtime once, select the route,
+//! then answer directly, redirect, or forward to an endpoint of the
+//! route's cluster with Envoy's retry, timeout and rewrite semantics.
+
+use super::headers::{self, X_ENVOY_TIMEOUT};
+use super::lb::{ClusterState, Endpoint};
+use super::runtime::{Runtime, Shared};
+use super::stats::ClusterLabel;
+use super::upstream::{Body, BoxError};
+use crate::config::{Action, Forward, HashPolicy, HostRewrite, RetryOn};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The connection a request arrived on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub remote: SocketAddr,
+    pub tls: bool,
+}
+
+/// Bodies up to this size are buffered when a retry policy may replay them.
+const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
+
+fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A response the proxy writes itself, with Envoy's text.
+fn local(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(if body.is_empty() { empty() } else { full(body) });
+    *r.status_mut() = status;
+    if !body.is_empty() {
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    r
+}
+
+pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+    let resp = route(req, &conn, &shared).await;
+    shared.stats.count_status(resp.status().as_u16());
+    Ok(resp)
+}
+
+fn authority_of<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>) -> Response<Body> {
+    // The runtime this request started on; a swap mid-request changes nothing for it.
+    let rt = shared.current();
+    let Some(listener) = rt.listeners.get(conn.listener.as_ref()) else {
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let Some(table) = rt.compiled.routes.get(&listener.route_config) else {
+        shared.stats.no_route.inc();
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let authority = authority_of(&req);
+    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let Some(selected) = table.select(&authority, &pq, req.method(), req.headers()) else {
+        shared.stats.no_route.inc();
+        return local(StatusCode::NOT_FOUND, "");
+    };
+    let route = selected.route;
+    let _span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener).entered();
+    let mut resp = match &route.action {
+        Action::Direct { status, body } => {
+            let mut r = Response::new(if body.is_empty() { empty() } else { full(body.clone()) });
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            r
+        }
+        Action::Redirect(redirect) => {
+            let scheme = if conn.tls { "https" } else { "http" };
+            let location = redirect.location(scheme, &authority, &pq);
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            r
+        }
+        Action::Forward(f) => {
+            let websocket = listener.websocket && headers::is_websocket_upgrade(req.headers());
+            let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+            let upstream_pq = f.rewrite_path(&selected.matched, &pq);
+            forward(req, conn, &rt, f, upstream_pq, on_upgrade, shared).await
+        }
+    };
+    route.response_headers.apply(resp.headers_mut());
+    resp
+}
+
+fn hash_for<B>(policies: &[HashPolicy], req: &Request<B>, remote: SocketAddr) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    let mut any = false;
+    for p in policies {
+        let found = match p {
+            HashPolicy::Header { name, .. } => {
+                let v = if name == ":path" {
+                    req.uri().path().to_string().into()
+                } else {
+                    req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+                };
+                v.map(|v| v.hash(&mut h)).is_some()
+            }
+            HashPolicy::Cookie { name, .. } => req
+                .headers()
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.hash(&mut h))
+                .is_some(),
+            HashPolicy::SourceIp { .. } => {
+                remote.ip().hash(&mut h);
+                true
+            }
+            HashPolicy::QueryParameter { name, .. } => req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k == name))
+                .map(|(_, v)| v.hash(&mut h))
+                .is_some(),
+        };
+        any |= found;
+        if found && p.terminal() {
+            break;
+        }
+    }
+    any.then(|| h.finish())
+}
+
+/// Counts a request as active on an endpoint for as long as it lives.
+struct Active(Arc<Endpoint>);
+
+impl Active {
+    fn new(e: Arc<Endpoint>) -> Active {
+        e.active.fetch_add(1, Ordering::Relaxed);
+        Active(e)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Failure {
+    Connect,
+    Reset,
+    Timeout,
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    rt: &Runtime,
+    f: &Forward,
+    upstream_pq: String,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
+    let cluster_name = f.cluster.pick(rand::random::<u64>());
+    let Some(cluster) = rt.clusters.get(cluster_name) else {
+        shared.stats.no_cluster.inc();
+        return local(StatusCode::SERVICE_UNAVAILABLE, "");
+    };
+    let label = ClusterLabel { cluster: cluster.name.clone() };
+    let hash = hash_for(&f.hash_policies, &req, conn.remote);
+    let original_host = authority_of(&req);
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, on_upgrade.is_some());
+    headers::set_forwarded(&mut parts.headers, conn.remote.ip(), conn.tls);
+    headers::ensure_request_id(&mut parts.headers);
+    if let Some(t) = f.timeout {
+        parts.headers.insert(X_ENVOY_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
+    }
+    f.request_headers.apply(&mut parts.headers);
+
+    // A body is replayed on retry only if it is small enough to hold.
+    let retry = f.retry.as_ref().filter(|r| r.num_retries > 0);
+    let small = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
+        || body_is_empty(&parts);
+    let (replay, mut stream): (Option<Bytes>, Option<Body>) = if retry.is_some() && small && on_upgrade.is_none() {
+        match Limited::new(body, RETRY_BUFFER_LIMIT).collect().await {
+            Ok(c) => (Some(c.to_bytes()), None),
+            Err(_) => return local(StatusCode::BAD_REQUEST, "request body too large to retry"),
+        }
+    } else {
+        (None, Some(body.map_err(|e| Box::new(e) as BoxError).boxed()))
+    };
+    let max_attempts = 1 + if replay.is_some() { retry.map(|r| r.num_retries).unwrap_or(0) } else { 0 };
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(endpoint) = cluster.pick(hash) else {
+            shared.stats.no_healthy_upstream.get_or_create(&label).inc();
+            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        };
+        let body = match (&replay, stream.take()) {
+            (Some(b), _) => full(b.clone()),
+            (None, Some(s)) => s,
+            (None, None) => empty(),
+        };
+        let req = match upstream_request(&parts, &upstream_pq, &endpoint, &f.host_rewrite, &original_host, cluster, body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build upstream request");
+                return local(StatusCode::BAD_GATEWAY, "bad upstream request");
+            }
+        };
+        shared.stats.upstream_rq.get_or_create(&label).inc();
+        let active = Active::new(endpoint.clone());
+        let sent = cluster.client.client.request(req);
+        let outcome = match f.timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r.map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Reset }),
+                Err(_) => Err(Failure::Timeout),
+            },
+            None => sent.await.map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Reset }),
+        };
+        let can_retry = attempt < max_attempts;
+        match outcome {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                if can_retry && retry.is_some_and(|r| r.should_retry_status(status)) {
+                    shared.stats.upstream_rq_retry.get_or_create(&label).inc();
+                    backoff(retry, attempt).await;
+                    continue;
+                }
+                let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+                let (mut rparts, rbody) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut rparts.headers, upgrade.is_some());
+                if let (Some(up), Some(down)) = (upgrade, on_upgrade) {
+                    tokio::spawn(tunnel(up, down));
+                }
+                // The endpoint stays counted until the body is sent.
+                let body = rbody.map_err(|e| Box::new(e) as BoxError).map_frame(move |f| {
+                    let _ = &active;
+                    f
+                });
+                return Response::from_parts(rparts, body.boxed());
+            }
+            Err(Failure::Timeout) => {
+                shared.stats.upstream_rq_timeout.get_or_create(&label).inc();
+                return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+            }
+            Err(failure) => {
+                let connect = matches!(failure, Failure::Connect);
+                if connect {
+                    shared.stats.upstream_cx_connect_fail.get_or_create(&label).inc();
+                }
+                let retry_on = if connect { RetryOn::CONNECT_FAILURE } else { RetryOn::RESET };
+                if can_retry && retry.is_some_and(|r| r.retry_on.contains(retry_on)) {
+                    shared.stats.upstream_rq_retry.get_or_create(&label).inc();
+                    backoff(retry, attempt).await;
+                    continue;
+                }
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    if connect {
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+                    } else {
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn body_is_empty(parts: &http::request::Parts) -> bool {
+    parts.headers.get(CONTENT_LENGTH).is_none() && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+async fn backoff(retry: Option<&crate::config::RetryPolicy>, attempt: u32) {
+    let (base, max) = retry.map(|r| (r.backoff_base, r.backoff_max)).unwrap_or((Duration::from_millis(25), Duration::from_millis(250)));
+    let ceiling = base.saturating_mul(1 << attempt.min(10)).min(max);
+    let jittered = ceiling.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(jittered).await;
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    pq: &str,
+    endpoint: &Endpoint,
+    rewrite: &HostRewrite,
+    original_host: &str,
+    cluster: &ClusterState,
+    body: Body,
+) -> Result<Request<Body>, http::Error> {
+    let uri: Uri = format!("http://{}{}", endpoint.authority, pq).parse().map_err(http::Error::from)?;
+    let mut b = Request::builder().method(parts.method.clone()).uri(uri);
+    if !cluster.client.http2 {
+        b = b.version(http::Version::HTTP_11);
+    }
+    let mut req = b.body(body)?;
+    *req.headers_mut() = parts.headers.clone();
+    let host = match rewrite {
+        HostRewrite::None => original_host.to_string(),
+        HostRewrite::Literal(h) => h.clone(),
+        HostRewrite::Auto => endpoint.hostname.clone().unwrap_or_else(|| endpoint.authority.to_string()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(HOST, v);
+    }
+    Ok(req)
+}
+
+/// Copies bytes both ways between an upgraded client and upstream.
+async fn tunnel(up: hyper::upgrade::OnUpgrade, down: hyper::upgrade::OnUpgrade) {
+    let (Ok(up), Ok(down)) = tokio::join!(up, down) else { return };
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}

@@ -1,0 +1,12 @@
+//! The proxy: listeners, the request path, upstream pools and load
+//! balancing, all reading the runtime that is current when a request starts.
+
+pub mod admin;
+pub mod handler;
+pub mod headers;
+pub mod lb;
+pub mod listeners;
+pub mod runtime;
+pub mod stats;
+pub mod tls;
+pub mod upstream;

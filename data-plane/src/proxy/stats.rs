@@ -1,0 +1,89 @@
+//! Counters served at `/stats/prometheus`. Every response the proxy
+//! decides itself (no route, no healthy upstream, connect failure,
+//! timeout) is counted, as are requests by status class.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    pub cluster: String,
+}
+
+pub struct Stats {
+    pub registry: Registry,
+    pub downstream_rq: Family<ClassLabel, Counter>,
+    pub downstream_cx_active: Gauge,
+    pub no_route: Counter,
+    pub no_cluster: Counter,
+    pub no_healthy_upstream: Family<ClusterLabel, Counter>,
+    pub upstream_rq: Family<ClusterLabel, Counter>,
+    pub upstream_cx_connect_fail: Family<ClusterLabel, Counter>,
+    pub upstream_rq_timeout: Family<ClusterLabel, Counter>,
+    pub upstream_rq_retry: Family<ClusterLabel, Counter>,
+    pub config_applied: Counter,
+    pub config_rejected: Counter,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        let mut s = Stats {
+            registry: Registry::with_prefix("gantry"),
+            downstream_rq: Family::default(),
+            downstream_cx_active: Gauge::default(),
+            no_route: Counter::default(),
+            no_cluster: Counter::default(),
+            no_healthy_upstream: Family::default(),
+            upstream_rq: Family::default(),
+            upstream_cx_connect_fail: Family::default(),
+            upstream_rq_timeout: Family::default(),
+            upstream_rq_retry: Family::default(),
+            config_applied: Counter::default(),
+            config_rejected: Counter::default(),
+        };
+        let r = &mut s.registry;
+        r.register("downstream_rq", "Downstream requests by status class", s.downstream_rq.clone());
+        r.register("downstream_cx_active", "Open downstream connections", s.downstream_cx_active.clone());
+        r.register("no_route", "Requests with no matching route (404)", s.no_route.clone());
+        r.register("no_cluster", "Requests whose route names an unknown cluster (503)", s.no_cluster.clone());
+        r.register("no_healthy_upstream", "Requests with no healthy endpoint (503)", s.no_healthy_upstream.clone());
+        r.register("upstream_rq", "Requests sent upstream", s.upstream_rq.clone());
+        r.register("upstream_cx_connect_fail", "Upstream connect failures", s.upstream_cx_connect_fail.clone());
+        r.register("upstream_rq_timeout", "Upstream requests that timed out (504)", s.upstream_rq_timeout.clone());
+        r.register("upstream_rq_retry", "Upstream request retries", s.upstream_rq_retry.clone());
+        r.register("config_applied", "Configs compiled and swapped in", s.config_applied.clone());
+        r.register("config_rejected", "Configs refused (NACKed)", s.config_rejected.clone());
+        s
+    }
+
+    pub fn count_status(&self, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.downstream_rq.get_or_create(&ClassLabel { class }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}

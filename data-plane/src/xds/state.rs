@@ -1,0 +1,412 @@
+//! The client's view of its configuration: every resource it holds, per
+//! type, with its version and wire form, and the decoded `ResourceSet` the
+//! proxy was last given.
+//!
+//! An update is never applied in place: [`State::candidate`] builds the set
+//! the update would produce, the applier compiles it, and only an accepted
+//! candidate is [committed](State::commit). A refused one leaves the state
+//! exactly as it was.
+
+use super::refs::{Refs, references};
+use super::snapshot_file::{self, Entry, SnapshotFile};
+use crate::config::ResourceSet;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use envoy_types::pb::google::protobuf::Any;
+use gantry_shared::xds;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The five xDS resource types, in make-before-break push order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Cluster,
+    Endpoint,
+    Secret,
+    Listener,
+    Route,
+}
+
+impl Kind {
+    /// In `gantry_shared::xds::PUSH_ORDER`.
+    pub const ALL: [Kind; 5] = [
+        Kind::Cluster,
+        Kind::Endpoint,
+        Kind::Secret,
+        Kind::Listener,
+        Kind::Route,
+    ];
+    /// The types subscribed to by name.
+    pub const NAMED: [Kind; 3] = [Kind::Endpoint, Kind::Secret, Kind::Route];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Kind::Cluster => xds::CLUSTER,
+            Kind::Endpoint => xds::ENDPOINT,
+            Kind::Secret => xds::SECRET,
+            Kind::Listener => xds::LISTENER,
+            Kind::Route => xds::ROUTE,
+        }
+    }
+
+    pub fn from_type_url(type_url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.type_url() == type_url)
+    }
+
+    /// CDS, EDS, SDS, LDS, RDS.
+    pub fn short(self) -> &'static str {
+        xds::short_name(self.type_url())
+    }
+
+    /// Listeners and clusters are subscribed to without names.
+    pub fn is_wildcard(self) -> bool {
+        xds::is_wildcard_type(self.type_url())
+    }
+}
+
+/// The names of `kind` the references ask for (`None` for wildcard types).
+pub fn wanted(refs: &Refs, kind: Kind) -> Option<&BTreeSet<String>> {
+    match kind {
+        Kind::Route => Some(&refs.routes),
+        Kind::Endpoint => Some(&refs.endpoints),
+        Kind::Secret => Some(&refs.secrets),
+        Kind::Cluster | Kind::Listener => None,
+    }
+}
+
+/// A resource decoded from its `Any`.
+#[derive(Clone, Debug)]
+pub enum Decoded {
+    Listener(Listener),
+    Route(RouteConfiguration),
+    Cluster(Cluster),
+    Endpoint(ClusterLoadAssignment),
+    Secret(Secret),
+}
+
+/// Decodes a resource of `kind`; the `Any` must carry exactly that type.
+pub fn decode(kind: Kind, any: &Any) -> Result<Decoded, String> {
+    if any.type_url != kind.type_url() {
+        return Err(format!(
+            "carries {:?} where {} was expected",
+            any.type_url,
+            kind.type_url()
+        ));
+    }
+    let v = any.value.as_slice();
+    let d = match kind {
+        Kind::Listener => Listener::decode(v).map(Decoded::Listener),
+        Kind::Route => RouteConfiguration::decode(v).map(Decoded::Route),
+        Kind::Cluster => Cluster::decode(v).map(Decoded::Cluster),
+        Kind::Endpoint => ClusterLoadAssignment::decode(v).map(Decoded::Endpoint),
+        Kind::Secret => Secret::decode(v).map(Decoded::Secret),
+    };
+    d.map_err(|e| format!("does not decode: {e}"))
+}
+
+fn insert(set: &mut ResourceSet, name: String, d: Decoded) {
+    match d {
+        Decoded::Listener(x) => {
+            set.listeners.insert(name, x);
+        }
+        Decoded::Route(x) => {
+            set.routes.insert(name, x);
+        }
+        Decoded::Cluster(x) => {
+            set.clusters.insert(name, x);
+        }
+        Decoded::Endpoint(x) => {
+            set.endpoints.insert(name, x);
+        }
+        Decoded::Secret(x) => {
+            set.secrets.insert(name, x);
+        }
+    }
+}
+
+fn remove(set: &mut ResourceSet, kind: Kind, name: &str) {
+    match kind {
+        Kind::Listener => {
+            set.listeners.remove(name);
+        }
+        Kind::Route => {
+            set.routes.remove(name);
+        }
+        Kind::Cluster => {
+            set.clusters.remove(name);
+        }
+        Kind::Endpoint => {
+            set.endpoints.remove(name);
+        }
+        Kind::Secret => {
+            set.secrets.remove(name);
+        }
+    }
+}
+
+/// A resource as received: its version and wire form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub version: String,
+    pub any: Any,
+}
+
+/// One response's worth of changes to one type.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub kind: Kind,
+    /// The response's `system_version_info`.
+    pub version: String,
+    pub upserts: Vec<(String, Held, Decoded)>,
+    pub removals: Vec<String>,
+}
+
+/// The state an update would produce, awaiting the applier's verdict.
+#[derive(Clone)]
+pub struct Candidate {
+    pub kind: Kind,
+    pub version: String,
+    /// The whole configuration to hand to the applier.
+    pub set: ResourceSet,
+    changes: Vec<(Kind, String, Option<Held>)>,
+}
+
+impl Candidate {
+    /// Named resources dropped because nothing references them any more.
+    pub fn pruned(&self) -> impl Iterator<Item = (Kind, &str)> {
+        self.changes
+            .iter()
+            .filter(move |(k, _, h)| *k != self.kind && h.is_none())
+            .map(|(k, n, _)| (*k, n.as_str()))
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct State {
+    set: ResourceSet,
+    held: BTreeMap<Kind, BTreeMap<String, Held>>,
+    system_versions: BTreeMap<Kind, String>,
+    last_version: Option<String>,
+    applied: bool,
+}
+
+impl State {
+    /// The configuration last accepted by the applier.
+    pub fn set(&self) -> &ResourceSet {
+        &self.set
+    }
+
+    /// Whether the applier has accepted a configuration from this state.
+    pub fn applied(&self) -> bool {
+        self.applied
+    }
+
+    /// name → version of everything held of `kind` (for `initial_resource_versions`).
+    pub fn versions(&self, kind: Kind) -> HashMap<String, String> {
+        self.held
+            .get(&kind)
+            .map(|m| {
+                m.iter()
+                    .map(|(n, h)| (n.clone(), h.version.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn held_version(&self, kind: Kind, name: &str) -> Option<&str> {
+        self.held
+            .get(&kind)
+            .and_then(|m| m.get(name))
+            .map(|h| h.version.as_str())
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        self.held.get(&kind).map_or(0, BTreeMap::len)
+    }
+
+    /// The `system_version_info` of the last update of `kind` accepted.
+    pub fn system_version(&self, kind: Kind) -> Option<&str> {
+        self.system_versions.get(&kind).map(String::as_str)
+    }
+
+    /// The version of the last update accepted, of any type.
+    pub fn last_version(&self) -> Option<&str> {
+        self.last_version.as_deref()
+    }
+
+    /// Names the configuration references but does not hold.
+    pub fn missing(&self) -> Vec<(Kind, String)> {
+        let refs = references(&self.set);
+        let mut out = Vec::new();
+        for k in Kind::NAMED {
+            for n in wanted(&refs, k).into_iter().flatten() {
+                if self.held_version(k, n).is_none() {
+                    out.push((k, n.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the update changes nothing in a state the applier already has.
+    pub fn is_noop(&self, u: &Update) -> bool {
+        self.applied
+            && u.upserts.is_empty()
+            && u.removals
+                .iter()
+                .all(|n| self.held_version(u.kind, n).is_none())
+    }
+
+    /// The state with `u` applied. A listener or cluster update also drops
+    /// the named resources (RDS, EDS, SDS) nothing references any more, so
+    /// that what the client holds is what it is subscribed to.
+    pub fn candidate(&self, u: Update) -> Candidate {
+        let mut set = self.set.clone();
+        let mut changes = Vec::new();
+        let kind = u.kind;
+        for name in u.removals {
+            if self.held_version(kind, &name).is_some() {
+                remove(&mut set, kind, &name);
+                changes.push((kind, name, None));
+            }
+        }
+        for (name, held, decoded) in u.upserts {
+            insert(&mut set, name.clone(), decoded);
+            changes.push((kind, name, Some(held)));
+        }
+        if kind.is_wildcard() {
+            let refs = references(&set);
+            for k in Kind::NAMED {
+                let Some(keep) = wanted(&refs, k) else {
+                    continue;
+                };
+                let stale: Vec<String> = self
+                    .held
+                    .get(&k)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                    .filter(|n| !keep.contains(*n))
+                    .cloned()
+                    .collect();
+                for n in stale {
+                    remove(&mut set, k, &n);
+                    changes.push((k, n, None));
+                }
+            }
+        }
+        Candidate {
+            kind,
+            version: u.version,
+            set,
+            changes,
+        }
+    }
+
+    /// Makes an accepted candidate the state.
+    pub fn commit(&mut self, c: Candidate) {
+        self.set = c.set;
+        for (k, name, held) in c.changes {
+            let m = self.held.entry(k).or_default();
+            match held {
+                Some(h) => {
+                    m.insert(name, h);
+                }
+                None => {
+                    m.remove(&name);
+                }
+            }
+        }
+        self.record_version(c.kind, c.version);
+        self.applied = true;
+    }
+
+    /// Records an update that changed nothing as accepted.
+    pub fn record_version(&mut self, kind: Kind, version: String) {
+        self.system_versions.insert(kind, version.clone());
+        self.last_version = Some(version);
+    }
+
+    /// The whole state in the snapshot file's form.
+    pub fn to_snapshot(&self, node_id: &str) -> SnapshotFile {
+        let resources = self
+            .held
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(k, m)| {
+                let entries = m
+                    .iter()
+                    .map(|(n, h)| {
+                        (
+                            n.clone(),
+                            Entry {
+                                version: h.version.clone(),
+                                any: snapshot_file::base64_encode(&h.any.encode_to_vec()),
+                            },
+                        )
+                    })
+                    .collect();
+                (k.type_url().to_string(), entries)
+            })
+            .collect();
+        SnapshotFile {
+            format: snapshot_file::FORMAT,
+            node_id: node_id.to_string(),
+            written_at_ms: now_ms(),
+            version: self.last_version.clone().unwrap_or_default(),
+            system_versions: self
+                .system_versions
+                .iter()
+                .map(|(k, v)| (k.type_url().to_string(), v.clone()))
+                .collect(),
+            resources,
+        }
+    }
+
+    /// A state from a snapshot file, every resource decoded; not yet
+    /// applied. Unknown types are an error (a newer format, or a corrupt file).
+    pub fn from_snapshot(file: &SnapshotFile) -> Result<State, String> {
+        let mut st = State::default();
+        for (type_url, entries) in &file.resources {
+            let kind = Kind::from_type_url(type_url)
+                .ok_or_else(|| format!("unknown resource type {type_url:?}"))?;
+            for (name, e) in entries {
+                let bytes = snapshot_file::base64_decode(&e.any)
+                    .map_err(|err| format!("{} {name:?}: {err}", kind.short()))?;
+                let any = Any::decode(bytes.as_slice())
+                    .map_err(|err| format!("{} {name:?}: {err}", kind.short()))?;
+                let decoded =
+                    decode(kind, &any).map_err(|err| format!("{} {name:?} {err}", kind.short()))?;
+                insert(&mut st.set, name.clone(), decoded);
+                st.held.entry(kind).or_default().insert(
+                    name.clone(),
+                    Held {
+                        version: e.version.clone(),
+                        any,
+                    },
+                );
+            }
+        }
+        for (type_url, v) in &file.system_versions {
+            if let Some(k) = Kind::from_type_url(type_url) {
+                st.system_versions.insert(k, v.clone());
+            }
+        }
+        st.last_version = (!file.version.is_empty()).then(|| file.version.clone());
+        Ok(st)
+    }
+
+    /// Marks a state built by [`State::from_snapshot`] as accepted.
+    pub fn mark_applied(&mut self) {
+        self.applied = true;
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
