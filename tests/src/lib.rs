@@ -44,11 +44,12 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A port held for one test until dropped: taken from 20000–32000, below
-/// the kernel's ephemeral range (so no `bind(:0)` or outgoing connection
-/// gets it), and claimed with an advisory lock on
+/// A port held for one test until dropped: the lowest free one from
+/// 20000–32000, below the kernel's ephemeral range (so no `bind(:0)` or
+/// outgoing connection gets it), claimed with an advisory lock on
 /// `$TMPDIR/gantry-e2e-ports/<port>.lock`, which every concurrent test
-/// process respects and which dies with its process.
+/// process respects and which dies with its process. (Lowest first, so the
+/// lock files are few and reused.)
 pub struct Port {
     pub port: u16,
     _lock: std::fs::File,
@@ -59,10 +60,7 @@ const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
 pub fn reserve_port() -> Port {
     let dir = std::env::temp_dir().join("gantry-e2e-ports");
     std::fs::create_dir_all(&dir).expect("port lock dir");
-    let span = (PORT_RANGE.end - PORT_RANGE.start) as u128;
-    let start = (uuid::Uuid::new_v4().as_u128() % span) as u16;
-    for i in 0..(span as u16) {
-        let port = PORT_RANGE.start + (start + i) % (span as u16);
+    for port in PORT_RANGE {
         let Ok(file) = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -56,6 +56,7 @@ sotw_and_delta!(
     rollback_reaches_envoy,
     moving_a_route_between_services_drops_nothing,
     everyday_regex_routes_are_accepted,
+    removing_the_last_eds_cluster_leaves_the_node_synced,
 );
 
 fn proto(delta: bool) -> &'static str {
@@ -1832,4 +1833,66 @@ async fn everyday_regex_routes_are_accepted(delta: bool) {
         let (s, body) = envoy.get(path).await.expect("GET");
         assert_eq!(s, 200, "route {name}: {path} → {s} {body}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// 14. When the last EDS cluster goes, Envoy unsubscribes from every EDS
+//     resource (a SotW request with no names); nothing is left to send,
+//     and the node is in sync, not STALE for ever.
+// ---------------------------------------------------------------------------
+
+async fn removing_the_last_eds_cluster_leaves_the_node_synced(delta: bool) {
+    let cp = Cp::start().await;
+    let up = Upstream::start("e").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-eds-gone-{}", proto(delta)), delta).await;
+    cp.post("/upstreams", json!({"name": "pool"}))
+        .await
+        .expect(201);
+    cp.post("/upstreams/pool/targets", json!({"target": up.addr()}))
+        .await
+        .expect(201);
+    cp.post("/services", json!({"name": "pooled", "host": "pool"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/pooled/routes",
+        json!({"name": "pooled", "paths": ["/pooled"]}),
+    )
+    .await
+    .expect(201);
+    cp.post("/services", json!({"name": "direct", "url": up.url()}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post(
+            "/services/direct/routes",
+            json!({"name": "direct", "paths": ["/direct"]}),
+        )
+        .await
+        .committed();
+    let view = cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    assert_eq!(view["types"]["EDS"]["state"], "SYNCED", "{view}");
+    until(&envoy, "the EDS-backed route", "/pooled", None, |s, _| {
+        s == 200
+    })
+    .await;
+
+    cp.delete("/routes/pooled").await.committed();
+    let rev = cp.delete("/services/pooled").await.committed();
+    until(
+        &envoy,
+        "the EDS-backed route to go",
+        "/pooled",
+        None,
+        |s, _| s == 404,
+    )
+    .await;
+    let view = cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    eprintln!(
+        "[{}] after the last EDS cluster went: {}",
+        proto(delta),
+        view["types"]["EDS"]
+    );
+    assert_eq!(envoy.get("/direct").await.unwrap().0, 200);
+    assert_clean(&cp, &envoy).await;
 }

@@ -198,8 +198,7 @@ impl XdsClient {
         if file.node_id != self.cfg.node_id {
             tracing::warn!(node = %self.cfg.node_id, snapshot_node = %file.node_id, "the snapshot file was written by another node id; using it anyway");
         }
-        let mut st = State::from_snapshot(&file)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut st = State::from_snapshot(&file).map_err(|e| format!("{}: {e}", path.display()))?;
         let version = st.last_version().unwrap_or("snapshot").to_string();
         self.applier
             .apply(st.set(), &version)
@@ -604,8 +603,7 @@ impl Conn {
             return;
         };
         let file = self.state.to_snapshot(&self.cfg.node_id);
-        let written =
-            tokio::task::spawn_blocking(move || snapshot_file::write(&path, &file)).await;
+        let written = tokio::task::spawn_blocking(move || snapshot_file::write(&path, &file)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

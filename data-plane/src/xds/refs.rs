@@ -131,3 +131,153 @@ fn cluster(key: &str, c: &Cluster, r: &mut Refs) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::EdsClusterConfig;
+    use envoy_types::pb::envoy::config::listener::v3::Filter;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::Rds;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::CombinedCertificateValidationContext;
+    use envoy_types::util::pack_any;
+
+    fn sds(name: &str) -> SdsSecretConfig {
+        SdsSecretConfig {
+            name: name.into(),
+            sds_config: None,
+        }
+    }
+
+    fn chain(route: &str, tls: Option<Any>) -> FilterChain {
+        let hcm = HttpConnectionManager {
+            route_specifier: Some(RouteSpecifier::Rds(Rds {
+                config_source: None,
+                route_config_name: route.into(),
+            })),
+            ..Default::default()
+        };
+        FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            transport_socket: tls.map(|any| TransportSocket {
+                name: "envoy.transport_sockets.tls".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn listeners_reference_route_configs_and_secrets() {
+        let tls = pack_any(DownstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: vec![sds("cert-a"), sds("cert-b")],
+                validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                    CombinedCertificateValidationContext {
+                        validation_context_sds_secret_config: Some(sds("ca")),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut set = ResourceSet::default();
+        set.listeners.insert(
+            "https".into(),
+            Listener {
+                name: "https".into(),
+                filter_chains: vec![chain("r-https", Some(tls))],
+                default_filter_chain: Some(chain("r-default", None)),
+                ..Default::default()
+            },
+        );
+        // Not a connection manager, and an undecodable one: both skipped.
+        set.listeners.insert(
+            "odd".into(),
+            Listener {
+                filter_chains: vec![FilterChain {
+                    filters: vec![
+                        Filter {
+                            name: "tcp".into(),
+                            config_type: Some(filter::ConfigType::TypedConfig(Any {
+                                type_url: "type.googleapis.com/x.Tcp".into(),
+                                value: vec![1, 2, 3],
+                            })),
+                        },
+                        Filter {
+                            name: "hcm".into(),
+                            config_type: Some(filter::ConfigType::TypedConfig(Any {
+                                type_url: HttpConnectionManager::type_url(),
+                                value: vec![0xff, 0xff],
+                            })),
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let r = references(&set);
+        assert_eq!(
+            r.routes.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["r-default", "r-https"]
+        );
+        assert_eq!(
+            r.secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["ca", "cert-a", "cert-b"]
+        );
+        assert!(r.endpoints.is_empty());
+    }
+
+    #[test]
+    fn eds_clusters_reference_their_service_name_or_their_name() {
+        let eds = |name: &str, service: &str| Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig {
+                eds_config: None,
+                service_name: service.into(),
+            }),
+            ..Default::default()
+        };
+        let mut set = ResourceSet::default();
+        set.clusters.insert("a".into(), eds("a", "svc-a"));
+        set.clusters.insert("b".into(), eds("b", ""));
+        set.clusters.insert(
+            "c".into(),
+            Cluster {
+                name: "c".into(),
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::StrictDns as i32,
+                )),
+                transport_socket: Some(TransportSocket {
+                    name: "tls".into(),
+                    config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+                        UpstreamTlsContext {
+                            common_tls_context: Some(CommonTlsContext {
+                                tls_certificate_sds_secret_configs: vec![sds("client-cert")],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ))),
+                }),
+                ..Default::default()
+            },
+        );
+        let r = references(&set);
+        assert_eq!(
+            r.endpoints.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["b", "svc-a"]
+        );
+        assert_eq!(
+            r.secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["client-cert"]
+        );
+        assert!(r.routes.is_empty());
+    }
+}

@@ -72,11 +72,10 @@ pub fn read(path: &Path) -> Result<Option<SnapshotFile>, SnapshotError> {
             });
         }
     };
-    let file: SnapshotFile =
-        serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Parse {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if file.format != FORMAT {
         return Err(SnapshotError::Parse {
             path: path.to_path_buf(),
@@ -175,7 +174,8 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
     for chunk in bytes.chunks(4) {
         let mut n = 0u32;
         for (i, c) in chunk.iter().enumerate() {
-            let v = value(*c).ok_or_else(|| format!("invalid base64 character {:?}", char::from(*c)))?;
+            let v = value(*c)
+                .ok_or_else(|| format!("invalid base64 character {:?}", char::from(*c)))?;
             n |= v << (18 - 6 * i as u32);
         }
         out.push((n >> 16) as u8);

@@ -79,12 +79,13 @@ pub fn wanted(refs: &Refs, kind: Kind) -> Option<&BTreeSet<String>> {
 
 /// A resource decoded from its `Any`.
 #[derive(Clone, Debug)]
+/// (Boxed: the protos are large and of very different sizes.)
 pub enum Decoded {
-    Listener(Listener),
-    Route(RouteConfiguration),
-    Cluster(Cluster),
-    Endpoint(ClusterLoadAssignment),
-    Secret(Secret),
+    Listener(Box<Listener>),
+    Route(Box<RouteConfiguration>),
+    Cluster(Box<Cluster>),
+    Endpoint(Box<ClusterLoadAssignment>),
+    Secret(Box<Secret>),
 }
 
 /// Decodes a resource of `kind`; the `Any` must carry exactly that type.
@@ -98,11 +99,11 @@ pub fn decode(kind: Kind, any: &Any) -> Result<Decoded, String> {
     }
     let v = any.value.as_slice();
     let d = match kind {
-        Kind::Listener => Listener::decode(v).map(Decoded::Listener),
-        Kind::Route => RouteConfiguration::decode(v).map(Decoded::Route),
-        Kind::Cluster => Cluster::decode(v).map(Decoded::Cluster),
-        Kind::Endpoint => ClusterLoadAssignment::decode(v).map(Decoded::Endpoint),
-        Kind::Secret => Secret::decode(v).map(Decoded::Secret),
+        Kind::Listener => Listener::decode(v).map(|x| Decoded::Listener(Box::new(x))),
+        Kind::Route => RouteConfiguration::decode(v).map(|x| Decoded::Route(Box::new(x))),
+        Kind::Cluster => Cluster::decode(v).map(|x| Decoded::Cluster(Box::new(x))),
+        Kind::Endpoint => ClusterLoadAssignment::decode(v).map(|x| Decoded::Endpoint(Box::new(x))),
+        Kind::Secret => Secret::decode(v).map(|x| Decoded::Secret(Box::new(x))),
     };
     d.map_err(|e| format!("does not decode: {e}"))
 }
@@ -110,19 +111,19 @@ pub fn decode(kind: Kind, any: &Any) -> Result<Decoded, String> {
 fn insert(set: &mut ResourceSet, name: String, d: Decoded) {
     match d {
         Decoded::Listener(x) => {
-            set.listeners.insert(name, x);
+            set.listeners.insert(name, *x);
         }
         Decoded::Route(x) => {
-            set.routes.insert(name, x);
+            set.routes.insert(name, *x);
         }
         Decoded::Cluster(x) => {
-            set.clusters.insert(name, x);
+            set.clusters.insert(name, *x);
         }
         Decoded::Endpoint(x) => {
-            set.endpoints.insert(name, x);
+            set.endpoints.insert(name, *x);
         }
         Decoded::Secret(x) => {
-            set.secrets.insert(name, x);
+            set.secrets.insert(name, *x);
         }
     }
 }
@@ -409,4 +410,149 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+    };
+    use envoy_types::util::pack_any;
+
+    fn eds_cluster(name: &str) -> Any {
+        pack_any(Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig::default()),
+            ..Default::default()
+        })
+    }
+
+    fn cla(name: &str) -> Any {
+        pack_any(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    fn update(kind: Kind, version: &str, upserts: &[(&str, Any)], removals: &[&str]) -> Update {
+        Update {
+            kind,
+            version: version.into(),
+            upserts: upserts
+                .iter()
+                .map(|(n, any)| {
+                    let held = Held {
+                        version: format!("{n}@{version}"),
+                        any: any.clone(),
+                    };
+                    (n.to_string(), held, decode(kind, any).unwrap())
+                })
+                .collect(),
+            removals: removals.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn kinds_follow_push_order_and_type_urls() {
+        let urls: Vec<_> = Kind::ALL.iter().map(|k| k.type_url()).collect();
+        assert_eq!(urls, xds::PUSH_ORDER);
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_type_url(k.type_url()), Some(k));
+            assert_eq!(k.is_wildcard(), !Kind::NAMED.contains(&k));
+        }
+        assert_eq!(Kind::from_type_url("type.googleapis.com/x.Y"), None);
+    }
+
+    #[test]
+    fn decode_checks_the_type() {
+        assert!(decode(Kind::Cluster, &eds_cluster("a")).is_ok());
+        let e = decode(Kind::Listener, &eds_cluster("a")).unwrap_err();
+        assert!(e.contains("Cluster"), "{e}");
+        let garbage = Any {
+            type_url: xds::CLUSTER.into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        assert!(decode(Kind::Cluster, &garbage).is_err());
+    }
+
+    #[test]
+    fn candidates_leave_the_state_alone_until_committed() {
+        let mut st = State::default();
+        let c = st.candidate(update(Kind::Cluster, "1", &[("a", eds_cluster("a"))], &[]));
+        assert_eq!(c.set.clusters.len(), 1);
+        assert!(
+            st.set().clusters.is_empty(),
+            "refused candidates change nothing"
+        );
+        assert!(!st.applied());
+        st.commit(c);
+        assert!(st.applied());
+        assert_eq!(st.held_version(Kind::Cluster, "a"), Some("a@1"));
+        assert_eq!(st.system_version(Kind::Cluster), Some("1"));
+        assert_eq!(st.missing(), vec![(Kind::Endpoint, "a".to_string())]);
+
+        let c = st.candidate(update(Kind::Endpoint, "2", &[("a", cla("a"))], &[]));
+        st.commit(c);
+        assert!(st.missing().is_empty());
+        assert_eq!(
+            st.versions(Kind::Endpoint).get("a").map(String::as_str),
+            Some("a@2")
+        );
+
+        // Removing the cluster drops its endpoints too (nothing references them).
+        let c = st.candidate(update(Kind::Cluster, "3", &[], &["a", "never-held"]));
+        assert_eq!(c.pruned().collect::<Vec<_>>(), vec![(Kind::Endpoint, "a")]);
+        assert!(c.set.endpoints.is_empty());
+        st.commit(c);
+        assert_eq!(st.count(Kind::Cluster), 0);
+        assert_eq!(st.count(Kind::Endpoint), 0);
+        assert_eq!(st.last_version(), Some("3"));
+    }
+
+    #[test]
+    fn noop_updates_are_recognised_once_applied() {
+        let mut st = State::default();
+        let empty = update(Kind::Cluster, "1", &[], &["x"]);
+        assert!(
+            !st.is_noop(&empty),
+            "the first configuration is always applied"
+        );
+        st.commit(st.candidate(empty.clone()));
+        assert!(st.is_noop(&empty));
+        st.commit(st.candidate(update(Kind::Cluster, "2", &[("a", eds_cluster("a"))], &[])));
+        assert!(!st.is_noop(&update(Kind::Cluster, "3", &[], &["a"])));
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut st = State::default();
+        st.commit(st.candidate(update(Kind::Cluster, "1", &[("a", eds_cluster("a"))], &[])));
+        st.commit(st.candidate(update(Kind::Endpoint, "2", &[("a", cla("a"))], &[])));
+        let file = st.to_snapshot("n1");
+        assert_eq!(file.node_id, "n1");
+        assert_eq!(file.version, "2");
+        let back = State::from_snapshot(&file).unwrap();
+        assert!(!back.applied());
+        assert_eq!(
+            back.set().clusters.keys().collect::<Vec<_>>(),
+            st.set().clusters.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(back.set().clusters["a"], st.set().clusters["a"]);
+        assert_eq!(back.set().endpoints["a"], st.set().endpoints["a"]);
+        assert_eq!(back.held, st.held);
+        assert_eq!(back.system_versions, st.system_versions);
+        assert_eq!(back.last_version(), Some("2"));
+
+        let mut bad = file.clone();
+        if let Some(e) = bad
+            .resources
+            .get_mut(xds::CLUSTER)
+            .and_then(|m| m.get_mut("a"))
+        {
+            e.any = "!!".into();
+        }
+        assert!(State::from_snapshot(&bad).is_err());
+    }
 }

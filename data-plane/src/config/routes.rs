@@ -1,0 +1,1444 @@
+//! RDS: route configurations compiled into a lookup table with Envoy's
+//! semantics (`Router::RouteMatcher`, `VirtualHostImpl`, the route entry
+//! classes of `config_impl.cc`, and `Http::Utility::newUri` for redirects).
+
+use super::fields;
+use super::headers::{HeaderMutations, HeaderStage, compile_stage};
+use super::matchers::{Ctx, HeaderMatcher, HeaderSource, QueryParamMatcher};
+use super::re2::{Re2, RegexRewrite};
+use super::{
+    Cluster, check_header_value, fraction, opt_duration, positive_duration, reject_rest,
+};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, RedirectAction, RetryPolicy as PbRetryPolicy, Route as PbRoute,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost as PbVirtualHost, WeightedCluster,
+    redirect_action::{PathRewriteSpecifier, SchemeRewriteSpecifier},
+    route::Action as PbAction,
+    route_action::{
+        ClusterSpecifier, HashPolicy as PbHashPolicy, HostRewriteSpecifier, RequestMirrorPolicy,
+        hash_policy::PolicySpecifier,
+    },
+    route_match::PathSpecifier,
+    weighted_cluster::RandomValueSpecifier,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+/// Envoy's route timeout when `timeout` is unset.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Envoy's default `max_direct_response_body_size_bytes`.
+pub const DEFAULT_MAX_DIRECT_RESPONSE_BODY: u32 = 4096;
+
+// ---------------------------------------------------------------------------
+// The table.
+
+/// One compiled RouteConfiguration.
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub ignore_port_in_host_matching: bool,
+    pub ignore_path_parameters_in_path_matching: bool,
+    exact: HashMap<String, usize>,
+    /// Suffix wildcards (`*.foo.com` kept as `.foo.com`) by length, longest first.
+    suffixes: Vec<(usize, HashMap<String, usize>)>,
+    /// Prefix wildcards (`foo.*` kept as `foo.`) by length, longest first.
+    prefixes: Vec<(usize, HashMap<String, usize>)>,
+    default: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+/// How a route matches the path, which is also what `prefix_rewrite`
+/// replaces.
+#[derive(Clone, Debug)]
+pub enum MatchKind {
+    Prefix(String),
+    /// The exact path (without the query string).
+    Path(String),
+    /// A prefix that must end at a `/` or at the end of the path.
+    PathSeparatedPrefix(String),
+    /// A full match of the path (without the query string).
+    Regex(Re2),
+}
+
+/// One compiled route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: String,
+    pub path_match: MatchKind,
+    /// Applies to prefix, path and path_separated_prefix matching (ASCII
+    /// case folding); regexes decide for themselves.
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatcher>,
+    pub query_parameters: Vec<QueryParamMatcher>,
+    /// `match.grpc`: content-type `application/grpc` or `application/grpc+...`.
+    pub grpc: bool,
+    pub action: Action,
+    /// Route, virtual host and route configuration levels, in the order
+    /// Envoy applies them (the last stage wins).
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+    /// A direct response. For 201 and 3xx statuses Envoy also sets
+    /// `Location` to the request's URL: see [`direct_response_location`].
+    Direct { status: u16, body: bytes::Bytes },
+}
+
+#[derive(Clone, Debug)]
+pub enum ClusterChoice {
+    Single(String),
+    /// Clusters with their weights, and the total weight (> 0).
+    Weighted(Vec<(String, u32)>, u32),
+}
+
+impl ClusterChoice {
+    /// Envoy's weighted pick: `rand % total` falls into one cluster's
+    /// `[begin, end)` interval, in configuration order.
+    pub fn pick(&self, rand: u64) -> &str {
+        match self {
+            ClusterChoice::Single(c) => c,
+            ClusterChoice::Weighted(cs, total) => {
+                let selected = rand % u64::from((*total).max(1));
+                let mut end = 0u64;
+                for (name, w) in cs {
+                    end += u64::from(*w);
+                    if selected < end {
+                        return name;
+                    }
+                }
+                cs.last().map(|(n, _)| n.as_str()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Every cluster this choice can name.
+    pub fn clusters(&self) -> Vec<&str> {
+        match self {
+            ClusterChoice::Single(c) => vec![c.as_str()],
+            ClusterChoice::Weighted(cs, _) => cs.iter().map(|(n, _)| n.as_str()).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// Keep the request's host.
+    None,
+    /// `host_rewrite_literal`.
+    Literal(String),
+    /// `auto_host_rewrite`: the chosen endpoint's hostname, when it has one.
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    Default,
+    High,
+}
+
+/// `retry_on` conditions, as Envoy's bit flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn(pub u32);
+
+impl RetryOn {
+    pub const FIVE_XX: RetryOn = RetryOn(1 << 0);
+    pub const GATEWAY_ERROR: RetryOn = RetryOn(1 << 1);
+    pub const CONNECT_FAILURE: RetryOn = RetryOn(1 << 2);
+    pub const RETRIABLE_4XX: RetryOn = RetryOn(1 << 3);
+    pub const REFUSED_STREAM: RetryOn = RetryOn(1 << 4);
+    pub const RETRIABLE_STATUS_CODES: RetryOn = RetryOn(1 << 5);
+    pub const RESET: RetryOn = RetryOn(1 << 6);
+    pub const RETRIABLE_HEADERS: RetryOn = RetryOn(1 << 7);
+    pub const ENVOY_RATE_LIMITED: RetryOn = RetryOn(1 << 8);
+    pub const HTTP3_POST_CONNECT_FAILURE: RetryOn = RetryOn(1 << 9);
+    pub const RESET_BEFORE_REQUEST: RetryOn = RetryOn(1 << 10);
+    pub const GRPC_CANCELLED: RetryOn = RetryOn(1 << 16);
+    pub const GRPC_DEADLINE_EXCEEDED: RetryOn = RetryOn(1 << 17);
+    pub const GRPC_RESOURCE_EXHAUSTED: RetryOn = RetryOn(1 << 18);
+    pub const GRPC_UNAVAILABLE: RetryOn = RetryOn(1 << 19);
+    pub const GRPC_INTERNAL: RetryOn = RetryOn(1 << 20);
+
+    pub fn contains(self, other: RetryOn) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// `RetryStateImpl::parseRetryOn` + `parseRetryGrpcOn`: comma-separated,
+    /// whitespace trimmed, unknown tokens ignored (as Envoy does for route
+    /// configuration).
+    pub fn parse(s: &str) -> RetryOn {
+        let mut v = 0;
+        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            v |= match t {
+                "5xx" => Self::FIVE_XX.0,
+                "gateway-error" => Self::GATEWAY_ERROR.0,
+                "connect-failure" => Self::CONNECT_FAILURE.0,
+                "envoy-ratelimited" => Self::ENVOY_RATE_LIMITED.0,
+                "retriable-4xx" => Self::RETRIABLE_4XX.0,
+                "refused-stream" => Self::REFUSED_STREAM.0,
+                "retriable-status-codes" => Self::RETRIABLE_STATUS_CODES.0,
+                "retriable-headers" => Self::RETRIABLE_HEADERS.0,
+                "reset" => Self::RESET.0,
+                "reset-before-request" => Self::RESET_BEFORE_REQUEST.0,
+                "http3-post-connect-failure" => Self::HTTP3_POST_CONNECT_FAILURE.0,
+                "cancelled" => Self::GRPC_CANCELLED.0,
+                "deadline-exceeded" => Self::GRPC_DEADLINE_EXCEEDED.0,
+                "resource-exhausted" => Self::GRPC_RESOURCE_EXHAUSTED.0,
+                "unavailable" => Self::GRPC_UNAVAILABLE.0,
+                "internal" => Self::GRPC_INTERNAL.0,
+                _ => 0,
+            };
+        }
+        RetryOn(v)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub retry_on: RetryOn,
+    /// Default 1.
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub per_try_idle_timeout: Option<Duration>,
+    pub retriable_status_codes: Vec<u16>,
+    /// Response matchers for `retriable-headers`.
+    pub retriable_headers: Vec<HeaderMatcher>,
+    /// When set, only requests matching one of these are retried.
+    pub retriable_request_headers: Vec<HeaderMatcher>,
+    /// Default 25 ms (values below 1 ms become 1 ms).
+    pub backoff_base: Duration,
+    /// Default 10 x base.
+    pub backoff_max: Duration,
+    /// `host_selection_retry_max_attempts` (default 1).
+    pub host_selection_max_attempts: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum HashKind {
+    /// A header (pseudo-headers included, e.g. `:path`), optionally rewritten.
+    Header {
+        source: HeaderSource,
+        rewrite: Option<RegexRewrite>,
+    },
+    /// A cookie; with a ttl, Envoy generates it when absent (ttl 0: a session
+    /// cookie).
+    Cookie {
+        name: String,
+        ttl: Option<Duration>,
+        path: String,
+        attributes: Vec<(String, String)>,
+    },
+    SourceIp,
+    QueryParameter(String),
+    /// Filter state never holds anything here: no hash.
+    FilterState(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct HashPolicy {
+    pub kind: HashKind,
+    pub terminal: bool,
+}
+
+/// A request mirror (shadow) policy.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Sampled when `rand % denominator < numerator` (default 100/100).
+    pub numerator: u32,
+    pub denominator: u32,
+    /// When false (the default) the mirrored request's host gets `-shadow`
+    /// appended.
+    pub disable_shadow_host_suffix_append: bool,
+}
+
+impl Mirror {
+    pub fn sampled(&self, rand: u64) -> bool {
+        rand % u64::from(self.denominator.max(1)) < u64::from(self.numerator)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub cluster: ClusterChoice,
+    /// `cluster_not_found_response_code`: 503 (default), 404 or 500.
+    pub cluster_not_found_status: u16,
+    /// None: no timeout (configured 0). Unset: 15 s.
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// The route's policy, else the virtual host's.
+    pub retry: Option<RetryPolicy>,
+    pub host_rewrite: HostRewrite,
+    pub append_x_forwarded_host: bool,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<RegexRewrite>,
+    pub hash_policies: Vec<HashPolicy>,
+    /// The route's, else the virtual host's, else the route configuration's.
+    pub mirrors: Vec<Mirror>,
+    /// Per-route WebSocket upgrade override (None: the listener decides).
+    pub websocket: Option<bool>,
+    pub priority: Priority,
+}
+
+/// The path part of a redirect.
+#[derive(Clone, Debug)]
+pub enum PathRedirect {
+    None,
+    /// `path_redirect`; `has_query` when it carries its own query string.
+    Path { path: String, has_query: bool },
+    /// `prefix_rewrite`: replaces the matched part of the path.
+    Prefix(String),
+    /// `regex_rewrite` on the path without its query.
+    Regex(RegexRewrite),
+}
+
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// `scheme_redirect`, or "https" for `https_redirect`.
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub path: PathRedirect,
+    pub strip_query: bool,
+}
+
+/// What a redirect's `Location` is built from.
+#[derive(Clone, Copy, Debug)]
+pub struct RedirectRequest<'a> {
+    /// `:scheme` of the request.
+    pub scheme: &'a str,
+    /// `x-forwarded-proto` as the connection manager set it.
+    pub forwarded_proto: &'a str,
+    /// Host / `:authority`.
+    pub authority: &'a str,
+    pub path_and_query: &'a str,
+}
+
+/// A request as route selection sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    pub authority: &'a str,
+    pub path_and_query: &'a str,
+    pub method: &'a http::Method,
+    /// For `:scheme` header matchers (absent when None).
+    pub scheme: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// The outcome of route selection.
+#[derive(Clone, Copy, Debug)]
+pub struct Selected<'a> {
+    /// The virtual host's name.
+    pub vhost: &'a str,
+    pub virtual_host: &'a VirtualHost,
+    pub route: &'a Route,
+}
+
+impl RouteTable {
+    /// Selects the virtual host by authority, then the first route that
+    /// matches. None means 404 (no virtual host, or no route matched).
+    pub fn select(
+        &self,
+        authority: &str,
+        path_and_query: &str,
+        method: &http::Method,
+        headers: &http::HeaderMap,
+    ) -> Option<Selected<'_>> {
+        self.select_request(&RequestView {
+            authority,
+            path_and_query,
+            method,
+            scheme: None,
+            headers,
+        })
+    }
+
+    pub fn select_request(&self, req: &RequestView<'_>) -> Option<Selected<'_>> {
+        let vh = self.virtual_host(req.authority)?;
+        let ctx = Ctx {
+            method: Some(req.method.as_str()),
+            authority: Some(req.authority),
+            path: Some(req.path_and_query),
+            scheme: req.scheme,
+            status: None,
+            headers: Some(req.headers),
+        };
+        let path = if self.ignore_path_parameters_in_path_matching {
+            match req.path_and_query.find(';') {
+                Some(i) => &req.path_and_query[..i],
+                None => req.path_and_query,
+            }
+        } else {
+            req.path_and_query
+        };
+        let route = vh
+            .routes
+            .iter()
+            .find(|r| r.matches(path, req.path_and_query, &ctx))?;
+        Some(Selected {
+            vhost: &vh.name,
+            virtual_host: vh,
+            route,
+        })
+    }
+
+    /// Envoy's virtual host selection: exact domain, then the longest
+    /// suffix wildcard, then the longest prefix wildcard, then `*`. Hosts
+    /// are compared lower-cased; the port is stripped first only with
+    /// `ignore_port_in_host_matching`. A wildcard must match at least one
+    /// character.
+    pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        if self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty() {
+            return self.default.map(|i| &self.virtual_hosts[i]);
+        }
+        let host = if self.ignore_port_in_host_matching {
+            match port_start(authority) {
+                Some(i) => &authority[..i],
+                None => authority,
+            }
+        } else {
+            authority
+        };
+        let mut buf = [0u8; 256];
+        let owned;
+        let host: &str = if host.len() <= buf.len() {
+            let b = &mut buf[..host.len()];
+            b.copy_from_slice(host.as_bytes());
+            b.make_ascii_lowercase();
+            // ASCII lower-casing keeps UTF-8 valid.
+            std::str::from_utf8(b).unwrap_or(host)
+        } else {
+            owned = host.to_ascii_lowercase();
+            &owned
+        };
+        if let Some(i) = self.exact.get(host) {
+            return Some(&self.virtual_hosts[*i]);
+        }
+        for (len, map) in &self.suffixes {
+            if *len >= host.len() {
+                continue;
+            }
+            if let Some(s) = host.get(host.len() - len..)
+                && let Some(i) = map.get(s)
+            {
+                return Some(&self.virtual_hosts[*i]);
+            }
+        }
+        for (len, map) in &self.prefixes {
+            if *len >= host.len() {
+                continue;
+            }
+            if let Some(p) = host.get(..*len)
+                && let Some(i) = map.get(p)
+            {
+                return Some(&self.virtual_hosts[*i]);
+            }
+        }
+        self.default.map(|i| &self.virtual_hosts[i])
+    }
+}
+
+/// `Http::HeaderUtility::getPortStart`: the last `:` unless it is inside a
+/// bracketed IPv6 literal.
+pub(crate) fn port_start(host: &str) -> Option<usize> {
+    let colon = host.rfind(':')?;
+    match host.rfind(']') {
+        Some(v6_end) if v6_end > colon => None,
+        _ => Some(colon),
+    }
+}
+
+/// The path without query string and fragment (`PathUtil::removeQueryAndFragment`).
+pub(crate) fn strip_query(p: &str) -> &str {
+    match p.find(['?', '#']) {
+        Some(i) => &p[..i],
+        None => p,
+    }
+}
+
+fn starts_with(s: &str, prefix: &str, case_sensitive: bool) -> bool {
+    s.len() >= prefix.len()
+        && if case_sensitive {
+            s.as_bytes()[..prefix.len()] == *prefix.as_bytes()
+        } else {
+            s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        }
+}
+
+impl Route {
+    /// `path` is the path used for path matching (path parameters already
+    /// removed when configured); `full` the original path and query.
+    fn matches(&self, path: &str, full: &str, ctx: &Ctx<'_>) -> bool {
+        let p = strip_query(path);
+        let path_ok = match &self.path_match {
+            MatchKind::Prefix(pre) => starts_with(p, pre, self.case_sensitive),
+            MatchKind::Path(exact) => {
+                if self.case_sensitive {
+                    p == exact
+                } else {
+                    p.eq_ignore_ascii_case(exact)
+                }
+            }
+            MatchKind::PathSeparatedPrefix(pre) => {
+                starts_with(p, pre, self.case_sensitive)
+                    && (p.len() == pre.len() || p.as_bytes()[pre.len()] == b'/')
+            }
+            MatchKind::Regex(re) => re.full_match(p.as_bytes()),
+        };
+        if !path_ok {
+            return false;
+        }
+        if self.grpc && !is_grpc(ctx) {
+            return false;
+        }
+        if !self.headers.iter().all(|h| h.matches(ctx)) {
+            return false;
+        }
+        self.query_parameters.iter().all(|q| q.matches(full))
+    }
+
+    /// The length of the part of `path_and_query` that `prefix_rewrite`
+    /// replaces: the configured prefix or path, or for a regex the whole
+    /// path without its query.
+    fn matched_len(&self, path_and_query: &str) -> usize {
+        matched_len(&self.path_match, path_and_query)
+    }
+}
+
+fn matched_len(m: &MatchKind, path_and_query: &str) -> usize {
+    match m {
+        MatchKind::Prefix(p) | MatchKind::Path(p) | MatchKind::PathSeparatedPrefix(p) => p.len(),
+        MatchKind::Regex(_) => strip_query(path_and_query).len(),
+    }
+}
+
+/// `path.replace(0, n, with)`, tolerating a short path.
+fn replace_head(path: &str, n: usize, with: &str) -> String {
+    let n = n.min(path.len());
+    let n = if path.is_char_boundary(n) { n } else { path.len() };
+    let mut s = String::with_capacity(with.len() + path.len() - n);
+    s.push_str(with);
+    s.push_str(&path[n..]);
+    s
+}
+
+fn is_grpc(ctx: &Ctx<'_>) -> bool {
+    let Some(ct) = ctx
+        .headers
+        .and_then(|h| h.get(http::header::CONTENT_TYPE))
+        .map(|v| v.as_bytes())
+    else {
+        return false;
+    };
+    let g = b"application/grpc";
+    ct.starts_with(g) && (ct.len() == g.len() || ct[g.len()] == b'+')
+}
+
+impl Forward {
+    /// Whether a path rewrite is configured.
+    pub fn has_path_rewrite(&self) -> bool {
+        self.prefix_rewrite.is_some() || self.regex_rewrite.is_some()
+    }
+
+    /// The upstream path and query: `prefix_rewrite` replaces the matched
+    /// prefix (the configured prefix or path; for a regex route the whole
+    /// path), `regex_rewrite` replaces matches in the path without its
+    /// query, the query is kept. Without a rewrite, the original.
+    pub fn rewrite_path(&self, matched: &MatchKind, original_path_and_query: &str) -> String {
+        if let Some(p) = &self.prefix_rewrite {
+            return replace_head(
+                original_path_and_query,
+                matched_len(matched, original_path_and_query),
+                p,
+            );
+        }
+        if let Some(rw) = &self.regex_rewrite {
+            let just = strip_query(original_path_and_query);
+            let mut s = rw.replace_all(just).into_owned();
+            s.push_str(&original_path_and_query[just.len()..]);
+            return s;
+        }
+        original_path_and_query.to_string()
+    }
+}
+
+impl Redirect {
+    /// The `Location` Envoy sends: the path rewrite first (prefix or regex,
+    /// as the router does for any direct response), then
+    /// `Http::Utility::newUri`.
+    pub fn location(&self, matched: &MatchKind, req: &RedirectRequest<'_>) -> String {
+        let original = req.path_and_query;
+        let path: std::borrow::Cow<'_, str> = match &self.path {
+            PathRedirect::Prefix(p) => {
+                replace_head(original, matched_len(matched, original), p).into()
+            }
+            PathRedirect::Regex(rw) => {
+                let just = strip_query(original);
+                let r = rw.replace_all(just);
+                // An empty result leaves the path alone (Envoy checks
+                // `rewrite.empty()`).
+                if r.is_empty() {
+                    original.into()
+                } else {
+                    let mut s = r.into_owned();
+                    s.push_str(&original[just.len()..]);
+                    s.into()
+                }
+            }
+            _ => original.into(),
+        };
+        new_uri(Some(self), &path, req)
+    }
+}
+
+/// `Location` for a direct response: Envoy sets it to the request's URL
+/// when the status is 201 or 3xx.
+pub fn direct_response_location(status: u16, req: &RedirectRequest<'_>) -> Option<String> {
+    (status == 201 || (300..400).contains(&status)).then(|| new_uri(None, req.path_and_query, req))
+}
+
+/// `Http::Utility::newUri`.
+fn new_uri(cfg: Option<&Redirect>, path: &str, req: &RedirectRequest<'_>) -> String {
+    let scheme: &str = cfg.and_then(|c| c.scheme.as_deref()).unwrap_or(req.scheme);
+    let port = cfg
+        .and_then(|c| c.port)
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    let host: &str = match cfg.and_then(|c| c.host.as_deref()) {
+        Some(h) => h,
+        None => request_host(req, scheme, &port),
+    };
+    let mut final_path: String = match cfg.map(|c| &c.path) {
+        Some(PathRedirect::Path { path: p, has_query }) => {
+            if *has_query {
+                p.clone()
+            } else {
+                match path.find('?') {
+                    Some(q) => format!("{p}{}", &path[q..]),
+                    None => p.clone(),
+                }
+            }
+        }
+        _ => path.to_string(),
+    };
+    if !final_path.starts_with('/') {
+        final_path.insert(0, '/');
+    }
+    let path_has_query = matches!(cfg.map(|c| &c.path), Some(PathRedirect::Path { has_query: true, .. }));
+    if cfg.is_some_and(|c| c.strip_query) && !path_has_query
+        && let Some(q) = final_path.find('?')
+    {
+        final_path.truncate(q);
+    }
+    format!("{scheme}://{host}{port}{final_path}")
+}
+
+/// `processRequestHost`: the request's host, without its port when a new
+/// port is set, or when the scheme changes and the port is the default of
+/// the request's (x-forwarded-proto) scheme.
+fn request_host<'a>(req: &RedirectRequest<'a>, new_scheme: &str, new_port: &str) -> &'a str {
+    let host = req.authority;
+    if host.is_empty() {
+        return host;
+    }
+    let end = if host.starts_with('[') {
+        host.rfind("]:").map(|i| i + 1)
+    } else {
+        host.rfind(':')
+    };
+    if let Some(end) = end {
+        let port = &host[end..];
+        let proto = req.forwarded_proto;
+        let mut remove = !new_port.is_empty();
+        if new_scheme != proto {
+            remove |= proto.eq_ignore_ascii_case("https") && port == ":443";
+            remove |= proto.eq_ignore_ascii_case("http") && port == ":80";
+        }
+        if remove {
+            return &host[..end];
+        }
+    }
+    host
+}
+
+// ---------------------------------------------------------------------------
+// Compilation.
+
+struct Inherited<'a> {
+    config_request: Option<HeaderStage>,
+    config_response: Option<HeaderStage>,
+    most_specific_wins: bool,
+    max_body: u32,
+    config_mirrors: &'a [RequestMirrorPolicy],
+}
+
+pub(crate) fn compile(
+    name: &str,
+    rc: &RouteConfiguration,
+    clusters: &BTreeMap<String, Cluster>,
+) -> Result<RouteTable, String> {
+    let mut rest = rc.clone();
+    rest.name.clear();
+    let vhosts = std::mem::take(&mut rest.virtual_hosts);
+    let req_add = std::mem::take(&mut rest.request_headers_to_add);
+    let req_rm = std::mem::take(&mut rest.request_headers_to_remove);
+    let resp_add = std::mem::take(&mut rest.response_headers_to_add);
+    let resp_rm = std::mem::take(&mut rest.response_headers_to_remove);
+    let most_specific_wins = std::mem::take(&mut rest.most_specific_header_mutations_wins);
+    let validate_clusters = rest.validate_clusters.take().is_some_and(|b| b.value);
+    let max_body = rest
+        .max_direct_response_body_size_bytes
+        .take()
+        .map(|v| v.value)
+        .unwrap_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY);
+    let config_mirrors = std::mem::take(&mut rest.request_mirror_policies);
+    let ignore_port = std::mem::take(&mut rest.ignore_port_in_host_matching);
+    let ignore_params = std::mem::take(&mut rest.ignore_path_parameters_in_path_matching);
+    // No effect without the filters they configure (which the listener
+    // compiler would have refused), or no effect on traffic.
+    rest.typed_per_filter_config.clear();
+    rest.metadata = None;
+    reject_rest(&rest, fields::ROUTE_CONFIGURATION, "route configuration")?;
+
+    let inherited = Inherited {
+        config_request: compile_stage(&req_add, &req_rm, "request_headers_to_add/remove")?,
+        config_response: compile_stage(&resp_add, &resp_rm, "response_headers_to_add/remove")?,
+        most_specific_wins,
+        max_body,
+        config_mirrors: &config_mirrors,
+    };
+    for m in &config_mirrors {
+        mirror(m).map_err(|e| format!("request_mirror_policies: {e}"))?;
+    }
+
+    let mut table = RouteTable {
+        name: name.to_string(),
+        virtual_hosts: Vec::with_capacity(vhosts.len()),
+        ignore_port_in_host_matching: ignore_port,
+        ignore_path_parameters_in_path_matching: ignore_params,
+        exact: HashMap::new(),
+        suffixes: Vec::new(),
+        prefixes: Vec::new(),
+        default: None,
+    };
+    let mut suffixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
+    let mut prefixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
+    for vh in &vhosts {
+        let idx = table.virtual_hosts.len();
+        let v = virtual_host(vh, &inherited)
+            .map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
+        for d in &v.domains {
+            let duplicate = if d == "*" {
+                if table.default.is_some() {
+                    return Err(format!(
+                        "Only a single wildcard domain is permitted in route {name}"
+                    ));
+                }
+                table.default = Some(idx);
+                false
+            } else if let Some(s) = d.strip_prefix('*') {
+                suffixes
+                    .entry(s.len())
+                    .or_default()
+                    .insert(s.to_string(), idx)
+                    .is_some()
+            } else if let Some(p) = d.strip_suffix('*') {
+                prefixes
+                    .entry(p.len())
+                    .or_default()
+                    .insert(p.to_string(), idx)
+                    .is_some()
+            } else {
+                table.exact.insert(d.clone(), idx).is_some()
+            };
+            if duplicate {
+                return Err(format!(
+                    "Only unique values for domains are permitted. Duplicate entry of domain {d} in route {name}"
+                ));
+            }
+        }
+        table.virtual_hosts.push(v);
+    }
+    table.suffixes = suffixes.into_iter().rev().collect();
+    table.prefixes = prefixes.into_iter().rev().collect();
+
+    if validate_clusters {
+        for vh in &table.virtual_hosts {
+            for r in &vh.routes {
+                if let Action::Forward(f) = &r.action {
+                    for c in f.cluster.clusters() {
+                        if !clusters.contains_key(c) {
+                            return Err(format!(
+                                "virtual host {:?} route {:?}: route: unknown cluster '{c}'",
+                                vh.name, r.name
+                            ));
+                        }
+                    }
+                    for m in &f.mirrors {
+                        if !clusters.contains_key(&m.cluster) {
+                            return Err(format!(
+                                "virtual host {:?} route {:?}: route: unknown shadow cluster '{}'",
+                                vh.name, r.name, m.cluster
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(table)
+}
+
+fn virtual_host(vh: &PbVirtualHost, inh: &Inherited<'_>) -> Result<VirtualHost, String> {
+    let mut rest = vh.clone();
+    if rest.name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    let name = std::mem::take(&mut rest.name);
+    let domains_in = std::mem::take(&mut rest.domains);
+    let routes_in = std::mem::take(&mut rest.routes);
+    let req_add = std::mem::take(&mut rest.request_headers_to_add);
+    let req_rm = std::mem::take(&mut rest.request_headers_to_remove);
+    let resp_add = std::mem::take(&mut rest.response_headers_to_add);
+    let resp_rm = std::mem::take(&mut rest.response_headers_to_remove);
+    let retry = rest.retry_policy.take();
+    let mirrors_in = std::mem::take(&mut rest.request_mirror_policies);
+    // Stats, and policies that need filters the listener does not run.
+    rest.virtual_clusters.clear();
+    rest.rate_limits.clear();
+    rest.cors = None;
+    rest.typed_per_filter_config.clear();
+    rest.metadata = None;
+    reject_rest(&rest, fields::VIRTUAL_HOST, "virtual host")?;
+
+    if domains_in.is_empty() {
+        return Err("domains must not be empty".into());
+    }
+    let mut domains = Vec::with_capacity(domains_in.len());
+    for d in &domains_in {
+        check_header_value(d.as_bytes(), "domains")?;
+        domains.push(d.to_ascii_lowercase());
+    }
+    let vh_request = compile_stage(&req_add, &req_rm, "request_headers_to_add/remove")?;
+    let vh_response = compile_stage(&resp_add, &resp_rm, "response_headers_to_add/remove")?;
+    let vh_retry = retry
+        .as_ref()
+        .map(retry_policy)
+        .transpose()
+        .map_err(|e| format!("retry_policy: {e}"))?;
+    let mut vh_mirrors = Vec::new();
+    for m in &mirrors_in {
+        vh_mirrors.push(mirror(m).map_err(|e| format!("request_mirror_policies: {e}"))?);
+    }
+    if vh_mirrors.is_empty() {
+        for m in inh.config_mirrors {
+            vh_mirrors.push(mirror(m)?);
+        }
+    }
+    let ctx = VhCtx {
+        inh,
+        request: vh_request,
+        response: vh_response,
+        retry: vh_retry,
+        mirrors: vh_mirrors,
+    };
+    let mut routes = Vec::with_capacity(routes_in.len());
+    for (i, r) in routes_in.iter().enumerate() {
+        let label = if r.name.is_empty() {
+            format!("route #{i}")
+        } else {
+            format!("route {:?}", r.name)
+        };
+        routes.push(route(r, &ctx).map_err(|e| format!("{label}: {e}"))?);
+    }
+    Ok(VirtualHost {
+        name,
+        domains,
+        routes,
+    })
+}
+
+struct VhCtx<'a> {
+    inh: &'a Inherited<'a>,
+    request: Option<HeaderStage>,
+    response: Option<HeaderStage>,
+    retry: Option<RetryPolicy>,
+    mirrors: Vec<Mirror>,
+}
+
+fn mutations(
+    route: Option<HeaderStage>,
+    vhost: &Option<HeaderStage>,
+    config: &Option<HeaderStage>,
+    most_specific_wins: bool,
+) -> HeaderMutations {
+    // Later stages win: by default the least specific level is applied last.
+    let mut stages: Vec<HeaderStage> = [route, vhost.clone(), config.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if most_specific_wins {
+        stages.reverse();
+    }
+    HeaderMutations { stages }
+}
+
+fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
+    let mut rest = r.clone();
+    let name = std::mem::take(&mut rest.name);
+    let m = rest.r#match.take().ok_or("match is required")?;
+    let action = rest.action.take();
+    let req_add = std::mem::take(&mut rest.request_headers_to_add);
+    let req_rm = std::mem::take(&mut rest.request_headers_to_remove);
+    let resp_add = std::mem::take(&mut rest.response_headers_to_add);
+    let resp_rm = std::mem::take(&mut rest.response_headers_to_remove);
+    // Observability only, or per-filter settings for filters not in the chain.
+    rest.metadata = None;
+    rest.decorator = None;
+    rest.tracing = None;
+    rest.stat_prefix.clear();
+    rest.typed_per_filter_config.clear();
+    reject_rest(&rest, fields::ROUTE, "route")?;
+
+    let (path_match, case_sensitive, headers, query_parameters, grpc) = route_match(&m)?;
+    let route_req = compile_stage(&req_add, &req_rm, "request_headers_to_add/remove")?;
+    let route_resp = compile_stage(&resp_add, &resp_rm, "response_headers_to_add/remove")?;
+    let action = match action {
+        Some(PbAction::Route(a)) => Action::Forward(forward(&a, vh)?),
+        Some(PbAction::Redirect(a)) => Action::Redirect(redirect(&a)?),
+        Some(PbAction::DirectResponse(a)) => direct(&a, vh.inh.max_body)?,
+        Some(PbAction::FilterAction(_)) => return Err("filter_action is not supported".into()),
+        Some(PbAction::NonForwardingAction(_)) => {
+            return Err("non_forwarding_action is not supported".into());
+        }
+        None => return Err("an action (route, redirect or direct_response) is required".into()),
+    };
+    let msw = vh.inh.most_specific_wins;
+    Ok(Route {
+        name,
+        path_match,
+        case_sensitive,
+        headers,
+        query_parameters,
+        grpc,
+        action,
+        request_headers: mutations(route_req, &vh.request, &vh.inh.config_request, msw),
+        response_headers: mutations(route_resp, &vh.response, &vh.inh.config_response, msw),
+    })
+}
+
+type MatchParts = (MatchKind, bool, Vec<HeaderMatcher>, Vec<QueryParamMatcher>, bool);
+
+fn route_match(m: &RouteMatch) -> Result<MatchParts, String> {
+    let mut rest = m.clone();
+    let case_sensitive = rest.case_sensitive.take().is_none_or(|b| b.value);
+    let spec = rest.path_specifier.take();
+    let headers_in = std::mem::take(&mut rest.headers);
+    let query_in = std::mem::take(&mut rest.query_parameters);
+    let grpc = rest.grpc.take().is_some();
+    reject_rest(&rest, fields::ROUTE_MATCH, "match")?;
+    let kind = match spec {
+        Some(PathSpecifier::Prefix(p)) => MatchKind::Prefix(p),
+        Some(PathSpecifier::Path(p)) => MatchKind::Path(p),
+        Some(PathSpecifier::SafeRegex(re)) => {
+            MatchKind::Regex(Re2::new(&re.regex).map_err(|e| format!("match.safe_regex: {e}"))?)
+        }
+        Some(PathSpecifier::PathSeparatedPrefix(p)) => {
+            // PGV: ^[^?#]+[^?#/]$
+            let ok = p.len() >= 2
+                && !p.contains(['?', '#'])
+                && !p.ends_with('/');
+            if !ok {
+                return Err(format!(
+                    "match.path_separated_prefix {p:?} must be non-empty, without ? or #, and not end with /"
+                ));
+            }
+            MatchKind::PathSeparatedPrefix(p)
+        }
+        Some(PathSpecifier::ConnectMatcher(_)) => {
+            return Err("match.connect_matcher is not supported".into());
+        }
+        Some(PathSpecifier::PathMatchPolicy(p)) => {
+            return Err(format!("match.path_match_policy {:?} is not supported", p.name));
+        }
+        None => return Err("Invalid route config: match has no path specifier".into()),
+    };
+    let mut headers = Vec::with_capacity(headers_in.len());
+    for h in &headers_in {
+        headers.push(HeaderMatcher::compile(h, "match.headers")?);
+    }
+    let mut query = Vec::with_capacity(query_in.len());
+    for q in &query_in {
+        query.push(QueryParamMatcher::compile(q, "match.query_parameters")?);
+    }
+    Ok((kind, case_sensitive, headers, query, grpc))
+}
+
+fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
+    let mut rest = a.clone();
+    let cluster = match rest.cluster_specifier.take() {
+        Some(ClusterSpecifier::Cluster(c)) => {
+            if c.is_empty() {
+                return Err("route.cluster must not be empty".into());
+            }
+            ClusterChoice::Single(c)
+        }
+        Some(ClusterSpecifier::WeightedClusters(w)) => weighted(&w)?,
+        Some(ClusterSpecifier::ClusterHeader(_)) => {
+            return Err("route.cluster_header is not supported".into());
+        }
+        Some(ClusterSpecifier::ClusterSpecifierPlugin(_))
+        | Some(ClusterSpecifier::InlineClusterSpecifierPlugin(_)) => {
+            return Err("cluster specifier plugins are not supported".into());
+        }
+        None => return Err("route: one of cluster, weighted_clusters, ... is required".into()),
+    };
+    let cluster_not_found_status = match std::mem::take(&mut rest.cluster_not_found_response_code) {
+        0 => 503,
+        1 => 404,
+        2 => 500,
+        other => return Err(format!("route.cluster_not_found_response_code {other} is not defined")),
+    };
+    let timeout = match rest.timeout.take() {
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+        Some(d) => Some(super::duration(&d, "route.timeout")?).filter(|d| !d.is_zero()),
+    };
+    let idle_timeout = opt_duration(rest.idle_timeout.take().as_ref(), "route.idle_timeout")?;
+    let retry = match rest.retry_policy.take() {
+        Some(p) => Some(retry_policy(&p).map_err(|e| format!("route.retry_policy: {e}"))?),
+        None => vh.retry.clone(),
+    };
+    let host_rewrite = match rest.host_rewrite_specifier.take() {
+        None => HostRewrite::None,
+        Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => {
+            check_header_value(h.as_bytes(), "route.host_rewrite_literal")?;
+            if h.is_empty() {
+                HostRewrite::None
+            } else {
+                HostRewrite::Literal(h)
+            }
+        }
+        Some(HostRewriteSpecifier::AutoHostRewrite(b)) => {
+            if b.value {
+                HostRewrite::Auto
+            } else {
+                HostRewrite::None
+            }
+        }
+        Some(HostRewriteSpecifier::HostRewriteHeader(_)) => {
+            return Err("route.host_rewrite_header is not supported".into());
+        }
+        Some(HostRewriteSpecifier::HostRewritePathRegex(_)) => {
+            return Err("route.host_rewrite_path_regex is not supported".into());
+        }
+        Some(HostRewriteSpecifier::HostRewrite(_)) => {
+            return Err("route.host_rewrite is not supported".into());
+        }
+    };
+    let append_x_forwarded_host = std::mem::take(&mut rest.append_x_forwarded_host);
+    let prefix_rewrite = std::mem::take(&mut rest.prefix_rewrite);
+    check_header_value(prefix_rewrite.as_bytes(), "route.prefix_rewrite")?;
+    let regex_rewrite = match rest.regex_rewrite.take() {
+        None => None,
+        Some(rr) => {
+            let pattern = rr.pattern.as_ref().ok_or("route.regex_rewrite.pattern is required")?;
+            Some(
+                RegexRewrite::new(&pattern.regex, &rr.substitution)
+                    .map_err(|e| format!("route.regex_rewrite: {e}"))?,
+            )
+        }
+    };
+    if !prefix_rewrite.is_empty() && regex_rewrite.is_some() {
+        return Err("Specify only one of prefix_rewrite, regex_rewrite or path_rewrite_policy".into());
+    }
+    let mut hash_policies = Vec::new();
+    for hp in std::mem::take(&mut rest.hash_policy) {
+        hash_policies.push(hash_policy(&hp).map_err(|e| format!("route.hash_policy: {e}"))?);
+    }
+    let mut mirrors = Vec::new();
+    for m in std::mem::take(&mut rest.request_mirror_policies) {
+        mirrors.push(mirror(&m).map_err(|e| format!("route.request_mirror_policies: {e}"))?);
+    }
+    if mirrors.is_empty() {
+        mirrors = vh.mirrors.clone();
+    }
+    let mut websocket = None;
+    let mut seen = HashSet::new();
+    for u in std::mem::take(&mut rest.upgrade_configs) {
+        let t = u.upgrade_type.to_ascii_lowercase();
+        if !seen.insert(t.clone()) {
+            return Err(format!("Duplicate upgrade {}", u.upgrade_type));
+        }
+        if u.connect_config.is_some() {
+            return Err(format!(
+                "route.upgrade_configs {:?}: connect_config is not supported",
+                u.upgrade_type
+            ));
+        }
+        if t == "websocket" {
+            websocket = Some(u.enabled.is_none_or(|b| b.value));
+        }
+        // Other upgrade types need the listener to allow them, which it
+        // does not: they have no effect.
+    }
+    let priority = match std::mem::take(&mut rest.priority) {
+        0 => Priority::Default,
+        1 => Priority::High,
+        other => return Err(format!("route.priority {other} is not defined")),
+    };
+    if rest.internal_redirect_action == 1 {
+        return Err("route.internal_redirect_action HANDLE_INTERNAL_REDIRECT is not supported".into());
+    }
+    rest.internal_redirect_action = 0;
+    // Only used when internal redirects are handled.
+    rest.max_internal_redirects = None;
+    // Need filters (rate limit, CORS) the listener does not run.
+    rest.rate_limits.clear();
+    rest.include_vh_rate_limits = None;
+    rest.cors = None;
+    reject_rest(&rest, fields::ROUTE_ACTION, "route")?;
+    Ok(Forward {
+        cluster,
+        cluster_not_found_status,
+        timeout,
+        idle_timeout,
+        retry,
+        host_rewrite,
+        append_x_forwarded_host,
+        prefix_rewrite: (!prefix_rewrite.is_empty()).then_some(prefix_rewrite),
+        regex_rewrite,
+        hash_policies,
+        mirrors,
+        websocket,
+        priority,
+    })
+}
+
+fn weighted(w: &WeightedCluster) -> Result<ClusterChoice, String> {
+    let mut rest = w.clone();
+    let clusters = std::mem::take(&mut rest.clusters);
+    // Deprecated and ignored by Envoy; the runtime keys are only read when
+    // a runtime overrides them (there is none).
+    rest.total_weight = None;
+    rest.runtime_key_prefix.clear();
+    match rest.random_value_specifier.take() {
+        None => {}
+        Some(RandomValueSpecifier::UseHashPolicy(b)) if !b.value => {}
+        Some(RandomValueSpecifier::UseHashPolicy(_)) => {
+            return Err("weighted_clusters.use_hash_policy is not supported".into());
+        }
+        Some(RandomValueSpecifier::HeaderName(_)) => {
+            return Err("weighted_clusters.header_name is not supported".into());
+        }
+    }
+    reject_rest(&rest, fields::WEIGHTED_CLUSTER, "weighted_clusters")?;
+    if clusters.is_empty() {
+        return Err("weighted_clusters.clusters must not be empty".into());
+    }
+    let mut out = Vec::with_capacity(clusters.len());
+    let mut total: u64 = 0;
+    for c in clusters {
+        let mut cr = c.clone();
+        let name = std::mem::take(&mut cr.name);
+        let header = std::mem::take(&mut cr.cluster_header);
+        if name.is_empty() == header.is_empty() {
+            return Err(if name.is_empty() {
+                "At least one of name or cluster_header need to be specified".into()
+            } else {
+                "Only one of name or cluster_header can be specified".into()
+            });
+        }
+        if !header.is_empty() {
+            return Err("weighted_clusters: cluster_header is not supported".into());
+        }
+        let weight = cr.weight.take().map(|w| w.value).unwrap_or(0);
+        cr.typed_per_filter_config.clear();
+        reject_rest(&cr, fields::CLUSTER_WEIGHT, &format!("weighted cluster {name:?}"))?;
+        total += u64::from(weight);
+        out.push((name, weight));
+    }
+    if total > u64::from(u32::MAX) {
+        return Err(format!(
+            "The sum of weights of all weighted clusters exceeds {}",
+            u32::MAX
+        ));
+    }
+    if total == 0 {
+        return Err("Sum of weights in the weighted_cluster must be greater than 0.".into());
+    }
+    Ok(ClusterChoice::Weighted(out, total as u32))
+}
+
+fn retry_policy(p: &PbRetryPolicy) -> Result<RetryPolicy, String> {
+    let mut rest = p.clone();
+    let retry_on = RetryOn::parse(&std::mem::take(&mut rest.retry_on));
+    let num_retries = rest.num_retries.take().map(|v| v.value).unwrap_or(1);
+    let per_try_timeout = opt_duration(rest.per_try_timeout.take().as_ref(), "per_try_timeout")?
+        .filter(|d| !d.is_zero());
+    let per_try_idle_timeout =
+        opt_duration(rest.per_try_idle_timeout.take().as_ref(), "per_try_idle_timeout")?
+            .filter(|d| !d.is_zero());
+    let mut retriable_status_codes = Vec::new();
+    for c in std::mem::take(&mut rest.retriable_status_codes) {
+        retriable_status_codes.push(
+            u16::try_from(c).map_err(|_| format!("retriable_status_codes: {c} is not a status"))?,
+        );
+    }
+    let mut retriable_headers = Vec::new();
+    for h in std::mem::take(&mut rest.retriable_headers) {
+        retriable_headers.push(HeaderMatcher::compile(&h, "retriable_headers")?);
+    }
+    let mut retriable_request_headers = Vec::new();
+    for h in std::mem::take(&mut rest.retriable_request_headers) {
+        retriable_request_headers.push(HeaderMatcher::compile(&h, "retriable_request_headers")?);
+    }
+    let (backoff_base, backoff_max) = match rest.retry_back_off.take() {
+        None => (Duration::from_millis(25), Duration::from_millis(250)),
+        Some(b) => {
+            let base = b.base_interval.as_ref().ok_or("retry_back_off.base_interval is required")?;
+            let base = positive_duration(Some(base), Duration::ZERO, "retry_back_off.base_interval")?
+                .max(Duration::from_millis(1));
+            let max = match &b.max_interval {
+                None => base * 10,
+                Some(m) => {
+                    let m = positive_duration(Some(m), Duration::ZERO, "retry_back_off.max_interval")?
+                        .max(Duration::from_millis(1));
+                    if m < base {
+                        return Err(
+                            "retry_policy.max_interval must greater than or equal to the base_interval"
+                                .into(),
+                        );
+                    }
+                    m
+                }
+            };
+            (base, max)
+        }
+    };
+    let host_selection_max_attempts = match std::mem::take(&mut rest.host_selection_retry_max_attempts) {
+        0 => 1,
+        n => n,
+    };
+    reject_rest(&rest, fields::RETRY_POLICY, "retry_policy")?;
+    Ok(RetryPolicy {
+        retry_on,
+        num_retries,
+        per_try_timeout,
+        per_try_idle_timeout,
+        retriable_status_codes,
+        retriable_headers,
+        retriable_request_headers,
+        backoff_base,
+        backoff_max,
+        host_selection_max_attempts,
+    })
+}
+
+fn hash_policy(h: &PbHashPolicy) -> Result<HashPolicy, String> {
+    let kind = match &h.policy_specifier {
+        Some(PolicySpecifier::Header(hd)) => {
+            let source = HeaderSource::parse(&hd.header_name, "header")?;
+            let rewrite = match &hd.regex_rewrite {
+                None => None,
+                Some(rr) => {
+                    let p = rr.pattern.as_ref().ok_or("header.regex_rewrite.pattern is required")?;
+                    Some(RegexRewrite::new(&p.regex, &rr.substitution)?)
+                }
+            };
+            HashKind::Header { source, rewrite }
+        }
+        Some(PolicySpecifier::Cookie(c)) => {
+            if c.name.is_empty() {
+                return Err("cookie.name must not be empty".into());
+            }
+            let mut attributes = Vec::new();
+            for a in &c.attributes {
+                if a.name.is_empty() {
+                    return Err("cookie.attributes: name must not be empty".into());
+                }
+                attributes.push((a.name.clone(), a.value.clone()));
+            }
+            HashKind::Cookie {
+                name: c.name.clone(),
+                ttl: opt_duration(c.ttl.as_ref(), "cookie.ttl")?,
+                path: c.path.clone(),
+                attributes,
+            }
+        }
+        Some(PolicySpecifier::ConnectionProperties(p)) => {
+            if !p.source_ip {
+                return Err("connection_properties without source_ip hashes nothing".into());
+            }
+            HashKind::SourceIp
+        }
+        Some(PolicySpecifier::QueryParameter(q)) => {
+            if q.name.is_empty() {
+                return Err("query_parameter.name must not be empty".into());
+            }
+            HashKind::QueryParameter(q.name.clone())
+        }
+        Some(PolicySpecifier::FilterState(f)) => {
+            if f.key.is_empty() {
+                return Err("filter_state.key must not be empty".into());
+            }
+            HashKind::FilterState(f.key.clone())
+        }
+        None => return Err("a policy specifier is required".into()),
+    };
+    Ok(HashPolicy {
+        kind,
+        terminal: h.terminal,
+    })
+}
+
+fn mirror(m: &RequestMirrorPolicy) -> Result<Mirror, String> {
+    let mut rest = m.clone();
+    let cluster = std::mem::take(&mut rest.cluster);
+    let header = std::mem::take(&mut rest.cluster_header);
+    if !cluster.is_empty() && !header.is_empty() {
+        return Err(format!(
+            "Only one of cluster '{cluster}' or cluster_header '{header}' in request mirror policy can be specified"
+        ));
+    }
+    if cluster.is_empty() && header.is_empty() {
+        return Err(
+            "Exactly one of cluster or cluster_header in request mirror policy need to be specified"
+                .into(),
+        );
+    }
+    if !header.is_empty() {
+        return Err("request mirror policy cluster_header is not supported".into());
+    }
+    let (numerator, denominator) = fraction(
+        rest.runtime_fraction
+            .take()
+            .and_then(|r| r.default_value)
+            .as_ref(),
+        (100, 100),
+    );
+    let disable_shadow_host_suffix_append = std::mem::take(&mut rest.disable_shadow_host_suffix_append);
+    // Tracing only.
+    rest.trace_sampled = None;
+    reject_rest(&rest, fields::MIRROR_POLICY, "request mirror policy")?;
+    Ok(Mirror {
+        cluster,
+        numerator,
+        denominator,
+        disable_shadow_host_suffix_append,
+    })
+}
+
+fn redirect(a: &RedirectAction) -> Result<Redirect, String> {
+    let status = match a.response_code {
+        0 => 301,
+        1 => 302,
+        2 => 303,
+        3 => 307,
+        4 => 308,
+        other => return Err(format!("redirect.response_code {other} is not defined")),
+    };
+    check_header_value(a.host_redirect.as_bytes(), "redirect.host_redirect")?;
+    let scheme = match &a.scheme_rewrite_specifier {
+        None | Some(SchemeRewriteSpecifier::HttpsRedirect(false)) => None,
+        Some(SchemeRewriteSpecifier::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(SchemeRewriteSpecifier::SchemeRedirect(s)) if s.is_empty() => None,
+        Some(SchemeRewriteSpecifier::SchemeRedirect(s)) => Some(s.clone()),
+    };
+    let path = match &a.path_rewrite_specifier {
+        None => PathRedirect::None,
+        Some(PathRewriteSpecifier::PathRedirect(p)) => {
+            check_header_value(p.as_bytes(), "redirect.path_redirect")?;
+            if p.is_empty() {
+                PathRedirect::None
+            } else {
+                PathRedirect::Path {
+                    path: p.clone(),
+                    has_query: p.contains('?'),
+                }
+            }
+        }
+        Some(PathRewriteSpecifier::PrefixRewrite(p)) => {
+            check_header_value(p.as_bytes(), "redirect.prefix_rewrite")?;
+            if p.is_empty() {
+                PathRedirect::None
+            } else {
+                PathRedirect::Prefix(p.clone())
+            }
+        }
+        Some(PathRewriteSpecifier::RegexRewrite(rr)) => {
+            let p = rr.pattern.as_ref().ok_or("redirect.regex_rewrite.pattern is required")?;
+            PathRedirect::Regex(
+                RegexRewrite::new(&p.regex, &rr.substitution)
+                    .map_err(|e| format!("redirect.regex_rewrite: {e}"))?,
+            )
+        }
+        Some(PathRewriteSpecifier::PathRewrite(_)) => {
+            return Err("redirect.path_rewrite is not supported".into());
+        }
+    };
+    Ok(Redirect {
+        status,
+        scheme,
+        host: (!a.host_redirect.is_empty()).then(|| a.host_redirect.clone()),
+        port: (a.port_redirect != 0).then_some(a.port_redirect),
+        path,
+        strip_query: a.strip_query,
+    })
+}
+
+fn direct(a: &DirectResponseAction, max_body: u32) -> Result<Action, String> {
+    if !(200..600).contains(&a.status) {
+        return Err(format!(
+            "direct_response.status {} must be in [200, 600)",
+            a.status
+        ));
+    }
+    if a.body_format.is_some() {
+        return Err("direct_response.body_format is not supported".into());
+    }
+    let body = match &a.body {
+        None => bytes::Bytes::new(),
+        Some(ds) => data_source(ds, "direct_response.body")?,
+    };
+    if body.len() > max_body as usize {
+        return Err(format!(
+            "response body size is {} bytes; maximum is {max_body}",
+            body.len()
+        ));
+    }
+    Ok(Action::Direct {
+        status: a.status as u16,
+        body,
+    })
+}
+
+/// An inline DataSource (no files or environment: the compiler does no IO).
+pub(crate) fn data_source(ds: &DataSource, field: &str) -> Result<bytes::Bytes, String> {
+    if ds.watched_directory.is_some() {
+        return Err(format!("{field}: watched_directory is not supported"));
+    }
+    match &ds.specifier {
+        Some(data_source::Specifier::InlineString(s)) => Ok(bytes::Bytes::from(s.clone())),
+        Some(data_source::Specifier::InlineBytes(b)) => Ok(bytes::Bytes::from(b.clone())),
+        Some(data_source::Specifier::Filename(_)) => {
+            Err(format!("{field}: filename data sources are not supported (inline only)"))
+        }
+        Some(data_source::Specifier::EnvironmentVariable(_)) => Err(format!(
+            "{field}: environment_variable data sources are not supported (inline only)"
+        )),
+        None => Ok(bytes::Bytes::new()),
+    }
+}
