@@ -920,10 +920,18 @@ both!(credential_and_certificate_errors, |app| {
         (json!({"username": "", "custom_id": ""}), "username"),
     ] {
         let (s, b) = app.post("/consumers", body.clone()).await;
-        assert_eq!(assert_schema(s, &b)[field], "length must be at least 1", "{body}");
+        assert_eq!(
+            assert_schema(s, &b)[field],
+            "length must be at least 1",
+            "{body}"
+        );
     }
     let (s, b) = app.form("POST", "/consumers", &[("username", "")]).await;
-    assert_eq!(assert_schema(s, &b)["username"], "length must be at least 1", "{b}");
+    assert_eq!(
+        assert_schema(s, &b)["username"],
+        "length must be at least 1",
+        "{b}"
+    );
     let (s, b) = app
         .post("/consumers/alice/acls", json!({"group": ""}))
         .await;

@@ -28,10 +28,17 @@ impl Cp {
 
     async fn start_with(db: &Db, extra: &[&str]) -> Cp {
         let port = free_port();
+        let default_xds = ["--xds-listen", "127.0.0.1:0"];
+        let xds: &[&str] = if extra.contains(&"--xds-listen") {
+            &[]
+        } else {
+            &default_xds
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_gantry-cp"))
             .args(db.cli_args())
             .args(extra)
-            .args(["--admin-listen", &format!("127.0.0.1:{port}"), "--xds-listen", "127.0.0.1:0"])
+            .args(xds)
+            .args(["--admin-listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -203,4 +210,61 @@ async fn migrate_subcommand_runs_alone() {
             .expect("rerun");
         assert!(again.status.success());
     }
+}
+
+/// SIGTERM stops gantry-cp even while proxies hold xDS streams open: the
+/// streams are ended so proxies reconnect elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_xds_streams_and_exits() {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let db = Db::new(Backend::Sqlite);
+    let xds_port = free_port();
+    let mut cp = Cp::start_with(&db, &["--xds-listen", &format!("127.0.0.1:{xds_port}")]).await;
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds_port}"))
+            .await
+            .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: "term-probe".into(),
+            ..Default::default()
+        }),
+        type_url: gantry_shared::xds::CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let mut stream = client
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a response");
+    assert!(first.is_ok());
+    let pid = cp.child.id().expect("pid");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
+    let exited = tokio::time::timeout(Duration::from_secs(10), cp.child.wait()).await;
+    assert!(
+        exited.is_ok(),
+        "gantry-cp did not exit on SIGTERM with a stream open"
+    );
+    // The proxy's stream ended rather than hanging.
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("stream ends");
+    assert!(
+        !matches!(end, Ok(Some(_))),
+        "no more responses after shutdown"
+    );
+    drop(tx);
 }

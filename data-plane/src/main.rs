@@ -1,1 +1,4 @@
-fn main() { eprintln!("gantry-proxy: building"); std::process::exit(2); }
+fn main() {
+    eprintln!("gantry-proxy: building");
+    std::process::exit(2);
+}

@@ -882,8 +882,10 @@ async fn xds_fails_over_to_the_next_address() {
     };
     let mut server = Server::start().await;
     let applied = Applied::new();
+    // The live one given as a bare host:port.
+    let live = server.address.trim_start_matches("http://").to_string();
     let client = XdsClient::new(
-        config(vec![dead.clone(), server.address.clone()], None),
+        config(vec![dead.clone(), live], None),
         applied.recorder.clone(),
     )
     .with_tuning(tuning());
@@ -1043,4 +1045,35 @@ async fn xds_snapshot_file_round_trip_and_boot() {
     if let Some(dir) = path.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+#[tokio::test]
+async fn xds_healthy_streams_reconnect_to_the_same_address_failed_ones_move_on() {
+    let mut a = Server::start().await;
+    let mut b = Server::start().await;
+    let applied = Applied::new();
+    let client = XdsClient::new(
+        config(vec![a.address.clone(), b.address.clone()], None),
+        applied.recorder.clone(),
+    )
+    .with_tuning(Tuning {
+        healthy_after: Duration::from_millis(300),
+        ..tuning()
+    });
+    let _run = spawn(client);
+    let mut conn = a.accept().await;
+    expect_wildcards(&mut conn).await;
+    // Healthy for long enough: back to the same address.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(conn);
+    let mut conn = a.accept().await;
+    expect_wildcards(&mut conn).await;
+    // Dropped at once: that counts as a failure, so the next address.
+    drop(conn);
+    let mut conn = b.accept().await;
+    expect_wildcards(&mut conn).await;
+    drop(conn);
+    // And round-robin back to the first.
+    let mut conn = a.accept().await;
+    expect_wildcards(&mut conn).await;
 }

@@ -9,12 +9,13 @@
 //! until the node's routes no longer need them.
 
 use super::XdsContext;
+use super::fleet::SyncState;
 use super::session::{NodeInfo, Session};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use gantry_shared::xds::{self, PUSH_ORDER};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -25,6 +26,7 @@ struct Pending {
     version: String,
     previous: Vec<(String, Option<String>)>,
     sent: Vec<(String, String)>,
+    removed: Vec<String>,
 }
 
 #[derive(Default)]
@@ -35,7 +37,11 @@ struct TypeState {
     known: HashMap<String, String>,
     /// name → version the node refused.
     nacked: HashMap<String, String>,
-    pending: Option<Pending>,
+    /// name → version the node has ACKed (or said it had on reconnect).
+    acked: HashMap<String, String>,
+    /// Responses awaiting their ACK or NACK, oldest first: the node
+    /// answers each, in order.
+    pending: VecDeque<Pending>,
     responded: bool,
 }
 
@@ -53,6 +59,7 @@ pub async fn run(
     ctx: Arc<XdsContext>,
     mut requests: tonic::Streaming<DeltaDiscoveryRequest>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let first = match requests.message().await {
         Ok(Some(r)) => r,
@@ -86,9 +93,12 @@ pub async fn run(
                     return;
                 }
             },
+            // The control plane is stopping: end the stream so the node
+            // reconnects to another replica (or to this one, restarted).
+            _ = stop.changed() => return,
             changed = snapshots.changed() => {
                 if changed.is_err() { return }
-                if s.on_snapshot().await.is_err() { return }
+                if s.push_all().await.is_err() { return }
             }
         }
     }
@@ -105,6 +115,7 @@ impl Stream {
         if first {
             st.wildcard = xds::is_wildcard_type(t) && r.resource_names_subscribe.is_empty();
             st.known = r.initial_resource_versions.clone().into_iter().collect();
+            st.acked = st.known.clone();
         }
         for n in &r.resource_names_subscribe {
             if n == "*" {
@@ -119,42 +130,52 @@ impl Stream {
             } else {
                 st.names.remove(n);
                 st.known.remove(n);
+                st.acked.remove(n);
             }
         }
-        if !r.response_nonce.is_empty() {
-            let matches = st
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.nonce == r.response_nonce);
-            if matches && let Some(p) = st.pending.take() {
-                if let Some(err) = &r.error_detail {
-                    for (name, version) in &p.sent {
-                        st.nacked.insert(name.clone(), version.clone());
+        if !r.response_nonce.is_empty() && st.pending.iter().any(|p| p.nonce == r.response_nonce) {
+            // Answers to older responses the node skipped count as ACKs.
+            while let Some(p) = st.pending.pop_front() {
+                let answered = p.nonce == r.response_nonce;
+                match (&r.error_detail, answered) {
+                    (Some(err), true) => {
+                        for (name, version) in &p.sent {
+                            st.nacked.insert(name.clone(), version.clone());
+                        }
+                        for (name, prev) in p.previous {
+                            match prev {
+                                Some(v) => st.known.insert(name, v),
+                                None => st.known.remove(&name),
+                            };
+                        }
+                        self.session.nacked(t, &p.version, &err.message);
                     }
-                    for (name, prev) in p.previous {
-                        match prev {
-                            Some(v) => st.known.insert(name, v),
-                            None => st.known.remove(&name),
-                        };
+                    _ => {
+                        for (name, version) in &p.sent {
+                            st.nacked.remove(name);
+                            st.acked.insert(name.clone(), version.clone());
+                        }
+                        for name in &p.removed {
+                            st.acked.remove(name);
+                        }
+                        if answered {
+                            self.session.acked(t, &p.version);
+                        }
                     }
-                    self.session.nacked(t, &p.version, &err.message);
-                } else {
-                    for (name, _) in &p.sent {
-                        st.nacked.remove(name);
-                    }
-                    let current = self.is_current(t);
-                    self.session.acked(t, &p.version, current);
+                }
+                if answered {
+                    break;
                 }
             }
         }
-        self.maybe_send(t).await?;
-        if t == xds::ROUTE || t == xds::LISTENER {
-            self.maybe_send(xds::CLUSTER).await?;
-        }
-        Ok(())
+        // An ACK can unblock what waits on it: listeners and routes wait
+        // for warm clusters, cluster removals wait for new routes.
+        self.push_all().await
     }
 
-    async fn on_snapshot(&mut self) -> Result<(), ()> {
+    /// Offers every subscribed type in make-before-break order, then
+    /// records each type's state in the fleet.
+    async fn push_all(&mut self) -> Result<(), ()> {
         for t in PUSH_ORDER {
             if self.types.contains_key(t) {
                 self.maybe_send(t).await?;
@@ -163,13 +184,50 @@ impl Stream {
         let Some(snap) = self.session.snapshot() else {
             return Ok(());
         };
-        let current: Vec<(&'static str, bool)> = self
+        let states: Vec<(&'static str, SyncState)> = self
             .types
-            .keys()
-            .map(|t| (*t, self.is_current(t)))
+            .iter()
+            .map(|(t, st)| {
+                let state = if st.pending.is_empty() && self.is_current(t) {
+                    SyncState::Synced
+                } else if !st.nacked.is_empty() && st.pending.is_empty() {
+                    SyncState::Nacked
+                } else if st.responded {
+                    SyncState::Stale
+                } else {
+                    SyncState::NotSent
+                };
+                (*t, state)
+            })
             .collect();
-        self.session.retarget(snap.revision, &current);
+        self.session.states(snap.revision, &states);
         Ok(())
+    }
+
+    /// Whether every cluster, and every EDS cluster's endpoints, are ACKed:
+    /// only then may listeners and routes point at them.
+    fn clusters_warm(&self) -> bool {
+        let (Some(snap), Some(cds)) = (self.session.snapshot(), self.types.get(xds::CLUSTER))
+        else {
+            return true;
+        };
+        let acked = |st: &TypeState, t: &str| {
+            snap.of(t)
+                .map(|all| {
+                    all.values()
+                        .all(|r| st.acked.get(&r.name) == Some(&r.version))
+                })
+                .unwrap_or(true)
+        };
+        if !acked(cds, xds::CLUSTER) {
+            return false;
+        }
+        if snap.of(xds::ENDPOINT).is_none_or(|e| e.is_empty()) {
+            return true;
+        }
+        self.types
+            .get(xds::ENDPOINT)
+            .is_some_and(|eds| acked(eds, xds::ENDPOINT))
     }
 
     /// Whether the node has exactly what it should of type `t`, ACKed.
@@ -177,7 +235,7 @@ impl Stream {
         let (Some(snap), Some(st)) = (self.session.snapshot(), self.types.get(t)) else {
             return true;
         };
-        if st.pending.is_some() {
+        if !st.pending.is_empty() {
             return false;
         }
         let empty = Default::default();
@@ -185,9 +243,9 @@ impl Stream {
         let wanted_ok = all
             .values()
             .filter(|r| st.wildcard || st.names.contains(&r.name))
-            .all(|r| st.known.get(&r.name) == Some(&r.version));
+            .all(|r| st.acked.get(&r.name) == Some(&r.version));
         let nothing_stale = st
-            .known
+            .acked
             .keys()
             .all(|n| all.contains_key(n) || !(st.wildcard || st.names.contains(n)));
         wanted_ok && nothing_stale
@@ -197,6 +255,9 @@ impl Stream {
         let Some(snap) = self.session.snapshot() else {
             return Ok(());
         };
+        if (t == xds::LISTENER || t == xds::ROUTE) && !self.clusters_warm() {
+            return Ok(());
+        }
         let hold_cluster_removals =
             t == xds::CLUSTER && !(self.is_current(xds::LISTENER) && self.is_current(xds::ROUTE));
         let Some(st) = self.types.get(t) else {
@@ -263,13 +324,12 @@ impl Stream {
             previous.push((n.clone(), st.known.remove(n)));
         }
         st.responded = true;
-        // A newer response supersedes an unanswered one: the node ACKs or
-        // NACKs the newest, and applies both in order.
-        st.pending = Some(Pending {
+        st.pending.push_back(Pending {
             nonce,
             version: version.clone(),
             previous,
             sent,
+            removed,
         });
         let all_sent: Vec<_> = all
             .values()

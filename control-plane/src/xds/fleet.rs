@@ -210,6 +210,19 @@ impl Fleet {
     ) -> tokio::task::JoinHandle<()> {
         let fleet = self.clone();
         tokio::spawn(async move {
+            // A replica restarted on this host and address: its old rows
+            // describe connections that died with it.
+            if let Err(e) = sqlx::query(
+                "DELETE FROM fleet_nodes WHERE cp_host = $1 AND cp_xds = $2 AND cp_id <> $3",
+            )
+            .bind(fleet.cp.hostname.as_str())
+            .bind(fleet.cp.xds_listen.as_str())
+            .bind(fleet.cp.id.as_str())
+            .execute(store.pool())
+            .await
+            {
+                tracing::warn!(error = %e, "could not clear a previous run's fleet rows");
+            }
             let mut tick = tokio::time::interval(every);
             let mut last_write = std::time::Instant::now() - Duration::from_secs(60);
             loop {
@@ -242,13 +255,18 @@ impl Fleet {
             if !seen.insert(n.node_id.clone()) {
                 continue;
             }
-            sqlx::query("INSERT INTO fleet_nodes (node_id, cp_id, status, updated_at) VALUES ($1, $2, $3, $4)")
-                .bind(n.node_id.as_str())
-                .bind(self.cp.id.as_str())
-                .bind(n.view(&self.cp).to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO fleet_nodes (node_id, cp_id, cp_host, cp_xds, status, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(n.node_id.as_str())
+            .bind(self.cp.id.as_str())
+            .bind(self.cp.hostname.as_str())
+            .bind(self.cp.xds_listen.as_str())
+            .bind(n.view(&self.cp).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         // Rows of replicas that died without cleaning up.
         sqlx::query("DELETE FROM fleet_nodes WHERE updated_at < $1")

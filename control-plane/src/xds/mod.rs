@@ -37,6 +37,7 @@ pub struct XdsContext {
 #[derive(Clone)]
 pub struct AdsServer {
     ctx: Arc<XdsContext>,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -55,7 +56,12 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(sotw::run(self.ctx.clone(), request.into_inner(), tx));
+        tokio::spawn(sotw::run(
+            self.ctx.clone(),
+            request.into_inner(),
+            tx,
+            self.stop.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -64,7 +70,12 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(delta::run(self.ctx.clone(), request.into_inner(), tx));
+        tokio::spawn(delta::run(
+            self.ctx.clone(),
+            request.into_inner(),
+            tx,
+            self.stop.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -75,7 +86,17 @@ pub async fn serve(
     ctx: Arc<XdsContext>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let ads = AdsServer { ctx: ctx.clone() };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let ads = AdsServer {
+        ctx: ctx.clone(),
+        stop,
+    };
+    // Open streams never finish by themselves: end them when told to stop,
+    // or the server would wait for them forever.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let csds = csds::Csds { ctx };
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -102,15 +102,9 @@ impl Session {
         });
     }
 
-    pub fn acked(&self, type_url: &'static str, version: &str, current: bool) {
+    pub fn acked(&self, type_url: &'static str, version: &str) {
         self.fleet.update(self.fleet_id, |e| {
-            let t = e.types.entry(type_url).or_default();
-            t.version_acked = Some(version.to_string());
-            t.state = if current {
-                SyncState::Synced
-            } else {
-                SyncState::Stale
-            };
+            e.types.entry(type_url).or_default().version_acked = Some(version.to_string());
         });
     }
 
@@ -123,23 +117,17 @@ impl Session {
                 error: error.to_string(),
                 at: now_ms(),
             });
-            t.state = SyncState::Nacked;
         });
     }
 
-    /// Records the snapshot revision the node should reach, and for each
-    /// type whether what it ACKed is still current.
-    pub fn retarget(&self, revision: i64, current: &[(&'static str, bool)]) {
+    /// Records the snapshot revision the node should reach and each
+    /// type's state against it.
+    pub fn states(&self, revision: i64, states: &[(&'static str, SyncState)]) {
         self.fleet.update(self.fleet_id, |e| {
             e.target_revision = revision;
-            for (t, is_current) in current {
+            for (t, st) in states {
                 let s: &mut TypeStatus = e.types.entry(t).or_default();
-                s.state = match (s.state, *is_current) {
-                    (SyncState::Nacked, _) => SyncState::Nacked,
-                    (SyncState::NotSent, _) => SyncState::NotSent,
-                    (_, true) => SyncState::Synced,
-                    (_, false) => SyncState::Stale,
-                };
+                s.state = *st;
             }
         });
     }

@@ -4,12 +4,14 @@
 //! Protocol rules kept here: one nonce per response and requests with a
 //! stale nonce ignored; ACK vs NACK by `error_detail`; content the node
 //! NACKed is not sent again (the next different content is); named
-//! resources are sent when they come to exist; pushes go in
-//! make-before-break order, and clusters a node's routes may still use are
-//! kept until its new routes are ACKed.
+//! resources are sent when they come to exist; make-before-break: clusters
+//! and their endpoints are pushed and ACKed before listeners and routes
+//! that use them, and clusters a node's routes may still use are kept
+//! until its new routes are ACKed.
 
 use super::XdsContext;
 use super::cache::{Resource, Snapshot};
+use super::fleet::SyncState;
 use super::session::{NodeInfo, Session, content_key};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use gantry_shared::xds::{self, PUSH_ORDER};
@@ -30,7 +32,8 @@ struct TypeState {
     /// None: wildcard (everything of the type).
     names: Option<BTreeSet<String>>,
     sent: Option<Sent>,
-    acked: Option<u64>,
+    /// name → version of what the node last ACKed.
+    acked: HashMap<String, String>,
     nacked: Option<u64>,
 }
 
@@ -48,6 +51,7 @@ pub async fn run(
     ctx: Arc<XdsContext>,
     mut requests: tonic::Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     // The first request names the node.
     let first = match requests.message().await {
@@ -82,9 +86,12 @@ pub async fn run(
                     return;
                 }
             },
+            // The control plane is stopping: end the stream so the node
+            // reconnects to another replica (or to this one, restarted).
+            _ = stop.changed() => return,
             changed = snapshots.changed() => {
                 if changed.is_err() { return }
-                if s.on_snapshot().await.is_err() { return }
+                if s.push_all().await.is_err() { return }
             }
         }
     }
@@ -105,10 +112,13 @@ impl Stream {
                         let version = sent.version.clone();
                         self.session.nacked(t, &version, &err.message);
                     } else {
-                        st.acked = Some(sent.key);
+                        st.acked = sent
+                            .resources
+                            .iter()
+                            .map(|r| (r.name.clone(), r.version.clone()))
+                            .collect();
                         st.nacked = None;
-                        let current = Some(sent.key) == self.desired_key(t);
-                        self.session.acked(t, &r.version_info, current);
+                        self.session.acked(t, &r.version_info);
                     }
                 }
                 // A stale nonce: the node answers an older response; a
@@ -128,14 +138,14 @@ impl Stream {
             st.names = names;
         }
         self.maybe_send(t, changed).await?;
-        // New routes acknowledged: clusters kept for the old ones can go.
-        if t == xds::ROUTE || t == xds::LISTENER {
-            self.maybe_send(xds::CLUSTER, false).await?;
-        }
-        Ok(())
+        // An ACK can unblock what waits on it: listeners and routes wait
+        // for warm clusters, cluster removals wait for new routes.
+        self.push_all().await
     }
 
-    async fn on_snapshot(&mut self) -> Result<(), ()> {
+    /// Offers every subscribed type in make-before-break order, then
+    /// records each type's state in the fleet.
+    async fn push_all(&mut self) -> Result<(), ()> {
         for t in PUSH_ORDER {
             if self.types.contains_key(t) {
                 self.maybe_send(t, false).await?;
@@ -144,18 +154,30 @@ impl Stream {
         let Some(snap) = self.session.snapshot() else {
             return Ok(());
         };
-        let current: Vec<(&'static str, bool)> = self
+        let states: Vec<(&'static str, SyncState)> = self
             .types
-            .iter()
-            .map(|(t, st)| {
-                (
-                    *t,
-                    st.acked.is_some() && st.acked == self.desired_key_in(&snap, t),
-                )
-            })
+            .keys()
+            .map(|t| (*t, self.state_of(&snap, t)))
             .collect();
-        self.session.retarget(snap.revision, &current);
+        self.session.states(snap.revision, &states);
         Ok(())
+    }
+
+    fn state_of(&self, snap: &Snapshot, t: &'static str) -> SyncState {
+        let Some(st) = self.types.get(t) else {
+            return SyncState::NotSent;
+        };
+        if st.nacked.is_some() && st.nacked == st.sent.as_ref().map(|s| s.key) {
+            return SyncState::Nacked;
+        }
+        if self.is_current(snap, t) {
+            return SyncState::Synced;
+        }
+        if st.sent.is_none() {
+            SyncState::NotSent
+        } else {
+            SyncState::Stale
+        }
     }
 
     /// What the node should have of type `t` now.
@@ -169,24 +191,45 @@ impl Stream {
         }
     }
 
-    fn desired_key_in(&self, snap: &Snapshot, t: &'static str) -> Option<u64> {
-        Some(content_key(self.desired_in(snap, t).iter()))
-    }
-
-    fn desired_key(&self, t: &'static str) -> Option<u64> {
-        let snap = self.session.snapshot()?;
-        self.desired_key_in(&snap, t)
-    }
-
-    /// Whether the node runs the current listeners and routes, so that
-    /// clusters only the old routes used can be removed.
-    fn routes_current(&self, snap: &Snapshot) -> bool {
-        [xds::LISTENER, xds::ROUTE]
+    /// Whether the node ACKed exactly what it should have of type `t`.
+    fn is_current(&self, snap: &Snapshot, t: &'static str) -> bool {
+        let Some(st) = self.types.get(t) else {
+            return true;
+        };
+        let desired = self.desired_in(snap, t);
+        let all_there = desired
             .iter()
-            .all(|t| match self.types.get(t) {
-                None => true,
-                Some(st) => st.acked.is_some() && st.acked == self.desired_key_in(snap, t),
+            .all(|r| st.acked.get(&r.name) == Some(&r.version));
+        // A wildcard type must also have lost what no longer exists.
+        let nothing_extra = st.names.is_some() || st.acked.len() == desired.len();
+        all_there && nothing_extra
+    }
+
+    /// Whether every cluster of the snapshot, and the endpoints of every
+    /// EDS cluster, are ACKed: only then may routes point at them, or
+    /// Envoy answers 503 while a new cluster warms.
+    fn clusters_warm(&self, snap: &Snapshot) -> bool {
+        let Some(cds) = self.types.get(xds::CLUSTER) else {
+            return true;
+        };
+        let clusters_acked = snap
+            .of(xds::CLUSTER)
+            .map(|all| {
+                all.values()
+                    .all(|r| cds.acked.get(&r.name) == Some(&r.version))
             })
+            .unwrap_or(true);
+        if !clusters_acked {
+            return false;
+        }
+        let Some(eps) = snap.of(xds::ENDPOINT).filter(|e| !e.is_empty()) else {
+            return true;
+        };
+        let Some(eds) = self.types.get(xds::ENDPOINT) else {
+            return false;
+        };
+        eps.values()
+            .all(|r| eds.acked.get(&r.name) == Some(&r.version))
     }
 
     async fn maybe_send(&mut self, t: &'static str, subscription_changed: bool) -> Result<(), ()> {
@@ -194,7 +237,12 @@ impl Stream {
             return Ok(());
         };
         let mut desired = self.desired_in(&snap, t);
-        if t == xds::CLUSTER && !self.routes_current(&snap) {
+        if (t == xds::LISTENER || t == xds::ROUTE) && !self.clusters_warm(&snap) {
+            return Ok(());
+        }
+        if t == xds::CLUSTER
+            && !(self.is_current(&snap, xds::LISTENER) && self.is_current(&snap, xds::ROUTE))
+        {
             // Make-before-break: keep what was sent until routes move off it.
             if let Some(sent) = self.types.get(t).and_then(|s| s.sent.as_ref()) {
                 let have: BTreeSet<&str> = desired.iter().map(|r| r.name.as_str()).collect();

@@ -112,7 +112,9 @@ pub(crate) fn compile_stage(
         return Ok(None);
     }
     if add.len() > 1000 || remove.len() > 1000 {
-        return Err(format!("{field}: at most 1000 headers may be added or removed"));
+        return Err(format!(
+            "{field}: at most 1000 headers may be added or removed"
+        ));
     }
     let mut stage = HeaderStage::default();
     for r in remove {

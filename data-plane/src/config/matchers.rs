@@ -104,11 +104,23 @@ impl<'a> Ctx<'a> {
 /// `envoy.type.matcher.v3.StringMatcher`.
 #[derive(Clone, Debug)]
 pub enum StringMatcher {
-    Exact { value: String, ignore_case: bool },
-    Prefix { value: String, ignore_case: bool },
-    Suffix { value: String, ignore_case: bool },
+    Exact {
+        value: String,
+        ignore_case: bool,
+    },
+    Prefix {
+        value: String,
+        ignore_case: bool,
+    },
+    Suffix {
+        value: String,
+        ignore_case: bool,
+    },
     /// With ignore_case the value is kept lower-cased.
-    Contains { value: String, ignore_case: bool },
+    Contains {
+        value: String,
+        ignore_case: bool,
+    },
     Regex(Re2),
 }
 
@@ -145,7 +157,9 @@ impl StringMatcher {
             },
             Some(MatchPattern::SafeRegex(re)) => {
                 if ignore_case {
-                    return Err(format!("{field}: ignore_case has no effect for safe_regex."));
+                    return Err(format!(
+                        "{field}: ignore_case has no effect for safe_regex."
+                    ));
                 }
                 StringMatcher::Regex(Re2::new(&re.regex).map_err(|e| format!("{field}: {e}"))?)
             }
@@ -284,9 +298,7 @@ impl HeaderMatcher {
         let m = match &self.kind {
             HeaderMatch::Exact(e) => e.is_empty() || v == e.as_bytes(),
             HeaderMatch::Regex(re) => re.full_match(v),
-            HeaderMatch::Range(start, end) => {
-                parse_i64(v).is_some_and(|n| n >= *start && n < *end)
-            }
+            HeaderMatch::Range(start, end) => parse_i64(v).is_some_and(|n| n >= *start && n < *end),
             HeaderMatch::Present(_) => unreachable!(),
             HeaderMatch::Prefix(p) => v.starts_with(p.as_bytes()),
             HeaderMatch::Suffix(s) => v.ends_with(s.as_bytes()),
@@ -349,7 +361,10 @@ impl QueryParamMatcher {
     pub(crate) fn matches(&self, path_and_query: &str) -> bool {
         match first_query_value(path_and_query, &self.name) {
             None => false,
-            Some(v) => self.matcher.as_ref().is_none_or(|m| m.matches(v.as_bytes())),
+            Some(v) => self
+                .matcher
+                .as_ref()
+                .is_none_or(|m| m.matches(v.as_bytes())),
         }
     }
 }

@@ -19,13 +19,18 @@
 //! and a TLS filter chain whose secret is missing compiles (its handshakes
 //! fail until the secret arrives).
 
+#[allow(deprecated)] // some supported fields are deprecated in the API
 mod clusters;
 mod fields;
+#[allow(deprecated)] // some supported fields are deprecated in the API
 mod headers;
+#[allow(deprecated)] // some supported fields are deprecated in the API
 mod listener;
 mod matchers;
 mod re2;
+#[allow(deprecated)] // some supported fields are deprecated in the API
 mod routes;
+#[allow(deprecated)] // some supported fields are deprecated in the API
 mod secrets;
 
 pub use clusters::{
@@ -156,17 +161,28 @@ pub(crate) fn duration(d: &PbDuration, field: &str) -> Result<Duration, String> 
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
 }
 
-pub(crate) fn opt_duration(d: Option<&PbDuration>, field: &str) -> Result<Option<Duration>, String> {
+pub(crate) fn opt_duration(
+    d: Option<&PbDuration>,
+    field: &str,
+) -> Result<Option<Duration>, String> {
     d.map(|d| duration(d, field)).transpose()
 }
 
 /// Envoy's `PROTOBUF_GET_MS_OR_DEFAULT`.
-pub(crate) fn duration_or(d: Option<&PbDuration>, default: Duration, field: &str) -> Result<Duration, String> {
+pub(crate) fn duration_or(
+    d: Option<&PbDuration>,
+    default: Duration,
+    field: &str,
+) -> Result<Duration, String> {
     Ok(opt_duration(d, field)?.unwrap_or(default))
 }
 
 /// A duration PGV requires to be `> 0` when set.
-pub(crate) fn positive_duration(d: Option<&PbDuration>, default: Duration, field: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(
+    d: Option<&PbDuration>,
+    default: Duration,
+    field: &str,
+) -> Result<Duration, String> {
     let v = duration_or(d, default, field)?;
     if v.is_zero() {
         return Err(format!("{field}: must be greater than 0"));
@@ -194,7 +210,11 @@ pub(crate) fn unpack<T: Message + Name + Default>(any: &Any, what: &str) -> Resu
 /// Refuses a message in which a field the compiler does not implement is
 /// set. Callers take the fields they handle (or deliberately ignore) out
 /// of a copy first; whatever is still encoded is unsupported.
-pub(crate) fn reject_rest<M: Message>(rest: &M, table: &[(u32, &str)], what: &str) -> Result<(), String> {
+pub(crate) fn reject_rest<M: Message>(
+    rest: &M,
+    table: &[(u32, &str)],
+    what: &str,
+) -> Result<(), String> {
     let bytes = rest.encode_to_vec();
     if bytes.is_empty() {
         return Ok(());
@@ -295,14 +315,19 @@ pub(crate) fn fraction(
 }
 
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
+#[allow(deprecated)]
 mod tests_clusters;
 #[cfg(test)]
+#[allow(deprecated)]
 mod tests_listener;
 #[cfg(test)]
+#[allow(deprecated)]
 mod tests_re2;
 #[cfg(test)]
+#[allow(deprecated)]
 mod tests_routes;
 #[cfg(test)]
+#[allow(deprecated)]
 mod tests_secrets;
+#[cfg(test)]
+mod testutil;

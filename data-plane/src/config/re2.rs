@@ -311,7 +311,9 @@ fn repetition(c: &[char], i: usize) -> Option<(String, u64, Option<u64>)> {
 /// After `(?`: named groups and flag groups RE2 accepts.
 fn group_flags(c: &[char], i: &mut usize, out: &mut String) -> Result<(), String> {
     let rest: String = c[*i..].iter().take(3).collect();
-    if rest.starts_with("P<") || (rest.starts_with('<') && !rest.starts_with("<=") && !rest.starts_with("<!")) {
+    if rest.starts_with("P<")
+        || (rest.starts_with('<') && !rest.starts_with("<=") && !rest.starts_with("<!"))
+    {
         let skip = if rest.starts_with("P<") { 2 } else { 1 };
         let start = *i + skip;
         let mut j = start;
@@ -449,7 +451,7 @@ fn escape(c: &[char], i: &mut usize, in_class: bool, out: &mut String) -> Result
         'S' => cls(out, r"\t\n\f\r ", true),
         'b' | 'B' | 'A' | 'z' if in_class => return Err(format!(r"invalid escape sequence: \{e}")),
         'b' => out.push_str(r"(?-u:\b)"),
-        'B' => out.push_str(r"\B"),
+        'B' => out.push_str(r"(?-u:\B)"),
         'A' => out.push_str(r"\A"),
         'z' => out.push_str(r"\z"),
         'a' | 'f' | 't' | 'n' | 'r' | 'v' => {

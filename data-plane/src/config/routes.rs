@@ -6,9 +6,7 @@ use super::fields;
 use super::headers::{HeaderMutations, HeaderStage, compile_stage};
 use super::matchers::{Ctx, HeaderMatcher, HeaderSource, QueryParamMatcher};
 use super::re2::{Re2, RegexRewrite};
-use super::{
-    Cluster, check_header_value, fraction, opt_duration, positive_duration, reject_rest,
-};
+use super::{Cluster, check_header_value, fraction, opt_duration, positive_duration, reject_rest};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, RedirectAction, RetryPolicy as PbRetryPolicy, Route as PbRoute,
@@ -88,12 +86,16 @@ pub struct Route {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per route, read in place
 pub enum Action {
     Forward(Forward),
     Redirect(Redirect),
     /// A direct response. For 201 and 3xx statuses Envoy also sets
     /// `Location` to the request's URL: see [`direct_response_location`].
-    Direct { status: u16, body: bytes::Bytes },
+    Direct {
+        status: u16,
+        body: bytes::Bytes,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -296,7 +298,10 @@ pub struct Forward {
 pub enum PathRedirect {
     None,
     /// `path_redirect`; `has_query` when it carries its own query string.
-    Path { path: String, has_query: bool },
+    Path {
+        path: String,
+        has_query: bool,
+    },
     /// `prefix_rewrite`: replaces the matched part of the path.
     Prefix(String),
     /// `regex_rewrite` on the path without its query.
@@ -509,13 +514,6 @@ impl Route {
         }
         self.query_parameters.iter().all(|q| q.matches(full))
     }
-
-    /// The length of the part of `path_and_query` that `prefix_rewrite`
-    /// replaces: the configured prefix or path, or for a regex the whole
-    /// path without its query.
-    fn matched_len(&self, path_and_query: &str) -> usize {
-        matched_len(&self.path_match, path_and_query)
-    }
 }
 
 fn matched_len(m: &MatchKind, path_and_query: &str) -> usize {
@@ -528,7 +526,11 @@ fn matched_len(m: &MatchKind, path_and_query: &str) -> usize {
 /// `path.replace(0, n, with)`, tolerating a short path.
 fn replace_head(path: &str, n: usize, with: &str) -> String {
     let n = n.min(path.len());
-    let n = if path.is_char_boundary(n) { n } else { path.len() };
+    let n = if path.is_char_boundary(n) {
+        n
+    } else {
+        path.len()
+    };
     let mut s = String::with_capacity(with.len() + path.len() - n);
     s.push_str(with);
     s.push_str(&path[n..]);
@@ -637,8 +639,15 @@ fn new_uri(cfg: Option<&Redirect>, path: &str, req: &RedirectRequest<'_>) -> Str
     if !final_path.starts_with('/') {
         final_path.insert(0, '/');
     }
-    let path_has_query = matches!(cfg.map(|c| &c.path), Some(PathRedirect::Path { has_query: true, .. }));
-    if cfg.is_some_and(|c| c.strip_query) && !path_has_query
+    let path_has_query = matches!(
+        cfg.map(|c| &c.path),
+        Some(PathRedirect::Path {
+            has_query: true,
+            ..
+        })
+    );
+    if cfg.is_some_and(|c| c.strip_query)
+        && !path_has_query
         && let Some(q) = final_path.find('?')
     {
         final_path.truncate(q);
@@ -738,8 +747,8 @@ pub(crate) fn compile(
     let mut prefixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
     for vh in &vhosts {
         let idx = table.virtual_hosts.len();
-        let v = virtual_host(vh, &inherited)
-            .map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
+        let v =
+            virtual_host(vh, &inherited).map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
         for d in &v.domains {
             let duplicate = if d == "*" {
                 if table.default.is_some() {
@@ -940,7 +949,13 @@ fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
     })
 }
 
-type MatchParts = (MatchKind, bool, Vec<HeaderMatcher>, Vec<QueryParamMatcher>, bool);
+type MatchParts = (
+    MatchKind,
+    bool,
+    Vec<HeaderMatcher>,
+    Vec<QueryParamMatcher>,
+    bool,
+);
 
 fn route_match(m: &RouteMatch) -> Result<MatchParts, String> {
     let mut rest = m.clone();
@@ -958,9 +973,7 @@ fn route_match(m: &RouteMatch) -> Result<MatchParts, String> {
         }
         Some(PathSpecifier::PathSeparatedPrefix(p)) => {
             // PGV: ^[^?#]+[^?#/]$
-            let ok = p.len() >= 2
-                && !p.contains(['?', '#'])
-                && !p.ends_with('/');
+            let ok = p.len() >= 2 && !p.contains(['?', '#']) && !p.ends_with('/');
             if !ok {
                 return Err(format!(
                     "match.path_separated_prefix {p:?} must be non-empty, without ? or #, and not end with /"
@@ -972,7 +985,10 @@ fn route_match(m: &RouteMatch) -> Result<MatchParts, String> {
             return Err("match.connect_matcher is not supported".into());
         }
         Some(PathSpecifier::PathMatchPolicy(p)) => {
-            return Err(format!("match.path_match_policy {:?} is not supported", p.name));
+            return Err(format!(
+                "match.path_match_policy {:?} is not supported",
+                p.name
+            ));
         }
         None => return Err("Invalid route config: match has no path specifier".into()),
     };
@@ -1010,7 +1026,11 @@ fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
         0 => 503,
         1 => 404,
         2 => 500,
-        other => return Err(format!("route.cluster_not_found_response_code {other} is not defined")),
+        other => {
+            return Err(format!(
+                "route.cluster_not_found_response_code {other} is not defined"
+            ));
+        }
     };
     let timeout = match rest.timeout.take() {
         None => Some(DEFAULT_ROUTE_TIMEOUT),
@@ -1054,7 +1074,10 @@ fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
     let regex_rewrite = match rest.regex_rewrite.take() {
         None => None,
         Some(rr) => {
-            let pattern = rr.pattern.as_ref().ok_or("route.regex_rewrite.pattern is required")?;
+            let pattern = rr
+                .pattern
+                .as_ref()
+                .ok_or("route.regex_rewrite.pattern is required")?;
             Some(
                 RegexRewrite::new(&pattern.regex, &rr.substitution)
                     .map_err(|e| format!("route.regex_rewrite: {e}"))?,
@@ -1062,7 +1085,9 @@ fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
         }
     };
     if !prefix_rewrite.is_empty() && regex_rewrite.is_some() {
-        return Err("Specify only one of prefix_rewrite, regex_rewrite or path_rewrite_policy".into());
+        return Err(
+            "Specify only one of prefix_rewrite, regex_rewrite or path_rewrite_policy".into(),
+        );
     }
     let mut hash_policies = Vec::new();
     for hp in std::mem::take(&mut rest.hash_policy) {
@@ -1100,7 +1125,9 @@ fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
         other => return Err(format!("route.priority {other} is not defined")),
     };
     if rest.internal_redirect_action == 1 {
-        return Err("route.internal_redirect_action HANDLE_INTERNAL_REDIRECT is not supported".into());
+        return Err(
+            "route.internal_redirect_action HANDLE_INTERNAL_REDIRECT is not supported".into(),
+        );
     }
     rest.internal_redirect_action = 0;
     // Only used when internal redirects are handled.
@@ -1166,7 +1193,11 @@ fn weighted(w: &WeightedCluster) -> Result<ClusterChoice, String> {
         }
         let weight = cr.weight.take().map(|w| w.value).unwrap_or(0);
         cr.typed_per_filter_config.clear();
-        reject_rest(&cr, fields::CLUSTER_WEIGHT, &format!("weighted cluster {name:?}"))?;
+        reject_rest(
+            &cr,
+            fields::CLUSTER_WEIGHT,
+            &format!("weighted cluster {name:?}"),
+        )?;
         total += u64::from(weight);
         out.push((name, weight));
     }
@@ -1188,9 +1219,11 @@ fn retry_policy(p: &PbRetryPolicy) -> Result<RetryPolicy, String> {
     let num_retries = rest.num_retries.take().map(|v| v.value).unwrap_or(1);
     let per_try_timeout = opt_duration(rest.per_try_timeout.take().as_ref(), "per_try_timeout")?
         .filter(|d| !d.is_zero());
-    let per_try_idle_timeout =
-        opt_duration(rest.per_try_idle_timeout.take().as_ref(), "per_try_idle_timeout")?
-            .filter(|d| !d.is_zero());
+    let per_try_idle_timeout = opt_duration(
+        rest.per_try_idle_timeout.take().as_ref(),
+        "per_try_idle_timeout",
+    )?
+    .filter(|d| !d.is_zero());
     let mut retriable_status_codes = Vec::new();
     for c in std::mem::take(&mut rest.retriable_status_codes) {
         retriable_status_codes.push(
@@ -1208,14 +1241,19 @@ fn retry_policy(p: &PbRetryPolicy) -> Result<RetryPolicy, String> {
     let (backoff_base, backoff_max) = match rest.retry_back_off.take() {
         None => (Duration::from_millis(25), Duration::from_millis(250)),
         Some(b) => {
-            let base = b.base_interval.as_ref().ok_or("retry_back_off.base_interval is required")?;
-            let base = positive_duration(Some(base), Duration::ZERO, "retry_back_off.base_interval")?
-                .max(Duration::from_millis(1));
+            let base = b
+                .base_interval
+                .as_ref()
+                .ok_or("retry_back_off.base_interval is required")?;
+            let base =
+                positive_duration(Some(base), Duration::ZERO, "retry_back_off.base_interval")?
+                    .max(Duration::from_millis(1));
             let max = match &b.max_interval {
                 None => base * 10,
                 Some(m) => {
-                    let m = positive_duration(Some(m), Duration::ZERO, "retry_back_off.max_interval")?
-                        .max(Duration::from_millis(1));
+                    let m =
+                        positive_duration(Some(m), Duration::ZERO, "retry_back_off.max_interval")?
+                            .max(Duration::from_millis(1));
                     if m < base {
                         return Err(
                             "retry_policy.max_interval must greater than or equal to the base_interval"
@@ -1228,10 +1266,11 @@ fn retry_policy(p: &PbRetryPolicy) -> Result<RetryPolicy, String> {
             (base, max)
         }
     };
-    let host_selection_max_attempts = match std::mem::take(&mut rest.host_selection_retry_max_attempts) {
-        0 => 1,
-        n => n,
-    };
+    let host_selection_max_attempts =
+        match std::mem::take(&mut rest.host_selection_retry_max_attempts) {
+            0 => 1,
+            n => n,
+        };
     reject_rest(&rest, fields::RETRY_POLICY, "retry_policy")?;
     Ok(RetryPolicy {
         retry_on,
@@ -1254,7 +1293,10 @@ fn hash_policy(h: &PbHashPolicy) -> Result<HashPolicy, String> {
             let rewrite = match &hd.regex_rewrite {
                 None => None,
                 Some(rr) => {
-                    let p = rr.pattern.as_ref().ok_or("header.regex_rewrite.pattern is required")?;
+                    let p = rr
+                        .pattern
+                        .as_ref()
+                        .ok_or("header.regex_rewrite.pattern is required")?;
                     Some(RegexRewrite::new(&p.regex, &rr.substitution)?)
                 }
             };
@@ -1329,7 +1371,8 @@ fn mirror(m: &RequestMirrorPolicy) -> Result<Mirror, String> {
             .as_ref(),
         (100, 100),
     );
-    let disable_shadow_host_suffix_append = std::mem::take(&mut rest.disable_shadow_host_suffix_append);
+    let disable_shadow_host_suffix_append =
+        std::mem::take(&mut rest.disable_shadow_host_suffix_append);
     // Tracing only.
     rest.trace_sampled = None;
     reject_rest(&rest, fields::MIRROR_POLICY, "request mirror policy")?;
@@ -1379,7 +1422,10 @@ fn redirect(a: &RedirectAction) -> Result<Redirect, String> {
             }
         }
         Some(PathRewriteSpecifier::RegexRewrite(rr)) => {
-            let p = rr.pattern.as_ref().ok_or("redirect.regex_rewrite.pattern is required")?;
+            let p = rr
+                .pattern
+                .as_ref()
+                .ok_or("redirect.regex_rewrite.pattern is required")?;
             PathRedirect::Regex(
                 RegexRewrite::new(&p.regex, &rr.substitution)
                     .map_err(|e| format!("redirect.regex_rewrite: {e}"))?,
@@ -1433,9 +1479,9 @@ pub(crate) fn data_source(ds: &DataSource, field: &str) -> Result<bytes::Bytes, 
     match &ds.specifier {
         Some(data_source::Specifier::InlineString(s)) => Ok(bytes::Bytes::from(s.clone())),
         Some(data_source::Specifier::InlineBytes(b)) => Ok(bytes::Bytes::from(b.clone())),
-        Some(data_source::Specifier::Filename(_)) => {
-            Err(format!("{field}: filename data sources are not supported (inline only)"))
-        }
+        Some(data_source::Specifier::Filename(_)) => Err(format!(
+            "{field}: filename data sources are not supported (inline only)"
+        )),
         Some(data_source::Specifier::EnvironmentVariable(_)) => Err(format!(
             "{field}: environment_variable data sources are not supported (inline only)"
         )),

@@ -33,8 +33,9 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// Where and who to connect as.
 #[derive(Clone, Debug, Default)]
 pub struct ClientConfig {
-    /// Control-plane addresses such as `http://127.0.0.1:18000`: the first
-    /// is tried first, and each failure moves on to the next, round-robin.
+    /// Control-plane addresses such as `http://127.0.0.1:18000` (a bare
+    /// `host:port` means `http://`): the first is tried first, and each
+    /// failure moves on to the next, round-robin.
     pub addresses: Vec<String>,
     /// `node.id`.
     pub node_id: String,
@@ -224,7 +225,7 @@ impl XdsClient {
             tuning,
         } = self;
         let state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
-        let addresses = cfg.addresses.clone();
+        let addresses: Vec<String> = cfg.addresses.iter().map(|a| normalize(a)).collect();
         if addresses.is_empty() {
             tracing::error!(node = %cfg.node_id, "no control-plane address: xDS client idle");
             std::future::pending::<()>().await;
@@ -258,15 +259,17 @@ impl XdsClient {
             } else {
                 index = (index + 1) % addresses.len();
             }
+            // Loud on the first failure and every tenth after; a control
+            // plane down for hours does not flood the log.
+            let loud = backoff.failures().is_multiple_of(10);
             let delay = backoff.next_delay();
-            tracing::warn!(
-                node = %conn.cfg.node_id,
-                address,
-                error = %reason,
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                next = addresses.get(index).map(String::as_str).unwrap_or(""),
-                "xDS stream down; serving the last good configuration"
-            );
+            let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            let next = addresses.get(index).map(String::as_str).unwrap_or("");
+            if loud {
+                tracing::warn!(node = %conn.cfg.node_id, address, error = %reason, retry_in_ms, next, failures = backoff.failures(), "xDS stream down; serving the last good configuration");
+            } else {
+                tracing::debug!(node = %conn.cfg.node_id, address, error = %reason, retry_in_ms, next, failures = backoff.failures(), "xDS stream down; serving the last good configuration");
+            }
             conn.subs.clear();
             conn.status.send_modify(|s| {
                 s.connected = None;
@@ -278,6 +281,16 @@ impl XdsClient {
             });
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// `host:port` means `http://host:port` (the stream is plaintext HTTP/2).
+fn normalize(address: &str) -> String {
+    let a = address.trim();
+    if a.contains("://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
     }
 }
 
