@@ -222,6 +222,11 @@ pub struct ClusterConfig {
     pub discovery: Discovery,
     /// For EDS: the assignment name (service_name, else the cluster name).
     pub eds_service_name: Option<String>,
+    /// An EDS cluster whose assignment has not arrived. Envoy keeps such a
+    /// cluster warming, out of the cluster manager: a request routed to it
+    /// gets the route's cluster-not-found response (503, NC), not "no
+    /// healthy upstream".
+    pub warming: bool,
     pub dns_lookup_family: DnsLookupFamily,
     /// Default 5 s.
     pub dns_refresh_rate: Duration,
@@ -275,12 +280,22 @@ pub(crate) fn compile(
                 .map(|e| e.service_name)
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| name.to_string());
-            if let Some(cla) = assignments.get(&service) {
-                cfg.endpoints = endpoints(cla, true).map_err(|reason| CompileError {
-                    kind: "ClusterLoadAssignment",
-                    name: service.clone(),
-                    reason,
-                })?;
+            match assignments.get(&service) {
+                Some(cla) => {
+                    let cla_err = |reason: String| CompileError {
+                        kind: "ClusterLoadAssignment",
+                        name: service.clone(),
+                        reason,
+                    };
+                    if !cla.cluster_name.is_empty() && cla.cluster_name != service {
+                        return Err(cla_err(format!(
+                            "resource is named {service:?} but its cluster_name says {:?}",
+                            cla.cluster_name
+                        )));
+                    }
+                    cfg.endpoints = endpoints(cla, true).map_err(cla_err)?;
+                }
+                None => cfg.warming = true,
             }
             cfg.eds_service_name = Some(service);
         }
@@ -479,6 +494,7 @@ fn settings(rest: &mut Cluster) -> Result<ClusterConfig, String> {
         name: String::new(),
         discovery,
         eds_service_name: None,
+        warming: false,
         dns_lookup_family,
         dns_refresh_rate,
         respect_dns_ttl,

@@ -92,8 +92,15 @@ impl ListenerTls {
             if let Some(i) = self.exact.get(&s) {
                 return Some(&self.chains[*i]);
             }
-            let mut pos = s[1.min(s.len())..].find('.').map(|p| p + 1);
-            while let Some(p) = pos {
+            // Every `.` after the first character starts a wildcard suffix,
+            // longest first (Envoy: `find('.', 1)` then each next dot).
+            let dots = s
+                .bytes()
+                .enumerate()
+                .skip(1)
+                .filter(|(_, b)| *b == b'.')
+                .map(|(i, _)| i);
+            for p in dots {
                 if p >= s.len() - 1 {
                     break;
                 }
@@ -101,7 +108,6 @@ impl ListenerTls {
                 if let Some(i) = self.exact.get(&wildcard) {
                     return Some(&self.chains[*i]);
                 }
-                pos = s[p + 1..].find('.').map(|q| q + p + 1);
             }
         }
         self.catch_all.map(|i| &self.chains[i])

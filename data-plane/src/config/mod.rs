@@ -47,9 +47,9 @@ pub use listener::{Codec, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
 pub use re2::{Re2, RegexRewrite};
 pub use routes::{
-    Action, ClusterChoice, Forward, HashKind, HashPolicy, HostRewrite, MatchKind, Mirror,
-    PathRedirect, Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route,
-    RouteTable, Selected, VirtualHost, direct_response_location,
+    Action, ClusterChoice, Forward, HashPolicy, HostRewrite, MatchKind, Mirror, PathRedirect,
+    Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route, RouteTable,
+    Selected, VirtualHost, cookie_value, direct_response_location,
 };
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -97,6 +97,10 @@ pub struct Compiled {
 /// Resources are compiled kind by kind (secrets, clusters with their
 /// assignments, route configurations, listeners), each in name order.
 pub fn compile(set: &ResourceSet) -> Result<Compiled, CompileError> {
+    re2::with_cache(|| compile_all(set))
+}
+
+fn compile_all(set: &ResourceSet) -> Result<Compiled, CompileError> {
     let mut out = Compiled::default();
     for (name, s) in &set.secrets {
         check_name("Secret", name, &s.name)?;
@@ -115,9 +119,20 @@ pub fn compile(set: &ResourceSet) -> Result<Compiled, CompileError> {
             .map_err(|reason| err("RouteConfiguration", name, reason))?;
         out.routes.insert(name.clone(), Arc::new(t));
     }
+    let mut addresses: HashMap<std::net::SocketAddr, &str> = HashMap::new();
     for (name, l) in &set.listeners {
         check_name("Listener", name, &l.name)?;
         let lc = listener::compile(name, l).map_err(|reason| err("Listener", name, reason))?;
+        if let Some(other) = addresses.insert(lc.address, name) {
+            return Err(err(
+                "Listener",
+                name,
+                format!(
+                    "listener {name} has duplicate address '{}' as existing listener {other}",
+                    lc.address
+                ),
+            ));
+        }
         out.listeners.push(lc);
     }
     Ok(out)

@@ -27,8 +27,52 @@
 //! rewrite-string syntax (`\0`..`\9`, `\\`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+
+type Memo<R> = RefCell<Option<HashMap<String, Result<R, String>>>>;
+
+thread_local! {
+    /// Compiled regexes by pattern while a compile runs: the translator
+    /// repeats the same routes in every virtual host, and compiling each
+    /// pattern once keeps large configurations fast.
+    static CACHE: Memo<regex::bytes::Regex> = const { RefCell::new(None) };
+    static REWRITE_CACHE: Memo<regex::Regex> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with regex compilation memoised; the memo is dropped after.
+pub(crate) fn with_cache<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CACHE.with(|c| *c.borrow_mut() = None);
+            REWRITE_CACHE.with(|c| *c.borrow_mut() = None);
+        }
+    }
+    CACHE.with(|c| *c.borrow_mut() = Some(HashMap::new()));
+    REWRITE_CACHE.with(|c| *c.borrow_mut() = Some(HashMap::new()));
+    let _reset = Reset;
+    f()
+}
+
+fn memo<R: Clone>(
+    cache: &'static std::thread::LocalKey<Memo<R>>,
+    key: &str,
+    build: impl FnOnce() -> Result<R, String>,
+) -> Result<R, String> {
+    if let Some(hit) = cache.with(|c| c.borrow().as_ref().and_then(|m| m.get(key).cloned())) {
+        return hit;
+    }
+    let v = build();
+    cache.with(|c| {
+        if let Some(m) = c.borrow_mut().as_mut() {
+            m.insert(key.to_string(), v.clone());
+        }
+    });
+    v
+}
 
 /// A compiled RE2 pattern that matches a whole input (`RE2::FullMatch`).
 #[derive(Clone)]
@@ -48,10 +92,12 @@ impl Re2 {
         if pattern.is_empty() {
             return Err("regex must not be empty".into());
         }
-        let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
-        let full = regex::bytes::RegexBuilder::new(&format!(r"\A(?:{t})\z"))
-            .build()
-            .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))?;
+        let full = memo(&CACHE, pattern, || {
+            let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+            regex::bytes::RegexBuilder::new(&format!(r"\A(?:{t})\z"))
+                .build()
+                .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))
+        })?;
         Ok(Re2 {
             pattern: pattern.into(),
             full,
@@ -107,10 +153,12 @@ impl RegexRewrite {
             return Err("regex must not be empty".into());
         }
         super::check_header_value(substitution.as_bytes(), "substitution")?;
-        let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
-        let re = regex::RegexBuilder::new(&t)
-            .build()
-            .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))?;
+        let re = memo(&REWRITE_CACHE, pattern, || {
+            let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+            regex::RegexBuilder::new(&t)
+                .build()
+                .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))
+        })?;
         let (segs, max_group) = parse_rewrite(substitution);
         let applies = max_group < re.captures_len();
         Ok(RegexRewrite {

@@ -226,31 +226,178 @@ pub struct RetryPolicy {
     pub host_selection_max_attempts: i64,
 }
 
+impl RetryPolicy {
+    /// Whether a response with this status alone calls for a retry
+    /// (`5xx`, `gateway-error`, `retriable-4xx`, `retriable-status-codes`).
+    /// Use `should_retry_response` when the headers are at hand.
+    pub fn should_retry_status(&self, status: u16) -> bool {
+        let on = self.retry_on;
+        (on.contains(RetryOn::FIVE_XX) && (500..600).contains(&status))
+            || (on.contains(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
+            || (on.contains(RetryOn::RETRIABLE_4XX) && status == 409)
+            || (on.contains(RetryOn::RETRIABLE_STATUS_CODES)
+                && self.retriable_status_codes.contains(&status))
+    }
+
+    /// `RetryStateImpl::wouldRetryFromHeaders`: never when the upstream
+    /// says `x-envoy-overloaded`; `x-envoy-ratelimited` only with
+    /// `envoy-ratelimited`; then the status conditions, `retriable-headers`
+    /// and the gRPC status conditions (`grpc-status` header).
+    pub fn should_retry_response(&self, status: u16, headers: &http::HeaderMap) -> bool {
+        if headers.contains_key("x-envoy-overloaded") {
+            return false;
+        }
+        if headers.contains_key("x-envoy-ratelimited") {
+            return self.retry_on.contains(RetryOn::ENVOY_RATE_LIMITED);
+        }
+        if self.should_retry_status(status) {
+            return true;
+        }
+        if self.retry_on.contains(RetryOn::RETRIABLE_HEADERS)
+            && self
+                .retriable_headers
+                .iter()
+                .any(|h| h.matches_response(status, headers))
+        {
+            return true;
+        }
+        let grpc = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        match grpc {
+            Some(1) => self.retry_on.contains(RetryOn::GRPC_CANCELLED),
+            Some(4) => self.retry_on.contains(RetryOn::GRPC_DEADLINE_EXCEEDED),
+            Some(8) => self.retry_on.contains(RetryOn::GRPC_RESOURCE_EXHAUSTED),
+            Some(13) => self.retry_on.contains(RetryOn::GRPC_INTERNAL),
+            Some(14) => self.retry_on.contains(RetryOn::GRPC_UNAVAILABLE),
+            _ => false,
+        }
+    }
+
+    /// `retriable_request_headers`: when set, only requests matching one of
+    /// them are retried at all.
+    pub fn applies_to(&self, req: &RequestView<'_>) -> bool {
+        if self.retriable_request_headers.is_empty() {
+            return true;
+        }
+        let ctx = Ctx {
+            method: Some(req.method.as_str()),
+            authority: Some(req.authority),
+            path: Some(req.path_and_query),
+            scheme: req.scheme,
+            status: None,
+            headers: Some(req.headers),
+        };
+        self.retriable_request_headers
+            .iter()
+            .any(|h| h.matches(&ctx))
+    }
+}
+
+/// A hash policy (`RouteAction.hash_policy`), evaluated in order: each
+/// policy that yields a value is mixed into the hash (Envoy: rotate the
+/// hash left by one bit, then xor); a terminal policy that yields a value
+/// ends the evaluation. `filter_state` policies never yield a value here
+/// (nothing sets filter state) and are left out.
 #[derive(Clone, Debug)]
-pub enum HashKind {
-    /// A header (pseudo-headers included, e.g. `:path`), optionally rewritten.
+pub enum HashPolicy {
+    /// A header, lower-cased; pseudo-headers (`:path`, `:authority`,
+    /// `:method`) included. `source` says where the value is read.
     Header {
+        name: String,
         source: HeaderSource,
         rewrite: Option<RegexRewrite>,
+        terminal: bool,
     },
-    /// A cookie; with a ttl, Envoy generates it when absent (ttl 0: a session
-    /// cookie).
+    /// A cookie; with a ttl, Envoy sets it when absent (ttl 0: a session
+    /// cookie) to the hash of the source address.
     Cookie {
         name: String,
         ttl: Option<Duration>,
         path: String,
         attributes: Vec<(String, String)>,
+        terminal: bool,
     },
-    SourceIp,
-    QueryParameter(String),
-    /// Filter state never holds anything here: no hash.
-    FilterState(String),
+    /// The downstream connection's source IP.
+    SourceIp { terminal: bool },
+    /// The first value of a query parameter (not decoded).
+    QueryParameter { name: String, terminal: bool },
 }
 
-#[derive(Clone, Debug)]
-pub struct HashPolicy {
-    pub kind: HashKind,
-    pub terminal: bool,
+impl HashPolicy {
+    pub fn terminal(&self) -> bool {
+        match self {
+            HashPolicy::Header { terminal, .. }
+            | HashPolicy::Cookie { terminal, .. }
+            | HashPolicy::SourceIp { terminal }
+            | HashPolicy::QueryParameter { terminal, .. } => *terminal,
+        }
+    }
+
+    /// What Envoy hashes for this policy, when the request has it: a
+    /// header's values (each rewritten, then sorted so their order does not
+    /// matter, joined with `,`), a cookie's value (quotes removed), a query
+    /// parameter's first value. None for `SourceIp` (the caller has the
+    /// address) and when absent.
+    pub fn value(&self, req: &RequestView<'_>) -> Option<String> {
+        match self {
+            HashPolicy::Header {
+                source, rewrite, ..
+            } => {
+                let mut vals: Vec<String> = match source {
+                    HeaderSource::Named(n) => req
+                        .headers
+                        .get_all(n)
+                        .iter()
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                        .collect(),
+                    HeaderSource::Method => vec![req.method.as_str().to_string()],
+                    HeaderSource::Authority => vec![req.authority.to_string()],
+                    HeaderSource::Path => vec![req.path_and_query.to_string()],
+                    HeaderSource::Scheme => req.scheme.map(str::to_string).into_iter().collect(),
+                    HeaderSource::Status | HeaderSource::Absent => vec![],
+                };
+                if vals.is_empty() {
+                    return None;
+                }
+                if let Some(rw) = rewrite {
+                    for v in vals.iter_mut() {
+                        *v = rw.replace_all(v).into_owned();
+                    }
+                }
+                vals.sort();
+                Some(vals.join(","))
+            }
+            HashPolicy::Cookie { name, .. } => cookie_value(req.headers, name),
+            HashPolicy::SourceIp { .. } => None,
+            HashPolicy::QueryParameter { name, .. } => {
+                super::matchers::first_query_value(req.path_and_query, name).map(str::to_string)
+            }
+        }
+    }
+}
+
+/// `Http::Utility::parseCookie`: the first cookie of that name across the
+/// Cookie headers, surrounding double quotes removed.
+pub fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    for h in headers.get_all(http::header::COOKIE) {
+        let Ok(h) = std::str::from_utf8(h.as_bytes()) else {
+            continue;
+        };
+        for part in h.split(';').filter(|p| !p.is_empty()) {
+            let Some(eq) = part.find('=') else { continue };
+            let k = part[..eq].trim_start_matches(' ');
+            let mut v = &part[eq + 1..];
+            if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+                v = &v[1..v.len() - 1];
+            }
+            if k == name {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
 }
 
 /// A request mirror (shadow) policy.
@@ -278,6 +425,8 @@ pub struct Forward {
     pub cluster_not_found_status: u16,
     /// None: no timeout (configured 0). Unset: 15 s.
     pub timeout: Option<Duration>,
+    /// The route's stream idle timeout, overriding the connection
+    /// manager's; `Some(0)` disables it.
     pub idle_timeout: Option<Duration>,
     /// The route's policy, else the virtual host's.
     pub retry: Option<RetryPolicy>,
@@ -291,6 +440,9 @@ pub struct Forward {
     /// Per-route WebSocket upgrade override (None: the listener decides).
     pub websocket: Option<bool>,
     pub priority: Priority,
+    /// The route's request header mutations (the same as
+    /// `Route::request_headers`), here for the forwarding path.
+    pub request_headers: HeaderMutations,
 }
 
 /// The path part of a redirect.
@@ -318,6 +470,8 @@ pub struct Redirect {
     pub port: Option<u32>,
     pub path: PathRedirect,
     pub strip_query: bool,
+    /// The route's path match (what `prefix_rewrite` replaces).
+    pub matched: MatchKind,
 }
 
 /// What a redirect's `Location` is built from.
@@ -350,6 +504,8 @@ pub struct Selected<'a> {
     pub vhost: &'a str,
     pub virtual_host: &'a VirtualHost,
     pub route: &'a Route,
+    /// How the route matched (`route.path_match`), for `Forward::rewrite_path`.
+    pub matched: &'a MatchKind,
 }
 
 impl RouteTable {
@@ -397,6 +553,7 @@ impl RouteTable {
             vhost: &vh.name,
             virtual_host: vh,
             route,
+            matched: &route.path_match,
         })
     }
 
@@ -578,14 +735,26 @@ impl Forward {
 }
 
 impl Redirect {
+    /// The `Location` Envoy sends, for a request whose x-forwarded-proto
+    /// is its scheme (as the connection manager sets it with
+    /// `use_remote_address`).
+    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> String {
+        self.location_for(&RedirectRequest {
+            scheme,
+            forwarded_proto: scheme,
+            authority,
+            path_and_query,
+        })
+    }
+
     /// The `Location` Envoy sends: the path rewrite first (prefix or regex,
     /// as the router does for any direct response), then
     /// `Http::Utility::newUri`.
-    pub fn location(&self, matched: &MatchKind, req: &RedirectRequest<'_>) -> String {
+    pub fn location_for(&self, req: &RedirectRequest<'_>) -> String {
         let original = req.path_and_query;
         let path: std::borrow::Cow<'_, str> = match &self.path {
             PathRedirect::Prefix(p) => {
-                replace_head(original, matched_len(matched, original), p).into()
+                replace_head(original, matched_len(&self.matched, original), p).into()
             }
             PathRedirect::Regex(rw) => {
                 let just = strip_query(original);
@@ -927,7 +1096,7 @@ fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
     let route_resp = compile_stage(&resp_add, &resp_rm, "response_headers_to_add/remove")?;
     let action = match action {
         Some(PbAction::Route(a)) => Action::Forward(forward(&a, vh)?),
-        Some(PbAction::Redirect(a)) => Action::Redirect(redirect(&a)?),
+        Some(PbAction::Redirect(a)) => Action::Redirect(redirect(&a, &path_match)?),
         Some(PbAction::DirectResponse(a)) => direct(&a, vh.inh.max_body)?,
         Some(PbAction::FilterAction(_)) => return Err("filter_action is not supported".into()),
         Some(PbAction::NonForwardingAction(_)) => {
@@ -936,6 +1105,11 @@ fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
         None => return Err("an action (route, redirect or direct_response) is required".into()),
     };
     let msw = vh.inh.most_specific_wins;
+    let request_headers = mutations(route_req, &vh.request, &vh.inh.config_request, msw);
+    let mut action = action;
+    if let Action::Forward(f) = &mut action {
+        f.request_headers = request_headers.clone();
+    }
     Ok(Route {
         name,
         path_match,
@@ -944,7 +1118,7 @@ fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
         query_parameters,
         grpc,
         action,
-        request_headers: mutations(route_req, &vh.request, &vh.inh.config_request, msw),
+        request_headers,
         response_headers: mutations(route_resp, &vh.response, &vh.inh.config_response, msw),
     })
 }
@@ -1091,7 +1265,7 @@ fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
     }
     let mut hash_policies = Vec::new();
     for hp in std::mem::take(&mut rest.hash_policy) {
-        hash_policies.push(hash_policy(&hp).map_err(|e| format!("route.hash_policy: {e}"))?);
+        hash_policies.extend(hash_policy(&hp).map_err(|e| format!("route.hash_policy: {e}"))?);
     }
     let mut mirrors = Vec::new();
     for m in std::mem::take(&mut rest.request_mirror_policies) {
@@ -1151,6 +1325,7 @@ fn forward(a: &RouteAction, vh: &VhCtx<'_>) -> Result<Forward, String> {
         mirrors,
         websocket,
         priority,
+        request_headers: HeaderMutations::default(),
     })
 }
 
@@ -1286,8 +1461,9 @@ fn retry_policy(p: &PbRetryPolicy) -> Result<RetryPolicy, String> {
     })
 }
 
-fn hash_policy(h: &PbHashPolicy) -> Result<HashPolicy, String> {
-    let kind = match &h.policy_specifier {
+fn hash_policy(h: &PbHashPolicy) -> Result<Option<HashPolicy>, String> {
+    let terminal = h.terminal;
+    Ok(Some(match &h.policy_specifier {
         Some(PolicySpecifier::Header(hd)) => {
             let source = HeaderSource::parse(&hd.header_name, "header")?;
             let rewrite = match &hd.regex_rewrite {
@@ -1300,7 +1476,12 @@ fn hash_policy(h: &PbHashPolicy) -> Result<HashPolicy, String> {
                     Some(RegexRewrite::new(&p.regex, &rr.substitution)?)
                 }
             };
-            HashKind::Header { source, rewrite }
+            HashPolicy::Header {
+                name: hd.header_name.to_ascii_lowercase(),
+                source,
+                rewrite,
+                terminal,
+            }
         }
         Some(PolicySpecifier::Cookie(c)) => {
             if c.name.is_empty() {
@@ -1313,37 +1494,34 @@ fn hash_policy(h: &PbHashPolicy) -> Result<HashPolicy, String> {
                 }
                 attributes.push((a.name.clone(), a.value.clone()));
             }
-            HashKind::Cookie {
+            HashPolicy::Cookie {
                 name: c.name.clone(),
                 ttl: opt_duration(c.ttl.as_ref(), "cookie.ttl")?,
                 path: c.path.clone(),
                 attributes,
+                terminal,
             }
         }
-        Some(PolicySpecifier::ConnectionProperties(p)) => {
-            if !p.source_ip {
-                return Err("connection_properties without source_ip hashes nothing".into());
-            }
-            HashKind::SourceIp
-        }
+        // Without source_ip, connection_properties hashes nothing.
+        Some(PolicySpecifier::ConnectionProperties(p)) if !p.source_ip => return Ok(None),
+        Some(PolicySpecifier::ConnectionProperties(_)) => HashPolicy::SourceIp { terminal },
         Some(PolicySpecifier::QueryParameter(q)) => {
             if q.name.is_empty() {
                 return Err("query_parameter.name must not be empty".into());
             }
-            HashKind::QueryParameter(q.name.clone())
+            HashPolicy::QueryParameter {
+                name: q.name.clone(),
+                terminal,
+            }
         }
         Some(PolicySpecifier::FilterState(f)) => {
             if f.key.is_empty() {
                 return Err("filter_state.key must not be empty".into());
             }
-            HashKind::FilterState(f.key.clone())
+            return Ok(None);
         }
         None => return Err("a policy specifier is required".into()),
-    };
-    Ok(HashPolicy {
-        kind,
-        terminal: h.terminal,
-    })
+    }))
 }
 
 fn mirror(m: &RequestMirrorPolicy) -> Result<Mirror, String> {
@@ -1384,7 +1562,7 @@ fn mirror(m: &RequestMirrorPolicy) -> Result<Mirror, String> {
     })
 }
 
-fn redirect(a: &RedirectAction) -> Result<Redirect, String> {
+fn redirect(a: &RedirectAction, matched: &MatchKind) -> Result<Redirect, String> {
     let status = match a.response_code {
         0 => 301,
         1 => 302,
@@ -1442,6 +1620,7 @@ fn redirect(a: &RedirectAction) -> Result<Redirect, String> {
         port: (a.port_redirect != 0).then_some(a.port_redirect),
         path,
         strip_query: a.strip_query,
+        matched: matched.clone(),
     })
 }
 

@@ -139,6 +139,7 @@ fn eds_clusters_take_their_assignment() {
     assert_eq!(cc.discovery, Discovery::Eds);
     assert_eq!(cc.eds_service_name.as_deref(), Some("service.svc"));
     assert!(cc.endpoints.is_empty());
+    assert!(cc.warming);
 
     let mut cla = BTreeMap::new();
     cla.insert(
@@ -152,6 +153,7 @@ fn eds_clusters_take_their_assignment() {
         ),
     );
     let cc = clusters::compile("service.svc", &c, &cla).unwrap();
+    assert!(!cc.warming);
     assert_eq!(
         cc.endpoints
             .iter()
@@ -159,6 +161,16 @@ fn eds_clusters_take_their_assignment() {
             .collect::<Vec<_>>(),
         vec![(ip("10.0.0.1:8000"), 100), (ip("10.0.0.2:9000"), 50)]
     );
+
+    // An empty assignment is not warming: the cluster has no endpoints.
+    let mut empty = BTreeMap::new();
+    empty.insert("service.svc".to_string(), assignment("service.svc", vec![]));
+    let cc = clusters::compile("service.svc", &c, &empty).unwrap();
+    assert!(!cc.warming && cc.endpoints.is_empty());
+    let mut misnamed = BTreeMap::new();
+    misnamed.insert("service.svc".to_string(), assignment("other", vec![]));
+    let e = clusters::compile("service.svc", &c, &misnamed).unwrap_err();
+    assert_eq!(e.kind, "ClusterLoadAssignment");
 
     // service_name empty: the cluster name is the assignment name.
     let mut c2 = c.clone();

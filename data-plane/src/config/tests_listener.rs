@@ -81,6 +81,8 @@ fn https_listener_chains_by_sni() {
         (Some("other.org"), Some("cert.default")),
         (None, Some("cert.default")),
         (Some(""), Some("cert.default")),
+        (Some("é.example.com"), Some("cert.a")),
+        (Some("x."), Some("cert.default")),
     ];
     for (sni, want) in cases {
         assert_eq!(pick(*sni), *want, "sni {sni:?}");
@@ -383,6 +385,13 @@ fn compile_names_the_failing_resource() {
     bad.listeners.get_mut("http").unwrap().address = Some(socket("not-an-ip", 1));
     let e = compile(&bad).unwrap_err();
     assert_eq!((e.kind, e.name.as_str()), ("Listener", "http"));
+
+    let mut bad = set.clone();
+    bad.listeners
+        .insert("z".into(), http_listener("z", 8000, "r"));
+    let e = compile(&bad).unwrap_err();
+    assert_eq!((e.kind, e.name.as_str()), ("Listener", "z"));
+    assert!(e.reason.contains("duplicate address"), "{e}");
 
     let mut bad = set.clone();
     bad.clusters.insert(

@@ -497,6 +497,13 @@ fn header_matchers() {
             vec![("host", "h")],
             false,
         ),
+        // A name no request here can carry never matches.
+        (
+            hm("bad header", S::PresentMatch(false)),
+            get.clone(),
+            vec![],
+            true,
+        ),
         // No specifier: a presence match.
         (
             envoy_types::pb::envoy::config::route::v3::HeaderMatcher {
@@ -589,7 +596,7 @@ fn bad_header_matchers_are_errors() {
         ),
         (hm("", S::PresentMatch(true)), "must not be empty"),
         (
-            hm("bad header", S::PresentMatch(true)),
+            hm("bad\nheader", S::PresentMatch(true)),
             "invalid header name",
         ),
     ] {
@@ -1140,20 +1147,99 @@ fn hash_policies_as_the_translator_emits_them() {
     );
     let f = forward(&t.virtual_hosts[0].routes[0]);
     assert_eq!(f.hash_policies.len(), 2);
-    assert!(f.hash_policies[0].terminal);
-    match &f.hash_policies[0].kind {
-        HashKind::Header {
+    assert!(f.hash_policies[0].terminal());
+    assert!(!f.hash_policies[1].terminal());
+    let h = headers(&[
+        ("x-consumer-id", "b"),
+        ("x-consumer-id", "a"),
+        ("cookie", "s=1; id=\"42\""),
+    ]);
+    let req = RequestView {
+        authority: "h",
+        path_and_query: "/a/b?x=1&k=v",
+        method: &http::Method::GET,
+        scheme: None,
+        headers: &h,
+    };
+    match &f.hash_policies[0] {
+        HashPolicy::Header {
+            name,
             source: HeaderSource::Path,
-            rewrite: Some(rw),
-        } => {
-            assert_eq!(rw.replace_all("/a/b?x=1"), "/a/b");
-        }
+            rewrite: Some(_),
+            ..
+        } => assert_eq!(name, ":path"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        &f.hash_policies[1].kind,
-        HashKind::Header { source: HeaderSource::Named(n), rewrite: None } if n == "x-consumer-id"
-    ));
+    // :path is hashed without its query (the translator's rewrite).
+    assert_eq!(f.hash_policies[0].value(&req).as_deref(), Some("/a/b"));
+    // Several values are sorted before hashing.
+    assert_eq!(f.hash_policies[1].value(&req).as_deref(), Some("a,b"));
+    assert_eq!(cookie_value(&h, "id").as_deref(), Some("42"));
+    assert_eq!(cookie_value(&h, "s").as_deref(), Some("1"));
+    assert_eq!(cookie_value(&h, "none"), None);
+    let q = HashPolicy::QueryParameter {
+        name: "k".into(),
+        terminal: false,
+    };
+    assert_eq!(q.value(&req).as_deref(), Some("v"));
+}
+
+#[test]
+fn retry_decisions_on_responses() {
+    let p = retry_of(PbRetryPolicy {
+        retry_on: "5xx,retriable-4xx,retriable-headers,unavailable".into(),
+        retriable_headers: vec![header(
+            "x-retry",
+            HeaderMatchSpecifier::ExactMatch("yes".into()),
+        )],
+        ..Default::default()
+    })
+    .unwrap();
+    let none = http::HeaderMap::new();
+    assert!(p.should_retry_status(503) && p.should_retry_status(500) && p.should_retry_status(409));
+    assert!(!p.should_retry_status(404) && !p.should_retry_status(200));
+    assert!(p.should_retry_response(200, &headers(&[("x-retry", "yes")])));
+    assert!(p.should_retry_response(200, &headers(&[("grpc-status", "14")])));
+    assert!(!p.should_retry_response(200, &headers(&[("grpc-status", "13")])));
+    // Never when the upstream Envoy says it is overloaded...
+    assert!(!p.should_retry_response(503, &headers(&[("x-envoy-overloaded", "true")])));
+    // ...and a rate limit only with envoy-ratelimited.
+    assert!(!p.should_retry_response(503, &headers(&[("x-envoy-ratelimited", "true")])));
+    assert!(p.should_retry_response(503, &none));
+    let gw = retry_of(PbRetryPolicy {
+        retry_on: "gateway-error".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(
+        gw.should_retry_status(502) && gw.should_retry_status(504) && !gw.should_retry_status(500)
+    );
+    let codes = retry_of(PbRetryPolicy {
+        retry_on: "retriable-status-codes".into(),
+        retriable_status_codes: vec![418],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(codes.should_retry_status(418) && !codes.should_retry_status(503));
+
+    let only_get = retry_of(PbRetryPolicy {
+        retriable_request_headers: vec![header(
+            ":method",
+            HeaderMatchSpecifier::ExactMatch("GET".into()),
+        )],
+        ..Default::default()
+    })
+    .unwrap();
+    let view = |m: &'static http::Method| RequestView {
+        authority: "h",
+        path_and_query: "/",
+        method: m,
+        scheme: None,
+        headers: Box::leak(Box::new(http::HeaderMap::new())),
+    };
+    assert!(only_get.applies_to(&view(&http::Method::GET)));
+    assert!(!only_get.applies_to(&view(&http::Method::POST)));
+    assert!(p.applies_to(&view(&http::Method::POST)));
 }
 
 // --- redirects and direct responses ------------------------------------------
@@ -1188,7 +1274,13 @@ fn location(t: &RouteTable, scheme: &str, host: &str, path: &str) -> (u16, Strin
         authority: host,
         path_and_query: path,
     };
-    (r.status, r.location(&s.route.path_match, &req))
+    assert!(matches!(
+        s.matched,
+        MatchKind::Prefix(_) | MatchKind::Regex(_)
+    ));
+    // The simple form assumes x-forwarded-proto is the scheme.
+    assert_eq!(r.location(scheme, host, path), r.location_for(&req));
+    (r.status, r.location_for(&req))
 }
 
 #[test]
@@ -1905,5 +1997,62 @@ fn translator_shaped_configuration() {
     assert_eq!(
         (s.vhost, s.route.name.as_str()),
         ("catch-all", "fallback#0")
+    );
+}
+
+/// The translator repeats every host-less route in every virtual host:
+/// each distinct regex is compiled once per compile.
+#[test]
+fn large_repetitive_configuration_compiles_quickly() {
+    let routes: Vec<PbRoute> = (0..50)
+        .map(|i| {
+            with_headers(
+                route_with(
+                    &format!("r{i}"),
+                    PathSpecifier::SafeRegex(regex(&format!(r"(?:/svc{i}/(?P<id>\d+)).*"))),
+                    RouteAction {
+                        regex_rewrite: Some(RegexMatchAndSubstitute {
+                            pattern: Some(regex(&format!(r"^/svc{i}/?"))),
+                            substitution: "/".into(),
+                        }),
+                        ..action("c")
+                    },
+                ),
+                vec![header(
+                    "x-h",
+                    HeaderMatchSpecifier::StringMatch(PbStringMatcher {
+                        ignore_case: false,
+                        match_pattern: Some(MatchPattern::SafeRegex(regex(&format!(
+                            "(?i)^(?:a{i}|b{i})$"
+                        )))),
+                    }),
+                )],
+            )
+        })
+        .collect();
+    let vhosts = (0..400)
+        .map(|v| {
+            vhost(
+                &format!("h{v}.example.com"),
+                &[&format!("h{v}.example.com")],
+                routes.clone(),
+            )
+        })
+        .collect();
+    let mut set = ResourceSet::default();
+    set.routes.insert("rc".into(), route_config("rc", vhosts));
+    let start = std::time::Instant::now();
+    let c = compile(&set).unwrap();
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let t = &c.routes["rc"];
+    let h = headers(&[("x-h", "A7")]);
+    let s = t
+        .select("h399.example.com", "/svc7/12?q", &http::Method::GET, &h)
+        .unwrap();
+    assert_eq!(s.route.name, "r7");
+    assert_eq!(
+        forward(s.route).rewrite_path(s.matched, "/svc7/12?q"),
+        "/12?q"
     );
 }
