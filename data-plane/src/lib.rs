@@ -3,5 +3,5 @@
 //! the proxy serves every request from the runtime it started on.
 
 pub mod config;
-// pub mod proxy; (enabled once config lands)
+pub mod proxy;
 pub mod xds;

@@ -7,13 +7,16 @@ use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
 use super::stats::ClusterLabel;
 use super::upstream::{Body, BoxError};
-use crate::config::{Action, Forward, HashPolicy, HostRewrite, RetryOn};
+use crate::config::{
+    Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn, direct_response_location,
+};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use std::convert::Infallible;
+use tracing::Instrument;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,20 +80,25 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>
     };
     let authority = authority_of(&req);
     let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let Some(selected) = table.select(&authority, &pq, req.method(), req.headers()) else {
+    let scheme = if conn.tls { "https" } else { "http" };
+    let view = RequestView { authority: &authority, path_and_query: &pq, method: req.method(), scheme: Some(scheme), headers: req.headers() };
+    let Some(selected) = table.select_request(&view) else {
         shared.stats.no_route.inc();
         return local(StatusCode::NOT_FOUND, "");
     };
     let route = selected.route;
-    let _span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener).entered();
+    let span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener);
     let mut resp = match &route.action {
         Action::Direct { status, body } => {
             let mut r = Response::new(if body.is_empty() { empty() } else { full(body.clone()) });
             *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            let at = RedirectRequest { scheme, forwarded_proto: scheme, authority: &authority, path_and_query: &pq };
+            if let Some(loc) = direct_response_location(*status, &at).and_then(|l| HeaderValue::from_str(&l).ok()) {
+                r.headers_mut().insert(LOCATION, loc);
+            }
             r
         }
         Action::Redirect(redirect) => {
-            let scheme = if conn.tls { "https" } else { "http" };
             let location = redirect.location(scheme, &authority, &pq);
             let mut r = Response::new(empty());
             *r.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
@@ -102,51 +110,34 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>
         Action::Forward(f) => {
             let websocket = listener.websocket && headers::is_websocket_upgrade(req.headers());
             let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-            let upstream_pq = f.rewrite_path(&selected.matched, &pq);
-            forward(req, conn, &rt, f, upstream_pq, on_upgrade, shared).await
+            let upstream_pq = f.rewrite_path(selected.matched, &pq);
+            forward(req, conn, &rt, f, upstream_pq, on_upgrade, shared).instrument(span).await
         }
     };
     route.response_headers.apply(resp.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(&listener.server_name) {
+        resp.headers_mut().insert(http::header::SERVER, v);
+    }
     resp
 }
 
-fn hash_for<B>(policies: &[HashPolicy], req: &Request<B>, remote: SocketAddr) -> Option<u64> {
+/// The value route hash policies give, for ring hash; None means pick
+/// at random, as Envoy does when no policy yields a value.
+fn hash_for<B>(policies: &[HashPolicy], req: &Request<B>, authority: &str, pq: &str, remote: SocketAddr) -> Option<u64> {
+    let view = RequestView { authority, path_and_query: pq, method: req.method(), scheme: None, headers: req.headers() };
     let mut h = DefaultHasher::new();
     let mut any = false;
     for p in policies {
-        let found = match p {
-            HashPolicy::Header { name, .. } => {
-                let v = if name == ":path" {
-                    req.uri().path().to_string().into()
-                } else {
-                    req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
-                };
-                v.map(|v| v.hash(&mut h)).is_some()
-            }
-            HashPolicy::Cookie { name, .. } => req
-                .headers()
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|kv| kv.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.hash(&mut h))
-                .is_some(),
-            HashPolicy::SourceIp { .. } => {
-                remote.ip().hash(&mut h);
-                true
-            }
-            HashPolicy::QueryParameter { name, .. } => req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k == name))
-                .map(|(_, v)| v.hash(&mut h))
-                .is_some(),
+        let v = match p {
+            HashPolicy::SourceIp { .. } => Some(remote.ip().to_string()),
+            other => other.value(&view),
         };
-        any |= found;
-        if found && p.terminal() {
-            break;
+        if let Some(v) = v {
+            v.hash(&mut h);
+            any = true;
+            if p.terminal() {
+                break;
+            }
         }
     }
     any.then(|| h.finish())
@@ -184,14 +175,31 @@ async fn forward(
     shared: &Arc<Shared>,
 ) -> Response<Body> {
     let cluster_name = f.cluster.pick(rand::random::<u64>());
-    let Some(cluster) = rt.clusters.get(cluster_name) else {
+    // Unknown, or warming (an EDS cluster without endpoints yet): Envoy
+    // answers the route's cluster_not_found code with no body.
+    let cluster = rt
+        .clusters
+        .get(cluster_name)
+        .filter(|_| rt.compiled.clusters.get(cluster_name).is_some_and(|c| !c.warming));
+    let Some(cluster) = cluster else {
         shared.stats.no_cluster.inc();
-        return local(StatusCode::SERVICE_UNAVAILABLE, "");
+        return local(StatusCode::from_u16(f.cluster_not_found_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "");
     };
     let label = ClusterLabel { cluster: cluster.name.clone() };
-    let hash = hash_for(&f.hash_policies, &req, conn.remote);
     let original_host = authority_of(&req);
+    let original_pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let hash = hash_for(&f.hash_policies, &req, &original_host, &original_pq, conn.remote);
+    let retry_applies = f.retry.as_ref().is_some_and(|r| {
+        r.applies_to(&RequestView {
+            authority: &original_host,
+            path_and_query: &original_pq,
+            method: req.method(),
+            scheme: None,
+            headers: req.headers(),
+        })
+    });
     let (mut parts, body) = req.into_parts();
+    let downstream_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers, on_upgrade.is_some());
     headers::set_forwarded(&mut parts.headers, conn.remote.ip(), conn.tls);
     headers::ensure_request_id(&mut parts.headers);
@@ -201,7 +209,7 @@ async fn forward(
     f.request_headers.apply(&mut parts.headers);
 
     // A body is replayed on retry only if it is small enough to hold.
-    let retry = f.retry.as_ref().filter(|r| r.num_retries > 0);
+    let retry = f.retry.as_ref().filter(|r| r.num_retries > 0 && retry_applies);
     let small = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -251,13 +259,15 @@ async fn forward(
         match outcome {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                if can_retry && retry.is_some_and(|r| r.should_retry_status(status)) {
+                if can_retry && retry.is_some_and(|r| r.should_retry_response(status, resp.headers())) {
                     shared.stats.upstream_rq_retry.get_or_create(&label).inc();
                     backoff(retry, attempt).await;
                     continue;
                 }
                 let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
                 let (mut rparts, rbody) = resp.into_parts();
+                // The client's protocol, whatever the upstream spoke.
+                rparts.version = downstream_version;
                 headers::strip_hop_by_hop(&mut rparts.headers, upgrade.is_some());
                 if let (Some(up), Some(down)) = (upgrade, on_upgrade) {
                     tokio::spawn(tunnel(up, down));

@@ -46,12 +46,11 @@ impl ListenerSet {
         for l in wanted {
             let addr = offset_addr(l.address, offset)?;
             let tls = l.tls.is_some();
-            if let Some(a) = self.active.get(&l.name) {
-                if a.addr == addr && a.tls == tls {
+            if let Some(a) = self.active.get(&l.name)
+                && a.addr == addr && a.tls == tls {
                     keep.insert(l.name.clone());
                     continue;
                 }
-            }
             let sock = std::net::TcpListener::bind(addr).map_err(|e| format!("Listener {}: cannot bind {addr}: {e}", l.name))?;
             sock.set_nonblocking(true).map_err(|e| format!("Listener {}: {e}", l.name))?;
             start.push((l.name.clone(), addr, tls, sock));

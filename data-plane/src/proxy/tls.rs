@@ -19,26 +19,12 @@ impl std::fmt::Debug for SniResolver {
     }
 }
 
-fn name_matches(pattern: &str, sni: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => sni.len() > suffix.len() + 1 && sni.ends_with(suffix) && sni.as_bytes()[sni.len() - suffix.len() - 1] == b'.',
-        None => pattern.eq_ignore_ascii_case(sni),
-    }
-}
-
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let rt = self.shared.current();
         let l = rt.listeners.get(self.listener.as_ref())?;
         let tls = l.tls.as_ref()?;
-        let sni = hello.server_name().unwrap_or_default().to_ascii_lowercase();
-        // Envoy's filter chain match: exact names before wildcards.
-        let chain = tls
-            .chains
-            .iter()
-            .find(|c| c.server_names.iter().any(|n| !n.starts_with('*') && name_matches(n, &sni)))
-            .or_else(|| tls.chains.iter().find(|c| c.server_names.iter().any(|n| name_matches(n, &sni))))
-            .or_else(|| tls.chains.iter().find(|c| c.server_names.is_empty()))?;
+        let chain = tls.select(hello.server_name())?;
         rt.compiled.certificates.get(&chain.secret).cloned()
     }
 }
@@ -77,15 +63,3 @@ impl ResolvesServerCert for NoCert {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::name_matches;
-
-    #[test]
-    fn sni_wildcards() {
-        assert!(name_matches("a.example.com", "a.example.com"));
-        assert!(name_matches("*.example.com", "b.example.com"));
-        assert!(!name_matches("*.example.com", "example.com"));
-        assert!(!name_matches("*.example.com", "b.notexample.com"));
-    }
-}
