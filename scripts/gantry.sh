@@ -1,12 +1,33 @@
 #!/usr/bin/env bash
-# Starts the gateway on this machine: gantry-cp on the embedded SQLite
-# default (./gantry.db), admin API on 127.0.0.1:8001. The data plane
-# (gantry-proxy on :8000) joins this script when it is built; until then
-# this starts the control plane alone and says so.
+# Starts the whole gateway on this machine: gantry-cp on the embedded
+# SQLite default (./gantry.db) and one gantry-proxy fed by it.
+#   admin API   http://127.0.0.1:8001
+#   proxy       http://127.0.0.1:8000  (https on 8443 once a certificate exists)
+#   xDS         127.0.0.1:18000, proxy admin http://127.0.0.1:9901
+# Extra arguments go to gantry-cp (e.g. --database-url postgres://...).
+# Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release -p gantry-cp
-echo "gantry: admin API on http://127.0.0.1:8001 (store: sqlite://gantry.db)" >&2
-echo "gantry: the data plane (proxy on :8000) is not built yet" >&2
-exec ./target/release/gantry-cp "$@"
+cargo build --release -p gantry-cp -p gantry-proxy
+
+./target/release/gantry-cp "$@" &
+cp_pid=$!
+proxy_pid=
+cleanup() {
+  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
+  kill "$cp_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+for _ in $(seq 1 100); do
+  curl -fs http://127.0.0.1:8001/status >/dev/null 2>&1 && break
+  sleep 0.1
+done
+./target/release/gantry-proxy --xds-address http://127.0.0.1:18000 --node-id "$(hostname)-proxy" &
+proxy_pid=$!
+
+echo "gantry: admin API  http://127.0.0.1:8001" >&2
+echo "gantry: proxy      http://127.0.0.1:8000" >&2
+wait -n "$cp_pid" "$proxy_pid"
