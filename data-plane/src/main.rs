@@ -14,6 +14,11 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "gantry-proxy", version, about = "Gantry data plane: an xDS-fed HTTP proxy")]
 struct Cli {
+    /// A bootstrap file (YAML or JSON) giving any of the options below by
+    /// their long names with `_` (e.g. `node_id`, `xds_address: [...]`);
+    /// flags and environment variables win over it.
+    #[arg(long, env = "GANTRY_BOOTSTRAP")]
+    bootstrap: Option<PathBuf>,
     /// Control-plane xDS addresses, tried in order (repeat or comma-separate).
     #[arg(long, env = "GANTRY_XDS_ADDRESS", value_delimiter = ',', default_value = "http://127.0.0.1:18000")]
     xds_address: Vec<String>,
@@ -41,9 +46,52 @@ struct Cli {
     snapshot_cache: Option<PathBuf>,
 }
 
+/// Reads the bootstrap file into arguments placed before the command
+/// line's, so that flags given on the command line override the file.
+fn args_with_bootstrap() -> anyhow::Result<Vec<String>> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .iter()
+        .position(|a| a == "--bootstrap")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--bootstrap=").map(str::to_string)))
+        .or_else(|| std::env::var("GANTRY_BOOTSTRAP").ok());
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading bootstrap {path}"))?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).with_context(|| format!("parsing bootstrap {path}"))?;
+    let map = doc.as_mapping().with_context(|| format!("bootstrap {path}: expected a mapping"))?;
+    let mut out = vec![args[0].clone()];
+    for (k, v) in map {
+        let key = k.as_str().with_context(|| format!("bootstrap {path}: keys must be strings"))?;
+        if key == "bootstrap" {
+            continue;
+        }
+        let flag = format!("--{}", key.replace('_', "-"));
+        let values: Vec<String> = match v {
+            serde_yaml_ng::Value::Sequence(items) => items.iter().map(yaml_scalar).collect::<anyhow::Result<_>>()?,
+            other => vec![yaml_scalar(other)?],
+        };
+        for val in values {
+            out.push(flag.clone());
+            out.push(val);
+        }
+    }
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
+}
+
+fn yaml_scalar(v: &serde_yaml_ng::Value) -> anyhow::Result<String> {
+    Ok(match v {
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        serde_yaml_ng::Value::Bool(b) => b.to_string(),
+        other => anyhow::bail!("bootstrap: unsupported value {other:?}"),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     gantry_shared::telemetry::init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args_with_bootstrap()?);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let workers = cli.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let rt = if workers <= 1 {
