@@ -21,6 +21,11 @@ have_right_envoy() {
   grep -Eq "[/ ]${ENVOY_MINOR//./\\.}\.[0-9]+" <<<"$v"
 }
 
+# Concurrent callers (test processes) wait for one install instead of racing.
+mkdir -p "$ROOT/target"
+exec 9>"$ROOT/target/.envoy-install.lock"
+flock 9
+
 if have_right_envoy; then
   log "envoy ${ENVOY_MINOR} already installed"
 else

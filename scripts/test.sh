@@ -34,6 +34,10 @@ END
 $$;
 SQL
 
+# The Envoy used by interop tests, installed once before tests start.
+log "ensuring Envoy for the interop tests"
+./scripts/envoy.sh >/dev/null
+
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
 

@@ -840,6 +840,354 @@ impl Drop for Envoy {
     }
 }
 
+// ---------------------------------------------------------------------------
+// gantry-proxy
+// ---------------------------------------------------------------------------
+
+/// Where `gantry-proxy` was built: `GANTRY_PROXY_BIN`, else
+/// `$CARGO_TARGET_DIR/debug/gantry-proxy`, else `<root>/target/debug/gantry-proxy`.
+pub fn proxy_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GANTRY_PROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_relative() {
+                repo_root().join(p)
+            } else {
+                p
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug").join("gantry-proxy");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// Claims `port` as [`reserve_port`] does, if it is free.
+pub fn try_reserve_port(port: u16) -> Option<Port> {
+    let dir = std::env::temp_dir().join("gantry-e2e-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{port}.lock")))
+        .ok()?;
+    file.try_lock().ok()?;
+    std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+    Some(Port { port, _lock: file })
+}
+
+/// Two held ports `delta` apart (`second.port == first.port + delta`).
+pub fn reserve_port_pair(delta: i32) -> (Port, Port) {
+    for p in PORT_RANGE {
+        let Ok(q) = u16::try_from(i32::from(p) + delta) else {
+            continue;
+        };
+        if q < 1024 || q == p {
+            continue;
+        }
+        let Some(first) = try_reserve_port(p) else {
+            continue;
+        };
+        if let Some(second) = try_reserve_port(q) {
+            return (first, second);
+        }
+        drop(first);
+    }
+    panic!("no two free ports {delta} apart in {PORT_RANGE:?}");
+}
+
+/// How to run a `gantry-proxy`.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// `--workers` (default 2).
+    pub workers: usize,
+    /// `--drain-timeout-ms` (default: the binary's).
+    pub drain_timeout_ms: Option<u64>,
+    /// `--snapshot-cache`.
+    pub snapshot_cache: Option<PathBuf>,
+    /// `--cluster` (the gateway group; default "default").
+    pub group: Option<String>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            workers: 2,
+            drain_timeout_ms: None,
+            snapshot_cache: None,
+            group: None,
+        }
+    }
+}
+
+/// A `gantry-proxy` process following an xDS server. The control plane
+/// tells every proxy to listen on its `--proxy-http-port` and
+/// `--proxy-https-port`; this one gets a `--port-offset` that moves both
+/// onto ports held for it (so it runs beside an Envoy, or another proxy,
+/// on the same host). Killed (SIGKILL) on drop, with its log tail printed
+/// if the test panicked.
+pub struct Proxy {
+    child: Child,
+    pub pid: u32,
+    pub node_id: String,
+    pub admin_port: u16,
+    pub admin: String,
+    /// Where its `http` listener lands: the control plane's port + offset.
+    pub http_port: u16,
+    /// Where its `https` listener lands (once there is a certificate).
+    pub https_port: u16,
+    pub offset: i32,
+    pub client: reqwest::Client,
+    log: PathBuf,
+    exit: Option<std::process::ExitStatus>,
+    _ports: Vec<Port>,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    /// Starts a proxy following `cp` and waits until `/ready` says LIVE
+    /// (its first configuration is in and its listeners are bound).
+    pub async fn start(cp: &Cp, node_id: &str) -> Proxy {
+        Self::start_with(cp, node_id, ProxyOptions::default()).await
+    }
+
+    pub async fn start_with(cp: &Cp, node_id: &str, opts: ProxyOptions) -> Proxy {
+        let mut p = Self::spawn(
+            &cp.xds_url(),
+            cp.proxy_http_port,
+            cp.proxy_https_port,
+            node_id,
+            opts,
+        );
+        p.wait_ready(Some(cp), Duration::from_secs(30)).await;
+        p
+    }
+
+    /// Starts a proxy without waiting for it. `http_port` / `https_port`
+    /// are the listener ports its xDS server will send; the proxy is given
+    /// an offset that lands them on ports held for it.
+    pub fn spawn(
+        xds_url: &str,
+        http_port: u16,
+        https_port: u16,
+        node_id: &str,
+        opts: ProxyOptions,
+    ) -> Proxy {
+        let dir = TempDir::new("gantry-e2e-proxy");
+        let admin = reserve_port();
+        let admin_port = admin.port;
+        let delta = i32::from(https_port) - i32::from(http_port);
+        let (http, https) = reserve_port_pair(delta);
+        let offset = i32::from(http.port) - i32::from(http_port);
+        let log = dir.path().join("gantry-proxy.log");
+        let mut cmd = Command::new(proxy_binary());
+        cmd.args(["--xds-address", xds_url])
+            .args(["--node-id", node_id])
+            .args(["--workers", &opts.workers.to_string()])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg(format!("--port-offset={offset}"));
+        if let Some(ms) = opts.drain_timeout_ms {
+            cmd.args(["--drain-timeout-ms", &ms.to_string()]);
+        }
+        if let Some(p) = &opts.snapshot_cache {
+            cmd.arg("--snapshot-cache").arg(p);
+        }
+        if let Some(g) = &opts.group {
+            cmd.args(["--cluster", g]);
+        }
+        let child = cmd
+            .env(
+                "RUST_LOG",
+                std::env::var("GANTRY_E2E_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("GANTRY_LOG_FORMAT")
+            .env_remove("GANTRY_XDS_ADDRESS")
+            .env_remove("GANTRY_PORT_OFFSET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("proxy log file"))
+            .spawn()
+            .expect("spawn gantry-proxy");
+        Proxy {
+            pid: child.id(),
+            child,
+            node_id: node_id.to_string(),
+            admin_port,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            http_port: http.port,
+            https_port: https.port,
+            offset,
+            client: http_client(),
+            log,
+            exit: None,
+            _ports: vec![admin, http, https],
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `/ready` says LIVE; panics with the log tail (and the
+    /// fleet view, given the control plane) otherwise.
+    pub async fn wait_ready(&mut self, cp: Option<&Cp>, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last;
+            if let Some(status) = self.try_exit() {
+                panic!(
+                    "gantry-proxy {} exited ({status}):\n{}",
+                    self.node_id,
+                    tail(&self.log, 60)
+                );
+            }
+            match self
+                .client
+                .get(format!("{}/ready", self.admin))
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let ok = r.status().is_success();
+                    last = r.text().await.unwrap_or_default();
+                    if ok && last.trim() == "LIVE" {
+                        return;
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                let fleet = match cp {
+                    Some(cp) => cp.fleet_node(&self.node_id).await.unwrap_or(Value::Null),
+                    None => Value::Null,
+                };
+                panic!(
+                    "gantry-proxy {} not ready after {timeout:?} (/ready: {}); /xds: {}; fleet view: {fleet}\nlog:\n{}",
+                    self.node_id,
+                    last.trim(),
+                    self.xds_status().await,
+                    tail(&self.log, 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<http_port>`: the proxy's `http` listener.
+    pub fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// A request through the proxy's `http` listener.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.proxy_url()))
+    }
+
+    /// GET through the proxy: status and JSON body (Null if not JSON).
+    pub async fn get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        send_json(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// GET on the admin endpoint: status and body text.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        match self
+            .client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// The admin `/xds` (the xDS client's state), Null if unreachable.
+    pub async fn xds_status(&self) -> Value {
+        let (s, body) = self.admin_get("/xds").await;
+        if s == 200 {
+            serde_json::from_str(&body).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        }
+    }
+
+    /// Resident memory in KiB (`VmRSS` of /proc/<pid>/status).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {} failed", self.pid);
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Waits (polling) for the process to exit; None if it is still
+    /// running after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            kill(&mut self.child);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- gantry-proxy {} log (admin :{}, http :{}, offset {}) ----\n{}\n----",
+                self.node_id,
+                self.admin_port,
+                self.http_port,
+                self.offset,
+                tail(&self.log, 60)
+            );
+        }
+    }
+}
+
 fn url_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -880,6 +1228,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
+        Self::start_with_delay(name, Duration::ZERO).await
+    }
+
+    /// The same, answering each request only after `delay` (a slow
+    /// upstream, for timeouts and draining). A request is counted when it
+    /// arrives, so [`Upstream::requests`] shows one in flight.
+    pub async fn start_with_delay(name: &str, delay: Duration) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -926,6 +1281,9 @@ impl Upstream {
                             });
                             c.fetch_add(1, Ordering::Relaxed);
                             *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen.clone());
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             let resp = hyper::Response::builder()
                                 .status(200)
                                 .header("content-type", "application/json")
