@@ -953,8 +953,8 @@ async fn config_churn_under_load() {
     })
     .await;
     let (total, failures, seen) = load.finish().await;
-    let applied = proxy_stats(&proxy, "config_applied").await;
-    let rejected = proxy_stats(&proxy, "config_rejected").await;
+    let applied = proxy_stats(&proxy, "gantry_config_applied").await;
+    let rejected = proxy_stats(&proxy, "gantry_config_rejected").await;
     eprintln!(
         "churn: {changes} changes in {churn:?} ({slow_writes} admin writes took > 50 ms), \
          proxy SYNCED at revision {last} {synced:?} after the last; {ok_during} requests OK during \
@@ -1767,27 +1767,10 @@ async fn protocols() {
     assert!(wrong.is_err(), "b.test must not be served a.test's certificate");
     eprintln!("tls: a.test and b.test each served their own certificate");
 
-    // --- gRPC through the proxy: streaming (ADS) and unary (CSDS) ---------
-    let mut stream = ads::Delta::connect(&proxy.proxy_url()).await;
-    stream
-        .send(DeltaDiscoveryRequest {
-            node: Some(ads::node("grpc-through-gantry")),
-            type_url: ads::CLUSTER.into(),
-            ..Default::default()
-        })
-        .await;
-    let resp = stream.recv(CONVERGE).await.expect("a CDS response through gantry-proxy");
-    assert_eq!(resp.type_url, ads::CLUSTER);
-    assert!(!resp.resources.is_empty());
-    // And a second message on the same stream (an ACK, then EDS).
-    stream
-        .send(DeltaDiscoveryRequest {
-            type_url: ads::CLUSTER.into(),
-            response_nonce: resp.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
-    drop(stream);
+    // --- gRPC through the proxy: unary (CSDS) and streaming (ADS) ---------
+    // (Bounded: a proxy that waits for the end of a request body before
+    // forwarding it hangs a streaming call forever.)
+    const GRPC: Duration = Duration::from_secs(10);
     {
         use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
         use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
@@ -1797,12 +1780,49 @@ async fn protocols() {
             .await
             .expect("channel through gantry-proxy");
         let mut csds = ClientStatusDiscoveryServiceClient::new(channel);
-        let r = csds
-            .fetch_client_status(ClientStatusRequest::default())
+        let r = tokio::time::timeout(GRPC, csds.fetch_client_status(ClientStatusRequest::default()))
             .await
+            .expect("a unary CSDS call through gantry-proxy answers in time")
             .expect("unary CSDS call through gantry-proxy");
-        eprintln!("grpc: ADS stream and a unary CSDS call ({} configs) through gantry-proxy", r.get_ref().config.len());
+        eprintln!(
+            "grpc: unary CSDS call through gantry-proxy OK ({} configs)",
+            r.get_ref().config.len()
+        );
     }
+    let streaming = async {
+        let mut stream = ads::Delta::connect(&proxy.proxy_url()).await;
+        stream
+            .send(DeltaDiscoveryRequest {
+                node: Some(ads::node("grpc-through-gantry")),
+                type_url: ads::CLUSTER.into(),
+                ..Default::default()
+            })
+            .await;
+        let resp = stream.recv(GRPC).await.expect("a CDS response through gantry-proxy");
+        assert_eq!(resp.type_url, ads::CLUSTER);
+        assert!(!resp.resources.is_empty());
+        // A second message each way on the same stream: ACK, then subscribe to EDS.
+        stream
+            .send(DeltaDiscoveryRequest {
+                type_url: ads::CLUSTER.into(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            })
+            .await;
+        stream
+            .send(DeltaDiscoveryRequest {
+                type_url: ads::LISTENER.into(),
+                ..Default::default()
+            })
+            .await;
+        let resp = stream.recv(GRPC).await.expect("an LDS response on the same stream");
+        assert_eq!(resp.type_url, ads::LISTENER);
+    };
+    tokio::time::timeout(GRPC * 2, streaming).await.expect(
+        "a bidirectional gRPC stream (ADS) through gantry-proxy: no response headers or \
+         messages before the client ends its request stream",
+    );
+    eprintln!("grpc: bidirectional ADS stream through gantry-proxy OK");
 }
 
 // ===========================================================================

@@ -215,7 +215,7 @@ async fn forward(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
-        || body_is_empty(&parts);
+        || (body_is_empty(&parts) && hyper::body::Body::is_end_stream(&body));
     let (replay, mut stream): (Option<Bytes>, Option<Body>) = if retry.is_some() && small && on_upgrade.is_none() {
         match Limited::new(body, RETRY_BUFFER_LIMIT).collect().await {
             Ok(c) => (Some(c.to_bytes()), None),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod handler;
 pub mod headers;
+pub mod health;
 pub mod lb;
 pub mod listeners;
 pub mod runtime;

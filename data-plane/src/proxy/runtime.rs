@@ -3,6 +3,7 @@
 //! swapped in meanwhile; long-lived state (pools, endpoint counters) is
 //! carried from one runtime to the next by cluster name.
 
+use super::health::HealthCheckers;
 use super::lb::ClusterState;
 use super::listeners::ListenerSet;
 use super::stats::Stats;
@@ -52,6 +53,7 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub options: ProxyOptions,
     listeners: Mutex<ListenerSet>,
+    health: HealthCheckers,
 }
 
 impl Shared {
@@ -62,6 +64,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             options,
             listeners: Mutex::new(ListenerSet::default()),
+            health: HealthCheckers::default(),
         })
     }
 
@@ -92,6 +95,8 @@ impl Shared {
             applied_at: std::time::SystemTime::now(),
         }));
         set_guard.commit(plan, self);
+        let rt = self.current();
+        self.health.reconcile(&rt.compiled.clusters, &rt.clusters);
         self.ready.store(true, Ordering::Release);
         self.stats.config_applied.inc();
         tracing::info!(version, "config applied");
