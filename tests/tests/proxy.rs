@@ -102,6 +102,8 @@ struct Case {
     host: String,
     headers: Vec<(String, String)>,
     body: Option<&'static str>,
+    /// Sent byte for byte instead (method, path, host and headers unused).
+    raw: Option<String>,
     cmp: BodyCmp,
     /// What the case is about (checked against Envoy, so that a case that
     /// stops testing what it says fails loudly).
@@ -119,6 +121,7 @@ fn case(name: &str, method: &str, path: &str) -> Case {
         host: "gw.test".into(),
         headers: Vec::new(),
         body: None,
+        raw: None,
         cmp: BodyCmp::Exact,
         want_status: 200,
         want_upstream: None,
@@ -136,6 +139,10 @@ impl Case {
     }
     fn body(mut self, b: &'static str) -> Self {
         self.body = Some(b);
+        self
+    }
+    fn raw(mut self, r: &str) -> Self {
+        self.raw = Some(r.to_string());
         self
     }
     fn prefix(mut self, p: &'static str) -> Self {
@@ -199,6 +206,9 @@ fn normalise(h: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
 }
 
 async fn send_case(client: &reqwest::Client, base: &str, c: &Case) -> Seen {
+    if let Some(raw) = &c.raw {
+        return send_raw(base, raw).await;
+    }
     let mut req = client
         .request(c.method.clone(), format!("{base}{}", c.path))
         .header("host", &c.host);
@@ -224,12 +234,162 @@ async fn send_case(client: &reqwest::Client, base: &str, c: &Case) -> Seen {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let location = header("location");
-    let content_type = header("content-type");
-    let server = header("server");
+    let (location, content_type, server) =
+        (header("location"), header("content-type"), header("server"));
     let bytes = r.bytes().await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes).to_string();
-    match serde_json::from_slice::<Value>(&bytes) {
+    seen(status, location, content_type, server, &bytes)
+}
+
+/// Writes a request byte for byte (it should say `Connection: close`)
+/// and reads the response to the end of the connection.
+async fn send_raw(base: &str, raw: &str) -> Seen {
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in base url");
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(raw.as_bytes()).await?;
+        // Read until the response is complete (Envoy delays closing the
+        // connection after an error reply by a second).
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+            if response_complete(&out) {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(out)
+    };
+    let bytes = match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Seen {
+                error: Some(format!("io: {e}")),
+                ..Default::default()
+            };
+        }
+        Err(_) => {
+            return Seen {
+                error: Some("no response in 10 s".into()),
+                ..Default::default()
+            };
+        }
+    };
+    let mut rest: &[u8] = &bytes;
+    loop {
+        let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Seen {
+                error: Some(format!(
+                    "no response head: {:?}",
+                    String::from_utf8_lossy(rest)
+                )),
+                ..Default::default()
+            };
+        };
+        let head = String::from_utf8_lossy(&rest[..end]).to_string();
+        let body = &rest[end + 4..];
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            rest = body;
+            continue;
+        }
+        let headers: BTreeMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = if headers
+            .get("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
+            dechunk(body)
+        } else {
+            body.to_vec()
+        };
+        return seen(
+            status,
+            headers.get("location").cloned(),
+            headers.get("content-type").cloned(),
+            headers.get("server").cloned(),
+            &body,
+        );
+    }
+}
+
+/// Whether `b` holds a whole final response (after any 1xx heads).
+fn response_complete(mut b: &[u8]) -> bool {
+    loop {
+        let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
+        let body = &b[end + 4..];
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            b = body;
+            continue;
+        }
+        let header = |name: &str| {
+            head.split("\r\n")
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            return body.len() >= n;
+        }
+        if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+        // Neither: the body runs to the end of the connection.
+        return false;
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 || b.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[(eol + 4 + size).min(b.len())..];
+    }
+    out
+}
+
+fn seen(
+    status: u16,
+    location: Option<String>,
+    content_type: Option<String>,
+    server: Option<String>,
+    bytes: &[u8],
+) -> Seen {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(v) if v.get("upstream").is_some() && v.get("headers").is_some() => {
             let raw = v["headers"].as_object().cloned().unwrap_or_default();
             Seen {
@@ -254,7 +414,7 @@ async fn send_case(client: &reqwest::Client, base: &str, c: &Case) -> Seen {
             location,
             content_type,
             server,
-            body: text,
+            body: String::from_utf8_lossy(bytes).to_string(),
             ..Default::default()
         },
     }
@@ -268,8 +428,16 @@ fn differences(c: &Case, envoy: &Seen, gantry: &Seen) -> Vec<(String, String, St
             out.push((field.to_string(), e, g));
         }
     };
-    diff("error", format!("{:?}", envoy.error), format!("{:?}", gantry.error));
-    diff("status", envoy.status.to_string(), gantry.status.to_string());
+    diff(
+        "error",
+        format!("{:?}", envoy.error),
+        format!("{:?}", gantry.error),
+    );
+    diff(
+        "status",
+        envoy.status.to_string(),
+        gantry.status.to_string(),
+    );
     diff(
         "upstream",
         format!("{:?}", envoy.upstream),
@@ -280,7 +448,11 @@ fn differences(c: &Case, envoy: &Seen, gantry: &Seen) -> Vec<(String, String, St
         format!("{:?}", envoy.method),
         format!("{:?}", gantry.method),
     );
-    diff("path", format!("{:?}", envoy.path), format!("{:?}", gantry.path));
+    diff(
+        "path",
+        format!("{:?}", envoy.path),
+        format!("{:?}", gantry.path),
+    );
     let keys: std::collections::BTreeSet<&String> =
         envoy.headers.keys().chain(gantry.headers.keys()).collect();
     for k in keys {
@@ -348,10 +520,8 @@ fn notes(c: &Case, envoy: &Seen, gantry: &Seen) -> Vec<String> {
         let describe = |v: Option<&String>| match (v, sent) {
             (None, _) => "absent".to_string(),
             (Some(v), Some(s)) if v == s => format!("{v:?} (the client's)"),
-            (Some(v), _) if k == "x-request-id" => {
-                let _ = v;
-                "generated".to_string()
-            }
+            // Request ids are random: only whether one was made matters.
+            (Some(_), _) if k == "x-request-id" => "generated".to_string(),
             (Some(v), _) => format!("{v:?}"),
         };
         let (de, dg) = (describe(e), describe(g));
@@ -385,7 +555,10 @@ fn print_table(title: &str, rows: &[(String, String, String, String)]) {
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(5).min(36);
     let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(5).min(60);
     eprintln!("---- {title} ----");
-    eprintln!("{:w0$} | {:w1$} | {:w2$} | gantry-proxy", "case", "field", "envoy");
+    eprintln!(
+        "{:w0$} | {:w1$} | {:w2$} | gantry-proxy",
+        "case", "field", "envoy"
+    );
     for (c, f, e, g) in rows {
         eprintln!("{c:w0$} | {f:w1$} | {e:w2$} | {g}");
     }
@@ -429,7 +602,11 @@ async fn same_answers_as_envoy() {
         ("sbase2", format!("{}/base/", a.url())),
         ("sclosed", format!("http://127.0.0.1:{}", closed.port)),
     ] {
-        json_ok(cp.post("/services", json!({"name": name, "url": url})).await).await;
+        json_ok(
+            cp.post("/services", json!({"name": name, "url": url}))
+                .await,
+        )
+        .await;
     }
     json_ok(
         cp.post(
@@ -477,52 +654,124 @@ async fn same_answers_as_envoy() {
         // hosts
         ("sa", json!({"name": "r-exact", "hosts": ["exact.test"]})),
         ("sb", json!({"name": "r-wild", "hosts": ["*.wild.test"]})),
-        ("sc", json!({"name": "r-special", "hosts": ["special.wild.test"]})),
+        (
+            "sc",
+            json!({"name": "r-special", "hosts": ["special.wild.test"]}),
+        ),
         ("sc", json!({"name": "r-pre", "hosts": ["pre.*"]})),
-        ("sb", json!({"name": "r-ported", "hosts": [format!("ported.test:{hp}")]})),
-        ("sb", json!({"name": "r-otherport", "hosts": ["otherport.test:1"]})),
+        (
+            "sb",
+            json!({"name": "r-ported", "hosts": [format!("ported.test:{hp}")]}),
+        ),
+        (
+            "sb",
+            json!({"name": "r-otherport", "hosts": ["otherport.test:1"]}),
+        ),
         ("sb", json!({"name": "r-open", "paths": ["/open"]})),
         ("sc", json!({"name": "r-nopath", "hosts": ["nopath.test"]})),
         // paths, strip_path, path_handling
         ("sa", json!({"name": "r-pfx", "paths": ["/pfx"]})),
-        ("sb", json!({"name": "r-rx", "paths": ["~/rx/\\d+$"], "strip_path": false})),
-        ("sa", json!({"name": "r-keep", "paths": ["/keep"], "strip_path": false})),
+        (
+            "sb",
+            json!({"name": "r-rx", "paths": ["~/rx/\\d+$"], "strip_path": false}),
+        ),
+        (
+            "sa",
+            json!({"name": "r-keep", "paths": ["/keep"], "strip_path": false}),
+        ),
         ("sbase", json!({"name": "r-s0", "paths": ["/s0"]})),
-        ("sbase", json!({"name": "r-s1", "paths": ["/s1"], "path_handling": "v1"})),
-        ("sbase", json!({"name": "r-n0", "paths": ["/n0"], "strip_path": false})),
-        ("sbase", json!({"name": "r-n1", "paths": ["/n1"], "strip_path": false, "path_handling": "v1"})),
+        (
+            "sbase",
+            json!({"name": "r-s1", "paths": ["/s1"], "path_handling": "v1"}),
+        ),
+        (
+            "sbase",
+            json!({"name": "r-n0", "paths": ["/n0"], "strip_path": false}),
+        ),
+        (
+            "sbase",
+            json!({"name": "r-n1", "paths": ["/n1"], "strip_path": false, "path_handling": "v1"}),
+        ),
         ("sbase2", json!({"name": "r-t0", "paths": ["/t0"]})),
-        ("sbase2", json!({"name": "r-t1", "paths": ["/t1"], "path_handling": "v1"})),
-        ("sbase2", json!({"name": "r-u0", "paths": ["/u0"], "strip_path": false})),
+        (
+            "sbase2",
+            json!({"name": "r-t1", "paths": ["/t1"], "path_handling": "v1"}),
+        ),
+        (
+            "sbase2",
+            json!({"name": "r-u0", "paths": ["/u0"], "strip_path": false}),
+        ),
         ("sbase", json!({"name": "r-rs", "paths": ["~/rs/[a-z]+"]})),
-        ("sbase", json!({"name": "r-rs1", "paths": ["~/rs1/[a-z]+"], "path_handling": "v1"})),
+        (
+            "sbase",
+            json!({"name": "r-rs1", "paths": ["~/rs1/[a-z]+"], "path_handling": "v1"}),
+        ),
         // methods
-        ("sa", json!({"name": "r-meth", "paths": ["/meth"], "methods": ["GET", "POST"]})),
-        ("sb", json!({"name": "r-put", "paths": ["/meth"], "methods": ["PUT"]})),
+        (
+            "sa",
+            json!({"name": "r-meth", "paths": ["/meth"], "methods": ["GET", "POST"]}),
+        ),
+        (
+            "sb",
+            json!({"name": "r-put", "paths": ["/meth"], "methods": ["PUT"]}),
+        ),
         // headers
-        ("sa", json!({"name": "r-hver", "paths": ["/hdr"], "headers": {"x-ver": ["v1"]}})),
-        ("sb", json!({"name": "r-htier", "paths": ["/hdr"], "headers": {"x-tier": ["gold", "silver"]}})),
-        ("sd", json!({"name": "r-hre", "paths": ["/hdr"], "headers": {"x-chan": ["~*^beta"]}})),
+        (
+            "sa",
+            json!({"name": "r-hver", "paths": ["/hdr"], "headers": {"x-ver": ["v1"]}}),
+        ),
+        (
+            "sb",
+            json!({"name": "r-htier", "paths": ["/hdr"], "headers": {"x-tier": ["gold", "silver"]}}),
+        ),
+        (
+            "sd",
+            json!({"name": "r-hre", "paths": ["/hdr"], "headers": {"x-chan": ["~*^beta"]}}),
+        ),
         ("sc", json!({"name": "r-hfall", "paths": ["/hdr"]})),
         // preserve_host
-        ("sa", json!({"name": "r-keephost", "hosts": ["keep.test"], "preserve_host": true})),
+        (
+            "sa",
+            json!({"name": "r-keephost", "hosts": ["keep.test"], "preserve_host": true}),
+        ),
         ("sa", json!({"name": "r-rwhost", "hosts": ["rewrite.test"]})),
         ("ssingle", json!({"name": "r-single", "paths": ["/single"]})),
-        ("ssingle", json!({"name": "r-single-keep", "hosts": ["single.test"], "preserve_host": true})),
+        (
+            "ssingle",
+            json!({"name": "r-single-keep", "hosts": ["single.test"], "preserve_host": true}),
+        ),
         // https only, on the http listener
-        ("sa", json!({"name": "r-sec426", "paths": ["/secure"], "protocols": ["https"]})),
-        ("sa", json!({"name": "r-sec301", "paths": ["/secure301"], "protocols": ["https"], "https_redirect_status_code": 301})),
-        ("sa", json!({"name": "r-sec308", "paths": ["/secure308"], "protocols": ["https"], "https_redirect_status_code": 308})),
+        (
+            "sa",
+            json!({"name": "r-sec426", "paths": ["/secure"], "protocols": ["https"]}),
+        ),
+        (
+            "sa",
+            json!({"name": "r-sec301", "paths": ["/secure301"], "protocols": ["https"], "https_redirect_status_code": 301}),
+        ),
+        (
+            "sa",
+            json!({"name": "r-sec308", "paths": ["/secure308"], "protocols": ["https"], "https_redirect_status_code": 308}),
+        ),
         // precedence
-        ("sa", json!({"name": "r-prio-hi", "paths": ["~/prio/.*"], "regex_priority": 10})),
+        (
+            "sa",
+            json!({"name": "r-prio-hi", "paths": ["~/prio/.*"], "regex_priority": 10}),
+        ),
         ("sb", json!({"name": "r-prio-lo", "paths": ["~/prio/x.*"]})),
         ("sa", json!({"name": "r-long", "paths": ["/long"]})),
         ("sb", json!({"name": "r-longer", "paths": ["/long/er"]})),
         ("sa", json!({"name": "r-cond", "paths": ["/cond"]})),
-        ("sb", json!({"name": "r-cond-post", "paths": ["/cond"], "methods": ["POST"]})),
+        (
+            "sb",
+            json!({"name": "r-cond-post", "paths": ["/cond"], "methods": ["POST"]}),
+        ),
         ("sa", json!({"name": "r-rvp-prefix", "paths": ["/rvp/abc"]})),
         ("sb", json!({"name": "r-rvp-regex", "paths": ["~/rvp/a"]})),
-        ("sc", json!({"name": "r-hostpath", "hosts": ["hp.test"], "paths": ["/hp"]})),
+        (
+            "sc",
+            json!({"name": "r-hostpath", "hosts": ["hp.test"], "paths": ["/hp"]}),
+        ),
         ("sd", json!({"name": "r-hostonly", "hosts": ["hp.test"]})),
         // errors and the rest
         ("sclosed", json!({"name": "r-closed", "paths": ["/closed"]})),
@@ -533,7 +782,9 @@ async fn same_answers_as_envoy() {
     ];
     let mut rev = 0;
     for (svc, body) in &routes {
-        let r = cp.post(&format!("/services/{svc}/routes"), body.clone()).await;
+        let r = cp
+            .post(&format!("/services/{svc}/routes"), body.clone())
+            .await;
         assert_eq!(r.status, 201, "route {body}: {}", r.body);
         rev = r.committed();
     }
@@ -606,7 +857,7 @@ async fn same_answers_as_envoy() {
         case("method PUT (single)", "PUT", "/meth/x").body("{}").to("b"),
         case("method not listed", "DELETE", "/meth").status(404),
         case("method HEAD", "HEAD", "/meth").status(404),
-        case("method in lower case", "get", "/meth").status(404),
+        case("method in lower case", "get", "/meth").status(400),
         // headers
         case("header", "GET", "/hdr").header("x-ver", "v1").to("a"),
         case("header, other case", "GET", "/hdr").header("x-ver", "V1").to("a"),
@@ -616,14 +867,15 @@ async fn same_answers_as_envoy() {
         case("header regex", "GET", "/hdr").header("x-chan", "Beta-2").to("d"),
         case("header regex, no match", "GET", "/hdr").header("x-chan", "alpha").to("c"),
         case("header absent: fallback route", "GET", "/hdr").to("c"),
+        // Envoy 1.40 matches each header line on its own.
         case("header repeated, same value", "GET", "/hdr")
             .header("x-ver", "v1")
             .header("x-ver", "v1")
-            .to("c"),
+            .to("a"),
         case("header repeated, one value listed", "GET", "/hdr")
             .header("x-tier", "bronze")
             .header("x-tier", "gold")
-            .to("c"),
+            .to("b"),
         case("header, comma-joined values", "GET", "/hdr")
             .header("x-tier", "gold, silver")
             .to("c"),
@@ -679,6 +931,35 @@ async fn same_answers_as_envoy() {
             .header("x-envoy-expected-rq-timeout-ms", "5")
             .header("x-envoy-upstream-rq-timeout-ms", "1")
             .to("a"),
+        case("header name with an underscore", "GET", "/pfx/u").header("x_under", "1").to("a"),
+        // requests only a raw socket sends
+        case("absolute-form request target", "GET", "")
+            .raw("GET http://exact.test/abs HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
+            .to("a"),
+        case("HTTP/1.0 without Host", "GET", "")
+            .raw("GET /pfx/old HTTP/1.0\r\n\r\n")
+            .status(426),
+        case("HTTP/1.0 with Host", "GET", "")
+            .raw("GET /pfx/old HTTP/1.0\r\nHost: gw.test\r\n\r\n")
+            .status(426),
+        case("dot segments", "GET", "")
+            .raw("GET /pfx/../keep/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+            .to("a"),
+        case("fragment in the request target", "GET", "")
+            .raw("GET /pfx/frag#part HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+            .status(400),
+        case("double slash", "GET", "")
+            .raw("GET //pfx/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+            .status(404),
+        case("Expect: 100-continue", "POST", "")
+            .raw("POST /meth HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello")
+            .to("a"),
+        case("chunked request body", "POST", "")
+            .raw("POST /meth HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            .to("a"),
+        case("two Host headers", "GET", "")
+            .raw("GET /x HTTP/1.1\r\nHost: exact.test\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+            .status(404),
         // errors
         case("no route", "GET", "/no/such/route").status(404),
         case("service on a closed port", "GET", "/closed/x")
@@ -698,11 +979,25 @@ async fn same_answers_as_envoy() {
     let t0 = Instant::now();
     let mut run = async |cases: &[Case], diffs: &mut Vec<_>, info: &mut Vec<_>| {
         for c in cases {
-            let (e, g) = tokio::join!(
-                send_case(&http, &envoy_base, c),
-                send_case(&http, &proxy_base, c)
-            );
-            for (f, ev, gv) in differences(c, &e, &g) {
+            let timed = async |base: &str| {
+                let t = Instant::now();
+                let s = send_case(&http, base, c).await;
+                (s, t.elapsed())
+            };
+            let ((e, te), (g, tg)) = tokio::join!(timed(&envoy_base), timed(&proxy_base));
+            if te.max(tg) > Duration::from_millis(500) {
+                eprintln!("slow case {:?}: envoy {te:?}, gantry-proxy {tg:?}", c.name);
+            }
+            let found = differences(c, &e, &g);
+            // Compact: when the answer itself differs, what the upstream saw
+            // is beside the point.
+            let answer_differs = found
+                .iter()
+                .any(|(f, _, _)| f == "status" || f == "upstream");
+            for (f, ev, gv) in found {
+                if answer_differs && (f.starts_with("header ") || f == "method" || f == "path") {
+                    continue;
+                }
                 diffs.push((c.name.clone(), f, ev, gv));
             }
             for n in notes(c, &e, &g) {
@@ -740,16 +1035,27 @@ async fn same_answers_as_envoy() {
         let mut heavy = 0;
         let mut other = Vec::new();
         for i in 0..N {
-            let s = send_case(&http, base, &case("weighted", "GET", &format!("/wsplit/{i}"))).await;
+            let s = send_case(
+                &http,
+                base,
+                &case("weighted", "GET", &format!("/wsplit/{i}")),
+            )
+            .await;
             match (s.status, s.upstream.as_deref()) {
                 (200, Some("w1")) => heavy += 1,
                 (200, Some("w2")) => {}
                 x => other.push(format!("{x:?} {}", s.body)),
             }
         }
-        assert!(other.is_empty(), "{who}: weighted requests failed: {other:?}");
+        assert!(
+            other.is_empty(),
+            "{who}: weighted requests failed: {other:?}"
+        );
         let share = heavy as f64 * 100.0 / N as f64;
-        eprintln!("weights 80/20 through {who}: {heavy}/{} over {N} ({share:.1}% to w1)", N - heavy);
+        eprintln!(
+            "weights 80/20 through {who}: {heavy}/{} over {N} ({share:.1}% to w1)",
+            N - heavy
+        );
         shares.push(share);
     }
     for (who, share) in ["envoy", "gantry-proxy"].iter().zip(&shares) {
@@ -771,9 +1077,17 @@ async fn same_answers_as_envoy() {
     if !grouped.is_empty() {
         eprintln!("---- informational: what the comparison normalises away ----");
         for (n, cs) in &grouped {
-            let shown: Vec<&str> = cs.iter().take(3).copied().collect();
-            let more = if cs.len() > 3 { format!(" +{}", cs.len() - 3) } else { String::new() };
-            eprintln!("{n}\n    in {} case(s): {}{more}", cs.len(), shown.join("; "));
+            let shown: Vec<&str> = cs.iter().take(6).copied().collect();
+            let more = if cs.len() > 6 {
+                format!(" +{}", cs.len() - 6)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "{n}\n    in {} case(s): {}{more}",
+                cs.len(),
+                shown.join("; ")
+            );
         }
     }
     print_table("differences: gantry-proxy vs Envoy", &diffs);
@@ -783,8 +1097,10 @@ async fn same_answers_as_envoy() {
             eprintln!("{u}");
         }
     }
+    let differing: std::collections::BTreeSet<&str> = diffs.iter().map(|d| d.0.as_str()).collect();
     eprintln!(
-        "{ncases} cases + weighted split: {} differences, {} distinct informational notes",
+        "{ncases} cases + weighted split: {} case(s) differ ({} fields), {} distinct informational notes",
+        differing.len(),
         diffs.len(),
         grouped.len()
     );
@@ -795,8 +1111,8 @@ async fn same_answers_as_envoy() {
     );
     assert!(
         diffs.is_empty(),
-        "gantry-proxy answered {} field(s) differently from Envoy (table above)",
-        diffs.len()
+        "gantry-proxy answered {} case(s) differently from Envoy (table above): {differing:?}",
+        differing.len()
     );
 }
 
@@ -887,10 +1203,17 @@ async fn config_churn_under_load() {
     let extra = Upstream::start("extra").await;
     let proxy = Proxy::start(&cp, "gantry-churn").await;
     for (name, up) in [("sx", &x), ("sy", &y), ("sextra", &extra)] {
-        json_ok(cp.post("/services", json!({"name": name, "url": up.url()})).await).await;
+        json_ok(
+            cp.post("/services", json!({"name": name, "url": up.url()}))
+                .await,
+        )
+        .await;
     }
     let rev = cp
-        .post("/services/sx/routes", json!({"name": "live", "paths": ["/live"]}))
+        .post(
+            "/services/sx/routes",
+            json!({"name": "live", "paths": ["/live"]}),
+        )
         .await
         .committed();
     cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
@@ -903,7 +1226,11 @@ async fn config_churn_under_load() {
     let load = Load::start(&client, urls, Duration::from_millis(1));
     // Let the pools and the allocator settle before the first sample.
     eventually("traffic to flow", CONVERGE, POLL, || async {
-        if load.ok() >= 200 { Ok(()) } else { Err(format!("{} OK so far", load.ok())) }
+        if load.ok() >= 200 {
+            Ok(())
+        } else {
+            Err(format!("{} OK so far", load.ok()))
+        }
     })
     .await;
     let rss_start = proxy.rss_kib().expect("VmRSS");
@@ -927,11 +1254,15 @@ async fn config_churn_under_load() {
                 .await
             }
             1 => cp.delete("/routes/extra").await,
-            2 => cp.patch("/routes/live", json!({"tags": [format!("churn-{i}")]})).await,
+            2 => {
+                cp.patch("/routes/live", json!({"tags": [format!("churn-{i}")]}))
+                    .await
+            }
             _ => {
                 on_y = !on_y;
                 let svc = if on_y { "sy" } else { "sx" };
-                cp.patch("/routes/live", json!({"service": {"name": svc}})).await
+                cp.patch("/routes/live", json!({"service": {"name": svc}}))
+                    .await
             }
         };
         if t.elapsed() > Duration::from_millis(50) {
@@ -1039,7 +1370,12 @@ mod script {
         }
 
         /// Pushes resources of one type on the open stream; returns the nonce.
-        pub async fn push(&self, version: &str, type_url: &str, items: Vec<(String, Any)>) -> String {
+        pub async fn push(
+            &self,
+            version: &str,
+            type_url: &str,
+            items: Vec<(String, Any)>,
+        ) -> String {
             self.set(version, type_url, items.clone());
             let (tx, resp) = {
                 let mut g = self.inner.lock().unwrap();
@@ -1179,13 +1515,16 @@ mod resources {
     //! translator emits them.
 
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
     use envoy_types::pb::envoy::config::core::v3::{
         Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address,
         config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
     };
     use envoy_types::pb::envoy::config::endpoint::v3::{
-        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
+        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+        lb_endpoint::HostIdentifier,
     };
     use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
     use envoy_types::pb::envoy::config::route::v3::{
@@ -1230,7 +1569,9 @@ mod resources {
             })),
             http_filters: vec![HttpFilter {
                 name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    Router::default(),
+                ))),
                 ..Default::default()
             }],
             ..Default::default()
@@ -1254,7 +1595,10 @@ mod resources {
     pub fn cluster(name: &str, port: u16) -> (String, Any) {
         let c = Cluster {
             name: name.into(),
-            connect_timeout: Some(Duration { seconds: 5, nanos: 0 }),
+            connect_timeout: Some(Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
             cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
             load_assignment: Some(ClusterLoadAssignment {
                 cluster_name: name.into(),
@@ -1338,8 +1682,16 @@ async fn nack_keeps_the_last_good_config() {
     // The listener's port as the server says it; the proxy's offset moves it.
     const BASE_PORT: u16 = 10_000;
     server.set("1", ads::LISTENER, vec![listener("http", BASE_PORT, "rc")]);
-    server.set("1", ads::CLUSTER, vec![cluster("a", a.port), cluster("b", b.port)]);
-    server.set("1", ads::ROUTE, vec![route_config("rc", vec![route(prefix("/"), "a")])]);
+    server.set(
+        "1",
+        ads::CLUSTER,
+        vec![cluster("a", a.port), cluster("b", b.port)],
+    );
+    server.set(
+        "1",
+        ads::ROUTE,
+        vec![route_config("rc", vec![route(prefix("/"), "a")])],
+    );
     let mut proxy = Proxy::spawn(
         &format!("http://127.0.0.1:{xds_port}"),
         BASE_PORT,
@@ -1350,13 +1702,23 @@ async fn nack_keeps_the_last_good_config() {
     proxy.wait_ready(None, CONVERGE).await;
     let client = raw_client();
     let base = proxy.proxy_url();
-    until(&client, &base, "/x", None, |s, b| s == 200 && b["upstream"] == "a").await;
+    until(&client, &base, "/x", None, |s, b| {
+        s == 200 && b["upstream"] == "a"
+    })
+    .await;
 
     // Traffic throughout.
-    let load = Load::start(&client, vec![format!("{base}/steady")], Duration::from_millis(2));
+    let load = Load::start(
+        &client,
+        vec![format!("{base}/steady")],
+        Duration::from_millis(2),
+    );
 
     // An invalid regex: NACKed, naming the resource; the old routes stay.
-    let bad = route_config("rc", vec![route(safe_regex("("), "b"), route(prefix("/"), "b")]);
+    let bad = route_config(
+        "rc",
+        vec![route(safe_regex("("), "b"), route(prefix("/"), "b")],
+    );
     let nonce = server.push("2", ads::ROUTE, vec![bad]).await;
     let reply = server.reply_to(&nonce, CONVERGE).await;
     let detail = reply.error_detail.clone();
@@ -1373,7 +1735,9 @@ async fn nack_keeps_the_last_good_config() {
     eprintln!("/xds after the NACK: last_nack {}", status["last_nack"]);
     assert_eq!(status["last_nack"]["version"], "2", "{status}");
     for _ in 0..20 {
-        let (s, body) = gantry_e2e::send_json(client.get(format!("{base}/still"))).await.unwrap();
+        let (s, body) = gantry_e2e::send_json(client.get(format!("{base}/still")))
+            .await
+            .unwrap();
         assert_eq!((s, body["upstream"].as_str()), (200, Some("a")), "{body}");
     }
 
@@ -1381,14 +1745,28 @@ async fn nack_keeps_the_last_good_config() {
     let good = route_config("rc", vec![route(prefix("/"), "b")]);
     let nonce = server.push("3", ads::ROUTE, vec![good]).await;
     let reply = server.reply_to(&nonce, CONVERGE).await;
-    assert!(reply.error_detail.is_none(), "version 3 was NACKed: {:?}", reply.error_detail);
-    until(&client, &base, "/x", None, |s, b| s == 200 && b["upstream"] == "b").await;
+    assert!(
+        reply.error_detail.is_none(),
+        "version 3 was NACKed: {:?}",
+        reply.error_detail
+    );
+    until(&client, &base, "/x", None, |s, b| {
+        s == 200 && b["upstream"] == "b"
+    })
+    .await;
     let status = proxy.xds_status().await;
     assert_eq!(status["types"]["RDS"]["version"], "3", "{status}");
 
     let (ok, failures, seen) = load.finish().await;
-    eprintln!("NACK: {ok} requests during the NACK and the fix ({seen:?}), {} failed", failures.len());
-    assert!(failures.is_empty(), "requests failed: {:?}", &failures[..failures.len().min(5)]);
+    eprintln!(
+        "NACK: {ok} requests during the NACK and the fix ({seen:?}), {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed: {:?}",
+        &failures[..failures.len().min(5)]
+    );
     serve.abort();
 }
 
@@ -1405,45 +1783,49 @@ async fn ws_echo_upstream() -> (u16, tokio::task::JoinHandle<()>) {
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|mut req: hyper::Request<hyper::body::Incoming>| async move {
-                    let key = req
-                        .headers()
-                        .get("sec-websocket-key")
-                        .map(|k| k.as_bytes().to_vec())
-                        .unwrap_or_default();
-                    let is_ws = req
-                        .headers()
-                        .get("upgrade")
-                        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-                    if !is_ws {
-                        return Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .status(400)
-                                .body(Full::new(Bytes::from_static(b"not a websocket request")))
-                                .unwrap(),
-                        );
-                    }
-                    let mut h = sha1::Sha1::new();
-                    h.update(&key);
-                    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-                    let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-                    let path = req.uri().path().to_string();
-                    let upgrade = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        let Ok(up) = upgrade.await else { return };
-                        let mut io = TokioIo::new(up);
-                        let _ = echo_frames(&mut io, &path).await;
-                    });
-                    Ok(hyper::Response::builder()
-                        .status(101)
-                        .header("upgrade", "websocket")
-                        .header("connection", "Upgrade")
-                        .header("sec-websocket-accept", accept)
-                        .body(Full::new(Bytes::new()))
-                        .unwrap())
-                });
+                let svc = hyper::service::service_fn(
+                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        let key = req
+                            .headers()
+                            .get("sec-websocket-key")
+                            .map(|k| k.as_bytes().to_vec())
+                            .unwrap_or_default();
+                        let is_ws = req
+                            .headers()
+                            .get("upgrade")
+                            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+                        if !is_ws {
+                            return Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(400)
+                                    .body(Full::new(Bytes::from_static(b"not a websocket request")))
+                                    .unwrap(),
+                            );
+                        }
+                        let mut h = sha1::Sha1::new();
+                        h.update(&key);
+                        h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+                        let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+                        let path = req.uri().path().to_string();
+                        let upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(up) = upgrade.await else { return };
+                            let mut io = TokioIo::new(up);
+                            let _ = echo_frames(&mut io, &path).await;
+                        });
+                        Ok(hyper::Response::builder()
+                            .status(101)
+                            .header("upgrade", "websocket")
+                            .header("connection", "Upgrade")
+                            .header("sec-websocket-accept", accept)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap())
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
@@ -1545,7 +1927,11 @@ async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
             .await
             .expect("response head in time")
             .expect("read");
-        assert!(n == 1, "connection closed after {:?}", String::from_utf8_lossy(&head));
+        assert!(
+            n == 1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).to_string()
@@ -1564,9 +1950,19 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (String, String) {
         ),
     )
     .unwrap();
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "2", "-config"])
         .arg(&cnf)
         .arg("-keyout")
@@ -1575,7 +1971,11 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (String, String) {
         .arg(&cert)
         .output()
         .expect("run openssl");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         std::fs::read_to_string(cert).unwrap(),
         std::fs::read_to_string(key).unwrap(),
@@ -1592,6 +1992,7 @@ async fn tls_connect(
     port: u16,
     sni: &str,
     trust: &str,
+    alpn: &[u8],
 ) -> Result<
     (
         tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
@@ -1607,11 +2008,12 @@ async fn tls_connect(
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let name =
+        rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
@@ -1656,12 +2058,33 @@ async fn protocols() {
     let (cert_a, key_a) = self_signed(dir.path(), "a.test");
     let (cert_b, key_b) = self_signed(dir.path(), "b.test");
 
-    json_ok(cp.post("/services", json!({"name": "echo", "url": a.url()})).await).await;
-    json_ok(cp.post("/services/echo/routes", json!({"name": "h", "paths": ["/h"]})).await).await;
-    json_ok(cp.post("/services", json!({"name": "ws", "url": format!("http://127.0.0.1:{ws_port}")})).await).await;
     json_ok(
-        cp.post("/services/ws/routes", json!({"name": "ws", "paths": ["/ws"], "strip_path": false}))
+        cp.post("/services", json!({"name": "echo", "url": a.url()}))
             .await,
+    )
+    .await;
+    json_ok(
+        cp.post(
+            "/services/echo/routes",
+            json!({"name": "h", "paths": ["/h"]}),
+        )
+        .await,
+    )
+    .await;
+    json_ok(
+        cp.post(
+            "/services",
+            json!({"name": "ws", "url": format!("http://127.0.0.1:{ws_port}")}),
+        )
+        .await,
+    )
+    .await;
+    json_ok(
+        cp.post(
+            "/services/ws/routes",
+            json!({"name": "ws", "paths": ["/ws"], "strip_path": false}),
+        )
+        .await,
     )
     .await;
     // gRPC upstream: gantry-cp's own xDS port (ADS streaming, CSDS unary).
@@ -1682,18 +2105,31 @@ async fn protocols() {
     )
     .await;
     for (cert, key, sni) in [(&cert_a, &key_a, "a.test"), (&cert_b, &key_b, "b.test")] {
-        json_ok(cp.post("/certificates", json!({"cert": cert, "key": key, "snis": [sni]})).await).await;
+        json_ok(
+            cp.post(
+                "/certificates",
+                json!({"cert": cert, "key": key, "snis": [sni]}),
+            )
+            .await,
+        )
+        .await;
     }
     let rev = cp.revision().await;
     cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
     let client = raw_client();
-    until(&client, &proxy.proxy_url(), "/h/ready", None, |s, _| s == 200).await;
+    until(&client, &proxy.proxy_url(), "/h/ready", None, |s, _| {
+        s == 200
+    })
+    .await;
 
     // --- h2c (HTTP/2 prior knowledge), many streams on one connection ----
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.http_port)).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.http_port))
         .await
-        .expect("h2c handshake with gantry-proxy");
+        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake with gantry-proxy");
     tokio::spawn(conn);
     let mut streams = Vec::new();
     for i in 0..20 {
@@ -1707,7 +2143,11 @@ async fn protocols() {
             let version = resp.version();
             let status = resp.status().as_u16();
             let body = resp.into_body().collect().await.expect("body").to_bytes();
-            (version, status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+            (
+                version,
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
         }));
     }
     for (i, s) in streams.into_iter().enumerate() {
@@ -1720,7 +2160,9 @@ async fn protocols() {
     eprintln!("h2c: 20 concurrent streams on one connection, all 200");
 
     // --- WebSocket ---------------------------------------------------------
-    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", proxy.http_port)).await.unwrap();
+    let mut ws = tokio::net::TcpStream::connect(("127.0.0.1", proxy.http_port))
+        .await
+        .unwrap();
     ws.write_all(
         b"GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -1730,12 +2172,15 @@ async fn protocols() {
     let head = read_head(&mut ws).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
-        head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
     let big = "x".repeat(300);
     for (i, msg) in ["hello gantry", big.as_str(), "third"].iter().enumerate() {
-        write_frame(&mut ws, 0x1, msg.as_bytes(), Some([1, 2, 3, i as u8])).await.unwrap();
+        write_frame(&mut ws, 0x1, msg.as_bytes(), Some([1, 2, 3, i as u8]))
+            .await
+            .unwrap();
         let (op, payload) = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut ws))
             .await
             .expect("echo in time")
@@ -1743,29 +2188,68 @@ async fn protocols() {
         assert_eq!(op, 0x1);
         assert_eq!(String::from_utf8_lossy(&payload), format!("/ws/chat:{msg}"));
     }
-    write_frame(&mut ws, 0x8, &[0x03, 0xe8], Some([9, 9, 9, 9])).await.unwrap();
+    write_frame(&mut ws, 0x8, &[0x03, 0xe8], Some([9, 9, 9, 9]))
+        .await
+        .unwrap();
     let (op, _) = read_frame(&mut ws).await.unwrap();
     assert_eq!(op, 0x8, "close echoed");
     eprintln!("websocket: upgrade, 3 echoed frames (one of 300 bytes), close");
 
     // --- TLS, one certificate per SNI -------------------------------------
     let tls = eventually("the https listener", CONVERGE, POLL, || async {
-        tls_connect(proxy.https_port, "a.test", &cert_a).await
+        tls_connect(proxy.https_port, "a.test", &cert_a, b"http/1.1").await
     })
     .await;
     let (stream_a, served_a) = tls;
-    assert_eq!(served_a, cert_der(&cert_a), "a.test got a.test's certificate");
+    assert_eq!(
+        served_a,
+        cert_der(&cert_a),
+        "a.test got a.test's certificate"
+    );
     let (s, body) = get_over(stream_a, "a.test", "/h/tls").await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["headers"]["x-forwarded-proto"], "https", "{body}");
-    let (stream_b, served_b) = tls_connect(proxy.https_port, "b.test", &cert_b).await.expect("b.test");
-    assert_eq!(served_b, cert_der(&cert_b), "b.test got b.test's certificate");
+    let (stream_b, served_b) = tls_connect(proxy.https_port, "b.test", &cert_b, b"http/1.1")
+        .await
+        .expect("b.test");
+    assert_eq!(
+        served_b,
+        cert_der(&cert_b),
+        "b.test got b.test's certificate"
+    );
     let (s, body) = get_over(stream_b, "b.test", "/h/tls").await;
     assert_eq!(s, 200, "{body}");
     // b.test with only a.test's certificate trusted: refused by the client.
-    let wrong = tls_connect(proxy.https_port, "b.test", &cert_a).await;
-    assert!(wrong.is_err(), "b.test must not be served a.test's certificate");
-    eprintln!("tls: a.test and b.test each served their own certificate");
+    let wrong = tls_connect(proxy.https_port, "b.test", &cert_a, b"http/1.1").await;
+    assert!(
+        wrong.is_err(),
+        "b.test must not be served a.test's certificate"
+    );
+    // HTTP/2 over TLS (ALPN h2).
+    let (stream, _) = tls_connect(proxy.https_port, "a.test", &cert_a, b"h2")
+        .await
+        .expect("h2 over TLS");
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "ALPN picks h2"
+    );
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake over TLS");
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            hyper::Request::builder()
+                .uri("https://a.test/h/h2tls")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .expect("h2 request over TLS");
+    assert_eq!(resp.status(), 200);
+    eprintln!("tls: a.test and b.test each served their own certificate; h2 over TLS OK");
 
     // --- gRPC through the proxy: unary (CSDS) and streaming (ADS) ---------
     // (Bounded: a proxy that waits for the end of a request body before
@@ -1780,10 +2264,13 @@ async fn protocols() {
             .await
             .expect("channel through gantry-proxy");
         let mut csds = ClientStatusDiscoveryServiceClient::new(channel);
-        let r = tokio::time::timeout(GRPC, csds.fetch_client_status(ClientStatusRequest::default()))
-            .await
-            .expect("a unary CSDS call through gantry-proxy answers in time")
-            .expect("unary CSDS call through gantry-proxy");
+        let r = tokio::time::timeout(
+            GRPC,
+            csds.fetch_client_status(ClientStatusRequest::default()),
+        )
+        .await
+        .expect("a unary CSDS call through gantry-proxy answers in time")
+        .expect("unary CSDS call through gantry-proxy");
         eprintln!(
             "grpc: unary CSDS call through gantry-proxy OK ({} configs)",
             r.get_ref().config.len()
@@ -1798,7 +2285,10 @@ async fn protocols() {
                 ..Default::default()
             })
             .await;
-        let resp = stream.recv(GRPC).await.expect("a CDS response through gantry-proxy");
+        let resp = stream
+            .recv(GRPC)
+            .await
+            .expect("a CDS response through gantry-proxy");
         assert_eq!(resp.type_url, ads::CLUSTER);
         assert!(!resp.resources.is_empty());
         // A second message each way on the same stream: ACK, then subscribe to EDS.
@@ -1815,7 +2305,10 @@ async fn protocols() {
                 ..Default::default()
             })
             .await;
-        let resp = stream.recv(GRPC).await.expect("an LDS response on the same stream");
+        let resp = stream
+            .recv(GRPC)
+            .await
+            .expect("an LDS response on the same stream");
         assert_eq!(resp.type_url, ads::LISTENER);
     };
     tokio::time::timeout(GRPC * 2, streaming).await.expect(
@@ -1834,50 +2327,96 @@ async fn survives_a_control_plane_restart() {
     let mut cp = Cp::start().await;
     let up = Upstream::start("r").await;
     let proxy = Proxy::start(&cp, "gantry-restart").await;
-    json_ok(cp.post("/services", json!({"name": "rsvc", "url": up.url()})).await).await;
+    json_ok(
+        cp.post("/services", json!({"name": "rsvc", "url": up.url()}))
+            .await,
+    )
+    .await;
     let rev = cp
-        .post("/services/rsvc/routes", json!({"name": "r", "paths": ["/r"]}))
+        .post(
+            "/services/rsvc/routes",
+            json!({"name": "r", "paths": ["/r"]}),
+        )
         .await
         .committed();
     cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
     let client = raw_client();
     until(&client, &proxy.proxy_url(), "/r", None, |s, _| s == 200).await;
 
-    let load = Load::start(&client, vec![format!("{}/r/x", proxy.proxy_url())], Duration::from_millis(2));
+    let load = Load::start(
+        &client,
+        vec![format!("{}/r/x", proxy.proxy_url())],
+        Duration::from_millis(2),
+    );
+    eventually("traffic before the kill", CONVERGE, POLL, || async {
+        if load.ok() >= 50 {
+            Ok(())
+        } else {
+            Err(format!("{} OK", load.ok()))
+        }
+    })
+    .await;
     let before_kill = load.ok();
     cp.kill();
     let down = Instant::now();
-    eventually("gantry-proxy to notice gantry-cp is gone", CONVERGE, POLL, || async {
-        let st = proxy.xds_status().await;
-        if st["connected"].is_null() { Ok(()) } else { Err(format!("{st}")) }
-    })
+    eventually(
+        "gantry-proxy to notice gantry-cp is gone",
+        CONVERGE,
+        POLL,
+        || async {
+            let st = proxy.xds_status().await;
+            if st["connected"].is_null() {
+                Ok(())
+            } else {
+                Err(format!("{st}"))
+            }
+        },
+    )
     .await;
     let noticed = down.elapsed();
     let served = load.ok();
-    eventually("traffic while gantry-cp is down", CONVERGE, POLL, || async {
-        if load.ok() >= served + 50 { Ok(()) } else { Err(format!("{} OK", load.ok())) }
-    })
+    eventually(
+        "traffic while gantry-cp is down",
+        CONVERGE,
+        POLL,
+        || async {
+            if load.ok() >= served + 50 {
+                Ok(())
+            } else {
+                Err(format!("{} OK", load.ok()))
+            }
+        },
+    )
     .await;
+    let during_outage = load.ok() - before_kill;
     let restarted_at = gantry_e2e::now_ms();
     cp.restart().await;
-    cp.wait_synced_since(&proxy.node_id, rev, restarted_at, Duration::from_secs(30)).await;
+    cp.wait_synced_since(&proxy.node_id, rev, restarted_at, Duration::from_secs(30))
+        .await;
     let resynced = down.elapsed();
     // New changes flow again.
-    cp.post("/services/rsvc/routes", json!({"name": "r2", "paths": ["/r2"]}))
-        .await
-        .committed();
+    cp.post(
+        "/services/rsvc/routes",
+        json!({"name": "r2", "paths": ["/r2"]}),
+    )
+    .await
+    .committed();
     until(&client, &proxy.proxy_url(), "/r2", None, |s, _| s == 200).await;
     let (ok, failures, _) = load.finish().await;
     let st = proxy.xds_status().await;
     eprintln!(
         "cp restart: proxy noticed in {noticed:?}, SYNCED again {resynced:?} after the kill; \
-         {} requests across the outage ({} before it), {} failed; streams opened {}",
+         {} requests in all ({before_kill} before the kill, {during_outage} while gantry-cp was down), \
+         {} failed; streams opened {}",
         ok,
-        before_kill,
         failures.len(),
         st["streams_opened"]
     );
-    assert!(failures.is_empty(), "requests failed: {:?}", &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "requests failed: {:?}",
+        &failures[..failures.len().min(5)]
+    );
 }
 
 // ===========================================================================
@@ -1897,35 +2436,67 @@ async fn sigterm_drains_in_flight_requests() {
         },
     )
     .await;
-    json_ok(cp.post("/services", json!({"name": "slow", "url": slow.url()})).await).await;
+    json_ok(
+        cp.post("/services", json!({"name": "slow", "url": slow.url()}))
+            .await,
+    )
+    .await;
     let rev = cp
-        .post("/services/slow/routes", json!({"name": "slow", "paths": ["/slow"]}))
+        .post(
+            "/services/slow/routes",
+            json!({"name": "slow", "paths": ["/slow"]}),
+        )
         .await
         .committed();
     cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
     let client = raw_client();
-    until(&client, &proxy.proxy_url(), "/slow/warm", None, |s, _| s == 200).await;
+    until(&client, &proxy.proxy_url(), "/slow/warm", None, |s, _| {
+        s == 200
+    })
+    .await;
     slow.reset();
 
-    let inflight = tokio::spawn(gantry_e2e::send_json(raw_client().get(format!("{}/slow/inflight", proxy.proxy_url()))));
-    eventually("the request to reach the upstream", CONVERGE, Duration::from_millis(5), || async {
-        if slow.requests() >= 1 { Ok(()) } else { Err("not yet".to_string()) }
-    })
+    let inflight = tokio::spawn(gantry_e2e::send_json(
+        raw_client().get(format!("{}/slow/inflight", proxy.proxy_url())),
+    ));
+    eventually(
+        "the request to reach the upstream",
+        CONVERGE,
+        Duration::from_millis(5),
+        || async {
+            if slow.requests() >= 1 {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
     .await;
     let term = Instant::now();
     proxy.signal("TERM");
     // New connections are refused while the in-flight request drains.
-    eventually("the listener to close", Duration::from_millis(800), Duration::from_millis(5), || async {
-        match tokio::net::TcpStream::connect(("127.0.0.1", proxy.http_port)).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-            Err(e) => Err(format!("connect: {e}")),
-            Ok(_) => Err("connected".to_string()),
-        }
-    })
+    eventually(
+        "the listener to close",
+        Duration::from_millis(800),
+        Duration::from_millis(5),
+        || async {
+            match tokio::net::TcpStream::connect(("127.0.0.1", proxy.http_port)).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                Err(e) => Err(format!("connect: {e}")),
+                Ok(_) => Err("connected".to_string()),
+            }
+        },
+    )
     .await;
     let refused_after = term.elapsed();
-    assert!(!inflight.is_finished(), "the in-flight request finished before the listener closed");
-    let (status, body) = inflight.await.unwrap().expect("the in-flight request completes");
+    assert!(
+        !inflight.is_finished(),
+        "the in-flight request finished before the listener closed"
+    );
+    let (status, body) = inflight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
     let completed_after = term.elapsed();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["path"], "/inflight");
