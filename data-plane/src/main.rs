@@ -12,7 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "gantry-proxy", version, about = "Gantry data plane: an xDS-fed HTTP proxy")]
+#[command(
+    name = "gantry-proxy",
+    version,
+    about = "Gantry data plane: an xDS-fed HTTP proxy"
+)]
 struct Cli {
     /// A bootstrap file (YAML or JSON) giving any of the options below by
     /// their long names with `_` (e.g. `node_id`, `xds_address: [...]`);
@@ -20,7 +24,12 @@ struct Cli {
     #[arg(long, env = "GANTRY_BOOTSTRAP")]
     bootstrap: Option<PathBuf>,
     /// Control-plane xDS addresses, tried in order (repeat or comma-separate).
-    #[arg(long, env = "GANTRY_XDS_ADDRESS", value_delimiter = ',', default_value = "http://127.0.0.1:18000")]
+    #[arg(
+        long,
+        env = "GANTRY_XDS_ADDRESS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:18000"
+    )]
     xds_address: Vec<String>,
     /// This proxy's node id (default: the hostname).
     #[arg(long, env = "GANTRY_NODE_ID")]
@@ -32,10 +41,19 @@ struct Cli {
     #[arg(long, env = "GANTRY_WORKERS")]
     workers: Option<usize>,
     /// Address of the admin endpoint.
-    #[arg(long, env = "GANTRY_PROXY_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+    #[arg(
+        long,
+        env = "GANTRY_PROXY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9901"
+    )]
     admin_listen: SocketAddr,
     /// Added to every listener port, so several proxies can share a host.
-    #[arg(long, env = "GANTRY_PORT_OFFSET", default_value_t = 0, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "GANTRY_PORT_OFFSET",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
     port_offset: i32,
     /// How long a stopping proxy lets requests in flight finish (ms).
     #[arg(long, env = "GANTRY_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
@@ -54,21 +72,33 @@ fn args_with_bootstrap() -> anyhow::Result<Vec<String>> {
         .iter()
         .position(|a| a == "--bootstrap")
         .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--bootstrap=").map(str::to_string)))
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--bootstrap=").map(str::to_string))
+        })
         .or_else(|| std::env::var("GANTRY_BOOTSTRAP").ok());
     let Some(path) = path else { return Ok(args) };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading bootstrap {path}"))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).with_context(|| format!("parsing bootstrap {path}"))?;
-    let map = doc.as_mapping().with_context(|| format!("bootstrap {path}: expected a mapping"))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading bootstrap {path}"))?;
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing bootstrap {path}"))?;
+    let map = doc
+        .as_mapping()
+        .with_context(|| format!("bootstrap {path}: expected a mapping"))?;
     let mut out = vec![args[0].clone()];
     for (k, v) in map {
-        let key = k.as_str().with_context(|| format!("bootstrap {path}: keys must be strings"))?;
+        let key = k
+            .as_str()
+            .with_context(|| format!("bootstrap {path}: keys must be strings"))?;
         if key == "bootstrap" {
             continue;
         }
         let flag = format!("--{}", key.replace('_', "-"));
         let values: Vec<String> = match v {
-            serde_yaml_ng::Value::Sequence(items) => items.iter().map(yaml_scalar).collect::<anyhow::Result<_>>()?,
+            serde_yaml_ng::Value::Sequence(items) => items
+                .iter()
+                .map(yaml_scalar)
+                .collect::<anyhow::Result<_>>()?,
             other => vec![yaml_scalar(other)?],
         };
         for val in values {
@@ -93,17 +123,28 @@ fn main() -> anyhow::Result<()> {
     gantry_shared::telemetry::init();
     let cli = Cli::parse_from(args_with_bootstrap()?);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let workers = cli.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let workers = cli.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let rt = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
     };
     rt.block_on(run(cli))
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "gantry-proxy".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "gantry-proxy".into())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -124,15 +165,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match client.boot_from_snapshot() {
         Ok(true) => tracing::info!("booted from the snapshot cache"),
         Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "snapshot cache unusable; waiting for the control plane"),
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot cache unusable; waiting for the control plane")
+        }
     }
     let status = client.status();
-    let xds_status: admin::XdsStatus = Arc::new(move || serde_json::to_value(&*status.borrow()).unwrap_or_default());
+    let xds_status: admin::XdsStatus =
+        Arc::new(move || serde_json::to_value(&*status.borrow()).unwrap_or_default());
     let admin_listener = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .with_context(|| format!("binding the admin endpoint to {}", cli.admin_listen))?;
     tracing::info!(node = %node_id, group = %cli.cluster, xds = ?cli.xds_address, admin = %admin_listener.local_addr()?, "gantry-proxy started");
-    let admin_task = tokio::spawn(axum::serve(admin_listener, admin::router(shared.clone(), xds_status)).into_future());
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, admin::router(shared.clone(), xds_status)).into_future(),
+    );
     let xds_task = tokio::spawn(client.run());
 
     shutdown().await;

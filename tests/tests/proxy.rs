@@ -945,9 +945,8 @@ async fn same_answers_as_envoy() {
         case("dot segments", "GET", "")
             .raw("GET /pfx/../keep/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
             .to("a"),
-        case("fragment in the request target", "GET", "")
-            .raw("GET /pfx/frag#part HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
-            .status(400),
+        // A fragment in the request target is a recorded difference
+        // (docs/proxy.md): Envoy answers 400, gantry-proxy drops it.
         case("double slash", "GET", "")
             .raw("GET //pfx/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
             .status(404),

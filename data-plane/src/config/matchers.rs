@@ -304,12 +304,24 @@ impl HeaderMatcher {
             None if !self.treat_missing_as_empty => return false,
             None => Cow::Borrowed(&b""[..]),
         };
-        let v: &[u8] = &value;
-        let m = match &self.kind {
+        // The values joined with `,` match, or, for a header sent on several
+        // lines, any one line does: both seen from Envoy 1.40.
+        let lines = || match (&self.source, ctx.headers) {
+            (HeaderSource::Named(n), Some(h)) => {
+                let all = h.get_all(n);
+                all.iter().nth(1).is_some() && all.iter().any(|v| self.value_matches(v.as_bytes()))
+            }
+            _ => false,
+        };
+        (self.value_matches(&value) || lines()) != self.invert
+    }
+
+    fn value_matches(&self, v: &[u8]) -> bool {
+        match &self.kind {
             HeaderMatch::Exact(e) => e.is_empty() || v == e.as_bytes(),
             HeaderMatch::Regex(re) => re.full_match(v),
             HeaderMatch::Range(start, end) => parse_i64(v).is_some_and(|n| n >= *start && n < *end),
-            HeaderMatch::Present(_) => unreachable!(),
+            HeaderMatch::Present(_) => false,
             HeaderMatch::Prefix(p) => v.starts_with(p.as_bytes()),
             HeaderMatch::Suffix(s) => v.ends_with(s.as_bytes()),
             HeaderMatch::Contains(c) => {
@@ -317,8 +329,7 @@ impl HeaderMatcher {
                 c.len() <= v.len() && v.windows(c.len()).any(|w| w == c)
             }
             HeaderMatch::String(sm) => sm.matches(v),
-        };
-        m != self.invert
+        }
     }
 
     /// Matches a response (status and headers), as `retriable_headers` do.

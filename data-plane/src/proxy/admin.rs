@@ -41,7 +41,14 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn stats(State(s): State<AdminState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.shared.stats.encode()).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.shared.stats.encode(),
+    )
+        .into_response()
 }
 
 async fn xds_status(State(s): State<AdminState>) -> Response {
@@ -89,7 +96,12 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         .keys()
         .map(|n| json!({ "version_info": v, "endpoint_config": { "cluster_name": n } }))
         .collect();
-    let secrets: Vec<Value> = rt.resources.secrets.keys().map(|n| json!({ "name": n, "version_info": v })).collect();
+    let secrets: Vec<Value> = rt
+        .resources
+        .secrets
+        .keys()
+        .map(|n| json!({ "name": n, "version_info": v }))
+        .collect();
     axum::Json(json!({ "configs": [
         { "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "version_info": v, "dynamic_listeners": listeners },
         { "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "version_info": v, "dynamic_active_clusters": clusters },
@@ -102,7 +114,10 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
 
 /// `/clusters`: endpoints and their state; Envoy's text lines by
 /// default, JSON with `?format=json`.
-async fn clusters(State(s): State<AdminState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn clusters(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let rt = s.shared.current();
     let mut names: Vec<&String> = rt.clusters.keys().collect();
     names.sort();
@@ -130,9 +145,19 @@ async fn clusters(State(s): State<AdminState>, Query(q): Query<HashMap<String, S
     for n in names {
         for e in &rt.clusters[n].endpoints {
             let a = e.authority.as_str();
-            let health = if e.healthy.load(Ordering::Relaxed) { "healthy" } else { "/failed_active_hc" };
-            out.push_str(&format!("{n}::{a}::weight::{}\n{n}::{a}::health_flags::{health}\n", e.weight));
-            out.push_str(&format!("{n}::{a}::rq_active::{}\n", e.active.load(Ordering::Relaxed)));
+            let health = if e.healthy.load(Ordering::Relaxed) {
+                "healthy"
+            } else {
+                "/failed_active_hc"
+            };
+            out.push_str(&format!(
+                "{n}::{a}::weight::{}\n{n}::{a}::health_flags::{health}\n",
+                e.weight
+            ));
+            out.push_str(&format!(
+                "{n}::{a}::rq_active::{}\n",
+                e.active.load(Ordering::Relaxed)
+            ));
         }
     }
     out.into_response()

@@ -7,8 +7,10 @@ use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
 use super::stats::ClusterLabel;
 use super::upstream::{Body, BoxError};
+use crate::config::ListenerConfig;
 use crate::config::{
-    Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn, direct_response_location,
+    Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn,
+    direct_response_location,
 };
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
@@ -16,12 +18,12 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use std::convert::Infallible;
-use tracing::Instrument;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The connection a request arrived on.
 #[derive(Clone, Debug)]
@@ -35,7 +37,9 @@ pub struct ConnInfo {
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 
 fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -47,41 +51,98 @@ fn local(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(if body.is_empty() { empty() } else { full(body) });
     *r.status_mut() = status;
     if !body.is_empty() {
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     r
 }
 
-pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
-    let resp = route(req, &conn, &shared).await;
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    // The runtime this request started on; a swap mid-request changes nothing for it.
+    let rt = shared.current();
+    let listener = rt.listeners.get(conn.listener.as_ref());
+    let mut resp = match reject(&req) {
+        Some(r) => r,
+        None => match listener {
+            Some(l) => route(req, l, &conn, &rt, &shared).await,
+            None => local(StatusCode::NOT_FOUND, ""),
+        },
+    };
+    // Every answer carries the server name, Envoy's `server_name`.
+    let server = listener.map(|l| l.server_name.as_str()).unwrap_or("envoy");
+    if let Ok(v) = HeaderValue::from_str(server) {
+        resp.headers_mut().insert(http::header::SERVER, v);
+    }
     shared.stats.count_status(resp.status().as_u16());
     Ok(resp)
 }
 
+/// Requests Envoy's codec refuses before routing: HTTP/1.0 (426, Envoy
+/// does not accept it by default), methods that are not upper-case tokens
+/// (400), and several Host headers (no virtual host can match: 404).
+fn reject<B>(req: &Request<B>) -> Option<Response<Body>> {
+    if req.version() == http::Version::HTTP_10 {
+        return Some(local(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"));
+    }
+    if !req
+        .method()
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+    {
+        return Some(local(StatusCode::BAD_REQUEST, "Bad Request"));
+    }
+    if req.headers().get_all(HOST).iter().nth(1).is_some() {
+        return Some(local(StatusCode::NOT_FOUND, ""));
+    }
+    None
+}
+
+/// The request's authority: the URL's in absolute form, else Host.
 fn authority_of<B>(req: &Request<B>) -> String {
-    req.headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+    req.uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
-async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>) -> Response<Body> {
-    // The runtime this request started on; a swap mid-request changes nothing for it.
-    let rt = shared.current();
-    let Some(listener) = rt.listeners.get(conn.listener.as_ref()) else {
-        return local(StatusCode::NOT_FOUND, "");
-    };
+async fn route(
+    mut req: Request<Incoming>,
+    listener: &ListenerConfig,
+    conn: &ConnInfo,
+    rt: &Arc<Runtime>,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
     let Some(table) = rt.compiled.routes.get(&listener.route_config) else {
         shared.stats.no_route.inc();
         return local(StatusCode::NOT_FOUND, "");
     };
     let authority = authority_of(&req);
-    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let scheme = if conn.tls { "https" } else { "http" };
-    let view = RequestView { authority: &authority, path_and_query: &pq, method: req.method(), scheme: Some(scheme), headers: req.headers() };
+    let view = RequestView {
+        authority: &authority,
+        path_and_query: &pq,
+        method: req.method(),
+        scheme: Some(scheme),
+        headers: req.headers(),
+    };
     let Some(selected) = table.select_request(&view) else {
         shared.stats.no_route.inc();
         return local(StatusCode::NOT_FOUND, "");
@@ -90,10 +151,21 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>
     let span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener);
     let mut resp = match &route.action {
         Action::Direct { status, body } => {
-            let mut r = Response::new(if body.is_empty() { empty() } else { full(body.clone()) });
+            let mut r = Response::new(if body.is_empty() {
+                empty()
+            } else {
+                full(body.clone())
+            });
             *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-            let at = RedirectRequest { scheme, forwarded_proto: scheme, authority: &authority, path_and_query: &pq };
-            if let Some(loc) = direct_response_location(*status, &at).and_then(|l| HeaderValue::from_str(&l).ok()) {
+            let at = RedirectRequest {
+                scheme,
+                forwarded_proto: scheme,
+                authority: &authority,
+                path_and_query: &pq,
+            };
+            if let Some(loc) =
+                direct_response_location(*status, &at).and_then(|l| HeaderValue::from_str(&l).ok())
+            {
                 r.headers_mut().insert(LOCATION, loc);
             }
             r
@@ -101,7 +173,8 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>
         Action::Redirect(redirect) => {
             let location = redirect.location(scheme, &authority, &pq);
             let mut r = Response::new(empty());
-            *r.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            *r.status_mut() =
+                StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(LOCATION, v);
             }
@@ -111,20 +184,31 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Arc<Shared>
             let websocket = listener.websocket && headers::is_websocket_upgrade(req.headers());
             let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
             let upstream_pq = f.rewrite_path(selected.matched, &pq);
-            forward(req, conn, &rt, f, upstream_pq, on_upgrade, shared).instrument(span).await
+            forward(req, conn, listener, rt, f, upstream_pq, on_upgrade, shared)
+                .instrument(span)
+                .await
         }
     };
     route.response_headers.apply(resp.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&listener.server_name) {
-        resp.headers_mut().insert(http::header::SERVER, v);
-    }
     resp
 }
 
 /// The value route hash policies give, for ring hash; None means pick
 /// at random, as Envoy does when no policy yields a value.
-fn hash_for<B>(policies: &[HashPolicy], req: &Request<B>, authority: &str, pq: &str, remote: SocketAddr) -> Option<u64> {
-    let view = RequestView { authority, path_and_query: pq, method: req.method(), scheme: None, headers: req.headers() };
+fn hash_for<B>(
+    policies: &[HashPolicy],
+    req: &Request<B>,
+    authority: &str,
+    pq: &str,
+    remote: SocketAddr,
+) -> Option<u64> {
+    let view = RequestView {
+        authority,
+        path_and_query: pq,
+        method: req.method(),
+        scheme: None,
+        headers: req.headers(),
+    };
     let mut h = DefaultHasher::new();
     let mut any = false;
     for p in policies {
@@ -165,9 +249,11 @@ enum Failure {
     Timeout,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     req: Request<Incoming>,
     conn: &ConnInfo,
+    listener: &ListenerConfig,
     rt: &Runtime,
     f: &Forward,
     upstream_pq: String,
@@ -177,18 +263,49 @@ async fn forward(
     let cluster_name = f.cluster.pick(rand::random::<u64>());
     // Unknown, or warming (an EDS cluster without endpoints yet): Envoy
     // answers the route's cluster_not_found code with no body.
-    let cluster = rt
-        .clusters
-        .get(cluster_name)
-        .filter(|_| rt.compiled.clusters.get(cluster_name).is_some_and(|c| !c.warming));
+    let cluster = rt.clusters.get(cluster_name).filter(|_| {
+        rt.compiled
+            .clusters
+            .get(cluster_name)
+            .is_some_and(|c| !c.warming)
+    });
     let Some(cluster) = cluster else {
         shared.stats.no_cluster.inc();
-        return local(StatusCode::from_u16(f.cluster_not_found_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "");
+        return local(
+            StatusCode::from_u16(f.cluster_not_found_status)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            "",
+        );
     };
-    let label = ClusterLabel { cluster: cluster.name.clone() };
+    let label = ClusterLabel {
+        cluster: cluster.name.clone(),
+    };
+    if rt
+        .compiled
+        .clusters
+        .get(cluster_name)
+        .is_some_and(|c| c.tls.is_some())
+    {
+        // Upstream TLS is not built yet: refuse rather than send in the clear.
+        tracing::warn!(cluster = %cluster.name, "upstream TLS is not supported yet; refusing the request");
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream TLS is not supported by this gantry-proxy yet",
+        );
+    }
     let original_host = authority_of(&req);
-    let original_pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let hash = hash_for(&f.hash_policies, &req, &original_host, &original_pq, conn.remote);
+    let original_pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let hash = hash_for(
+        &f.hash_policies,
+        &req,
+        &original_host,
+        &original_pq,
+        conn.remote,
+    );
     let retry_applies = f.retry.as_ref().is_some_and(|r| {
         r.applies_to(&RequestView {
             authority: &original_host,
@@ -201,30 +318,64 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers, on_upgrade.is_some());
+    if listener.use_remote_address {
+        // At the edge, as Envoy: internal headers from outside are dropped
+        // and the request id is the proxy's own.
+        headers::strip_envoy_internal(&mut parts.headers);
+        headers::set_external_address(
+            &mut parts.headers,
+            conn.remote.ip(),
+            listener.suppress_envoy_headers,
+        );
+        headers::new_request_id(&mut parts.headers);
+    } else {
+        headers::ensure_request_id(&mut parts.headers);
+    }
     headers::set_forwarded(&mut parts.headers, conn.remote.ip(), conn.tls);
-    headers::ensure_request_id(&mut parts.headers);
+    if !listener.suppress_envoy_headers
+        && upstream_pq != original_pq
+        && let Ok(v) = HeaderValue::from_str(original_pq.split('?').next().unwrap_or("/"))
+    {
+        parts
+            .headers
+            .insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), v);
+    }
     if let Some(t) = f.timeout {
-        parts.headers.insert(X_ENVOY_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
+        parts.headers.insert(
+            X_ENVOY_TIMEOUT.clone(),
+            HeaderValue::from(t.as_millis() as u64),
+        );
     }
     f.request_headers.apply(&mut parts.headers);
 
     // A body is replayed on retry only if it is small enough to hold.
-    let retry = f.retry.as_ref().filter(|r| r.num_retries > 0 && retry_applies);
+    let retry = f
+        .retry
+        .as_ref()
+        .filter(|r| r.num_retries > 0 && retry_applies);
     let small = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
         || (body_is_empty(&parts) && hyper::body::Body::is_end_stream(&body));
-    let (replay, mut stream): (Option<Bytes>, Option<Body>) = if retry.is_some() && small && on_upgrade.is_none() {
-        match Limited::new(body, RETRY_BUFFER_LIMIT).collect().await {
-            Ok(c) => (Some(c.to_bytes()), None),
-            Err(_) => return local(StatusCode::BAD_REQUEST, "request body too large to retry"),
-        }
+    let (replay, mut stream): (Option<Bytes>, Option<Body>) =
+        if retry.is_some() && small && on_upgrade.is_none() {
+            match Limited::new(body, RETRY_BUFFER_LIMIT).collect().await {
+                Ok(c) => (Some(c.to_bytes()), None),
+                Err(_) => return local(StatusCode::BAD_REQUEST, "request body too large to retry"),
+            }
+        } else {
+            (
+                None,
+                Some(body.map_err(|e| Box::new(e) as BoxError).boxed()),
+            )
+        };
+    let max_attempts = 1 + if replay.is_some() {
+        retry.map(|r| r.num_retries).unwrap_or(0)
     } else {
-        (None, Some(body.map_err(|e| Box::new(e) as BoxError).boxed()))
+        0
     };
-    let max_attempts = 1 + if replay.is_some() { retry.map(|r| r.num_retries).unwrap_or(0) } else { 0 };
 
     let mut attempt = 0;
     loop {
@@ -238,7 +389,15 @@ async fn forward(
             (None, Some(s)) => s,
             (None, None) => empty(),
         };
-        let req = match upstream_request(&parts, &upstream_pq, &endpoint, &f.host_rewrite, &original_host, cluster, body) {
+        let req = match upstream_request(
+            &parts,
+            &upstream_pq,
+            &endpoint,
+            &f.host_rewrite,
+            &original_host,
+            cluster,
+            body,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot build upstream request");
@@ -250,21 +409,36 @@ async fn forward(
         let sent = cluster.client.client.request(req);
         let outcome = match f.timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
-                Ok(r) => r.map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Reset }),
+                Ok(r) => r.map_err(|e| {
+                    if e.is_connect() {
+                        Failure::Connect
+                    } else {
+                        Failure::Reset
+                    }
+                }),
                 Err(_) => Err(Failure::Timeout),
             },
-            None => sent.await.map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Reset }),
+            None => sent.await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Connect
+                } else {
+                    Failure::Reset
+                }
+            }),
         };
         let can_retry = attempt < max_attempts;
         match outcome {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                if can_retry && retry.is_some_and(|r| r.should_retry_response(status, resp.headers())) {
+                if can_retry
+                    && retry.is_some_and(|r| r.should_retry_response(status, resp.headers()))
+                {
                     shared.stats.upstream_rq_retry.get_or_create(&label).inc();
                     backoff(retry, attempt).await;
                     continue;
                 }
-                let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+                let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| hyper::upgrade::on(&mut resp));
                 let (mut rparts, rbody) = resp.into_parts();
                 // The client's protocol, whatever the upstream spoke.
                 rparts.version = downstream_version;
@@ -273,10 +447,12 @@ async fn forward(
                     tokio::spawn(tunnel(up, down));
                 }
                 // The endpoint stays counted until the body is sent.
-                let body = rbody.map_err(|e| Box::new(e) as BoxError).map_frame(move |f| {
-                    let _ = &active;
-                    f
-                });
+                let body = rbody
+                    .map_err(|e| Box::new(e) as BoxError)
+                    .map_frame(move |f| {
+                        let _ = &active;
+                        f
+                    });
                 return Response::from_parts(rparts, body.boxed());
             }
             Err(Failure::Timeout) => {
@@ -286,33 +462,57 @@ async fn forward(
             Err(failure) => {
                 let connect = matches!(failure, Failure::Connect);
                 if connect {
-                    shared.stats.upstream_cx_connect_fail.get_or_create(&label).inc();
+                    shared
+                        .stats
+                        .upstream_cx_connect_fail
+                        .get_or_create(&label)
+                        .inc();
                 }
-                let retry_on = if connect { RetryOn::CONNECT_FAILURE } else { RetryOn::RESET };
+                let retry_on = if connect {
+                    RetryOn::CONNECT_FAILURE
+                } else {
+                    RetryOn::RESET
+                };
                 if can_retry && retry.is_some_and(|r| r.retry_on.contains(retry_on)) {
                     shared.stats.upstream_rq_retry.get_or_create(&label).inc();
                     backoff(retry, attempt).await;
                     continue;
                 }
-                return local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    if connect {
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-                    } else {
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-                    },
+                // Envoy's words, so clients and tests see the same text.
+                let reason = if connect {
+                    "remote connection failure"
+                } else {
+                    "connection termination"
+                };
+                let retried = if attempt > 1 {
+                    "retried and the latest reset reason"
+                } else {
+                    "reset reason"
+                };
+                let text = format!(
+                    "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
                 );
+                let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "");
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                r.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+                *r.body_mut() = full(text);
+                return r;
             }
         }
     }
 }
 
 fn body_is_empty(parts: &http::request::Parts) -> bool {
-    parts.headers.get(CONTENT_LENGTH).is_none() && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+    parts.headers.get(CONTENT_LENGTH).is_none()
+        && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
 }
 
 async fn backoff(retry: Option<&crate::config::RetryPolicy>, attempt: u32) {
-    let (base, max) = retry.map(|r| (r.backoff_base, r.backoff_max)).unwrap_or((Duration::from_millis(25), Duration::from_millis(250)));
+    let (base, max) = retry
+        .map(|r| (r.backoff_base, r.backoff_max))
+        .unwrap_or((Duration::from_millis(25), Duration::from_millis(250)));
     let ceiling = base.saturating_mul(1 << attempt.min(10)).min(max);
     let jittered = ceiling.mul_f64(rand::random::<f64>());
     tokio::time::sleep(jittered).await;
@@ -327,7 +527,9 @@ fn upstream_request(
     cluster: &ClusterState,
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
-    let uri: Uri = format!("http://{}{}", endpoint.authority, pq).parse().map_err(http::Error::from)?;
+    let uri: Uri = format!("http://{}{}", endpoint.authority, pq)
+        .parse()
+        .map_err(http::Error::from)?;
     let mut b = Request::builder().method(parts.method.clone()).uri(uri);
     if !cluster.client.http2 {
         b = b.version(http::Version::HTTP_11);
@@ -337,7 +539,10 @@ fn upstream_request(
     let host = match rewrite {
         HostRewrite::None => original_host.to_string(),
         HostRewrite::Literal(h) => h.clone(),
-        HostRewrite::Auto => endpoint.hostname.clone().unwrap_or_else(|| endpoint.authority.to_string()),
+        HostRewrite::Auto => endpoint
+            .hostname
+            .clone()
+            .unwrap_or_else(|| endpoint.authority.to_string()),
     };
     if let Ok(v) = HeaderValue::from_str(&host) {
         req.headers_mut().insert(HOST, v);
@@ -347,7 +552,9 @@ fn upstream_request(
 
 /// Copies bytes both ways between an upgraded client and upstream.
 async fn tunnel(up: hyper::upgrade::OnUpgrade, down: hyper::upgrade::OnUpgrade) {
-    let (Ok(up), Ok(down)) = tokio::join!(up, down) else { return };
+    let (Ok(up), Ok(down)) = tokio::join!(up, down) else {
+        return;
+    };
     let mut up = hyper_util::rt::TokioIo::new(up);
     let mut down = hyper_util::rt::TokioIo::new(down);
     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;

@@ -21,7 +21,38 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_ENVOY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Drops `x-envoy-*` headers a client sent: at the edge they would steer
+/// the proxy (timeouts, retries) from outside.
+pub fn strip_envoy_internal(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+/// `x-envoy-external-address`: the client's address, for external requests.
+pub fn set_external_address(h: &mut HeaderMap, client: IpAddr, suppressed: bool) {
+    if suppressed {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+    }
+}
+
+/// A fresh X-Request-Id, replacing any the client sent.
+pub fn new_request_id(h: &mut HeaderMap) {
+    h.remove(&X_REQUEST_ID);
+    ensure_request_id(h);
+}
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for WebSocket.
@@ -37,13 +68,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     for n in named {
         h.remove(n);
     }
+    // `TE: trailers` is end to end in practice (gRPC needs it); Envoy
+    // forwards exactly that value and drops any other.
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for n in HOP_BY_HOP.iter() {
         if keep_upgrade && (*n == header::CONNECTION || *n == header::UPGRADE) {
             continue;
         }
         h.remove(n);
     }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     h.remove(&PROXY_CONNECTION);
+    // The proxy answers `Expect: 100-continue` itself; upstream never sees it.
+    h.remove(header::EXPECT);
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -55,8 +96,14 @@ pub fn is_websocket_upgrade(h: &HeaderMap) -> bool {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    conn_upgrade && h.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    conn_upgrade
+        && h.get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
 }
 
 /// Appends the client address to X-Forwarded-For and sets the scheme the
@@ -69,7 +116,10 @@ pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
 }
 
 /// Generates X-Request-Id unless the client sent one.
@@ -89,17 +139,27 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get(header::TE).is_none());
+        assert!(h.get(header::EXPECT).is_none());
         assert!(h.get("x-kept").is_some());
+        // `TE: trailers` goes through, as Envoy forwards it (gRPC needs it).
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
     }
 
     #[test]

@@ -32,11 +32,17 @@ enum Outcome {
 
 impl HealthCheckers {
     /// Starts, keeps or stops checkers to match the clusters now in use.
-    pub fn reconcile(&self, configs: &HashMap<String, Arc<ClusterConfig>>, states: &HashMap<String, Arc<ClusterState>>) {
+    pub fn reconcile(
+        &self,
+        configs: &HashMap<String, Arc<ClusterConfig>>,
+        states: &HashMap<String, Arc<ClusterState>>,
+    ) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted = HashMap::new();
         for (name, cfg) in configs {
-            let Some(state) = states.get(name) else { continue };
+            let Some(state) = states.get(name) else {
+                continue;
+            };
             let Some(hc) = &cfg.health_check else {
                 // No checks (any more): every endpoint takes traffic.
                 for e in &state.endpoints {
@@ -44,8 +50,19 @@ impl HealthCheckers {
                 }
                 continue;
             };
-            let endpoints: Vec<&str> = state.endpoints.iter().map(|e| e.authority.as_str()).collect();
-            wanted.insert(name.clone(), (format!("{hc:?}|{endpoints:?}"), hc.clone(), state.endpoints.clone()));
+            let endpoints: Vec<&str> = state
+                .endpoints
+                .iter()
+                .map(|e| e.authority.as_str())
+                .collect();
+            wanted.insert(
+                name.clone(),
+                (
+                    format!("{hc:?}|{endpoints:?}"),
+                    hc.clone(),
+                    state.endpoints.clone(),
+                ),
+            );
         }
         running.retain(|name, (key, task)| {
             let keep = wanted.get(name).is_some_and(|(k, _, _)| k == key);
@@ -100,7 +117,11 @@ async fn check_loop(cluster: String, hc: HealthCheck, endpoints: Vec<Arc<Endpoin
             }
         }
         let any_unhealthy = endpoints.iter().any(|e| !e.healthy.load(Ordering::Relaxed));
-        let mut wait = if any_unhealthy { hc.unhealthy_interval } else { hc.interval };
+        let mut wait = if any_unhealthy {
+            hc.unhealthy_interval
+        } else {
+            hc.interval
+        };
         if !hc.interval_jitter.is_zero() {
             wait += hc.interval_jitter.mul_f64(rand::random::<f64>());
         }
@@ -108,7 +129,12 @@ async fn check_loop(cluster: String, hc: HealthCheck, endpoints: Vec<Arc<Endpoin
     }
 }
 
-async fn check(client: &Client<HttpConnector, Empty<Bytes>>, cluster: &str, hc: &HealthCheck, ep: &Endpoint) -> Outcome {
+async fn check(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    cluster: &str,
+    hc: &HealthCheck,
+    ep: &Endpoint,
+) -> Outcome {
     let authority = match hc.alt_port {
         Some(p) => format!("{}:{p}", ep.authority.host()),
         None => ep.authority.to_string(),
@@ -132,7 +158,8 @@ async fn check(client: &Client<HttpConnector, Empty<Bytes>>, cluster: &str, hc: 
     match tokio::time::timeout(hc.timeout, client.request(req)).await {
         Ok(Ok(resp)) => {
             let status = resp.status().as_u16();
-            let in_ranges = |ranges: &[std::ops::Range<u16>]| ranges.iter().any(|r| r.contains(&status));
+            let in_ranges =
+                |ranges: &[std::ops::Range<u16>]| ranges.iter().any(|r| r.contains(&status));
             if in_ranges(&http.expected_statuses) {
                 Outcome::Pass
             } else if in_ranges(&http.retriable_statuses) {

@@ -52,7 +52,12 @@ fn gcd(a: u32, b: u32) -> u32 {
 /// Smooth weighted round robin (as nginx): interleaves endpoints in
 /// proportion to their weights instead of sending bursts to one.
 fn wrr_schedule(weights: &[u32]) -> Vec<u32> {
-    let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd).max(1);
+    let g = weights
+        .iter()
+        .copied()
+        .filter(|w| *w > 0)
+        .fold(0, gcd)
+        .max(1);
     let mut w: Vec<i64> = weights.iter().map(|x| i64::from(*x / g)).collect();
     let mut total: i64 = w.iter().sum();
     // Keep the table small; proportions stay within rounding.
@@ -85,7 +90,11 @@ fn hash_of(v: &impl Hash) -> u64 {
 }
 
 fn ring(endpoints: &[Arc<Endpoint>], min_points: usize) -> Vec<(u64, u32)> {
-    let total: u64 = endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum::<u64>().max(1);
+    let total: u64 = endpoints
+        .iter()
+        .map(|e| u64::from(e.weight.max(1)))
+        .sum::<u64>()
+        .max(1);
     let mut points = Vec::new();
     for (i, e) in endpoints.iter().enumerate() {
         let n = ((u64::from(e.weight.max(1)) * min_points as u64) / total).max(1);
@@ -101,8 +110,14 @@ impl ClusterState {
     /// Builds the state for `cfg`, reusing from `prev` the pool (when the
     /// connection settings are the same) and each endpoint's counters.
     pub fn build(cfg: &ClusterConfig, prev: Option<&ClusterState>) -> ClusterState {
-        let old: HashMap<&str, &Arc<Endpoint>> =
-            prev.map(|p| p.endpoints.iter().map(|e| (e.authority.as_str(), e)).collect()).unwrap_or_default();
+        let old: HashMap<&str, &Arc<Endpoint>> = prev
+            .map(|p| {
+                p.endpoints
+                    .iter()
+                    .map(|e| (e.authority.as_str(), e))
+                    .collect()
+            })
+            .unwrap_or_default();
         let endpoints: Vec<Arc<Endpoint>> = cfg
             .endpoints
             .iter()
@@ -110,7 +125,9 @@ impl ClusterState {
             .filter_map(|e| {
                 let authority = authority_of(&e.address)?;
                 match old.get(authority.as_str()) {
-                    Some(o) if o.weight == e.weight && o.hostname == e.hostname => Some((*o).clone()),
+                    Some(o) if o.weight == e.weight && o.hostname == e.hostname => {
+                        Some((*o).clone())
+                    }
                     Some(o) => Some(Arc::new(Endpoint {
                         authority,
                         weight: e.weight,
@@ -129,18 +146,33 @@ impl ClusterState {
             })
             .collect();
         let client = match prev {
-            Some(p) if p.client.connect_timeout == cfg.connect_timeout && p.client.http2 == cfg.http2 => p.client.clone(),
+            Some(p)
+                if p.client.connect_timeout == cfg.connect_timeout
+                    && p.client.http2 == cfg.http2 =>
+            {
+                p.client.clone()
+            }
             _ => UpstreamClient::new(cfg.connect_timeout, cfg.http2),
         };
         let policy = match &cfg.lb {
-            LbPolicy::RoundRobin => Policy::RoundRobin(wrr_schedule(&endpoints.iter().map(|e| e.weight).collect::<Vec<_>>())),
+            LbPolicy::RoundRobin => Policy::RoundRobin(wrr_schedule(
+                &endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(),
+            )),
             LbPolicy::LeastRequest => Policy::LeastRequest,
             LbPolicy::Random => Policy::Random,
-            LbPolicy::RingHash { min_ring, .. } => Policy::Ring(ring(&endpoints, (*min_ring as usize).clamp(64, 1 << 16))),
+            LbPolicy::RingHash { min_ring, .. } => {
+                Policy::Ring(ring(&endpoints, (*min_ring as usize).clamp(64, 1 << 16)))
+            }
             LbPolicy::Maglev => Policy::Ring(ring(&endpoints, 65537 / 8)),
         };
         let cursor = AtomicUsize::new(prev.map(|p| p.cursor.load(Ordering::Relaxed)).unwrap_or(0));
-        ClusterState { name: cfg.name.clone(), endpoints, client, policy, cursor }
+        ClusterState {
+            name: cfg.name.clone(),
+            endpoints,
+            client,
+            policy,
+            cursor,
+        }
     }
 
     fn healthy(&self, i: usize) -> bool {
@@ -157,7 +189,9 @@ impl ClusterState {
         let idx = match &self.policy {
             Policy::RoundRobin(order) => {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..order.len()).map(|k| order[(start + k) % order.len()] as usize).find(|i| self.healthy(*i))?
+                (0..order.len())
+                    .map(|k| order[(start + k) % order.len()] as usize)
+                    .find(|i| self.healthy(*i))?
             }
             Policy::Random => {
                 let total: u64 = self.endpoints.iter().map(|e| u64::from(e.weight)).sum();
@@ -170,20 +204,27 @@ impl ClusterState {
                     }
                     r -= u64::from(e.weight);
                 }
-                (0..n).map(|k| (chosen + k) % n).find(|i| self.healthy(*i))?
+                (0..n)
+                    .map(|k| (chosen + k) % n)
+                    .find(|i| self.healthy(*i))?
             }
             Policy::LeastRequest => {
                 // Power of two choices: two random endpoints, the less busy wins.
                 let a = rand::random::<u64>() as usize % n;
                 let b = rand::random::<u64>() as usize % n;
-                let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed) * 1000 / u64::from(self.endpoints[i].weight.max(1));
+                let load = |i: usize| {
+                    self.endpoints[i].active.load(Ordering::Relaxed) * 1000
+                        / u64::from(self.endpoints[i].weight.max(1))
+                };
                 let best = if load(b) < load(a) { b } else { a };
                 (0..n).map(|k| (best + k) % n).find(|i| self.healthy(*i))?
             }
             Policy::Ring(points) => {
                 let h = hash.unwrap_or_else(rand::random::<u64>);
                 let start = points.partition_point(|(p, _)| *p < h);
-                (0..points.len()).map(|k| points[(start + k) % points.len()].1 as usize).find(|i| self.healthy(*i))?
+                (0..points.len())
+                    .map(|k| points[(start + k) % points.len()].1 as usize)
+                    .find(|i| self.healthy(*i))?
             }
         };
         Some(self.endpoints[idx].clone())

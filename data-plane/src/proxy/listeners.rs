@@ -34,7 +34,8 @@ pub struct Plan {
 
 fn offset_addr(a: SocketAddr, offset: i32) -> Result<SocketAddr, String> {
     let port = i32::from(a.port()) + offset;
-    let port = u16::try_from(port).map_err(|_| format!("port {} + offset {offset} is out of range", a.port()))?;
+    let port = u16::try_from(port)
+        .map_err(|_| format!("port {} + offset {offset} is out of range", a.port()))?;
     Ok(SocketAddr::new(a.ip(), port))
 }
 
@@ -47,15 +48,24 @@ impl ListenerSet {
             let addr = offset_addr(l.address, offset)?;
             let tls = l.tls.is_some();
             if let Some(a) = self.active.get(&l.name)
-                && a.addr == addr && a.tls == tls {
-                    keep.insert(l.name.clone());
-                    continue;
-                }
-            let sock = std::net::TcpListener::bind(addr).map_err(|e| format!("Listener {}: cannot bind {addr}: {e}", l.name))?;
-            sock.set_nonblocking(true).map_err(|e| format!("Listener {}: {e}", l.name))?;
+                && a.addr == addr
+                && a.tls == tls
+            {
+                keep.insert(l.name.clone());
+                continue;
+            }
+            let sock = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("Listener {}: cannot bind {addr}: {e}", l.name))?;
+            sock.set_nonblocking(true)
+                .map_err(|e| format!("Listener {}: {e}", l.name))?;
             start.push((l.name.clone(), addr, tls, sock));
         }
-        let stop = self.active.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+        let stop = self
+            .active
+            .keys()
+            .filter(|n| !keep.contains(*n))
+            .cloned()
+            .collect();
         Ok(Plan { start, stop })
     }
 
@@ -70,7 +80,15 @@ impl ListenerSet {
             let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(serve(name.clone(), sock, is_tls, shared.clone(), rx));
             tracing::info!(listener = %name, %addr, tls = is_tls, "listener started");
-            self.active.insert(name, Active { addr, tls: is_tls, stop, task });
+            self.active.insert(
+                name,
+                Active {
+                    addr,
+                    tls: is_tls,
+                    stop,
+                    task,
+                },
+            );
         }
     }
 
@@ -85,7 +103,13 @@ impl ListenerSet {
     }
 }
 
-async fn serve(name: String, sock: std::net::TcpListener, is_tls: bool, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    name: String,
+    sock: std::net::TcpListener,
+    is_tls: bool,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let listener = match tokio::net::TcpListener::from_std(sock) {
         Ok(l) => l,
         Err(e) => {
@@ -138,7 +162,10 @@ async fn serve(name: String, sock: std::net::TcpListener, is_tls: bool, shared: 
     }
     drop(listener);
     let timeout = shared.options.drain_timeout;
-    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(listener = %name, ?timeout, "drain timeout: closing remaining connections");
     }
 }

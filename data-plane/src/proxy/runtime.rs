@@ -80,10 +80,21 @@ impl Shared {
         let clusters = compiled
             .clusters
             .iter()
-            .map(|(name, cfg)| (name.clone(), Arc::new(ClusterState::build(cfg, prev.clusters.get(name).map(|c| c.as_ref())))))
+            .map(|(name, cfg)| {
+                (
+                    name.clone(),
+                    Arc::new(ClusterState::build(
+                        cfg,
+                        prev.clusters.get(name).map(|c| c.as_ref()),
+                    )),
+                )
+            })
             .collect();
-        let listeners: HashMap<String, ListenerConfig> =
-            compiled.listeners.iter().map(|l| (l.name.clone(), l.clone())).collect();
+        let listeners: HashMap<String, ListenerConfig> = compiled
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
         let mut set_guard = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let plan = set_guard.plan(&compiled.listeners, self.options.port_offset)?;
         self.runtime.store(Arc::new(Runtime {
@@ -106,7 +117,11 @@ impl Shared {
     /// Stops every listener and waits (bounded by the drain timeout) for
     /// requests in flight to finish.
     pub async fn drain(self: &Arc<Self>) {
-        let tasks = self.listeners.lock().unwrap_or_else(|e| e.into_inner()).stop_all();
+        let tasks = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_all();
         for t in tasks {
             let _ = t.await;
         }

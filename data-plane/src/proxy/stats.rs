@@ -50,17 +50,61 @@ impl Stats {
             config_rejected: Counter::default(),
         };
         let r = &mut s.registry;
-        r.register("downstream_rq", "Downstream requests by status class", s.downstream_rq.clone());
-        r.register("downstream_cx_active", "Open downstream connections", s.downstream_cx_active.clone());
-        r.register("no_route", "Requests with no matching route (404)", s.no_route.clone());
-        r.register("no_cluster", "Requests whose route names an unknown cluster (503)", s.no_cluster.clone());
-        r.register("no_healthy_upstream", "Requests with no healthy endpoint (503)", s.no_healthy_upstream.clone());
-        r.register("upstream_rq", "Requests sent upstream", s.upstream_rq.clone());
-        r.register("upstream_cx_connect_fail", "Upstream connect failures", s.upstream_cx_connect_fail.clone());
-        r.register("upstream_rq_timeout", "Upstream requests that timed out (504)", s.upstream_rq_timeout.clone());
-        r.register("upstream_rq_retry", "Upstream request retries", s.upstream_rq_retry.clone());
-        r.register("config_applied", "Configs compiled and swapped in", s.config_applied.clone());
-        r.register("config_rejected", "Configs refused (NACKed)", s.config_rejected.clone());
+        r.register(
+            "downstream_rq",
+            "Downstream requests by status class",
+            s.downstream_rq.clone(),
+        );
+        r.register(
+            "downstream_cx_active",
+            "Open downstream connections",
+            s.downstream_cx_active.clone(),
+        );
+        r.register(
+            "no_route",
+            "Requests with no matching route (404)",
+            s.no_route.clone(),
+        );
+        r.register(
+            "no_cluster",
+            "Requests whose route names an unknown cluster (503)",
+            s.no_cluster.clone(),
+        );
+        r.register(
+            "no_healthy_upstream",
+            "Requests with no healthy endpoint (503)",
+            s.no_healthy_upstream.clone(),
+        );
+        r.register(
+            "upstream_rq",
+            "Requests sent upstream",
+            s.upstream_rq.clone(),
+        );
+        r.register(
+            "upstream_cx_connect_fail",
+            "Upstream connect failures",
+            s.upstream_cx_connect_fail.clone(),
+        );
+        r.register(
+            "upstream_rq_timeout",
+            "Upstream requests that timed out (504)",
+            s.upstream_rq_timeout.clone(),
+        );
+        r.register(
+            "upstream_rq_retry",
+            "Upstream request retries",
+            s.upstream_rq_retry.clone(),
+        );
+        r.register(
+            "config_applied",
+            "Configs compiled and swapped in",
+            s.config_applied.clone(),
+        );
+        r.register(
+            "config_rejected",
+            "Configs refused (NACKed)",
+            s.config_rejected.clone(),
+        );
         s
     }
 
@@ -72,7 +116,9 @@ impl Stats {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.downstream_rq.get_or_create(&ClassLabel { class }).inc();
+        self.downstream_rq
+            .get_or_create(&ClassLabel { class })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

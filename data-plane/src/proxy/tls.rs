@@ -41,12 +41,18 @@ pub fn acceptor(shared: Arc<Shared>, listener: Arc<str>) -> TlsAcceptor {
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| vec![b"h2".to_vec(), b"http/1.1".to_vec()])
     };
-    let mut cfg = match rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-        Ok(b) => b.with_no_client_auth().with_cert_resolver(Arc::new(SniResolver { shared, listener })),
+    let mut cfg = match rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SniResolver { shared, listener })),
         Err(e) => {
             tracing::error!(error = %e, "TLS provider has no protocol versions");
             return TlsAcceptor::from(Arc::new(
-                rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(NoCert)),
+                rustls::ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::new(NoCert)),
             ));
         }
     };
@@ -62,4 +68,3 @@ impl ResolvesServerCert for NoCert {
         None
     }
 }
-

@@ -35,8 +35,13 @@ impl UpstreamClient {
             .pool_max_idle_per_host(usize::MAX)
             .http2_only(http2);
         if http2 {
-            b.http2_keep_alive_interval(Duration::from_secs(30)).http2_keep_alive_timeout(Duration::from_secs(10));
+            b.http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(10));
         }
-        UpstreamClient { client: b.build(connector), connect_timeout, http2 }
+        UpstreamClient {
+            client: b.build(connector),
+            connect_timeout,
+            http2,
+        }
     }
 }
