@@ -280,19 +280,6 @@ async fn forward(
     let label = ClusterLabel {
         cluster: cluster.name.clone(),
     };
-    if rt
-        .compiled
-        .clusters
-        .get(cluster_name)
-        .is_some_and(|c| c.tls.is_some())
-    {
-        // Upstream TLS is not built yet: refuse rather than send in the clear.
-        tracing::warn!(cluster = %cluster.name, "upstream TLS is not supported yet; refusing the request");
-        return local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream TLS is not supported by this gantry-proxy yet",
-        );
-    }
     let original_host = authority_of(&req);
     let original_pq = req
         .uri()
@@ -406,7 +393,7 @@ async fn forward(
         };
         shared.stats.upstream_rq.get_or_create(&label).inc();
         let active = Active::new(endpoint.clone());
-        let sent = cluster.client.client.request(req);
+        let sent = cluster.client.request(req);
         let outcome = match f.timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r.map_err(|e| {
@@ -527,7 +514,7 @@ fn upstream_request(
     cluster: &ClusterState,
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
-    let uri: Uri = format!("http://{}{}", endpoint.authority, pq)
+    let uri: Uri = format!("{}://{}{}", cluster.client.scheme(), endpoint.authority, pq)
         .parse()
         .map_err(http::Error::from)?;
     let mut b = Request::builder().method(parts.method.clone()).uri(uri);

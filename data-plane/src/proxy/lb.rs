@@ -2,7 +2,7 @@
 //! endpoint counters, health, round-robin position) is kept by name across
 //! config swaps; only what a new config changes is rebuilt.
 
-use super::upstream::UpstreamClient;
+use super::upstream::{UpstreamClient, tls_key};
 use crate::config::{ClusterConfig, EndpointAddress, LbPolicy};
 use http::uri::Authority;
 use std::collections::HashMap;
@@ -148,11 +148,12 @@ impl ClusterState {
         let client = match prev {
             Some(p)
                 if p.client.connect_timeout == cfg.connect_timeout
-                    && p.client.http2 == cfg.http2 =>
+                    && p.client.http2 == cfg.http2
+                    && p.client.tls_key == tls_key(cfg.tls.as_ref()) =>
             {
                 p.client.clone()
             }
-            _ => UpstreamClient::new(cfg.connect_timeout, cfg.http2),
+            _ => UpstreamClient::new(cfg.connect_timeout, cfg.http2, cfg.tls.as_ref()),
         };
         let policy = match &cfg.lb {
             LbPolicy::RoundRobin => Policy::RoundRobin(wrr_schedule(

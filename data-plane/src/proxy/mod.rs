@@ -11,3 +11,4 @@ pub mod runtime;
 pub mod stats;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;

@@ -1,12 +1,14 @@
 //! Upstream HTTP clients: pooled keep-alive connections per endpoint,
-//! HTTP/1.1 or HTTP/2 per cluster, with the cluster's connect timeout.
-//! A client lives in the cluster's long-lived state, so its pool survives
-//! config swaps.
+//! HTTP/1.1 or HTTP/2 per cluster, plain or TLS, with the cluster's connect
+//! timeout. A client lives in the cluster's long-lived state, so its pool
+//! survives config swaps.
 
+use super::upstream_tls::TlsConnector;
+use crate::config::UpstreamTls;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
@@ -16,18 +18,31 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 #[derive(Clone)]
+enum Kind {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<TlsConnector, Body>),
+}
+
+#[derive(Clone)]
 pub struct UpstreamClient {
-    pub client: Client<HttpConnector, Body>,
+    kind: Kind,
     pub connect_timeout: Duration,
     pub http2: bool,
+    /// What the TLS settings were built from (None: plain), so a swap that
+    /// keeps them keeps the pool.
+    pub tls_key: Option<String>,
+}
+
+/// The identity of a cluster's TLS settings.
+pub fn tls_key(tls: Option<&UpstreamTls>) -> Option<String> {
+    tls.map(|t| format!("{t:?}"))
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration, http2: bool) -> Self {
+    pub fn new(connect_timeout: Duration, http2: bool, tls: Option<&UpstreamTls>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
-        connector.enforce_http(true);
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -38,10 +53,51 @@ impl UpstreamClient {
             b.http2_keep_alive_interval(Duration::from_secs(30))
                 .http2_keep_alive_timeout(Duration::from_secs(10));
         }
+        let kind = match tls {
+            None => {
+                connector.enforce_http(true);
+                Kind::Plain(b.build(connector))
+            }
+            Some(t) => {
+                connector.enforce_http(false);
+                let alpn = if !t.alpn.is_empty() {
+                    t.alpn.clone()
+                } else if http2 {
+                    vec![b"h2".to_vec()]
+                } else {
+                    vec![b"http/1.1".to_vec()]
+                };
+                match TlsConnector::new(connector.clone(), t.sni.as_deref(), alpn) {
+                    Ok(c) => Kind::Tls(b.build(c)),
+                    Err(e) => {
+                        // Only an unusable SNI gets here; the compiler
+                        // checked it, so fall back loudly rather than panic.
+                        tracing::error!(error = %e, "upstream TLS settings unusable; using plain HTTP");
+                        connector.enforce_http(true);
+                        Kind::Plain(b.build(connector))
+                    }
+                }
+            }
+        };
         UpstreamClient {
-            client: b.build(connector),
+            kind,
             connect_timeout,
             http2,
+            tls_key: tls_key(tls),
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        match self.kind {
+            Kind::Plain(_) => "http",
+            Kind::Tls(_) => "https",
+        }
+    }
+
+    pub fn request(&self, req: http::Request<Body>) -> ResponseFuture {
+        match &self.kind {
+            Kind::Plain(c) => c.request(req),
+            Kind::Tls(c) => c.request(req),
         }
     }
 }
