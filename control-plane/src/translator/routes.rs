@@ -359,6 +359,9 @@ fn entries<'a>(
                     ..Default::default()
                 }),
                 host_rewrite_specifier: host_rewrite(r, s, upstream),
+                // Kong sends X-Forwarded-Host; Envoy appends the client's
+                // Host to it when the route rewrites the host.
+                append_x_forwarded_host: true,
                 regex_rewrite: rw.rewrite,
                 hash_policy: hash_policy.clone(),
                 ..Default::default()

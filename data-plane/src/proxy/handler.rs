@@ -18,6 +18,8 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use std::convert::Infallible;
+
+static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -380,7 +382,7 @@ async fn forward(
             &parts,
             &upstream_pq,
             &endpoint,
-            &f.host_rewrite,
+            f,
             &original_host,
             cluster,
             body,
@@ -509,7 +511,7 @@ fn upstream_request(
     parts: &http::request::Parts,
     pq: &str,
     endpoint: &Endpoint,
-    rewrite: &HostRewrite,
+    f: &Forward,
     original_host: &str,
     cluster: &ClusterState,
     body: Body,
@@ -523,7 +525,7 @@ fn upstream_request(
     }
     let mut req = b.body(body)?;
     *req.headers_mut() = parts.headers.clone();
-    let host = match rewrite {
+    let host = match &f.host_rewrite {
         HostRewrite::None => original_host.to_string(),
         HostRewrite::Literal(h) => h.clone(),
         HostRewrite::Auto => endpoint
@@ -531,6 +533,20 @@ fn upstream_request(
             .clone()
             .unwrap_or_else(|| endpoint.authority.to_string()),
     };
+    if f.append_x_forwarded_host && host != original_host {
+        // Envoy's append_x_forwarded_host: the client's Host, appended.
+        let v = match req
+            .headers()
+            .get(&X_FORWARDED_HOST)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev},{original_host}"),
+            _ => original_host.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            req.headers_mut().insert(X_FORWARDED_HOST.clone(), v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&host) {
         req.headers_mut().insert(HOST, v);
     }
