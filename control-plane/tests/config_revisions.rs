@@ -332,3 +332,37 @@ both!(openapi_covers_every_route, |app| {
         .expect("send");
     assert_eq!(r.status().as_u16(), 405);
 });
+
+both!(revisions_and_audit_page_newest_first, |app| {
+    for i in 0..5 {
+        let (s, _) = app
+            .post("/consumers", json!({ "username": format!("p{i}") }))
+            .await;
+        assert_eq!(s, 201);
+    }
+    for (path, key) in [
+        ("/config/revisions?size=2", "revision"),
+        ("/audit?size=2", "id"),
+    ] {
+        let mut seen: Vec<i64> = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next {
+            let (s, body) = app.get(&p).await;
+            assert_eq!(s, 200, "{body}");
+            let data = body["data"].as_array().expect("data");
+            assert!(data.len() <= 2);
+            seen.extend(data.iter().map(|r| r[key].as_i64().expect("number")));
+            next = body["next"].as_str().map(str::to_string);
+            if let Some(n) = &next {
+                assert!(n.contains("size=2"), "the next page keeps the size: {n}");
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(seen, sorted, "{path}: newest first, each once");
+        assert!(seen.len() >= 5, "{path}: {seen:?}");
+    }
+    let (s, _) = app.get("/audit?offset=!!!").await;
+    assert_eq!(s, 400);
+});

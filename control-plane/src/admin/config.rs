@@ -152,26 +152,43 @@ pub async fn revisions(
     State(app): State<Admin>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let p = paging(&q)?;
-    let before = match p.after {
-        Some(a) => Some(
+    let (before, size) = newest_first(&q)?;
+    let rows = app.store.revisions(before, size + 1).await?;
+    Ok(page(rows, size, |r| r.revision, "/config/revisions"))
+}
+
+/// Paging for lists newest first: the offset is the last number shown.
+fn newest_first(q: &HashMap<String, String>) -> Result<(Option<i64>, usize), ApiError> {
+    let p = paging(q)?;
+    let before = p
+        .after
+        .map(|a| {
             a.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("invalid offset"))?,
-        ),
-        None => None,
-    };
-    let mut rows = app.store.revisions(before, p.size + 1).await?;
-    let more = rows.len() > p.size;
-    rows.truncate(p.size);
-    let offset = if more {
-        rows.last().map(|r| encode_offset(&r.revision.to_string()))
+                .map_err(|_| ApiError::bad_request("invalid offset"))
+        })
+        .transpose()?;
+    Ok((before, p.size))
+}
+
+/// Kong's page shape from `size + 1` rows: the extra row says there is more.
+fn page<T: serde::Serialize>(
+    mut rows: Vec<T>,
+    size: usize,
+    number: impl Fn(&T) -> i64,
+    base: &str,
+) -> Response {
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let offset = more
+        .then(|| rows.last().map(|r| encode_offset(&number(r).to_string())))
+        .flatten();
+    let sized = if size == super::DEFAULT_PAGE {
+        String::new()
     } else {
-        None
+        format!("&size={size}")
     };
-    let next = offset
-        .as_ref()
-        .map(|o| format!("/config/revisions?offset={o}"));
-    Ok(Json(json!({ "data": rows, "next": next, "offset": offset })).into_response())
+    let next = offset.as_ref().map(|o| format!("{base}?offset={o}{sized}"));
+    Json(json!({ "data": rows, "next": next, "offset": offset })).into_response()
 }
 
 /// `GET /config/revisions/{n}`: the revision and the whole config at it.
@@ -247,22 +264,7 @@ pub async fn audit(
     State(app): State<Admin>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let p = paging(&q)?;
-    let before = match p.after {
-        Some(a) => Some(
-            a.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("invalid offset"))?,
-        ),
-        None => None,
-    };
-    let mut rows = app.store.audit(before, p.size + 1).await?;
-    let more = rows.len() > p.size;
-    rows.truncate(p.size);
-    let offset = if more {
-        rows.last().map(|r| encode_offset(&r.id.to_string()))
-    } else {
-        None
-    };
-    let next = offset.as_ref().map(|o| format!("/audit?offset={o}"));
-    Ok(Json(json!({ "data": rows, "next": next, "offset": offset })).into_response())
+    let (before, size) = newest_first(&q)?;
+    let rows = app.store.audit(before, size + 1).await?;
+    Ok(page(rows, size, |r| r.id, "/audit"))
 }
