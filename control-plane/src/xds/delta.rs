@@ -8,15 +8,13 @@
 //! come to exist; make-before-break order with cluster removals held back
 //! until the node's routes no longer need them.
 
-use super::XdsContext;
 use super::fleet::SyncState;
-use super::session::{NodeInfo, Session};
+use super::session::{Protocol, Session};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use gantry_shared::xds::{self, PUSH_ORDER};
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -45,7 +43,7 @@ struct TypeState {
     responded: bool,
 }
 
-struct Stream {
+pub struct Stream {
     session: Session,
     types: HashMap<&'static str, TypeState>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
@@ -55,52 +53,35 @@ fn known_type(t: &str) -> Option<&'static str> {
     PUSH_ORDER.iter().copied().find(|k| *k == t)
 }
 
-pub async fn run(
-    ctx: Arc<XdsContext>,
-    mut requests: tonic::Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let first = match requests.message().await {
-        Ok(Some(r)) => r,
-        _ => return,
-    };
-    let Some(node) = first.node.as_ref().map(NodeInfo::from_node) else {
-        let _ = tx
-            .send(Err(Status::invalid_argument(
-                "the first request must carry the node",
-            )))
-            .await;
-        return;
-    };
-    let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), "delta");
-    let mut snapshots = ctx.cache.subscribe();
-    let mut s = Stream {
-        session,
-        types: HashMap::new(),
-        tx,
-    };
-    if s.on_request(first).await.is_err() {
-        return;
+impl Protocol for Stream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(
+        req: &DeltaDiscoveryRequest,
+    ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        req.node.as_ref()
     }
-    loop {
-        tokio::select! {
-            msg = requests.message() => match msg {
-                Ok(Some(r)) => if s.on_request(r).await.is_err() { return },
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(node = %s.session.node.id, error = %e, "stream ended");
-                    return;
-                }
-            },
-            // The control plane is stopping: end the stream so the node
-            // reconnects to another replica (or to this one, restarted).
-            _ = stop.changed() => return,
-            changed = snapshots.changed() => {
-                if changed.is_err() { return }
-                if s.push_all().await.is_err() { return }
-            }
+
+    fn open(session: Session, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Self {
+        Stream {
+            session,
+            types: HashMap::new(),
+            tx,
         }
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn on_request(&mut self, r: DeltaDiscoveryRequest) -> Result<(), ()> {
+        Stream::on_request(self, r).await
+    }
+
+    async fn push_all(&mut self) -> Result<(), ()> {
+        Stream::push_all(self).await
     }
 }
 

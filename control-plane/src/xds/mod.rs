@@ -56,7 +56,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(sotw::run(
+        tokio::spawn(session::drive::<sotw::Stream>(
             self.ctx.clone(),
             request.into_inner(),
             tx,
@@ -70,7 +70,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(delta::run(
+        tokio::spawn(session::drive::<delta::Stream>(
             self.ctx.clone(),
             request.into_inner(),
             tx,

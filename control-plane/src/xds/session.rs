@@ -1,11 +1,13 @@
 //! What SotW and delta streams share: who the node is, the snapshot it
 //! follows, nonces, and the fleet bookkeeping of sends, ACKs and NACKs.
 
+use super::XdsContext;
 use super::cache::{Resource, Snapshot, SnapshotCache};
 use super::fleet::{Fleet, Nack, NodeEntry, SyncState, TypeStatus};
 use crate::store::now_ms;
 use crate::translator::Flavour;
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::Node as ProtoNode;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -148,4 +150,69 @@ pub fn content_key<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> u6
         r.version.hash(&mut h);
     }
     h.finish()
+}
+
+/// One ADS stream's protocol (state-of-the-world or delta): what it does
+/// with a request, and how it pushes a new snapshot.
+pub trait Protocol: Sized + Send {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    const NAME: &'static str;
+    fn node(req: &Self::Request) -> Option<&ProtoNode>;
+    fn open(
+        session: Session,
+        tx: tokio::sync::mpsc::Sender<Result<Self::Response, tonic::Status>>,
+    ) -> Self;
+    fn session(&self) -> &Session;
+    fn on_request(&mut self, r: Self::Request) -> impl Future<Output = Result<(), ()>> + Send;
+    fn push_all(&mut self) -> impl Future<Output = Result<(), ()>> + Send;
+}
+
+/// Runs one stream: the first request names the node; then requests,
+/// new snapshots and shutdown are handled as they come.
+pub async fn drive<P: Protocol>(
+    ctx: Arc<XdsContext>,
+    mut requests: tonic::Streaming<P::Request>,
+    tx: tokio::sync::mpsc::Sender<Result<P::Response, tonic::Status>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    tonic::Streaming<P::Request>: Send,
+{
+    let first = match requests.message().await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    let Some(node) = P::node(&first).map(NodeInfo::from_node) else {
+        let _ = tx
+            .send(Err(tonic::Status::invalid_argument(
+                "the first request must carry the node",
+            )))
+            .await;
+        return;
+    };
+    let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), P::NAME);
+    let mut snapshots = ctx.cache.subscribe();
+    let mut s = P::open(session, tx);
+    if s.on_request(first).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = requests.message() => match msg {
+                Ok(Some(r)) => if s.on_request(r).await.is_err() { return },
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(node = %s.session().node.id, error = %e, "stream ended");
+                    return;
+                }
+            },
+            // The control plane is stopping: end the stream so the node
+            // reconnects to another replica (or to this one, restarted).
+            _ = stop.changed() => return,
+            changed = snapshots.changed() => {
+                if changed.is_err() { return }
+                if s.push_all().await.is_err() { return }
+            }
+        }
+    }
 }

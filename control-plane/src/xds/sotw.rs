@@ -9,10 +9,9 @@
 //! that use them, and clusters a node's routes may still use are kept
 //! until its new routes are ACKed.
 
-use super::XdsContext;
 use super::cache::{Resource, Snapshot};
 use super::fleet::SyncState;
-use super::session::{NodeInfo, Session, content_key};
+use super::session::{Protocol, Session, content_key};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use gantry_shared::xds::{self, PUSH_ORDER};
 use std::collections::{BTreeSet, HashMap};
@@ -37,7 +36,7 @@ struct TypeState {
     nacked: Option<u64>,
 }
 
-struct Stream {
+pub struct Stream {
     session: Session,
     types: HashMap<&'static str, TypeState>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
@@ -47,53 +46,33 @@ fn known_type(t: &str) -> Option<&'static str> {
     PUSH_ORDER.iter().copied().find(|k| *k == t)
 }
 
-pub async fn run(
-    ctx: Arc<XdsContext>,
-    mut requests: tonic::Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    // The first request names the node.
-    let first = match requests.message().await {
-        Ok(Some(r)) => r,
-        _ => return,
-    };
-    let Some(node) = first.node.as_ref().map(NodeInfo::from_node) else {
-        let _ = tx
-            .send(Err(Status::invalid_argument(
-                "the first request must carry the node",
-            )))
-            .await;
-        return;
-    };
-    let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), "sotw");
-    let mut snapshots = ctx.cache.subscribe();
-    let mut s = Stream {
-        session,
-        types: HashMap::new(),
-        tx,
-    };
-    if s.on_request(first).await.is_err() {
-        return;
+impl Protocol for Stream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        req.node.as_ref()
     }
-    loop {
-        tokio::select! {
-            msg = requests.message() => match msg {
-                Ok(Some(r)) => if s.on_request(r).await.is_err() { return },
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(node = %s.session.node.id, error = %e, "stream ended");
-                    return;
-                }
-            },
-            // The control plane is stopping: end the stream so the node
-            // reconnects to another replica (or to this one, restarted).
-            _ = stop.changed() => return,
-            changed = snapshots.changed() => {
-                if changed.is_err() { return }
-                if s.push_all().await.is_err() { return }
-            }
+
+    fn open(session: Session, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
+        Stream {
+            session,
+            types: HashMap::new(),
+            tx,
         }
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn on_request(&mut self, r: DiscoveryRequest) -> Result<(), ()> {
+        Stream::on_request(self, r).await
+    }
+
+    async fn push_all(&mut self) -> Result<(), ()> {
+        Stream::push_all(self).await
     }
 }
 
