@@ -272,6 +272,15 @@ both!(status_and_root, |app| {
     assert_eq!(s, 200);
     assert!(root["version"].is_string());
     assert!(root["plugins"]["available_on_server"]["rate-limiting"].is_object());
+    for name in ["a", "b"] {
+        let (s, _) = app
+            .post("/services", json!({"name": name, "url": "http://x.test"}))
+            .await;
+        assert_eq!(s, 201);
+    }
+    let (_, root) = app.get("/").await;
+    assert_eq!(root["configuration"]["entities"]["services"], 2, "{root}");
+    assert!(root["configuration"]["entities"]["routes"].is_null());
 });
 
 both!(openapi_covers_every_route, |app| {

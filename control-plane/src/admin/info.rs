@@ -11,11 +11,13 @@ use serde_json::json;
 
 pub async fn root(State(app): State<Admin>) -> Result<Response, ApiError> {
     let revision = app.store.current_revision().await?;
-    let mut counts = serde_json::Map::new();
-    for e in app.store.all_current().await? {
-        let n = counts.entry(e.kind).or_insert(json!(0));
-        *n = json!(n.as_i64().unwrap_or(0) + 1);
-    }
+    let counts: serde_json::Map<String, serde_json::Value> = app
+        .store
+        .counts()
+        .await?
+        .into_iter()
+        .map(|(k, n)| (k, json!(n)))
+        .collect();
     let plugins: serde_json::Map<String, serde_json::Value> = crate::plugins::names()
         .iter()
         .map(|n| {

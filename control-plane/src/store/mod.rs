@@ -368,6 +368,16 @@ impl Store {
         Ok((out, next))
     }
 
+    /// How many current entities each collection holds.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, COUNT(*) FROM entity_versions WHERE rev_to IS NULL GROUP BY kind ORDER BY kind")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Every current entity (the whole configuration).
     pub async fn all_current(&self) -> Result<Vec<Stored>, StoreError> {
         self.state_at(None).await
