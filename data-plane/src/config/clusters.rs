@@ -2,9 +2,10 @@
 //! Envoy's value.
 
 use super::headers::{HeaderStage, compile_stage};
+use super::upstream_tls::UpstreamTls;
 use super::{
     ClusterLoadAssignment, CompileError, duration_or, fields, positive_duration, reject_rest,
-    type_name, unpack,
+    unpack,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection,
@@ -13,16 +14,13 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthCheck as PbHealthCheck, HttpProtocolOptions as CommonHttpOptions,
-    TransportSocket, address, health_check::HealthChecker, socket_address::PortSpecifier,
-    transport_socket,
+    address, health_check::HealthChecker, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{LbEndpoint, lb_endpoint::HostIdentifier};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options::UpstreamProtocolOptions,
     http_protocol_options::explicit_http_config::ProtocolConfig,
 };
-use prost::Name;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -100,20 +98,6 @@ pub struct EndpointConfig {
     pub active_health_check_disabled: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamTls {
-    /// `UpstreamTlsContext.sni` (None: no SNI unless auto_sni applies).
-    pub sni: Option<String>,
-    /// `upstream_http_protocol_options.auto_sni`: SNI from the upstream
-    /// request's Host (after any host rewrite).
-    pub auto_sni: bool,
-    /// `auto_san_validation` (only meaningful with certificate validation,
-    /// which is not configured: Envoy then does not verify the peer).
-    pub auto_san_validation: bool,
-    /// `UpstreamTlsContext.auto_host_sni`: SNI from the endpoint's hostname.
-    pub auto_host_sni: bool,
-    pub alpn: Vec<Vec<u8>>,
-}
 
 #[derive(Clone, Debug)]
 pub struct HttpCheck {
@@ -477,7 +461,7 @@ fn settings(rest: &mut Cluster) -> Result<ClusterConfig, String> {
     }
     let tls = match rest.transport_socket.take() {
         None => None,
-        Some(ts) => upstream_tls(&ts, auto_sni, auto_san_validation)?,
+        Some(ts) => super::upstream_tls::compile(&ts, auto_sni, auto_san_validation)?,
     };
 
     // No effect on traffic.
@@ -599,59 +583,6 @@ fn common_http(mut c: CommonHttpOptions) -> Result<(Option<Duration>, Option<u32
     Ok((idle, max_req))
 }
 
-fn upstream_tls(
-    ts: &TransportSocket,
-    auto_sni: bool,
-    auto_san_validation: bool,
-) -> Result<Option<UpstreamTls>, String> {
-    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
-        return match ts.name.as_str() {
-            "envoy.transport_sockets.raw_buffer" | "raw_buffer" => Ok(None),
-            other => Err(format!(
-                "transport_socket {other:?} without a typed_config is not supported"
-            )),
-        };
-    };
-    match type_name(any) {
-        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => return Ok(None),
-        t if t == UpstreamTlsContext::full_name() => {}
-        other => return Err(format!("transport_socket {other:?} is not supported")),
-    }
-    let mut ctx: UpstreamTlsContext = unpack(any, "transport_socket")?;
-    let sni = std::mem::take(&mut ctx.sni);
-    let auto_host_sni = std::mem::take(&mut ctx.auto_host_sni);
-    let mut alpn = Vec::new();
-    if let Some(mut common) = ctx.common_tls_context.take() {
-        alpn = std::mem::take(&mut common.alpn_protocols)
-            .into_iter()
-            .map(String::into_bytes)
-            .collect();
-        if common.validation_context_type.is_some() {
-            return Err(
-                "transport_socket: upstream certificate validation is not supported".into(),
-            );
-        }
-        reject_rest(
-            &common,
-            fields::COMMON_TLS,
-            "transport_socket.common_tls_context",
-        )?;
-    }
-    // Session resumption tuning only.
-    ctx.max_session_keys = None;
-    reject_rest(
-        &ctx,
-        fields::UPSTREAM_TLS,
-        "transport_socket (UpstreamTlsContext)",
-    )?;
-    Ok(Some(UpstreamTls {
-        sni: (!sni.is_empty()).then_some(sni),
-        auto_sni,
-        auto_san_validation,
-        auto_host_sni,
-        alpn,
-    }))
-}
 
 fn status_ranges(
     rs: &[envoy_types::pb::envoy::r#type::v3::Int64Range],

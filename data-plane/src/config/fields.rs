@@ -185,6 +185,24 @@ pub(super) const COMMON_TLS: &[(u32, &str)] = &[
     (15, "key_log"),
     (16, "custom_tls_certificate_selector"),
 ];
+pub(super) const CERT_VALIDATION: &[(u32, &str)] = &[
+    (1, "trusted_ca"),
+    (2, "verify_certificate_hash"),
+    (3, "verify_certificate_spki"),
+    (6, "require_signed_certificate_timestamp"),
+    (7, "crl"),
+    (8, "allow_expired_certificate"),
+    (9, "match_subject_alt_names"),
+    (10, "trust_chain_verification"),
+    (11, "watched_directory"),
+    (12, "custom_validator_config"),
+    (13, "ca_certificate_provider_instance"),
+    (14, "only_verify_leaf_cert_crl"),
+    (15, "match_typed_subject_alt_names"),
+    (16, "max_verify_depth"),
+    (17, "system_root_certs"),
+    (18, "suppress_client_ca_list"),
+];
 pub(super) const UPSTREAM_TLS: &[(u32, &str)] = &[
     (1, "common_tls_context"),
     (2, "sni"),

@@ -32,11 +32,13 @@ mod re2;
 mod routes;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod secrets;
+mod upstream_tls;
 
 pub use clusters::{
     ClusterConfig, Discovery, DnsLookupFamily, EndpointAddress, EndpointConfig, EndpointHealth,
-    GrpcCheck, HealthCheck, HttpCheck, LbPolicy, Outlier, Thresholds, UpstreamTls,
+    GrpcCheck, HealthCheck, HttpCheck, LbPolicy, Outlier, Thresholds,
 };
+pub use upstream_tls::{SanMatch, UpstreamTls, UpstreamVerify};
 pub use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
     route::v3::RouteConfiguration,
@@ -110,7 +112,17 @@ fn compile_all(set: &ResourceSet) -> Result<Compiled, CompileError> {
     }
     for (name, c) in &set.clusters {
         check_name("Cluster", name, &c.name)?;
-        let cc = clusters::compile(name, c, &set.endpoints)?;
+        let mut cc = clusters::compile(name, c, &set.endpoints)?;
+        // As Envoy: a cluster whose client certificate secret has not
+        // arrived stays warming.
+        if cc
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_certificate.as_ref())
+            .is_some_and(|s| !out.certificates.contains_key(s))
+        {
+            cc.warming = true;
+        }
         out.clusters.insert(name.clone(), Arc::new(cc));
     }
     for (name, rc) in &set.routes {

@@ -578,6 +578,8 @@ fn tls_and_http2_upstreams_as_translated() {
             auto_san_validation: false,
             auto_host_sni: false,
             alpn: vec![],
+            verify: None,
+            client_certificate: None,
         })
     );
     assert!(!cc.http2);
@@ -623,4 +625,146 @@ fn unsupported_cluster_settings_are_refused_by_name() {
             .contains("unsupported fields set: dns_resolvers, lb_subset_config"),
         "{e}"
     );
+}
+
+#[test]
+fn upstream_certificate_validation_and_client_certificates() {
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifier};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
+        common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        StringMatcher, string_matcher::MatchPattern,
+    };
+    const CA: &str = include_str!("../../../tests/fixtures/tls/secure.example.com.rsa.crt");
+    let exact = |t: SanType, v: &str| SubjectAltNameMatcher {
+        san_type: t as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(v.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let with = |vc: CertificateValidationContext, sds: Vec<&str>| {
+        let mut c = cluster(
+            "service.s",
+            DiscoveryType::StrictDns,
+            vec![lb_endpoint("secure.example.com", 443, None, "")],
+        );
+        c.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+                UpstreamTlsContext {
+                    sni: "secure.example.com".into(),
+                    common_tls_context: Some(CommonTlsContext {
+                        validation_context_type: Some(ValidationContextType::ValidationContext(
+                            vc,
+                        )),
+                        tls_certificate_sds_secret_configs: sds
+                            .into_iter()
+                            .map(|n| SdsSecretConfig {
+                                name: n.into(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))),
+        });
+        c
+    };
+    let inline = |s: &str| {
+        Some(DataSource {
+            specifier: Some(Specifier::InlineString(s.into())),
+            ..Default::default()
+        })
+    };
+    let vc = CertificateValidationContext {
+        trusted_ca: inline(CA),
+        match_typed_subject_alt_names: vec![
+            exact(SanType::Dns, "secure.example.com"),
+            exact(SanType::IpAddress, "10.0.0.9"),
+        ],
+        max_verify_depth: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+        ..Default::default()
+    };
+    let tls = compile_cluster(&with(vc.clone(), vec!["cert.client"]))
+        .unwrap()
+        .tls
+        .unwrap();
+    let v = tls.verify.expect("verification configured");
+    assert_eq!(v.trusted_ca.len(), 1);
+    assert_eq!(
+        v.san,
+        vec![
+            SanMatch::Dns("secure.example.com".into()),
+            SanMatch::Ip("10.0.0.9".parse().unwrap())
+        ]
+    );
+    assert_eq!(v.max_depth, Some(2));
+    assert!(!v.accept_untrusted);
+    assert_eq!(tls.client_certificate.as_deref(), Some("cert.client"));
+
+    // An empty validation context verifies nothing, as in Envoy.
+    let none = compile_cluster(&with(Default::default(), vec![])).unwrap();
+    assert_eq!(none.tls.unwrap().verify, None);
+
+    let refused = [
+        (
+            CertificateValidationContext {
+                match_typed_subject_alt_names: vec![exact(SanType::Dns, "a.example.com")],
+                ..Default::default()
+            },
+            "without trusted CA is insecure",
+        ),
+        (
+            CertificateValidationContext {
+                trusted_ca: inline("not a certificate"),
+                ..Default::default()
+            },
+            "Failed to load trusted CA certificates from <inline>",
+        ),
+        (
+            CertificateValidationContext {
+                trusted_ca: inline(CA),
+                verify_certificate_spki: vec!["abc".into()],
+                ..Default::default()
+            },
+            "unsupported field set: verify_certificate_spki",
+        ),
+        (
+            CertificateValidationContext {
+                trusted_ca: inline(CA),
+                match_typed_subject_alt_names: vec![exact(SanType::Uri, "spiffe://x")],
+                ..Default::default()
+            },
+            "only DNS and IP_ADDRESS",
+        ),
+        (
+            CertificateValidationContext {
+                trusted_ca: Some(DataSource {
+                    specifier: Some(Specifier::Filename("/nonexistent/ca.pem".into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "Failed to load trusted CA certificates from /nonexistent/ca.pem",
+        ),
+    ];
+    for (vc, needle) in refused {
+        let e = compile_cluster(&with(vc, vec![])).unwrap_err();
+        assert!(e.reason.contains(needle), "{needle}: {e}");
+    }
+    let e = compile_cluster(&with(vc.clone(), vec!["a", "b"])).unwrap_err();
+    assert!(e.reason.contains("exactly one"), "{e}");
+
+    // A client certificate that has not arrived keeps the cluster warming.
+    let mut set = ResourceSet::default();
+    set.clusters
+        .insert("service.s".into(), with(vc, vec!["cert.client"]));
+    let compiled = compile(&set).unwrap();
+    assert!(compiled.clusters["service.s"].warming);
 }

@@ -4,6 +4,7 @@
 
 use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
+use super::{mirror, outlier};
 use super::runtime::{Runtime, Shared};
 use super::stats::ClusterLabel;
 use super::upstream::{Body, BoxError};
@@ -24,7 +25,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// The connection a request arrived on.
@@ -365,8 +366,32 @@ async fn forward(
     } else {
         0
     };
+    // The route timeout spans every attempt; a per-try timeout bounds each.
+    let deadline = f.timeout.map(|t| Instant::now() + t);
+    let per_try = retry.and_then(|r| r.per_try_timeout);
+    let Some(_request_slot) = cluster.request_slot(f.priority) else {
+        shared
+            .stats
+            .upstream_rq_pending_overflow
+            .get_or_create(&label)
+            .inc();
+        return reset_response(Reset::Overflow, false, listener.suppress_envoy_headers);
+    };
+    if on_upgrade.is_none() {
+        send_mirrors(
+            rt,
+            f,
+            &parts,
+            &upstream_pq,
+            &original_host,
+            &replay,
+            &mut stream,
+            shared,
+        );
+    }
 
     let mut attempt = 0;
+    let mut _retry_slot = None;
     loop {
         attempt += 1;
         let Some(endpoint) = cluster.pick(hash) else {
@@ -396,33 +421,69 @@ async fn forward(
         shared.stats.upstream_rq.get_or_create(&label).inc();
         let active = Active::new(endpoint.clone());
         let sent = cluster.client.request(req);
-        let outcome = match f.timeout {
+        // This attempt's limit: the per-try timeout or what is left of
+        // the route's, whichever ends first.
+        let now = Instant::now();
+        let left = deadline.map(|d| d.saturating_duration_since(now));
+        let limit = match (left, per_try) {
+            (Some(l), Some(p)) => Some(l.min(p)),
+            (l, p) => l.or(p),
+        };
+        let classify = |e: hyper_util::client::legacy::Error| {
+            if e.is_connect() {
+                Failure::Connect
+            } else {
+                Failure::Reset
+            }
+        };
+        let outcome = match limit {
             Some(t) => match tokio::time::timeout(t, sent).await {
-                Ok(r) => r.map_err(|e| {
-                    if e.is_connect() {
-                        Failure::Connect
-                    } else {
-                        Failure::Reset
-                    }
-                }),
+                Ok(r) => r.map_err(classify),
                 Err(_) => Err(Failure::Timeout),
             },
-            None => sent.await.map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect
-                } else {
-                    Failure::Reset
-                }
-            }),
+            None => sent.await.map_err(classify),
         };
-        let can_retry = attempt < max_attempts;
+        let route_timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        let result = match &outcome {
+            Ok(r) => outlier::Result::Status(r.status().as_u16()),
+            Err(Failure::Connect) => outlier::Result::ConnectFailure,
+            Err(Failure::Reset) => outlier::Result::Reset,
+            Err(Failure::Timeout) => outlier::Result::Timeout,
+        };
+        if cluster.report(&endpoint, result).is_some() {
+            shared
+                .stats
+                .outlier_ejections
+                .get_or_create(&label)
+                .inc();
+        }
+        // Another attempt needs a retry budget slot (`max_retries`).
+        let mut may_retry = |shared: &Arc<Shared>| {
+            if attempt >= max_attempts || route_timed_out {
+                return false;
+            }
+            match cluster.retry_slot(f.priority) {
+                Some(slot) => {
+                    _retry_slot = Some(slot);
+                    shared.stats.upstream_rq_retry.get_or_create(&label).inc();
+                    true
+                }
+                None => {
+                    shared
+                        .stats
+                        .upstream_rq_retry_overflow
+                        .get_or_create(&label)
+                        .inc();
+                    false
+                }
+            }
+        };
         match outcome {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                if can_retry
-                    && retry.is_some_and(|r| r.should_retry_response(status, resp.headers()))
+                if retry.is_some_and(|r| r.should_retry_response(status, resp.headers()))
+                    && may_retry(shared)
                 {
-                    shared.stats.upstream_rq_retry.get_or_create(&label).inc();
                     backoff(retry, attempt).await;
                     continue;
                 }
@@ -435,61 +496,167 @@ async fn forward(
                 if let (Some(up), Some(down)) = (upgrade, on_upgrade) {
                     tokio::spawn(tunnel(up, down));
                 }
-                // The endpoint stays counted until the body is sent.
+                // The endpoint and the request slot stay counted until the
+                // body is sent.
+                let slot = _request_slot;
                 let body = rbody
                     .map_err(|e| Box::new(e) as BoxError)
                     .map_frame(move |f| {
-                        let _ = &active;
+                        let _ = (&active, &slot);
                         f
                     });
                 return Response::from_parts(rparts, body.boxed());
             }
-            Err(Failure::Timeout) => {
-                shared.stats.upstream_rq_timeout.get_or_create(&label).inc();
-                return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-            }
             Err(failure) => {
-                let connect = matches!(failure, Failure::Connect);
-                if connect {
-                    shared
-                        .stats
-                        .upstream_cx_connect_fail
-                        .get_or_create(&label)
-                        .inc();
+                // Envoy: 5xx and gateway-error cover every reset and
+                // timeout, `reset` too; connect-failure only connect
+                // failures.
+                let mut on = RetryOn::FIVE_XX.0 | RetryOn::GATEWAY_ERROR.0 | RetryOn::RESET.0;
+                match failure {
+                    Failure::Connect => {
+                        shared
+                            .stats
+                            .upstream_cx_connect_fail
+                            .get_or_create(&label)
+                            .inc();
+                        on |= RetryOn::CONNECT_FAILURE.0;
+                    }
+                    Failure::Timeout => {
+                        shared
+                            .stats
+                            .upstream_rq_timeout
+                            .get_or_create(&label)
+                            .inc();
+                        if !route_timed_out {
+                            shared
+                                .stats
+                                .upstream_rq_per_try_timeout
+                                .get_or_create(&label)
+                                .inc();
+                        }
+                    }
+                    Failure::Reset => {}
                 }
-                let retry_on = if connect {
-                    RetryOn::CONNECT_FAILURE
-                } else {
-                    RetryOn::RESET
-                };
-                if can_retry && retry.is_some_and(|r| r.retry_on.contains(retry_on)) {
-                    shared.stats.upstream_rq_retry.get_or_create(&label).inc();
+                if retry.is_some_and(|r| r.retry_on.0 & on != 0) && may_retry(shared) {
                     backoff(retry, attempt).await;
                     continue;
                 }
-                // Envoy's words, so clients and tests see the same text.
-                let reason = if connect {
-                    "remote connection failure"
-                } else {
-                    "connection termination"
+                return match failure {
+                    Failure::Timeout => {
+                        local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+                    }
+                    Failure::Connect => reset_response(
+                        Reset::ConnectFailure,
+                        attempt > 1,
+                        listener.suppress_envoy_headers,
+                    ),
+                    Failure::Reset => reset_response(
+                        Reset::Termination,
+                        attempt > 1,
+                        listener.suppress_envoy_headers,
+                    ),
                 };
-                let retried = if attempt > 1 {
-                    "retried and the latest reset reason"
-                } else {
-                    "reset reason"
-                };
-                let text = format!(
-                    "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
-                );
-                let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "");
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                r.headers_mut()
-                    .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
-                *r.body_mut() = full(text);
-                return r;
             }
         }
+    }
+}
+
+enum Reset {
+    ConnectFailure,
+    Termination,
+    Overflow,
+}
+
+/// Envoy's 503 for a reset before response headers, in its words, so
+/// clients and tests see the same text.
+fn reset_response(why: Reset, retried: bool, suppress_envoy_headers: bool) -> Response<Body> {
+    let reason = match why {
+        Reset::ConnectFailure => "remote connection failure",
+        Reset::Termination => "connection termination",
+        Reset::Overflow => "overflow",
+    };
+    let retried = if retried {
+        "retried and the latest reset reason"
+    } else {
+        "reset reason"
+    };
+    let text =
+        format!("upstream connect error or disconnect/reset before headers. {retried}: {reason}");
+    let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "");
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    if matches!(why, Reset::Overflow) && !suppress_envoy_headers {
+        r.headers_mut()
+            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
+    *r.body_mut() = full(text);
+    r
+}
+
+/// Sends the route's sampled mirrors, each to an endpoint of its cluster,
+/// with the body the real request carries (buffered, or teed as it streams).
+#[allow(clippy::too_many_arguments)]
+fn send_mirrors(
+    rt: &Runtime,
+    f: &Forward,
+    parts: &http::request::Parts,
+    upstream_pq: &str,
+    original_host: &str,
+    replay: &Option<Bytes>,
+    stream: &mut Option<Body>,
+    shared: &Arc<Shared>,
+) {
+    if f.mirrors.is_empty() {
+        return;
+    }
+    let targets: Vec<Arc<ClusterState>> = f
+        .mirrors
+        .iter()
+        .filter(|m| m.sampled(rand::random::<u64>()))
+        .filter_map(|m| {
+            let warm = rt
+                .compiled
+                .clusters
+                .get(&m.cluster)
+                .is_some_and(|c| !c.warming);
+            rt.clusters.get(&m.cluster).filter(|_| warm).cloned()
+        })
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let mut copies: Vec<Option<Body>> = match (replay, stream.take()) {
+        (Some(b), _) => targets.iter().map(|_| Some(full(b.clone()))).collect(),
+        (None, Some(s)) if !hyper::body::Body::is_end_stream(&s) => {
+            let (tee, copies) = mirror::Tee::new(s, targets.len());
+            *stream = Some(tee.boxed());
+            copies.into_iter().map(|c| Some(c.boxed())).collect()
+        }
+        (None, s) => {
+            *stream = s;
+            targets.iter().map(|_| None).collect()
+        }
+    };
+    for (i, (cluster, m)) in targets.iter().zip(&f.mirrors).enumerate() {
+        let Some(endpoint) = cluster.pick(None) else {
+            continue;
+        };
+        let body = copies[i].take().unwrap_or_else(empty);
+        let Ok(mut req) = upstream_request(parts, upstream_pq, &endpoint, f, original_host, cluster, body)
+        else {
+            continue;
+        };
+        mirror::set_shadow_host(&mut req, !m.disable_shadow_host_suffix_append);
+        shared
+            .stats
+            .upstream_rq
+            .get_or_create(&ClusterLabel {
+                cluster: cluster.name.clone(),
+            })
+            .inc();
+        mirror::spawn(cluster.clone(), req, f.timeout);
     }
 }
 

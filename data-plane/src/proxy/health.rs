@@ -58,30 +58,39 @@ impl HealthCheckers {
             wanted.insert(
                 name.clone(),
                 (
-                    format!("{hc:?}|{endpoints:?}"),
+                    format!(
+                        "{hc:?}|{endpoints:?}|{}",
+                        state.uneject_on_health_check()
+                    ),
                     hc.clone(),
                     state.endpoints.clone(),
+                    state.uneject_on_health_check(),
                 ),
             );
         }
         running.retain(|name, (key, task)| {
-            let keep = wanted.get(name).is_some_and(|(k, _, _)| k == key);
+            let keep = wanted.get(name).is_some_and(|(k, _, _, _)| k == key);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (name, (key, hc, endpoints)) in wanted {
+        for (name, (key, hc, endpoints, uneject)) in wanted {
             if running.contains_key(&name) {
                 continue;
             }
-            let task = tokio::spawn(check_loop(name.clone(), hc, endpoints));
+            let task = tokio::spawn(check_loop(name.clone(), hc, endpoints, uneject));
             running.insert(name, (key, task));
         }
     }
 }
 
-async fn check_loop(cluster: String, hc: HealthCheck, endpoints: Vec<Arc<Endpoint>>) {
+async fn check_loop(
+    cluster: String,
+    hc: HealthCheck,
+    endpoints: Vec<Arc<Endpoint>>,
+    uneject: bool,
+) {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(hc.timeout));
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
@@ -98,6 +107,9 @@ async fn check_loop(cluster: String, hc: HealthCheck, endpoints: Vec<Arc<Endpoin
             let healthy = ep.healthy.load(Ordering::Relaxed);
             match outcome {
                 Outcome::Pass => {
+                    if uneject {
+                        ep.outlier.uneject(super::outlier::now_ms());
+                    }
                     fails[i] = 0;
                     passes[i] += 1;
                     if !healthy && passes[i] >= hc.healthy_threshold.max(1) {

@@ -2,8 +2,10 @@
 //! endpoint counters, health, round-robin position) is kept by name across
 //! config swaps; only what a new config changes is rebuilt.
 
+use super::outlier::{self, OutlierState};
 use super::upstream::{UpstreamClient, tls_key};
-use crate::config::{ClusterConfig, EndpointAddress, LbPolicy};
+use crate::config::{ClusterConfig, EndpointAddress, LbPolicy, Outlier, Priority, Thresholds};
+use rustls::sign::CertifiedKey;
 use http::uri::Authority;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,7 +19,49 @@ pub struct Endpoint {
     /// The host for `auto_host_rewrite`.
     pub hostname: Option<String>,
     pub active: AtomicU64,
+    /// Active health checking's verdict.
     pub healthy: AtomicBool,
+    /// Passive health (outlier detection).
+    pub outlier: OutlierState,
+}
+
+impl Endpoint {
+    /// Healthy and not ejected: the balancer may pick it.
+    pub fn available(&self, now: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.outlier.is_ejected(now)
+    }
+}
+
+/// Requests and retries in flight on a cluster, for the circuit breakers:
+/// `[requests default, requests high, retries default, retries high]`.
+/// Shared by every runtime's state of one cluster, so requests that
+/// started on an older config still count.
+#[derive(Default)]
+pub struct Inflight([AtomicU64; 4]);
+
+/// Holds one unit of a circuit-breaker resource until dropped.
+pub struct Slot {
+    inflight: Arc<Inflight>,
+    which: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inflight.0[self.which].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn acquire(inflight: &Arc<Inflight>, which: usize, max: u32) -> Option<Slot> {
+    let counter = &inflight.0[which];
+    let prev = counter.fetch_add(1, Ordering::Relaxed);
+    if prev >= u64::from(max) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(Slot {
+        inflight: inflight.clone(),
+        which,
+    })
 }
 
 pub struct ClusterState {
@@ -26,6 +70,11 @@ pub struct ClusterState {
     pub client: UpstreamClient,
     policy: Policy,
     cursor: AtomicUsize,
+    outlier: Option<Outlier>,
+    /// `healthy_panic_threshold` in percent; 0 disables panic routing.
+    panic_threshold: f64,
+    thresholds: [Thresholds; 2],
+    inflight: Arc<Inflight>,
 }
 
 enum Policy {
@@ -109,7 +158,11 @@ fn ring(endpoints: &[Arc<Endpoint>], min_points: usize) -> Vec<(u64, u32)> {
 impl ClusterState {
     /// Builds the state for `cfg`, reusing from `prev` the pool (when the
     /// connection settings are the same) and each endpoint's counters.
-    pub fn build(cfg: &ClusterConfig, prev: Option<&ClusterState>) -> ClusterState {
+    pub fn build(
+        cfg: &ClusterConfig,
+        prev: Option<&ClusterState>,
+        certificates: &HashMap<String, Arc<CertifiedKey>>,
+    ) -> ClusterState {
         let old: HashMap<&str, &Arc<Endpoint>> = prev
             .map(|p| {
                 p.endpoints
@@ -134,6 +187,7 @@ impl ClusterState {
                         hostname: e.hostname.clone(),
                         active: AtomicU64::new(o.active.load(Ordering::Relaxed)),
                         healthy: AtomicBool::new(o.healthy.load(Ordering::Relaxed)),
+                        outlier: o.outlier.carry(),
                     })),
                     None => Some(Arc::new(Endpoint {
                         authority,
@@ -141,19 +195,26 @@ impl ClusterState {
                         hostname: e.hostname.clone(),
                         active: AtomicU64::new(0),
                         healthy: AtomicBool::new(true),
+                        outlier: OutlierState::default(),
                     })),
                 }
             })
             .collect();
+        let client_cert = cfg
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_certificate.as_ref())
+            .and_then(|name| certificates.get(name).cloned());
+        let key = tls_key(cfg.tls.as_ref(), client_cert.as_deref());
         let client = match prev {
             Some(p)
                 if p.client.connect_timeout == cfg.connect_timeout
                     && p.client.http2 == cfg.http2
-                    && p.client.tls_key == tls_key(cfg.tls.as_ref()) =>
+                    && p.client.tls_key == key =>
             {
                 p.client.clone()
             }
-            _ => UpstreamClient::new(cfg.connect_timeout, cfg.http2, cfg.tls.as_ref()),
+            _ => UpstreamClient::new(cfg.connect_timeout, cfg.http2, cfg.tls.as_ref(), client_cert),
         };
         let policy = match &cfg.lb {
             LbPolicy::RoundRobin => Policy::RoundRobin(wrr_schedule(
@@ -173,16 +234,83 @@ impl ClusterState {
             client,
             policy,
             cursor,
+            outlier: cfg.outlier.clone(),
+            panic_threshold: cfg.panic_threshold_percent,
+            thresholds: [cfg.thresholds, cfg.thresholds_high],
+            inflight: prev.map(|p| p.inflight.clone()).unwrap_or_default(),
         }
     }
 
-    fn healthy(&self, i: usize) -> bool {
-        self.endpoints[i].healthy.load(Ordering::Relaxed)
+    /// A request slot under `max_requests`; None when the breaker is open.
+    pub fn request_slot(&self, p: Priority) -> Option<Slot> {
+        let i = p as usize;
+        acquire(&self.inflight, i, self.thresholds[i].max_requests)
+    }
+
+    /// A retry slot under `max_retries`; None when the breaker is open.
+    pub fn retry_slot(&self, p: Priority) -> Option<Slot> {
+        let i = p as usize;
+        acquire(&self.inflight, 2 + i, self.thresholds[i].max_retries)
+    }
+
+    /// Reports an attempt's result to outlier detection. Returns the
+    /// detector when the endpoint was ejected.
+    pub fn report(&self, e: &Endpoint, r: outlier::Result) -> Option<outlier::Detector> {
+        let cfg = self.outlier.as_ref()?;
+        let detector = e.outlier.record(cfg, r)?;
+        let now = outlier::now_ms();
+        if e.outlier.is_ejected(now) {
+            return None;
+        }
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|x| x.outlier.is_ejected(now))
+            .count();
+        if !outlier::may_eject(cfg, ejected, self.endpoints.len()) {
+            return None;
+        }
+        let time = e.outlier.eject(cfg, now);
+        tracing::warn!(
+            cluster = %self.name,
+            endpoint = %e.authority,
+            detector = detector.as_str(),
+            ejection_ms = time.as_millis() as u64,
+            "endpoint ejected"
+        );
+        Some(detector)
+    }
+
+    /// Whether a successful active health check returns ejected hosts.
+    pub fn uneject_on_health_check(&self) -> bool {
+        self.outlier
+            .as_ref()
+            .is_some_and(|o| o.successful_active_health_check_uneject_host)
+    }
+
+    /// Envoy's panic mode: when fewer than `healthy_panic_threshold` percent
+    /// of the endpoints are available, load is spread over all of them.
+    fn panicking(&self, now: u64) -> bool {
+        if self.panic_threshold <= 0.0 {
+            return false;
+        }
+        let up = self.endpoints.iter().filter(|e| e.available(now)).count();
+        (up as f64) * 100.0 < self.panic_threshold * self.endpoints.len() as f64
     }
 
     /// Picks an endpoint; `hash` (from the route's hash policy) steers
-    /// ring hash. None when no endpoint is healthy.
+    /// ring hash. None when no endpoint is available (and not panicking).
     pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
+        let now = outlier::now_ms();
+        // Counting available endpoints is O(n): only done once the first
+        // candidate turns out to be unavailable.
+        let panic = std::cell::OnceCell::new();
+        self.choose(hash, |i| {
+            self.endpoints[i].available(now) || *panic.get_or_init(|| self.panicking(now))
+        })
+    }
+
+    fn choose(&self, hash: Option<u64>, ok: impl Fn(usize) -> bool) -> Option<Arc<Endpoint>> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
@@ -192,7 +320,7 @@ impl ClusterState {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
                 (0..order.len())
                     .map(|k| order[(start + k) % order.len()] as usize)
-                    .find(|i| self.healthy(*i))?
+                    .find(|i| ok(*i))?
             }
             Policy::Random => {
                 let total: u64 = self.endpoints.iter().map(|e| u64::from(e.weight)).sum();
@@ -207,7 +335,7 @@ impl ClusterState {
                 }
                 (0..n)
                     .map(|k| (chosen + k) % n)
-                    .find(|i| self.healthy(*i))?
+                    .find(|i| ok(*i))?
             }
             Policy::LeastRequest => {
                 // Power of two choices: two random endpoints, the less busy wins.
@@ -218,14 +346,14 @@ impl ClusterState {
                         / u64::from(self.endpoints[i].weight.max(1))
                 };
                 let best = if load(b) < load(a) { b } else { a };
-                (0..n).map(|k| (best + k) % n).find(|i| self.healthy(*i))?
+                (0..n).map(|k| (best + k) % n).find(|i| ok(*i))?
             }
             Policy::Ring(points) => {
                 let h = hash.unwrap_or_else(rand::random::<u64>);
                 let start = points.partition_point(|(p, _)| *p < h);
                 (0..points.len())
                     .map(|k| points[(start + k) % points.len()].1 as usize)
-                    .find(|i| self.healthy(*i))?
+                    .find(|i| ok(*i))?
             }
         };
         Some(self.endpoints[idx].clone())

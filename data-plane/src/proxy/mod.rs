@@ -7,6 +7,8 @@ pub mod headers;
 pub mod health;
 pub mod lb;
 pub mod listeners;
+pub mod mirror;
+pub mod outlier;
 pub mod runtime;
 pub mod stats;
 pub mod tls;

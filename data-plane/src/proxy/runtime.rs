@@ -86,6 +86,7 @@ impl Shared {
                     Arc::new(ClusterState::build(
                         cfg,
                         prev.clusters.get(name).map(|c| c.as_ref()),
+                        &compiled.certificates,
                     )),
                 )
             })

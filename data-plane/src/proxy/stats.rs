@@ -29,6 +29,10 @@ pub struct Stats {
     pub upstream_cx_connect_fail: Family<ClusterLabel, Counter>,
     pub upstream_rq_timeout: Family<ClusterLabel, Counter>,
     pub upstream_rq_retry: Family<ClusterLabel, Counter>,
+    pub outlier_ejections: Family<ClusterLabel, Counter>,
+    pub upstream_rq_retry_overflow: Family<ClusterLabel, Counter>,
+    pub upstream_rq_pending_overflow: Family<ClusterLabel, Counter>,
+    pub upstream_rq_per_try_timeout: Family<ClusterLabel, Counter>,
     pub config_applied: Counter,
     pub config_rejected: Counter,
 }
@@ -46,6 +50,10 @@ impl Stats {
             upstream_cx_connect_fail: Family::default(),
             upstream_rq_timeout: Family::default(),
             upstream_rq_retry: Family::default(),
+            outlier_ejections: Family::default(),
+            upstream_rq_retry_overflow: Family::default(),
+            upstream_rq_pending_overflow: Family::default(),
+            upstream_rq_per_try_timeout: Family::default(),
             config_applied: Counter::default(),
             config_rejected: Counter::default(),
         };
@@ -95,6 +103,10 @@ impl Stats {
             "Upstream request retries",
             s.upstream_rq_retry.clone(),
         );
+        r.register("upstream_rq_per_try_timeout", "Upstream attempts that hit the per-try timeout", s.upstream_rq_per_try_timeout.clone());
+        r.register("upstream_rq_pending_overflow", "Requests refused by the max_requests circuit breaker (503)", s.upstream_rq_pending_overflow.clone());
+        r.register("upstream_rq_retry_overflow", "Retries not made because of the max_retries circuit breaker", s.upstream_rq_retry_overflow.clone());
+        r.register("outlier_ejections", "Endpoints ejected by outlier detection", s.outlier_ejections.clone());
         r.register(
             "config_applied",
             "Configs compiled and swapped in",

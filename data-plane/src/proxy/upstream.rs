@@ -3,7 +3,9 @@
 //! timeout. A client lives in the cluster's long-lived state, so its pool
 //! survives config swaps.
 
-use super::upstream_tls::TlsConnector;
+use super::upstream_tls::{TlsConnector, TlsSettings};
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
 use crate::config::UpstreamTls;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -33,13 +35,30 @@ pub struct UpstreamClient {
     pub tls_key: Option<String>,
 }
 
-/// The identity of a cluster's TLS settings.
-pub fn tls_key(tls: Option<&UpstreamTls>) -> Option<String> {
-    tls.map(|t| format!("{t:?}"))
+/// The identity of a cluster's TLS settings and client certificate (by
+/// its chain, so a rotated certificate gets new connections).
+pub fn tls_key(tls: Option<&UpstreamTls>, client_cert: Option<&CertifiedKey>) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    tls.map(|t| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{t:?}").hash(&mut h);
+        if let Some(ck) = client_cert {
+            for c in &ck.cert {
+                c.as_ref().hash(&mut h);
+            }
+        }
+        format!("{:016x}", h.finish())
+    })
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration, http2: bool, tls: Option<&UpstreamTls>) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        http2: bool,
+        tls: Option<&UpstreamTls>,
+        client_cert: Option<Arc<CertifiedKey>>,
+    ) -> Self {
+        let key = tls_key(tls, client_cert.as_deref());
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -67,7 +86,14 @@ impl UpstreamClient {
                 } else {
                     vec![b"http/1.1".to_vec()]
                 };
-                match TlsConnector::new(connector.clone(), t.sni.as_deref(), alpn) {
+                let settings = TlsSettings {
+                    sni: t.sni.as_deref(),
+                    alpn,
+                    verify: t.verify.as_ref(),
+                    auto_san_validation: t.auto_san_validation,
+                    client_cert,
+                };
+                match TlsConnector::new(connector.clone(), settings) {
                     Ok(c) => Kind::Tls(b.build(c)),
                     Err(e) => {
                         // Only an unusable SNI gets here; the compiler
@@ -83,7 +109,7 @@ impl UpstreamClient {
             kind,
             connect_timeout,
             http2,
-            tls_key: tls_key(tls),
+            tls_key: key,
         }
     }
 
