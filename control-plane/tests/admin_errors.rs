@@ -17,6 +17,7 @@ const COLLECTIONS: &[&str] = &[
     "plugins",
     "certificates",
     "snis",
+    "ca_certificates",
     "key-auths",
     "jwts",
     "acls",

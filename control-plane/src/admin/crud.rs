@@ -27,7 +27,7 @@ async fn nested(
 ) -> Result<(&'static EntityDef, Parent), ApiError> {
     let pd = collection(parent)?;
     let cd = collection(child)?;
-    let fk = cd.foreign_field(pd.name).ok_or(ApiError::NotFound)?;
+    let fk = cd.nesting_field(pd.name).ok_or(ApiError::NotFound)?;
     let mut store = &app.store;
     let (id, _) = resolve_id(&mut store, pd, pid)
         .await?

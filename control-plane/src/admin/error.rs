@@ -139,6 +139,16 @@ fn entity_response(e: EntityError, prefix: &str) -> Response {
             format!("{prefix}{r}"),
             json!({ "@referenced_by": by }),
         ),
+        // Kong's `referenced_by_others` (code 19) carries no fields.
+        ref r @ EntityError::StillReferenced { .. } => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "code": 19,
+                "name": "referenced by others",
+                "message": format!("{prefix}{r}"),
+            })),
+        )
+            .into_response(),
         EntityError::NotFound => message(StatusCode::NOT_FOUND, "Not found"),
         EntityError::Store(s) => store_error(s),
     }

@@ -143,7 +143,7 @@ pub fn concrete_paths() -> Vec<DocPath> {
             "/{parent}/{parent_id}/{collection}" | "/{parent}/{parent_id}/{collection}/{id}" => {
                 let item = path.ends_with("{id}");
                 for c in ALL.iter() {
-                    for f in c.foreign {
+                    for f in c.foreign.iter().filter(|f| !f.many) {
                         let Some(p) = ALL.iter().find(|d| d.name == f.kind) else {
                             continue;
                         };

@@ -55,7 +55,7 @@ pub fn export(entities: &[Stored], sealer: &Sealer) -> Value {
             let set: Vec<_> = d
                 .foreign
                 .iter()
-                .filter(|f| !s.data[f.field].is_null())
+                .filter(|f| !f.many && !s.data[f.field].is_null())
                 .collect();
             let [f] = set.as_slice() else { return None };
             if !NEST.contains(&(d.name, f.field)) {

@@ -111,7 +111,7 @@ fn children(d: &EntityDef) -> impl Iterator<Item = (&'static EntityDef, &'static
     ALL.iter().flat_map(move |c| {
         c.foreign
             .iter()
-            .filter(|f| f.kind == d.name)
+            .filter(|f| f.kind == d.name && !f.many)
             .map(move |f| (c, f.field))
     })
 }
@@ -231,6 +231,18 @@ impl Flattener<'_> {
             for f in e.d.foreign {
                 let r = &e.value[f.field];
                 if r.is_null() {
+                    continue;
+                }
+                if f.many {
+                    // Arrays of ids (Kong's `ca_certificates`): ids only.
+                    for want in r.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        if !by_id.contains_key(&(f.kind, want.to_string())) {
+                            errors.push((
+                                e.path.clone(),
+                                json!({ f.field: format!("invalid reference '{}: {want}' (no such entry in '{}')", f.field, f.kind) }),
+                            ));
+                        }
+                    }
                     continue;
                 }
                 let want = ref_target(r);

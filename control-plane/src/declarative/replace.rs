@@ -201,6 +201,23 @@ fn plan(
                 if v[f.field].is_null() {
                     continue;
                 }
+                if f.many {
+                    let mut out = Vec::new();
+                    for want in v[f.field].as_array().into_iter().flatten() {
+                        let want = want.as_str().unwrap_or_default().to_string();
+                        let Some(id) = ids.get(&(f.kind, want.clone())) else {
+                            let e = EntityError::ForeignKey {
+                                field: f.field.into(),
+                                kind: f.kind.into(),
+                                id: want,
+                            };
+                            return Err(context(d, &v, e));
+                        };
+                        out.push(Value::String(id.clone()));
+                    }
+                    v[f.field] = Value::Array(out);
+                    continue;
+                }
                 let want = ref_target(&v[f.field]);
                 let key = (f.kind, want.clone());
                 let Some(id) = ids.get(&key).or_else(|| keys.get(&key)) else {

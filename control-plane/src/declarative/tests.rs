@@ -7,6 +7,9 @@ use std::collections::HashMap;
 
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIBBBBB\n-----END PRIVATE KEY-----\n";
+/// A real CA certificate: the ca_certificates schema parses it.
+const CA: &str = include_str!("../../tests/fixtures/ca.pem");
+const CA_ID: &str = "0d7c4f8e-3b7a-4c1e-9a55-2f6d9b1e8c40";
 
 fn sealer() -> Sealer {
     Sealer::from_key([9; 32])
@@ -20,7 +23,9 @@ _transform: true
 _comment: ignored
 services:
 - name: billing
-  url: http://billing.internal:8080/v1
+  url: https://billing.internal:8080/v1
+  tls_verify: true
+  ca_certificates: [{CA_ID}]
   routes:
   - name: billing-api
     paths: [/billing]
@@ -54,6 +59,9 @@ certificates:
   - a.example.com
   - name: b.example.com
     tags: [x]
+ca_certificates:
+- id: {CA_ID}
+  cert: {CA:?}
 plugins:
 - name: correlation-id
 "#
@@ -149,6 +157,7 @@ fn flattens_nested_document_in_dependency_order() {
             && pos("routes") < pos("plugins")
     );
     assert!(pos("upstreams") < pos("targets") && pos("consumers") < pos("keyauth_credentials"));
+    assert!(pos("ca_certificates") < pos("services"));
     assert_eq!(ks.iter().filter(|k| **k == "plugins").count(), 4);
     assert_eq!(ks.iter().filter(|k| **k == "snis").count(), 2);
 
@@ -163,6 +172,10 @@ fn flattens_nested_document_in_dependency_order() {
     );
     let sid = svc["id"].as_str().unwrap();
     assert!(is_provisional(sid));
+    assert_eq!(svc["ca_certificates"], json!([CA_ID]));
+    let ca = find(&out, "ca_certificates", "id", CA_ID);
+    assert_eq!(ca["cert"], CA);
+    assert_eq!(ca["cert_digest"].as_str().map(str::len), Some(64));
     let route = find(&out, "routes", "name", "billing-api");
     assert_eq!(route["service"], json!({"id": sid}));
     let cors = find(&out, "plugins", "name", "cors");
@@ -330,6 +343,31 @@ fn bad_references_and_duplicates() {
         t["routes"][0]["service"],
         "invalid reference 'service: ghost' (no such entry in 'services')"
     );
+    let ghost = "9b2e6c1a-0f3d-4e8b-a7c5-1d2e3f4a5b6c";
+    let doc = json!({
+        "_format_version": "3.0",
+        "ca_certificates": [{"id": CA_ID, "cert": CA}],
+        "services": [{"name": "s", "host": "h", "ca_certificates": [CA_ID, ghost]}],
+    });
+    let t = invalid(flatten(&doc, &sealer()));
+    assert_eq!(
+        t["services"][0]["ca_certificates"],
+        format!(
+            "invalid reference 'ca_certificates: {ghost}' (no such entry in 'ca_certificates')"
+        )
+    );
+    // The same CA twice is one digest declared twice.
+    let doc = json!({
+        "_format_version": "3.0",
+        "ca_certificates": [{"cert": CA}, {"cert": CA}],
+    });
+    let t = invalid(flatten(&doc, &sealer()));
+    assert!(
+        t["ca_certificates"][1]["@entity"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("cert_digest")),
+        "{t}"
+    );
 
     let doc = json!({
         "_format_version": "3.0",
@@ -383,7 +421,7 @@ fn materialize(entries: Vec<(&'static EntityDef, Value)>, at: i64) -> Vec<Stored
         .map(|(i, (d, mut v))| {
             let id = real(v["id"].as_str().unwrap());
             v["id"] = json!(id);
-            for f in d.foreign {
+            for f in d.foreign.iter().filter(|f| !f.many) {
                 if let Some(r) = v[f.field]["id"].as_str().map(str::to_string) {
                     v[f.field] = json!({"id": real(&r)});
                 }
@@ -451,6 +489,8 @@ fn export_is_nested_sealed_and_imports_back_losslessly() {
         svc_node.get("path").is_some() && svc_node.get("client_certificate").is_none(),
         "null fields omitted"
     );
+    assert_eq!(svc_node["ca_certificates"], json!([CA_ID]));
+    assert_eq!(out["ca_certificates"][0]["id"], CA_ID);
     assert_eq!(svc_node["routes"][0]["name"], "billing-api");
     assert!(svc_node["routes"][0].get("service").is_none());
     assert_eq!(svc_node["routes"][0]["plugins"][0]["name"], "cors");

@@ -1,6 +1,7 @@
 //! Value checks shared by entity schemas (Kong's typedefs).
 
-use serde_json::Value;
+use crate::schema::{FieldErrors, entity_error, field_error};
+use serde_json::{Map, Value};
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
@@ -232,6 +233,36 @@ pub fn pem_key(v: &Value) -> Result<(), String> {
         }
     }
     Err("invalid key: could not parse PEM key".into())
+}
+
+/// A PEM document whose first certificate parses as X.509 (Kong's
+/// `typedefs.certificate`, which ca_certificates uses).
+pub fn x509_cert(v: &Value) -> Result<(), String> {
+    super::x509::inspect(s(v))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Kong's ca_certificates entity check, in Kong's order and words: one
+/// certificate, not expired, a CA. Kong reports these on the entity, not
+/// on `cert`.
+pub fn ca_certificate(v: &Map<String, Value>) -> Result<(), FieldErrors> {
+    let pem = v.get("cert").and_then(Value::as_str).unwrap_or_default();
+    let facts = super::x509::inspect(pem).map_err(|e| field_error("cert", e.to_string()))?;
+    if facts.count > 1 {
+        return Err(entity_error("please submit only one certificate at a time"));
+    }
+    if facts.not_after < chrono::Utc::now().timestamp() {
+        return Err(entity_error(
+            "certificate expired, \"Not After\" time is in the past",
+        ));
+    }
+    if !facts.ca {
+        return Err(entity_error(
+            "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+        ));
+    }
+    Ok(())
 }
 
 fn pem_body_ok(pem: &str, label: &str) -> Result<(), String> {

@@ -12,6 +12,11 @@ pub struct Foreign {
     /// Deleting the target deletes this entity too (Kong's `on_delete =
     /// "cascade"`); otherwise the delete is refused while references exist.
     pub cascade: bool,
+    /// The field is an array of target ids (`services.ca_certificates`), not
+    /// one `{"id": ...}` reference. Kong checks these in its DAO rather than
+    /// as foreign keys: no nested endpoints, no nesting in declarative
+    /// documents, and its own refusal message on delete.
+    pub many: bool,
 }
 
 pub struct EntityDef {
@@ -35,6 +40,12 @@ pub struct EntityDef {
 impl EntityDef {
     pub fn foreign_field(&self, kind: &str) -> Option<&Foreign> {
         self.foreign.iter().find(|f| f.kind == kind)
+    }
+
+    /// The single (`{"id": ...}`) reference to `kind` that nesting under a
+    /// `kind` entity sets, in URLs and declarative documents.
+    pub fn nesting_field(&self, kind: &str) -> Option<&Foreign> {
+        self.foreign.iter().find(|f| f.kind == kind && !f.many)
     }
 
     /// The unique keys of a normalised entity, for the store's key index.
@@ -616,6 +627,26 @@ fn certificates() -> Record {
         })
 }
 
+/// Kong's `ca_certificates`: trusted CAs for verifying upstreams.
+fn ca_certificates() -> Record {
+    with_updated(base())
+        .field(
+            "cert",
+            Field::string()
+                .required()
+                .custom(checks::x509_cert)
+                .describe("One PEM CA certificate"),
+        )
+        .field(
+            "cert_digest",
+            Field::string().describe(
+                "Lowercase hex SHA-256 of the certificate's DER; computed by Gantry, any value sent is replaced",
+            ),
+        )
+        .field("tags", tags())
+        .check(checks::ca_certificate)
+}
+
 fn snis() -> Record {
     with_updated(base())
         .field("name", Field::string().required().custom(checks::sni))
@@ -650,7 +681,19 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "certificate",
                 kind: "certificates",
                 cascade: false,
+                many: false,
             }],
+            updated_at: true,
+        },
+        EntityDef {
+            name: "ca_certificates",
+            path: "ca_certificates",
+            path_aliases: &[],
+            schema: ca_certificates(),
+            endpoint_key: None,
+            unique: &["cert_digest"],
+            cache_key: &[],
+            foreign: &[],
             updated_at: true,
         },
         EntityDef {
@@ -661,11 +704,20 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
             endpoint_key: Some("name"),
             unique: &["name"],
             cache_key: &[],
-            foreign: &[Foreign {
-                field: "client_certificate",
-                kind: "certificates",
-                cascade: false,
-            }],
+            foreign: &[
+                Foreign {
+                    field: "client_certificate",
+                    kind: "certificates",
+                    cascade: false,
+                    many: false,
+                },
+                Foreign {
+                    field: "ca_certificates",
+                    kind: "ca_certificates",
+                    cascade: false,
+                    many: true,
+                },
+            ],
             updated_at: true,
         },
         EntityDef {
@@ -680,6 +732,7 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "service",
                 kind: "services",
                 cascade: false,
+                many: false,
             }],
             updated_at: true,
         },
@@ -695,6 +748,7 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "client_certificate",
                 kind: "certificates",
                 cascade: false,
+                many: false,
             }],
             updated_at: true,
         },
@@ -710,6 +764,7 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "upstream",
                 kind: "upstreams",
                 cascade: true,
+                many: false,
             }],
             updated_at: true,
         },
@@ -736,6 +791,7 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "consumer",
                 kind: "consumers",
                 cascade: true,
+                many: false,
             }],
             updated_at: false,
         },
@@ -751,6 +807,7 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "consumer",
                 kind: "consumers",
                 cascade: true,
+                many: false,
             }],
             updated_at: false,
         },
@@ -766,6 +823,7 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                 field: "consumer",
                 kind: "consumers",
                 cascade: true,
+                many: false,
             }],
             updated_at: false,
         },
@@ -782,16 +840,19 @@ pub static ALL: LazyLock<Vec<EntityDef>> = LazyLock::new(|| {
                     field: "route",
                     kind: "routes",
                     cascade: true,
+                    many: false,
                 },
                 Foreign {
                     field: "service",
                     kind: "services",
                     cascade: true,
+                    many: false,
                 },
                 Foreign {
                     field: "consumer",
                     kind: "consumers",
                     cascade: true,
+                    many: false,
                 },
             ],
             updated_at: true,

@@ -5,6 +5,7 @@
 mod checks;
 mod defs;
 mod ops;
+mod x509;
 
 pub use defs::{ALL, EntityDef, Foreign, def, def_by_path};
 /// Validation and normalisation without a transaction (declarative import).

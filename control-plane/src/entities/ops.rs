@@ -22,10 +22,24 @@ pub enum EntityError {
     },
     #[error("an existing '{by}' entity references this '{kind}' entity")]
     Referenced { kind: String, by: String },
+    /// Kong's DAO-level refusal for references held in an array of ids
+    /// (`ca certificate <id> is still referenced by services (id = <id>)`).
+    #[error("{} {id} is still referenced by {by} (id = {by_id})", singular(.kind))]
+    StillReferenced {
+        kind: &'static str,
+        id: String,
+        by: &'static str,
+        by_id: String,
+    },
     #[error("Not found")]
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Kong's words for one entity of a kind: `ca_certificates` is "ca certificate".
+fn singular(kind: &str) -> String {
+    kind.strip_suffix('s').unwrap_or(kind).replace('_', " ")
 }
 
 /// The foreign key a nested URL imposes: `/services/{id}/routes` gives
@@ -198,6 +212,12 @@ pub(crate) fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, 
         && let Some(t) = v["target"].as_str()
     {
         v["target"] = Value::String(target_with_port(t));
+    }
+    if d.name == "ca_certificates" {
+        // Kong computes the digest on write; whatever the client sent is replaced.
+        let facts = super::x509::inspect(v["cert"].as_str().unwrap_or_default())
+            .map_err(|e| EntityError::Schema(field_error("cert", e.to_string())))?;
+        v["cert_digest"] = Value::String(facts.digest);
     }
     Ok(v)
 }
@@ -411,6 +431,23 @@ async fn save(
             continue;
         }
         let target = def(f.kind).expect("foreign kinds are defined");
+        if f.many {
+            // An array of ids: each must exist; the array is kept as given.
+            for want in r.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                let Some((rid, _)) = resolve_id(tx, target, want).await? else {
+                    return Err(EntityError::ForeignKey {
+                        field: f.field.into(),
+                        kind: f.kind.into(),
+                        id: want.into(),
+                    });
+                };
+                let pair = (f.kind.to_string(), rid);
+                if !refs.contains(&pair) {
+                    refs.push(pair);
+                }
+            }
+            continue;
+        }
         let want = r["id"]
             .as_str()
             .or_else(|| r["name"].as_str())
@@ -555,14 +592,24 @@ fn delete_id<'a>(
     Box::pin(async move {
         let referrers = tx.referencing(d.name, id).await?;
         // Refuse before cascading anything, so the error names the blocker.
-        for (rk, _) in &referrers {
+        for (rk, rid) in &referrers {
             let rd = def(rk).expect("referencing kinds are defined");
-            if rd.foreign_field(d.name).is_some_and(|f| !f.cascade) {
-                return Err(EntityError::Referenced {
+            let Some(f) = rd.foreign_field(d.name).filter(|f| !f.cascade) else {
+                continue;
+            };
+            return Err(if f.many {
+                EntityError::StillReferenced {
+                    kind: d.name,
+                    id: id.to_string(),
+                    by: rd.name,
+                    by_id: rid.clone(),
+                }
+            } else {
+                EntityError::Referenced {
                     kind: d.name.into(),
                     by: rk.clone(),
-                });
-            }
+                }
+            });
         }
         for (rk, rid) in referrers {
             let rd = def(&rk).expect("referencing kinds are defined");

@@ -2,7 +2,7 @@
 //! every EDS cluster (services balancing over an upstream of IP targets).
 
 use super::model::{ActiveCheck, Model, Service, Target, Upstream, host_port};
-use super::{ads_source, ms};
+use super::{ads_source, ms, secret_name};
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection,
     circuit_breakers::Thresholds,
@@ -12,8 +12,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HeaderValue, HeaderValueOption, HealthCheck, RoutingPriority, SocketAddress,
-    TransportSocket, UpstreamHttpProtocolOptions, address,
+    Address, DataSource, HeaderValue, HeaderValueOption, HealthCheck, RoutingPriority,
+    SocketAddress, TransportSocket, UpstreamHttpProtocolOptions, address, data_source,
     header_value_option::HeaderAppendAction,
     health_check::{GrpcHealthCheck, HealthChecker, HttpHealthCheck, TcpHealthCheck},
     socket_address::PortSpecifier,
@@ -23,13 +23,18 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, endpoint::HealthCheckConfig,
     lb_endpoint::HostIdentifier,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
+    UpstreamTlsContext, common_tls_context::ValidationContextType,
+    subject_alt_name_matcher::SanType,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::envoy::r#type::v3::{Int64Range, Percent};
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
@@ -160,19 +165,10 @@ fn cluster(m: &Model, s: &Service) -> (Cluster, Option<ClusterLoadAssignment>) {
         }
     }
     if s.tls() {
-        let sni = match m.upstream_of(s) {
-            Some(u) => u.host_header.clone(),
-            None => Some(s.host.clone()),
-        }
-        .filter(|h| h.parse::<IpAddr>().is_err())
-        .unwrap_or_default();
         c.transport_socket = Some(TransportSocket {
             name: "envoy.transport_sockets.tls".into(),
             config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
-                UpstreamTlsContext {
-                    sni,
-                    ..Default::default()
-                },
+                upstream_tls(m, s),
             ))),
         });
     }
@@ -200,6 +196,112 @@ fn cluster(m: &Model, s: &Service) -> (Cluster, Option<ClusterLoadAssignment>) {
             HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(opts))]);
     }
     (c, cla)
+}
+
+/// Where Kong sends the service's TLS: SNI, verification (`tls_verify`,
+/// `tls_verify_depth`, `ca_certificates`) and the client certificate.
+fn upstream_tls(m: &Model, s: &Service) -> UpstreamTlsContext {
+    // The name Kong verifies and sends as SNI (`proxy_ssl_name
+    // $upstream_host`): the upstream's host_header, else the service host;
+    // None when it is each target's own host.
+    let name = match m.upstream_of(s) {
+        Some(u) => u.host_header.clone(),
+        None => Some(s.host.clone()),
+    };
+    let sni = name
+        .clone()
+        .filter(|h| h.parse::<IpAddr>().is_err())
+        .unwrap_or_default();
+    let mut common = CommonTlsContext::default();
+    if s.tls_verify {
+        let names: Vec<String> = match (name, m.upstream_of(s)) {
+            (Some(n), _) => vec![n],
+            // Kong verifies each target against its own host; one cluster
+            // can only accept any of them.
+            (None, Some(u)) => {
+                let mut hosts: Vec<String> = m
+                    .targets_of(u)
+                    .iter()
+                    .filter(|t| t.weight > 0)
+                    .map(|t| t.host.clone())
+                    .collect();
+                hosts.sort();
+                hosts.dedup();
+                hosts
+            }
+            (None, None) => Vec::new(),
+        };
+        common.validation_context_type = Some(ValidationContextType::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(trusted_ca(m, s)),
+                max_verify_depth: s.tls_verify_depth.map(|d| UInt32Value { value: d }),
+                match_typed_subject_alt_names: names.iter().map(|n| san_matcher(n)).collect(),
+                ..Default::default()
+            },
+        ));
+    }
+    if let Some(cert) = m.client_certificate_of(s) {
+        common.tls_certificate_sds_secret_configs = vec![SdsSecretConfig {
+            name: secret_name(&cert.id, false),
+            sds_config: Some(ads_source()),
+        }];
+    }
+    UpstreamTlsContext {
+        sni,
+        // Left out when empty, so services without these settings encode
+        // as before.
+        common_tls_context: (common != CommonTlsContext::default()).then_some(common),
+        ..Default::default()
+    }
+}
+
+/// Kong's system trust store when a service lists no CA certificates.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The service's CA certificates, PEMs concatenated in listed order (each
+/// once, each ending in a newline); else the system bundle.
+fn trusted_ca(m: &Model, s: &Service) -> DataSource {
+    let mut pems = String::new();
+    let mut seen = Vec::new();
+    for id in &s.ca_certificates {
+        let Some(ca) = m.ca_certificates.get(id) else {
+            continue;
+        };
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        pems.push_str(&ca.cert);
+        if !ca.cert.ends_with('\n') {
+            pems.push('\n');
+        }
+    }
+    let specifier = if seen.is_empty() {
+        data_source::Specifier::Filename(SYSTEM_CA_BUNDLE.into())
+    } else {
+        data_source::Specifier::InlineString(pems)
+    };
+    DataSource {
+        specifier: Some(specifier),
+        ..Default::default()
+    }
+}
+
+/// An exact SAN match: IP_ADDRESS for an IP literal (in its canonical
+/// text, as Envoy prints SAN IPs), DNS otherwise.
+fn san_matcher(name: &str) -> SubjectAltNameMatcher {
+    let (san_type, exact) = match name.parse::<IpAddr>() {
+        Ok(ip) => (SanType::IpAddress, ip.to_string()),
+        Err(_) => (SanType::Dns, name.to_string()),
+    };
+    SubjectAltNameMatcher {
+        san_type: san_type as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(exact)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The Host header Kong sends for a target when preserve_host is off:
@@ -645,5 +747,327 @@ mod tests {
                 }
             ))
         ));
+    }
+
+    fn upstream_tls_of(c: &Cluster) -> UpstreamTlsContext {
+        let ts = c.transport_socket.as_ref().expect("TLS cluster");
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+            panic!("typed config expected")
+        };
+        assert!(
+            any.type_url.ends_with("UpstreamTlsContext"),
+            "{}",
+            any.type_url
+        );
+        prost::Message::decode(any.value.as_slice()).unwrap()
+    }
+
+    fn validation(tls: &UpstreamTlsContext) -> &CertificateValidationContext {
+        match &tls
+            .common_tls_context
+            .as_ref()
+            .unwrap()
+            .validation_context_type
+        {
+            Some(ValidationContextType::ValidationContext(v)) => v,
+            other => panic!("inline validation context expected, got {other:?}"),
+        }
+    }
+
+    fn trusted(v: &CertificateValidationContext) -> &data_source::Specifier {
+        v.trusted_ca.as_ref().unwrap().specifier.as_ref().unwrap()
+    }
+
+    fn sans(v: &CertificateValidationContext) -> Vec<(SanType, String)> {
+        v.match_typed_subject_alt_names
+            .iter()
+            .map(|m| {
+                let Some(MatchPattern::Exact(e)) = &m.matcher.as_ref().unwrap().match_pattern
+                else {
+                    panic!("exact matcher expected")
+                };
+                (SanType::try_from(m.san_type).unwrap(), e.clone())
+            })
+            .collect()
+    }
+
+    fn sds_names(tls: &UpstreamTlsContext) -> Vec<String> {
+        let common = tls.common_tls_context.as_ref().unwrap();
+        for s in &common.tls_certificate_sds_secret_configs {
+            assert_eq!(s.sds_config, Some(ads_source()), "SDS over ADS");
+        }
+        common
+            .tls_certificate_sds_secret_configs
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    const CLIENT: &str = "11111111-1111-4111-8111-111111111111";
+    const UP_CLIENT: &str = "22222222-2222-4222-8222-222222222222";
+    const PLAIN_CLIENT: &str = "33333333-3333-4333-8333-333333333333";
+
+    #[test]
+    fn upstream_tls_verification_and_client_certificate() {
+        let ca1 = ca_certificate(CA_PEM);
+        let ca2 = ca_certificate(CA2_PEM);
+        let up = upstream(
+            "pool",
+            serde_json::json!({"host_header": "api.internal", "client_certificate": {"id": UP_CLIENT}}),
+        );
+        let uid = up.id.clone();
+        let bare = upstream("bare", serde_json::json!({}));
+        let bid = bare.id.clone();
+        let mut ents = vec![
+            ca1.clone(),
+            ca2.clone(),
+            service_with(
+                "v",
+                "secure.example.com",
+                443,
+                serde_json::json!({
+                    "protocol": "https",
+                    "tls_verify": true,
+                    "tls_verify_depth": 3,
+                    "ca_certificates": [ca2.id, ca1.id, ca2.id],
+                    "client_certificate": {"id": CLIENT},
+                }),
+            ),
+            service_with(
+                "sys",
+                "2001:0db8::0001",
+                443,
+                serde_json::json!({"protocol": "https", "tls_verify": true}),
+            ),
+            service_with(
+                "off",
+                "off.example.com",
+                443,
+                serde_json::json!({"protocol": "https", "tls_verify": false, "ca_certificates": [ca1.id]}),
+            ),
+            service_with(
+                "via-up",
+                "pool",
+                443,
+                serde_json::json!({"protocol": "https", "tls_verify": true, "ca_certificates": [ca1.id]}),
+            ),
+            service_with(
+                "via-bare",
+                "bare",
+                443,
+                serde_json::json!({"protocol": "grpcs", "tls_verify": true}),
+            ),
+            service_with(
+                "plain",
+                "plain.example.com",
+                80,
+                serde_json::json!({"client_certificate": {"id": PLAIN_CLIENT}}),
+            ),
+            up,
+            bare,
+            target(&uid, "10.0.0.1:443", 100),
+            target(&bid, "b.internal:443", 100),
+            target(&bid, "10.0.0.2:443", 100),
+            target(&bid, "a.internal:443", 100),
+            target(&bid, "gone.internal:443", 0),
+        ];
+        for id in [CLIENT, UP_CLIENT, PLAIN_CLIENT] {
+            ents.extend(certificate(id, &[]));
+        }
+        let res = run(&ents);
+
+        // Verification on, CAs in listed order (each once), depth, DNS SAN = SNI.
+        let tls = upstream_tls_of(find(&res.clusters, "service.v"));
+        assert_eq!(tls.sni, "secure.example.com");
+        let v = validation(&tls);
+        assert_eq!(
+            trusted(v),
+            &data_source::Specifier::InlineString(format!("{CA2_PEM}{CA_PEM}"))
+        );
+        assert!(CA_PEM.ends_with('\n') && CA2_PEM.ends_with('\n'));
+        assert_eq!(v.max_verify_depth, Some(UInt32Value { value: 3 }));
+        assert_eq!(
+            sans(v),
+            vec![(SanType::Dns, "secure.example.com".to_string())]
+        );
+        #[allow(deprecated)]
+        let legacy_sans = v.match_subject_alt_names.is_empty();
+        assert!(legacy_sans);
+        assert_eq!(sds_names(&tls), vec![format!("cert.{CLIENT}")]);
+
+        // No CAs: the system bundle; an IP host: no SNI, an IP SAN in canonical form.
+        let tls = upstream_tls_of(find(&res.clusters, "service.sys"));
+        assert_eq!(tls.sni, "");
+        let v = validation(&tls);
+        assert_eq!(
+            trusted(v),
+            &data_source::Specifier::Filename("/etc/ssl/certs/ca-certificates.crt".into())
+        );
+        assert_eq!(v.max_verify_depth, None);
+        assert_eq!(
+            sans(v),
+            vec![(SanType::IpAddress, "2001:db8::1".to_string())]
+        );
+        assert!(
+            tls.common_tls_context
+                .as_ref()
+                .unwrap()
+                .tls_certificate_sds_secret_configs
+                .is_empty()
+        );
+
+        // tls_verify false: nothing but the SNI, as before.
+        let tls = upstream_tls_of(find(&res.clusters, "service.off"));
+        assert_eq!(tls.sni, "off.example.com");
+        assert!(tls.common_tls_context.is_none());
+
+        // Through an upstream: its host_header is the name; its client certificate is used.
+        let tls = upstream_tls_of(find(&res.clusters, "service.via-up"));
+        assert_eq!(tls.sni, "api.internal");
+        let v = validation(&tls);
+        assert_eq!(
+            trusted(v),
+            &data_source::Specifier::InlineString(CA_PEM.to_string())
+        );
+        assert_eq!(sans(v), vec![(SanType::Dns, "api.internal".to_string())]);
+        assert_eq!(sds_names(&tls), vec![format!("cert.{UP_CLIENT}")]);
+
+        // An upstream without host_header: each live target's host.
+        let tls = upstream_tls_of(find(&res.clusters, "service.via-bare"));
+        assert_eq!(tls.sni, "");
+        assert_eq!(
+            sans(validation(&tls)),
+            vec![
+                (SanType::IpAddress, "10.0.0.2".to_string()),
+                (SanType::Dns, "a.internal".to_string()),
+                (SanType::Dns, "b.internal".to_string()),
+            ]
+        );
+
+        // Client certificates without SNIs get their secret; one on a plain
+        // HTTP service is unused and gets none.
+        let names: Vec<&str> = res.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                format!("cert.{CLIENT}").as_str(),
+                format!("cert.{UP_CLIENT}").as_str()
+            ]
+        );
+        assert!(
+            find(&res.clusters, "service.plain")
+                .transport_socket
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn service_settings_win_over_the_upstream_client_certificate() {
+        let up = upstream(
+            "pool",
+            serde_json::json!({"host_header": "api.internal", "client_certificate": {"id": UP_CLIENT}}),
+        );
+        let mut ents = vec![
+            service_with(
+                "s",
+                "pool",
+                443,
+                serde_json::json!({"protocol": "https", "client_certificate": {"id": CLIENT}}),
+            ),
+            up,
+        ];
+        ents.extend(certificate(CLIENT, &[]));
+        ents.extend(certificate(UP_CLIENT, &["sni.example.com"]));
+        let res = run(&ents);
+        let tls = upstream_tls_of(find(&res.clusters, "service.s"));
+        // No verification asked for: a client certificate alone.
+        assert!(
+            tls.common_tls_context
+                .as_ref()
+                .unwrap()
+                .validation_context_type
+                .is_none()
+        );
+        assert_eq!(sds_names(&tls), vec![format!("cert.{CLIENT}")]);
+        let names: Vec<&str> = res.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert!(
+            names.contains(&format!("cert.{CLIENT}").as_str()),
+            "{names:?}"
+        );
+        // Still served for its SNI, once.
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| **n == format!("cert.{UP_CLIENT}"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn dangling_tls_references_are_refused() {
+        let missing = "44444444-4444-4444-8444-444444444444";
+        let svc = service_with(
+            "s",
+            "secure.example.com",
+            443,
+            serde_json::json!({"protocol": "https", "tls_verify": true, "ca_certificates": [missing]}),
+        );
+        let sid = svc.id.clone();
+        let err = crate::translator::translate(
+            &[svc],
+            crate::translator::Flavour::Envoy,
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            crate::translator::TranslateError::Malformed {
+                kind: "services".into(),
+                id: sid,
+                reason: format!("ca_certificates names a missing ca_certificate {missing}"),
+            }
+        );
+        let svc = service_with(
+            "s",
+            "secure.example.com",
+            443,
+            serde_json::json!({"protocol": "https", "client_certificate": {"id": missing}}),
+        );
+        let err = crate::translator::translate(
+            &[svc],
+            crate::translator::Flavour::Envoy,
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, crate::translator::TranslateError::Malformed { ref reason, .. } if reason.contains("client_certificate")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_catches_a_cluster_secret_that_is_not_emitted() {
+        let mut ents = vec![service_with(
+            "s",
+            "secure.example.com",
+            443,
+            serde_json::json!({"protocol": "https", "client_certificate": {"id": CLIENT}}),
+        )];
+        ents.extend(certificate(CLIENT, &[]));
+        let model = super::super::model::Model::build(&ents).unwrap();
+        let (clusters, endpoints) = build(&model);
+        let res = crate::translator::Resources {
+            clusters,
+            endpoints,
+            ..Default::default()
+        };
+        assert_eq!(
+            super::super::validate::validate(&res).unwrap_err(),
+            crate::translator::TranslateError::MissingClusterSecret {
+                cluster: "service.s".into(),
+                name: format!("cert.{CLIENT}"),
+            }
+        );
     }
 }

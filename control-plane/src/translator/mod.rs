@@ -119,6 +119,8 @@ pub enum TranslateError {
     MissingRouteConfig { listener: String, name: String },
     #[error("listener {listener}: secret {name:?} does not exist")]
     MissingSecret { listener: String, name: String },
+    #[error("cluster {cluster}: client certificate secret {name:?} does not exist")]
+    MissingClusterSecret { cluster: String, name: String },
     #[error("cluster {cluster}: EDS cluster has no load assignment")]
     MissingAssignment { cluster: String },
     #[error("certificate {certificate}: SNI {sni:?} is also used by certificate {other}")]

@@ -19,6 +19,13 @@ pub struct Service {
     pub connect_timeout: i64,
     pub read_timeout: i64,
     pub retries: u32,
+    /// Certificate id presented to the upstream (Kong's `client_certificate`).
+    pub client_certificate: Option<String>,
+    /// Verify the upstream's certificate (null is off, as Kong's default).
+    pub tls_verify: bool,
+    pub tls_verify_depth: Option<u32>,
+    /// CA certificate ids trusted for verification, in the listed order.
+    pub ca_certificates: Vec<String>,
 }
 
 impl Service {
@@ -126,6 +133,8 @@ pub struct Upstream {
     pub hash_on: HashOn,
     pub hash_fallback: HashOn,
     pub host_header: Option<String>,
+    /// Used when the service sets none (Kong).
+    pub client_certificate: Option<String>,
     pub active: ActiveCheck,
     pub passive: PassiveCheck,
 }
@@ -154,6 +163,13 @@ pub struct Certificate {
     pub snis: Vec<String>,
 }
 
+#[derive(Clone, Debug)]
+pub struct CaCertificate {
+    pub id: String,
+    /// One PEM certificate, as stored.
+    pub cert: String,
+}
+
 /// The configuration, indexed, every collection in a stable order.
 #[derive(Debug, Default)]
 pub struct Model {
@@ -166,6 +182,8 @@ pub struct Model {
     pub targets: BTreeMap<String, Vec<Target>>,
     /// Certificates, by id.
     pub certificates: BTreeMap<String, Certificate>,
+    /// CA certificates, by id.
+    pub ca_certificates: BTreeMap<String, CaCertificate>,
 }
 
 impl Model {
@@ -199,6 +217,13 @@ impl Model {
                     }
                     m.certificates.insert(c.id.clone(), c);
                 }
+                "ca_certificates" => {
+                    let c = CaCertificate {
+                        id: e.id.clone(),
+                        cert: r.str("cert")?,
+                    };
+                    m.ca_certificates.insert(c.id.clone(), c);
+                }
                 "snis" => {
                     let cert = r
                         .foreign("certificate")?
@@ -230,7 +255,59 @@ impl Model {
         });
         routes.sort_by(|a, b| a.id.cmp(&b.id));
         m.routes = routes;
+        m.check_tls_references()?;
         Ok(m)
+    }
+
+    /// The store keeps these references intact; a dangling one here means
+    /// the input is not what the store wrote, so nothing is translated.
+    fn check_tls_references(&self) -> Result<(), TranslateError> {
+        let bad = |kind: &str, id: &str, reason: String| TranslateError::Malformed {
+            kind: kind.into(),
+            id: id.into(),
+            reason,
+        };
+        for s in self.services.values() {
+            for ca in &s.ca_certificates {
+                if !self.ca_certificates.contains_key(ca) {
+                    return Err(bad(
+                        "services",
+                        &s.id,
+                        format!("ca_certificates names a missing ca_certificate {ca}"),
+                    ));
+                }
+            }
+            if let Some(c) = &s.client_certificate
+                && !self.certificates.contains_key(c)
+            {
+                return Err(bad(
+                    "services",
+                    &s.id,
+                    format!("client_certificate names a missing certificate {c}"),
+                ));
+            }
+        }
+        for u in self.upstreams.values() {
+            if let Some(c) = &u.client_certificate
+                && !self.certificates.contains_key(c)
+            {
+                return Err(bad(
+                    "upstreams",
+                    &u.id,
+                    format!("client_certificate names a missing certificate {c}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The certificate a TLS service presents upstream: its own, else its
+    /// upstream's (Kong's balancer does the same).
+    pub fn client_certificate_of(&self, s: &Service) -> Option<&Certificate> {
+        s.client_certificate
+            .as_ref()
+            .or_else(|| self.upstream_of(s)?.client_certificate.as_ref())
+            .and_then(|id| self.certificates.get(id))
     }
 
     /// The upstream a service balances over, when its host names one.
@@ -254,6 +331,13 @@ fn service(r: &Reader<'_>) -> Result<Service, TranslateError> {
         connect_timeout: r.int_or("connect_timeout", 60000)?,
         read_timeout: r.int_or("read_timeout", 60000)?,
         retries: r.int_or("retries", 5)?.clamp(0, u32::MAX as i64) as u32,
+        client_certificate: r.foreign("client_certificate")?,
+        tls_verify: r.bool_or("tls_verify", false)?,
+        tls_verify_depth: match r.field("tls_verify_depth") {
+            Value::Null => None,
+            _ => Some(r.int_or("tls_verify_depth", 0)?.clamp(0, u32::MAX as i64) as u32),
+        },
+        ca_certificates: r.opt_str_list("ca_certificates")?.unwrap_or_default(),
     })
 }
 
@@ -381,6 +465,7 @@ fn upstream(r: &Reader<'_>) -> Result<Upstream, TranslateError> {
         hash_on: hash_on(r, false)?,
         hash_fallback: hash_on(r, true)?,
         host_header: r.opt_str("host_header")?,
+        client_certificate: r.foreign("client_certificate")?,
         active: ActiveCheck {
             kind: active["type"].as_str().unwrap_or("http").to_string(),
             timeout: num(&active["timeout"], 1.0),

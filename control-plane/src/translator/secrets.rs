@@ -1,5 +1,7 @@
 //! SDS: one TLS certificate secret per certificate that has SNIs (plus
-//! one for its alternate pair). Never logged: `Secret`s carry private keys.
+//! one for its alternate pair), and one per certificate a TLS service
+//! presents upstream as its client certificate. Never logged: `Secret`s
+//! carry private keys.
 
 use super::model::Model;
 use super::secret_name;
@@ -7,12 +9,26 @@ use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source::Specifie
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     Secret, TlsCertificate, secret,
 };
+use std::collections::BTreeSet;
 
 pub fn build(m: &Model) -> Vec<Secret> {
     let mut out = Vec::new();
-    for c in m.certificates.values().filter(|c| !c.snis.is_empty()) {
-        out.push(tls_secret(secret_name(&c.id, false), &c.cert, &c.key));
-        if let Some((cert, key)) = &c.alt {
+    // Only certificates some cluster uses: a private key is not handed to
+    // proxies that have no use for it.
+    let clients: BTreeSet<&str> = m
+        .services
+        .values()
+        .filter(|s| s.tls())
+        .filter_map(|s| m.client_certificate_of(s))
+        .map(|c| c.id.as_str())
+        .collect();
+    for c in m.certificates.values() {
+        let serves = !c.snis.is_empty();
+        if serves || clients.contains(c.id.as_str()) {
+            out.push(tls_secret(secret_name(&c.id, false), &c.cert, &c.key));
+        }
+        // The alternate pair serves downstream handshakes only.
+        if serves && let Some((cert, key)) = &c.alt {
             out.push(tls_secret(secret_name(&c.id, true), cert, key));
         }
     }

@@ -105,6 +105,14 @@ pub fn certificate(id: &str, snis: &[&str]) -> Vec<Stored> {
     out
 }
 
+/// Real CA certificates (the schema parses them), from the test fixtures.
+pub const CA_PEM: &str = include_str!("../../tests/fixtures/ca.pem");
+pub const CA2_PEM: &str = include_str!("../../tests/fixtures/ca2.pem");
+
+pub fn ca_certificate(pem: &str) -> Stored {
+    stored("ca_certificates", json!({ "cert": pem }))
+}
+
 pub fn run(entities: &[Stored]) -> Resources {
     translate(entities, Flavour::Envoy, &ProxyOptions::default())
         .unwrap_or_else(|e| panic!("translate failed: {e}"))

@@ -1,11 +1,12 @@
 //! Checks the whole resource set before any of it is handed out: names are
 //! unique per type, every reference (route -> cluster, listener -> RDS and
-//! SDS, EDS cluster -> assignment) resolves, regexes compile and durations
+//! SDS, cluster -> SDS, EDS cluster -> assignment) resolves, regexes compile and durations
 //! are in range. Any failure rejects the set; nothing partial escapes.
 
 use super::{Resources, TranslateError};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-use envoy_types::pb::envoy::config::core::v3::transport_socket;
+use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, transport_socket};
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, header_matcher::HeaderMatchSpecifier, route::Action,
@@ -15,7 +16,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::Duration;
 use prost::Message;
@@ -101,6 +104,7 @@ pub fn validate(res: &Resources) -> Result<(), TranslateError> {
                 od.base_ejection_time.as_ref(),
             )?;
         }
+        upstream_tls(c, &secrets)?;
     }
 
     let mut compiled: HashSet<&str> = HashSet::new();
@@ -166,6 +170,49 @@ pub fn validate(res: &Resources) -> Result<(), TranslateError> {
 
     for l in &res.listeners {
         references(l, &route_configs, &secrets)?;
+    }
+    Ok(())
+}
+
+/// A cluster's upstream TLS: its client certificate secret exists, and a
+/// validation context names what it trusts.
+fn upstream_tls(c: &Cluster, secrets: &HashSet<&str>) -> Result<(), TranslateError> {
+    let Some(ts) = &c.transport_socket else {
+        return Ok(());
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return Ok(());
+    };
+    if !any.type_url.ends_with("UpstreamTlsContext") {
+        return Ok(());
+    }
+    let malformed = |reason: String| TranslateError::Malformed {
+        kind: "cluster".into(),
+        id: c.name.clone(),
+        reason,
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice())
+        .map_err(|e| malformed(format!("undecodable upstream TLS context: {e}")))?;
+    let Some(common) = &tls.common_tls_context else {
+        return Ok(());
+    };
+    for s in &common.tls_certificate_sds_secret_configs {
+        if !secrets.contains(s.name.as_str()) {
+            return Err(TranslateError::MissingClusterSecret {
+                cluster: c.name.clone(),
+                name: s.name.clone(),
+            });
+        }
+    }
+    if let Some(ValidationContextType::ValidationContext(v)) = &common.validation_context_type {
+        let trusted = match v.trusted_ca.as_ref().and_then(|d| d.specifier.as_ref()) {
+            Some(Specifier::InlineString(s)) => !s.is_empty(),
+            Some(Specifier::Filename(f)) => !f.is_empty(),
+            _ => false,
+        };
+        if !trusted {
+            return Err(malformed("validation context without trusted_ca".into()));
+        }
     }
     Ok(())
 }
