@@ -1223,6 +1223,7 @@ pub struct Upstream {
     pub port: u16,
     count: Arc<AtomicU64>,
     last: Arc<Mutex<Option<Value>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1241,17 +1242,20 @@ impl Upstream {
         let port = listener.local_addr().expect("addr").port();
         let count = Arc::new(AtomicU64::new(0));
         let last = Arc::new(Mutex::new(None));
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
         let (n, c, l) = (name.to_string(), count.clone(), last.clone());
+        let st = status.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (n, c, l) = (n.clone(), c.clone(), l.clone());
+                let (n, c, l, st) = (n.clone(), c.clone(), l.clone(), st.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (n, c, l) = (n.clone(), c.clone(), l.clone());
+                        let status = st.load(Ordering::Relaxed);
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body
@@ -1285,7 +1289,7 @@ impl Upstream {
                                 tokio::time::sleep(delay).await;
                             }
                             let resp = hyper::Response::builder()
-                                .status(200)
+                                .status(status)
                                 .header("content-type", "application/json")
                                 .body(Full::new(Bytes::from(seen.to_string())))
                                 .expect("response");
@@ -1304,8 +1308,14 @@ impl Upstream {
             port,
             count,
             last,
+            status,
             task,
         }
+    }
+
+    /// The status every later answer has (200 at start).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
     }
 
     /// `127.0.0.1:port`.
@@ -1341,6 +1351,9 @@ impl Drop for Upstream {
 // ---------------------------------------------------------------------------
 // A hand-driven ADS client (for protocol tests: NACKs, resends)
 // ---------------------------------------------------------------------------
+
+pub mod resources;
+pub mod script;
 
 pub mod ads {
     use envoy_types::pb::envoy::config::core::v3::Node;

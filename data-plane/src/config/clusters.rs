@@ -13,8 +13,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, CommonLbConfig, LbConfig},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HealthCheck as PbHealthCheck, HttpProtocolOptions as CommonHttpOptions,
-    address, health_check::HealthChecker, socket_address::PortSpecifier,
+    Address, HealthCheck as PbHealthCheck, HttpProtocolOptions as CommonHttpOptions, address,
+    health_check::HealthChecker, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{LbEndpoint, lb_endpoint::HostIdentifier};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
@@ -97,7 +97,6 @@ pub struct EndpointConfig {
     pub health_check_port: Option<u16>,
     pub active_health_check_disabled: bool,
 }
-
 
 #[derive(Clone, Debug)]
 pub struct HttpCheck {
@@ -582,7 +581,6 @@ fn common_http(mut c: CommonHttpOptions) -> Result<(Option<Duration>, Option<u32
     )?;
     Ok((idle, max_req))
 }
-
 
 fn status_ranges(
     rs: &[envoy_types::pb::envoy::r#type::v3::Int64Range],

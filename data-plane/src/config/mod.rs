@@ -38,7 +38,6 @@ pub use clusters::{
     ClusterConfig, Discovery, DnsLookupFamily, EndpointAddress, EndpointConfig, EndpointHealth,
     GrpcCheck, HealthCheck, HttpCheck, LbPolicy, Outlier, Thresholds,
 };
-pub use upstream_tls::{SanMatch, UpstreamTls, UpstreamVerify};
 pub use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
     route::v3::RouteConfiguration,
@@ -53,6 +52,7 @@ pub use routes::{
     Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route, RouteTable,
     Selected, VirtualHost, cookie_value, direct_response_location,
 };
+pub use upstream_tls::{SanMatch, UpstreamTls, UpstreamVerify};
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};

@@ -658,9 +658,7 @@ fn upstream_certificate_validation_and_client_certificates() {
                 UpstreamTlsContext {
                     sni: "secure.example.com".into(),
                     common_tls_context: Some(CommonTlsContext {
-                        validation_context_type: Some(ValidationContextType::ValidationContext(
-                            vc,
-                        )),
+                        validation_context_type: Some(ValidationContextType::ValidationContext(vc)),
                         tls_certificate_sds_secret_configs: sds
                             .into_iter()
                             .map(|n| SdsSecretConfig {

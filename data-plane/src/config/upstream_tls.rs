@@ -139,8 +139,8 @@ pub(super) fn compile(
 /// verifies nothing; SAN matchers without a CA are refused as insecure.
 fn validation(mut v: CertificateValidationContext) -> Result<Option<UpstreamVerify>, String> {
     use certificate_validation_context::TrustChainVerification;
-    let accept_untrusted =
-        std::mem::take(&mut v.trust_chain_verification) == TrustChainVerification::AcceptUntrusted as i32;
+    let accept_untrusted = std::mem::take(&mut v.trust_chain_verification)
+        == TrustChainVerification::AcceptUntrusted as i32;
     let trusted_ca = match v.trusted_ca.take() {
         None => Vec::new(),
         Some(ds) => trusted_ca(&ds)?,
@@ -160,8 +160,9 @@ fn validation(mut v: CertificateValidationContext) -> Result<Option<UpstreamVeri
         };
         san.push(match SanType::try_from(m.san_type) {
             Ok(SanType::Dns) => {
-                rustls_pki_types::ServerName::try_from(exact.as_str())
-                    .map_err(|_| format!("match_typed_subject_alt_names: {exact:?} is not a DNS name"))?;
+                rustls_pki_types::ServerName::try_from(exact.as_str()).map_err(|_| {
+                    format!("match_typed_subject_alt_names: {exact:?} is not a DNS name")
+                })?;
                 SanMatch::Dns(exact)
             }
             Ok(SanType::IpAddress) => SanMatch::Ip(exact.parse().map_err(|_| {

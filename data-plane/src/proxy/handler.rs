@@ -4,10 +4,10 @@
 
 use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
-use super::{mirror, outlier};
 use super::runtime::{Runtime, Shared};
 use super::stats::ClusterLabel;
 use super::upstream::{Body, BoxError};
+use super::{mirror, outlier};
 use crate::config::ListenerConfig;
 use crate::config::{
     Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn,
@@ -451,11 +451,7 @@ async fn forward(
             Err(Failure::Timeout) => outlier::Result::Timeout,
         };
         if cluster.report(&endpoint, result).is_some() {
-            shared
-                .stats
-                .outlier_ejections
-                .get_or_create(&label)
-                .inc();
+            shared.stats.outlier_ejections.get_or_create(&label).inc();
         }
         // Another attempt needs a retry budget slot (`max_retries`).
         let mut may_retry = |shared: &Arc<Shared>| {
@@ -522,11 +518,7 @@ async fn forward(
                         on |= RetryOn::CONNECT_FAILURE.0;
                     }
                     Failure::Timeout => {
-                        shared
-                            .stats
-                            .upstream_rq_timeout
-                            .get_or_create(&label)
-                            .inc();
+                        shared.stats.upstream_rq_timeout.get_or_create(&label).inc();
                         if !route_timed_out {
                             shared
                                 .stats
@@ -644,8 +636,15 @@ fn send_mirrors(
             continue;
         };
         let body = copies[i].take().unwrap_or_else(empty);
-        let Ok(mut req) = upstream_request(parts, upstream_pq, &endpoint, f, original_host, cluster, body)
-        else {
+        let Ok(mut req) = upstream_request(
+            parts,
+            upstream_pq,
+            &endpoint,
+            f,
+            original_host,
+            cluster,
+            body,
+        ) else {
             continue;
         };
         mirror::set_shadow_host(&mut req, !m.disable_shadow_host_suffix_append);

@@ -58,10 +58,7 @@ impl HealthCheckers {
             wanted.insert(
                 name.clone(),
                 (
-                    format!(
-                        "{hc:?}|{endpoints:?}|{}",
-                        state.uneject_on_health_check()
-                    ),
+                    format!("{hc:?}|{endpoints:?}|{}", state.uneject_on_health_check()),
                     hc.clone(),
                     state.endpoints.clone(),
                     state.uneject_on_health_check(),

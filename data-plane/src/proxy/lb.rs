@@ -5,8 +5,8 @@
 use super::outlier::{self, OutlierState};
 use super::upstream::{UpstreamClient, tls_key};
 use crate::config::{ClusterConfig, EndpointAddress, LbPolicy, Outlier, Priority, Thresholds};
-use rustls::sign::CertifiedKey;
 use http::uri::Authority;
+use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -214,7 +214,12 @@ impl ClusterState {
             {
                 p.client.clone()
             }
-            _ => UpstreamClient::new(cfg.connect_timeout, cfg.http2, cfg.tls.as_ref(), client_cert),
+            _ => UpstreamClient::new(
+                cfg.connect_timeout,
+                cfg.http2,
+                cfg.tls.as_ref(),
+                client_cert,
+            ),
         };
         let policy = match &cfg.lb {
             LbPolicy::RoundRobin => Policy::RoundRobin(wrr_schedule(
@@ -333,9 +338,7 @@ impl ClusterState {
                     }
                     r -= u64::from(e.weight);
                 }
-                (0..n)
-                    .map(|k| (chosen + k) % n)
-                    .find(|i| ok(*i))?
+                (0..n).map(|k| (chosen + k) % n).find(|i| ok(*i))?
             }
             Policy::LeastRequest => {
                 // Power of two choices: two random endpoints, the less busy wins.

@@ -176,12 +176,11 @@ impl OutlierState {
             .saturating_mul(n)
             .min(cfg.max_ejection_time.max(cfg.base_ejection_time));
         if !cfg.max_ejection_time_jitter.is_zero() {
-            time += cfg
-                .max_ejection_time_jitter
-                .mul_f64(rand::random::<f64>());
+            time += cfg.max_ejection_time_jitter.mul_f64(rand::random::<f64>());
         }
         let until = now + time.as_millis() as u64;
-        self.ejected_until.store(until.max(now + 1), Ordering::Relaxed);
+        self.ejected_until
+            .store(until.max(now + 1), Ordering::Relaxed);
         // The decay clock restarts when this ejection ends.
         self.returned_at.store(until, Ordering::Relaxed);
         time

@@ -103,10 +103,26 @@ impl Stats {
             "Upstream request retries",
             s.upstream_rq_retry.clone(),
         );
-        r.register("upstream_rq_per_try_timeout", "Upstream attempts that hit the per-try timeout", s.upstream_rq_per_try_timeout.clone());
-        r.register("upstream_rq_pending_overflow", "Requests refused by the max_requests circuit breaker (503)", s.upstream_rq_pending_overflow.clone());
-        r.register("upstream_rq_retry_overflow", "Retries not made because of the max_retries circuit breaker", s.upstream_rq_retry_overflow.clone());
-        r.register("outlier_ejections", "Endpoints ejected by outlier detection", s.outlier_ejections.clone());
+        r.register(
+            "upstream_rq_per_try_timeout",
+            "Upstream attempts that hit the per-try timeout",
+            s.upstream_rq_per_try_timeout.clone(),
+        );
+        r.register(
+            "upstream_rq_pending_overflow",
+            "Requests refused by the max_requests circuit breaker (503)",
+            s.upstream_rq_pending_overflow.clone(),
+        );
+        r.register(
+            "upstream_rq_retry_overflow",
+            "Retries not made because of the max_retries circuit breaker",
+            s.upstream_rq_retry_overflow.clone(),
+        );
+        r.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            s.outlier_ejections.clone(),
+        );
         r.register(
             "config_applied",
             "Configs compiled and swapped in",

@@ -4,14 +4,14 @@
 //! survives config swaps.
 
 use super::upstream_tls::{TlsConnector, TlsSettings};
-use rustls::sign::CertifiedKey;
-use std::sync::Arc;
 use crate::config::UpstreamTls;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -82,9 +82,9 @@ impl ServerCertVerifier for Verifier {
                 && intermediates.len() > depth as usize
             {
                 return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                        DepthExceeded(depth),
-                    ))),
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(DepthExceeded(
+                        depth,
+                    )))),
                 ));
             }
             rustls::client::verify_server_cert_signed_by_trust_anchor(
@@ -149,7 +149,11 @@ struct DepthExceeded(u32);
 
 impl std::fmt::Display for DepthExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "certificate chain longer than max_verify_depth {}", self.0)
+        write!(
+            f,
+            "certificate chain longer than max_verify_depth {}",
+            self.0
+        )
     }
 }
 
@@ -200,7 +204,8 @@ impl TlsConnector {
             None => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = t.alpn;
-        let sni = t.sni
+        let sni = t
+            .sni
             .map(|s| ServerName::try_from(s.to_string()))
             .transpose()?;
         Ok(TlsConnector {
