@@ -42,12 +42,23 @@ fn action(r: &mut Route) -> &mut envoy_types::pb::envoy::config::route::v3::Rout
     }
 }
 
-/// gantry-proxy fed by a scripted xDS server with `clusters` and `routes`.
+/// What a scripted test holds on to: dropping it stops the server.
+struct Scripted {
+    proxy: Proxy,
+    task: tokio::task::JoinHandle<()>,
+    _probe: Upstream,
+}
+
+/// gantry-proxy fed by a scripted xDS server with `clusters` and `routes`,
+/// returned once it routes (a probe route answers).
 async fn scripted(
     node: &str,
-    clusters: Vec<(String, Any)>,
-    routes: Vec<Route>,
-) -> (Ads, Proxy, tokio::task::JoinHandle<()>) {
+    mut clusters: Vec<(String, Any)>,
+    mut routes: Vec<Route>,
+) -> Scripted {
+    let probe = Upstream::start("probe").await;
+    clusters.push(cluster("probe", probe.port));
+    routes.insert(0, route(prefix("/__probe"), "probe"));
     let server = Ads::default();
     let (url, task) = server.serve().await;
     server.set("1", ads::LISTENER, vec![listener("http", BASE_PORT, "rc")]);
@@ -61,7 +72,29 @@ async fn scripted(
         ProxyOptions::default(),
     );
     proxy.wait_ready(None, CONVERGE).await;
-    (server, proxy, task)
+    // Ready means a config is in; the route configuration may follow it.
+    let probe_url = format!("{}/__probe", proxy.proxy_url());
+    eventually(
+        "the scripted routes are served",
+        CONVERGE,
+        Duration::from_millis(20),
+        || {
+            let req = client().get(probe_url.clone());
+            async move {
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    Scripted {
+        proxy,
+        task,
+        _probe: probe,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +112,7 @@ async fn per_try_timeouts_move_a_slow_attempt_to_another_endpoint() {
     let mut to_slow = route(prefix("/slow"), "slow");
     action(&mut to_slow).timeout = ms(10_000);
     action(&mut to_slow).retry_policy = to_pool_policy(&to_pool);
-    let (_server, proxy, task) = scripted(
+    let Scripted { proxy, task, .. } = scripted(
         "gantry-per-try",
         vec![
             pack("pool", static_cluster("pool", &[slow.port, fast.port])),
@@ -155,7 +188,7 @@ async fn the_max_requests_breaker_refuses_what_exceeds_it() {
         }],
         ..Default::default()
     });
-    let (_server, proxy, task) = scripted(
+    let Scripted { proxy, task, .. } = scripted(
         "gantry-breaker",
         vec![pack("slow", c)],
         vec![route(prefix("/"), "slow")],
@@ -219,7 +252,7 @@ async fn mirrored_requests_reach_the_shadow_cluster_with_their_body() {
         cluster: "shadow".into(),
         ..Default::default()
     }];
-    let (_server, proxy, task) = scripted(
+    let Scripted { proxy, task, .. } = scripted(
         "gantry-mirror",
         vec![
             pack("primary", static_cluster("primary", &[primary.port])),
