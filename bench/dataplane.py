@@ -1,0 +1,534 @@
+#!/usr/bin/env python3
+"""Data-plane benchmark: gantry-proxy against Envoy, nginx and no proxy.
+
+Run through bench/dataplane.sh, which installs wrk, nginx and Envoy and
+builds the binaries first. Every target runs interleaved (direct, gantry,
+envoy, nginx, direct, ...) for several rounds per scenario, each proxy with
+one worker pinned to one core, the load generator and the upstream on the
+other. Prints a markdown table per scenario: median req/s, p50, p99, RSS
+after the run, and each ratio to "direct".
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Fixed local ports, checked free at start.
+PORTS = {
+    "upstream": 19180,
+    "upstream_tls": 19181,
+    "nginx": 19182,
+    "nginx_tls": 19183,
+    "cp_admin": 19101,
+    "cp_xds": 19118,
+    "listener_http": 19200,  # Envoy binds the listeners as configured
+    "listener_https": 19201,
+    "envoy_admin": 19190,
+    "gantry_admin": 19191,
+}
+GANTRY_OFFSET = 100  # gantry-proxy binds listener ports + this
+
+
+def log(*a):
+    print("dataplane:", *a, file=sys.stderr, flush=True)
+
+
+def port_free(p):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", p))
+            return True
+        except OSError:
+            return False
+
+
+def wait_port(p, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", p)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"port {p} never opened")
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, ConnectionError, OSError) as e:
+        return 0, str(e).encode()
+
+
+class Procs:
+    """The processes this harness started; only these are stopped."""
+
+    def __init__(self):
+        self.procs = {}
+
+    def start(self, name, argv, cpu, log_path, env=None):
+        if cpu is not None:
+            argv = ["taskset", "-c", cpu] + argv
+        f = open(log_path, "ab")
+        p = subprocess.Popen(
+            argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.procs[name] = p
+        return p
+
+    def pid(self, name):
+        return self.procs[name].pid
+
+    def alive(self, name):
+        return self.procs[name].poll() is None
+
+    def stop_all(self):
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 10
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def rss_kib(pid):
+    """RSS of a process and its children (nginx: master + worker)."""
+    total = 0
+    pids = [pid]
+    try:
+        kids = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True
+        ).stdout.split()
+        pids += [int(k) for k in kids]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def nginx_conf(d, kind, cert, key):
+    """`upstream`: the origin server; `proxy`: a plain reverse proxy to it."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    if kind == "upstream":
+        locations = f"""
+        location = /1m {{ root {d}/www; }}
+        location / {{ return 200 "hello from the upstream\\n"; }}"""
+        http_port, tls_port = PORTS["upstream"], PORTS["upstream_tls"]
+        upstream_block = ""
+    else:
+        locations = """
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_max_temp_file_size 0;
+        }"""
+        http_port, tls_port = PORTS["nginx"], PORTS["nginx_tls"]
+        upstream_block = f"""
+    upstream origin {{
+        server 127.0.0.1:{PORTS["upstream"]};
+        keepalive 64;
+    }}"""
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+{upstream_block}
+    server {{
+        listen 127.0.0.1:{http_port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        {locations}
+    }}
+}}
+"""
+
+
+def envoy_binary():
+    venv = os.path.join(ROOT, ".venv-envoy")
+    libs = os.path.join(venv, "lib")
+    if os.path.isdir(libs):
+        for d in os.listdir(libs):
+            real = os.path.join(libs, d, "site-packages", "envoy", "_bin", "envoy")
+            if os.path.exists(real):
+                return real
+    return os.path.join(venv, "bin", "envoy")
+
+
+def envoy_bootstrap(path):
+    src = open(os.path.join(ROOT, "deploy/envoy/bootstrap-delta-ads.yaml")).read()
+    for a, b in [
+        ("  id: envoy-1\n", "  id: bench-envoy\n"),
+        ("port_value: 18000\n", f"port_value: {PORTS['cp_xds']}\n"),
+        ("port_value: 9901\n", f"port_value: {PORTS['envoy_admin']}\n"),
+    ]:
+        assert src.count(a) == 1, a
+        src = src.replace(a, b)
+    open(path, "w").write(src)
+
+
+def parse_duration(s):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", s)
+    if not m:
+        return None
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url, duration, conns, cpu, host=None):
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    if host:
+        argv += ["-H", f"Host: {host}"]
+    argv.append(url)
+    if cpu is not None:
+        argv = ["taskset", "-c", cpu] + argv
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": parse_duration(p50.group(1)) if p50 else None,
+        "p99": parse_duration(p99.group(1)) if p99 else None,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "errors": errors.group(0) if errors else "",
+        "raw": out,
+    }
+
+
+def routes_document(n, upstream):
+    """`n` routes over 1,000 services, mixed prefix / regex / host (20
+    distinct hosts), as a Kong declarative document.
+
+    The hosts are few on purpose: a route without hosts must be reachable
+    from every virtual host, so the translator copies it into each one and
+    RDS grows with hosts x host-less routes (see docs/benchmarks.md)."""
+    services = []
+    per = max(1, n // 1000)
+    k = 0
+    for s in range(min(1000, n)):
+        routes = []
+        for _ in range(per):
+            if k >= n:
+                break
+            kind = k % 3
+            r = {"name": f"r{k}"}
+            if kind == 0:
+                r["paths"] = [f"/api/v1/prefix{k}"]
+            elif kind == 1:
+                r["paths"] = [f"~/api/v1/re{k}/[0-9]+$"]
+            else:
+                r["paths"] = [f"/h{k}"]
+                r["hosts"] = [f"host{k % 20}.example.com"]
+            routes.append(r)
+            k += 1
+        services.append({"name": f"s{s}", "url": upstream, "routes": routes})
+    return {"_format_version": "3.0", "services": services}
+
+
+def fmt_ms(v):
+    if v is None:
+        return "—"
+    return f"{v * 1000:.0f} µs" if v < 1 else f"{v:.2f} ms"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--routes", type=int, default=10000)
+    ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
+    ap.add_argument("--rate-tool", default=None, help="gantry-bench binary for fixed-rate latency")
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated scenario numbers, e.g. 1,5")
+    args = ap.parse_args()
+
+    ncpu = os.cpu_count() or 1
+    proxy_cpu, load_cpu = ("0", "1") if ncpu >= 2 else (None, None)
+    for name, p in PORTS.items():
+        for q in (p, p + GANTRY_OFFSET) if name.startswith("listener") else (p,):
+            if not port_free(q):
+                raise SystemExit(f"port {q} ({name}) is in use; stop what holds it")
+
+    work = tempfile.mkdtemp(prefix="gantry-bench-")
+    procs = Procs()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        return run(args, work, procs, proxy_cpu, load_cpu)
+    finally:
+        procs.stop_all()
+        if not os.environ.get("GANTRY_BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work, procs, proxy_cpu, load_cpu):
+    # TLS material for scenario 6: one self-signed certificate for "localhost".
+    cert, key = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )
+    os.makedirs(os.path.join(work, "www"))
+    with open(os.path.join(work, "www", "1m"), "wb") as f:
+        f.write(os.urandom(1024 * 1024))
+
+    # The origin: nginx on the load generator's core.
+    for kind in ("upstream", "proxy"):
+        d = os.path.join(work, f"nginx-{kind}")
+        os.makedirs(d)
+        if kind == "upstream":
+            os.symlink(os.path.join(work, "www"), os.path.join(d, "www"))
+        conf = os.path.join(d, "nginx.conf")
+        open(conf, "w").write(nginx_conf(d, kind, cert, key))
+        cpu = load_cpu if kind == "upstream" else proxy_cpu
+        procs.start(f"nginx-{kind}", ["nginx", "-p", d, "-c", conf], cpu, os.path.join(d, "out.log"))
+    wait_port(PORTS["upstream"])
+    wait_port(PORTS["nginx"])
+
+    # The control plane, on the load generator's core (it is idle while
+    # traffic flows).
+    cp_log = os.path.join(work, "cp.log")
+    procs.start(
+        "cp",
+        [os.path.join(args.bin_dir, "gantry-cp"), "run",
+         "--database-url", f"sqlite://{work}/bench.db",
+         "--admin-listen", f"127.0.0.1:{PORTS['cp_admin']}",
+         "--xds-listen", f"127.0.0.1:{PORTS['cp_xds']}",
+         "--proxy-listen-address", "127.0.0.1",
+         "--proxy-http-port", str(PORTS["listener_http"]),
+         "--proxy-https-port", str(PORTS["listener_https"])],
+        load_cpu, cp_log,
+    )
+    wait_port(PORTS["cp_admin"])
+    admin = f"http://127.0.0.1:{PORTS['cp_admin']}"
+
+    bootstrap = os.path.join(work, "envoy.yaml")
+    envoy_bootstrap(bootstrap)
+    procs.start(
+        "envoy",
+        [envoy_binary(), "-c", bootstrap, "--concurrency", "1", "--log-level", "warn",
+         "--disable-hot-restart"],
+        proxy_cpu, os.path.join(work, "envoy.log"),
+    )
+    procs.start(
+        "gantry",
+        [os.path.join(args.bin_dir, "gantry-proxy"), "--workers", "1",
+         "--xds-address", f"http://127.0.0.1:{PORTS['cp_xds']}",
+         "--node-id", "bench-gantry",
+         "--admin-listen", f"127.0.0.1:{PORTS['gantry_admin']}",
+         "--port-offset", str(GANTRY_OFFSET)],
+        proxy_cpu, os.path.join(work, "gantry.log"),
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+
+    hp, sp = PORTS["listener_http"], PORTS["listener_https"]
+    base = {
+        "direct": (f"http://127.0.0.1:{PORTS['upstream']}", f"https://localhost:{PORTS['upstream_tls']}", None),
+        "gantry-proxy": (f"http://127.0.0.1:{hp + GANTRY_OFFSET}", f"https://localhost:{sp + GANTRY_OFFSET}", "gantry"),
+        "envoy": (f"http://127.0.0.1:{hp}", f"https://localhost:{sp}", "envoy"),
+        "nginx": (f"http://127.0.0.1:{PORTS['nginx']}", f"https://localhost:{PORTS['nginx_tls']}", "nginx-proxy"),
+    }
+    origin = f"http://127.0.0.1:{PORTS['upstream']}"
+
+    def configure(doc):
+        st, body = http("POST", f"{admin}/config", doc, timeout=300)
+        if st not in (200, 201):
+            raise SystemExit(f"POST /config: {st} {body[:500]!r}")
+        return json.loads(body)
+
+    def wait_serving(path, host=None, tls=False):
+        hdrs = {"Host": host} if host else {}
+        for name in ("gantry-proxy", "envoy"):
+            url = base[name][1 if tls else 0] + path
+            deadline = time.time() + 120
+            while True:
+                if tls:
+                    r = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", url],
+                                       capture_output=True, text=True)
+                    st = int(r.stdout or 0)
+                else:
+                    st, _ = http("GET", url, headers=hdrs, timeout=5)
+                if st == 200:
+                    break
+                if time.time() > deadline:
+                    raise SystemExit(f"{name} never served {url} (last status {st}); logs in {work}")
+                time.sleep(0.1)
+
+    plain_doc = {
+        "_format_version": "3.0",
+        "services": [{"name": "bench", "url": origin, "routes": [{"name": "all", "paths": ["/"]}]}],
+        "certificates": [{"cert": open(cert).read(), "key": open(key).read(), "snis": [{"name": "localhost"}]}],
+    }
+    big = routes_document(args.routes, origin)
+    mid = args.routes // 2
+    mid -= mid % 3  # a prefix route
+    mid_path = f"/api/v1/prefix{mid}"
+
+    scenarios = [
+        ("1. plain routing, one route, small response", plain_doc, "/", None, False, True),
+        (f"2. {args.routes:,} routes (prefix, regex, host), hitting #{mid}", big, mid_path, None, False, False),
+        ("5. 1 MiB response streamed", plain_doc, "/1m", None, False, True),
+        ("6. TLS termination, keep-alive clients", plain_doc, "/", None, True, True),
+    ]
+    if args.only:
+        keep = set(args.only.split(","))
+        scenarios = [s for s in scenarios if s[0].split(".")[0] in keep]
+    results = []
+    for title, doc, path, host, tls, with_nginx in scenarios:
+        log(f"scenario {title}")
+        t0 = time.time()
+        configure(doc)
+        wait_serving(path, host, tls)
+        log(f"  config served by both proxies in {time.time() - t0:.1f}s")
+        targets = ["direct", "gantry-proxy", "envoy"] + (["nginx"] if with_nginx else [])
+        runs = {t: [] for t in targets}
+        for rnd in range(args.rounds):
+            for t in targets:
+                url = base[t][1 if tls else 0] + path
+                r = wrk(url, args.duration, args.connections, load_cpu, host)
+                pname = base[t][2]
+                r["rss"] = rss_kib(procs.pid(pname)) if pname else None
+                if r["rps"] == 0 or r["non2xx"] or r["errors"]:
+                    log(f"  {t} round {rnd + 1}: {r['rps']:.0f} req/s non2xx={r['non2xx']} {r['errors']}")
+                    if r["rps"] == 0:
+                        raise SystemExit(f"{t} served nothing:\n{r['raw']}")
+                runs[t].append(r)
+                log(f"  round {rnd + 1} {t}: {r['rps']:.0f} req/s p99 {fmt_ms(r['p99'])}")
+        results.append((title, runs))
+
+    rate_rows = None
+    if args.rate_tool and os.path.exists(args.rate_tool):
+        configure(plain_doc)
+        wait_serving("/")
+        rate_rows = {}
+        secs = 2 if args.smoke else 20
+        for t in ["direct", "gantry-proxy", "envoy", "nginx"]:
+            url = base[t][0] + "/"
+            argv = [args.rate_tool, "rate", "--url", url, "--rate", str(args.rate),
+                    "--seconds", str(secs), "--json"]
+            if load_cpu is not None:
+                argv = ["taskset", "-c", load_cpu] + argv
+            out = subprocess.run(argv, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"rate tool failed: {out.stderr}")
+            rate_rows[t] = json.loads(out.stdout)
+
+    report(args, results, rate_rows, proxy_cpu, load_cpu)
+    return 0
+
+
+def report(args, results, rate_rows, proxy_cpu, load_cpu):
+    cpu_name = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    print(f"## Data plane ({time.strftime('%Y-%m-%d')})\n")
+    print(f"Machine: {os.cpu_count()} cores ({cpu_name}). Pinning: "
+          + (f"each proxy (one worker: gantry-proxy `--workers 1`, Envoy `--concurrency 1`, "
+             f"nginx `worker_processes 1`) on CPU {proxy_cpu}; wrk (`-t1 -c{args.connections}`), "
+             f"the origin nginx and gantry-cp on CPU {load_cpu} (`taskset -c`)."
+             if proxy_cpu else "none (one CPU).")
+          + f" {args.rounds} interleaved rounds of {args.duration} s per target; medians. "
+          "Access logs off, upstream keep-alive on.\n")
+    for title, runs in results:
+        print(f"### {title}\n")
+        print("| target | req/s | p50 | p99 | RSS after | req/s vs direct | p99 vs direct |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        med = {}
+        for t, rs in runs.items():
+            rps = statistics.median(r["rps"] for r in rs)
+            p50 = statistics.median(r["p50"] for r in rs if r["p50"] is not None)
+            p99 = statistics.median(r["p99"] for r in rs if r["p99"] is not None)
+            rss = rs[-1]["rss"]
+            med[t] = (rps, p50, p99)
+            d = med.get("direct")
+            ratio = f"{rps / d[0]:.2f}" if d and d[0] else "—"
+            p99r = f"{p99 / d[2]:.2f}" if d and d[2] else "—"
+            rss_s = f"{rss / 1024:.1f} MiB" if rss else "—"
+            print(f"| {t} | {rps:,.0f} | {fmt_ms(p50)} | {fmt_ms(p99)} | {rss_s} | {ratio} | {p99r} |")
+        g, e, n = med.get("gantry-proxy"), med.get("envoy"), med.get("nginx")
+        notes = []
+        if g and e and e[0]:
+            notes.append(f"gantry-proxy / Envoy: {g[0] / e[0]:.2f}x req/s")
+        if g and n and n[0]:
+            notes.append(f"gantry-proxy / nginx: {g[0] / n[0]:.2f}x req/s, p99 {g[2] / n[2]:.2f}x")
+        if notes:
+            print("\n" + "; ".join(notes) + ".")
+        print()
+    print("### 3. JWT (RS256) + rate limiting, 4. key-auth + Redis rate limiting\n")
+    print("Not run: the gateway plugins (issue #5) are not enforced by gantry-proxy yet.\n")
+    if rate_rows:
+        print(f"### Latency at a fixed {args.rate} req/s (one keep-alive connection per in-flight request)\n")
+        print("| target | p50 | p99 | p99.9 | added p50 | added p99 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        d = rate_rows.get("direct")
+        for t, r in rate_rows.items():
+            add50 = f"{(r['p50_us'] - d['p50_us']):.0f} µs" if d and t != "direct" else "—"
+            add99 = f"{(r['p99_us'] - d['p99_us']):.0f} µs" if d and t != "direct" else "—"
+            print(f"| {t} | {r['p50_us']:.0f} µs | {r['p99_us']:.0f} µs | {r['p999_us']:.0f} µs | {add50} | {add99} |")
+        print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
