@@ -27,10 +27,11 @@ mod headers;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod listener;
 mod matchers;
+#[allow(deprecated)] // some supported fields are deprecated in the API
+mod path_index;
 mod re2;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod routes;
-#[allow(deprecated)] // some supported fields are deprecated in the API
 mod secrets;
 mod upstream_tls;
 

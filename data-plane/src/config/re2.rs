@@ -38,7 +38,7 @@ thread_local! {
     /// Compiled regexes by pattern while a compile runs: the translator
     /// repeats the same routes in every virtual host, and compiling each
     /// pattern once keeps large configurations fast.
-    static CACHE: Memo<regex::bytes::Regex> = const { RefCell::new(None) };
+    static CACHE: Memo<(regex::bytes::Regex, Arc<[u8]>)> = const { RefCell::new(None) };
     static REWRITE_CACHE: Memo<regex::Regex> = const { RefCell::new(None) };
 }
 
@@ -79,6 +79,25 @@ fn memo<R: Clone>(
 pub struct Re2 {
     pattern: Arc<str>,
     full: regex::bytes::Regex,
+    prefix: Arc<[u8]>,
+}
+
+/// The longest literal every match of `translated` starts with: the common
+/// prefix of a finite prefix-literal set (sound: a match cannot start any
+/// other way), or nothing when the set is infinite.
+fn literal_prefix(translated: &str) -> Arc<[u8]> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(translated)
+    else {
+        return Arc::from(&b""[..]);
+    };
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix);
+    let seq = ex.extract(&hir);
+    Arc::from(seq.longest_common_prefix().unwrap_or(b""))
 }
 
 impl fmt::Debug for Re2 {
@@ -92,16 +111,23 @@ impl Re2 {
         if pattern.is_empty() {
             return Err("regex must not be empty".into());
         }
-        let full = memo(&CACHE, pattern, || {
+        let (full, prefix) = memo(&CACHE, pattern, || {
             let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
-            regex::bytes::RegexBuilder::new(&format!(r"\A(?:{t})\z"))
+            let full = regex::bytes::RegexBuilder::new(&format!(r"\A(?:{t})\z"))
                 .build()
-                .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))
+                .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))?;
+            Ok((full, literal_prefix(&t)))
         })?;
         Ok(Re2 {
             pattern: pattern.into(),
             full,
+            prefix,
         })
+    }
+
+    /// Bytes every match starts with (possibly none), for route indexing.
+    pub fn literal_prefix(&self) -> &[u8] {
+        &self.prefix
     }
 
     /// Whether the whole input matches.

@@ -5,6 +5,7 @@
 use super::fields;
 use super::headers::{HeaderMutations, HeaderStage, compile_stage};
 use super::matchers::{Ctx, HeaderMatcher, HeaderSource, QueryParamMatcher};
+use super::path_index::PathIndex;
 use super::re2::{Re2, RegexRewrite};
 use super::{Cluster, check_header_value, fraction, opt_duration, positive_duration, reject_rest};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
@@ -20,7 +21,9 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier,
     weighted_cluster::RandomValueSpecifier,
 };
+use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Envoy's route timeout when `timeout` is unset.
@@ -50,7 +53,10 @@ pub struct RouteTable {
 pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<String>,
-    pub routes: Vec<Route>,
+    /// Shared with other virtual hosts that carry the same route (the
+    /// translator copies host-less routes into every virtual host).
+    pub routes: Vec<Arc<Route>>,
+    pub index: PathIndex,
 }
 
 /// How a route matches the path, which is also what `prefix_rewrite`
@@ -546,15 +552,35 @@ impl RouteTable {
             req.path_and_query
         };
         let route = vh
-            .routes
-            .iter()
-            .find(|r| r.matches(path, req.path_and_query, &ctx))?;
+            .index
+            .first(&vh.routes, strip_query(path).as_bytes(), |r| {
+                r.matches(path, req.path_and_query, &ctx)
+            })?;
         Some(Selected {
             vhost: &vh.name,
             virtual_host: vh,
             route,
             matched: &route.path_match,
         })
+    }
+
+    /// Route selection by a plain scan, without the index: the reference
+    /// the index is tested against.
+    #[cfg(test)]
+    pub(crate) fn select_linear(&self, req: &RequestView<'_>) -> Option<&Route> {
+        let vh = self.virtual_host(req.authority)?;
+        let ctx = Ctx {
+            method: Some(req.method.as_str()),
+            authority: Some(req.authority),
+            path: Some(req.path_and_query),
+            scheme: req.scheme,
+            status: None,
+            headers: Some(req.headers),
+        };
+        vh.routes
+            .iter()
+            .map(|r| &**r)
+            .find(|r| r.matches(req.path_and_query, req.path_and_query, &ctx))
     }
 
     /// Envoy's virtual host selection: exact domain, then the longest
@@ -914,10 +940,11 @@ pub(crate) fn compile(
     };
     let mut suffixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
     let mut prefixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
+    let mut shared = RouteMemo::default();
     for vh in &vhosts {
         let idx = table.virtual_hosts.len();
-        let v =
-            virtual_host(vh, &inherited).map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
+        let v = virtual_host(vh, &inherited, &mut shared)
+            .map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
         for d in &v.domains {
             let duplicate = if d == "*" {
                 if table.default.is_some() {
@@ -980,14 +1007,29 @@ pub(crate) fn compile(
     Ok(table)
 }
 
-fn virtual_host(vh: &PbVirtualHost, inh: &Inherited<'_>) -> Result<VirtualHost, String> {
-    let mut rest = vh.clone();
+/// Compiled routes by (virtual host settings, route) encoding, so a route
+/// repeated in many virtual hosts with the same settings is compiled and
+/// held once.
+#[derive(Default)]
+struct RouteMemo(HashMap<Vec<u8>, HashMap<Vec<u8>, Arc<Route>>>);
+
+fn virtual_host(
+    vh: &PbVirtualHost,
+    inh: &Inherited<'_>,
+    shared: &mut RouteMemo,
+) -> Result<VirtualHost, String> {
+    let mut rest = PbVirtualHost {
+        routes: Vec::new(),
+        ..vh.clone()
+    };
     if rest.name.is_empty() {
         return Err("name must not be empty".into());
     }
     let name = std::mem::take(&mut rest.name);
     let domains_in = std::mem::take(&mut rest.domains);
-    let routes_in = std::mem::take(&mut rest.routes);
+    let routes_in = &vh.routes;
+    // Everything a route inherits from its virtual host, as a memo key.
+    let settings = rest.encode_to_vec();
     let req_add = std::mem::take(&mut rest.request_headers_to_add);
     let req_rm = std::mem::take(&mut rest.request_headers_to_remove);
     let resp_add = std::mem::take(&mut rest.response_headers_to_add);
@@ -1034,18 +1076,29 @@ fn virtual_host(vh: &PbVirtualHost, inh: &Inherited<'_>) -> Result<VirtualHost, 
         mirrors: vh_mirrors,
     };
     let mut routes = Vec::with_capacity(routes_in.len());
+    let memo = shared.0.entry(settings).or_default();
     for (i, r) in routes_in.iter().enumerate() {
-        let label = if r.name.is_empty() {
-            format!("route #{i}")
-        } else {
-            format!("route {:?}", r.name)
-        };
-        routes.push(route(r, &ctx).map_err(|e| format!("{label}: {e}"))?);
+        let key = r.encode_to_vec();
+        if let Some(done) = memo.get(&key) {
+            routes.push(done.clone());
+            continue;
+        }
+        let compiled = Arc::new(route(r, &ctx).map_err(|e| {
+            if r.name.is_empty() {
+                format!("route #{i}: {e}")
+            } else {
+                format!("route {:?}: {e}", r.name)
+            }
+        })?);
+        memo.insert(key, compiled.clone());
+        routes.push(compiled);
     }
+    let index = PathIndex::build(&routes);
     Ok(VirtualHost {
         name,
         domains,
         routes,
+        index,
     })
 }
 

@@ -2064,3 +2064,118 @@ fn large_repetitive_configuration_compiles_quickly() {
         "/12?q"
     );
 }
+
+#[test]
+fn the_route_index_selects_exactly_what_a_linear_scan_does() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier as P;
+    // Many routes of every kind, overlapping on purpose, in a deliberate
+    // order (an earlier broad route must still win over a later narrow one).
+    let mut routes = Vec::new();
+    for i in 0..60 {
+        routes.push(prefix(
+            &format!("p{i}"),
+            &format!("/api/v{}/items{i}", i % 3),
+            "c",
+        ));
+        routes.push(route_with(
+            &format!("x{i}"),
+            P::Path(format!("/exact/{i}")),
+            action("c"),
+        ));
+        routes.push(route_with(
+            &format!("r{i}"),
+            P::SafeRegex(regex(&format!("/api/v{}/re{i}/[0-9]+", i % 3))),
+            action("c"),
+        ));
+        if i % 10 == 0 {
+            // No literal prefix: always a candidate.
+            routes.push(route_with(
+                &format!("any{i}"),
+                P::SafeRegex(regex(&format!("(/a|/b)pi/v1/anywhere{i}"))),
+                action("c"),
+            ));
+            routes.push(route_with(
+                &format!("sep{i}"),
+                P::PathSeparatedPrefix(format!("/api/v1/items{i}")),
+                action("c"),
+            ));
+        }
+        if i == 30 {
+            // A broad prefix in the middle shadows everything after it
+            // under /api/v2.
+            routes.push(prefix("broad", "/api/v2", "c"));
+        }
+    }
+    let mut ci = prefix("case-insensitive", "/CASE/", "c");
+    if let Some(m) = ci.r#match.as_mut() {
+        m.case_sensitive = boolv(false);
+    }
+    routes.push(ci);
+    routes.push(prefix("fallback", "/", "c"));
+    let t = table(&route_config("rc", vec![vhost("all", &["*"], routes)]));
+    assert!(t.virtual_hosts[0].routes.len() > 100);
+    let mut paths = vec![
+        "/".to_string(),
+        "/nothing".into(),
+        "/case/x".into(),
+        "/CASE/y".into(),
+        "/api/v1/items".into(),
+        "/api".into(),
+        "/bpi/v1/anywhere20".into(),
+        "/api/v1/anywhere40".into(),
+    ];
+    for i in 0..60 {
+        for v in 0..3 {
+            paths.push(format!("/api/v{v}/items{i}"));
+            paths.push(format!("/api/v{v}/items{i}/sub?q=1"));
+            paths.push(format!("/api/v{v}/items{i}x"));
+            paths.push(format!("/api/v{v}/re{i}/123"));
+            paths.push(format!("/api/v{v}/re{i}/abc"));
+        }
+        paths.push(format!("/exact/{i}"));
+        paths.push(format!("/exact/{i}/"));
+    }
+    let h = http::HeaderMap::new();
+    for p in &paths {
+        let view = RequestView {
+            authority: "example.com",
+            path_and_query: p,
+            method: &http::Method::GET,
+            scheme: None,
+            headers: &h,
+        };
+        let indexed = t.select_request(&view).map(|s| s.route.name.clone());
+        let linear = t.select_linear(&view).map(|r| r.name.clone());
+        assert_eq!(indexed, linear, "path {p}");
+    }
+    // The broad route really shadows later ones, and earlier ones still win.
+    assert_eq!(
+        selected_name(&t, "x", "/api/v2/re45/1").as_deref(),
+        Some("broad")
+    );
+    assert_eq!(
+        selected_name(&t, "x", "/api/v2/items2").as_deref(),
+        Some("p2")
+    );
+}
+
+#[test]
+fn a_route_repeated_in_many_virtual_hosts_is_compiled_once() {
+    let shared = || prefix("shared", "/s", "c");
+    let t = table(&route_config(
+        "rc",
+        vec![
+            vhost(
+                "a",
+                &["a.example.com"],
+                vec![prefix("own-a", "/a", "c"), shared()],
+            ),
+            vhost("b", &["b.example.com"], vec![shared()]),
+            vhost("all", &["*"], vec![shared()]),
+        ],
+    ));
+    let a = &t.virtual_hosts[0].routes[1];
+    let b = &t.virtual_hosts[1].routes[0];
+    let all = &t.virtual_hosts[2].routes[0];
+    assert!(std::sync::Arc::ptr_eq(a, b) && std::sync::Arc::ptr_eq(b, all));
+}
