@@ -80,10 +80,10 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         .values()
         .map(|c| json!({ "version_info": v, "cluster": { "name": c.name, "connect_timeout_ms": c.connect_timeout.as_millis() as u64 } }))
         .collect();
-    let routes: Vec<Value> = rt
-        .resources
-        .routes
-        .values()
+    let mut route_tables: Vec<_> = rt.compiled.routes.values().collect();
+    route_tables.sort_by(|a, b| a.name.cmp(&b.name));
+    let routes: Vec<Value> = route_tables
+        .into_iter()
         .map(|r| {
             let vhosts: Vec<Value> =
                 r.virtual_hosts.iter().map(|vh| json!({ "name": vh.name, "domains": vh.domains, "routes": vh.routes.len() })).collect();
@@ -91,15 +91,13 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         })
         .collect();
     let endpoints: Vec<Value> = rt
-        .resources
-        .endpoints
-        .keys()
+        .endpoint_names
+        .iter()
         .map(|n| json!({ "version_info": v, "endpoint_config": { "cluster_name": n } }))
         .collect();
     let secrets: Vec<Value> = rt
-        .resources
-        .secrets
-        .keys()
+        .secret_names
+        .iter()
         .map(|n| json!({ "name": n, "version_info": v }))
         .collect();
     axum::Json(json!({ "configs": [

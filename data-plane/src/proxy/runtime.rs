@@ -20,7 +20,11 @@ pub struct Runtime {
     pub compiled: Compiled,
     pub clusters: HashMap<String, Arc<ClusterState>>,
     pub listeners: HashMap<String, ListenerConfig>,
-    pub resources: ResourceSet,
+    /// Names of the endpoint assignments and secrets in the config, for
+    /// `/config_dump` (the decoded resources themselves are not kept: a
+    /// large route configuration would be held twice).
+    pub endpoint_names: Vec<String>,
+    pub secret_names: Vec<String>,
     pub applied_at: std::time::SystemTime,
 }
 
@@ -31,7 +35,8 @@ impl Runtime {
             compiled: Compiled::default(),
             clusters: HashMap::new(),
             listeners: HashMap::new(),
-            resources: ResourceSet::default(),
+            endpoint_names: Vec::new(),
+            secret_names: Vec::new(),
             applied_at: std::time::SystemTime::now(),
         }
     }
@@ -103,7 +108,8 @@ impl Shared {
             compiled,
             clusters,
             listeners,
-            resources: set.clone(),
+            endpoint_names: set.endpoints.keys().cloned().collect(),
+            secret_names: set.secrets.keys().cloned().collect(),
             applied_at: std::time::SystemTime::now(),
         }));
         set_guard.commit(plan, self);
@@ -112,6 +118,7 @@ impl Shared {
         self.ready.store(true, Ordering::Release);
         self.stats.config_applied.inc();
         tracing::info!(version, "config applied");
+        release_freed_memory();
         Ok(())
     }
 
@@ -138,5 +145,16 @@ impl Applier for Core {
             self.0.stats.config_rejected.inc();
             tracing::warn!(version, error = %e, "config refused; keeping the last good one");
         })
+    }
+}
+
+/// Compiling a large config allocates and frees a lot; glibc keeps freed
+/// memory in its arenas, so RSS would stay at the compile's peak. Give it
+/// back to the OS after each swap.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
