@@ -1,0 +1,49 @@
+//! `gantry-bench`: the control plane's benchmarks. Each subcommand prints
+//! a markdown table with the target beside each number; it fails (non-zero
+//! exit) only when the tool itself cannot do its job: a stream that never
+//! ACKs, an admin write that fails, a node the control plane does not show
+//! as SYNCED. Missing a target is reported, not an error.
+
+mod admin;
+mod codec;
+mod fleet;
+mod procstat;
+mod report;
+mod synth;
+mod translate;
+mod writes;
+mod xds;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gantry-bench", about = "Gantry control-plane benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N simulated proxies on delta ADS: write → every stream ACKed,
+    /// bytes per change, the control plane's RSS and CPU.
+    XdsFleet(xds::FleetArgs),
+    /// Bytes a one-route and a one-service change cost per stream, at
+    /// several config sizes.
+    XdsBytes(xds::BytesArgs),
+    /// Translation time of a large configuration (in-process).
+    Translate(translate::TranslateArgs),
+    /// Admin writes per second with concurrent clients.
+    AdminWrites(writes::WritesArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::XdsFleet(a) => xds::fleet(a).await,
+        Command::XdsBytes(a) => xds::bytes_per_change(a).await,
+        Command::Translate(a) => translate::run(a).await,
+        Command::AdminWrites(a) => writes::run(a).await,
+    }
+}
