@@ -294,6 +294,7 @@ def main():
     ap.add_argument("--rate-tool", default=None, help="gantry-bench binary for fixed-rate latency")
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--perf", default="", help="profile this target (e.g. gantry-proxy) with perf record during its runs; report written to bench-perf-<scenario>.txt")
     ap.add_argument("--only", default="", help="comma-separated scenario numbers, e.g. 1,5")
     args = ap.parse_args()
 
@@ -436,14 +437,30 @@ def run(args, work, procs, proxy_cpu, load_cpu):
         t0 = time.time()
         configure(doc)
         wait_serving(path, host, tls)
-        log(f"  config served by both proxies in {time.time() - t0:.1f}s")
+        log(f"  config served by both proxies in {time.time() - t0:.1f}s; RSS gantry-proxy "
+            f"{rss_kib(procs.pid('gantry')) / 1024:.1f} MiB, envoy {rss_kib(procs.pid('envoy')) / 1024:.1f} MiB")
         targets = ["direct", "gantry-proxy", "envoy"] + (["nginx"] if with_nginx else [])
         runs = {t: [] for t in targets}
         for rnd in range(args.rounds):
             for t in targets:
                 url = base[t][1 if tls else 0] + path
-                r = wrk(url, args.duration, args.connections, load_cpu, host)
                 pname = base[t][2]
+                perf = None
+                if args.perf == t and pname:
+                    data = os.path.join(work, f"perf-{title.split('.')[0]}-{rnd}.data")
+                    perf = subprocess.Popen(
+                        ["perf", "record", "-F", "499", "-g", "-o", data, "-p", str(procs.pid(pname)),
+                         "--", "sleep", str(args.duration)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                r = wrk(url, args.duration, args.connections, load_cpu, host)
+                if perf:
+                    perf.wait()
+                    out = f"bench-perf-{title.split('.')[0]}.txt"
+                    with open(out, "w") as f:
+                        subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                        "--percent-limit", "0.5", "-g", "none"],
+                                       stdout=f, stderr=subprocess.DEVNULL)
+                    log(f"  perf profile of {t}: {out}")
                 r["rss"] = rss_kib(procs.pid(pname)) if pname else None
                 if r["rps"] == 0 or r["non2xx"] or r["errors"]:
                     log(f"  {t} round {rnd + 1}: {r['rps']:.0f} req/s non2xx={r['non2xx']} {r['errors']}")

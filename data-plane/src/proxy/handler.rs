@@ -5,7 +5,6 @@
 use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
-use super::stats::ClusterLabel;
 use super::upstream::{Body, BoxError};
 use super::{mirror, outlier};
 use crate::config::ListenerConfig;
@@ -187,9 +186,23 @@ async fn route(
             let websocket = listener.websocket && headers::is_websocket_upgrade(req.headers());
             let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
             let upstream_pq = f.rewrite_path(selected.matched, &pq);
-            forward(req, conn, listener, rt, f, upstream_pq, on_upgrade, shared)
-                .instrument(span)
-                .await
+            let original = Original {
+                host: &authority,
+                pq: &pq,
+            };
+            forward(
+                req,
+                conn,
+                listener,
+                rt,
+                f,
+                original,
+                upstream_pq,
+                on_upgrade,
+                shared,
+            )
+            .instrument(span)
+            .await
         }
     };
     route.response_headers.apply(resp.headers_mut());
@@ -252,6 +265,12 @@ enum Failure {
     Timeout,
 }
 
+/// The request's authority and path as the client sent them.
+struct Original<'a> {
+    host: &'a str,
+    pq: &'a str,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     req: Request<Incoming>,
@@ -259,6 +278,7 @@ async fn forward(
     listener: &ListenerConfig,
     rt: &Runtime,
     f: &Forward,
+    original: Original<'_>,
     upstream_pq: String,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     shared: &Arc<Shared>,
@@ -280,26 +300,18 @@ async fn forward(
             "",
         );
     };
-    let label = ClusterLabel {
-        cluster: cluster.name.clone(),
-    };
-    let original_host = authority_of(&req);
-    let original_pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let (original_host, original_pq) = (original.host, original.pq);
     let hash = hash_for(
         &f.hash_policies,
         &req,
-        &original_host,
-        &original_pq,
+        original_host,
+        original_pq,
         conn.remote,
     );
     let retry_applies = f.retry.as_ref().is_some_and(|r| {
         r.applies_to(&RequestView {
-            authority: &original_host,
-            path_and_query: &original_pq,
+            authority: original_host,
+            path_and_query: original_pq,
             method: req.method(),
             scheme: None,
             headers: req.headers(),
@@ -370,11 +382,7 @@ async fn forward(
     let deadline = f.timeout.map(|t| Instant::now() + t);
     let per_try = retry.and_then(|r| r.per_try_timeout);
     let Some(_request_slot) = cluster.request_slot(f.priority) else {
-        shared
-            .stats
-            .upstream_rq_pending_overflow
-            .get_or_create(&label)
-            .inc();
+        cluster.stats.upstream_rq_pending_overflow.inc();
         return reset_response(Reset::Overflow, false, listener.suppress_envoy_headers);
     };
     if on_upgrade.is_none() {
@@ -383,10 +391,9 @@ async fn forward(
             f,
             &parts,
             &upstream_pq,
-            &original_host,
+            original_host,
             &replay,
             &mut stream,
-            shared,
         );
     }
 
@@ -395,7 +402,7 @@ async fn forward(
     loop {
         attempt += 1;
         let Some(endpoint) = cluster.pick(hash) else {
-            shared.stats.no_healthy_upstream.get_or_create(&label).inc();
+            cluster.stats.no_healthy_upstream.inc();
             return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         };
         let body = match (&replay, stream.take()) {
@@ -403,12 +410,19 @@ async fn forward(
             (None, Some(s)) => s,
             (None, None) => empty(),
         };
+        // The last attempt takes the headers; earlier ones copy them.
+        let headers = if attempt >= max_attempts {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         let req = match upstream_request(
             &parts,
+            headers,
             &upstream_pq,
             &endpoint,
             f,
-            &original_host,
+            original_host,
             cluster,
             body,
         ) {
@@ -418,7 +432,7 @@ async fn forward(
                 return local(StatusCode::BAD_GATEWAY, "bad upstream request");
             }
         };
-        shared.stats.upstream_rq.get_or_create(&label).inc();
+        cluster.stats.upstream_rq.inc();
         let active = Active::new(endpoint.clone());
         let sent = cluster.client.request(req);
         // This attempt's limit: the per-try timeout or what is left of
@@ -451,25 +465,21 @@ async fn forward(
             Err(Failure::Timeout) => outlier::Result::Timeout,
         };
         if cluster.report(&endpoint, result).is_some() {
-            shared.stats.outlier_ejections.get_or_create(&label).inc();
+            cluster.stats.outlier_ejections.inc();
         }
         // Another attempt needs a retry budget slot (`max_retries`).
-        let mut may_retry = |shared: &Arc<Shared>| {
+        let mut may_retry = || {
             if attempt >= max_attempts || route_timed_out {
                 return false;
             }
             match cluster.retry_slot(f.priority) {
                 Some(slot) => {
                     _retry_slot = Some(slot);
-                    shared.stats.upstream_rq_retry.get_or_create(&label).inc();
+                    cluster.stats.upstream_rq_retry.inc();
                     true
                 }
                 None => {
-                    shared
-                        .stats
-                        .upstream_rq_retry_overflow
-                        .get_or_create(&label)
-                        .inc();
+                    cluster.stats.upstream_rq_retry_overflow.inc();
                     false
                 }
             }
@@ -478,7 +488,7 @@ async fn forward(
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if retry.is_some_and(|r| r.should_retry_response(status, resp.headers()))
-                    && may_retry(shared)
+                    && may_retry()
                 {
                     backoff(retry, attempt).await;
                     continue;
@@ -510,26 +520,18 @@ async fn forward(
                 let mut on = RetryOn::FIVE_XX.0 | RetryOn::GATEWAY_ERROR.0 | RetryOn::RESET.0;
                 match failure {
                     Failure::Connect => {
-                        shared
-                            .stats
-                            .upstream_cx_connect_fail
-                            .get_or_create(&label)
-                            .inc();
+                        cluster.stats.upstream_cx_connect_fail.inc();
                         on |= RetryOn::CONNECT_FAILURE.0;
                     }
                     Failure::Timeout => {
-                        shared.stats.upstream_rq_timeout.get_or_create(&label).inc();
+                        cluster.stats.upstream_rq_timeout.inc();
                         if !route_timed_out {
-                            shared
-                                .stats
-                                .upstream_rq_per_try_timeout
-                                .get_or_create(&label)
-                                .inc();
+                            cluster.stats.upstream_rq_per_try_timeout.inc();
                         }
                     }
                     Failure::Reset => {}
                 }
-                if retry.is_some_and(|r| r.retry_on.0 & on != 0) && may_retry(shared) {
+                if retry.is_some_and(|r| r.retry_on.0 & on != 0) && may_retry() {
                     backoff(retry, attempt).await;
                     continue;
                 }
@@ -598,7 +600,6 @@ fn send_mirrors(
     original_host: &str,
     replay: &Option<Bytes>,
     stream: &mut Option<Body>,
-    shared: &Arc<Shared>,
 ) {
     if f.mirrors.is_empty() {
         return;
@@ -638,6 +639,7 @@ fn send_mirrors(
         let body = copies[i].take().unwrap_or_else(empty);
         let Ok(mut req) = upstream_request(
             parts,
+            parts.headers.clone(),
             upstream_pq,
             &endpoint,
             f,
@@ -648,13 +650,7 @@ fn send_mirrors(
             continue;
         };
         mirror::set_shadow_host(&mut req, !m.disable_shadow_host_suffix_append);
-        shared
-            .stats
-            .upstream_rq
-            .get_or_create(&ClusterLabel {
-                cluster: cluster.name.clone(),
-            })
-            .inc();
+        cluster.stats.upstream_rq.inc();
         mirror::spawn(cluster.clone(), req, f.timeout);
     }
 }
@@ -673,8 +669,10 @@ async fn backoff(retry: Option<&crate::config::RetryPolicy>, attempt: u32) {
     tokio::time::sleep(jittered).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 fn upstream_request(
     parts: &http::request::Parts,
+    headers: http::HeaderMap,
     pq: &str,
     endpoint: &Endpoint,
     f: &Forward,
@@ -682,15 +680,17 @@ fn upstream_request(
     cluster: &ClusterState,
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
-    let uri: Uri = format!("{}://{}{}", cluster.client.scheme(), endpoint.authority, pq)
-        .parse()
-        .map_err(http::Error::from)?;
+    let uri = Uri::builder()
+        .scheme(cluster.client.scheme())
+        .authority(endpoint.authority.clone())
+        .path_and_query(pq)
+        .build()?;
     let mut b = Request::builder().method(parts.method.clone()).uri(uri);
     if !cluster.client.http2 {
         b = b.version(http::Version::HTTP_11);
     }
     let mut req = b.body(body)?;
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = headers;
     let host = match &f.host_rewrite {
         HostRewrite::None => original_host.to_string(),
         HostRewrite::Literal(h) => h.clone(),

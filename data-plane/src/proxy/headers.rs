@@ -57,16 +57,19 @@ pub fn new_request_id(h: &mut HeaderMap) {
 /// Removes hop-by-hop headers, including those named in `Connection`.
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for WebSocket.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && *n == header::UPGRADE))
-        .collect();
-    for n in named {
-        h.remove(n);
+    // Most requests name nothing in `Connection`: no allocation for them.
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && *n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
     // `TE: trailers` is end to end in practice (gRPC needs it); Envoy
     // forwards exactly that value and drops any other.
@@ -125,8 +128,12 @@ pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool) {
 /// Generates X-Request-Id unless the client sent one.
 pub fn ensure_request_id(h: &mut HeaderMap) {
     if !h.contains_key(&X_REQUEST_ID) {
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        // A v4 UUID from the thread's RNG (no getrandom syscall per
+        // request), formatted on the stack.
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut buf);
+        if let Ok(v) = HeaderValue::from_str(text) {
             h.insert(X_REQUEST_ID.clone(), v);
         }
     }

@@ -3,6 +3,7 @@
 //! config swaps; only what a new config changes is rebuilt.
 
 use super::outlier::{self, OutlierState};
+use super::stats::{ClusterStats, Stats};
 use super::upstream::{UpstreamClient, tls_key};
 use crate::config::{ClusterConfig, EndpointAddress, LbPolicy, Outlier, Priority, Thresholds};
 use http::uri::Authority;
@@ -75,6 +76,7 @@ pub struct ClusterState {
     panic_threshold: f64,
     thresholds: [Thresholds; 2],
     inflight: Arc<Inflight>,
+    pub stats: ClusterStats,
 }
 
 enum Policy {
@@ -162,6 +164,7 @@ impl ClusterState {
         cfg: &ClusterConfig,
         prev: Option<&ClusterState>,
         certificates: &HashMap<String, Arc<CertifiedKey>>,
+        stats: &Stats,
     ) -> ClusterState {
         let old: HashMap<&str, &Arc<Endpoint>> = prev
             .map(|p| {
@@ -243,6 +246,10 @@ impl ClusterState {
             panic_threshold: cfg.panic_threshold_percent,
             thresholds: [cfg.thresholds, cfg.thresholds_high],
             inflight: prev.map(|p| p.inflight.clone()).unwrap_or_default(),
+            stats: match prev {
+                Some(p) => p.stats.clone(),
+                None => stats.cluster(&cfg.name),
+            },
         }
     }
 

@@ -92,6 +92,7 @@ impl Shared {
                         cfg,
                         prev.clusters.get(name).map(|c| c.as_ref()),
                         &compiled.certificates,
+                        &self.stats,
                     )),
                 )
             })

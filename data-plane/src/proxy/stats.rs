@@ -18,6 +18,21 @@ pub struct ClusterLabel {
     pub cluster: String,
 }
 
+/// One cluster's counters, resolved once when its state is built so the
+/// request path increments atomics without looking labels up.
+#[derive(Clone, Default)]
+pub struct ClusterStats {
+    pub no_healthy_upstream: Counter,
+    pub upstream_rq: Counter,
+    pub upstream_cx_connect_fail: Counter,
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_retry: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    pub upstream_rq_pending_overflow: Counter,
+    pub upstream_rq_retry_overflow: Counter,
+    pub outlier_ejections: Counter,
+}
+
 pub struct Stats {
     pub registry: Registry,
     pub downstream_rq: Family<ClassLabel, Counter>,
@@ -134,6 +149,26 @@ impl Stats {
             s.config_rejected.clone(),
         );
         s
+    }
+
+    pub fn cluster(&self, name: &str) -> ClusterStats {
+        let l = ClusterLabel {
+            cluster: name.to_string(),
+        };
+        ClusterStats {
+            no_healthy_upstream: self.no_healthy_upstream.get_or_create(&l).clone(),
+            upstream_rq: self.upstream_rq.get_or_create(&l).clone(),
+            upstream_cx_connect_fail: self.upstream_cx_connect_fail.get_or_create(&l).clone(),
+            upstream_rq_timeout: self.upstream_rq_timeout.get_or_create(&l).clone(),
+            upstream_rq_retry: self.upstream_rq_retry.get_or_create(&l).clone(),
+            upstream_rq_per_try_timeout: self.upstream_rq_per_try_timeout.get_or_create(&l).clone(),
+            upstream_rq_pending_overflow: self
+                .upstream_rq_pending_overflow
+                .get_or_create(&l)
+                .clone(),
+            upstream_rq_retry_overflow: self.upstream_rq_retry_overflow.get_or_create(&l).clone(),
+            outlier_ejections: self.outlier_ejections.get_or_create(&l).clone(),
+        }
     }
 
     pub fn count_status(&self, status: u16) {
