@@ -152,7 +152,8 @@ async fn write(admin: &Admin, kind: WriteKind, k: usize, shape: &Shape) -> anyho
         }
         WriteKind::Service => {
             let j = k % shape.services.max(1);
-            let body = json!({"connect_timeout": 60_000 + k});
+            // 60,000 is Kong's default: start above it so every write changes something.
+            let body = json!({"connect_timeout": 61_000 + k});
             admin
                 .write(
                     reqwest::Method::PATCH,
@@ -173,8 +174,13 @@ async fn changes(
     shape: &Shape,
 ) -> anyhow::Result<Vec<Change>> {
     let mut out = Vec::with_capacity(n);
+    let mut last = admin.settled_revision(c.timeout()).await?;
     for k in 0..n {
         let w = write(admin, kind, k, shape).await?;
+        if w.revision <= last {
+            bail!("write {k} committed no new revision (it changed nothing)");
+        }
+        last = w.revision;
         let ch = fleet
             .change(w.revision, w.at, c.quiet(), c.timeout())
             .await
