@@ -1,4 +1,5 @@
-//! `gantry-bench`: the control plane's benchmarks. Each subcommand prints
+//! `gantry-bench`: the control plane's benchmarks, and the data-plane
+//! harness's fixed-rate latency probe (`rate`). Each subcommand prints
 //! a markdown table with the target beside each number; it fails (non-zero
 //! exit) only when the tool itself cannot do its job: a stream that never
 //! ACKs, an admin write that fails, a node the control plane does not show
@@ -8,6 +9,7 @@ mod admin;
 mod codec;
 mod fleet;
 mod procstat;
+mod rate;
 mod report;
 mod synth;
 mod translate;
@@ -35,6 +37,9 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Admin writes per second with concurrent clients.
     AdminWrites(writes::WritesArgs),
+    /// Latency of GETs at a fixed request rate (the data-plane harness's
+    /// latency-added measurement).
+    Rate(rate::RateArgs),
 }
 
 #[tokio::main]
@@ -45,5 +50,6 @@ async fn main() -> anyhow::Result<()> {
         Command::XdsBytes(a) => xds::bytes_per_change(a).await,
         Command::Translate(a) => translate::run(a).await,
         Command::AdminWrites(a) => writes::run(a).await,
+        Command::Rate(a) => rate::run(a).await,
     }
 }
