@@ -16,6 +16,8 @@ mod routes;
 mod secrets;
 mod validate;
 
+pub use routes::{RouteTable, TableVhost, encode_all as encode_tables};
+
 #[cfg(test)]
 mod testutil;
 
@@ -82,6 +84,31 @@ pub struct Resources {
     pub secrets: Vec<Secret>,
 }
 
+/// What translation produces: the resources of [`Resources`], with each
+/// route configuration as a [`RouteTable`] whose repeated routes are not
+/// yet copied out (the snapshot cache encodes tables directly).
+#[derive(Clone, Debug, Default)]
+pub struct Translation {
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<RouteTable>,
+    pub clusters: Vec<Cluster>,
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    pub secrets: Vec<Secret>,
+}
+
+impl Translation {
+    /// The resources as plain messages, route configurations spelled out.
+    pub fn into_resources(self) -> Resources {
+        Resources {
+            listeners: self.listeners,
+            routes: self.routes.iter().map(RouteTable::to_config).collect(),
+            clusters: self.clusters,
+            endpoints: self.endpoints,
+            secrets: self.secrets,
+        }
+    }
+}
+
 /// Why a configuration cannot be translated. Each variant names the
 /// entity (kind and name or id) and the reason; none carries secret data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,20 +164,54 @@ pub fn translate(
     flavour: Flavour,
     opts: &ProxyOptions,
 ) -> Result<Resources, TranslateError> {
+    translate_tables(entities, flavour, opts).map(Translation::into_resources)
+}
+
+/// [`translate`], with route configurations left as tables.
+pub fn translate_tables(
+    entities: &[Stored],
+    flavour: Flavour,
+    opts: &ProxyOptions,
+) -> Result<Translation, TranslateError> {
+    let mut all = translate_flavours(entities, &[flavour], opts)?;
+    all.pop().ok_or_else(|| TranslateError::Malformed {
+        kind: "translation".into(),
+        id: flavour.as_str().into(),
+        reason: "no translation for the flavour".into(),
+    })
+}
+
+/// [`translate_tables`] for several flavours, in the given order. Only
+/// listeners depend on the flavour: the rest is built and validated once
+/// and shared (route tables by reference).
+pub fn translate_flavours(
+    entities: &[Stored],
+    flavours: &[Flavour],
+    opts: &ProxyOptions,
+) -> Result<Vec<Translation>, TranslateError> {
     let model = model::Model::build(entities)?;
     let (clusters, endpoints) = clusters::build(&model);
     let routes = routes::build(&model, opts)?;
     let secrets = secrets::build(&model);
-    let listeners = listeners::build(&model, opts, flavour)?;
-    let res = Resources {
-        listeners,
-        routes,
-        clusters,
-        endpoints,
-        secrets,
-    };
-    validate::validate(&res)?;
-    Ok(res)
+    let mut out: Vec<Translation> = Vec::with_capacity(flavours.len());
+    for f in flavours {
+        let t = Translation {
+            listeners: listeners::build(&model, opts, *f)?,
+            routes: routes.clone(),
+            clusters: clusters.clone(),
+            endpoints: endpoints.clone(),
+            secrets: secrets.clone(),
+        };
+        // What the flavours share passed with the first; the others can
+        // only differ in their listeners.
+        if out.is_empty() {
+            validate::validate_translation(&t)?;
+        } else {
+            validate::validate_listeners(&t)?;
+        }
+        out.push(t);
+    }
+    Ok(out)
 }
 
 /// `{ ads: {}, resource_api_version: V3 }`: every dynamic resource comes
@@ -176,6 +237,9 @@ pub(crate) fn ms(ms: i64) -> Duration {
 /// the regex crate's). Parsed, not compiled: the same patterns recur in every
 /// virtual host and a full compile of thousands of them is slow.
 pub(crate) fn regex_ok(re: &str) -> Result<(), String> {
+    if plainly_valid(re) {
+        return Ok(());
+    }
     regex_syntax::Parser::new()
         .parse(re)
         .map(|_| ())
@@ -187,6 +251,31 @@ pub(crate) fn regex_ok(re: &str) -> Result<(), String> {
                 .trim()
                 .to_string()
         })
+}
+
+/// Whether `re` is in a trivially valid subset: literals, escaped
+/// punctuation, `.`, anchors, and `?`/`*`/`+` right after a literal or `.`.
+/// Most generated regexes (path rewrites such as `^/orders/?`) are, and
+/// parsing each of thousands costs several microseconds. Anything else,
+/// or anything unsure, goes to the parser.
+fn plainly_valid(re: &str) -> bool {
+    let mut atom = false;
+    let mut chars = re.chars();
+    while let Some(c) = chars.next() {
+        atom = match c {
+            '\\' => match chars.next() {
+                // `\<` and `\>` are assertions in the regex crate.
+                Some(n) if n.is_ascii_punctuation() && n != '<' && n != '>' => true,
+                _ => return false,
+            },
+            '^' | '$' => false,
+            '?' | '*' | '+' if atom => false,
+            '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' | '|' => return false,
+            c if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' => true,
+            _ => return false,
+        };
+    }
+    true
 }
 
 /// Cluster name of a service: `service.<name or id>`.

@@ -27,8 +27,10 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+use prost::Message;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 pub const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request";
 pub const CATCH_ALL: &str = "catch-all";
@@ -36,7 +38,7 @@ pub const CATCH_ALL: &str = "catch-all";
 pub const UPGRADE_BODY: &str = r#"{"message":"Please use HTTPS protocol"}"#;
 
 /// Both route configurations, `http` then `https`.
-pub fn build(m: &Model, opts: &ProxyOptions) -> Result<Vec<RouteConfiguration>, TranslateError> {
+pub fn build(m: &Model, opts: &ProxyOptions) -> Result<Vec<RouteTable>, TranslateError> {
     // Every user regex compiles (checked once here, not per configuration).
     for r in &m.routes {
         for p in &r.paths {
@@ -50,13 +52,66 @@ pub fn build(m: &Model, opts: &ProxyOptions) -> Result<Vec<RouteConfiguration>, 
             }
         }
     }
-    Ok(vec![
-        config(m, "http", opts.http_port, false)?,
-        config(m, "https", opts.https_port, true)?,
-    ])
+    let mut pool = Pool {
+        keys: Vec::with_capacity(m.routes.len() * 2),
+        routes: Vec::with_capacity(m.routes.len() * 2),
+        proxy: vec![None; m.routes.len()],
+        upgrade: vec![None; m.routes.len()],
+    };
+    let http = config(m, &mut pool, "http", opts.http_port, false)?;
+    let https = config(m, &mut pool, "https", opts.https_port, true)?;
+    let routes = Arc::new(pool.routes);
+    Ok([http, https]
+        .into_iter()
+        .map(|(shell, vhosts)| RouteTable {
+            shell,
+            routes: routes.clone(),
+            vhosts,
+        })
+        .collect())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The Envoy routes of both configurations, each built once: a Kong route
+/// served over HTTP and HTTPS has the same entries in both. Each entry is
+/// about 2 KiB, so it is built in place and never moved again; a Kong
+/// route's entries are a span of the pool.
+struct Pool<'a> {
+    keys: Vec<SortKey<'a>>,
+    routes: Vec<EnvoyRoute>,
+    /// Per Kong route (by index), its span once built, per mode.
+    proxy: Vec<Option<std::ops::Range<u32>>>,
+    upgrade: Vec<Option<std::ops::Range<u32>>>,
+}
+
+impl<'a> Pool<'a> {
+    fn span(
+        &mut self,
+        m: &Model,
+        i: usize,
+        r: &'a Route,
+        mode: Mode,
+    ) -> Result<std::ops::Range<u32>, TranslateError> {
+        let slot = match mode {
+            Mode::Proxy => &self.proxy[i],
+            Mode::Upgrade => &self.upgrade[i],
+        };
+        if let Some(span) = slot {
+            return Ok(span.clone());
+        }
+        let service = &m.services[r.service.as_deref().unwrap_or_default()];
+        let start = self.routes.len() as u32;
+        entries(m, r, service, mode, &mut self.keys, &mut self.routes)?;
+        let span = start..self.routes.len() as u32;
+        let slot = match mode {
+            Mode::Proxy => &mut self.proxy[i],
+            Mode::Upgrade => &mut self.upgrade[i],
+        };
+        *slot = Some(span.clone());
+        Ok(span)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Proxy,
     /// HTTPS-only route reached over plain HTTP: redirect or 426.
@@ -132,19 +187,164 @@ struct SortKey<'a> {
     sub: usize,
 }
 
-struct Member<'a> {
-    hosts: Vec<HostPat>,
-    entries: Vec<(SortKey<'a>, EnvoyRoute)>,
+/// A route configuration as the translator builds it: each Envoy route
+/// once, and the virtual hosts as lists of indices into them.
+///
+/// Kong's host-less routes belong in every virtual host, because Envoy never
+/// falls back from the virtual host it picked to another; so a configuration
+/// repeats them once per host. Keeping the repeats as indices until the
+/// configuration is encoded keeps translation linear in the number of routes;
+/// [`RouteTable::to_config`] and [`RouteTable::encode`] give the same
+/// configuration as a message and as its exact protobuf encoding.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    /// The configuration without its virtual hosts.
+    pub shell: RouteConfiguration,
+    /// Every distinct route, in no particular order; shared by the
+    /// configurations built together (some may go unused here).
+    pub routes: Arc<Vec<EnvoyRoute>>,
+    pub vhosts: Vec<TableVhost>,
 }
 
-fn config(
-    m: &Model,
+/// A virtual host of a [`RouteTable`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableVhost {
+    /// The virtual host without its routes.
+    pub shell: VirtualHost,
+    /// Indices into [`RouteTable::routes`], in Envoy's first-match order.
+    pub routes: Vec<u32>,
+}
+
+impl RouteTable {
+    pub fn name(&self) -> &str {
+        &self.shell.name
+    }
+
+    /// The configuration with every virtual host's routes spelled out.
+    pub fn to_config(&self) -> RouteConfiguration {
+        let mut c = self.shell.clone();
+        c.virtual_hosts = self
+            .vhosts
+            .iter()
+            .map(|v| {
+                let mut vh = v.shell.clone();
+                vh.routes = v
+                    .routes
+                    .iter()
+                    .map(|i| self.routes[*i as usize].clone())
+                    .collect();
+                vh
+            })
+            .collect();
+        c
+    }
+
+    /// `self.to_config().encode_to_vec()`, byte for byte, with each
+    /// distinct route encoded once.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_all(&[self]).remove(0)
+    }
+}
+
+/// [`RouteTable::encode`] for several tables, encoding each route of a
+/// shared pool once for all of them.
+///
+/// prost writes fields in declaration order, and `virtual_hosts` follows
+/// only `name` in RouteConfiguration, as `routes` follows only `name` and
+/// `domains` in VirtualHost; so each message is its head fields, the
+/// repeated field, then the rest.
+pub fn encode_all(tables: &[&RouteTable]) -> Vec<Vec<u8>> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    // Per pool (by address): each route's encoding, once needed.
+    type Encoded = Vec<Option<Vec<u8>>>;
+    let mut pools: Vec<(*const Vec<EnvoyRoute>, Encoded)> = Vec::new();
+    let mut out = Vec::with_capacity(tables.len());
+    for t in tables {
+        let id = Arc::as_ptr(&t.routes);
+        let p = match pools.iter().position(|(p, _)| *p == id) {
+            Some(p) => p,
+            None => {
+                pools.push((id, vec![None; t.routes.len()]));
+                pools.len() - 1
+            }
+        };
+        let encoded = &mut pools[p].1;
+        for v in &t.vhosts {
+            for i in &v.routes {
+                let slot = &mut encoded[*i as usize];
+                if slot.is_none() {
+                    *slot = Some(t.routes[*i as usize].encode_to_vec());
+                }
+            }
+        }
+        let route = |i: &u32| encoded[*i as usize].as_deref().unwrap_or_default();
+        let (head, tail) = {
+            let head = RouteConfiguration {
+                name: t.shell.name.clone(),
+                ..Default::default()
+            };
+            let mut tail = t.shell.clone();
+            tail.name.clear();
+            tail.virtual_hosts.clear();
+            (head.encode_to_vec(), tail.encode_to_vec())
+        };
+        let vhosts: Vec<(Vec<u8>, Vec<u8>, usize)> = t
+            .vhosts
+            .iter()
+            .map(|v| {
+                let head = VirtualHost {
+                    name: v.shell.name.clone(),
+                    domains: v.shell.domains.clone(),
+                    ..Default::default()
+                };
+                let mut tail = v.shell.clone();
+                tail.name.clear();
+                tail.domains.clear();
+                tail.routes.clear();
+                let (head, tail) = (head.encode_to_vec(), tail.encode_to_vec());
+                let body: usize = v.routes.iter().map(|i| field(3, route(i).len())).sum();
+                let len = head.len() + body + tail.len();
+                (head, tail, len)
+            })
+            .collect();
+        let total = head.len()
+            + vhosts
+                .iter()
+                .map(|(_, _, len)| field(2, *len))
+                .sum::<usize>()
+            + tail.len();
+        let mut buf = Vec::with_capacity(total);
+        buf.extend_from_slice(&head);
+        for (v, (vhead, vtail, len)) in t.vhosts.iter().zip(&vhosts) {
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(*len as u64, &mut buf);
+            buf.extend_from_slice(vhead);
+            for i in &v.routes {
+                let r = route(i);
+                encode_key(3, WireType::LengthDelimited, &mut buf);
+                encode_varint(r.len() as u64, &mut buf);
+                buf.extend_from_slice(r);
+            }
+            buf.extend_from_slice(vtail);
+        }
+        buf.extend_from_slice(&tail);
+        out.push(buf);
+    }
+    out
+}
+
+/// One route configuration over the shared pool: its shell and virtual hosts.
+fn config<'a>(
+    m: &'a Model,
+    pool: &mut Pool<'a>,
     name: &str,
     port: u16,
     tls: bool,
-) -> Result<RouteConfiguration, TranslateError> {
-    let mut members = Vec::new();
-    for r in &m.routes {
+) -> Result<(RouteConfiguration, Vec<TableVhost>), TranslateError> {
+    let mut spans: Vec<std::ops::Range<u32>> = Vec::with_capacity(m.routes.len());
+    let mut hosts: Vec<Vec<HostPat>> = Vec::with_capacity(m.routes.len());
+    for (ri, r) in m.routes.iter().enumerate() {
         let mode = if tls {
             if !r.has_protocol(&["https", "grpcs", "wss"]) {
                 continue;
@@ -160,7 +360,7 @@ fn config(
         };
         // Kong matches `host:port` as host AND the port the request came in on,
         // so such a host only belongs in the configuration served on that port.
-        let mut hosts: Vec<HostPat> = r
+        let mut pats: Vec<HostPat> = r
             .hosts
             .iter()
             .filter_map(|h| {
@@ -173,25 +373,26 @@ fn config(
                 }
             })
             .collect();
-        if !r.hosts.is_empty() && hosts.is_empty() {
+        if !r.hosts.is_empty() && pats.is_empty() {
             continue;
         }
-        hosts.sort();
-        hosts.dedup();
-        let service = &m.services[r.service.as_deref().unwrap_or_default()];
-        let entries = entries(m, r, service, mode)?;
-        members.push(Member { hosts, entries });
+        pats.sort();
+        pats.dedup();
+        spans.push(pool.span(m, ri, r, mode)?);
+        hosts.push(pats);
     }
+    let keys = &pool.keys;
+    let by_key = |a: &u32, b: &u32| keys[*a as usize].cmp(&keys[*b as usize]);
 
-    let mut hostless: Vec<&(SortKey<'_>, EnvoyRoute)> = Vec::new();
+    let mut hostless: Vec<u32> = Vec::new();
     let mut domains: BTreeMap<String, HostPat> = BTreeMap::new();
     let mut listing: HashMap<&HostPat, Vec<usize>> = HashMap::new();
     let mut wildcards: Vec<(&HostPat, usize)> = Vec::new();
-    for (i, mb) in members.iter().enumerate() {
-        if mb.hosts.is_empty() {
-            hostless.extend(mb.entries.iter());
+    for (i, hs) in hosts.iter().enumerate() {
+        if hs.is_empty() {
+            hostless.extend(spans[i].clone());
         }
-        for h in &mb.hosts {
+        for h in hs {
             domains.entry(h.domain()).or_insert_with(|| h.clone());
             listing.entry(h).or_default().push(i);
             if !matches!(h, HostPat::Exact(_)) {
@@ -199,7 +400,7 @@ fn config(
             }
         }
     }
-    hostless.sort_by(|a, b| a.0.cmp(&b.0));
+    hostless.sort_by(by_key);
 
     let mut vhosts = Vec::with_capacity(domains.len() + 1);
     for (domain, pat) in &domains {
@@ -210,49 +411,50 @@ fn config(
                 .filter(|(w, _)| w.covers(pat))
                 .map(|(_, i)| *i),
         );
-        let mut own: Vec<&(SortKey<'_>, EnvoyRoute)> = ids
-            .iter()
-            .flat_map(|i| members[*i].entries.iter())
-            .collect();
-        own.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut own: Vec<u32> = ids.iter().flat_map(|i| spans[*i].clone()).collect();
+        own.sort_by(by_key);
         let vname = if domain == CATCH_ALL {
             format!("host:{domain}")
         } else {
             domain.clone()
         };
-        vhosts.push(VirtualHost {
-            name: vname,
-            domains: vec![domain.clone()],
-            routes: merge(&own, &hostless),
-            ..Default::default()
+        vhosts.push(TableVhost {
+            shell: VirtualHost {
+                name: vname,
+                domains: vec![domain.clone()],
+                ..Default::default()
+            },
+            routes: merge(&own, &hostless, keys),
         });
     }
-    vhosts.push(VirtualHost {
-        name: CATCH_ALL.into(),
-        domains: vec!["*".into()],
-        routes: hostless.iter().map(|e| e.1.clone()).collect(),
-        ..Default::default()
+    vhosts.push(TableVhost {
+        shell: VirtualHost {
+            name: CATCH_ALL.into(),
+            domains: vec!["*".into()],
+            ..Default::default()
+        },
+        routes: hostless,
     });
-    Ok(RouteConfiguration {
+    let shell = RouteConfiguration {
         name: name.into(),
-        virtual_hosts: vhosts,
         // Kong matches hosts without the Host header's port.
         ignore_port_in_host_matching: true,
         ..Default::default()
-    })
+    };
+    Ok((shell, vhosts))
 }
 
-/// Merges two lists sorted by key into one list of routes.
-fn merge(a: &[&(SortKey<'_>, EnvoyRoute)], b: &[&(SortKey<'_>, EnvoyRoute)]) -> Vec<EnvoyRoute> {
+/// Merges two index lists sorted by key into one.
+fn merge(a: &[u32], b: &[u32], keys: &[SortKey<'_>]) -> Vec<u32> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
-        let take_a = j >= b.len() || (i < a.len() && a[i].0 <= b[j].0);
+        let take_a = j >= b.len() || (i < a.len() && keys[a[i] as usize] <= keys[b[j] as usize]);
         if take_a {
-            out.push(a[i].1.clone());
+            out.push(a[i]);
             i += 1;
         } else {
-            out.push(b[j].1.clone());
+            out.push(b[j]);
             j += 1;
         }
     }
@@ -271,7 +473,9 @@ fn entries<'a>(
     r: &'a Route,
     s: &Service,
     mode: Mode,
-) -> Result<Vec<(SortKey<'a>, EnvoyRoute)>, TranslateError> {
+    keys: &mut Vec<SortKey<'a>>,
+    out: &mut Vec<EnvoyRoute>,
+) -> Result<(), TranslateError> {
     let upstream = m.upstream_of(s);
     let weight = [
         !r.methods.is_empty(),
@@ -296,7 +500,9 @@ fn entries<'a>(
             })
             .collect()
     };
-    let mut out = Vec::new();
+    // The same for every path of the route.
+    let host_rewrite = host_rewrite(r, s, upstream);
+    let cluster = s.cluster();
     for (i, p) in paths.iter().enumerate() {
         let (is_regex, uri_len) = match p {
             PathKind::Regex(_) => (true, 0),
@@ -328,7 +534,8 @@ fn entries<'a>(
             ..Default::default()
         };
         if mode == Mode::Upgrade {
-            out.push((key(0), upgrade_route(r, base_name, route_match(path_spec))));
+            keys.push(key(0));
+            out.push(upgrade_route(r, base_name, route_match(path_spec)));
             continue;
         }
         let re = match p {
@@ -350,34 +557,35 @@ fn entries<'a>(
                 },
                 false => (path_spec.clone(), base_name.clone()),
             };
-            let action = RouteAction {
-                cluster_specifier: Some(ClusterSpecifier::Cluster(s.cluster())),
-                timeout: Some(ms(s.read_timeout)),
-                retry_policy: (s.retries > 0).then(|| RetryPolicy {
-                    retry_on: RETRY_ON.into(),
-                    num_retries: Some(UInt32Value { value: s.retries }),
-                    ..Default::default()
-                }),
-                host_rewrite_specifier: host_rewrite(r, s, upstream),
-                // Kong sends X-Forwarded-Host; Envoy appends the client's
-                // Host to it when the route rewrites the host.
-                append_x_forwarded_host: true,
-                regex_rewrite: rw.rewrite,
-                hash_policy: hash_policy.clone(),
-                ..Default::default()
+            keys.push(key(sub));
+            // Filled in place: an Envoy route is about 2 KiB, and building it
+            // by value costs a copy per level of nesting.
+            out.push(EnvoyRoute::default());
+            let Some(e) = out.last_mut() else {
+                continue;
             };
-            out.push((
-                key(sub),
-                EnvoyRoute {
-                    name,
-                    r#match: Some(route_match(spec)),
-                    action: Some(Action::Route(action)),
-                    ..Default::default()
-                },
-            ));
+            e.name = name;
+            e.r#match = Some(route_match(spec));
+            let Action::Route(action) = e.action.insert(Action::Route(RouteAction::default()))
+            else {
+                continue;
+            };
+            action.cluster_specifier = Some(ClusterSpecifier::Cluster(cluster.clone()));
+            action.timeout = Some(ms(s.read_timeout));
+            action.retry_policy = (s.retries > 0).then(|| RetryPolicy {
+                retry_on: RETRY_ON.into(),
+                num_retries: Some(UInt32Value { value: s.retries }),
+                ..Default::default()
+            });
+            action.host_rewrite_specifier = host_rewrite.clone();
+            // Kong sends X-Forwarded-Host; Envoy appends the client's
+            // Host to it when the route rewrites the host.
+            action.append_x_forwarded_host = true;
+            action.regex_rewrite = rw.rewrite;
+            action.hash_policy = hash_policy.clone();
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn check_regex(r: &Route, re: &str) -> Result<(), TranslateError> {

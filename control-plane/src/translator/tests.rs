@@ -67,6 +67,83 @@ fn sample() -> Vec<Stored> {
 }
 
 #[test]
+fn route_tables_encode_as_their_configurations() {
+    let web = service("web2", "10.0.0.9", 8080);
+    let mut ents = sample();
+    ents.extend([
+        route(
+            "h1",
+            &web,
+            json!({"hosts": ["a.example.com"], "paths": ["/h1"]}),
+        ),
+        route(
+            "h2",
+            &web,
+            json!({"hosts": ["*.example.com", "api.*"], "paths": ["~/h2/\\d+"]}),
+        ),
+        route(
+            "tls-only",
+            &web,
+            json!({"protocols": ["https"], "hosts": ["s.example.com"]}),
+        ),
+        route("bare", &web, json!({"methods": ["GET", "PUT"]})),
+        web,
+    ]);
+    let t = translate_tables(&ents, Flavour::Envoy, &ProxyOptions::default()).unwrap();
+    let mut repeated = false;
+    for tb in &t.routes {
+        let config = tb.to_config();
+        assert_eq!(tb.encode(), config.encode_to_vec(), "{}", tb.name());
+        let copies: usize = config.virtual_hosts.iter().map(|v| v.routes.len()).sum();
+        repeated |= copies > tb.routes.len();
+    }
+    assert!(
+        repeated,
+        "the sample repeats host-less routes across virtual hosts"
+    );
+    let res = t.clone().into_resources();
+    validate::validate(&res).unwrap();
+    assert_eq!(res.routes.len(), t.routes.len());
+}
+
+#[test]
+fn the_regex_fast_path_accepts_only_valid_regexes() {
+    // Every string up to four characters over an alphabet of literals and
+    // metacharacters: whatever the fast path lets through, the parser
+    // accepts too.
+    let alphabet = [
+        'a', '/', '\\', '.', '^', '$', '?', '*', '+', '-', '<', '(', ')', '|', '#', ' ', '{', '[',
+    ];
+    let mut passed = 0;
+    let mut s = String::new();
+    fn walk(s: &mut String, alphabet: &[char], depth: usize, passed: &mut usize) {
+        if plainly_valid(s) {
+            *passed += 1;
+            assert!(regex_ok(s).is_ok(), "fast path accepted {s:?}");
+            let full = regex_syntax::Parser::new().parse(s);
+            assert!(full.is_ok(), "fast path accepted {s:?}: {full:?}");
+        }
+        if depth == 0 {
+            return;
+        }
+        for c in alphabet {
+            s.push(*c);
+            walk(s, alphabet, depth - 1, passed);
+            s.pop();
+        }
+    }
+    walk(&mut s, &alphabet, 4, &mut passed);
+    assert!(passed > 1000, "{passed}");
+    for re in ["^/orders/?", "^/r1\\.2/?", "^/", "^/$|^", "\\?.*"] {
+        assert_eq!(plainly_valid(re), !re.contains('|'), "{re}");
+        regex_ok(re).unwrap();
+    }
+    assert!(!plainly_valid("a**"));
+    assert!(!plainly_valid("\\d"));
+    assert!(regex_ok("(").is_err());
+}
+
+#[test]
 fn flavour_from_user_agent() {
     assert_eq!(
         Flavour::from_user_agent("gantry-proxy"),
@@ -439,6 +516,14 @@ fn timing_print() {
             ents.push(r);
         }
         let setup = setup.elapsed();
+        // What the snapshot cache runs: tables, encoded.
+        let t = Instant::now();
+        let tables = translate_tables(&ents, Flavour::Envoy, &ProxyOptions::default()).unwrap();
+        let encoded: usize = encode_tables(&tables.routes.iter().collect::<Vec<_>>())
+            .iter()
+            .map(Vec::len)
+            .sum();
+        let cache_path = t.elapsed();
         let t = Instant::now();
         let res = run(&ents);
         let took = t.elapsed();
@@ -452,11 +537,13 @@ fn timing_print() {
             .map(|v| v.routes.len())
             .sum();
         let bytes: usize = res.routes.iter().map(Message::encoded_len).sum();
+        assert_eq!(bytes, encoded);
         let vhosts = res.routes[0].virtual_hosts.len();
         eprintln!(
             "translate: {n} routes / {} services -> {} clusters, {vhosts} virtual hosts per route configuration, \
-             {entries} route entries ({bytes} bytes of RDS): {took:?} (of which validation ~{validation:?}; building the \
-             test entities took {setup:?})",
+             {entries} route entries ({bytes} bytes of RDS): {cache_path:?} to translate and encode route tables (the \
+             snapshot cache's path); {took:?} to translate into plain messages (validation alone ~{validation:?}; \
+             building the test entities took {setup:?})",
             services.len(),
             res.clusters.len(),
         );

@@ -3,13 +3,16 @@
 //! SDS, cluster -> SDS, EDS cluster -> assignment) resolves, regexes compile and durations
 //! are in range. Any failure rejects the set; nothing partial escapes.
 
-use super::{Resources, TranslateError};
+#[cfg(test)]
+use super::Resources;
+use super::{TranslateError, Translation};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, transport_socket};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, header_matcher::HeaderMatchSpecifier, route::Action,
+    HeaderMatcher, Route as EnvoyRoute, header_matcher::HeaderMatchSpecifier, route::Action,
     route_action::ClusterSpecifier, route_action::hash_policy::PolicySpecifier,
     route_match::PathSpecifier,
 };
@@ -17,38 +20,146 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
+    DownstreamTlsContext, Secret, UpstreamTlsContext, common_tls_context::ValidationContextType,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::Duration;
 use prost::Message;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const MAX_MS: i64 = 1 << 31;
 
+/// A route configuration as validation walks it: virtual hosts in order,
+/// each route with an index that is the same for every copy of it (so a
+/// route repeated across virtual hosts or configurations is checked once,
+/// where it first appears, and the first failure is the one a full walk
+/// would find).
+struct ConfigView<'a> {
+    name: &'a str,
+    /// Which routes the indices refer to (configurations can share them).
+    pool: usize,
+    distinct: usize,
+    vhosts: Vec<VhostView<'a>>,
+}
+
+struct VhostView<'a> {
+    name: &'a str,
+    domains: &'a [String],
+    routes: Vec<(usize, &'a EnvoyRoute)>,
+}
+
+/// Validates plain resources (the translator itself validates its tables;
+/// tests check hand-edited resource sets through this).
+#[cfg(test)]
 pub fn validate(res: &Resources) -> Result<(), TranslateError> {
-    unique("listener", res.listeners.iter().map(|l| l.name.as_str()))?;
-    unique(
-        "route configuration",
-        res.routes.iter().map(|r| r.name.as_str()),
-    )?;
-    unique("cluster", res.clusters.iter().map(|c| c.name.as_str()))?;
+    let mut next = 0;
+    let configs: Vec<ConfigView<'_>> = res
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(pool, rc)| {
+            let vhosts = rc
+                .virtual_hosts
+                .iter()
+                .map(|vh| VhostView {
+                    name: &vh.name,
+                    domains: &vh.domains,
+                    routes: vh
+                        .routes
+                        .iter()
+                        .map(|r| {
+                            next += 1;
+                            (next - 1, r)
+                        })
+                        .collect(),
+                })
+                .collect();
+            let v = ConfigView {
+                name: &rc.name,
+                pool,
+                distinct: next,
+                vhosts,
+            };
+            next = 0;
+            v
+        })
+        .collect();
+    check(
+        &res.listeners,
+        &configs,
+        &res.clusters,
+        &res.endpoints,
+        &res.secrets,
+    )
+}
+
+/// [`validate`] on a translation whose route configurations are tables.
+pub fn validate_translation(t: &Translation) -> Result<(), TranslateError> {
+    let configs: Vec<ConfigView<'_>> = t
+        .routes
+        .iter()
+        .map(|tb| ConfigView {
+            name: tb.name(),
+            pool: std::sync::Arc::as_ptr(&tb.routes) as usize,
+            distinct: tb.routes.len(),
+            vhosts: tb
+                .vhosts
+                .iter()
+                .map(|v| VhostView {
+                    name: &v.shell.name,
+                    domains: &v.shell.domains,
+                    routes: v
+                        .routes
+                        .iter()
+                        .map(|i| (*i as usize, &tb.routes[*i as usize]))
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    check(
+        &t.listeners,
+        &configs,
+        &t.clusters,
+        &t.endpoints,
+        &t.secrets,
+    )
+}
+
+/// The listener checks of [`validate_translation`] alone: for a
+/// translation that differs from a validated one only in its listeners.
+pub fn validate_listeners(t: &Translation) -> Result<(), TranslateError> {
+    unique("listener", t.listeners.iter().map(|l| l.name.as_str()))?;
+    let route_configs: HashSet<&str> = t.routes.iter().map(|r| r.name()).collect();
+    let secrets: HashSet<&str> = t.secrets.iter().map(|s| s.name.as_str()).collect();
+    for l in &t.listeners {
+        references(l, &route_configs, &secrets)?;
+    }
+    Ok(())
+}
+
+fn check(
+    listeners: &[Listener],
+    configs: &[ConfigView<'_>],
+    clusters_in: &[Cluster],
+    endpoints: &[ClusterLoadAssignment],
+    secrets_in: &[Secret],
+) -> Result<(), TranslateError> {
+    unique("listener", listeners.iter().map(|l| l.name.as_str()))?;
+    unique("route configuration", configs.iter().map(|r| r.name))?;
+    unique("cluster", clusters_in.iter().map(|c| c.name.as_str()))?;
     unique(
         "cluster load assignment",
-        res.endpoints.iter().map(|e| e.cluster_name.as_str()),
+        endpoints.iter().map(|e| e.cluster_name.as_str()),
     )?;
-    unique("secret", res.secrets.iter().map(|s| s.name.as_str()))?;
+    unique("secret", secrets_in.iter().map(|s| s.name.as_str()))?;
 
-    let clusters: HashSet<&str> = res.clusters.iter().map(|c| c.name.as_str()).collect();
-    let assignments: HashSet<&str> = res
-        .endpoints
-        .iter()
-        .map(|e| e.cluster_name.as_str())
-        .collect();
-    let route_configs: HashSet<&str> = res.routes.iter().map(|r| r.name.as_str()).collect();
-    let secrets: HashSet<&str> = res.secrets.iter().map(|s| s.name.as_str()).collect();
+    let clusters: HashSet<&str> = clusters_in.iter().map(|c| c.name.as_str()).collect();
+    let assignments: HashSet<&str> = endpoints.iter().map(|e| e.cluster_name.as_str()).collect();
+    let route_configs: HashSet<&str> = configs.iter().map(|r| r.name).collect();
+    let secrets: HashSet<&str> = secrets_in.iter().map(|s| s.name.as_str()).collect();
 
-    for c in &res.clusters {
+    for c in clusters_in {
         let eds =
             c.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
         if eds {
@@ -108,68 +219,84 @@ pub fn validate(res: &Resources) -> Result<(), TranslateError> {
     }
 
     let mut compiled: HashSet<&str> = HashSet::new();
-    for rc in &res.routes {
+    let mut checked: HashMap<usize, Vec<bool>> = HashMap::new();
+    for rc in configs {
         unique(
             &format!("virtual host (route configuration {})", rc.name),
-            rc.virtual_hosts.iter().map(|v| v.name.as_str()),
+            rc.vhosts.iter().map(|v| v.name),
         )?;
         let mut domains = HashSet::new();
-        for vh in &rc.virtual_hosts {
-            for d in &vh.domains {
+        let checked = checked
+            .entry(rc.pool)
+            .or_insert_with(|| vec![false; rc.distinct]);
+        for vh in &rc.vhosts {
+            for d in vh.domains {
                 if !domains.insert(d.to_ascii_lowercase()) {
                     return Err(TranslateError::DuplicateDomain {
-                        config: rc.name.clone(),
+                        config: rc.name.to_string(),
                         domain: d.clone(),
                     });
                 }
             }
-            for r in &vh.routes {
-                let mut regexes: Vec<&RegexMatcher> = Vec::new();
-                if let Some(m) = &r.r#match {
-                    if let Some(PathSpecifier::SafeRegex(re)) = &m.path_specifier {
-                        regexes.push(re);
-                    }
-                    regexes.extend(m.headers.iter().filter_map(header_regex));
+            for (i, r) in &vh.routes {
+                if std::mem::replace(&mut checked[*i], true) {
+                    continue;
                 }
-                if let Some(Action::Route(a)) = &r.action {
-                    match &a.cluster_specifier {
-                        Some(ClusterSpecifier::Cluster(c)) if clusters.contains(c.as_str()) => {}
-                        Some(ClusterSpecifier::Cluster(c)) => {
-                            return Err(TranslateError::MissingCluster {
-                                config: rc.name.clone(),
-                                route: r.name.clone(),
-                                cluster: c.clone(),
-                            });
-                        }
-                        _ => {}
-                    }
-                    regexes.extend(a.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
-                    for hp in &a.hash_policy {
-                        if let Some(PolicySpecifier::Header(h)) = &hp.policy_specifier {
-                            regexes
-                                .extend(h.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
-                        }
-                    }
-                    opt_duration("route", &r.name, "timeout", a.timeout.as_ref())?;
-                }
-                for m in regexes {
-                    // The same regexes repeat in every virtual host; compile each once.
-                    if compiled.insert(m.regex.as_str()) {
-                        super::regex_ok(&m.regex).map_err(|reason| {
-                            TranslateError::InvalidRegex {
-                                route: r.name.clone(),
-                                pattern: m.regex.clone(),
-                                reason,
-                            }
-                        })?;
-                    }
-                }
+                route(rc.name, r, &clusters, &mut compiled)?;
             }
         }
     }
 
-    for l in &res.listeners {
+    for l in listeners {
         references(l, &route_configs, &secrets)?;
+    }
+    Ok(())
+}
+
+/// One route: its cluster exists, its regexes compile (each distinct
+/// regex once, in `compiled`), its timeout is in range.
+fn route<'a>(
+    config: &str,
+    r: &'a EnvoyRoute,
+    clusters: &HashSet<&str>,
+    compiled: &mut HashSet<&'a str>,
+) -> Result<(), TranslateError> {
+    let mut regexes: Vec<&RegexMatcher> = Vec::new();
+    if let Some(m) = &r.r#match {
+        if let Some(PathSpecifier::SafeRegex(re)) = &m.path_specifier {
+            regexes.push(re);
+        }
+        regexes.extend(m.headers.iter().filter_map(header_regex));
+    }
+    if let Some(Action::Route(a)) = &r.action {
+        match &a.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) if clusters.contains(c.as_str()) => {}
+            Some(ClusterSpecifier::Cluster(c)) => {
+                return Err(TranslateError::MissingCluster {
+                    config: config.to_string(),
+                    route: r.name.clone(),
+                    cluster: c.clone(),
+                });
+            }
+            _ => {}
+        }
+        regexes.extend(a.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
+        for hp in &a.hash_policy {
+            if let Some(PolicySpecifier::Header(h)) = &hp.policy_specifier {
+                regexes.extend(h.regex_rewrite.as_ref().and_then(|s| s.pattern.as_ref()));
+            }
+        }
+        opt_duration("route", &r.name, "timeout", a.timeout.as_ref())?;
+    }
+    for m in regexes {
+        // The same regexes repeat across routes and configurations; compile each once.
+        if compiled.insert(m.regex.as_str()) {
+            super::regex_ok(&m.regex).map_err(|reason| TranslateError::InvalidRegex {
+                route: r.name.clone(),
+                pattern: m.regex.clone(),
+                reason,
+            })?;
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Streams watch it; a burst of revisions becomes one snapshot.
 
 use crate::store::Store;
-use crate::translator::{self, Flavour, ProxyOptions, Resources};
+use crate::translator::{self, Flavour, ProxyOptions, RouteTable, Translation};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use gantry_shared::xds;
@@ -63,33 +63,77 @@ fn version_of(any: &Any) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+fn resource(name: String, any: Any) -> (String, Arc<Resource>) {
+    let version = version_of(&any);
+    (name.clone(), Arc::new(Resource { name, version, any }))
+}
+
 fn pack<T: Message + prost::Name>(items: Vec<T>, name: impl Fn(&T) -> String) -> TypeMap {
     items
         .into_iter()
-        .map(|r| {
-            let n = name(&r);
-            let any = pack_any(r);
-            let version = version_of(&any);
-            (
-                n.clone(),
-                Arc::new(Resource {
-                    name: n,
-                    version,
-                    any,
-                }),
-            )
-        })
+        .map(|r| resource(name(&r), pack_any(r)))
         .collect()
 }
 
-pub fn snapshot_of(revision: i64, r: Resources) -> Snapshot {
-    let mut types = HashMap::new();
-    types.insert(xds::LISTENER, pack(r.listeners, |l| l.name.clone()));
-    types.insert(xds::ROUTE, pack(r.routes, |l| l.name.clone()));
-    types.insert(xds::CLUSTER, pack(r.clusters, |l| l.name.clone()));
-    types.insert(xds::ENDPOINT, pack(r.endpoints, |l| l.cluster_name.clone()));
-    types.insert(xds::SECRET, pack(r.secrets, |l| l.name.clone()));
-    Snapshot { revision, types }
+pub fn snapshot_of(revision: i64, r: Translation) -> Snapshot {
+    snapshots_of(revision, vec![r]).remove(0)
+}
+
+/// Snapshots of one revision's translations (one per flavour). What an
+/// earlier flavour already has is shared rather than kept twice: a route
+/// table built from the same routes is not encoded again, and any resource
+/// with the same name and content hash is the same `Arc`.
+pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapshot> {
+    let mut out: Vec<Snapshot> = Vec::with_capacity(translations.len());
+    let mut tables: Vec<(RouteTable, Arc<Resource>)> = Vec::new();
+    for r in translations {
+        let mut types = HashMap::new();
+        types.insert(xds::LISTENER, pack(r.listeners, |l| l.name.clone()));
+        // Route tables encode straight to bytes: their repeated routes are
+        // never copied out as messages, and shared routes encode once.
+        let fresh: Vec<&RouteTable> = r
+            .routes
+            .iter()
+            .filter(|t| !tables.iter().any(|(seen, _)| same_table(seen, t)))
+            .collect();
+        let encoded = translator::encode_tables(&fresh);
+        for (t, value) in fresh.into_iter().zip(encoded) {
+            let any = Any {
+                type_url: xds::ROUTE.to_string(),
+                value,
+            };
+            tables.push((t.clone(), resource(t.name().to_string(), any).1));
+        }
+        let routes = r
+            .routes
+            .iter()
+            .filter_map(|t| tables.iter().find(|(seen, _)| same_table(seen, t)))
+            .map(|(t, res)| (t.name().to_string(), res.clone()))
+            .collect();
+        types.insert(xds::ROUTE, routes);
+        types.insert(xds::CLUSTER, pack(r.clusters, |l| l.name.clone()));
+        types.insert(xds::ENDPOINT, pack(r.endpoints, |l| l.cluster_name.clone()));
+        types.insert(xds::SECRET, pack(r.secrets, |l| l.name.clone()));
+        for (t, map) in types.iter_mut() {
+            for prev in &out {
+                let Some(earlier) = prev.of(t) else { continue };
+                for (name, res) in map.iter_mut() {
+                    if let Some(e) = earlier.get(name)
+                        && e.version == res.version
+                    {
+                        *res = e.clone();
+                    }
+                }
+            }
+        }
+        out.push(Snapshot { revision, types });
+    }
+    out
+}
+
+/// Tables built from the same routes into the same shape encode the same.
+fn same_table(a: &RouteTable, b: &RouteTable) -> bool {
+    Arc::ptr_eq(&a.routes, &b.routes) && a.shell == b.shell && a.vhosts == b.vhosts
 }
 
 pub const FLAVOURS: [Flavour; 2] = [Flavour::GantryProxy, Flavour::Envoy];
@@ -129,28 +173,29 @@ impl SnapshotCache {
         let revision = store.current_revision().await?;
         let entities = store.all_current().await?;
         let started = Instant::now();
-        let mut flavours = HashMap::new();
-        for f in FLAVOURS {
-            match translator::translate(&entities, f, opts) {
-                Ok(r) => {
-                    flavours.insert(f, Arc::new(snapshot_of(revision, r)));
-                }
-                Err(e) => {
-                    tracing::warn!(revision, error = %e, "revision cannot be translated; proxies keep the last good snapshot");
-                    let prev = self.current();
-                    let next = Snapshots {
-                        revision: prev.revision,
-                        flavours: prev.flavours.clone(),
-                        error: Some(TranslationFailure {
-                            revision,
-                            error: e.to_string(),
-                        }),
-                    };
-                    self.tx.send_replace(Arc::new(next));
-                    return Ok(());
-                }
+        let flavours: HashMap<Flavour, Arc<Snapshot>> = match translator::translate_flavours(
+            &entities, &FLAVOURS, opts,
+        ) {
+            Ok(ts) => FLAVOURS
+                .into_iter()
+                .zip(snapshots_of(revision, ts))
+                .map(|(f, s)| (f, Arc::new(s)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(revision, error = %e, "revision cannot be translated; proxies keep the last good snapshot");
+                let prev = self.current();
+                let next = Snapshots {
+                    revision: prev.revision,
+                    flavours: prev.flavours.clone(),
+                    error: Some(TranslationFailure {
+                        revision,
+                        error: e.to_string(),
+                    }),
+                };
+                self.tx.send_replace(Arc::new(next));
+                return Ok(());
             }
-        }
+        };
         tracing::debug!(
             revision,
             elapsed_ms = started.elapsed().as_millis() as u64,
