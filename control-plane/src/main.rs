@@ -68,6 +68,13 @@ struct RunArgs {
     /// The proxies' HTTPS port.
     #[arg(long, env = "GANTRY_PROXY_HTTPS_PORT", default_value_t = 8443)]
     proxy_https_port: u16,
+    /// Peers (CIDRs, comma-separated) whose X-Forwarded-For the proxies
+    /// believe for the client address (Kong's `trusted_ips`).
+    #[arg(long, env = "GANTRY_TRUSTED_IPS", value_delimiter = ',')]
+    trusted_ips: Vec<String>,
+    /// Header a trusted peer puts the client address in (Kong's `real_ip_header`).
+    #[arg(long, env = "GANTRY_REAL_IP_HEADER", default_value = "x-forwarded-for")]
+    real_ip_header: String,
 }
 
 #[derive(Subcommand)]
@@ -151,11 +158,18 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let xds_addr = xds_listener.local_addr()?;
 
+    for t in &args.trusted_ips {
+        if t.parse::<ipnet::IpNet>().is_err() && t.parse::<std::net::IpAddr>().is_err() {
+            anyhow::bail!("--trusted-ips: {t:?} is not an IP address or CIDR");
+        }
+    }
     let cache = SnapshotCache::new();
     let opts = ProxyOptions {
         listen_address: args.proxy_listen_address.clone(),
         http_port: args.proxy_http_port,
         https_port: args.proxy_https_port,
+        trusted_ips: args.trusted_ips.clone(),
+        real_ip_header: args.real_ip_header.to_ascii_lowercase(),
     };
     let builder = cache.spawn_builder(
         store.clone(),

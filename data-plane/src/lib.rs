@@ -3,5 +3,6 @@
 //! the proxy serves every request from the runtime it started on.
 
 pub mod config;
+pub mod plugins;
 pub mod proxy;
 pub mod xds;

@@ -1466,3 +1466,33 @@ pub fn median_max(v: &mut [Duration]) -> (Duration, Duration) {
     v.sort();
     (v[v.len() / 2], v[v.len() - 1])
 }
+
+// ---------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------
+
+/// Where the tests' Redis is, as `host:port`, from `GANTRY_TEST_REDIS_URL`
+/// (default `redis://127.0.0.1:6379`; `scripts/test.sh` starts it).
+pub fn redis_addr() -> String {
+    let url = std::env::var("GANTRY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let rest = url.strip_prefix("redis://").unwrap_or(&url);
+    let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+/// Fails the test unless Redis answers PING: a test that needs Redis
+/// never passes without it.
+pub async fn require_redis() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = redis_addr();
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis at {addr} is not reachable ({e}); run scripts/services.sh")
+        });
+    s.write_all(b"PING\r\n").await.expect("write PING");
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).await.expect("read PONG");
+    assert_eq!(&buf, b"+PONG\r\n", "Redis at {addr} did not answer PING");
+}

@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use envoy_types::util::pack_any;
 use std::collections::BTreeMap;
 
@@ -32,11 +32,13 @@ pub fn build(
     opts: &ProxyOptions,
     flavour: Flavour,
 ) -> Result<Vec<Listener>, TranslateError> {
+    let gateway = super::plugins::gateway(m, &opts.trusted_ips, &opts.real_ip_header);
+    let gateway = gateway.as_ref();
     let mut out = vec![Listener {
         name: "http".into(),
         address: Some(socket(&opts.listen_address, opts.http_port)),
         filter_chains: vec![FilterChain {
-            filters: vec![hcm("http", flavour)],
+            filters: vec![hcm("http", flavour, gateway)],
             ..Default::default()
         }],
         ..Default::default()
@@ -79,7 +81,7 @@ pub fn build(
                 server_names: c.snis.clone(),
                 ..Default::default()
             }),
-            filters: vec![hcm("https", flavour)],
+            filters: vec![hcm("https", flavour, gateway)],
             transport_socket: Some(TransportSocket {
                 name: TLS_SOCKET.into(),
                 config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
@@ -106,18 +108,25 @@ pub fn build(
 }
 
 /// The HTTP connection manager: routes from RDS `route_config`.
-fn hcm(route_config: &str, flavour: Flavour) -> Filter {
-    // Extension filters (plugins) go here, before the router; the Gantry
-    // ones will be `is_optional` so a plain Envoy skips them. Both flavours
-    // get the same chain today.
+fn hcm(route_config: &str, flavour: Flavour, gateway: Option<&Any>) -> Filter {
     let _ = flavour;
-    let http_filters = vec![HttpFilter {
+    let mut http_filters = Vec::new();
+    // Kong's plugins: optional, so a plain Envoy skips what it cannot run.
+    if let Some(g) = gateway {
+        http_filters.push(HttpFilter {
+            name: super::plugins::FILTER_NAME.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(g.clone())),
+            is_optional: true,
+            ..Default::default()
+        });
+    }
+    http_filters.push(HttpFilter {
         name: ROUTER.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
             Router::default(),
         ))),
         ..Default::default()
-    }];
+    });
     let cfg = HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
         stat_prefix: route_config.into(),

@@ -12,6 +12,7 @@
 mod clusters;
 mod listeners;
 mod model;
+mod plugins;
 mod routes;
 mod secrets;
 mod validate;
@@ -62,6 +63,11 @@ pub struct ProxyOptions {
     pub listen_address: String,
     pub http_port: u16,
     pub https_port: u16,
+    /// Peers whose forwarded client address is believed (Kong's
+    /// `trusted_ips`), as CIDRs.
+    pub trusted_ips: Vec<String>,
+    /// Where a trusted peer puts the client address (Kong's `real_ip_header`).
+    pub real_ip_header: String,
 }
 
 impl Default for ProxyOptions {
@@ -70,6 +76,8 @@ impl Default for ProxyOptions {
             listen_address: "0.0.0.0".into(),
             http_port: 8000,
             https_port: 8443,
+            trusted_ips: Vec::new(),
+            real_ip_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -189,7 +197,8 @@ pub fn translate_flavours(
     flavours: &[Flavour],
     opts: &ProxyOptions,
 ) -> Result<Vec<Translation>, TranslateError> {
-    let model = model::Model::build(entities)?;
+    let mut model = model::Model::build(entities)?;
+    model.route_plugins = plugins::per_route(&model);
     let (clusters, endpoints) = clusters::build(&model);
     let routes = routes::build(&model, opts)?;
     let secrets = secrets::build(&model);

@@ -170,6 +170,39 @@ pub struct CaCertificate {
     pub cert: String,
 }
 
+/// A consumer with its credentials and ACL groups.
+#[derive(Clone, Debug, Default)]
+pub struct Consumer {
+    pub id: String,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    /// Sorted, without duplicates.
+    pub groups: Vec<String>,
+    /// (credential id, key), sorted by id.
+    pub keyauth: Vec<(String, String)>,
+    pub jwt: Vec<JwtSecret>,
+}
+
+#[derive(Clone, Debug)]
+pub struct JwtSecret {
+    pub id: String,
+    pub key: String,
+    pub algorithm: String,
+    pub secret: Option<String>,
+    pub rsa_public_key: Option<String>,
+}
+
+/// An enabled plugin instance and its scope.
+#[derive(Clone, Debug)]
+pub struct PluginInst {
+    pub id: String,
+    pub name: String,
+    pub route: Option<String>,
+    pub service: Option<String>,
+    pub consumer: Option<String>,
+    pub config: Value,
+}
+
 /// The configuration, indexed, every collection in a stable order.
 #[derive(Debug, Default)]
 pub struct Model {
@@ -184,6 +217,12 @@ pub struct Model {
     pub certificates: BTreeMap<String, Certificate>,
     /// CA certificates, by id.
     pub ca_certificates: BTreeMap<String, CaCertificate>,
+    /// Consumers, by id.
+    pub consumers: BTreeMap<String, Consumer>,
+    /// Enabled plugins, by id.
+    pub plugins: Vec<PluginInst>,
+    /// Per Kong route id, its plugins' per-route filter config.
+    pub route_plugins: std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
 }
 
 impl Model {
@@ -192,6 +231,7 @@ impl Model {
         let mut upstreams = Vec::new();
         let mut snis: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut routes = Vec::new();
+        let mut creds = Credentials::default();
         for e in entities {
             let r = Reader { e };
             match e.kind.as_str() {
@@ -230,9 +270,56 @@ impl Model {
                         .ok_or_else(|| r.bad("certificate is missing"))?;
                     snis.entry(cert).or_default().push(r.str("name")?);
                 }
+                "consumers" => {
+                    let c = Consumer {
+                        id: e.id.clone(),
+                        username: r.opt_str("username")?,
+                        custom_id: r.opt_str("custom_id")?,
+                        ..Default::default()
+                    };
+                    creds.consumers.push(c);
+                }
+                "keyauth_credentials" => {
+                    let owner = r
+                        .foreign("consumer")?
+                        .ok_or_else(|| r.bad("consumer is missing"))?;
+                    creds.keyauth.push((owner, (e.id.clone(), r.str("key")?)));
+                }
+                "acls" => {
+                    let owner = r
+                        .foreign("consumer")?
+                        .ok_or_else(|| r.bad("consumer is missing"))?;
+                    creds.acls.push((owner, r.str("group")?));
+                }
+                "jwt_secrets" => {
+                    let owner = r
+                        .foreign("consumer")?
+                        .ok_or_else(|| r.bad("consumer is missing"))?;
+                    creds.jwt.push((
+                        owner,
+                        JwtSecret {
+                            id: e.id.clone(),
+                            key: r.str("key")?,
+                            algorithm: r.opt_str("algorithm")?.unwrap_or_else(|| "HS256".into()),
+                            secret: r.opt_str("secret")?,
+                            rsa_public_key: r.opt_str("rsa_public_key")?,
+                        },
+                    ));
+                }
+                "plugins" if !r.bool_or("enabled", true)? => {}
+                "plugins" => m.plugins.push(PluginInst {
+                    id: e.id.clone(),
+                    name: r.str("name")?,
+                    route: r.foreign("route")?,
+                    service: r.foreign("service")?,
+                    consumer: r.foreign("consumer")?,
+                    config: r.field("config").clone(),
+                }),
                 _ => {}
             }
         }
+        creds.attach(&mut m);
+        m.plugins.sort_by(|a, b| a.id.cmp(&b.id));
         for (cert, mut names) in snis {
             if let Some(c) = m.certificates.get_mut(&cert) {
                 names.sort();
@@ -318,6 +405,46 @@ impl Model {
 
     pub fn targets_of(&self, u: &Upstream) -> &[Target] {
         self.targets.get(&u.id).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Consumers and their credentials as read, before they are joined (the
+/// entities come in any order).
+#[derive(Default)]
+struct Credentials {
+    consumers: Vec<Consumer>,
+    keyauth: Vec<(String, (String, String))>,
+    acls: Vec<(String, String)>,
+    jwt: Vec<(String, JwtSecret)>,
+}
+
+impl Credentials {
+    fn attach(self, m: &mut Model) {
+        for c in self.consumers {
+            m.consumers.insert(c.id.clone(), c);
+        }
+        // A credential of a consumer that is gone is dropped with it.
+        for (owner, k) in self.keyauth {
+            if let Some(c) = m.consumers.get_mut(&owner) {
+                c.keyauth.push(k);
+            }
+        }
+        for (owner, g) in self.acls {
+            if let Some(c) = m.consumers.get_mut(&owner) {
+                c.groups.push(g);
+            }
+        }
+        for (owner, j) in self.jwt {
+            if let Some(c) = m.consumers.get_mut(&owner) {
+                c.jwt.push(j);
+            }
+        }
+        for c in m.consumers.values_mut() {
+            c.groups.sort();
+            c.groups.dedup();
+            c.keyauth.sort();
+            c.jwt.sort_by(|a, b| a.id.cmp(&b.id));
+        }
     }
 }
 

@@ -583,6 +583,10 @@ fn entries<'a>(
             action.append_x_forwarded_host = true;
             action.regex_rewrite = rw.rewrite;
             action.hash_policy = hash_policy.clone();
+            if let Some(cfg) = m.route_plugins.get(&r.id) {
+                e.typed_per_filter_config
+                    .insert(super::plugins::FILTER_NAME.into(), cfg.clone());
+            }
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use super::clusters::{EndpointAddress, socket_address};
 use super::{fields, reject_rest, type_name, unpack};
+use crate::plugins::Gateway;
 use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::config::core::v3::{
     ConfigSource, config_source::ConfigSourceSpecifier,
@@ -19,6 +20,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTl
 use prost::Name;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
@@ -50,6 +52,8 @@ pub struct ListenerConfig {
     pub suppress_envoy_headers: bool,
     /// Optional HTTP filters this proxy does not implement and skips, by name.
     pub skipped_filters: Vec<String>,
+    /// Kong's plugins (the `gantry.filters.http.plugins` filter), when in the chain.
+    pub gateway: Option<Arc<Gateway>>,
     /// Default 1 MiB.
     pub per_connection_buffer_limit: u32,
     pub tls: Option<ListenerTls>,
@@ -126,6 +130,7 @@ struct Hcm {
     server_name: String,
     suppress_envoy_headers: bool,
     skipped_filters: Vec<String>,
+    gateway: Option<Arc<Gateway>>,
 }
 
 pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String> {
@@ -266,6 +271,7 @@ pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String
         server_name: h.server_name,
         suppress_envoy_headers: h.suppress_envoy_headers,
         skipped_filters: h.skipped_filters,
+        gateway: h.gateway,
         per_connection_buffer_limit,
         tls,
     })
@@ -491,7 +497,7 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
         }
         websocket = true;
     }
-    let (suppress_envoy_headers, skipped_filters) =
+    let (suppress_envoy_headers, skipped_filters, gateway) =
         http_filters(std::mem::take(&mut h.http_filters))?;
     if h.generate_request_id.take().is_some_and(|b| !b.value) {
         return Err("generate_request_id false is not supported".into());
@@ -513,18 +519,44 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
         server_name,
         suppress_envoy_headers,
         skipped_filters,
+        gateway,
     })
 }
+
+/// What the HTTP filter chain sets: the router's `suppress_envoy_headers`,
+/// the optional filters skipped, and the plugin filter.
+type HttpFilters = (bool, Vec<String>, Option<Arc<Gateway>>);
 
 /// The router must be the last filter; filters this proxy does not
 /// implement are skipped when optional, refused otherwise.
 fn http_filters(
     filters: Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>,
-) -> Result<(bool, Vec<String>), String> {
+) -> Result<HttpFilters, String> {
     let mut skipped = Vec::new();
     let mut router: Option<Router> = None;
+    let mut gateway = None;
     let n = filters.len();
     for (i, f) in filters.into_iter().enumerate() {
+        if let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type
+            && any.type_url == crate::plugins::GATEWAY_TYPE
+        {
+            if f.disabled {
+                return Err(format!(
+                    "http filter {:?}: disabled is not supported",
+                    f.name
+                ));
+            }
+            if gateway.is_some() {
+                return Err(format!(
+                    "http filter {:?}: the plugin filter appears twice",
+                    f.name
+                ));
+            }
+            let g = Gateway::compile(&any.value)
+                .map_err(|e| format!("http filter {:?}: {e}", f.name))?;
+            gateway = Some(Arc::new(g));
+            continue;
+        }
         let is_router = match &f.config_type {
             Some(http_filter::ConfigType::TypedConfig(any)) => {
                 if type_name(any) == Router::full_name() {
@@ -586,5 +618,5 @@ fn http_filters(
     r.upstream_log_options = None;
     r.suppress_grpc_request_failure_code_stats = false;
     reject_rest(&r, fields::ROUTER, "router")?;
-    Ok((suppress, skipped))
+    Ok((suppress, skipped, gateway))
 }

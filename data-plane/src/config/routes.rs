@@ -89,6 +89,8 @@ pub struct Route {
     /// Envoy applies them (the last stage wins).
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
+    /// Kong's plugins for this route (the plugin filter's per-route config).
+    pub plugins: Option<Arc<crate::plugins::RoutePlugins>>,
 }
 
 #[derive(Clone, Debug)]
@@ -515,6 +517,13 @@ pub struct Selected<'a> {
 }
 
 impl RouteTable {
+    /// Every route of every virtual host (a shared route once per host).
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.virtual_hosts
+            .iter()
+            .flat_map(|v| v.routes.iter().map(|r| r.as_ref()))
+    }
+
     /// Selects the virtual host by authority, then the first route that
     /// matches. None means 404 (no virtual host, or no route matched).
     pub fn select(
@@ -1141,6 +1150,13 @@ fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
     rest.decorator = None;
     rest.tracing = None;
     rest.stat_prefix.clear();
+    let plugins = match rest
+        .typed_per_filter_config
+        .remove(crate::plugins::FILTER_NAME)
+    {
+        Some(any) => Some(Arc::new(crate::plugins::RoutePlugins::compile(&any)?)),
+        None => None,
+    };
     rest.typed_per_filter_config.clear();
     reject_rest(&rest, fields::ROUTE, "route")?;
 
@@ -1173,6 +1189,7 @@ fn route(r: &PbRoute, vh: &VhCtx<'_>) -> Result<Route, String> {
         action,
         request_headers,
         response_headers: mutations(route_resp, &vh.response, &vh.inh.config_response, msw),
+        plugins,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::config::{
     Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn,
     direct_response_location,
 };
+use crate::plugins;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
@@ -151,6 +152,32 @@ async fn route(
     };
     let route = selected.route;
     let span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener);
+    // Kong's plugins: they may answer instead of the route, and leave
+    // headers for the response.
+    let mut pq = pq;
+    let mut plugin_headers = Vec::new();
+    if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
+        let (parts, body) = req.into_parts();
+        let mut parts = parts;
+        let r = plugins::access(
+            g,
+            p,
+            &shared.plugins,
+            plugins::Request {
+                headers: &mut parts.headers,
+                path_and_query: &mut pq,
+                method: &parts.method,
+                peer: conn.remote.ip(),
+            },
+        )
+        .instrument(span.clone())
+        .await;
+        req = Request::from_parts(parts, body);
+        match r {
+            Ok(out) => plugin_headers = out.response_headers,
+            Err(reject) => return kong_error(reject),
+        }
+    }
     let mut resp = match &route.action {
         Action::Direct { status, body } => {
             let mut r = Response::new(if body.is_empty() {
@@ -206,6 +233,26 @@ async fn route(
         }
     };
     route.response_headers.apply(resp.headers_mut());
+    for (k, v) in plugin_headers {
+        resp.headers_mut().insert(k, v);
+    }
+    resp
+}
+
+/// A plugin's refusal, as Kong sends it.
+fn kong_error(r: plugins::Reject) -> Response<Body> {
+    let body = r.body();
+    let mut resp = Response::new(full(body.clone()));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    for (k, v) in r.headers {
+        h.insert(k, v);
+    }
     resp
 }
 

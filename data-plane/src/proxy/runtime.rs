@@ -57,6 +57,8 @@ pub struct Shared {
     /// Set once the first config is in (the admin `/ready`).
     pub ready: AtomicBool,
     pub options: ProxyOptions,
+    /// Plugin state (rate-limit counters, Redis connections).
+    pub plugins: crate::plugins::State,
     listeners: Mutex<ListenerSet>,
     health: HealthCheckers,
 }
@@ -68,6 +70,7 @@ impl Shared {
             stats: Stats::new(),
             ready: AtomicBool::new(false),
             options,
+            plugins: crate::plugins::State::default(),
             listeners: Mutex::new(ListenerSet::default()),
             health: HealthCheckers::default(),
         })

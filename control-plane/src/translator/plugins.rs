@@ -1,0 +1,308 @@
+//! Kong's plugins on the wire: one `gantry.filters.http.plugins` HTTP
+//! filter per listener (consumers, credentials, plugin instances) and, on
+//! each route, the instances that apply to it, resolved by Kong's
+//! precedence. See `proto/gantry/filters/http/plugins/v1/plugins.proto`.
+
+use super::model::{Model, PluginInst};
+use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+use gantry_shared::proto::plugins as pb;
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+
+pub use pb::FILTER_NAME;
+
+/// Kong's precedence, most specific first: consumer+route+service,
+/// consumer+route, consumer+service, route+service, consumer, route,
+/// service, global. Lower is more specific.
+fn rank(p: &PluginInst) -> u8 {
+    match (p.consumer.is_some(), p.route.is_some(), p.service.is_some()) {
+        (true, true, true) => 0,
+        (true, true, false) => 1,
+        (true, false, true) => 2,
+        (false, true, true) => 3,
+        (true, false, false) => 4,
+        (false, true, false) => 5,
+        (false, false, true) => 6,
+        (false, false, false) => 7,
+    }
+}
+
+/// The listener filter's config, when any plugin is enabled.
+pub fn gateway(m: &Model, trusted_ips: &[String], real_ip_header: &str) -> Option<Any> {
+    if m.plugins.is_empty() {
+        return None;
+    }
+    let g = pb::Gateway {
+        consumers: m
+            .consumers
+            .values()
+            .map(|c| pb::Consumer {
+                id: c.id.clone(),
+                username: c.username.clone().unwrap_or_default(),
+                custom_id: c.custom_id.clone().unwrap_or_default(),
+                groups: c.groups.clone(),
+                keyauth_credentials: c
+                    .keyauth
+                    .iter()
+                    .map(|(id, key)| pb::KeyAuthCredential {
+                        id: id.clone(),
+                        key: key.clone(),
+                    })
+                    .collect(),
+                jwt_secrets: c
+                    .jwt
+                    .iter()
+                    .map(|j| pb::JwtCredential {
+                        id: j.id.clone(),
+                        key: j.key.clone(),
+                        algorithm: j.algorithm.clone(),
+                        secret: j.secret.clone().unwrap_or_default(),
+                        rsa_public_key: j.rsa_public_key.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        plugins: m
+            .plugins
+            .iter()
+            .map(|p| pb::Plugin {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                config_json: p.config.to_string(),
+            })
+            .collect(),
+        trusted_ips: trusted_ips.to_vec(),
+        real_ip_header: real_ip_header.to_string(),
+    };
+    Some(Any {
+        type_url: pb::GATEWAY_TYPE.into(),
+        value: g.encode_to_vec(),
+    })
+}
+
+/// Per Kong route id, its `typed_per_filter_config` entry: the instances
+/// that apply, one per plugin name, and per consumer those that replace
+/// them. Routes no plugin applies to are absent.
+pub fn per_route(m: &Model) -> HashMap<String, Any> {
+    let mut out = HashMap::new();
+    if m.plugins.is_empty() {
+        return out;
+    }
+    let mut by_route: HashMap<&str, Vec<&PluginInst>> = HashMap::new();
+    let mut by_service: HashMap<&str, Vec<&PluginInst>> = HashMap::new();
+    let mut global: Vec<&PluginInst> = Vec::new();
+    for p in &m.plugins {
+        match (&p.route, &p.service) {
+            (Some(r), _) => by_route.entry(r).or_default().push(p),
+            (None, Some(s)) => by_service.entry(s).or_default().push(p),
+            (None, None) => global.push(p),
+        }
+    }
+    for r in &m.routes {
+        let Some(service) = r.service.as_deref() else {
+            continue;
+        };
+        let candidates = by_route
+            .get(r.id.as_str())
+            .into_iter()
+            .flatten()
+            // A route+service instance applies only with that service.
+            .filter(|p| p.service.as_deref().is_none_or(|s| s == service))
+            .chain(by_service.get(service).into_iter().flatten())
+            .chain(global.iter());
+        // Per plugin name: the best instance for everyone, and per consumer.
+        let mut default: BTreeMap<&str, &PluginInst> = BTreeMap::new();
+        let mut consumer: BTreeMap<(&str, &str), &PluginInst> = BTreeMap::new();
+        for p in candidates {
+            match &p.consumer {
+                None => keep_best(&mut default, p.name.as_str(), p),
+                // A consumer's plugin needs that consumer to exist.
+                Some(c) if m.consumers.contains_key(c) => {
+                    keep_best(&mut consumer, (c.as_str(), p.name.as_str()), p)
+                }
+                Some(_) => {}
+            }
+        }
+        let mut consumer_plugins: BTreeMap<String, pb::PluginIds> = BTreeMap::new();
+        for ((c, name), p) in consumer {
+            // A consumer-only instance loses to a route+service one.
+            if default.get(name).is_some_and(|d| rank(d) < rank(p)) {
+                continue;
+            }
+            consumer_plugins
+                .entry(c.to_string())
+                .or_default()
+                .ids
+                .push(p.id.clone());
+        }
+        if default.is_empty() && consumer_plugins.is_empty() {
+            continue;
+        }
+        let per = pb::PerRoute {
+            route_id: r.id.clone(),
+            service_id: service.to_string(),
+            plugins: default.values().map(|p| p.id.clone()).collect(),
+            consumer_plugins,
+        };
+        let wrapped = FilterConfig {
+            config: Some(Any {
+                type_url: pb::PER_ROUTE_TYPE.into(),
+                value: per.encode_to_vec(),
+            }),
+            // Envoy skips it: the filter it configures is optional.
+            is_optional: true,
+            disabled: false,
+        };
+        out.insert(r.id.clone(), pack_any(wrapped));
+    }
+    out
+}
+
+/// Keeps the more specific of two instances for one key.
+fn keep_best<'a, K: Ord>(map: &mut BTreeMap<K, &'a PluginInst>, k: K, p: &'a PluginInst) {
+    let e = map.entry(k).or_insert(p);
+    if rank(p) < rank(e) {
+        *e = p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translator::testutil::{route, run, service, stored};
+    use serde_json::json;
+
+    fn plugin(name: &str, scope: serde_json::Value) -> crate::store::Stored {
+        let config = match name {
+            "rate-limiting" => json!({"minute": 1}),
+            "acl" => json!({"allow": ["g"]}),
+            _ => json!({}),
+        };
+        let mut v = json!({"name": name, "config": config});
+        for (k, val) in scope.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        stored("plugins", v)
+    }
+
+    fn per_route(res: &crate::translator::Resources, route_name: &str) -> Option<pb::PerRoute> {
+        let r = res
+            .routes
+            .iter()
+            .flat_map(|rc| &rc.virtual_hosts)
+            .flat_map(|vh| &vh.routes)
+            .find(|r| r.name.starts_with(&format!("{route_name}#")))?;
+        let any = r.typed_per_filter_config.get(FILTER_NAME)?;
+        let fc = FilterConfig::decode(any.value.as_slice()).unwrap();
+        assert!(fc.is_optional);
+        let inner = fc.config.unwrap();
+        assert_eq!(inner.type_url, pb::PER_ROUTE_TYPE);
+        Some(pb::PerRoute::decode(inner.value.as_slice()).unwrap())
+    }
+
+    #[test]
+    fn kong_precedence_picks_one_instance_per_name() {
+        let s = service("s", "example.com", 80);
+        let r1 = route("r1", &s, json!({"paths": ["/one"]}));
+        let r2 = route("r2", &s, json!({"paths": ["/two"]}));
+        let c = stored("consumers", json!({"username": "c"}));
+        let sid = json!({"id": s.id});
+        let (r1id, r2id, cid) = (
+            json!({"id": r1.id}),
+            json!({"id": r2.id}),
+            json!({"id": c.id}),
+        );
+        let global = plugin("rate-limiting", json!({}));
+        let on_service = plugin("rate-limiting", json!({"service": sid}));
+        let on_r1 = plugin("rate-limiting", json!({"route": r1id}));
+        let on_c = plugin("rate-limiting", json!({"consumer": cid}));
+        let on_c_r2 = plugin("rate-limiting", json!({"consumer": cid, "route": r2id}));
+        let rs = plugin("correlation-id", json!({"route": r1id, "service": sid}));
+        let c_only = plugin("correlation-id", json!({"consumer": cid}));
+        let disabled = {
+            let mut p = plugin("acl", json!({}));
+            p.data["enabled"] = json!(false);
+            p
+        };
+        let res = run(&[
+            s.clone(),
+            r1.clone(),
+            r2.clone(),
+            c.clone(),
+            global.clone(),
+            on_service.clone(),
+            on_r1.clone(),
+            on_c.clone(),
+            on_c_r2.clone(),
+            rs.clone(),
+            c_only.clone(),
+            disabled,
+        ]);
+
+        let p1 = per_route(&res, "r1").expect("r1 has plugins");
+        assert_eq!(p1.route_id, r1.id);
+        assert_eq!(p1.service_id, s.id);
+        let mut want = vec![rs.id.clone(), on_r1.id.clone()];
+        want.sort_by_key(|id| {
+            if *id == rs.id {
+                "correlation-id"
+            } else {
+                "rate-limiting"
+            }
+        });
+        assert_eq!(
+            p1.plugins, want,
+            "route beats service and global; one per name"
+        );
+        // The consumer-only limit beats the route's (rank 4 < 5), but the
+        // consumer-only correlation-id loses to route+service (3 < 4).
+        assert_eq!(p1.consumer_plugins[&c.id].ids, vec![on_c.id.clone()]);
+
+        let p2 = per_route(&res, "r2").expect("r2 has plugins");
+        assert_eq!(p2.plugins, vec![on_service.id.clone()]);
+        // No route-level correlation-id here: the consumer-only one applies.
+        assert_eq!(
+            p2.consumer_plugins[&c.id].ids,
+            vec![c_only.id.clone(), on_c_r2.id.clone()]
+        );
+
+        // The listener carries every enabled instance and the consumer, in
+        // a filter marked optional so Envoy skips it.
+        let (optional, g) = gateway_filter(&res).expect("the plugin filter");
+        assert!(optional);
+        assert_eq!(g.consumers.len(), 1);
+        assert_eq!(g.plugins.len(), 7, "the disabled one is left out");
+    }
+
+    fn gateway_filter(res: &crate::translator::Resources) -> Option<(bool, pb::Gateway)> {
+        use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+            HttpConnectionManager, http_filter,
+        };
+        let Some(ConfigType::TypedConfig(any)) =
+            &res.listeners[0].filter_chains[0].filters[0].config_type
+        else {
+            panic!("no HCM");
+        };
+        let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+        let f = hcm.http_filters.iter().find(|f| f.name == FILTER_NAME)?;
+        let Some(http_filter::ConfigType::TypedConfig(g)) = &f.config_type else {
+            panic!("untyped plugin filter");
+        };
+        Some((
+            f.is_optional,
+            pb::Gateway::decode(g.value.as_slice()).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn no_plugins_no_filter() {
+        let s = service("s", "example.com", 80);
+        let r = route("r", &s, json!({"paths": ["/"]}));
+        let res = run(&[s, r]);
+        assert!(per_route(&res, "r").is_none());
+        assert!(gateway_filter(&res).is_none());
+    }
+}

@@ -1,0 +1,161 @@
+//! The consumer directory: consumers, their ACL groups, and an index of
+//! credentials. It holds secrets: nothing here is ever logged.
+
+use gantry_shared::proto::plugins as pb;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::HashMap;
+
+pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+pub static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+pub static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub static X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
+pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
+pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+
+pub struct Consumer {
+    pub id: String,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    /// Sorted.
+    pub groups: Vec<String>,
+    /// The identity headers' values, built once.
+    id_value: HeaderValue,
+    username_value: Option<HeaderValue>,
+    custom_id_value: Option<HeaderValue>,
+    /// `X-Consumer-Groups`: the groups joined by ", ".
+    pub groups_value: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("id", &self.id).finish()
+    }
+}
+
+/// A key-auth credential, found by its key.
+pub struct KeyCredential {
+    pub id: String,
+    pub consumer: usize,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    consumers: Vec<Consumer>,
+    /// Consumer id or username -> index (Kong's `anonymous` takes either).
+    by_name: HashMap<String, usize>,
+    keys: HashMap<String, KeyCredential>,
+}
+
+impl Directory {
+    pub fn compile(list: &[pb::Consumer]) -> Result<Directory, String> {
+        let mut d = Directory::default();
+        for (i, c) in list.iter().enumerate() {
+            let value = |field: &str, v: &str| {
+                HeaderValue::from_str(v)
+                    .map_err(|_| format!("consumer {}: {field} is not a valid header value", c.id))
+            };
+            let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+            let groups_value = match c.groups.is_empty() {
+                true => None,
+                false => Some(value("groups", &c.groups.join(", "))?),
+            };
+            d.consumers.push(Consumer {
+                id: c.id.clone(),
+                username: opt(&c.username),
+                custom_id: opt(&c.custom_id),
+                groups: c.groups.clone(),
+                id_value: value("id", &c.id)?,
+                username_value: opt(&c.username)
+                    .map(|u| value("username", &u))
+                    .transpose()?,
+                custom_id_value: opt(&c.custom_id)
+                    .map(|u| value("custom_id", &u))
+                    .transpose()?,
+                groups_value,
+            });
+            d.by_name.insert(c.id.clone(), i);
+            if !c.username.is_empty() {
+                d.by_name.entry(c.username.clone()).or_insert(i);
+            }
+            for k in &c.keyauth_credentials {
+                if d.keys
+                    .insert(
+                        k.key.clone(),
+                        KeyCredential {
+                            id: k.id.clone(),
+                            consumer: i,
+                        },
+                    )
+                    .is_some()
+                {
+                    // Says which credential, never the key.
+                    return Err(format!(
+                        "key-auth credential {}: the key is not unique",
+                        k.id
+                    ));
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    pub fn len(&self) -> usize {
+        self.consumers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.consumers.is_empty()
+    }
+
+    /// By id or username.
+    pub fn find(&self, name: &str) -> Option<&Consumer> {
+        self.by_name.get(name).map(|i| &self.consumers[*i])
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<(&Consumer, &str)> {
+        let k = self.keys.get(key)?;
+        Some((&self.consumers[k.consumer], k.id.as_str()))
+    }
+}
+
+/// Client-sent identity headers never reach the upstream: only what the
+/// gateway established does.
+pub fn strip_identity_headers(h: &mut HeaderMap) {
+    for n in [
+        &X_CONSUMER_ID,
+        &X_CONSUMER_CUSTOM_ID,
+        &X_CONSUMER_USERNAME,
+        &X_CREDENTIAL_IDENTIFIER,
+        &X_ANONYMOUS_CONSUMER,
+        &X_CONSUMER_GROUPS,
+    ] {
+        h.remove(n);
+    }
+}
+
+/// Kong's `set_consumer`: the consumer's headers, the credential's id, or
+/// `X-Anonymous-Consumer: true` when there is no credential.
+pub fn set_identity_headers(h: &mut HeaderMap, c: &Consumer, credential: Option<&str>) {
+    h.insert(X_CONSUMER_ID.clone(), c.id_value.clone());
+    match &c.custom_id_value {
+        Some(v) => h.insert(X_CONSUMER_CUSTOM_ID.clone(), v.clone()),
+        None => h.remove(&X_CONSUMER_CUSTOM_ID),
+    };
+    match &c.username_value {
+        Some(v) => h.insert(X_CONSUMER_USERNAME.clone(), v.clone()),
+        None => h.remove(&X_CONSUMER_USERNAME),
+    };
+    match credential.and_then(|id| HeaderValue::from_str(id).ok()) {
+        Some(v) => {
+            h.insert(X_CREDENTIAL_IDENTIFIER.clone(), v);
+            h.remove(&X_ANONYMOUS_CONSUMER);
+        }
+        None => {
+            h.remove(&X_CREDENTIAL_IDENTIFIER);
+            h.insert(
+                X_ANONYMOUS_CONSUMER.clone(),
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+}

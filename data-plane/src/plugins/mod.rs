@@ -1,0 +1,284 @@
+//! Kong's plugins, enforced by gantry-proxy: the `gantry.filters.http.plugins`
+//! HTTP filter (see `proto/gantry/filters/http/plugins/v1/plugins.proto`).
+//!
+//! The listener's filter config compiles into a [`Gateway`] (consumers,
+//! credentials, plugin instances); each route's per-filter config into
+//! [`RoutePlugins`] (which instances apply, already resolved by Kong's
+//! precedence). [`access`] runs the request phases in a fixed order:
+//! client address, authentication, ACL, rate limiting. Counters live in
+//! [`State`], which outlives config swaps.
+
+mod acl;
+mod client_ip;
+mod consumers;
+mod key_auth;
+pub mod rate_limiting;
+pub mod redis;
+mod reject;
+
+pub use client_ip::ClientIp;
+pub use consumers::{Consumer, Directory};
+pub use reject::Reject;
+
+use gantry_shared::proto::plugins as pb;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use prost::Message;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use pb::{FILTER_NAME, GATEWAY_TYPE};
+
+/// The listener-level config: who the consumers are, and every plugin
+/// instance by id.
+pub struct Gateway {
+    /// The encoded config, for equality (listeners are compared on swaps).
+    raw: Vec<u8>,
+    pub directory: Directory,
+    plugins: HashMap<String, Plugin>,
+    pub client_ip: ClientIp,
+}
+
+impl PartialEq for Gateway {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+/// Counts only: the directory holds credentials.
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("consumers", &self.directory.len())
+            .field("plugins", &self.plugins.len())
+            .finish()
+    }
+}
+
+/// One enabled plugin instance.
+#[derive(Debug)]
+pub struct Plugin {
+    pub id: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug)]
+pub enum Kind {
+    KeyAuth(key_auth::KeyAuth),
+    Acl(acl::Acl),
+    RateLimiting(rate_limiting::RateLimiting),
+}
+
+impl Gateway {
+    pub fn compile(value: &[u8]) -> Result<Gateway, String> {
+        let g = pb::Gateway::decode(value).map_err(|e| format!("gateway config: {e}"))?;
+        let directory = Directory::compile(&g.consumers)?;
+        let mut plugins = HashMap::with_capacity(g.plugins.len());
+        for p in &g.plugins {
+            let kind = compile_plugin(&p.name, &p.config_json, &directory)
+                .map_err(|e| format!("plugin {} ({}): {e}", p.id, p.name))?;
+            plugins.insert(
+                p.id.clone(),
+                Plugin {
+                    id: p.id.clone(),
+                    kind,
+                },
+            );
+        }
+        let client_ip = ClientIp::compile(&g.trusted_ips, &g.real_ip_header)?;
+        Ok(Gateway {
+            raw: value.to_vec(),
+            directory,
+            plugins,
+            client_ip,
+        })
+    }
+
+    /// Every plugin id a route names must be here, or the route would run
+    /// without a policy it was given.
+    pub fn check(&self, r: &RoutePlugins) -> Result<(), String> {
+        let ids = r.plugins.iter().chain(r.consumers.values().flatten());
+        for id in ids {
+            if !self.plugins.contains_key(id) {
+                return Err(format!(
+                    "route {}: plugin {id} is not in the listener's plugin filter",
+                    r.route_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
+    Ok(match name {
+        "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v, dir)?),
+        "acl" => Kind::Acl(acl::Acl::compile(&v)?),
+        "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(&v)?),
+        // Refused rather than skipped: a policy the operator configured
+        // must not silently stop applying.
+        other => return Err(format!("plugin {other:?} is not supported by gantry-proxy")),
+    })
+}
+
+/// A route's plugins: instance ids, one per plugin name, and per consumer
+/// the ones that replace them once that consumer is known.
+#[derive(Debug, PartialEq)]
+pub struct RoutePlugins {
+    pub route_id: String,
+    pub service_id: String,
+    pub plugins: Vec<String>,
+    pub consumers: HashMap<String, Vec<String>>,
+}
+
+impl RoutePlugins {
+    /// From a route's `typed_per_filter_config` entry: the per-route config,
+    /// bare or wrapped in Envoy's `FilterConfig`.
+    pub fn compile(any: &envoy_types::pb::google::protobuf::Any) -> Result<RoutePlugins, String> {
+        use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+        const FILTER_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+        let inner = if any.type_url == FILTER_CONFIG {
+            let fc = FilterConfig::decode(any.value.as_slice())
+                .map_err(|e| format!("{FILTER_NAME}: {e}"))?;
+            if fc.disabled {
+                return Err(format!(
+                    "{FILTER_NAME}: a disabled per-route config is not supported"
+                ));
+            }
+            fc.config
+                .ok_or_else(|| format!("{FILTER_NAME}: FilterConfig without config"))?
+        } else {
+            any.clone()
+        };
+        if inner.type_url != pb::PER_ROUTE_TYPE {
+            return Err(format!(
+                "{FILTER_NAME}: per-route config of type {:?} is not supported",
+                inner.type_url
+            ));
+        }
+        let p = pb::PerRoute::decode(inner.value.as_slice())
+            .map_err(|e| format!("{FILTER_NAME}: {e}"))?;
+        Ok(RoutePlugins {
+            route_id: p.route_id,
+            service_id: p.service_id,
+            plugins: p.plugins,
+            consumers: p
+                .consumer_plugins
+                .into_iter()
+                .map(|(k, v)| (k, v.ids))
+                .collect(),
+        })
+    }
+}
+
+/// State that outlives config swaps.
+#[derive(Default)]
+pub struct State {
+    pub limits: rate_limiting::Counters,
+    pub redis: redis::Clients,
+}
+
+/// The request as the plugins see and change it.
+pub struct Request<'a> {
+    pub headers: &'a mut HeaderMap,
+    /// Path and query, as forwarded (key-auth may remove its query argument).
+    pub path_and_query: &'a mut String,
+    pub method: &'a Method,
+    /// The TCP peer.
+    pub peer: IpAddr,
+}
+
+/// What the request phases leave for the response.
+#[derive(Default)]
+pub struct Outcome {
+    /// Added to the response (rate-limit headers).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The instances that apply to one request, by phase.
+#[derive(Default, Clone, Copy)]
+struct Chain<'a> {
+    key_auth: Option<&'a key_auth::KeyAuth>,
+    acl: Option<&'a acl::Acl>,
+    rate_limiting: Option<(&'a str, &'a rate_limiting::RateLimiting)>,
+}
+
+impl<'a> Chain<'a> {
+    fn add(&mut self, p: &'a Plugin) {
+        match &p.kind {
+            Kind::KeyAuth(k) => self.key_auth = Some(k),
+            Kind::Acl(a) => self.acl = Some(a),
+            Kind::RateLimiting(r) => self.rate_limiting = Some((&p.id, r)),
+        }
+    }
+
+    fn resolve(g: &'a Gateway, ids: &'a [String]) -> Chain<'a> {
+        let mut c = Chain::default();
+        for p in ids.iter().filter_map(|id| g.plugins.get(id)) {
+            c.add(p);
+        }
+        c
+    }
+}
+
+/// Who the request is, once authentication ran.
+#[derive(Clone, Copy, Default)]
+pub struct Identity<'a> {
+    pub consumer: Option<&'a Consumer>,
+    /// The credential's id; None for an anonymous consumer.
+    pub credential: Option<&'a str>,
+}
+
+/// Runs the request phases. `Err` is the response to send instead of
+/// forwarding.
+pub async fn access(
+    g: &Gateway,
+    route: &RoutePlugins,
+    state: &State,
+    req: Request<'_>,
+) -> Result<Outcome, Reject> {
+    let mut chain = Chain::resolve(g, &route.plugins);
+    let client = g.client_ip.resolve(req.peer, req.headers);
+    let mut out = Outcome::default();
+
+    // Authentication.
+    let mut who = Identity::default();
+    if chain.key_auth.is_some() {
+        consumers::strip_identity_headers(req.headers);
+    }
+    if let Some(k) = chain.key_auth {
+        who = k.authenticate(&g.directory, req.headers, req.path_and_query, req.method)?;
+        if let Some(c) = who.consumer {
+            consumers::set_identity_headers(req.headers, c, who.credential);
+        }
+    }
+    // Consumer-scoped instances replace the route's, by plugin name.
+    if let Some(c) = who.consumer
+        && let Some(ids) = route.consumers.get(&c.id)
+    {
+        for p in ids.iter().filter_map(|id| g.plugins.get(id)) {
+            chain.add(p);
+        }
+    }
+    if let Some(a) = chain.acl {
+        a.check(who, req.headers)?;
+    }
+    if let Some((id, rl)) = chain.rate_limiting {
+        let ctx = rate_limiting::Ctx {
+            plugin_id: id,
+            identity: who,
+            client,
+            service_id: &route.service_id,
+            headers: req.headers,
+            path: req.path_and_query.split('?').next().unwrap_or_default(),
+        };
+        rl.apply(&state.limits, &state.redis, &ctx, &mut out.response_headers)
+            .await?;
+    }
+    Ok(out)
+}
+
+/// Shared, so routes and their compiled configs can point at it.
+pub type SharedGateway = Arc<Gateway>;

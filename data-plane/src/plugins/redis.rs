@@ -1,0 +1,257 @@
+//! Rate-limit counters in Redis, so several proxies share one limit.
+//!
+//! One Lua script per request checks every window of the instance and
+//! counts the request only when none is full, atomically: N proxies on one
+//! Redis admit exactly the limit per window (see docs/plugins.md for the
+//! error bounds). A client's keys share a hash tag, so the script also
+//! runs on Redis Cluster. Windows come from the proxy's clock: proxies
+//! should keep time with NTP.
+
+use super::rate_limiting::{Identifier, RateLimiting, Usage, usage};
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+/// Where the counters live; equal targets share one connection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    nodes: Vec<(String, u16)>,
+    cluster: bool,
+    database: i64,
+    username: Option<String>,
+    password: Option<Password>,
+    pub timeout: Duration,
+}
+
+/// Never printed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Config {
+    host: Option<String>,
+    port: Option<u16>,
+    timeout: Option<u64>,
+    username: Option<String>,
+    password: Option<String>,
+    database: Option<i64>,
+    ssl: Option<bool>,
+    cluster_nodes: Option<Vec<Node>>,
+}
+
+#[derive(Deserialize)]
+struct Node {
+    ip: String,
+    port: Option<u16>,
+}
+
+impl Target {
+    pub fn compile(v: &serde_json::Value, _sync_rate: f64) -> Result<Target, String> {
+        let c = match v {
+            serde_json::Value::Null => Config::default(),
+            v => Config::deserialize(v).map_err(|e| format!("redis: {e}"))?,
+        };
+        if c.ssl == Some(true) {
+            return Err("redis.ssl is not supported by gantry-proxy yet".into());
+        }
+        let (nodes, cluster) = match (c.cluster_nodes, c.host) {
+            (Some(ns), _) if !ns.is_empty() => (
+                ns.into_iter()
+                    .map(|n| (n.ip, n.port.unwrap_or(6379)))
+                    .collect(),
+                true,
+            ),
+            (_, Some(h)) if !h.is_empty() => (vec![(h, c.port.unwrap_or(6379))], false),
+            _ => return Err("policy redis needs redis.host or redis.cluster_nodes".into()),
+        };
+        Ok(Target {
+            nodes,
+            cluster,
+            database: c.database.unwrap_or(0),
+            username: c.username.filter(|u| !u.is_empty()),
+            password: c.password.filter(|p| !p.is_empty()).map(Password),
+            timeout: Duration::from_millis(c.timeout.unwrap_or(2000).max(1)),
+        })
+    }
+
+    fn url(&self, host: &str, port: u16) -> String {
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => format!("{}:{}@", enc(u), enc(&p.0)),
+            (None, Some(p)) => format!(":{}@", enc(&p.0)),
+            _ => String::new(),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        format!("redis://{auth}{host}:{port}/{}", self.database)
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Connections by target; they outlive config swaps.
+#[derive(Default)]
+pub struct Clients {
+    conns: Mutex<HashMap<Target, Arc<tokio::sync::OnceCell<Conn>>>>,
+}
+
+/// Errors say what failed, never with credentials (the redis crate's
+/// errors do not carry the URL).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from the rate-limit script")]
+    Reply,
+}
+
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LUA));
+
+/// KEYS: per window, its current then its previous key. ARGV: now,
+/// sliding (0/1), then per window size, start and limit. Returns the
+/// 1-based index of the first full window (0 if none), then per window the
+/// current and previous counts before this request. Counts only when no
+/// window is full. Its admission rule is `usage` in rate_limiting.rs.
+const LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local sliding = ARGV[2] == '1'
+local n = #KEYS / 2
+local out = {0}
+for i = 1, n do
+  local size = tonumber(ARGV[3 * i])
+  local start = tonumber(ARGV[3 * i + 1])
+  local limit = tonumber(ARGV[3 * i + 2])
+  local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local prev = 0
+  if sliding then prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
+  local elapsed = math.min(math.max(now - start, 0), size)
+  local carried = 0
+  if sliding then carried = prev * (size - elapsed) / size end
+  local used = math.max(math.ceil(carried + cur - 1e-9), 0)
+  if used >= limit and out[1] == 0 then out[1] = i end
+  out[2 * i] = cur
+  out[2 * i + 1] = prev
+end
+if out[1] == 0 then
+  for i = 1, n do
+    local size = tonumber(ARGV[3 * i])
+    redis.call('INCR', KEYS[2 * i - 1])
+    redis.call('EXPIRE', KEYS[2 * i - 1], 2 * size + 1)
+  end
+end
+return out
+"#;
+
+impl Clients {
+    async fn conn(&self, t: &Target) -> Result<Conn, RedisError> {
+        let cell = {
+            let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(t.clone()).or_default().clone()
+        };
+        let c = cell
+            .get_or_try_init(|| async {
+                if t.cluster {
+                    let urls: Vec<String> = t.nodes.iter().map(|(h, p)| t.url(h, *p)).collect();
+                    let client = redis::cluster::ClusterClient::builder(urls)
+                        .connection_timeout(t.timeout)
+                        .response_timeout(t.timeout)
+                        .build()?;
+                    Ok::<_, RedisError>(Conn::Cluster(client.get_async_connection().await?))
+                } else {
+                    let (h, p) = &t.nodes[0];
+                    let client = redis::Client::open(t.url(h, *p))?;
+                    let cfg = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(t.timeout))
+                        .set_response_timeout(Some(t.timeout))
+                        .set_number_of_retries(1);
+                    Ok(Conn::Single(
+                        ConnectionManager::new_with_config(client, cfg).await?,
+                    ))
+                }
+            })
+            .await?;
+        Ok(c.clone())
+    }
+
+    /// Checks and counts one request against every window of `rl`.
+    pub async fn hit(
+        &self,
+        t: &Target,
+        plugin_id: &str,
+        id: &Identifier<'_>,
+        rl: &RateLimiting,
+        now: f64,
+    ) -> Result<Usage, RedisError> {
+        let fut = async {
+            let mut conn = self.conn(t).await?;
+            let secs = now as u64;
+            let mut inv = SCRIPT.prepare_invoke();
+            inv.arg(format!("{now:.3}"))
+                .arg(if rl.sliding { "1" } else { "0" });
+            for (p, limit) in &rl.limits {
+                let size = p.seconds();
+                let start = secs - secs % size;
+                // The hash tag keeps one client's keys in one slot.
+                let tag = format!("gantry:rl:{{{plugin_id}:{id}}}:{}", p.name());
+                inv.key(format!("{tag}:{start}"))
+                    .key(format!("{tag}:{}", start.saturating_sub(size)));
+                inv.arg(size).arg(start).arg(*limit);
+            }
+            let reply: Vec<i64> = match &mut conn {
+                Conn::Single(c) => inv.invoke_async(c).await?,
+                Conn::Cluster(c) => inv.invoke_async(c).await?,
+            };
+            if reply.len() != 1 + 2 * rl.limits.len() {
+                return Err(RedisError::Reply);
+            }
+            let stop = usize::try_from(reply[0])
+                .ok()
+                .filter(|i| *i > 0)
+                .map(|i| i - 1);
+            let windows = rl
+                .limits
+                .iter()
+                .enumerate()
+                .map(|(i, (p, limit))| {
+                    let size = p.seconds();
+                    let start = secs - secs % size;
+                    let cur = reply[1 + 2 * i].max(0) as u64;
+                    let prev = reply[2 + 2 * i].max(0) as u64;
+                    usage(size, start, cur, prev, *limit, rl.sliding, now)
+                })
+                .collect();
+            Ok(Usage { windows, stop })
+        };
+        tokio::time::timeout(t.timeout, fut)
+            .await
+            .map_err(|_| RedisError::Timeout(t.timeout))?
+    }
+}

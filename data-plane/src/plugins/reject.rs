@@ -1,0 +1,30 @@
+//! Kong's error responses: `{"message": ...}` as JSON, with extra headers.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+#[derive(Debug)]
+pub struct Reject {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Reject {
+    pub fn new(status: u16, message: impl Into<String>) -> Reject {
+        Reject {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reject {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The body Kong's `kong.response.error` sends.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "message": self.message }).to_string()
+    }
+}

@@ -1,0 +1,636 @@
+//! Kong's plugins end to end: a real `gantry-cp` configured through its
+//! admin API, a real `gantry-proxy` (three for the shared Redis limit),
+//! real upstreams and the machine's real Redis.
+//!
+//! 1. `key_auth_acl_and_consumer_headers`: key-auth's success and refusal
+//!    paths (Kong's statuses, messages and `WWW-Authenticate`), hidden
+//!    credentials, anonymous consumers, the identity headers the upstream
+//!    gets (client-sent copies replaced), ACL allow and deny, a
+//!    consumer-scoped plugin replacing the route's, bad configs refused
+//!    with nothing stored, and keys never in the proxy's log.
+//! 2. `rate_limiting_counts_exactly`: a fixed and a sliding window at
+//!    their limits, Kong's headers on every answer, 429 with Retry-After,
+//!    the count starting again past the boundary.
+//! 3. `redis_limit_holds_across_three_proxies`: one limit shared through
+//!    Redis by three proxies under concurrent load; a Redis that cannot be
+//!    reached with `fault_tolerant` true (requests pass) and false (500).
+//!
+//! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test plugins`.
+
+use gantry_e2e::{Cp, Proxy, Upstream, eventually, send_json};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(15);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A header the upstream received, from the echo body.
+    fn upstream_header(&self, name: &str) -> Option<&str> {
+        self.body["headers"][name].as_str()
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Answer {
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = r.bytes().await.expect("body");
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+/// Waits until a request through `proxy` answers `status`.
+async fn until_status(proxy: &Proxy, path: &str, status: u16) {
+    let c = client();
+    let url = format!("{}{path}", proxy.proxy_url());
+    eventually(
+        &format!("GET {url} -> {status}"),
+        CONVERGE,
+        Duration::from_millis(20),
+        || {
+            let req = c.get(&url);
+            async move {
+                match send_json(req).await {
+                    Ok((s, _)) if s == status => Ok(()),
+                    Ok((s, b)) => Err(format!("{s} {b}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_auth_acl_and_consumer_headers() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-auth").await;
+    let c = client();
+    let base = proxy.proxy_url();
+
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for (name, path) in [
+        ("open", "/open"),
+        ("ka", "/ka"),
+        ("acl", "/acl"),
+        ("anon", "/anon"),
+        ("deny", "/deny"),
+    ] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": name, "paths": [path]}),
+        )
+        .await
+        .expect(201);
+    }
+    let alice = cp
+        .post(
+            "/consumers",
+            json!({"username": "alice", "custom_id": "A-1"}),
+        )
+        .await
+        .expect(201);
+    let bob = cp
+        .post("/consumers", json!({"username": "bob"}))
+        .await
+        .expect(201);
+    cp.post("/consumers", json!({"username": "guest"}))
+        .await
+        .expect(201);
+    let alice_cred = cp
+        .post(
+            "/consumers/alice/key-auth",
+            json!({"key": "alice-secret-key"}),
+        )
+        .await
+        .expect(201);
+    cp.post("/consumers/bob/key-auth", json!({"key": "bob-secret-key"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/alice/acls", json!({"group": "gold"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/alice/acls", json!({"group": "admins"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/bob/acls", json!({"group": "banned"}))
+        .await
+        .expect(201);
+
+    // Bad configs are refused with the field and the reason; nothing is stored.
+    let before = cp.get("/plugins").await.expect(200)["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let bad = cp
+        .post(
+            "/routes/ka/plugins",
+            json!({"name": "key-auth", "config": {"key_names": ["not ok"]}}),
+        )
+        .await
+        .expect(400);
+    assert_eq!(bad["name"], "schema violation", "{bad}");
+    assert!(
+        bad["fields"]["config"]["key_names"]
+            .to_string()
+            .contains("bad header name"),
+        "{bad}"
+    );
+    let bad = cp
+        .post(
+            "/routes/acl/plugins",
+            json!({"name": "acl", "config": {"allow": ["a"], "deny": ["b"]}}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("exactly one of"), "{bad}");
+    let bad = cp
+        .post(
+            "/routes/ka/plugins",
+            json!({"name": "rate-limiting", "config": {"limit_by": "ip"}}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("at least one of"), "{bad}");
+    assert_eq!(
+        cp.get("/plugins").await.expect(200)["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before
+    );
+
+    cp.post(
+        "/routes/ka/plugins",
+        json!({"name": "key-auth", "config": {"hide_credentials": true}}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/acl/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/routes/acl/plugins",
+        json!({"name": "acl", "config": {"allow": ["gold"]}}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/deny/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/routes/deny/plugins",
+        json!({"name": "acl", "config": {"deny": ["banned"], "hide_groups_header": true}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/anon/plugins",
+        json!({"name": "key-auth", "config": {"anonymous": "guest"}}),
+    )
+    .await
+    .expect(201);
+    // A route-wide limit, and a tighter one for alice on the same route:
+    // the consumer-scoped instance replaces the route's for her.
+    cp.post(
+        "/routes/ka/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 1000}}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post(
+            "/plugins",
+            json!({"name": "rate-limiting", "route": {"id": cp.get("/routes/ka").await.expect(200)["id"]},
+                   "consumer": {"id": alice["id"]}, "config": {"minute": 7}}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    until_status(&proxy, "/ka", 401).await;
+
+    // No key: 401, Kong's message and challenge; the upstream sees nothing.
+    let seen = up.requests();
+    let a = send(c.get(format!("{base}/ka"))).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.body, json!({"message": "No API key found in request"}));
+    assert_eq!(a.header("www-authenticate"), Some("Key realm=\"kong\""));
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    // A wrong key, and two keys.
+    let a = send(c.get(format!("{base}/ka")).header("apikey", "nope")).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (
+            401,
+            &json!({"message": "Invalid authentication credentials"})
+        )
+    );
+    let a = send(c.get(format!("{base}/ka?apikey=x&apikey=y"))).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (401, &json!({"message": "Duplicate API key found"}))
+    );
+    assert_eq!(up.requests(), seen, "refused requests reached the upstream");
+
+    // The right key: the upstream learns who, never the key, and cannot be
+    // told otherwise by the client.
+    let a = send(
+        c.get(format!("{base}/ka?x=1&apikey=alice-secret-key&y=2"))
+            .header("x-consumer-username", "mallory")
+            .header("x-consumer-id", "forged")
+            .header("x-anonymous-consumer", "true"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // strip_path took `/ka`; hide_credentials took the key.
+    assert_eq!(a.body["path"], "/?x=1&y=2");
+    assert_eq!(a.upstream_header("x-consumer-id"), alice["id"].as_str());
+    assert_eq!(a.upstream_header("x-consumer-username"), Some("alice"));
+    assert_eq!(a.upstream_header("x-consumer-custom-id"), Some("A-1"));
+    assert_eq!(
+        a.upstream_header("x-credential-identifier"),
+        alice_cred["id"].as_str()
+    );
+    assert_eq!(a.upstream_header("x-anonymous-consumer"), None);
+    let a = send(
+        c.get(format!("{base}/ka"))
+            .header("apikey", "bob-secret-key"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream_header("apikey"), None, "hide_credentials");
+    assert_eq!(a.upstream_header("x-consumer-id"), bob["id"].as_str());
+    assert_eq!(a.upstream_header("x-consumer-custom-id"), None);
+
+    // Consumer-scoped rate limit replaces the route's for alice only.
+    let a = send(
+        c.get(format!("{base}/ka"))
+            .header("apikey", "alice-secret-key"),
+    )
+    .await;
+    assert_eq!(a.header("x-ratelimit-limit-minute"), Some("7"));
+    let a = send(
+        c.get(format!("{base}/ka"))
+            .header("apikey", "bob-secret-key"),
+    )
+    .await;
+    assert_eq!(a.header("x-ratelimit-limit-minute"), Some("1000"));
+
+    // ACL allow: alice is gold, bob is not.
+    let a = send(
+        c.get(format!("{base}/acl"))
+            .header("apikey", "alice-secret-key"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream_header("x-consumer-groups"), Some("admins, gold"));
+    assert_eq!(
+        a.upstream_header("apikey"),
+        Some("alice-secret-key"),
+        "kept without hide_credentials"
+    );
+    let a = send(
+        c.get(format!("{base}/acl"))
+            .header("apikey", "bob-secret-key"),
+    )
+    .await;
+    assert_eq!(
+        (a.status, &a.body),
+        (403, &json!({"message": "You cannot consume this service"}))
+    );
+    let a = send(c.get(format!("{base}/acl"))).await;
+    assert_eq!(a.status, 401);
+    // ACL deny: bob is banned; alice passes, her groups header hidden.
+    let a = send(
+        c.get(format!("{base}/deny"))
+            .header("apikey", "bob-secret-key"),
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    let a = send(
+        c.get(format!("{base}/deny"))
+            .header("apikey", "alice-secret-key")
+            .header("x-consumer-groups", "forged"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream_header("x-consumer-groups"), None);
+
+    // Anonymous: no key gets the guest consumer, marked as such; a wrong
+    // key too (Kong); a right key is still the real consumer.
+    let a = send(c.get(format!("{base}/anon"))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream_header("x-consumer-username"), Some("guest"));
+    assert_eq!(a.upstream_header("x-anonymous-consumer"), Some("true"));
+    assert_eq!(a.upstream_header("x-credential-identifier"), None);
+    let a = send(
+        c.get(format!("{base}/anon"))
+            .header("apikey", "alice-secret-key"),
+    )
+    .await;
+    assert_eq!(a.upstream_header("x-consumer-username"), Some("alice"));
+    assert_eq!(a.upstream_header("x-anonymous-consumer"), None);
+
+    // A route without plugins is untouched, forged headers and all.
+    let a = send(
+        c.get(format!("{base}/open"))
+            .header("x-consumer-id", "whatever"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream_header("x-consumer-id"), Some("whatever"));
+
+    // Deleting the credential takes effect: bob's key stops working.
+    let creds = cp.get("/consumers/bob/key-auth").await.expect(200);
+    let id = creds["data"][0]["id"].as_str().unwrap().to_string();
+    let rev = cp
+        .delete(&format!("/consumers/bob/key-auth/{id}"))
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let a = send(
+        c.get(format!("{base}/ka"))
+            .header("apikey", "bob-secret-key"),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+
+    // Keys never reach the logs, or the admin API's reads.
+    let log = proxy.log() + &cp.log();
+    for key in ["alice-secret-key", "bob-secret-key"] {
+        assert!(!log.contains(key), "a key is in the logs");
+    }
+}
+
+/// Seconds into the current minute (wall clock, as the proxy counts).
+fn secs_into_minute() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    now % 60.0
+}
+
+/// Sleeps until at least `margin` seconds remain in the current minute,
+/// so a burst of requests lands in one window.
+async fn clear_of_minute_boundary(margin: f64) {
+    let into = secs_into_minute();
+    if into > 60.0 - margin {
+        tokio::time::sleep(Duration::from_secs_f64(60.0 - into + 0.05)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_counts_exactly() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-rl").await;
+    let c = client();
+    let base = proxy.proxy_url();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "fixed", "paths": ["/fixed"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "second", "paths": ["/second"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "hidden", "paths": ["/hidden"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/fixed/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 3, "hour": 100, "limit_by": "ip", "window_type": "fixed"}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/second/plugins",
+        json!({"name": "rate-limiting", "config": {"second": 2, "limit_by": "ip",
+               "error_code": 503, "error_message": "slow down"}}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post(
+            "/routes/hidden/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 1, "hide_client_headers": true}}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+
+    // Three per minute: remaining 2, 1, 0, then 429 until the minute ends.
+    clear_of_minute_boundary(10.0).await;
+    let seen = up.requests();
+    for remaining in [2, 1, 0] {
+        let a = send(c.get(format!("{base}/fixed"))).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("x-ratelimit-limit-minute"), Some("3"));
+        assert_eq!(
+            a.header("x-ratelimit-remaining-minute"),
+            Some(remaining.to_string().as_str())
+        );
+        assert_eq!(a.header("x-ratelimit-limit-hour"), Some("100"));
+        assert_eq!(
+            a.header("x-ratelimit-remaining-hour"),
+            Some((99 - (2 - remaining)).to_string().as_str())
+        );
+        // The binding window is the minute.
+        assert_eq!(a.header("ratelimit-limit"), Some("3"));
+        assert_eq!(
+            a.header("ratelimit-remaining"),
+            Some(remaining.to_string().as_str())
+        );
+    }
+    let a = send(c.get(format!("{base}/fixed"))).await;
+    assert_eq!(a.status, 429);
+    assert_eq!(a.body, json!({"message": "API rate limit exceeded"}));
+    assert_eq!(a.header("x-ratelimit-remaining-minute"), Some("0"));
+    let left = 60.0 - secs_into_minute();
+    let retry: f64 = a
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(
+        (retry - left).abs() <= 1.5,
+        "Retry-After {retry}, {left} s left in the minute"
+    );
+    assert_eq!(a.header("ratelimit-reset"), a.header("retry-after"));
+    assert_eq!(
+        up.requests(),
+        seen + 3,
+        "a refused request reached the upstream"
+    );
+    // A refused request is not counted: the hour still says 97 left.
+    let a = send(c.get(format!("{base}/fixed"))).await;
+    assert_eq!(a.header("x-ratelimit-remaining-hour"), Some("97"));
+
+    // Per second (sliding): exactly two in a second, the third refused
+    // with the configured status and message; a fresh second admits again
+    // once the previous second's weight has fallen.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let frac = now.as_secs_f64().fract();
+    if frac > 0.5 {
+        tokio::time::sleep(Duration::from_secs_f64(1.02 - frac)).await;
+    }
+    assert_eq!(send(c.get(format!("{base}/second"))).await.status, 200);
+    assert_eq!(send(c.get(format!("{base}/second"))).await.status, 200);
+    let a = send(c.get(format!("{base}/second"))).await;
+    assert_eq!((a.status, &a.body), (503, &json!({"message": "slow down"})));
+    // Sliding: 2 in this second weigh more than 1 until half-way into
+    // the next, 1 to 1.5 s away (rounded up).
+    assert_eq!(a.header("retry-after"), Some("2"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(send(c.get(format!("{base}/second"))).await.status, 200);
+
+    // hide_client_headers: no counters shown, but Retry-After on the 429.
+    clear_of_minute_boundary(5.0).await;
+    let a = send(c.get(format!("{base}/hidden"))).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.headers.keys().all(|k| !k.as_str().contains("ratelimit")),
+        "{:?}",
+        a.headers
+    );
+    let a = send(c.get(format!("{base}/hidden"))).await;
+    assert_eq!(a.status, 429);
+    assert!(a.header("retry-after").is_some());
+    assert!(
+        a.headers.keys().all(|k| !k.as_str().contains("ratelimit")),
+        "{:?}",
+        a.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_limit_holds_across_three_proxies() {
+    gantry_e2e::require_redis().await;
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let p1 = Proxy::start(&cp, "gantry-redis-1").await;
+    let p2 = Proxy::start(&cp, "gantry-redis-2").await;
+    let p3 = Proxy::start(&cp, "gantry-redis-3").await;
+    // A port nothing listens on: a Redis that is down.
+    let dead = gantry_e2e::reserve_port();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["shared", "tolerant", "strict"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    let addr = gantry_e2e::redis_addr();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("redis port");
+    let redis = |port: u16| json!({"host": host, "port": port, "timeout": 500});
+    cp.post(
+        "/routes/shared/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 20, "policy": "redis",
+               "limit_by": "service", "redis": redis(port)}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/tolerant/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "redis",
+               "fault_tolerant": true, "redis": redis(dead.port)}}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post(
+            "/routes/strict/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "redis",
+                   "fault_tolerant": false, "redis": redis(dead.port)}}),
+        )
+        .await
+        .committed();
+    for p in [&p1, &p2, &p3] {
+        cp.wait_synced(&p.node_id, rev, CONVERGE).await;
+    }
+
+    // 60 requests at once, spread over three proxies: exactly 20 pass.
+    clear_of_minute_boundary(15.0).await;
+    let c = client();
+    let seen = up.requests();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let url = format!("{}/shared", [&p1, &p2, &p3][i % 3].proxy_url());
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { send(c.get(url)).await.status }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (20, 40), "the shared limit admitted {ok}");
+    assert_eq!(up.requests(), seen + 20);
+    // Every proxy now refuses, whichever served the earlier ones.
+    for p in [&p1, &p2, &p3] {
+        let a = send(c.get(format!("{}/shared", p.proxy_url()))).await;
+        assert_eq!(a.status, 429);
+        assert_eq!(a.header("x-ratelimit-remaining-minute"), Some("0"));
+    }
+
+    // Redis unreachable: fault_tolerant lets requests through, without
+    // counters; otherwise Kong's 500.
+    let a = send(c.get(format!("{}/tolerant", p1.proxy_url()))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-ratelimit-limit-minute"), None);
+    let a = send(c.get(format!("{}/strict", p2.proxy_url()))).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (500, &json!({"message": "An unexpected error occurred"}))
+    );
+    drop(dead);
+}
