@@ -1474,8 +1474,8 @@ pub fn median_max(v: &mut [Duration]) -> (Duration, Duration) {
 /// Where the tests' Redis is, as `host:port`, from `GANTRY_TEST_REDIS_URL`
 /// (default `redis://127.0.0.1:6379`; `scripts/test.sh` starts it).
 pub fn redis_addr() -> String {
-    let url = std::env::var("GANTRY_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("GANTRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let rest = url.strip_prefix("redis://").unwrap_or(&url);
     let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
     rest.split('/').next().unwrap_or(rest).to_string()

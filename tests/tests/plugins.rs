@@ -634,3 +634,337 @@ async fn redis_limit_holds_across_three_proxies() {
     );
     drop(dead);
 }
+
+/// An RSA key pair from openssl: (private PEM, public PEM).
+fn rsa_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let public = run(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(public).unwrap(),
+    )
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn sign(alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey, claims: Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("sign")
+}
+
+/// A token with `{"alg": "none"}` and no signature.
+fn unsigned(claims: &Value) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.",
+        e.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        e.encode(claims.to_string())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_verifies_like_kong() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let dir = gantry_e2e::TempDir::new("gantry-e2e-jwt");
+    let (carol_private, carol_public) = rsa_pair(dir.path(), "carol");
+    let (forger_private, _) = rsa_pair(dir.path(), "forger");
+    let carol_key = EncodingKey::from_rsa_pem(carol_private.as_bytes()).unwrap();
+    let forger_key = EncodingKey::from_rsa_pem(forger_private.as_bytes()).unwrap();
+    let dave_key = EncodingKey::from_secret(b"dave-hmac-secret-0123456789abcdef");
+    let provider_secret = b"provider-secret-0123456789abcdef";
+    let provider_key = EncodingKey::from_secret(provider_secret);
+
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-jwt").await;
+    let c = client();
+    let base = proxy.proxy_url();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["jwt", "short", "issuer"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    cp.post("/consumers", json!({"username": "carol"}))
+        .await
+        .expect(201);
+    cp.post("/consumers", json!({"username": "dave"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/consumers/carol/jwt",
+        json!({"key": "carol-iss", "algorithm": "RS256", "rsa_public_key": carol_public}),
+    )
+    .await
+    .expect(201);
+    let dave_cred = cp
+        .post(
+            "/consumers/dave/jwt",
+            json!({"key": "dave-iss", "algorithm": "HS256", "secret": "dave-hmac-secret-0123456789abcdef"}),
+        )
+        .await
+        .expect(201);
+    // Reads never show the secret.
+    let read = cp
+        .get(&format!(
+            "/consumers/dave/jwt/{}",
+            dave_cred["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_ne!(
+        read["secret"], "dave-hmac-secret-0123456789abcdef",
+        "{read}"
+    );
+    cp.post(
+        "/routes/jwt/plugins",
+        json!({"name": "jwt", "config": {"claims_to_verify": ["exp", "nbf"],
+               "claims_to_headers": [{"claim": "tenant", "header": "X-Tenant-ID"}]}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/short/plugins",
+        json!({"name": "jwt", "config": {"claims_to_verify": ["exp"], "maximum_expiration": 60}}),
+    )
+    .await
+    .expect(201);
+    use base64::Engine;
+    let jwks = json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1",
+        "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(provider_secret)}]});
+    let rev = cp
+        .post(
+            "/routes/issuer/plugins",
+            json!({"name": "jwt", "config": {"providers": [{"name": "idp", "issuer": "https://idp.example",
+                   "audiences": ["api"], "local_jwks": jwks.to_string()}],
+                   "claims_to_headers": [{"claim": "roles", "header": "X-User-Roles"}]}}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    until_status(&proxy, "/jwt", 401).await;
+
+    let exp = now_s() + 3600;
+    let good = sign(
+        Algorithm::RS256,
+        &carol_key,
+        json!({"iss": "carol-iss", "exp": exp, "tenant": "t-42"}),
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+    let get = |path: &str| c.get(format!("{base}{path}"));
+
+    // No token: Kong's 401 and challenge.
+    let a = send(get("/jwt")).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (401, &json!({"message": "Unauthorized"}))
+    );
+    assert_eq!(a.header("www-authenticate"), Some("Bearer realm=\"kong\""));
+
+    // A good RS256 token: the consumer, the credential's key and the mapped
+    // claim go upstream with the token. Twice: the second from the cache.
+    for _ in 0..2 {
+        let a = send(
+            get("/jwt")
+                .header("authorization", bearer(&good))
+                .header("x-tenant-id", "forged"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.upstream_header("x-consumer-username"), Some("carol"));
+        assert_eq!(
+            a.upstream_header("x-credential-identifier"),
+            Some("carol-iss")
+        );
+        assert_eq!(a.upstream_header("x-tenant-id"), Some("t-42"));
+        assert_eq!(
+            a.upstream_header("authorization"),
+            Some(bearer(&good).as_str())
+        );
+    }
+    // HS256 in the query string.
+    let hs = sign(
+        Algorithm::HS256,
+        &dave_key,
+        json!({"iss": "dave-iss", "exp": exp}),
+    );
+    let a = send(get(&format!("/jwt?jwt={hs}"))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.upstream_header("x-consumer-username"), Some("dave"));
+
+    // Refusals, each with Kong's message.
+    let refused = [
+        (
+            "expired",
+            sign(
+                Algorithm::RS256,
+                &carol_key,
+                json!({"iss": "carol-iss", "exp": now_s() - 10}),
+            ),
+            json!({"exp": "token expired"}),
+        ),
+        (
+            "not yet valid",
+            sign(
+                Algorithm::RS256,
+                &carol_key,
+                json!({"iss": "carol-iss", "exp": exp, "nbf": now_s() + 600}),
+            ),
+            json!({"nbf": "token not valid yet"}),
+        ),
+        (
+            "forged",
+            sign(
+                Algorithm::RS256,
+                &forger_key,
+                json!({"iss": "carol-iss", "exp": exp}),
+            ),
+            json!({"message": "Invalid signature"}),
+        ),
+        (
+            "alg none",
+            unsigned(&json!({"iss": "carol-iss", "exp": exp})),
+            json!({"message": "Invalid algorithm"}),
+        ),
+        (
+            "alg switched to HS256",
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(carol_public.as_bytes()),
+                json!({"iss": "carol-iss", "exp": exp}),
+            ),
+            json!({"message": "Invalid algorithm"}),
+        ),
+        (
+            "unknown issuer",
+            sign(
+                Algorithm::RS256,
+                &carol_key,
+                json!({"iss": "nobody", "exp": exp}),
+            ),
+            json!({"message": "No credentials found for given 'iss'"}),
+        ),
+        (
+            "no iss",
+            sign(Algorithm::RS256, &carol_key, json!({"exp": exp})),
+            json!({"message": "No mandatory 'iss' in claims"}),
+        ),
+        (
+            "garbage",
+            "not.a.token".to_string(),
+            json!({"message": "Bad token; invalid JSON"}),
+        ),
+    ];
+    let seen = up.requests();
+    for (what, token, body) in &refused {
+        let a = send(get("/jwt").header("authorization", bearer(token))).await;
+        assert_eq!((a.status, &a.body), (401, body), "{what}");
+        assert_eq!(
+            a.header("www-authenticate"),
+            Some("Bearer realm=\"kong\", error=\"invalid_token\""),
+            "{what}"
+        );
+    }
+    // Two different tokens at once.
+    let a = send(get(&format!("/jwt?jwt={hs}")).header("authorization", bearer(&good))).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (401, &json!({"message": "Multiple tokens provided"}))
+    );
+    assert_eq!(up.requests(), seen, "a refused token reached the upstream");
+
+    // maximum_expiration: an hour is too long for 60 s; 30 s is fine.
+    let a = send(get("/short").header("authorization", bearer(&good))).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (401, &json!({"exp": "exceeds maximum allowed expiration"}))
+    );
+    let brief = sign(
+        Algorithm::RS256,
+        &carol_key,
+        json!({"iss": "carol-iss", "exp": now_s() + 30}),
+    );
+    assert_eq!(
+        send(get("/short").header("authorization", bearer(&brief)))
+            .await
+            .status,
+        200
+    );
+
+    // An issuer provider with a JWKS: issuer, audience and key checked.
+    let idp = |aud: &str, key: &EncodingKey| {
+        let mut h = jsonwebtoken::Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &h,
+            &json!({"iss": "https://idp.example", "aud": aud, "exp": exp,
+            "roles": ["admin", "dev"]}),
+            key,
+        )
+        .unwrap()
+    };
+    let a = send(get("/issuer").header("authorization", bearer(&idp("api", &provider_key)))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.upstream_header("x-user-roles"), Some("admin,dev"));
+    let a =
+        send(get("/issuer").header("authorization", bearer(&idp("other", &provider_key)))).await;
+    assert_eq!(a.status, 401);
+    let a = send(get("/issuer").header("authorization", bearer(&idp("api", &dave_key)))).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (401, &json!({"message": "Invalid signature"}))
+    );
+
+    // A bad plugin config is refused; nothing is stored.
+    let bad = cp
+        .post(
+            "/routes/jwt/plugins",
+            json!({"name": "jwt", "config": {"claims_to_verify": ["iat"]}}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        bad["fields"]["config"]["claims_to_verify"]
+            .to_string()
+            .contains("expected one of"),
+        "{bad}"
+    );
+
+    // Tokens and secrets never reach the logs.
+    let log = proxy.log() + &cp.log();
+    assert!(
+        !log.contains(&good) && !log.contains("dave-hmac-secret"),
+        "a secret is in the logs"
+    );
+}

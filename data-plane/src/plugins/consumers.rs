@@ -1,6 +1,7 @@
 //! The consumer directory: consumers, their ACL groups, and an index of
 //! credentials. It holds secrets: nothing here is ever logged.
 
+use super::jwt::JwtCredential;
 use gantry_shared::proto::plugins as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::HashMap;
@@ -44,6 +45,9 @@ pub struct Directory {
     /// Consumer id or username -> index (Kong's `anonymous` takes either).
     by_name: HashMap<String, usize>,
     keys: HashMap<String, KeyCredential>,
+    jwt: Vec<JwtCredential>,
+    /// A jwt credential's `key` -> index in `jwt`.
+    jwt_keys: HashMap<String, usize>,
 }
 
 impl Directory {
@@ -95,8 +99,24 @@ impl Directory {
                     ));
                 }
             }
+            for j in &c.jwt_secrets {
+                if d.jwt_keys.insert(j.key.clone(), d.jwt.len()).is_some() {
+                    return Err(format!("jwt credential {}: the key is not unique", j.id));
+                }
+                d.jwt.push(JwtCredential::compile(j, i));
+            }
         }
         Ok(d)
+    }
+
+    pub fn jwt_by_key(&self, key: &str) -> Option<(usize, &JwtCredential)> {
+        let i = *self.jwt_keys.get(key)?;
+        Some((i, &self.jwt[i]))
+    }
+
+    pub fn jwt_credential(&self, i: usize) -> (&Consumer, &JwtCredential) {
+        let j = &self.jwt[i];
+        (&self.consumers[j.consumer], j)
     }
 
     pub fn len(&self) -> usize {
@@ -136,6 +156,8 @@ pub fn strip_identity_headers(h: &mut HeaderMap) {
 /// Kong's `set_consumer`: the consumer's headers, the credential's id, or
 /// `X-Anonymous-Consumer: true` when there is no credential.
 pub fn set_identity_headers(h: &mut HeaderMap, c: &Consumer, credential: Option<&str>) {
+    // `credential` is what X-Credential-Identifier says: key-auth's id,
+    // jwt's key.
     h.insert(X_CONSUMER_ID.clone(), c.id_value.clone());
     match &c.custom_id_value {
         Some(v) => h.insert(X_CONSUMER_CUSTOM_ID.clone(), v.clone()),

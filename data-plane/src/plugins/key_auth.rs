@@ -76,6 +76,10 @@ impl KeyAuth {
         })
     }
 
+    pub fn has_anonymous(&self) -> bool {
+        matches!(self.anonymous, Anonymous::Consumer(_))
+    }
+
     pub fn authenticate<'d>(
         &self,
         dir: &'d Directory,
@@ -93,7 +97,7 @@ impl KeyAuth {
                 Anonymous::Consumer(name) => match dir.find(name) {
                     Some(c) => Ok(Identity {
                         consumer: Some(c),
-                        credential: None,
+                        ..Default::default()
                     }),
                     None => Err(Reject::new(500, "An unexpected error occurred")),
                 },
@@ -139,6 +143,7 @@ impl KeyAuth {
                 Some((c, cred)) => Ok(Identity {
                     consumer: Some(c),
                     credential: Some(cred),
+                    credential_label: Some(cred),
                 }),
                 None => Err(Reject::new(401, "Invalid authentication credentials")),
             };
@@ -149,7 +154,7 @@ impl KeyAuth {
 }
 
 /// The decoded values of a query argument.
-fn query_values<'a>(pq: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+pub(super) fn query_values<'a>(pq: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
     let query = pq.split_once('?').map(|(_, q)| q).unwrap_or("");
     query
         .split('&')
@@ -161,7 +166,7 @@ fn query_values<'a>(pq: &'a str, name: &'a str) -> impl Iterator<Item = String> 
 }
 
 /// Drops every occurrence of a query argument, keeping the rest in order.
-fn remove_query_arg(pq: &mut String, name: &str) {
+pub(super) fn remove_query_arg(pq: &mut String, name: &str) {
     let Some((path, query)) = pq.split_once('?') else {
         return;
     };

@@ -11,6 +11,7 @@
 mod acl;
 mod client_ip;
 mod consumers;
+mod jwt;
 mod key_auth;
 pub mod rate_limiting;
 pub mod redis;
@@ -64,6 +65,7 @@ pub struct Plugin {
 
 #[derive(Debug)]
 pub enum Kind {
+    Jwt(jwt::Jwt),
     KeyAuth(key_auth::KeyAuth),
     Acl(acl::Acl),
     RateLimiting(rate_limiting::RateLimiting),
@@ -114,6 +116,7 @@ fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, Str
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
     Ok(match name {
+        "jwt" => Kind::Jwt(jwt::Jwt::compile(&v)?),
         "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v, dir)?),
         "acl" => Kind::Acl(acl::Acl::compile(&v)?),
         "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(&v)?),
@@ -200,6 +203,7 @@ pub struct Outcome {
 /// The instances that apply to one request, by phase.
 #[derive(Default, Clone, Copy)]
 struct Chain<'a> {
+    jwt: Option<&'a jwt::Jwt>,
     key_auth: Option<&'a key_auth::KeyAuth>,
     acl: Option<&'a acl::Acl>,
     rate_limiting: Option<(&'a str, &'a rate_limiting::RateLimiting)>,
@@ -208,6 +212,7 @@ struct Chain<'a> {
 impl<'a> Chain<'a> {
     fn add(&mut self, p: &'a Plugin) {
         match &p.kind {
+            Kind::Jwt(j) => self.jwt = Some(j),
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
             Kind::RateLimiting(r) => self.rate_limiting = Some((&p.id, r)),
@@ -229,6 +234,8 @@ pub struct Identity<'a> {
     pub consumer: Option<&'a Consumer>,
     /// The credential's id; None for an anonymous consumer.
     pub credential: Option<&'a str>,
+    /// What `X-Credential-Identifier` says (key-auth: the id; jwt: the key).
+    pub credential_label: Option<&'a str>,
 }
 
 /// Runs the request phases. `Err` is the response to send instead of
@@ -243,16 +250,33 @@ pub async fn access(
     let client = g.client_ip.resolve(req.peer, req.headers);
     let mut out = Outcome::default();
 
-    // Authentication.
+    // Authentication: jwt, then key-auth (Kong's priorities). Each must
+    // pass, unless it has `anonymous`: then it is skipped once another
+    // established a credential (Kong's logical OR).
     let mut who = Identity::default();
-    if chain.key_auth.is_some() {
+    if chain.jwt.is_some() || chain.key_auth.is_some() {
         consumers::strip_identity_headers(req.headers);
     }
-    if let Some(k) = chain.key_auth {
-        who = k.authenticate(&g.directory, req.headers, req.path_and_query, req.method)?;
-        if let Some(c) = who.consumer {
-            consumers::set_identity_headers(req.headers, c, who.credential);
+    if let Some(j) = chain.jwt {
+        let now = rate_limiting::now_secs();
+        who = j.authenticate(
+            &g.directory,
+            req.headers,
+            req.path_and_query,
+            req.method,
+            now,
+        )?;
+    }
+    if let Some(k) = chain.key_auth
+        && !(k.has_anonymous() && who.credential.is_some())
+    {
+        let w = k.authenticate(&g.directory, req.headers, req.path_and_query, req.method)?;
+        if w.consumer.is_some() || who.consumer.is_none() {
+            who = w;
         }
+    }
+    if let Some(c) = who.consumer {
+        consumers::set_identity_headers(req.headers, c, who.credential_label);
     }
     // Consumer-scoped instances replace the route's, by plugin name.
     if let Some(c) = who.consumer

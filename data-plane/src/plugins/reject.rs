@@ -7,6 +7,8 @@ pub struct Reject {
     pub status: StatusCode,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A body other than `{"message": ...}` (the jwt plugin's claim errors).
+    pub body: Option<Box<serde_json::Value>>,
 }
 
 impl Reject {
@@ -15,6 +17,7 @@ impl Reject {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
             headers: Vec::new(),
+            body: None,
         }
     }
 
@@ -25,6 +28,9 @@ impl Reject {
 
     /// The body Kong's `kong.response.error` sends.
     pub fn body(&self) -> String {
+        if let Some(b) = &self.body {
+            return b.to_string();
+        }
         serde_json::json!({ "message": self.message }).to_string()
     }
 }
