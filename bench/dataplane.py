@@ -10,9 +10,11 @@ after the run, and each ratio to "direct".
 """
 
 import argparse
+import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +40,9 @@ PORTS = {
     "listener_https": 19201,
     "envoy_admin": 19190,
     "gantry_admin": 19191,
+    # Scenarios 3 and 4: a separate Envoy on a static bootstrap.
+    "envoy_static": 19202,
+    "envoy_static_admin": 19192,
 }
 GANTRY_OFFSET = 100  # gantry-proxy binds listener ports + this
 
@@ -67,6 +72,13 @@ def wait_port(p, timeout=30):
 
 
 def http(method, url, body=None, headers=None, timeout=30):
+    st, _, out = http_full(method, url, body, headers, timeout)
+    return st, out
+
+
+def http_full(method, url, body=None, headers=None, timeout=30):
+    """(status, response headers with lower-case names, body); status 0 when
+    nothing answered."""
     data = None
     hdrs = dict(headers or {})
     if body is not None:
@@ -76,11 +88,11 @@ def http(method, url, body=None, headers=None, timeout=30):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=timeout) as r:
-            return r.status, r.read()
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
     except (urllib.error.URLError, ConnectionError, OSError) as e:
-        return 0, str(e).encode()
+        return 0, {}, str(e).encode()
 
 
 class Procs:
@@ -104,6 +116,24 @@ class Procs:
 
     def alive(self, name):
         return self.procs[name].poll() is None
+
+    def stop(self, name):
+        """Stop one of this harness's processes (its process group)."""
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
 
     def stop_all(self):
         for name, p in self.procs.items():
@@ -217,6 +247,201 @@ def envoy_bootstrap(path):
     open(path, "w").write(src)
 
 
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def openssl(*argv, stdin=None):
+    r = subprocess.run(["openssl", *argv], input=stdin, capture_output=True)
+    if r.returncode != 0:
+        raise SystemExit(f"openssl {' '.join(argv)}: {r.stderr.decode(errors='replace')}")
+    return r.stdout
+
+
+def rsa_key_pair(d):
+    """Scenario 3's RSA key pair, as PEM files in `d`: (private, public)."""
+    priv, pub = os.path.join(d, "jwt-private.pem"), os.path.join(d, "jwt-public.pem")
+    openssl("genrsa", "-out", priv, "2048")
+    openssl("rsa", "-in", priv, "-pubout", "-out", pub)
+    return priv, pub
+
+
+def sign_rs256(priv, pub, claims):
+    """A compact RS256 JWT (RSASSA-PKCS1-v1_5 with SHA-256, which is what
+    `openssl dgst -sha256 -sign` makes with an RSA key), checked against the
+    public key before use."""
+    header = {"alg": "RS256", "typ": "JWT"}
+    signing_input = ".".join(
+        b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+    )
+    sig = openssl("dgst", "-sha256", "-sign", priv, stdin=signing_input.encode())
+    sig_file = priv + ".sig"
+    with open(sig_file, "wb") as f:
+        f.write(sig)
+    openssl("dgst", "-sha256", "-verify", pub, "-signature", sig_file, stdin=signing_input.encode())
+    return f"{signing_input}.{b64url(sig)}"
+
+
+def rsa_jwk(pub, kid):
+    """The public key as a JWK: `n` from `openssl rsa -modulus`, `e` from
+    `openssl rsa -text` (big-endian, base64url, no padding, as RFC 7518)."""
+    modulus = openssl("rsa", "-pubin", "-in", pub, "-noout", "-modulus").decode().strip()
+    if not modulus.startswith("Modulus="):
+        raise SystemExit(f"unexpected openssl -modulus output: {modulus[:80]!r}")
+    n = int(modulus.split("=", 1)[1], 16)
+    text = openssl("rsa", "-pubin", "-in", pub, "-noout", "-text").decode()
+    m = re.search(r"Exponent:\s*(\d+)", text)
+    if not m:
+        raise SystemExit(f"no exponent in openssl -text output:\n{text}")
+    e = int(m.group(1))
+
+    def uint(v):
+        return b64url(v.to_bytes((v.bit_length() + 7) // 8, "big"))
+
+    return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": uint(n), "e": uint(e)}
+
+
+# Envoy's native filters for scenarios 3 and 4 (field names from the v3 API:
+# envoy.extensions.filters.http.{api_key_auth,jwt_authn,local_ratelimit}.v3).
+def envoy_api_key_auth(key, client):
+    return {
+        "name": "envoy.filters.http.api_key_auth",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+            "credentials": [{"key": key, "client": client}],
+            "key_sources": [{"header": "apikey"}],
+            # Kong sends the consumer upstream; the closest Envoy has.
+            "forwarding": {"header": "x-consumer-username"},
+        },
+    }
+
+
+def envoy_jwt_authn(issuer, jwk):
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "bench": {
+                    "issuer": issuer,
+                    "local_jwks": {"inline_string": json.dumps({"keys": [jwk]})},
+                    # Kong forwards the token upstream; Envoy strips it by default.
+                    "forward": True,
+                    # gantry-proxy caches verified tokens (64k, docs/plugins.md);
+                    # Envoy's cache is off unless configured.
+                    "jwt_cache_config": {"jwt_cache_size": 65536},
+                    # The token comes from Envoy's default place,
+                    # `Authorization: Bearer`, as Kong's jwt default.
+                }
+            },
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+        },
+    }
+
+
+def envoy_local_ratelimit():
+    """One token bucket too big to empty (the benchmark's limit is never hit),
+    with rate-limit response headers as gantry-proxy sends Kong's."""
+    all_of_it = {"numerator": 100, "denominator": "HUNDRED"}
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "bench_ratelimit",
+            "token_bucket": {
+                "max_tokens": 4294967295,
+                "tokens_per_fill": 4294967295,
+                "fill_interval": "1s",
+            },
+            "filter_enabled": {"runtime_key": "bench_ratelimit_enabled", "default_value": all_of_it},
+            "filter_enforced": {"runtime_key": "bench_ratelimit_enforced", "default_value": all_of_it},
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        },
+    }
+
+
+def envoy_static_bootstrap(path, http_filters):
+    """A static Envoy bootstrap (JSON): one listener like the ADS Envoy's, the
+    given HTTP filters then the router, one route to the origin cluster
+    (upstream HTTP/1.1 connections are pooled: keep-alive), no access log."""
+    def addr(port):
+        return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "http",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "route_config": {
+            "name": "bench",
+            "virtual_hosts": [{
+                "name": "all",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "origin"}}],
+            }],
+        },
+        "http_filters": http_filters + [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }],
+    }
+    # As gantry-cp sets them for the ADS Envoy's clusters.
+    limits = {"priority": "DEFAULT", "max_connections": 100000, "max_pending_requests": 100000,
+              "max_requests": 100000, "max_retries": 1000}
+    doc = {
+        "node": {"id": "bench-envoy-static", "cluster": "bench"},
+        "static_resources": {
+            "listeners": [{
+                "name": "http",
+                "address": addr(PORTS["envoy_static"]),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm,
+                }]}],
+            }],
+            "clusters": [{
+                "name": "origin",
+                "type": "STATIC",
+                "connect_timeout": "60s",
+                "circuit_breakers": {"thresholds": [limits]},
+                "load_assignment": {
+                    "cluster_name": "origin",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr(PORTS["upstream"])}}]}],
+                },
+            }],
+        },
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 50000,
+            },
+        }]},
+        "admin": {"address": addr(PORTS["envoy_static_admin"])},
+    }
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def redis_ping():
+    try:
+        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"],
+                           capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.stdout.strip() == "PONG"
+
+
+def ensure_redis():
+    """Scenario 4 counts in Redis on 127.0.0.1:6379: start it if it is down."""
+    if redis_ping():
+        return
+    log("Redis does not answer on 127.0.0.1:6379; starting it with scripts/services.sh")
+    subprocess.run([os.path.join(ROOT, "scripts", "services.sh")], stdout=sys.stderr)
+    if not redis_ping():
+        raise SystemExit("Redis is not up on 127.0.0.1:6379 (needed by scenario 4); see scripts/services.sh")
+
+
 def parse_duration(s):
     m = re.match(r"([\d.]+)(us|ms|s|m)", s)
     if not m:
@@ -225,10 +450,12 @@ def parse_duration(s):
     return v * {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url, duration, conns, cpu, host=None):
+def wrk(url, duration, conns, cpu, host=None, headers=None):
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
     if host:
         argv += ["-H", f"Host: {host}"]
+    for k, v in (headers or {}).items():
+        argv += ["-H", f"{k}: {v}"]
     argv.append(url)
     if cpu is not None:
         argv = ["taskset", "-c", cpu] + argv
@@ -422,9 +649,222 @@ def run(args, work, procs, proxy_cpu, load_cpu):
     mid -= mid % 3  # a prefix route
     mid_path = f"/api/v1/prefix{mid}"
 
+    # Scenarios 3 and 4: plugins on gantry-proxy through the admin API,
+    # a static Envoy with Envoy's native filters, credentials on every request.
+    gantry_url = base["gantry-proxy"][0] + "/"
+    static_url = f"http://127.0.0.1:{PORTS['envoy_static']}/"
+    rl_gantry, rl_envoy = "x-ratelimit-remaining-minute", "x-ratelimit-remaining"
+
+    def admin_message(body):
+        try:
+            return json.loads(body)["message"]
+        except (ValueError, KeyError, TypeError):
+            return body[:300].decode(errors="replace")
+
+    def admin_write(path, body, refusable=False):
+        """POST to the admin API: (status, body, revision). Anything but 201
+        stops the harness, except a 400 when `refusable`."""
+        st, hdrs, out = http_full("POST", f"{admin}{path}", body)
+        if st in (200, 201):
+            return st, out, int(hdrs.get("x-gantry-revision") or 0)
+        if refusable and st == 400:
+            return st, out, 0
+        raise SystemExit(f"POST {path}: {st} {out[:500]!r}")
+
+    def auth_problem(label, url, creds, rl_header=None, expect_401=True):
+        """None when `url` answers 200 with the credentials (carrying the
+        rate-limit header `rl_header`, proof that rate limiting ran) and,
+        when `expect_401`, 401 without them; else what is wrong."""
+        st, hdrs, body = http_full("GET", url, headers=creds, timeout=5)
+        if st != 200:
+            return (f"{label} answered {st} to a request with credentials: "
+                    f"{body[:200].decode(errors='replace')}")
+        if rl_header and rl_header not in hdrs:
+            return f"{label} answered 200 without a {rl_header} header: rate limiting did not run"
+        if expect_401:
+            st, _, body = http_full("GET", url, timeout=5)
+            if st != 401:
+                return f"{label} answered {st}, not 401, to a request without credentials"
+        return None
+
+    def gantry_state(rev):
+        """gantry-proxy's state at `rev` or later, from gantry-cp's fleet
+        view: ("NACKED", reasons), ("SYNCED", None) or (None, None)."""
+        st, _, body = http_full("GET", f"{admin}/fleet/bench-gantry", timeout=5)
+        try:
+            node = json.loads(body) if st == 200 else {}
+        except ValueError:
+            node = {}
+        if (node.get("target_revision") or 0) < rev:
+            return None, None
+        if node.get("state") == "NACKED":
+            errs = [t["last_nack"]["error"] for t in (node.get("types") or {}).values()
+                    if t.get("state") == "NACKED" and t.get("last_nack")]
+            return "NACKED", "; ".join(errs) or "no reason given"
+        return node.get("state"), None
+
+    def wait_gantry_plugins(rev, creds, timeout=60):
+        """None once gantry-proxy enforces the plugins written up to `rev`;
+        else why not (a NACK, or what it answers)."""
+        deadline = time.time() + timeout
+        synced_at = nacked_at = None
+        while True:
+            why = auth_problem("gantry-proxy", gantry_url, creds, rl_gantry)
+            if why is None:
+                return None
+            state, nack = gantry_state(rev)
+            if state == "NACKED":
+                if nacked_at is None:
+                    log(f"  gantry-proxy NACKed revision {rev} or later; waiting 5 s for a later one: {nack}")
+                nacked_at = nacked_at or time.time()
+                if time.time() - nacked_at > 5:
+                    return f"gantry-proxy refused the configuration (NACK at /fleet): {nack}"
+            else:
+                nacked_at = None
+            if state == "SYNCED":
+                synced_at = synced_at or time.time()
+                if time.time() - synced_at > 3:
+                    return f"{why} (configuration ACKed)"
+            if time.time() > deadline:
+                return f"{why} (after {timeout} s)"
+            time.sleep(0.2)
+
+    def start_static_envoy(tag, http_filters, creds):
+        """Validate, start and check the static Envoy of scenario `tag`."""
+        path = os.path.join(work, f"envoy-static-{tag}.json")
+        envoy_static_bootstrap(path, http_filters)
+        v = subprocess.run([envoy_binary(), "--mode", "validate", "-c", path, "--log-level", "warn"],
+                           capture_output=True, text=True)
+        if v.returncode != 0:
+            raise SystemExit(f"envoy --mode validate refused {path}:\n{v.stdout}{v.stderr}")
+        log_path = os.path.join(work, f"envoy-static-{tag}.log")
+        procs.start(
+            "envoy-static",
+            [envoy_binary(), "-c", path, "--concurrency", "1", "--log-level", "warn",
+             "--disable-hot-restart"],
+            proxy_cpu, log_path,
+        )
+        deadline = time.time() + 60
+        while True:
+            why = auth_problem("the static Envoy", static_url, creds, rl_envoy)
+            if why is None:
+                return
+            if not procs.alive("envoy-static") or time.time() > deadline:
+                tail = open(log_path, errors="replace").read()[-2000:]
+                raise SystemExit(f"{why}\n{tail}")
+            time.sleep(0.1)
+
+    static_note = (
+        "Envoy in this table is a second Envoy 1.40 on a static bootstrap (listener "
+        f"127.0.0.1:{PORTS['envoy_static']}, `--concurrency 1`, pinned with the other proxies, "
+        "access logs off, upstream keep-alive), validated with `envoy --mode validate`: gantry-cp "
+        "does not yet emit Envoy-native filters for these plugins (the ADS-fed Envoy skips "
+        "Gantry's plugin filter). Its rate limit is `local_ratelimit` with one token bucket it "
+        "never empties (no per-consumer counting), with `x-ratelimit-*` headers."
+    )
+    never_hit = ("The limit (100,000,000 a minute) is never reached: before every run each target "
+                 "answers 200 with the credentials and gantry-proxy and Envoy 401 without them; "
+                 "a run with any non-2xx answer stops the harness.")
+
+    def plugin_free_base():
+        """The plain routes with no plugins, served by both proxies before
+        any plugin is written. Without this wait, going from one plugin
+        scenario to the next swaps the listener's plugins and the routes'
+        plugin ids in one step; gantry-proxy checks each delta (LDS, then
+        RDS) against the other type's last good version, NACKs both and stays
+        on the previous scenario's plugins."""
+        configure(plain_doc)
+        wait_serving("/")
+
+    def jwt_scenario():
+        priv, pub = rsa_key_pair(work)
+        token = sign_rs256(priv, pub, {"iss": "bench-issuer", "sub": "bench",
+                                       "exp": int(time.time()) + 86400})
+        creds = {"Authorization": f"Bearer {token}"}
+        plugin_free_base()
+        admin_write("/consumers", {"username": "bench"})
+        skip = None
+        st, out, _ = admin_write("/consumers/bench/jwt", {
+            "key": "bench-issuer", "algorithm": "RS256", "rsa_public_key": open(pub).read()},
+            refusable=True)
+        if st == 400:
+            skip = f"the admin API refused the jwt credential: 400 {admin_message(out)}"
+        if not skip:
+            st, out, _ = admin_write("/routes/all/plugins", {"name": "jwt"}, refusable=True)
+            if st == 400:
+                skip = f"the admin API refused the jwt plugin: 400 {admin_message(out)}"
+        if not skip:
+            _, _, rev = admin_write("/routes/all/plugins", {"name": "rate-limiting", "config": {
+                "minute": 100000000, "policy": "local", "limit_by": "consumer"}})
+            skip = wait_gantry_plugins(rev, creds, timeout=30)
+        if skip:
+            log(f"  gantry-proxy row skipped: {skip}")
+        label = "envoy (jwt_authn + local_ratelimit)"
+        start_static_envoy("3", [envoy_jwt_authn("bench-issuer", rsa_jwk(pub, "bench")),
+                                 envoy_local_ratelimit()], creds)
+        rows = [("direct", base["direct"][0] + "/", None, creds, False, None)]
+        if not skip:
+            rows.append(("gantry-proxy", gantry_url, "gantry", creds, True, rl_gantry))
+        rows.append((label, static_url, "envoy-static", creds, True, rl_envoy))
+        notes = [
+            "One RS256 token (2048-bit key, `iss` bench-issuer, `exp` in a day) in "
+            "`Authorization: Bearer` on every request. gantry-proxy: Kong's `jwt` plugin (default "
+            "config, consumer found by `iss`) and `rate-limiting` (`policy: local`, "
+            "`limit_by: consumer`); Envoy: `jwt_authn` with the same key as a local JWKS, "
+            "`iss` checked, token forwarded. Both cache verified tokens (gantry-proxy's cache; "
+            "Envoy's `jwt_cache_config`, 65,536 tokens) and check `exp` on every request, so "
+            "with one token the RSA signature is verified once: this measures finding the "
+            "token, its claims and the consumer, not RSA.",
+            static_note,
+            never_hit,
+            "No nginx row: open-source nginx cannot validate a JWT (`auth_jwt` is NGINX Plus) "
+            "nor count requests per consumer without Lua (OpenResty, which is what Kong is).",
+        ]
+        if skip:
+            notes.append(f"**gantry-proxy not run:** {skip}.")
+        return rows, notes
+
+    def keyauth_scenario():
+        ensure_redis()
+        key = "bench-" + secrets.token_hex(16)
+        creds = {"apikey": key}
+        plugin_free_base()
+        admin_write("/consumers", {"username": "bench"})
+        admin_write("/consumers/bench/key-auth", {"key": key})
+        admin_write("/routes/all/plugins", {"name": "key-auth"})
+        _, _, rev = admin_write("/routes/all/plugins", {"name": "rate-limiting", "config": {
+            "minute": 100000000, "policy": "redis", "redis": {"host": "127.0.0.1", "port": 6379},
+            "limit_by": "consumer"}})
+        # With `fault_tolerant` (the default) a request passes without the
+        # rate-limit headers when Redis fails, so the header proves Redis counted.
+        why = wait_gantry_plugins(rev, creds)
+        if why:
+            raise SystemExit(f"scenario 4: {why}; logs in {work}")
+        label = "envoy (api_key_auth + local_ratelimit)"
+        start_static_envoy("4", [envoy_api_key_auth(key, "bench"), envoy_local_ratelimit()], creds)
+        rows = [
+            ("direct", base["direct"][0] + "/", None, creds, False, None),
+            ("gantry-proxy", gantry_url, "gantry", creds, True, rl_gantry),
+            (label, static_url, "envoy-static", creds, True, rl_envoy),
+        ]
+        notes = [
+            "The key in the `apikey` header on every request. gantry-proxy: Kong's `key-auth` and "
+            "`rate-limiting` (`policy: redis` on 127.0.0.1:6379, `limit_by: consumer`): one Redis "
+            "script call per request.",
+            static_note + " Envoy has no Redis-backed rate limit without an external rate-limit "
+            "service (the `ratelimit` filter and a gRPC service in front of Redis), so its row "
+            "makes no network round trip per request.",
+            never_hit,
+            "No nginx row: open-source nginx has no API-key check against a consumer list nor "
+            "Redis-backed rate limiting without Lua (OpenResty, which is what Kong is).",
+        ]
+        return rows, notes
+
     scenarios = [
         ("1. plain routing, one route, small response", plain_doc, "/", None, False, True),
         (f"2. {args.routes:,} routes (prefix, regex, host), hitting #{mid}", big, mid_path, None, False, False),
+        ("3. RS256 JWT + rate limiting (never hit)", jwt_scenario, "/", None, False, False),
+        ("4. key-auth + Redis rate limiting (never hit)", keyauth_scenario, "/", None, False, False),
         ("5. 1 MiB response streamed", plain_doc, "/1m", None, False, True),
         ("6. TLS termination, keep-alive clients", plain_doc, "/", None, True, True),
     ]
@@ -435,24 +875,33 @@ def run(args, work, procs, proxy_cpu, load_cpu):
     for title, doc, path, host, tls, with_nginx in scenarios:
         log(f"scenario {title}")
         t0 = time.time()
-        configure(doc)
-        wait_serving(path, host, tls)
-        log(f"  config served by both proxies in {time.time() - t0:.1f}s; RSS gantry-proxy "
-            f"{rss_kib(procs.pid('gantry')) / 1024:.1f} MiB, envoy {rss_kib(procs.pid('envoy')) / 1024:.1f} MiB")
-        targets = ["direct", "gantry-proxy", "envoy"] + (["nginx"] if with_nginx else [])
-        runs = {t: [] for t in targets}
+        notes = []
+        if callable(doc):
+            # (label, url, process, request headers, expect 401 without them, rate-limit header)
+            rows, notes = doc()
+            log(f"  set up in {time.time() - t0:.1f}s")
+        else:
+            configure(doc)
+            wait_serving(path, host, tls)
+            log(f"  config served by both proxies in {time.time() - t0:.1f}s; RSS gantry-proxy "
+                f"{rss_kib(procs.pid('gantry')) / 1024:.1f} MiB, envoy {rss_kib(procs.pid('envoy')) / 1024:.1f} MiB")
+            targets = ["direct", "gantry-proxy", "envoy"] + (["nginx"] if with_nginx else [])
+            rows = [(t, base[t][1 if tls else 0] + path, base[t][2], None, None, None) for t in targets]
+        runs = {row[0]: [] for row in rows}
         for rnd in range(args.rounds):
-            for t in targets:
-                url = base[t][1 if tls else 0] + path
-                pname = base[t][2]
+            for t, url, pname, creds, expect_401, rl_header in rows:
+                if creds is not None:
+                    why = auth_problem(t, url, creds, rl_header, expect_401)
+                    if why:
+                        raise SystemExit(f"{title}, round {rnd + 1}: {why}; logs in {work}")
                 perf = None
-                if args.perf == t and pname:
+                if args.perf and pname and args.perf in (t, t.split(" ")[0]):
                     data = os.path.join(work, f"perf-{title.split('.')[0]}-{rnd}.data")
                     perf = subprocess.Popen(
                         ["perf", "record", "-F", "499", "-g", "-o", data, "-p", str(procs.pid(pname)),
                          "--", "sleep", str(args.duration)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                r = wrk(url, args.duration, args.connections, load_cpu, host)
+                r = wrk(url, args.duration, args.connections, load_cpu, host, creds)
                 if perf:
                     perf.wait()
                     out = f"bench-perf-{title.split('.')[0]}.txt"
@@ -466,9 +915,13 @@ def run(args, work, procs, proxy_cpu, load_cpu):
                     log(f"  {t} round {rnd + 1}: {r['rps']:.0f} req/s non2xx={r['non2xx']} {r['errors']}")
                     if r["rps"] == 0:
                         raise SystemExit(f"{t} served nothing:\n{r['raw']}")
+                    if creds is not None and r["non2xx"]:
+                        raise SystemExit(f"{title}: {t} refused {r['non2xx']} requests; "
+                                         f"these numbers would not measure the plugins:\n{r['raw']}")
                 runs[t].append(r)
                 log(f"  round {rnd + 1} {t}: {r['rps']:.0f} req/s p99 {fmt_ms(r['p99'])}")
-        results.append((title, runs))
+        procs.stop("envoy-static")
+        results.append((title, runs, notes))
 
     rate_rows = None
     if args.rate_tool and os.path.exists(args.rate_tool):
@@ -508,7 +961,7 @@ def report(args, results, rate_rows, proxy_cpu, load_cpu):
              if proxy_cpu else "none (one CPU).")
           + f" {args.rounds} interleaved rounds of {args.duration} s per target; medians. "
           "Access logs off, upstream keep-alive on.\n")
-    for title, runs in results:
+    for title, runs, extra_notes in results:
         print(f"### {title}\n")
         print("| target | req/s | p50 | p99 | RSS after | req/s vs direct | p99 vs direct |")
         print("|---|---:|---:|---:|---:|---:|---:|")
@@ -524,7 +977,9 @@ def report(args, results, rate_rows, proxy_cpu, load_cpu):
             p99r = f"{p99 / d[2]:.2f}" if d and d[2] else "—"
             rss_s = f"{rss / 1024:.1f} MiB" if rss else "—"
             print(f"| {t} | {rps:,.0f} | {fmt_ms(p50)} | {fmt_ms(p99)} | {rss_s} | {ratio} | {p99r} |")
-        g, e, n = med.get("gantry-proxy"), med.get("envoy"), med.get("nginx")
+        # Scenarios 3 and 4 name their (static) Envoy row after its filters.
+        envoy_row = next((t for t in med if t.split(" ")[0] == "envoy"), None)
+        g, e, n = med.get("gantry-proxy"), med.get(envoy_row), med.get("nginx")
         notes = []
         if g and e and e[0]:
             notes.append(f"gantry-proxy / Envoy: {g[0] / e[0]:.2f}x req/s")
@@ -532,9 +987,9 @@ def report(args, results, rate_rows, proxy_cpu, load_cpu):
             notes.append(f"gantry-proxy / nginx: {g[0] / n[0]:.2f}x req/s, p99 {g[2] / n[2]:.2f}x")
         if notes:
             print("\n" + "; ".join(notes) + ".")
+        for note in extra_notes:
+            print("\n" + note)
         print()
-    print("### 3. JWT (RS256) + rate limiting, 4. key-auth + Redis rate limiting\n")
-    print("Not run: the gateway plugins (issue #5) are not enforced by gantry-proxy yet.\n")
     if rate_rows:
         print(f"### Latency at a fixed {args.rate} req/s (one keep-alive connection per in-flight request)\n")
         print("| target | p50 | p99 | p99.9 | added p50 | added p99 |")

@@ -278,6 +278,11 @@ impl Cp {
     /// A control plane on the given backend; Postgres needs
     /// `GANTRY_TEST_DATABASE_URL` and gets a unique `gt_*` schema.
     pub async fn start_on(backend: Backend) -> Cp {
+        Self::start_with_args(backend, &[]).await
+    }
+
+    /// A control plane with extra command-line arguments.
+    pub async fn start_with_args(backend: Backend, extra: &[&str]) -> Cp {
         let dir = TempDir::new("gantry-e2e-cp");
         let (url, schema) = match backend {
             Backend::Sqlite => (
@@ -311,6 +316,7 @@ impl Cp {
             "--proxy-https-port".into(),
             proxy_https_port.to_string(),
         ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let child = spawn_cp(&args, &log);
         let mut cp = Cp {
             child,

@@ -968,3 +968,230 @@ async fn jwt_verifies_like_kong() {
         "a secret is in the logs"
     );
 }
+
+/// Every plugin replaced in one revision: the listener (new instances)
+/// and the routes (naming them) arrive one after the other, and the proxy
+/// must take both rather than refuse each against the other's old version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_replaced_in_one_revision() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-swap").await;
+    let c = client();
+    let doc = |plugins: Value| {
+        json!({"_format_version": "3.0",
+               "consumers": [{"username": "erin", "keyauth_credentials": [{"key": "erin-key"}]}],
+               "services": [{"name": "svc", "url": up.url(),
+                             "routes": [{"name": "r", "paths": ["/r"], "plugins": plugins}]}]})
+    };
+    let rev = cp
+        .post("/config", doc(json!([{"name": "key-auth"}])))
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let url = format!("{}/r", proxy.proxy_url());
+    assert_eq!(send(c.get(&url)).await.status, 401);
+
+    let rev = cp
+        .post(
+            "/config",
+            doc(json!([{"name": "rate-limiting", "config": {"minute": 1000}}])),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let a = send(c.get(&url)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("x-ratelimit-limit-minute"), Some("1000"));
+}
+
+/// Sends a POST with a chunked body of `len` bytes over a raw connection
+/// (no Content-Length); returns the status and the body.
+async fn chunked_post(port: u16, path: &str, len: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // In 4-byte chunks, so the limit is crossed mid-stream.
+    let body = vec![b'a'; len];
+    for chunk in body.chunks(4) {
+        let _ = s
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
+        let _ = s.write_all(chunk).await;
+        let _ = s.write_all(b"\r\n").await;
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_plugins_cors_ip_size_and_correlation() {
+    // The proxy's peer (127.0.0.1) is a trusted proxy: its X-Forwarded-For
+    // is believed; nobody else's would be.
+    let cp = Cp::start_with_args(
+        gantry_e2e::Backend::Sqlite,
+        &["--trusted-ips", "127.0.0.1/32"],
+    )
+    .await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-edge").await;
+    let c = client();
+    let base = proxy.proxy_url();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["deny", "allow", "cors", "size", "cid"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    let plugins = [
+        (
+            "deny",
+            json!({"name": "ip-restriction", "config": {"deny": ["203.0.113.0/24", "2001:db8::/32"]}}),
+        ),
+        (
+            "allow",
+            json!({"name": "ip-restriction", "config": {"allow": ["10.0.0.0/8"], "status": 401, "message": "nope"}}),
+        ),
+        (
+            "cors",
+            json!({"name": "cors", "config": {"origins": ["https://app.example", r"https://.*\.tenant\.example"],
+            "methods": ["GET", "POST"], "headers": ["X-Custom"], "exposed_headers": ["X-Total"],
+            "credentials": true, "max_age": 600}}),
+        ),
+        ("cors", json!({"name": "key-auth"})),
+        (
+            "size",
+            json!({"name": "request-size-limiting", "config": {"allowed_payload_size": 10, "size_unit": "bytes"}}),
+        ),
+        (
+            "cid",
+            json!({"name": "correlation-id", "config": {"header_name": "X-Correlation-ID", "generator": "uuid", "echo_downstream": true}}),
+        ),
+    ];
+    let mut rev = 0;
+    for (route, p) in plugins {
+        rev = cp
+            .post(&format!("/routes/{route}/plugins"), p)
+            .await
+            .committed();
+    }
+    // A bad CIDR is refused.
+    let bad = cp
+        .post(
+            "/routes/deny/plugins",
+            json!({"name": "ip-restriction", "config": {"allow": ["10.0.0.0/33"]}}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        bad.to_string().contains("invalid ip or cidr range"),
+        "{bad}"
+    );
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    until_status(&proxy, "/allow", 401).await;
+
+    // ip-restriction, through the trusted peer's X-Forwarded-For.
+    let xff = |path: &str, ip: &str| c.get(format!("{base}{path}")).header("x-forwarded-for", ip);
+    let a = send(xff("/deny", "203.0.113.7")).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (403, &json!({"message": "Your IP address is not allowed"}))
+    );
+    assert_eq!(send(xff("/deny", "198.51.100.1")).await.status, 200);
+    assert_eq!(send(xff("/deny", "2001:db8::1")).await.status, 403);
+    let a = send(xff("/allow", "192.0.2.1")).await;
+    assert_eq!((a.status, &a.body), (401, &json!({"message": "nope"})));
+    assert_eq!(send(xff("/allow", "10.9.8.7")).await.status, 200);
+    // Several forwarded addresses: the last one (the trusted peer's view).
+    assert_eq!(send(xff("/allow", "10.0.0.1, 192.0.2.1")).await.status, 401);
+
+    // CORS: the preflight is answered before authentication, without the upstream.
+    let seen = up.requests();
+    let a = send(
+        c.request(reqwest::Method::OPTIONS, format!("{base}/cors"))
+            .header("origin", "https://x.tenant.example")
+            .header("access-control-request-method", "POST"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://x.tenant.example")
+    );
+    assert_eq!(a.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(a.header("access-control-allow-headers"), Some("X-Custom"));
+    assert_eq!(a.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(a.header("access-control-max-age"), Some("600"));
+    assert_eq!(up.requests(), seen);
+    // An actual request: refused by key-auth, yet with CORS headers so the
+    // browser can read the 401.
+    let a = send(
+        c.get(format!("{base}/cors"))
+            .header("origin", "https://app.example"),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(a.header("access-control-expose-headers"), Some("X-Total"));
+    // Another origin gets no Access-Control-Allow-Origin.
+    let a = send(
+        c.get(format!("{base}/cors"))
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(a.header("access-control-allow-origin"), None);
+
+    // request-size-limiting: declared and streamed bodies.
+    let a = send(c.post(format!("{base}/size")).body("0123456789ABCDEF")).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (413, &json!({"message": "Request size limit exceeded"}))
+    );
+    let a = send(c.post(format!("{base}/size")).body("small")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["body"], "small");
+    let (status, body) = chunked_post(proxy.http_port, "/size", 40).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("Request size limit exceeded"), "{body}");
+    let (status, body) = chunked_post(proxy.http_port, "/size", 8).await;
+    assert_eq!(status, 200, "{body}");
+
+    // correlation-id: generated, sent upstream and echoed; a client's own kept.
+    let a = send(c.get(format!("{base}/cid"))).await;
+    let id = a.header("x-correlation-id").expect("echoed").to_string();
+    assert_eq!(id.len(), 36);
+    assert_eq!(a.upstream_header("x-correlation-id"), Some(id.as_str()));
+    let a = send(
+        c.get(format!("{base}/cid"))
+            .header("x-correlation-id", "abc"),
+    )
+    .await;
+    assert_eq!(a.header("x-correlation-id"), Some("abc"));
+    assert_eq!(a.upstream_header("x-correlation-id"), Some("abc"));
+}

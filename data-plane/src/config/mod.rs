@@ -146,13 +146,6 @@ fn compile_all(set: &ResourceSet) -> Result<Compiled, CompileError> {
                 ),
             ));
         }
-        if let (Some(g), Some(t)) = (&lc.gateway, out.routes.get(&lc.route_config)) {
-            for r in t.routes() {
-                if let Some(p) = &r.plugins {
-                    g.check(p).map_err(|reason| err("Listener", name, reason))?;
-                }
-            }
-        }
         out.listeners.push(lc);
     }
     Ok(out)

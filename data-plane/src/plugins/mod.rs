@@ -11,11 +11,15 @@
 mod acl;
 mod client_ip;
 mod consumers;
+mod correlation_id;
+mod cors;
+mod ip_restriction;
 mod jwt;
 mod key_auth;
 pub mod rate_limiting;
 pub mod redis;
 mod reject;
+pub mod size_limit;
 
 pub use client_ip::ClientIp;
 pub use consumers::{Consumer, Directory};
@@ -65,6 +69,10 @@ pub struct Plugin {
 
 #[derive(Debug)]
 pub enum Kind {
+    CorrelationId(correlation_id::CorrelationId),
+    IpRestriction(ip_restriction::IpRestriction),
+    Cors(cors::Cors),
+    SizeLimit(size_limit::SizeLimit),
     Jwt(jwt::Jwt),
     KeyAuth(key_auth::KeyAuth),
     Acl(acl::Acl),
@@ -95,27 +103,16 @@ impl Gateway {
             client_ip,
         })
     }
-
-    /// Every plugin id a route names must be here, or the route would run
-    /// without a policy it was given.
-    pub fn check(&self, r: &RoutePlugins) -> Result<(), String> {
-        let ids = r.plugins.iter().chain(r.consumers.values().flatten());
-        for id in ids {
-            if !self.plugins.contains_key(id) {
-                return Err(format!(
-                    "route {}: plugin {id} is not in the listener's plugin filter",
-                    r.route_id
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, String> {
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
     Ok(match name {
+        "correlation-id" => Kind::CorrelationId(correlation_id::CorrelationId::compile(&v)?),
+        "ip-restriction" => Kind::IpRestriction(ip_restriction::IpRestriction::compile(&v)?),
+        "cors" => Kind::Cors(cors::Cors::compile(&v)?),
+        "request-size-limiting" => Kind::SizeLimit(size_limit::SizeLimit::compile(&v)?),
         "jwt" => Kind::Jwt(jwt::Jwt::compile(&v)?),
         "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v, dir)?),
         "acl" => Kind::Acl(acl::Acl::compile(&v)?),
@@ -191,18 +188,26 @@ pub struct Request<'a> {
     pub method: &'a Method,
     /// The TCP peer.
     pub peer: IpAddr,
+    /// This proxy's listening address, for the tracker correlation id.
+    pub local: std::net::SocketAddr,
 }
 
 /// What the request phases leave for the response.
 #[derive(Default)]
 pub struct Outcome {
-    /// Added to the response (rate-limit headers).
+    /// Added to the response (rate-limit, CORS, correlation id).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// A body of undeclared length is refused past this many bytes.
+    pub body_limit: Option<u64>,
 }
 
 /// The instances that apply to one request, by phase.
 #[derive(Default, Clone, Copy)]
 struct Chain<'a> {
+    correlation_id: Option<&'a correlation_id::CorrelationId>,
+    ip_restriction: Option<&'a ip_restriction::IpRestriction>,
+    cors: Option<&'a cors::Cors>,
+    size_limit: Option<&'a size_limit::SizeLimit>,
     jwt: Option<&'a jwt::Jwt>,
     key_auth: Option<&'a key_auth::KeyAuth>,
     acl: Option<&'a acl::Acl>,
@@ -212,6 +217,10 @@ struct Chain<'a> {
 impl<'a> Chain<'a> {
     fn add(&mut self, p: &'a Plugin) {
         match &p.kind {
+            Kind::CorrelationId(c) => self.correlation_id = Some(c),
+            Kind::IpRestriction(i) => self.ip_restriction = Some(i),
+            Kind::Cors(c) => self.cors = Some(c),
+            Kind::SizeLimit(l) => self.size_limit = Some(l),
             Kind::Jwt(j) => self.jwt = Some(j),
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
@@ -219,12 +228,26 @@ impl<'a> Chain<'a> {
         }
     }
 
-    fn resolve(g: &'a Gateway, ids: &'a [String]) -> Chain<'a> {
+    /// A route may name an instance its listener does not have yet (or
+    /// any more): LDS and RDS arrive one after the other. The request is
+    /// refused rather than run without a policy it was given.
+    fn resolve(g: &'a Gateway, ids: &'a [String]) -> Result<Chain<'a>, Reject> {
         let mut c = Chain::default();
-        for p in ids.iter().filter_map(|id| g.plugins.get(id)) {
-            c.add(p);
+        c.extend(g, ids)?;
+        Ok(c)
+    }
+
+    fn extend(&mut self, g: &'a Gateway, ids: &'a [String]) -> Result<(), Reject> {
+        for id in ids {
+            match g.plugins.get(id) {
+                Some(p) => self.add(p),
+                None => {
+                    tracing::warn!(plugin = %id, "route names a plugin its listener does not have; refusing");
+                    return Err(Reject::new(500, "An unexpected error occurred"));
+                }
+            }
         }
-        c
+        Ok(())
     }
 }
 
@@ -239,20 +262,54 @@ pub struct Identity<'a> {
 }
 
 /// Runs the request phases. `Err` is the response to send instead of
-/// forwarding.
+/// forwarding; it carries the headers earlier phases set for the response
+/// (CORS, the correlation id), as Kong's header filters run on its exits too.
 pub async fn access(
     g: &Gateway,
     route: &RoutePlugins,
     state: &State,
     req: Request<'_>,
 ) -> Result<Outcome, Reject> {
-    let mut chain = Chain::resolve(g, &route.plugins);
-    let client = g.client_ip.resolve(req.peer, req.headers);
     let mut out = Outcome::default();
+    match phases(g, route, state, req, &mut out).await {
+        Ok(()) => Ok(out),
+        Err(mut r) => {
+            let mut headers = out.response_headers;
+            headers.append(&mut r.headers);
+            r.headers = headers;
+            Err(r)
+        }
+    }
+}
+
+async fn phases(
+    g: &Gateway,
+    route: &RoutePlugins,
+    state: &State,
+    req: Request<'_>,
+    out: &mut Outcome,
+) -> Result<(), Reject> {
+    let mut chain = Chain::resolve(g, &route.plugins)?;
+    let client = g.client_ip.resolve(req.peer, req.headers);
+
+    if let Some(c) = chain.correlation_id
+        && let Some(h) = c.apply(req.headers, req.local)
+    {
+        out.response_headers.push(h);
+    }
+    if let Some(i) = chain.ip_restriction {
+        i.check(client)?;
+    }
+    if let Some(c) = chain.cors {
+        if cors::Cors::is_preflight(req.headers, req.method) && !c.preflight_continue {
+            return Err(Reject::answer(200, c.preflight(req.headers)));
+        }
+        c.actual(req.headers, &mut out.response_headers);
+    }
 
     // Authentication: jwt, then key-auth (Kong's priorities). Each must
     // pass, unless it has `anonymous`: then it is skipped once another
-    // established a credential (Kong's logical OR).
+    // established a credential (Kong's logical OR of auth plugins).
     let mut who = Identity::default();
     if chain.jwt.is_some() || chain.key_auth.is_some() {
         consumers::strip_identity_headers(req.headers);
@@ -282,9 +339,7 @@ pub async fn access(
     if let Some(c) = who.consumer
         && let Some(ids) = route.consumers.get(&c.id)
     {
-        for p in ids.iter().filter_map(|id| g.plugins.get(id)) {
-            chain.add(p);
-        }
+        chain.extend(g, ids)?;
     }
     if let Some(a) = chain.acl {
         a.check(who, req.headers)?;
@@ -301,7 +356,10 @@ pub async fn access(
         rl.apply(&state.limits, &state.redis, &ctx, &mut out.response_headers)
             .await?;
     }
-    Ok(out)
+    if let Some(l) = chain.size_limit {
+        out.body_limit = l.check(req.headers)?;
+    }
+    Ok(())
 }
 
 /// Shared, so routes and their compiled configs can point at it.

@@ -9,6 +9,8 @@ pub struct Reject {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// A body other than `{"message": ...}` (the jwt plugin's claim errors).
     pub body: Option<Box<serde_json::Value>>,
+    /// No body at all (a CORS preflight answer).
+    pub empty: bool,
 }
 
 impl Reject {
@@ -18,6 +20,16 @@ impl Reject {
             message: message.into(),
             headers: Vec::new(),
             body: None,
+            empty: false,
+        }
+    }
+
+    /// An answer with no body, e.g. a CORS preflight's 200.
+    pub fn answer(status: u16, headers: Vec<(HeaderName, HeaderValue)>) -> Reject {
+        Reject {
+            headers,
+            empty: true,
+            ..Reject::new(status, "")
         }
     }
 

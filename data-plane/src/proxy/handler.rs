@@ -16,7 +16,7 @@ use crate::plugins;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 
@@ -154,8 +154,16 @@ async fn route(
     let span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener);
     // Kong's plugins: they may answer instead of the route, and leave
     // headers for the response.
+    // The request id is settled before any filter runs, as in Envoy's
+    // connection manager: at the edge it is the proxy's own.
+    if listener.use_remote_address {
+        headers::new_request_id(req.headers_mut());
+    } else {
+        headers::ensure_request_id(req.headers_mut());
+    }
     let mut pq = pq;
     let mut plugin_headers = Vec::new();
+    let mut body_limit = None;
     if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
         let (parts, body) = req.into_parts();
         let mut parts = parts;
@@ -168,13 +176,17 @@ async fn route(
                 path_and_query: &mut pq,
                 method: &parts.method,
                 peer: conn.remote.ip(),
+                local: listener.address,
             },
         )
         .instrument(span.clone())
         .await;
         req = Request::from_parts(parts, body);
         match r {
-            Ok(out) => plugin_headers = out.response_headers,
+            Ok(out) => {
+                plugin_headers = out.response_headers;
+                body_limit = out.body_limit;
+            }
             Err(reject) => return kong_error(reject),
         }
     }
@@ -217,7 +229,21 @@ async fn route(
                 host: &authority,
                 pq: &pq,
             };
-            forward(
+            // A body of undeclared length is counted as it streams when a
+            // size limit applies; going over it is Kong's 413.
+            let (req, too_large) = match body_limit {
+                Some(n) => {
+                    let (parts, body) = req.into_parts();
+                    let counted = plugins::size_limit::Counted::new(body, n);
+                    let flag = counted.exceeded.clone();
+                    (Request::from_parts(parts, counted.boxed()), Some(flag))
+                }
+                None => (
+                    req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()),
+                    None,
+                ),
+            };
+            let resp = forward(
                 req,
                 conn,
                 listener,
@@ -229,18 +255,46 @@ async fn route(
                 shared,
             )
             .instrument(span)
-            .await
+            .await;
+            if too_large.is_some_and(|f| f.load(Ordering::Acquire)) {
+                return kong_error(plugins::Reject::new(413, plugins::size_limit::TOO_LARGE));
+            }
+            resp
         }
     };
     route.response_headers.apply(resp.headers_mut());
     for (k, v) in plugin_headers {
-        resp.headers_mut().insert(k, v);
+        resp.headers_mut().append(k, v);
     }
     resp
 }
 
+/// The whole body, if it ends within `limit` bytes. (Not `Limited`: its
+/// generic error bound trips hyper's higher-ranked `Send` check on the
+/// connection future once the body is boxed.)
+async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if buf.len() + data.len() > limit {
+                return None;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Some(buf.freeze())
+}
+
 /// A plugin's refusal, as Kong sends it.
 fn kong_error(r: plugins::Reject) -> Response<Body> {
+    if r.empty {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = r.status;
+        for (k, v) in r.headers {
+            resp.headers_mut().append(k, v);
+        }
+        return resp;
+    }
     let body = r.body();
     let mut resp = Response::new(full(body.clone()));
     *resp.status_mut() = r.status;
@@ -251,7 +305,7 @@ fn kong_error(r: plugins::Reject) -> Response<Body> {
     );
     h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     for (k, v) in r.headers {
-        h.insert(k, v);
+        h.append(k, v);
     }
     resp
 }
@@ -320,7 +374,7 @@ struct Original<'a> {
 
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    req: Request<Incoming>,
+    req: Request<Body>,
     conn: &ConnInfo,
     listener: &ListenerConfig,
     rt: &Runtime,
@@ -376,9 +430,6 @@ async fn forward(
             conn.remote.ip(),
             listener.suppress_envoy_headers,
         );
-        headers::new_request_id(&mut parts.headers);
-    } else {
-        headers::ensure_request_id(&mut parts.headers);
     }
     headers::set_forwarded(&mut parts.headers, conn.remote.ip(), conn.tls);
     if !listener.suppress_envoy_headers
@@ -410,15 +461,12 @@ async fn forward(
         || (body_is_empty(&parts) && hyper::body::Body::is_end_stream(&body));
     let (replay, mut stream): (Option<Bytes>, Option<Body>) =
         if retry.is_some() && small && on_upgrade.is_none() {
-            match Limited::new(body, RETRY_BUFFER_LIMIT).collect().await {
-                Ok(c) => (Some(c.to_bytes()), None),
-                Err(_) => return local(StatusCode::BAD_REQUEST, "request body too large to retry"),
+            match collect_limited(body, RETRY_BUFFER_LIMIT).await {
+                Some(b) => (Some(b), None),
+                None => return local(StatusCode::BAD_REQUEST, "request body too large to retry"),
             }
         } else {
-            (
-                None,
-                Some(body.map_err(|e| Box::new(e) as BoxError).boxed()),
-            )
+            (None, Some(body))
         };
     let max_attempts = 1 + if replay.is_some() {
         retry.map(|r| r.num_retries).unwrap_or(0)
