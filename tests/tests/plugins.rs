@@ -14,6 +14,9 @@
 //! 3. `redis_limit_holds_across_three_proxies`: one limit shared through
 //!    Redis by three proxies under concurrent load; a Redis that cannot be
 //!    reached with `fault_tolerant` true (requests pass) and false (500).
+//! 4. `transformers`: request-transformer (headers, query, JSON and form
+//!    bodies, method, path, Host; bodies past the buffer refused) and
+//!    response-transformer (headers, typed JSON fields, Content-Length).
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test plugins`.
 
@@ -1194,4 +1197,629 @@ async fn edge_plugins_cors_ip_size_and_correlation() {
     .await;
     assert_eq!(a.header("x-correlation-id"), Some("abc"));
     assert_eq!(a.upstream_header("x-correlation-id"), Some("abc"));
+}
+
+/// A plugin gantry-proxy cannot run is refused (NACK, reason naming it),
+/// the last good config keeps serving, and `/fleet` says which configured
+/// plugins each node's flavour does not enforce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_plugin_is_refused_and_shown() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-unsupported").await;
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "r", "paths": ["/r"]}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post("/routes/r/plugins", json!({"name": "key-auth"}))
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let node = cp.fleet_node(&proxy.node_id).await.expect("node");
+    assert_eq!(node["unenforced_plugins"], json!([]), "{node}");
+
+    cp.post(
+        "/routes/r/plugins",
+        json!({"name": "request-validator", "config": {"body_schema": "{\"type\": \"object\"}"}}),
+    )
+    .await
+    .expect(201);
+    let node = eventually("the NACK", CONVERGE, Duration::from_millis(20), || {
+        let cp = &cp;
+        let id = proxy.node_id.clone();
+        async move {
+            let n = cp.fleet_node(&id).await.ok_or("no node")?;
+            if n["state"] == "NACKED" {
+                Ok(n)
+            } else {
+                Err(n.to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        node["unenforced_plugins"],
+        json!(["request-validator"]),
+        "{node}"
+    );
+    assert!(
+        node.to_string().contains("request-validator"),
+        "the NACK names the plugin: {node}"
+    );
+    // Still the last good config: key-auth enforced.
+    let a = send(client().get(format!("{}/r", proxy.proxy_url()))).await;
+    assert_eq!(a.status, 401);
+}
+
+/// key-auth with acl, and ip-restriction, through a real Envoy 1.40 fed by
+/// the same control plane (Envoy's own api_key_auth and rbac filters) and
+/// through gantry-proxy: the same request gets the same status from both.
+/// What Envoy cannot express is listed for its node at `/fleet`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_enforces_key_auth_acl_and_ip_rules_too() {
+    let cp = Cp::start().await;
+    let mut envoy = gantry_e2e::Envoy::spawn(&cp, "envoy-plugins", true);
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-plugins").await;
+    envoy.wait_ready(&cp, Duration::from_secs(20)).await;
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["ka", "acl", "ip", "anon"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    cp.post("/consumers", json!({"username": "frank"}))
+        .await
+        .expect(201);
+    cp.post("/consumers", json!({"username": "gina"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/frank/key-auth", json!({"key": "frank-key"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/gina/key-auth", json!({"key": "gina-key"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/frank/acls", json!({"group": "staff"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/routes/ka/plugins",
+        json!({"name": "key-auth", "config": {"hide_credentials": true}}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/acl/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/routes/acl/plugins",
+        json!({"name": "acl", "config": {"allow": ["staff"]}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/ip/plugins",
+        json!({"name": "ip-restriction", "config": {"deny": ["127.0.0.0/8"]}}),
+    )
+    .await
+    .expect(201);
+    // Envoy has no anonymous consumer: left to gantry-proxy, and said so.
+    let rev = cp
+        .post(
+            "/routes/anon/plugins",
+            json!({"name": "key-auth", "config": {"anonymous": "gina"}}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let rejected = envoy.rejections();
+    assert!(
+        rejected.is_empty(),
+        "Envoy rejected the config: {rejected:?}"
+    );
+
+    let c = client();
+    let cases: &[(&str, Option<&str>, u16)] = &[
+        ("/ka", None, 401),
+        ("/ka", Some("wrong"), 401),
+        ("/ka", Some("frank-key"), 200),
+        ("/acl", Some("frank-key"), 200),
+        ("/acl", Some("gina-key"), 403),
+        ("/acl", None, 401),
+        ("/ip", None, 403),
+    ];
+    for (target, base) in [
+        ("envoy", envoy.proxy_url()),
+        ("gantry-proxy", proxy.proxy_url()),
+    ] {
+        for (path, key, status) in cases {
+            let mut req = c.get(format!("{base}{path}"));
+            if let Some(k) = key {
+                req = req.header("apikey", *k);
+            }
+            let a = send(req).await;
+            assert_eq!(a.status, *status, "{target} {path} key {key:?}: {}", a.body);
+            if a.status == 200 {
+                assert_eq!(
+                    a.upstream_header("x-consumer-username"),
+                    Some("frank"),
+                    "{target}"
+                );
+                if *path == "/ka" {
+                    assert_eq!(
+                        a.upstream_header("apikey"),
+                        None,
+                        "{target}: hide_credentials"
+                    );
+                }
+            }
+        }
+    }
+    // The anonymous route is enforced by gantry-proxy only.
+    assert_eq!(
+        send(c.get(format!("{}/anon", proxy.proxy_url())))
+            .await
+            .status,
+        200
+    );
+    let node = cp.fleet_node(&envoy.node_id).await.expect("envoy node");
+    assert_eq!(node["unenforced_plugins"], json!(["key-auth"]), "{node}");
+    let node = cp.fleet_node(&proxy.node_id).await.expect("gantry node");
+    assert_eq!(node["unenforced_plugins"], json!([]), "{node}");
+}
+
+/// A raw HTTP/1.1 request: the `head` lines (request line and headers,
+/// without the blank line), then, when given, a chunked body in 4-byte
+/// chunks. Returns the status and the response body.
+async fn raw_http(port: u16, head: &str, chunked: Option<&[u8]>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut req = format!("{head}\r\nconnection: close\r\n");
+    if chunked.is_some() {
+        req.push_str("transfer-encoding: chunked\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    if let Some(body) = chunked {
+        for chunk in body.chunks(4) {
+            let _ = s
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await;
+            let _ = s.write_all(chunk).await;
+            let _ = s.write_all(b"\r\n").await;
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// request-transformer and response-transformer: what the upstream
+/// receives (method, path and query, headers, JSON and form bodies with
+/// their length, Host) and what the client gets (headers, JSON fields,
+/// Content-Length); bodies past the buffer; bad configs refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transformers() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-transform").await;
+    let c = client();
+    let base = proxy.proxy_url();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["req", "form", "method", "small", "resp", "gate"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+
+    // Bad configs: Kong's 400 naming the field; nothing stored.
+    let count = |v: Value| v["data"].as_array().map(Vec::len).unwrap_or_default();
+    let before = count(cp.get("/plugins").await.expect(200));
+    let refused = [
+        (
+            "/routes/req/plugins",
+            json!({"name": "request-transformer", "config": {"add": {"headers": ["X-No-Colon"]}}}),
+            "invalid value: X-No-Colon",
+        ),
+        (
+            "/routes/req/plugins",
+            json!({"name": "request-transformer", "config": {"http_method": "get"}}),
+            "invalid value: get",
+        ),
+        (
+            "/routes/req/plugins",
+            json!({"name": "request-transformer", "config": {"add": {"body": ["k:"]}}}),
+            "key 'k' has no value",
+        ),
+        (
+            "/routes/resp/plugins",
+            json!({"name": "response-transformer",
+                   "config": {"add": {"json": ["a:1"], "json_types": ["object"]}}}),
+            "expected one of",
+        ),
+    ];
+    for (path, body, why) in refused {
+        let bad = cp.post(path, body).await.expect(400);
+        assert_eq!(bad["name"], "schema violation", "{bad}");
+        assert!(bad["fields"]["config"].to_string().contains(why), "{bad}");
+    }
+    assert_eq!(count(cp.get("/plugins").await.expect(200)), before);
+
+    let plugins = [
+        (
+            "req",
+            json!({"name": "request-transformer", "config": {
+                "remove": {"headers": ["X-Drop"], "querystring": ["drop"], "body": ["secret"]},
+                "rename": {"headers": ["X-Old:X-New"], "querystring": ["old:new"], "body": ["old:new"]},
+                "replace": {"headers": ["X-Rep:replaced"], "querystring": ["rep:replaced"],
+                            "body": ["rep:replaced"]},
+                "add": {"headers": ["X-Add:added", "X-Keep:not-used", "X-Tpl:$(headers.host)"],
+                        "querystring": ["add:added", "keep:not-used"],
+                        "body": ["add:added", "keep:not-used"]},
+                "append": {"headers": ["X-App:two"], "querystring": ["app:two"], "body": ["app:two"]}}}),
+        ),
+        (
+            "form",
+            json!({"name": "request-transformer", "config": {
+                "remove": {"body": ["a"]}, "add": {"body": ["c:3"]}, "append": {"body": ["b:2"]}}}),
+        ),
+        (
+            "method",
+            json!({"name": "request-transformer", "config": {"http_method": "GET",
+                "replace": {"uri": "/replaced/path", "headers": ["Host:internal.example"]}}}),
+        ),
+        (
+            "small",
+            json!({"name": "request-size-limiting", "config": {"allowed_payload_size": 10, "size_unit": "bytes"}}),
+        ),
+        (
+            "small",
+            json!({"name": "request-transformer", "config": {"add": {"body": ["b:2"]}}}),
+        ),
+        (
+            "resp",
+            json!({"name": "response-transformer", "config": {
+                "remove": {"json": ["headers"]},
+                "rename": {"json": ["upstream:served_by"]},
+                "replace": {"json": ["method:PATCHED", "absent:x"], "headers": ["X-Missing:nope"]},
+                "add": {"json": ["count:3", "flag:true", "method:ignored"],
+                        "json_types": ["number", "boolean", "string"],
+                        "headers": ["X-Added:yes", "Content-Type:text/plain"]},
+                "append": {"json": ["path:/more"], "headers": ["X-Multi:a", "X-Multi:b"]}}}),
+        ),
+        (
+            "gate",
+            json!({"name": "response-transformer", "config": {
+                "rename": {"headers": ["Content-Type:X-Upstream-Type"]},
+                "remove": {"json": ["upstream"]}}}),
+        ),
+    ];
+    let mut rev = 0;
+    for (route, p) in plugins {
+        rev = cp
+            .post(&format!("/routes/{route}/plugins"), p)
+            .await
+            .committed();
+    }
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+
+    // Headers, query and JSON body, each in Kong's order: remove, rename,
+    // replace, add (only when absent), append.
+    let a = send(
+        c.post(format!(
+            "{base}/req?drop=1&old=o&rep=r&keep=k&app=one&z=a+b"
+        ))
+        .header("x-drop", "1")
+        .header("x-old", "o")
+        .header("x-rep", "r")
+        .header("x-keep", "k")
+        .header("x-app", "one")
+        .json(&json!({"secret": "s", "old": "o", "rep": "r", "keep": "k", "app": "one", "n": 1})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["method"], "POST");
+    // Rewritten with names in order, as Kong's set_query does.
+    assert_eq!(
+        a.body["path"],
+        "/?add=added&app=one&app=two&keep=k&new=o&rep=replaced&z=a%20b"
+    );
+    assert_eq!(a.upstream_header("x-drop"), None);
+    assert_eq!(a.upstream_header("x-old"), None);
+    assert_eq!(a.upstream_header("x-new"), Some("o"));
+    assert_eq!(a.upstream_header("x-rep"), Some("replaced"));
+    assert_eq!(a.upstream_header("x-add"), Some("added"));
+    assert_eq!(a.upstream_header("x-keep"), Some("k"));
+    assert_eq!(a.upstream_header("x-app"), Some("one, two"));
+    // Templates are not evaluated: sent as written.
+    assert_eq!(a.upstream_header("x-tpl"), Some("$(headers.host)"));
+    let sent = a.body["body"].as_str().expect("body");
+    let fields: Value = serde_json::from_str(sent).expect("JSON upstream");
+    assert_eq!(
+        fields,
+        json!({"new": "o", "rep": "replaced", "keep": "k", "app": ["one", "two"], "n": 1, "add": "added"})
+    );
+    assert_eq!(
+        a.upstream_header("content-length"),
+        Some(sent.len().to_string().as_str())
+    );
+
+    // A form body: fields keep their order, values re-encoded.
+    let a = send(
+        c.post(format!("{base}/form"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("a=1&b=1&d=x+y"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["body"], "b=1&b=2&d=x%20y&c=3");
+    assert_eq!(a.upstream_header("content-length"), Some("19"));
+    // Another content type passes untouched.
+    let a = send(
+        c.post(format!("{base}/form"))
+            .header("content-type", "text/plain")
+            .body("a=1"),
+    )
+    .await;
+    assert_eq!(a.body["body"], "a=1");
+
+    // http_method GET: the form body's arguments join the query; the path
+    // and Host replace the route's.
+    let a = send(
+        c.post(format!("{base}/method?q=1"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("f=2"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["method"], "GET");
+    assert_eq!(a.body["path"], "/replaced/path?f=2&q=1");
+    assert_eq!(a.upstream_header("host"), Some("internal.example"));
+
+    // Past the buffer (1 MiB): Kong's 413 before anything is forwarded.
+    let seen = up.requests();
+    let (status, body) = raw_http(
+        proxy.http_port,
+        "POST /req HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 2000000\r\nexpect: 100-continue",
+        None,
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).ok(),
+        Some(json!({"message": "Request size limit exceeded"}))
+    );
+    // request-size-limiting still counts a chunked body the transformer
+    // reads; within it, the body is rewritten with its length declared.
+    let ct = "POST /small HTTP/1.1\r\nhost: x\r\ncontent-type: application/json";
+    let (status, body) = raw_http(proxy.http_port, ct, Some(br#"{"a":"0123456789abcdef"}"#)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("Request size limit exceeded"), "{body}");
+    assert_eq!(up.requests(), seen, "a refused body reached the upstream");
+    let (status, body) = raw_http(proxy.http_port, ct, Some(br#"{"a":1}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).expect("echo");
+    assert_eq!(echo["body"], r#"{"a":1,"b":"2"}"#);
+    assert_eq!(echo["headers"]["content-length"], "15");
+    assert_eq!(echo["headers"]["transfer-encoding"], Value::Null);
+
+    // response-transformer: headers against what the upstream sent, JSON
+    // fields typed, Content-Length recomputed.
+    let r = c.get(format!("{base}/resp")).send().await.expect("resp");
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    let bytes = r.bytes().await.expect("body");
+    let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"served_by": "echo", "method": "PATCHED", "path": ["/", "/more"], "body": "",
+               "count": 3, "flag": true})
+    );
+    let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    assert_eq!(
+        header("content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
+    assert_eq!(header("content-type"), Some("application/json"));
+    assert_eq!(header("x-added"), Some("yes"));
+    assert_eq!(header("x-missing"), None);
+    let multi: Vec<&str> = h
+        .get_all("x-multi")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(multi, ["a", "b"]);
+    // A JSON body larger than the buffer passes untouched; headers still change.
+    let a = send(
+        c.post(format!("{base}/resp"))
+            .header("content-type", "text/plain")
+            .body("x".repeat(1_100_000)),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["upstream"], "echo");
+    assert!(a.body["headers"].is_object());
+    assert_eq!(a.header("x-added"), Some("yes"));
+    // Once Content-Type is renamed the body is not JSON: untouched.
+    let a = send(c.get(format!("{base}/gate"))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-type"), None);
+    assert_eq!(a.header("x-upstream-type"), Some("application/json"));
+    assert_eq!(a.body["upstream"], "echo");
+}
+
+/// proxy-cache: Miss then Hit (the upstream sees one request), Age and
+/// X-Cache-Key, vary by query parameter and header, Bypass for methods and
+/// content types it does not cache, `Cache-Control` honoured when asked,
+/// entries expiring after `cache_ttl`, and purges on the proxy's admin port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_cache_hits_misses_and_purges() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-cache").await;
+    let c = client();
+    let base = proxy.proxy_url();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["c", "cc", "short"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    cp.post(
+        "/routes/c/plugins",
+        json!({"name": "proxy-cache", "config": {"strategy": "memory", "content_type": ["application/json"],
+               "vary_query_params": ["page"], "vary_headers": ["X-Tenant"]}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/cc/plugins",
+        json!({"name": "proxy-cache", "config": {"strategy": "memory", "content_type": ["application/json"],
+               "cache_control": true}}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post(
+            "/routes/short/plugins",
+            json!({"name": "proxy-cache", "config": {"strategy": "memory", "content_type": ["application/json"],
+                   "cache_ttl": 1}}),
+        )
+        .await
+        .committed();
+    // A bad config: nothing stored.
+    cp.post(
+        "/routes/c/plugins",
+        json!({"name": "proxy-cache", "config": {"strategy": "redis"}}),
+    )
+    .await
+    .expect(400);
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+
+    let get = |p: &str| c.get(format!("{base}{p}"));
+    let seen = up.requests();
+    let a = send(get("/c?page=1&junk=1")).await;
+    assert_eq!(a.header("x-cache-status"), Some("Miss"));
+    let key = a.header("x-cache-key").expect("key").to_string();
+    let b = send(get("/c?junk=2&page=1")).await;
+    assert_eq!(
+        b.header("x-cache-status"),
+        Some("Hit"),
+        "other query args do not vary"
+    );
+    assert_eq!(b.header("x-cache-key"), Some(key.as_str()));
+    assert!(b.header("age").is_some());
+    assert_eq!(b.body, a.body, "the same body from the cache");
+    assert_eq!(up.requests(), seen + 1, "a hit does not reach the upstream");
+    assert_eq!(
+        send(get("/c?page=2")).await.header("x-cache-status"),
+        Some("Miss")
+    );
+    assert_eq!(
+        send(get("/c?page=1").header("x-tenant", "t2"))
+            .await
+            .header("x-cache-status"),
+        Some("Miss")
+    );
+    // Methods it does not cache.
+    let a = send(c.post(format!("{base}/c?page=1")).body("x")).await;
+    assert_eq!(a.header("x-cache-status"), Some("Bypass"));
+
+    // cache_control: the client can refresh, and no-store bypasses.
+    assert_eq!(
+        send(get("/cc")).await.header("x-cache-status"),
+        Some("Miss")
+    );
+    assert_eq!(send(get("/cc")).await.header("x-cache-status"), Some("Hit"));
+    assert_eq!(
+        send(get("/cc").header("cache-control", "no-cache"))
+            .await
+            .header("x-cache-status"),
+        Some("Refresh")
+    );
+    assert_eq!(
+        send(get("/cc").header("cache-control", "no-store"))
+            .await
+            .header("x-cache-status"),
+        Some("Bypass")
+    );
+
+    // Entries expire after cache_ttl.
+    assert_eq!(
+        send(get("/short")).await.header("x-cache-status"),
+        Some("Miss")
+    );
+    assert_eq!(
+        send(get("/short")).await.header("x-cache-status"),
+        Some("Hit")
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        send(get("/short")).await.header("x-cache-status"),
+        Some("Miss")
+    );
+
+    // Purge one entry, then everything, on the proxy's admin port.
+    let admin = |m: reqwest::Method, p: &str| c.request(m, format!("{}{p}", proxy.admin));
+    let r = admin(reqwest::Method::DELETE, &format!("/proxy-cache/{key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        send(get("/c?page=1")).await.header("x-cache-status"),
+        Some("Miss")
+    );
+    let r = admin(reqwest::Method::DELETE, &format!("/proxy-cache/{key}ff"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(send(get("/cc")).await.header("x-cache-status"), Some("Hit"));
+    let r = admin(reqwest::Method::DELETE, "/proxy-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        send(get("/cc")).await.header("x-cache-status"),
+        Some("Miss")
+    );
 }

@@ -3,6 +3,7 @@
 
 use super::Admin;
 use super::error::ApiError;
+use crate::translator::Flavour;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -18,17 +19,36 @@ fn snapshot_view(app: &Admin) -> Value {
     }
 }
 
+/// Adds what the node's flavour cannot enforce of the configured plugins.
+fn annotate(app: &Admin, nodes: &mut [Value]) {
+    let Some(x) = &app.xds else { return };
+    let snaps = x.cache.current();
+    for n in nodes {
+        let flavour = match n["flavour"].as_str() {
+            Some("gantry-proxy") => Flavour::GantryProxy,
+            _ => Flavour::Envoy,
+        };
+        let unenforced = snaps
+            .for_flavour(flavour)
+            .map(|s| s.unenforced_plugins.clone())
+            .unwrap_or_default();
+        n["unenforced_plugins"] = json!(unenforced);
+    }
+}
+
 pub async fn list(State(app): State<Admin>) -> Result<Response, ApiError> {
     let Some(x) = &app.xds else {
         return Ok(Json(json!({ "snapshot": null, "data": [] })).into_response());
     };
-    let nodes = x.fleet.all(&app.store).await?;
+    let mut nodes = x.fleet.all(&app.store).await?;
+    annotate(&app, &mut nodes);
     Ok(Json(json!({ "snapshot": snapshot_view(&app), "data": nodes })).into_response())
 }
 
 pub async fn node(State(app): State<Admin>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let x = app.xds.as_ref().ok_or(ApiError::NotFound)?;
-    let nodes = x.fleet.all(&app.store).await?;
+    let mut nodes = x.fleet.all(&app.store).await?;
+    annotate(&app, &mut nodes);
     // A node that reconnected may show twice for a moment: newest wins.
     let found = nodes
         .into_iter()

@@ -38,7 +38,7 @@ pub fn build(
         name: "http".into(),
         address: Some(socket(&opts.listen_address, opts.http_port)),
         filter_chains: vec![FilterChain {
-            filters: vec![hcm("http", flavour, gateway)],
+            filters: vec![hcm("http", flavour, gateway, m)],
             ..Default::default()
         }],
         ..Default::default()
@@ -81,7 +81,7 @@ pub fn build(
                 server_names: c.snis.clone(),
                 ..Default::default()
             }),
-            filters: vec![hcm("https", flavour, gateway)],
+            filters: vec![hcm("https", flavour, gateway, m)],
             transport_socket: Some(TransportSocket {
                 name: TLS_SOCKET.into(),
                 config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
@@ -108,8 +108,7 @@ pub fn build(
 }
 
 /// The HTTP connection manager: routes from RDS `route_config`.
-fn hcm(route_config: &str, flavour: Flavour, gateway: Option<&Any>) -> Filter {
-    let _ = flavour;
+fn hcm(route_config: &str, flavour: Flavour, gateway: Option<&Any>, m: &Model) -> Filter {
     let mut http_filters = Vec::new();
     // Kong's plugins: optional, so a plain Envoy skips what it cannot run.
     if let Some(g) = gateway {
@@ -119,6 +118,10 @@ fn hcm(route_config: &str, flavour: Flavour, gateway: Option<&Any>) -> Filter {
             is_optional: true,
             ..Default::default()
         });
+    }
+    // Envoy's own filters for what they can express (see envoy_native.rs).
+    if flavour == Flavour::Envoy {
+        http_filters.extend(m.envoy_filters.iter().cloned());
     }
     http_filters.push(HttpFilter {
         name: ROUTER.into(),

@@ -10,6 +10,7 @@
 //! does; each such place carries a one-line comment saying why.
 
 mod clusters;
+mod envoy_native;
 mod listeners;
 mod model;
 mod plugins;
@@ -17,6 +18,7 @@ mod routes;
 mod secrets;
 mod validate;
 
+pub use plugins::enforced_by;
 pub use routes::{RouteTable, TableVhost, encode_all as encode_tables};
 
 #[cfg(test)]
@@ -97,6 +99,8 @@ pub struct Resources {
 /// yet copied out (the snapshot cache encodes tables directly).
 #[derive(Clone, Debug, Default)]
 pub struct Translation {
+    /// Enabled plugins (by name) this flavour does not enforce.
+    pub unenforced_plugins: Vec<String>,
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteTable>,
     pub clusters: Vec<Cluster>,
@@ -198,13 +202,21 @@ pub fn translate_flavours(
     opts: &ProxyOptions,
 ) -> Result<Vec<Translation>, TranslateError> {
     let mut model = model::Model::build(entities)?;
-    model.route_plugins = plugins::per_route(&model);
+    let resolved = plugins::resolve(&model);
+    let route_plugins = plugins::per_route(&resolved);
+    let native = envoy_native::build(&model, &resolved);
+    drop(resolved);
+    model.route_plugins = route_plugins;
+    model.route_envoy = native.per_route;
+    model.envoy_filters = native.http_filters;
+    model.envoy_enforced = native.enforced;
     let (clusters, endpoints) = clusters::build(&model);
     let routes = routes::build(&model, opts)?;
     let secrets = secrets::build(&model);
     let mut out: Vec<Translation> = Vec::with_capacity(flavours.len());
     for f in flavours {
         let t = Translation {
+            unenforced_plugins: plugins::unenforced(&model, *f),
             listeners: listeners::build(&model, opts, *f)?,
             routes: routes.clone(),
             clusters: clusters.clone(),

@@ -223,6 +223,13 @@ pub struct Model {
     pub plugins: Vec<PluginInst>,
     /// Per Kong route id, its plugins' per-route filter config.
     pub route_plugins: std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+    /// Per Kong route id, Envoy's own filters' per-route configs, by filter name.
+    pub route_envoy:
+        std::collections::HashMap<String, Vec<(String, envoy_types::pb::google::protobuf::Any)>>,
+    /// Envoy's own HTTP filters for Envoy nodes' listeners (before the router).
+    pub envoy_filters: Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>,
+    /// Plugin instances (ids) Envoy's own filters enforce.
+    pub envoy_enforced: std::collections::HashSet<String>,
 }
 
 impl Model {

@@ -3,6 +3,7 @@
 //! each route, the instances that apply to it, resolved by Kong's
 //! precedence. See `proto/gantry/filters/http/plugins/v1/plugins.proto`.
 
+use super::Flavour;
 use super::model::{Model, PluginInst};
 use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::google::protobuf::Any;
@@ -12,6 +13,45 @@ use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 
 pub use pb::FILTER_NAME;
+
+/// The plugins gantry-proxy enforces: it refuses a config with any other
+/// (see `data-plane/src/plugins/mod.rs`). Envoy skips Gantry's filter and
+/// enforces only what `envoy_native` expresses with its own filters.
+pub fn enforced_by(flavour: Flavour) -> &'static [&'static str] {
+    match flavour {
+        Flavour::GantryProxy => &[
+            "acl",
+            "correlation-id",
+            "cors",
+            "ip-restriction",
+            "jwt",
+            "key-auth",
+            "proxy-cache",
+            "rate-limiting",
+            "request-size-limiting",
+            "request-transformer",
+            "response-transformer",
+        ],
+        Flavour::Envoy => &[],
+    }
+}
+
+/// Enabled plugins, by name, that `flavour` does not enforce (for `/fleet`).
+pub fn unenforced(m: &Model, flavour: Flavour) -> Vec<String> {
+    let ok = enforced_by(flavour);
+    let mut out: Vec<String> = m
+        .plugins
+        .iter()
+        .filter(|p| match flavour {
+            Flavour::GantryProxy => !ok.contains(&p.name.as_str()),
+            Flavour::Envoy => !m.envoy_enforced.contains(&p.id),
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
 
 /// Kong's precedence, most specific first: consumer+route+service,
 /// consumer+route, consumer+service, route+service, consumer, route,
@@ -82,11 +122,20 @@ pub fn gateway(m: &Model, trusted_ips: &[String], real_ip_header: &str) -> Optio
     })
 }
 
-/// Per Kong route id, its `typed_per_filter_config` entry: the instances
-/// that apply, one per plugin name, and per consumer those that replace
-/// them. Routes no plugin applies to are absent.
-pub fn per_route(m: &Model) -> HashMap<String, Any> {
-    let mut out = HashMap::new();
+/// The instances that apply to one route, by Kong's precedence.
+pub struct Resolved<'a> {
+    pub route: &'a super::model::Route,
+    pub service: &'a str,
+    /// Per plugin name, the instance for everyone.
+    pub default: BTreeMap<&'a str, &'a PluginInst>,
+    /// Per (consumer id, plugin name), the instance that replaces it for
+    /// that consumer.
+    pub consumer: BTreeMap<(&'a str, &'a str), &'a PluginInst>,
+}
+
+/// Every route with at least one plugin, resolved.
+pub fn resolve(m: &Model) -> Vec<Resolved<'_>> {
+    let mut out = Vec::new();
     if m.plugins.is_empty() {
         return out;
     }
@@ -112,7 +161,6 @@ pub fn per_route(m: &Model) -> HashMap<String, Any> {
             .filter(|p| p.service.as_deref().is_none_or(|s| s == service))
             .chain(by_service.get(service).into_iter().flatten())
             .chain(global.iter());
-        // Per plugin name: the best instance for everyone, and per consumer.
         let mut default: BTreeMap<&str, &PluginInst> = BTreeMap::new();
         let mut consumer: BTreeMap<(&str, &str), &PluginInst> = BTreeMap::new();
         for p in candidates {
@@ -125,26 +173,49 @@ pub fn per_route(m: &Model) -> HashMap<String, Any> {
                 Some(_) => {}
             }
         }
+        // A consumer-only instance loses to a route+service one.
+        consumer.retain(|(_, name), p| default.get(name).is_none_or(|d| rank(d) >= rank(p)));
+        if default.is_empty() && consumer.is_empty() {
+            continue;
+        }
+        out.push(Resolved {
+            route: r,
+            service,
+            default,
+            consumer,
+        });
+    }
+    out
+}
+
+/// Per Kong route id, its `typed_per_filter_config` entry: the instances
+/// that apply, one per plugin name, and per consumer those that replace
+/// them. Routes no plugin applies to are absent.
+pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
+    let mut out = HashMap::new();
+    for r in resolved {
         let mut consumer_plugins: BTreeMap<String, pb::PluginIds> = BTreeMap::new();
-        for ((c, name), p) in consumer {
-            // A consumer-only instance loses to a route+service one.
-            if default.get(name).is_some_and(|d| rank(d) < rank(p)) {
-                continue;
-            }
+        for ((c, _), p) in &r.consumer {
             consumer_plugins
                 .entry(c.to_string())
                 .or_default()
                 .ids
                 .push(p.id.clone());
         }
-        if default.is_empty() && consumer_plugins.is_empty() {
-            continue;
-        }
+        let mut names: Vec<String> = r
+            .default
+            .keys()
+            .chain(r.consumer.keys().map(|(_, n)| n))
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        names.dedup();
         let per = pb::PerRoute {
-            route_id: r.id.clone(),
-            service_id: service.to_string(),
-            plugins: default.values().map(|p| p.id.clone()).collect(),
+            route_id: r.route.id.clone(),
+            service_id: r.service.to_string(),
+            plugins: r.default.values().map(|p| p.id.clone()).collect(),
             consumer_plugins,
+            names,
         };
         let wrapped = FilterConfig {
             config: Some(Any {
@@ -155,7 +226,7 @@ pub fn per_route(m: &Model) -> HashMap<String, Any> {
             is_optional: true,
             disabled: false,
         };
-        out.insert(r.id.clone(), pack_any(wrapped));
+        out.insert(r.route.id.clone(), pack_any(wrapped));
     }
     out
 }

@@ -587,6 +587,9 @@ fn entries<'a>(
                 e.typed_per_filter_config
                     .insert(super::plugins::FILTER_NAME.into(), cfg.clone());
             }
+            for (name, cfg) in m.route_envoy.get(&r.id).into_iter().flatten() {
+                e.typed_per_filter_config.insert(name.clone(), cfg.clone());
+            }
         }
     }
     Ok(())

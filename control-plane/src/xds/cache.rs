@@ -29,6 +29,8 @@ pub type TypeMap = BTreeMap<String, Arc<Resource>>;
 pub struct Snapshot {
     pub revision: i64,
     pub types: HashMap<&'static str, TypeMap>,
+    /// Enabled plugins this snapshot's flavour does not enforce.
+    pub unenforced_plugins: Vec<String>,
 }
 
 impl Snapshot {
@@ -87,6 +89,7 @@ pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapsh
     let mut out: Vec<Snapshot> = Vec::with_capacity(translations.len());
     let mut tables: Vec<(RouteTable, Arc<Resource>)> = Vec::new();
     for r in translations {
+        let unenforced_plugins = r.unenforced_plugins;
         let mut types = HashMap::new();
         types.insert(xds::LISTENER, pack(r.listeners, |l| l.name.clone()));
         // Route tables encode straight to bytes: their repeated routes are
@@ -126,7 +129,11 @@ pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapsh
                 }
             }
         }
-        out.push(Snapshot { revision, types });
+        out.push(Snapshot {
+            revision,
+            types,
+            unenforced_plugins,
+        });
     }
     out
 }

@@ -5,8 +5,9 @@
 //! credentials, plugin instances); each route's per-filter config into
 //! [`RoutePlugins`] (which instances apply, already resolved by Kong's
 //! precedence). [`access`] runs the request phases in a fixed order:
-//! client address, authentication, ACL, rate limiting. Counters live in
-//! [`State`], which outlives config swaps.
+//! client address, authentication, ACL, rate limiting, request size,
+//! request-transformer; response-transformer runs on the upstream's
+//! response. Counters live in [`State`], which outlives config swaps.
 
 mod acl;
 mod client_ip;
@@ -16,10 +17,14 @@ mod cors;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
+pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod redis;
 mod reject;
+pub mod request_transformer;
+pub mod response_transformer;
 pub mod size_limit;
+mod transform;
 
 pub use client_ip::ClientIp;
 pub use consumers::{Consumer, Directory};
@@ -77,6 +82,10 @@ pub enum Kind {
     KeyAuth(key_auth::KeyAuth),
     Acl(acl::Acl),
     RateLimiting(rate_limiting::RateLimiting),
+    // Shared: what they do is finished on the forwarding path.
+    RequestTransformer(Arc<request_transformer::RequestTransformer>),
+    ProxyCache(Arc<proxy_cache::ProxyCache>),
+    ResponseTransformer(Arc<response_transformer::ResponseTransformer>),
 }
 
 impl Gateway {
@@ -105,6 +114,22 @@ impl Gateway {
     }
 }
 
+/// The Kong plugins gantry-proxy runs (the control plane's
+/// `translator::enforced_by` lists the same).
+pub const SUPPORTED: &[&str] = &[
+    "acl",
+    "correlation-id",
+    "cors",
+    "ip-restriction",
+    "jwt",
+    "key-auth",
+    "proxy-cache",
+    "rate-limiting",
+    "request-size-limiting",
+    "request-transformer",
+    "response-transformer",
+];
+
 fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, String> {
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
@@ -113,10 +138,17 @@ fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, Str
         "ip-restriction" => Kind::IpRestriction(ip_restriction::IpRestriction::compile(&v)?),
         "cors" => Kind::Cors(cors::Cors::compile(&v)?),
         "request-size-limiting" => Kind::SizeLimit(size_limit::SizeLimit::compile(&v)?),
+        "proxy-cache" => Kind::ProxyCache(Arc::new(proxy_cache::ProxyCache::compile(&v)?)),
         "jwt" => Kind::Jwt(jwt::Jwt::compile(&v)?),
         "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v, dir)?),
         "acl" => Kind::Acl(acl::Acl::compile(&v)?),
         "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(&v)?),
+        "request-transformer" => Kind::RequestTransformer(Arc::new(
+            request_transformer::RequestTransformer::compile(&v)?,
+        )),
+        "response-transformer" => Kind::ResponseTransformer(Arc::new(
+            response_transformer::ResponseTransformer::compile(&v)?,
+        )),
         // Refused rather than skipped: a policy the operator configured
         // must not silently stop applying.
         other => return Err(format!("plugin {other:?} is not supported by gantry-proxy")),
@@ -160,6 +192,11 @@ impl RoutePlugins {
         }
         let p = pb::PerRoute::decode(inner.value.as_slice())
             .map_err(|e| format!("{FILTER_NAME}: {e}"))?;
+        // Refused here as well as in the listener: a route must not take
+        // effect naming a plugin this proxy will never run.
+        if let Some(n) = p.names.iter().find(|n| !SUPPORTED.contains(&n.as_str())) {
+            return Err(format!("plugin {n:?} is not supported by gantry-proxy"));
+        }
         Ok(RoutePlugins {
             route_id: p.route_id,
             service_id: p.service_id,
@@ -178,6 +215,8 @@ impl RoutePlugins {
 pub struct State {
     pub limits: rate_limiting::Counters,
     pub redis: redis::Clients,
+    /// proxy-cache entries, by dictionary.
+    pub cache: proxy_cache::Store,
 }
 
 /// The request as the plugins see and change it.
@@ -185,7 +224,8 @@ pub struct Request<'a> {
     pub headers: &'a mut HeaderMap,
     /// Path and query, as forwarded (key-auth may remove its query argument).
     pub path_and_query: &'a mut String,
-    pub method: &'a Method,
+    /// As forwarded (request-transformer's `http_method` may change it).
+    pub method: &'a mut Method,
     /// The TCP peer.
     pub peer: IpAddr,
     /// This proxy's listening address, for the tracker correlation id.
@@ -199,6 +239,25 @@ pub struct Outcome {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// A body of undeclared length is refused past this many bytes.
     pub body_limit: Option<u64>,
+    /// request-transformer's body, path and Host changes, for the
+    /// forwarding path.
+    pub request_transform: Option<request_transformer::Pending>,
+    /// Applied to the upstream's response.
+    pub response_transform: Option<Arc<response_transformer::ResponseTransformer>>,
+    /// proxy-cache's verdict for a request it did not answer itself.
+    pub cache: Option<CacheStep>,
+}
+
+/// What proxy-cache does with the upstream's response.
+pub enum CacheStep {
+    /// Not cacheable: only `X-Cache-Status: Bypass`.
+    Bypass(Arc<proxy_cache::ProxyCache>),
+    /// Store it if it qualifies; `Miss` or `Refresh`.
+    Fetch(
+        Arc<proxy_cache::ProxyCache>,
+        proxy_cache::Lookup,
+        &'static str,
+    ),
 }
 
 /// The instances that apply to one request, by phase.
@@ -212,6 +271,9 @@ struct Chain<'a> {
     key_auth: Option<&'a key_auth::KeyAuth>,
     acl: Option<&'a acl::Acl>,
     rate_limiting: Option<(&'a str, &'a rate_limiting::RateLimiting)>,
+    request_transformer: Option<&'a Arc<request_transformer::RequestTransformer>>,
+    response_transformer: Option<&'a Arc<response_transformer::ResponseTransformer>>,
+    proxy_cache: Option<(&'a str, &'a Arc<proxy_cache::ProxyCache>)>,
 }
 
 impl<'a> Chain<'a> {
@@ -225,6 +287,9 @@ impl<'a> Chain<'a> {
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
             Kind::RateLimiting(r) => self.rate_limiting = Some((&p.id, r)),
+            Kind::RequestTransformer(t) => self.request_transformer = Some(t),
+            Kind::ProxyCache(c) => self.proxy_cache = Some((&p.id, c)),
+            Kind::ResponseTransformer(t) => self.response_transformer = Some(t),
         }
     }
 
@@ -358,6 +423,32 @@ async fn phases(
     }
     if let Some(l) = chain.size_limit {
         out.body_limit = l.check(req.headers)?;
+    }
+    if let Some(t) = chain.request_transformer {
+        out.request_transform = Some(t.access(req.headers, req.path_and_query, req.method)?);
+    }
+    out.response_transform = chain.response_transformer.cloned();
+    // The cache is looked up last, on the request as it will be forwarded.
+    if let Some((id, pc)) = chain.proxy_cache {
+        let consumer = who.consumer.map(|c| c.id.as_str());
+        let d = pc.request(
+            &state.cache,
+            id,
+            &route.route_id,
+            consumer,
+            req.method,
+            req.path_and_query,
+            req.headers,
+        );
+        out.cache = Some(match d {
+            proxy_cache::Decision::Bypass => CacheStep::Bypass(pc.clone()),
+            proxy_cache::Decision::Fetch(l, status) => CacheStep::Fetch(pc.clone(), l, status),
+            proxy_cache::Decision::Hit(c) => {
+                let mut r = Reject::new(c.status, "");
+                r.cached = Some(Box::new((pc.hit_headers(&c), c.body)));
+                return Err(r);
+            }
+        });
     }
     Ok(())
 }

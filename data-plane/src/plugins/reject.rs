@@ -11,6 +11,8 @@ pub struct Reject {
     pub body: Option<Box<serde_json::Value>>,
     /// No body at all (a CORS preflight answer).
     pub empty: bool,
+    /// A stored response (a proxy-cache hit): its headers and body.
+    pub cached: Option<Box<(http::HeaderMap, bytes::Bytes)>>,
 }
 
 impl Reject {
@@ -21,6 +23,7 @@ impl Reject {
             headers: Vec::new(),
             body: None,
             empty: false,
+            cached: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The proxy's admin endpoint (Envoy-like, default 127.0.0.1:9901):
-//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`.
+//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`,
+//! and Kong's proxy-cache purge (`DELETE /proxy-cache[/{key}]`).
 
 use super::runtime::Shared;
 use axum::Router;
@@ -29,6 +30,8 @@ pub fn router(shared: Arc<Shared>, xds: XdsStatus) -> Router {
         .route("/clusters", get(clusters))
         .route("/stats/prometheus", get(stats))
         .route("/xds", get(xds_status))
+        .route("/proxy-cache", axum::routing::delete(purge_all))
+        .route("/proxy-cache/{key}", axum::routing::delete(purge_one))
         .with_state(AdminState { shared, xds })
 }
 
@@ -49,6 +52,29 @@ async fn stats(State(s): State<AdminState>) -> Response {
         s.shared.stats.encode(),
     )
         .into_response()
+}
+
+/// Kong's `DELETE /proxy-cache`: every cached response of this proxy.
+async fn purge_all(State(s): State<AdminState>) -> Response {
+    let n = s.shared.plugins.cache.purge_all();
+    tracing::info!(entries = n, "proxy-cache purged");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Kong's `DELETE /proxy-cache/{cache_key}`: 204, or 404 if not cached.
+async fn purge_one(
+    State(s): State<AdminState>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Response {
+    if s.shared.plugins.cache.purge(&key) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Not found"})),
+        )
+            .into_response()
+    }
 }
 
 async fn xds_status(State(s): State<AdminState>) -> Response {

@@ -164,6 +164,9 @@ async fn route(
     let mut pq = pq;
     let mut plugin_headers = Vec::new();
     let mut body_limit = None;
+    let mut request_transform = None;
+    let mut response_transform = None;
+    let mut cache = None;
     if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
         let (parts, body) = req.into_parts();
         let mut parts = parts;
@@ -174,7 +177,7 @@ async fn route(
             plugins::Request {
                 headers: &mut parts.headers,
                 path_and_query: &mut pq,
-                method: &parts.method,
+                method: &mut parts.method,
                 peer: conn.remote.ip(),
                 local: listener.address,
             },
@@ -186,6 +189,9 @@ async fn route(
             Ok(out) => {
                 plugin_headers = out.response_headers;
                 body_limit = out.body_limit;
+                request_transform = out.request_transform;
+                response_transform = out.response_transform;
+                cache = out.cache;
             }
             Err(reject) => return kong_error(reject),
         }
@@ -224,24 +230,56 @@ async fn route(
         Action::Forward(f) => {
             let websocket = listener.websocket && headers::is_websocket_upgrade(req.headers());
             let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-            let upstream_pq = f.rewrite_path(selected.matched, &pq);
-            let original = Original {
-                host: &authority,
-                pq: &pq,
-            };
             // A body of undeclared length is counted as it streams when a
-            // size limit applies; going over it is Kong's 413.
-            let (req, too_large) = match body_limit {
-                Some(n) => {
+            // size limit applies; going over it is Kong's 413. A body the
+            // request-transformer rewrites is read whole first (bounded,
+            // counted the same way); it may also change the query.
+            let (req, too_large) = match (&request_transform, body_limit) {
+                (Some(t), limit) if t.reads_body() => {
+                    let (mut parts, body) = req.into_parts();
+                    let buffer = listener.per_connection_buffer_limit;
+                    match t
+                        .rewrite_body(&mut parts.headers, &mut pq, body, limit, buffer)
+                        .await
+                    {
+                        Ok(b) => (Request::from_parts(parts, full(b)), None),
+                        Err(r) => return kong_error(r),
+                    }
+                }
+                (_, Some(n)) => {
                     let (parts, body) = req.into_parts();
                     let counted = plugins::size_limit::Counted::new(body, n);
                     let flag = counted.exceeded.clone();
                     (Request::from_parts(parts, counted.boxed()), Some(flag))
                 }
-                None => (
+                (_, None) => (
                     req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()),
                     None,
                 ),
+            };
+            // request-transformer's `replace.uri` and Host take the place
+            // of the route's rewrites.
+            let upstream_pq = match request_transform
+                .as_ref()
+                .and_then(|t| t.upstream_path(&pq))
+            {
+                Some(p) => p,
+                None => f.rewrite_path(selected.matched, &pq),
+            };
+            let host_replaced;
+            let f = match request_transform.as_ref().and_then(|t| t.host()) {
+                Some(h) => {
+                    host_replaced = Forward {
+                        host_rewrite: HostRewrite::Literal(h.to_string()),
+                        ..f.clone()
+                    };
+                    &host_replaced
+                }
+                None => f,
+            };
+            let original = Original {
+                host: &authority,
+                pq: &pq,
             };
             let resp = forward(
                 req,
@@ -259,7 +297,14 @@ async fn route(
             if too_large.is_some_and(|f| f.load(Ordering::Acquire)) {
                 return kong_error(plugins::Reject::new(413, plugins::size_limit::TOO_LARGE));
             }
-            resp
+            let resp = match &response_transform {
+                Some(t) => t.apply(resp, listener.per_connection_buffer_limit).await,
+                None => resp,
+            };
+            match cache {
+                Some(step) => cache_response(step, resp, &shared.plugins.cache).await,
+                None => resp,
+            }
         }
     };
     route.response_headers.apply(resp.headers_mut());
@@ -285,8 +330,63 @@ async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
     Some(buf.freeze())
 }
 
+/// proxy-cache on the way back: store a response that qualifies (read
+/// whole first: only one with a declared length within the entry limit),
+/// and say what happened in `X-Cache-Status`.
+async fn cache_response(
+    step: plugins::CacheStep,
+    resp: Response<Body>,
+    store: &plugins::proxy_cache::Store,
+) -> Response<Body> {
+    match step {
+        plugins::CacheStep::Bypass(pc) => {
+            let mut resp = resp;
+            pc.mark(resp.headers_mut(), "Bypass", None);
+            resp
+        }
+        plugins::CacheStep::Fetch(pc, lookup, status) => {
+            let Some(ttl) = pc.storable(resp.status().as_u16(), resp.headers()) else {
+                let mut resp = resp;
+                pc.mark(resp.headers_mut(), "Bypass", None);
+                return resp;
+            };
+            let (mut parts, body) = resp.into_parts();
+            let Some(bytes) = collect_limited(body, plugins::proxy_cache::MAX_ENTRY).await else {
+                // The body failed mid-way: the client gets what hyper gives
+                // for a broken upstream body.
+                return local(StatusCode::BAD_GATEWAY, "upstream body failed");
+            };
+            let key = lookup.key_text.clone();
+            pc.store(
+                store,
+                lookup,
+                plugins::proxy_cache::Cached {
+                    status: parts.status.as_u16(),
+                    headers: parts.headers.clone(),
+                    body: bytes.clone(),
+                    stored: Instant::now(),
+                    key_text: key.clone(),
+                },
+                ttl,
+            );
+            pc.mark(&mut parts.headers, status, Some(&key));
+            Response::from_parts(parts, full(bytes))
+        }
+    }
+}
+
 /// A plugin's refusal, as Kong sends it.
 fn kong_error(r: plugins::Reject) -> Response<Body> {
+    if let Some(c) = r.cached {
+        let (headers, body) = *c;
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = r.status;
+        *resp.headers_mut() = headers;
+        for (k, v) in r.headers {
+            resp.headers_mut().append(k, v);
+        }
+        return resp;
+    }
     if r.empty {
         let mut resp = Response::new(empty());
         *resp.status_mut() = r.status;

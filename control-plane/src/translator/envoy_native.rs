@@ -1,0 +1,289 @@
+//! Kong plugins that Envoy's own HTTP filters can express, for Envoy
+//! nodes: key-auth (with acl) as `api_key_auth`, ip-restriction as `rbac`.
+//! The status codes are Kong's; the bodies are Envoy's. An instance is
+//! emitted only when the filter gives the same answers; anything else
+//! (consumer-scoped instances, `anonymous`, a non-403 ip-restriction status,
+//! ...) is left to gantry-proxy and listed for Envoy nodes at `/fleet`.
+//!
+//! The filters sit in Envoy listeners' chains disabled, and each route that
+//! needs one enables it with its per-route config (Envoy's `FilterConfig`).
+//! gantry-proxy ignores these per-route entries: its chain has no such
+//! filters.
+
+use super::model::{Model, PluginInst};
+use super::plugins::Resolved;
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::rbac::v3::{
+    Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac,
+};
+use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+use envoy_types::pb::envoy::extensions::filters::http::api_key_auth::v3::{
+    ApiKeyAuth, ApiKeyAuthPerRoute, Credential, Forwarding, KeySource,
+};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::util::pack_any;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+pub const API_KEY_AUTH: &str = "envoy.filters.http.api_key_auth";
+pub const RBAC: &str = "envoy.filters.http.rbac";
+
+/// Envoy's filters for Envoy nodes, and what they enforce.
+#[derive(Default)]
+pub struct Native {
+    pub http_filters: Vec<HttpFilter>,
+    pub per_route: HashMap<String, Vec<(String, Any)>>,
+    /// Instance ids expressed.
+    pub enforced: HashSet<String>,
+}
+
+/// The client name Envoy forwards: the consumer's username, else its id
+/// (what Kong's `X-Consumer-Username` / `X-Consumer-ID` say).
+fn client_of(c: &super::model::Consumer) -> String {
+    c.username.clone().unwrap_or_else(|| c.id.clone())
+}
+
+pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
+    let mut n = Native::default();
+    let mut any_key_auth = false;
+    let mut any_rbac = false;
+    for r in resolved {
+        let mut entries = Vec::new();
+        if let Some(p) = r.default.get("ip-restriction")
+            && let Some(rules) = ip_rules(p)
+        {
+            entries.push((
+                RBAC.to_string(),
+                enable(pack_any(RbacPerRoute {
+                    rbac: Some(Rbac {
+                        rules: Some(rules),
+                        ..Default::default()
+                    }),
+                })),
+            ));
+            n.enforced.insert(p.id.clone());
+            any_rbac = true;
+        }
+        if let Some(p) = r.default.get("key-auth")
+            && let Some(mut per) = key_auth(p)
+        {
+            // acl rides along as the clients allowed on the route.
+            let acl = r.default.get("acl").copied();
+            match acl.map(|a| allowed_clients(m, a)) {
+                Some(Some(clients)) => {
+                    per.allowed_clients = clients;
+                    if let Some(a) = acl {
+                        n.enforced.insert(a.id.clone());
+                    }
+                }
+                Some(None) => {}
+                None => {}
+            }
+            entries.push((API_KEY_AUTH.to_string(), enable(pack_any(per))));
+            n.enforced.insert(p.id.clone());
+            any_key_auth = true;
+        }
+        if !entries.is_empty() {
+            n.per_route.insert(r.route.id.clone(), entries);
+        }
+    }
+    // Kong's order: ip-restriction before authentication.
+    if any_rbac {
+        n.http_filters
+            .push(disabled(RBAC, pack_any(Rbac::default())));
+    }
+    if any_key_auth {
+        let credentials = m
+            .consumers
+            .values()
+            .flat_map(|c| {
+                c.keyauth.iter().map(move |(_, key)| Credential {
+                    key: key.clone(),
+                    client: client_of(c),
+                })
+            })
+            .collect();
+        n.http_filters.push(disabled(
+            API_KEY_AUTH,
+            pack_any(ApiKeyAuth {
+                credentials,
+                key_sources: vec![header_source("apikey"), query_source("apikey")],
+                forwarding: None,
+            }),
+        ));
+    }
+    n
+}
+
+/// In the chain but off until a route turns it on.
+fn disabled(name: &str, config: Any) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        disabled: true,
+        ..Default::default()
+    }
+}
+
+/// A route's config that also turns the filter on.
+fn enable(config: Any) -> Any {
+    pack_any(FilterConfig {
+        config: Some(config),
+        is_optional: false,
+        disabled: false,
+    })
+}
+
+fn header_source(name: &str) -> KeySource {
+    KeySource {
+        header: name.into(),
+        ..Default::default()
+    }
+}
+
+fn query_source(name: &str) -> KeySource {
+    KeySource {
+        query: name.into(),
+        ..Default::default()
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// key-auth as `api_key_auth`, when it means the same: no anonymous
+/// consumer, no key in the body.
+fn key_auth(p: &PluginInst) -> Option<ApiKeyAuthPerRoute> {
+    let c = &p.config;
+    if c["anonymous"].as_str().is_some_and(|a| !a.is_empty())
+        || c["key_in_body"].as_bool() == Some(true)
+        || c["run_on_preflight"].as_bool() == Some(false)
+    {
+        return None;
+    }
+    let in_header = c["key_in_header"].as_bool().unwrap_or(true);
+    let in_query = c["key_in_query"].as_bool().unwrap_or(true);
+    let mut key_sources = Vec::new();
+    for name in strings(&c["key_names"]) {
+        if in_header {
+            key_sources.push(header_source(&name));
+        }
+        if in_query {
+            key_sources.push(query_source(&name));
+        }
+    }
+    if key_sources.is_empty() {
+        return None;
+    }
+    Some(ApiKeyAuthPerRoute {
+        key_sources,
+        forwarding: Some(Forwarding {
+            header: "x-consumer-username".into(),
+            hide_credentials: c["hide_credentials"].as_bool().unwrap_or(false),
+        }),
+        ..Default::default()
+    })
+}
+
+/// acl as the clients (consumers) allowed: the members of `allow`, or
+/// everyone outside `deny`. None when no consumer would be allowed, which
+/// Envoy reads as "everyone" (the instance is then left to gantry-proxy).
+fn allowed_clients(m: &Model, acl: &PluginInst) -> Option<Vec<String>> {
+    let allow = strings(&acl.config["allow"]);
+    let deny = strings(&acl.config["deny"]);
+    let clients: Vec<String> = m
+        .consumers
+        .values()
+        .filter(|c| {
+            let member = |list: &[String]| c.groups.iter().any(|g| list.contains(g));
+            if allow.is_empty() {
+                !member(&deny)
+            } else {
+                member(&allow)
+            }
+        })
+        .map(client_of)
+        .collect();
+    (!clients.is_empty()).then_some(clients)
+}
+
+fn cidr(s: &str) -> Option<CidrRange> {
+    let net: ipnet::IpNet = s
+        .parse()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))?;
+    Some(CidrRange {
+        address_prefix: net.network().to_string(),
+        prefix_len: Some(UInt32Value {
+            value: u32::from(net.prefix_len()),
+        }),
+    })
+}
+
+fn any_of(list: &[String]) -> Option<Principal> {
+    let ids = list
+        .iter()
+        .map(|s| {
+            cidr(s).map(|c| Principal {
+                identifier: Some(principal::Identifier::RemoteIp(c)),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Principal {
+        identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
+    })
+}
+
+/// ip-restriction as RBAC rules: allowed when in `allow` (if set) and not
+/// in `deny`. Only with Kong's default 403, which is RBAC's.
+fn ip_rules(p: &PluginInst) -> Option<RbacRules> {
+    let c = &p.config;
+    if c["status"].as_f64().is_some_and(|s| s != 403.0) {
+        return None;
+    }
+    let allow = strings(&c["allow"]);
+    let deny = strings(&c["deny"]);
+    let mut all = Vec::new();
+    if !allow.is_empty() {
+        all.push(any_of(&allow)?);
+    }
+    if !deny.is_empty() {
+        all.push(Principal {
+            identifier: Some(principal::Identifier::NotId(Box::new(any_of(&deny)?))),
+        });
+    }
+    let principal = match all.len() {
+        0 => return None,
+        1 => all.remove(0),
+        _ => Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set { ids: all })),
+        },
+    };
+    Some(RbacRules {
+        action: rbac::Action::Allow as i32,
+        policies: [(
+            "ip-restriction".to_string(),
+            Policy {
+                permissions: vec![Permission {
+                    rule: Some(permission::Rule::Any(true)),
+                }],
+                principals: vec![principal],
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    })
+}
