@@ -1823,3 +1823,155 @@ async fn proxy_cache_hits_misses_and_purges() {
         Some("Miss")
     );
 }
+
+/// A JWKS server for `jwt_remote_jwks`: serves whatever document is set,
+/// one request per connection (`Connection: close`), so stopping it stops
+/// every answer.
+struct JwksServer {
+    url: String,
+    doc: std::sync::Arc<std::sync::Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    async fn start(doc: String) -> JwksServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let doc = std::sync::Arc::new(std::sync::Mutex::new(doc));
+        let shared = doc.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let body = shared.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        JwksServer { url, doc, task }
+    }
+
+    fn serve(&self, doc: String) {
+        *self.doc.lock().unwrap() = doc;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_remote_jwks() {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let oct = |kid: &str, secret: &[u8]| {
+        json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": kid,
+            "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)}]})
+        .to_string()
+    };
+    let sign_kid = |kid: &str, secret: &[u8]| {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.into());
+        let claims = json!({"iss": "https://idp.example", "exp": now_s() + 3600});
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret)).expect("sign")
+    };
+    let (s1, s2) = (
+        b"remote-secret-one-0123456789abcdef".as_slice(),
+        b"remote-secret-two-0123456789abcdef".as_slice(),
+    );
+    let jwks = JwksServer::start(oct("k1", s1)).await;
+
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-jwks").await;
+    let c = client();
+    let url = format!("{}/remote", proxy.proxy_url());
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "remote", "paths": ["/remote"]}),
+    )
+    .await
+    .expect(201);
+    // Short durations: refreshed every second, served 2 s past its fetch
+    // while the server is down.
+    let rev = cp
+        .post(
+            "/routes/remote/plugins",
+            json!({"name": "jwt", "config": {"providers": [{"name": "idp",
+                   "issuer": "https://idp.example",
+                   "remote_jwks": {"uri": jwks.url, "cache_duration": 1,
+                                   "stale_while_error": 2, "timeout": 1000}}]}}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    until_status(&proxy, "/remote", 401).await;
+    let call = |token: String| {
+        send(
+            c.get(&url)
+                .header("authorization", format!("Bearer {token}")),
+        )
+    };
+
+    // First use fetches on demand.
+    let a = call(sign_kid("k1", s1)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // A token for a key the set does not have: refused.
+    let a = call(sign_kid("k1", s2)).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (401, &json!({"message": "Invalid signature"}))
+    );
+
+    // Rotation: a new kid refetches at once (well before any refresh
+    // would matter, the unknown kid is what triggers it).
+    jwks.serve(oct("k2", s2));
+    let a = call(sign_kid("k2", s2)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // The server goes down: the last set keeps serving within
+    // stale_while_error, then the provider's tokens are refused.
+    let task = jwks.task;
+    task.abort();
+    let _ = task.await;
+    let down = std::time::Instant::now();
+    let a = call(sign_kid("k2", s2)).await;
+    assert_eq!(a.status, 200, "stale set within the window: {}", a.body);
+    let refused = loop {
+        let a = call(sign_kid("k2", s2)).await;
+        if a.status == 401 {
+            break a;
+        }
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(
+            down.elapsed() < Duration::from_secs(5),
+            "still served {:?} after the server went down",
+            down.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        refused.body,
+        json!({"message": "Jwks remote fetch is failed"})
+    );
+    // The last good fetch was at most a refresh (1 s) before the server
+    // went down, so the set served for at least about 1 s more.
+    assert!(
+        down.elapsed() >= Duration::from_millis(800),
+        "refused after only {:?}",
+        down.elapsed()
+    );
+}

@@ -19,19 +19,7 @@ pub use pb::FILTER_NAME;
 /// enforces only what `envoy_native` expresses with its own filters.
 pub fn enforced_by(flavour: Flavour) -> &'static [&'static str] {
     match flavour {
-        Flavour::GantryProxy => &[
-            "acl",
-            "correlation-id",
-            "cors",
-            "ip-restriction",
-            "jwt",
-            "key-auth",
-            "proxy-cache",
-            "rate-limiting",
-            "request-size-limiting",
-            "request-transformer",
-            "response-transformer",
-        ],
+        Flavour::GantryProxy => pb::GANTRY_PROXY_RUNS,
         Flavour::Envoy => &[],
     }
 }

@@ -8,6 +8,7 @@
 
 use super::Identity;
 use super::consumers::Directory;
+use super::jwks;
 use super::reject::Reject;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -53,8 +54,16 @@ impl std::fmt::Debug for Jwt {
 struct Provider {
     issuer: Option<String>,
     audiences: Vec<String>,
-    /// (kid, algorithm, key).
-    keys: Vec<(Option<String>, Option<Algorithm>, DecodingKey)>,
+    keys: Keys,
+}
+
+/// A JWKS key: (kid, algorithm, key).
+pub type Key = (Option<String>, Option<Algorithm>, DecodingKey);
+
+enum Keys {
+    Local(Vec<Key>),
+    /// Fetched and cached in [`jwks::Registry`], by URI.
+    Remote(String, jwks::Settings),
 }
 
 #[derive(Deserialize)]
@@ -161,8 +170,9 @@ impl Jwt {
         self.anonymous.is_some()
     }
 
-    pub fn authenticate<'d>(
+    pub async fn authenticate<'d>(
         &self,
+        jwks: &jwks::Registry,
         dir: &'d Directory,
         headers: &mut HeaderMap,
         pq: &mut String,
@@ -172,7 +182,7 @@ impl Jwt {
         if !self.run_on_preflight && method == Method::OPTIONS {
             return Ok(Identity::default());
         }
-        match self.verify(dir, headers, pq, now) {
+        match self.verify(jwks, dir, headers, pq, now).await {
             Ok(who) => Ok(who),
             Err(reject) => match &self.anonymous {
                 None => Err(reject),
@@ -192,8 +202,9 @@ impl Jwt {
             .with_header(http::header::WWW_AUTHENTICATE, self.challenge_error.clone())
     }
 
-    fn verify<'d>(
+    async fn verify<'d>(
         &self,
+        jwks: &jwks::Registry,
         dir: &'d Directory,
         headers: &mut HeaderMap,
         pq: &mut String,
@@ -206,10 +217,22 @@ impl Jwt {
                     .with_header(http::header::WWW_AUTHENTICATE, self.challenge.clone()));
             }
         };
-        let verified = match self.cache.get(&token.value) {
+        // A cached verification by a remote key set holds only while that
+        // very set is current and usable (not rotated, not too stale).
+        let cached = self.cache.get(&token.value).filter(|v| match v.remote {
+            None => true,
+            Some((i, generation)) => match self.providers.get(i).map(|p| &p.keys) {
+                Some(Keys::Remote(uri, settings)) => jwks
+                    .source(uri, *settings)
+                    .usable(std::time::Instant::now())
+                    .is_some_and(|s| s.generation == generation),
+                _ => false,
+            },
+        });
+        let verified = match cached {
             Some(v) => v,
             None => {
-                let v = self.verify_token(dir, &token.value)?;
+                let v = self.verify_token(jwks, dir, &token.value).await?;
                 self.cache.put(&token.value, v.clone());
                 v
             }
@@ -324,7 +347,12 @@ impl Jwt {
         Ok(found)
     }
 
-    fn verify_token(&self, dir: &Directory, token: &str) -> Result<Verified, Reject> {
+    async fn verify_token(
+        &self,
+        jwks: &jwks::Registry,
+        dir: &Directory,
+        token: &str,
+    ) -> Result<Verified, Reject> {
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -349,12 +377,29 @@ impl Jwt {
 
         // Gantry's providers first: an issuer they know is theirs.
         let iss = claims["iss"].as_str();
-        for p in &self.providers {
+        for (index, p) in self.providers.iter().enumerate() {
             if p.issuer.as_deref().is_some_and(|i| Some(i) != iss) {
                 continue;
             }
             let kid = header["kid"].as_str();
-            let ok = p.keys.iter().any(|(k, a, key)| {
+            // Held for the loop below: a remote set is read once, lock-free.
+            let remote_set;
+            let (keys, remote) = match &p.keys {
+                Keys::Local(k) => (k.as_slice(), None),
+                Keys::Remote(uri, settings) => {
+                    let src = jwks.source(uri, *settings);
+                    match src.keys(std::time::Instant::now(), kid).await {
+                        Ok(set) => remote_set = set,
+                        // Envoy's jwt_authn wording; never a pass.
+                        Err(_) => return Err(self.unauthorized("Jwks remote fetch is failed")),
+                    }
+                    (
+                        remote_set.keys.as_slice(),
+                        Some((index, remote_set.generation)),
+                    )
+                }
+            };
+            let ok = keys.iter().any(|(k, a, key)| {
                 (kid.is_none() || k.is_none() || k.as_deref() == kid)
                     && a.is_none_or(|a| a == alg)
                     && jsonwebtoken::crypto::verify(sig, message.as_bytes(), key, alg)
@@ -366,7 +411,9 @@ impl Jwt {
             if !p.audiences.is_empty() && !audience_ok(&claims["aud"], &p.audiences) {
                 return Err(self.unauthorized("Audiences in Jwt are not allowed"));
             }
-            return Ok(self.verified(None, &claims));
+            let mut v = self.verified(None, &claims);
+            v.remote = remote;
+            return Ok(v);
         }
 
         let key = match claims
@@ -439,6 +486,7 @@ impl Jwt {
             .collect();
         Verified {
             credential,
+            remote: None,
             exp: claim("exp"),
             nbf: claim("nbf"),
             headers,
@@ -447,11 +495,16 @@ impl Jwt {
 }
 
 fn provider(p: ProviderConfig) -> Result<Provider, String> {
-    if p.remote_jwks.is_some() {
-        return Err(format!(
-            "provider {}: remote_jwks is not supported by gantry-proxy yet",
-            p.name
-        ));
+    if let Some(remote) = &p.remote_jwks {
+        // Fetched on first use, not here: compiling must not block on
+        // the network, and a swap reuses the cached set.
+        let (uri, settings) =
+            jwks::compile(remote).map_err(|e| format!("provider {}: {e}", p.name))?;
+        return Ok(Provider {
+            issuer: p.issuer.filter(|i| !i.is_empty()),
+            audiences: p.audiences.unwrap_or_default(),
+            keys: Keys::Remote(uri, settings),
+        });
     }
     let text = p
         .local_jwks
@@ -477,7 +530,7 @@ fn provider(p: ProviderConfig) -> Result<Provider, String> {
     Ok(Provider {
         issuer: p.issuer.filter(|i| !i.is_empty()),
         audiences: p.audiences.unwrap_or_default(),
-        keys,
+        keys: Keys::Local(keys),
     })
 }
 
@@ -553,6 +606,8 @@ enum Claim {
 struct Verified {
     /// Index of the consumer jwt credential (None: a provider verified it).
     credential: Option<usize>,
+    /// Verified by a remote JWKS: (provider index, key set generation).
+    remote: Option<(usize, u64)>,
     exp: Claim,
     nbf: Claim,
     headers: Vec<(HeaderName, HeaderValue)>,

@@ -15,6 +15,7 @@ mod consumers;
 mod correlation_id;
 mod cors;
 mod ip_restriction;
+mod jwks;
 mod jwt;
 mod key_auth;
 pub mod proxy_cache;
@@ -114,21 +115,7 @@ impl Gateway {
     }
 }
 
-/// The Kong plugins gantry-proxy runs (the control plane's
-/// `translator::enforced_by` lists the same).
-pub const SUPPORTED: &[&str] = &[
-    "acl",
-    "correlation-id",
-    "cors",
-    "ip-restriction",
-    "jwt",
-    "key-auth",
-    "proxy-cache",
-    "rate-limiting",
-    "request-size-limiting",
-    "request-transformer",
-    "response-transformer",
-];
+pub use pb::GANTRY_PROXY_RUNS as SUPPORTED;
 
 fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, String> {
     let v: serde_json::Value =
@@ -217,6 +204,8 @@ pub struct State {
     pub redis: redis::Clients,
     /// proxy-cache entries, by dictionary.
     pub cache: proxy_cache::Store,
+    /// jwt providers' remote JWKS, by URI.
+    pub jwks: jwks::Registry,
 }
 
 /// The request as the plugins see and change it.
@@ -381,13 +370,16 @@ async fn phases(
     }
     if let Some(j) = chain.jwt {
         let now = rate_limiting::now_secs();
-        who = j.authenticate(
-            &g.directory,
-            req.headers,
-            req.path_and_query,
-            req.method,
-            now,
-        )?;
+        who = j
+            .authenticate(
+                &state.jwks,
+                &g.directory,
+                req.headers,
+                req.path_and_query,
+                req.method,
+                now,
+            )
+            .await?;
     }
     if let Some(k) = chain.key_auth
         && !(k.has_anonymous() && who.credential.is_some())
