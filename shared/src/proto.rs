@@ -26,6 +26,7 @@ pub mod plugins {
         "rate-limiting",
         "request-size-limiting",
         "request-transformer",
+        "request-validator",
         "response-transformer",
     ];
 }

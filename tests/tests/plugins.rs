@@ -1199,11 +1199,11 @@ async fn edge_plugins_cors_ip_size_and_correlation() {
     assert_eq!(a.upstream_header("x-correlation-id"), Some("abc"));
 }
 
-/// A plugin gantry-proxy cannot run is refused (NACK, reason naming it),
-/// the last good config keeps serving, and `/fleet` says which configured
-/// plugins each node's flavour does not enforce.
+/// A plugin config gantry-proxy cannot run is refused (NACK, with the
+/// reason), the last good config keeps serving, and `/fleet` lists per
+/// node which configured plugins its flavour does not enforce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_plugin_is_refused_and_shown() {
+async fn unsupported_plugin_config_is_refused_and_shown() {
     let cp = Cp::start().await;
     let up = Upstream::start("echo").await;
     let proxy = Proxy::start(&cp, "gantry-unsupported").await;
@@ -1224,9 +1224,12 @@ async fn unsupported_plugin_is_refused_and_shown() {
     let node = cp.fleet_node(&proxy.node_id).await.expect("node");
     assert_eq!(node["unenforced_plugins"], json!([]), "{node}");
 
+    // Path parameters are accepted by the admin API, not run by gantry-proxy yet.
     cp.post(
         "/routes/r/plugins",
-        json!({"name": "request-validator", "config": {"body_schema": "{\"type\": \"object\"}"}}),
+        json!({"name": "request-validator", "config": {"parameter_schema": [
+            {"in": "path", "name": "id", "required": true, "style": "simple", "explode": false,
+             "schema": "{\"type\": \"string\"}"}]}}),
     )
     .await
     .expect(201);
@@ -1243,16 +1246,11 @@ async fn unsupported_plugin_is_refused_and_shown() {
         }
     })
     .await;
-    assert_eq!(
-        node["unenforced_plugins"],
-        json!(["request-validator"]),
-        "{node}"
-    );
     assert!(
-        node.to_string().contains("request-validator"),
-        "the NACK names the plugin: {node}"
+        node.to_string().contains("in: path"),
+        "the NACK says why: {node}"
     );
-    // Still the last good config: key-auth enforced.
+    // Still the last good config: key-auth enforced, no validator.
     let a = send(client().get(format!("{}/r", proxy.proxy_url()))).await;
     assert_eq!(a.status, 401);
 }
@@ -1973,5 +1971,118 @@ async fn jwt_remote_jwks() {
         down.elapsed() >= Duration::from_millis(800),
         "refused after only {:?}",
         down.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_validator_checks_body_and_params() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(&cp, "gantry-validator").await;
+    let c = client();
+    let base = proxy.proxy_url();
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "v", "paths": ["/v"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "verbose", "paths": ["/verbose"]}),
+    )
+    .await
+    .expect(201);
+    let body_schema = r#"{"type":"object","required":["name"],"properties":{"name":{"type":"string"},"qty":{"type":"integer","minimum":1}}}"#;
+    cp.post(
+        "/routes/v/plugins",
+        json!({"name": "request-validator", "config": {"body_schema": body_schema,
+               "parameter_schema": [{"in": "header", "name": "X-Version", "required": true,
+                                     "style": "simple", "explode": false, "schema": "{\"type\": \"integer\"}"}]}}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post(
+            "/routes/verbose/plugins",
+            json!({"name": "request-validator", "config": {"body_schema": body_schema, "verbose_response": true}}),
+        )
+        .await
+        .committed();
+    // A schema that is not JSON Schema is refused; nothing stored.
+    cp.post(
+        "/routes/v/plugins",
+        json!({"name": "request-validator", "config": {"body_schema": "{not json"}}),
+    )
+    .await
+    .expect(400);
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+
+    let post = |path: &str, body: &str| {
+        c.post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header("x-version", "2")
+            .body(body.to_string())
+    };
+    let seen = up.requests();
+    let a = send(post("/v", r#"{"name":"widget","qty":2}"#)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body["body"], r#"{"name":"widget","qty":2}"#,
+        "the body reaches the upstream intact"
+    );
+    let a = send(post("/v", r#"{"qty":0}"#)).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (
+            400,
+            &json!({"message": "request body doesn't conform to schema"})
+        )
+    );
+    let a = send(post("/v", "{oops")).await;
+    assert_eq!(a.status, 400);
+    let a = send(
+        c.post(format!("{base}/v"))
+            .header("content-type", "text/plain")
+            .header("x-version", "2")
+            .body(r#"{"name":"w"}"#),
+    )
+    .await;
+    assert_eq!(
+        (a.status, &a.body),
+        (
+            400,
+            &json!({"message": "specified Content-Type is not allowed"})
+        )
+    );
+    let a = send(
+        c.post(format!("{base}/v"))
+            .header("content-type", "application/json")
+            .header("x-version", "two")
+            .body(r#"{"name":"w"}"#),
+    )
+    .await;
+    assert_eq!(
+        (a.status, &a.body),
+        (
+            400,
+            &json!({"message": "request param doesn't conform to schema"})
+        )
+    );
+    assert_eq!(
+        up.requests(),
+        seen + 1,
+        "refused requests never reach the upstream"
+    );
+    // verbose_response: the reason.
+    let a = send(post("/verbose", r#"{"qty":"x"}"#)).await;
+    assert_eq!(a.status, 400);
+    assert_ne!(
+        a.body["message"], "request body doesn't conform to schema",
+        "{}",
+        a.body
     );
 }

@@ -517,6 +517,13 @@ pub struct Selected<'a> {
 }
 
 impl RouteTable {
+    /// Every route of every virtual host (a shared route once per host).
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.virtual_hosts
+            .iter()
+            .flat_map(|v| v.routes.iter().map(|r| r.as_ref()))
+    }
+
     /// Selects the virtual host by authority, then the first route that
     /// matches. None means 404 (no virtual host, or no route matched).
     pub fn select(

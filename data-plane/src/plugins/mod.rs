@@ -23,6 +23,7 @@ pub mod rate_limiting;
 pub mod redis;
 mod reject;
 pub mod request_transformer;
+pub mod request_validator;
 pub mod response_transformer;
 pub mod size_limit;
 mod transform;
@@ -86,6 +87,7 @@ pub enum Kind {
     // Shared: what they do is finished on the forwarding path.
     RequestTransformer(Arc<request_transformer::RequestTransformer>),
     ProxyCache(Arc<proxy_cache::ProxyCache>),
+    RequestValidator(Arc<request_validator::RequestValidator>),
     ResponseTransformer(Arc<response_transformer::ResponseTransformer>),
 }
 
@@ -117,6 +119,22 @@ impl Gateway {
 
 pub use pb::GANTRY_PROXY_RUNS as SUPPORTED;
 
+impl Gateway {
+    /// Whether every instance a route names is here.
+    pub fn check(&self, r: &RoutePlugins) -> Result<(), String> {
+        let ids = r.plugins.iter().chain(r.consumers.values().flatten());
+        for id in ids {
+            if !self.plugins.contains_key(id) {
+                return Err(format!(
+                    "route {}: plugin {id} is not in the listener's plugin filter",
+                    r.route_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, String> {
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
@@ -126,6 +144,9 @@ fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, Str
         "cors" => Kind::Cors(cors::Cors::compile(&v)?),
         "request-size-limiting" => Kind::SizeLimit(size_limit::SizeLimit::compile(&v)?),
         "proxy-cache" => Kind::ProxyCache(Arc::new(proxy_cache::ProxyCache::compile(&v)?)),
+        "request-validator" => {
+            Kind::RequestValidator(Arc::new(request_validator::RequestValidator::compile(&v)?))
+        }
         "jwt" => Kind::Jwt(jwt::Jwt::compile(&v)?),
         "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v, dir)?),
         "acl" => Kind::Acl(acl::Acl::compile(&v)?),
@@ -235,6 +256,8 @@ pub struct Outcome {
     pub response_transform: Option<Arc<response_transformer::ResponseTransformer>>,
     /// proxy-cache's verdict for a request it did not answer itself.
     pub cache: Option<CacheStep>,
+    /// request-validator's body check, run once the body is read.
+    pub validate_body: Option<Arc<request_validator::RequestValidator>>,
 }
 
 /// What proxy-cache does with the upstream's response.
@@ -263,6 +286,7 @@ struct Chain<'a> {
     request_transformer: Option<&'a Arc<request_transformer::RequestTransformer>>,
     response_transformer: Option<&'a Arc<response_transformer::ResponseTransformer>>,
     proxy_cache: Option<(&'a str, &'a Arc<proxy_cache::ProxyCache>)>,
+    request_validator: Option<&'a Arc<request_validator::RequestValidator>>,
 }
 
 impl<'a> Chain<'a> {
@@ -278,6 +302,7 @@ impl<'a> Chain<'a> {
             Kind::RateLimiting(r) => self.rate_limiting = Some((&p.id, r)),
             Kind::RequestTransformer(t) => self.request_transformer = Some(t),
             Kind::ProxyCache(c) => self.proxy_cache = Some((&p.id, c)),
+            Kind::RequestValidator(v) => self.request_validator = Some(v),
             Kind::ResponseTransformer(t) => self.response_transformer = Some(t),
         }
     }
@@ -416,6 +441,13 @@ async fn phases(
     if let Some(l) = chain.size_limit {
         out.body_limit = l.check(req.headers)?;
     }
+    // Validation before transforms: the schema describes what the client sends.
+    if let Some(v) = chain.request_validator {
+        v.check_params(req.headers, req.path_and_query)?;
+        if v.reads_body() {
+            out.validate_body = Some(v.clone());
+        }
+    }
     if let Some(t) = chain.request_transformer {
         out.request_transform = Some(t.access(req.headers, req.path_and_query, req.method)?);
     }
@@ -447,3 +479,31 @@ async fn phases(
 
 /// Shared, so routes and their compiled configs can point at it.
 pub type SharedGateway = Arc<Gateway>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_the_proxy_cannot_run_is_refused() {
+        let g = pb::Gateway {
+            plugins: vec![pb::Plugin {
+                id: "p1".into(),
+                name: "no-such-plugin".into(),
+                config_json: "{}".into(),
+            }],
+            ..Default::default()
+        };
+        let e = Gateway::compile(&g.encode_to_vec()).unwrap_err();
+        assert!(e.contains("not supported by gantry-proxy"), "{e}");
+        let per = pb::PerRoute {
+            names: vec!["no-such-plugin".into()],
+            ..Default::default()
+        };
+        let any = envoy_types::pb::google::protobuf::Any {
+            type_url: pb::PER_ROUTE_TYPE.into(),
+            value: per.encode_to_vec(),
+        };
+        assert!(RoutePlugins::compile(&any).is_err());
+    }
+}

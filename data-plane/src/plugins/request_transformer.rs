@@ -506,16 +506,8 @@ impl Pending {
     /// the body. Returns the body to forward; `Content-Length` is set when
     /// it changed. Too large is Kong's 413, refused before anything is
     /// forwarded.
-    pub async fn rewrite_body(
-        &self,
-        headers: &mut HeaderMap,
-        pq: &mut String,
-        body: hyper::body::Incoming,
-        counted: Option<u64>,
-        buffer: u32,
-    ) -> Result<Bytes, Reject> {
-        let limit = counted.map_or(u64::from(buffer), |n| n.min(u64::from(buffer)));
-        let raw = read(headers, body, limit).await?;
+    /// Rewrites a body already read whole (see [`read`]).
+    pub fn rewrite_body(&self, headers: &mut HeaderMap, pq: &mut String, raw: Bytes) -> Bytes {
         if self.merge_form {
             self.plugin.rewrite_query(pq, Some(Args::parse(&raw)));
         }
@@ -524,19 +516,21 @@ impl Pending {
             Some(Content::Form) => self.plugin.form_body(&raw),
             _ => None,
         };
-        Ok(match rewritten {
+        match rewritten {
             Some(b) => {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
                 Bytes::from(b)
             }
             None => raw,
-        })
+        }
     }
 }
 
 /// The whole body, refused with Kong's 413 past `limit` bytes (at once
 /// when `Content-Length` says so).
-async fn read(
+/// Reads a request body whole, refusing (Kong's 413) past `limit` bytes,
+/// declared or counted.
+pub async fn read(
     headers: &HeaderMap,
     mut body: hyper::body::Incoming,
     limit: u64,

@@ -167,6 +167,7 @@ async fn route(
     let mut request_transform = None;
     let mut response_transform = None;
     let mut cache = None;
+    let mut validate_body = None;
     if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
         let (parts, body) = req.into_parts();
         let mut parts = parts;
@@ -192,6 +193,7 @@ async fn route(
                 request_transform = out.request_transform;
                 response_transform = out.response_transform;
                 cache = out.cache;
+                validate_body = out.validate_body;
             }
             Err(reject) => return kong_error(reject),
         }
@@ -234,17 +236,28 @@ async fn route(
             // size limit applies; going over it is Kong's 413. A body the
             // request-transformer rewrites is read whole first (bounded,
             // counted the same way); it may also change the query.
-            let (req, too_large) = match (&request_transform, body_limit) {
-                (Some(t), limit) if t.reads_body() => {
+            let transform_body = request_transform.as_ref().filter(|t| t.reads_body());
+            let (req, too_large) = match (transform_body, body_limit) {
+                (t, limit) if t.is_some() || validate_body.is_some() => {
                     let (mut parts, body) = req.into_parts();
-                    let buffer = listener.per_connection_buffer_limit;
-                    match t
-                        .rewrite_body(&mut parts.headers, &mut pq, body, limit, buffer)
+                    let buffer = u64::from(listener.per_connection_buffer_limit);
+                    let limit = limit.map_or(buffer, |n| n.min(buffer));
+                    let raw = match plugins::request_transformer::read(&parts.headers, body, limit)
                         .await
                     {
-                        Ok(b) => (Request::from_parts(parts, full(b)), None),
+                        Ok(b) => b,
                         Err(r) => return kong_error(r),
+                    };
+                    if let Some(v) = &validate_body
+                        && let Err(r) = v.check_body(&parts.headers, &raw)
+                    {
+                        return kong_error(r);
                     }
+                    let b = match t {
+                        Some(t) => t.rewrite_body(&mut parts.headers, &mut pq, raw),
+                        None => raw,
+                    };
+                    (Request::from_parts(parts, full(b)), None)
                 }
                 (_, Some(n)) => {
                     let (parts, body) = req.into_parts();

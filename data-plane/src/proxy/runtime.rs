@@ -85,6 +85,7 @@ impl Shared {
     pub fn install(self: &Arc<Self>, set: &ResourceSet, version: &str) -> Result<(), String> {
         let compiled = compile(set).map_err(|e| e.to_string())?;
         let prev = self.current();
+        check_plugin_references(&compiled, &prev)?;
         let clusters = compiled
             .clusters
             .iter()
@@ -138,6 +139,36 @@ impl Shared {
             let _ = t.await;
         }
     }
+}
+
+/// Routes name plugin instances their listener carries. Listeners arrive
+/// before routes, so a new listener may briefly lack what the old routes
+/// name (those requests are refused, see `plugins::access`); but routes
+/// naming instances an unchanged listener lacks would stay broken (the
+/// listener that carries them was refused), so they are refused too.
+fn check_plugin_references(compiled: &Compiled, prev: &Runtime) -> Result<(), String> {
+    for l in &compiled.listeners {
+        let (Some(g), Some(t)) = (&l.gateway, compiled.routes.get(&l.route_config)) else {
+            continue;
+        };
+        let unchanged = prev
+            .listeners
+            .get(&l.name)
+            .is_some_and(|p| p.gateway == l.gateway);
+        if !unchanged {
+            continue;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in t.routes() {
+            if let Some(p) = &r.plugins
+                && seen.insert(Arc::as_ptr(p))
+            {
+                g.check(p)
+                    .map_err(|e| format!("RouteConfiguration {}: {e}", l.route_config))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The xDS client's hook: what it applies, the proxy runs.
