@@ -1269,7 +1269,7 @@ async fn envoy_enforces_key_auth_acl_and_ip_rules_too() {
     cp.post("/services", json!({"name": "svc", "url": up.url()}))
         .await
         .expect(201);
-    for r in ["ka", "acl", "ip", "anon"] {
+    for r in ["ka", "acl", "ip", "anon", "cors"] {
         cp.post(
             "/services/svc/routes",
             json!({"name": r, "paths": [format!("/{r}")]}),
@@ -1277,6 +1277,16 @@ async fn envoy_enforces_key_auth_acl_and_ip_rules_too() {
         .await
         .expect(201);
     }
+    cp.post(
+        "/routes/cors/plugins",
+        json!({"name": "cors", "config": {"origins": ["https://app.example", r"https://.*\.tenant\.example"],
+               "methods": ["GET", "POST"], "headers": ["X-Custom"], "max_age": 600}}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/cors/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
     cp.post("/consumers", json!({"username": "frank"}))
         .await
         .expect(201);
@@ -1365,6 +1375,56 @@ async fn envoy_enforces_key_auth_acl_and_ip_rules_too() {
                 }
             }
         }
+    }
+    // CORS: preflights answered by the proxy before authentication, the
+    // origin allowed on actual requests, on both.
+    for (target, base) in [
+        ("envoy", envoy.proxy_url()),
+        ("gantry-proxy", proxy.proxy_url()),
+    ] {
+        for origin in ["https://app.example", "https://x.tenant.example"] {
+            let a = send(
+                c.request(reqwest::Method::OPTIONS, format!("{base}/cors"))
+                    .header("origin", origin)
+                    .header("access-control-request-method", "POST"),
+            )
+            .await;
+            assert_eq!(
+                a.status, 200,
+                "{target} preflight from {origin}: {:?}",
+                a.headers
+            );
+            assert_eq!(
+                a.header("access-control-allow-origin"),
+                Some(origin),
+                "{target}"
+            );
+            assert!(
+                a.header("access-control-allow-methods")
+                    .is_some_and(|m| m.contains("POST")),
+                "{target}"
+            );
+            assert_eq!(a.header("access-control-max-age"), Some("600"), "{target}");
+        }
+        let a = send(
+            c.get(format!("{base}/cors"))
+                .header("origin", "https://app.example")
+                .header("apikey", "frank-key"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{target}");
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            Some("https://app.example"),
+            "{target}"
+        );
+        let a = send(
+            c.get(format!("{base}/cors"))
+                .header("origin", "https://evil.example")
+                .header("apikey", "frank-key"),
+        )
+        .await;
+        assert_eq!(a.header("access-control-allow-origin"), None, "{target}");
     }
     // The anonymous route is enforced by gantry-proxy only.
     assert_eq!(

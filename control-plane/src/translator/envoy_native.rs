@@ -1,5 +1,6 @@
 //! Kong plugins that Envoy's own HTTP filters can express, for Envoy
-//! nodes: key-auth (with acl) as `api_key_auth`, ip-restriction as `rbac`.
+//! nodes: key-auth (with acl) as `api_key_auth`, ip-restriction as `rbac`,
+//! cors as `cors`.
 //! The status codes are Kong's; the bodies are Envoy's. An instance is
 //! emitted only when the filter gives the same answers; anything else
 //! (consumer-scoped instances, `anonymous`, a non-403 ip-restriction status,
@@ -20,17 +21,22 @@ use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::envoy::extensions::filters::http::api_key_auth::v3::{
     ApiKeyAuth, ApiKeyAuthPerRoute, Credential, Forwarding, KeySource,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
 };
-use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 pub const API_KEY_AUTH: &str = "envoy.filters.http.api_key_auth";
 pub const RBAC: &str = "envoy.filters.http.rbac";
+pub const CORS: &str = "envoy.filters.http.cors";
 
 /// Envoy's filters for Envoy nodes, and what they enforce.
 #[derive(Default)]
@@ -51,8 +57,18 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
     let mut n = Native::default();
     let mut any_key_auth = false;
     let mut any_rbac = false;
+    let mut any_cors = false;
     for r in resolved {
         let mut entries = Vec::new();
+        if let Some(p) = r.default.get("cors")
+            && let Some(policy) = cors_policy(p)
+        {
+            // The cors filter is on in the chain and acts where a route
+            // has a policy.
+            entries.push((CORS.to_string(), pack_any(policy)));
+            n.enforced.insert(p.id.clone());
+            any_cors = true;
+        }
         if let Some(p) = r.default.get("ip-restriction")
             && let Some(rules) = ip_rules(p)
         {
@@ -91,10 +107,19 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
             n.per_route.insert(r.route.id.clone(), entries);
         }
     }
-    // Kong's order: ip-restriction before authentication.
+    // Kong's order: ip-restriction, then CORS preflights, then authentication.
     if any_rbac {
         n.http_filters
             .push(disabled(RBAC, pack_any(Rbac::default())));
+    }
+    if any_cors {
+        n.http_filters.push(HttpFilter {
+            name: CORS.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                Cors::default(),
+            ))),
+            ..Default::default()
+        });
     }
     if any_key_auth {
         let credentials = m
@@ -216,6 +241,65 @@ fn allowed_clients(m: &Model, acl: &PluginInst) -> Option<Vec<String>> {
         .map(client_of)
         .collect();
     (!clients.is_empty()).then_some(clients)
+}
+
+/// cors as Envoy's CorsPolicy. Not with `preflight_continue` (Envoy answers
+/// preflights itself).
+fn cors_policy(p: &PluginInst) -> Option<CorsPolicy> {
+    let c = &p.config;
+    if c["preflight_continue"].as_bool() == Some(true) {
+        return None;
+    }
+    let origins = strings(&c["origins"]);
+    let matchers = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        vec![StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+                regex: ".*".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }]
+    } else {
+        origins
+            .iter()
+            .map(|o| {
+                let plain = o
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'/' | b'-'));
+                StringMatcher {
+                    match_pattern: Some(if plain {
+                        MatchPattern::Exact(o.clone())
+                    } else {
+                        MatchPattern::SafeRegex(RegexMatcher {
+                            regex: o.clone(),
+                            ..Default::default()
+                        })
+                    }),
+                    ignore_case: plain,
+                }
+            })
+            .collect()
+    };
+    let joined = |k: &str| strings(&c[k]).join(",");
+    Some(CorsPolicy {
+        allow_origin_string_match: matchers,
+        allow_methods: joined("methods"),
+        allow_headers: joined("headers"),
+        expose_headers: joined("exposed_headers"),
+        max_age: c["max_age"]
+            .as_f64()
+            .map(|m| (m as u64).to_string())
+            .unwrap_or_default(),
+        allow_credentials: Some(BoolValue {
+            value: c["credentials"].as_bool().unwrap_or(false),
+        }),
+        allow_private_network_access: Some(BoolValue {
+            value: c["private_network"].as_bool().unwrap_or(false),
+        }),
+        // Kong answers every preflight itself.
+        forward_not_matching_preflights: Some(BoolValue { value: false }),
+        ..Default::default()
+    })
 }
 
 fn cidr(s: &str) -> Option<CidrRange> {
