@@ -146,8 +146,15 @@ _gs_redis_up() {
   _gs_log "redis: up"
 }
 
+# Tools the tests call: the openssl CLI makes their throwaway PKI and keys.
+_gs_tools_up() {
+  command -v openssl >/dev/null 2>&1 && return 0
+  _gs_apt_install openssl || { _gs_die "could not install openssl"; return 1; }
+}
+
 gantry_services_up() {
   local timeout="${GANTRY_SERVICES_TIMEOUT:-30}"
+  _gs_tools_up || return 1
   _gs_postgres_up "$timeout" || return 1
   _gs_redis_up "$timeout" || return 1
   _gs_log "ok: postgres 127.0.0.1:5432 (db gantry_test), redis 127.0.0.1:6379"

@@ -88,16 +88,11 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
             && let Some(mut per) = key_auth(p)
         {
             // acl rides along as the clients allowed on the route.
-            let acl = r.default.get("acl").copied();
-            match acl.map(|a| allowed_clients(m, a)) {
-                Some(Some(clients)) => {
-                    per.allowed_clients = clients;
-                    if let Some(a) = acl {
-                        n.enforced.insert(a.id.clone());
-                    }
-                }
-                Some(None) => {}
-                None => {}
+            if let Some(a) = r.default.get("acl")
+                && let Some(clients) = allowed_clients(m, a)
+            {
+                per.allowed_clients = clients;
+                n.enforced.insert(a.id.clone());
             }
             entries.push((API_KEY_AUTH.to_string(), enable(pack_any(per))));
             n.enforced.insert(p.id.clone());

@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub struct Jwt {
     uri_param_names: Vec<String>,
@@ -166,10 +166,6 @@ impl Jwt {
         })
     }
 
-    pub fn has_anonymous(&self) -> bool {
-        self.anonymous.is_some()
-    }
-
     pub async fn authenticate<'d>(
         &self,
         jwks: &jwks::Registry,
@@ -232,7 +228,7 @@ impl Jwt {
         let verified = match cached {
             Some(v) => v,
             None => {
-                let v = self.verify_token(jwks, dir, &token.value).await?;
+                let v = Arc::new(self.verify_token(jwks, dir, &token.value).await?);
                 self.cache.put(&token.value, v.clone());
                 v
             }
@@ -297,7 +293,7 @@ impl Jwt {
             return Ok(());
         }
         let mut r = self.unauthorized("");
-        r.body = Some(Box::new(Value::Object(errors)));
+        r.body = super::reject::Answer::Json(Box::new(Value::Object(errors)));
         Err(r)
     }
 
@@ -601,8 +597,8 @@ enum Claim {
     Number(f64),
 }
 
-/// What a verified token established.
-#[derive(Clone)]
+/// What a verified token established (shared with the cache: a hit
+/// copies a pointer, not the claim headers).
 struct Verified {
     /// Index of the consumer jwt credential (None: a provider verified it).
     credential: Option<usize>,
@@ -616,7 +612,7 @@ struct Verified {
 /// Verified tokens, by the whole token (a hash alone could let a forged
 /// token collide into a valid entry). Bounded: when a shard is full it is
 /// emptied, which costs one verification per live token.
-type Shard = Mutex<HashMap<Box<str>, Verified>>;
+type Shard = Mutex<HashMap<Box<str>, Arc<Verified>>>;
 
 struct Cache {
     shards: Box<[Shard]>,
@@ -642,12 +638,12 @@ impl Cache {
         &self.shards[(self.hasher.hash_one(token) as usize) % CACHE_SHARDS]
     }
 
-    fn get(&self, token: &str) -> Option<Verified> {
+    fn get(&self, token: &str) -> Option<Arc<Verified>> {
         let m = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
         m.get(token).cloned()
     }
 
-    fn put(&self, token: &str, v: Verified) {
+    fn put(&self, token: &str, v: Arc<Verified>) {
         let mut m = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= CACHE_PER_SHARD {
             m.clear();

@@ -48,7 +48,7 @@ fn yes() -> bool {
 }
 
 impl KeyAuth {
-    pub fn compile(v: &serde_json::Value, _dir: &Directory) -> Result<KeyAuth, String> {
+    pub fn compile(v: &serde_json::Value) -> Result<KeyAuth, String> {
         let c = Config::deserialize(v).map_err(|e| e.to_string())?;
         let names = c
             .key_names

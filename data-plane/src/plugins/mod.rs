@@ -30,7 +30,7 @@ mod transform;
 
 pub use client_ip::ClientIp;
 pub use consumers::{Consumer, Directory};
-pub use reject::Reject;
+pub use reject::{Answer, Reject};
 
 use gantry_shared::proto::plugins as pb;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -97,7 +97,7 @@ impl Gateway {
         let directory = Directory::compile(&g.consumers)?;
         let mut plugins = HashMap::with_capacity(g.plugins.len());
         for p in &g.plugins {
-            let kind = compile_plugin(&p.name, &p.config_json, &directory)
+            let kind = compile_plugin(&p.name, &p.config_json)
                 .map_err(|e| format!("plugin {} ({}): {e}", p.id, p.name))?;
             plugins.insert(
                 p.id.clone(),
@@ -135,7 +135,7 @@ impl Gateway {
     }
 }
 
-fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, String> {
+fn compile_plugin(name: &str, config: &str) -> Result<Kind, String> {
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
     Ok(match name {
@@ -148,7 +148,7 @@ fn compile_plugin(name: &str, config: &str, dir: &Directory) -> Result<Kind, Str
             Kind::RequestValidator(Arc::new(request_validator::RequestValidator::compile(&v)?))
         }
         "jwt" => Kind::Jwt(jwt::Jwt::compile(&v)?),
-        "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v, dir)?),
+        "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v)?),
         "acl" => Kind::Acl(acl::Acl::compile(&v)?),
         "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(&v)?),
         "request-transformer" => Kind::RequestTransformer(Arc::new(
@@ -469,16 +469,13 @@ async fn phases(
             proxy_cache::Decision::Fetch(l, status) => CacheStep::Fetch(pc.clone(), l, status),
             proxy_cache::Decision::Hit(c) => {
                 let mut r = Reject::new(c.status, "");
-                r.cached = Some(Box::new((pc.hit_headers(&c), c.body)));
+                r.body = reject::Answer::Stored(Box::new((pc.hit_headers(&c), c.body)));
                 return Err(r);
             }
         });
     }
     Ok(())
 }
-
-/// Shared, so routes and their compiled configs can point at it.
-pub type SharedGateway = Arc<Gateway>;
 
 #[cfg(test)]
 mod tests {

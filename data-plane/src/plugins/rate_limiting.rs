@@ -150,8 +150,6 @@ struct Config {
     window_type: Option<String>,
     #[serde(default)]
     redis: Option<serde_json::Value>,
-    #[serde(default)]
-    sync_rate: Option<f64>,
 }
 
 impl RateLimiting {
@@ -196,12 +194,10 @@ impl RateLimiting {
         if limit_by == LimitBy::Path && c.path.is_none() {
             return Err("limit_by path needs path".into());
         }
-        let sync_rate = c.sync_rate.unwrap_or(-1.0);
         let backend = match c.policy.as_deref().unwrap_or("local") {
             "local" => Backend::Local,
             "redis" => Backend::Redis(super::redis::Target::compile(
                 c.redis.as_ref().unwrap_or(&serde_json::Value::Null),
-                sync_rate,
             )?),
             other => return Err(format!("policy {other:?} is not supported")),
         };

@@ -55,7 +55,7 @@ struct Node {
 }
 
 impl Target {
-    pub fn compile(v: &serde_json::Value, _sync_rate: f64) -> Result<Target, String> {
+    pub fn compile(v: &serde_json::Value) -> Result<Target, String> {
         let c = match v {
             serde_json::Value::Null => Config::default(),
             v => Config::deserialize(v).map_err(|e| format!("redis: {e}"))?,

@@ -1,4 +1,6 @@
-//! Kong's error responses: `{"message": ...}` as JSON, with extra headers.
+//! What a plugin answers instead of forwarding: Kong's `{"message": ...}`
+//! errors, and the few other answers the phases give (a CORS preflight, a
+//! cached response), with extra headers.
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
@@ -7,12 +9,20 @@ pub struct Reject {
     pub status: StatusCode,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// A body other than `{"message": ...}` (the jwt plugin's claim errors).
-    pub body: Option<Box<serde_json::Value>>,
-    /// No body at all (a CORS preflight answer).
-    pub empty: bool,
-    /// A stored response (a proxy-cache hit): its headers and body.
-    pub cached: Option<Box<(http::HeaderMap, bytes::Bytes)>>,
+    pub body: Answer,
+}
+
+/// The body of the answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// Kong's `{"message": ...}`.
+    Message,
+    /// Another JSON body (the jwt plugin's claim errors).
+    Json(Box<serde_json::Value>),
+    /// None at all (a CORS preflight).
+    Empty,
+    /// A stored response (a proxy-cache hit): its own headers and body.
+    Stored(Box<(http::HeaderMap, bytes::Bytes)>),
 }
 
 impl Reject {
@@ -21,9 +31,7 @@ impl Reject {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
             headers: Vec::new(),
-            body: None,
-            empty: false,
-            cached: None,
+            body: Answer::Message,
         }
     }
 
@@ -31,7 +39,7 @@ impl Reject {
     pub fn answer(status: u16, headers: Vec<(HeaderName, HeaderValue)>) -> Reject {
         Reject {
             headers,
-            empty: true,
+            body: Answer::Empty,
             ..Reject::new(status, "")
         }
     }
@@ -41,11 +49,12 @@ impl Reject {
         self
     }
 
-    /// The body Kong's `kong.response.error` sends.
-    pub fn body(&self) -> String {
-        if let Some(b) = &self.body {
-            return b.to_string();
+    /// The JSON text of a `Message` or `Json` answer (what Kong's
+    /// `kong.response.error` / `exit` send).
+    pub fn json(&self) -> String {
+        match &self.body {
+            Answer::Json(b) => b.to_string(),
+            _ => serde_json::json!({ "message": self.message }).to_string(),
         }
-        serde_json::json!({ "message": self.message }).to_string()
     }
 }

@@ -10,7 +10,7 @@
 
 use super::reject::Reject;
 use super::size_limit::TOO_LARGE;
-use super::transform::{self, Arg, Args, split_pair, truthy};
+use super::transform::{self, Arg, Args, header_name, header_values, split_pair, truthy};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -250,10 +250,6 @@ fn unexpected(e: &str) -> Reject {
     Reject::new(500, "An unexpected error occurred")
 }
 
-fn header_name(s: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("{s:?} is not a header name"))
-}
-
 /// Names only: anything after a colon is ignored, as in Kong.
 fn names(entries: &[String]) -> Result<Vec<HeaderName>, String> {
     entries
@@ -271,17 +267,6 @@ fn pairs(entries: &[String]) -> Vec<(String, String)> {
         .filter_map(|e| split_pair(e))
         .filter(|(_, v)| !v.is_empty())
         .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
-}
-
-fn header_values(entries: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    pairs(entries)
-        .into_iter()
-        .map(|(n, v)| -> Result<_, String> {
-            let value = HeaderValue::from_bytes(v.as_bytes())
-                .map_err(|_| format!("header {n}: {v:?} is not a header value"))?;
-            Ok((header_name(&n)?, value))
-        })
         .collect()
 }
 

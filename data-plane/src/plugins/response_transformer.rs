@@ -7,7 +7,7 @@
 //! limit; a larger one (declared or found while reading) is passed on
 //! untouched, as is a compressed one or one that is not a JSON object.
 
-use super::transform::{self, split_pair, truthy};
+use super::transform::{self, header_name, header_values, split_pair, truthy};
 use crate::proxy::upstream::{Body, BoxError};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
@@ -172,24 +172,6 @@ impl ResponseTransformer {
             Full::new(out).map_err(|never| match never {}).boxed(),
         )
     }
-}
-
-fn header_name(s: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("{s:?} is not a header name"))
-}
-
-/// `name:value` entries; an empty value does nothing in Kong, so it is dropped.
-fn header_values(entries: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    entries
-        .iter()
-        .filter_map(|e| split_pair(e))
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| -> Result<_, String> {
-            let value = HeaderValue::from_bytes(v.as_bytes())
-                .map_err(|_| format!("header {n}: {v:?} is not a header value"))?;
-            Ok((header_name(n)?, value))
-        })
-        .collect()
 }
 
 /// `json` entries with the `json_types` at the same position; one whose

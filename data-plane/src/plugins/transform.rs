@@ -5,6 +5,27 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub(super) fn header_name(s: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("{s:?} is not a header name"))
+}
+
+/// `name:value` header entries; one with an empty value does nothing in
+/// Kong (its value is nil), so it is dropped.
+pub(super) fn header_values(
+    entries: &[String],
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
+    entries
+        .iter()
+        .filter_map(|e| split_pair(e))
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| -> Result<_, String> {
+            let value = http::HeaderValue::from_bytes(v.as_bytes())
+                .map_err(|_| format!("header {n}: {v:?} is not a header value"))?;
+            Ok((header_name(n)?, value))
+        })
+        .collect()
+}
+
 /// Kong's `pair:match("^([^:]+):*(.-)$")`: the name up to the first colon,
 /// the value after the colons that follow it (empty when there is none).
 /// None for an empty name, which Kong's pattern does not match.

@@ -388,37 +388,31 @@ async fn cache_response(
     }
 }
 
-/// A plugin's refusal, as Kong sends it.
+/// A plugin's answer in place of the upstream's, as Kong sends it.
 fn kong_error(r: plugins::Reject) -> Response<Body> {
-    if let Some(c) = r.cached {
-        let (headers, body) = *c;
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = r.status;
-        *resp.headers_mut() = headers;
-        for (k, v) in r.headers {
-            resp.headers_mut().append(k, v);
+    let mut resp = match r.body {
+        plugins::Answer::Stored(c) => {
+            let (headers, body) = *c;
+            let mut resp = Response::new(full(body));
+            *resp.headers_mut() = headers;
+            resp
         }
-        return resp;
-    }
-    if r.empty {
-        let mut resp = Response::new(empty());
-        *resp.status_mut() = r.status;
-        for (k, v) in r.headers {
-            resp.headers_mut().append(k, v);
+        plugins::Answer::Empty => Response::new(empty()),
+        plugins::Answer::Message | plugins::Answer::Json(_) => {
+            let body = r.json();
+            let mut resp = Response::new(full(body.clone()));
+            let h = resp.headers_mut();
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            resp
         }
-        return resp;
-    }
-    let body = r.body();
-    let mut resp = Response::new(full(body.clone()));
+    };
     *resp.status_mut() = r.status;
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     for (k, v) in r.headers {
-        h.append(k, v);
+        resp.headers_mut().append(k, v);
     }
     resp
 }
