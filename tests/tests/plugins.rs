@@ -14,6 +14,9 @@
 //! 3. `redis_limit_holds_across_three_proxies`: one limit shared through
 //!    Redis by three proxies under concurrent load; a Redis that cannot be
 //!    reached with `fault_tolerant` true (requests pass) and false (500).
+//!    `redis_sync_rate_counts_locally_and_reconciles`: `sync_rate` keeps
+//!    counts in each proxy and reconciles them through Redis; a Redis
+//!    that stops and comes back loses nothing counted meanwhile.
 //! 4. `transformers`: request-transformer (headers, query, JSON and form
 //!    bodies, method, path, Host; bodies past the buffer refused) and
 //!    response-transformer (headers, typed JSON fields, Content-Length).
@@ -451,14 +454,69 @@ async fn rate_limiting_counts_exactly() {
     )
     .await
     .expect(201);
+    cp.post(
+        "/routes/hidden/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 1, "hide_client_headers": true}}),
+    )
+    .await
+    .expect(201);
+    // Limits at two scopes: three an hour for the whole service, ten a
+    // minute per client on one of its routes. Both apply.
+    cp.post("/services", json!({"name": "metered", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["stacked", "sibling"] {
+        cp.post(
+            "/services/metered/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    cp.post(
+        "/services/metered/plugins",
+        json!({"name": "rate-limiting", "config": {"hour": 3, "limit_by": "service", "window_type": "fixed"}}),
+    )
+    .await
+    .expect(201);
     let rev = cp
         .post(
-            "/routes/hidden/plugins",
-            json!({"name": "rate-limiting", "config": {"minute": 1, "hide_client_headers": true}}),
+            "/routes/stacked/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 10, "limit_by": "ip", "window_type": "fixed"}}),
         )
         .await
         .committed();
     cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+
+    // Stacked: each answer shows the tighter remaining per window; the
+    // service's hour binds after three, and the refused request is not
+    // counted by the route's minute either.
+    clear_of_minute_boundary(10.0).await;
+    for n in 1..=3u64 {
+        let a = send(c.get(format!("{base}/stacked"))).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("x-ratelimit-limit-hour"), Some("3"));
+        assert_eq!(
+            a.header("x-ratelimit-remaining-hour"),
+            Some((3 - n).to_string().as_str())
+        );
+        assert_eq!(a.header("x-ratelimit-limit-minute"), Some("10"));
+        assert_eq!(
+            a.header("x-ratelimit-remaining-minute"),
+            Some((10 - n).to_string().as_str())
+        );
+    }
+    for _ in 0..2 {
+        let a = send(c.get(format!("{base}/stacked"))).await;
+        assert_eq!(a.status, 429);
+        assert_eq!(a.header("x-ratelimit-remaining-hour"), Some("0"));
+        assert_eq!(a.header("x-ratelimit-remaining-minute"), Some("7"));
+        assert!(a.header("retry-after").is_some());
+    }
+    // The service-wide limit holds on its other route too.
+    let a = send(c.get(format!("{base}/sibling"))).await;
+    assert_eq!(a.status, 429);
+    assert_eq!(a.header("x-ratelimit-limit-minute"), None);
 
     // Three per minute: remaining 2, 1, 0, then 429 until the minute ends.
     clear_of_minute_boundary(10.0).await;
@@ -636,6 +694,203 @@ async fn redis_limit_holds_across_three_proxies() {
         (500, &json!({"message": "An unexpected error occurred"}))
     );
     drop(dead);
+}
+
+/// A Redis of the test's own, on a free port, that it can stop and start.
+struct OwnRedis {
+    port: u16,
+    dir: gantry_e2e::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let port = gantry_e2e::free_port();
+        let mut r = OwnRedis {
+            port,
+            dir: gantry_e2e::TempDir::new("gantry-e2e-redis"),
+            child: None,
+        };
+        r.up().await;
+        r
+    }
+
+    async fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/services.sh)");
+        self.child = Some(child);
+        eventually("redis up", CONVERGE, Duration::from_millis(50), || async {
+            self.cli(&["PING"])
+                .filter(|o| o == "PONG")
+                .ok_or_else(|| "no PONG".to_string())
+        })
+        .await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The sum of every rate-limit counter for the current hour.
+    fn hour_total(&self) -> u64 {
+        let now = now_s() as u64;
+        let pattern = format!("gantry:rl:*:hour:{}", now - now % 3600);
+        let keys = self
+            .cli(&["--scan", "--pattern", &pattern])
+            .unwrap_or_default();
+        keys.lines()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                self.cli(&["GET", k])
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sync_rate_counts_locally_and_reconciles() {
+    let mut redis = OwnRedis::start().await;
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let p1 = Proxy::start(&cp, "gantry-sync-1").await;
+    let p2 = Proxy::start(&cp, "gantry-sync-2").await;
+    let p3 = Proxy::start(&cp, "gantry-sync-3").await;
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for r in ["synced", "outage"] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": r, "paths": [format!("/{r}")]}),
+        )
+        .await
+        .expect(201);
+    }
+    let conf = |hour: u64| {
+        json!({"name": "rate-limiting", "config": {"hour": hour, "policy": "redis",
+               "limit_by": "service", "sync_rate": 0.2,
+               "redis": {"host": "127.0.0.1", "port": redis.port, "timeout": 300}}})
+    };
+    cp.post("/routes/synced/plugins", conf(30))
+        .await
+        .expect(201);
+    let rev = cp.post("/routes/outage/plugins", conf(5)).await.committed();
+    for p in [&p1, &p2, &p3] {
+        cp.wait_synced(&p.node_id, rev, CONVERGE).await;
+    }
+    let c = client();
+    let status = |p: &Proxy, path: &str| {
+        let url = format!("{}{path}", p.proxy_url());
+        let c = c.clone();
+        async move { send(c.get(url)).await }
+    };
+
+    // Ten through the first proxy; they reach Redis within an interval.
+    for n in 1..=10u64 {
+        let a = status(&p1, "/synced").await;
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.header("x-ratelimit-remaining-hour"),
+            Some((30 - n).to_string().as_str())
+        );
+    }
+    eventually(
+        "p1's count in Redis",
+        CONVERGE,
+        Duration::from_millis(50),
+        || async {
+            {
+                let t = redis.hour_total();
+                (t == 10).then_some(()).ok_or(format!("{t} counted"))
+            }
+        },
+    )
+    .await;
+    // The second proxy starts from Redis's 10: 20 more pass, then 429.
+    let mut ok = 0;
+    for _ in 0..25 {
+        match status(&p2, "/synced").await.status {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 20, "the second proxy admitted {ok}");
+    eventually(
+        "all 30 in Redis",
+        CONVERGE,
+        Duration::from_millis(50),
+        || async {
+            {
+                let t = redis.hour_total();
+                (t == 30).then_some(()).ok_or(format!("{t} counted"))
+            }
+        },
+    )
+    .await;
+    // The third has seen nothing itself, and the first has been idle for
+    // longer than two intervals: both read the totals before judging.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in [&p3, &p1] {
+        let a = status(p, "/synced").await;
+        assert_eq!(a.status, 429, "{}", p.node_id);
+        assert_eq!(a.header("x-ratelimit-remaining-hour"), Some("0"));
+    }
+    assert_eq!(redis.hour_total(), 30, "refused requests were counted");
+
+    // Redis stopped: each proxy keeps counting on its own (the first
+    // request, which could not read Redis, passes: fault_tolerant), so
+    // the limit still holds per proxy; once Redis is back, the counts
+    // reach it.
+    redis.stop();
+    let mut ok = 0;
+    for _ in 0..8 {
+        if status(&p1, "/outage").await.status == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5, "the local view admitted {ok} of a limit of 5");
+    redis.up().await;
+    eventually(
+        "the outage's counts in Redis",
+        CONVERGE,
+        Duration::from_millis(100),
+        || async {
+            {
+                let t = redis.hour_total();
+                (t == 5).then_some(()).ok_or(format!("{t} counted"))
+            }
+        },
+    )
+    .await;
 }
 
 /// An RSA key pair from openssl: (private PEM, public PEM).

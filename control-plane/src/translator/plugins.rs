@@ -110,15 +110,25 @@ pub fn gateway(m: &Model, trusted_ips: &[String], real_ip_header: &str) -> Optio
     })
 }
 
+/// The plugin whose instances stack rather than replace one another:
+/// a global limit, a service's and a consumer's all apply (a deliberate
+/// difference from Kong, see docs/plugins.md).
+pub const STACKED: &str = "rate-limiting";
+
 /// The instances that apply to one route, by Kong's precedence.
 pub struct Resolved<'a> {
     pub route: &'a super::model::Route,
     pub service: &'a str,
-    /// Per plugin name, the instance for everyone.
+    /// Per plugin name, the instance for everyone (never [`STACKED`]).
     pub default: BTreeMap<&'a str, &'a PluginInst>,
     /// Per (consumer id, plugin name), the instance that replaces it for
-    /// that consumer.
+    /// that consumer (never [`STACKED`]).
     pub consumer: BTreeMap<(&'a str, &'a str), &'a PluginInst>,
+    /// Every rate-limiting instance for everyone, most specific first.
+    pub rate_limits: Vec<&'a PluginInst>,
+    /// Per consumer id, the rate-limiting instances added for that
+    /// consumer, most specific first.
+    pub consumer_rate_limits: BTreeMap<&'a str, Vec<&'a PluginInst>>,
 }
 
 /// Every route with at least one plugin, resolved.
@@ -151,26 +161,44 @@ pub fn resolve(m: &Model) -> Vec<Resolved<'_>> {
             .chain(global.iter());
         let mut default: BTreeMap<&str, &PluginInst> = BTreeMap::new();
         let mut consumer: BTreeMap<(&str, &str), &PluginInst> = BTreeMap::new();
+        let mut rate_limits: Vec<&PluginInst> = Vec::new();
+        let mut consumer_rate_limits: BTreeMap<&str, Vec<&PluginInst>> = BTreeMap::new();
         for p in candidates {
+            let stacked = p.name == STACKED;
             match &p.consumer {
+                None if stacked => rate_limits.push(p),
                 None => keep_best(&mut default, p.name.as_str(), p),
                 // A consumer's plugin needs that consumer to exist.
                 Some(c) if m.consumers.contains_key(c) => {
-                    keep_best(&mut consumer, (c.as_str(), p.name.as_str()), p)
+                    if stacked {
+                        consumer_rate_limits.entry(c.as_str()).or_default().push(p);
+                    } else {
+                        keep_best(&mut consumer, (c.as_str(), p.name.as_str()), p)
+                    }
                 }
                 Some(_) => {}
             }
         }
         // A consumer-only instance loses to a route+service one.
         consumer.retain(|(_, name), p| default.get(name).is_none_or(|d| rank(d) >= rank(p)));
-        if default.is_empty() && consumer.is_empty() {
+        if default.is_empty()
+            && consumer.is_empty()
+            && rate_limits.is_empty()
+            && consumer_rate_limits.is_empty()
+        {
             continue;
+        }
+        rate_limits.sort_by_key(|p| rank(p));
+        for v in consumer_rate_limits.values_mut() {
+            v.sort_by_key(|p| rank(p));
         }
         out.push(Resolved {
             route: r,
             service,
             default,
             consumer,
+            rate_limits,
+            consumer_rate_limits,
         });
     }
     out
@@ -190,10 +218,17 @@ pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
                 .ids
                 .push(p.id.clone());
         }
+        for (c, ps) in &r.consumer_rate_limits {
+            let e = consumer_plugins.entry(c.to_string()).or_default();
+            e.ids.extend(ps.iter().map(|p| p.id.clone()));
+        }
+        let stacked =
+            (!r.rate_limits.is_empty() || !r.consumer_rate_limits.is_empty()).then_some(&STACKED);
         let mut names: Vec<String> = r
             .default
             .keys()
             .chain(r.consumer.keys().map(|(_, n)| n))
+            .chain(stacked)
             .map(|n| n.to_string())
             .collect();
         names.sort();
@@ -201,7 +236,12 @@ pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
         let per = pb::PerRoute {
             route_id: r.route.id.clone(),
             service_id: r.service.to_string(),
-            plugins: r.default.values().map(|p| p.id.clone()).collect(),
+            plugins: r
+                .default
+                .values()
+                .chain(&r.rate_limits)
+                .map(|p| p.id.clone())
+                .collect(),
             consumer_plugins,
             names,
         };
@@ -262,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn kong_precedence_picks_one_instance_per_name() {
+    fn kong_precedence_picks_one_instance_per_name_and_limits_stack() {
         let s = service("s", "example.com", 80);
         let r1 = route("r1", &s, json!({"paths": ["/one"]}));
         let r2 = route("r2", &s, json!({"paths": ["/two"]}));
@@ -303,29 +343,28 @@ mod tests {
         let p1 = per_route(&res, "r1").expect("r1 has plugins");
         assert_eq!(p1.route_id, r1.id);
         assert_eq!(p1.service_id, s.id);
-        let mut want = vec![rs.id.clone(), on_r1.id.clone()];
-        want.sort_by_key(|id| {
-            if *id == rs.id {
-                "correlation-id"
-            } else {
-                "rate-limiting"
-            }
-        });
         assert_eq!(
-            p1.plugins, want,
-            "route beats service and global; one per name"
+            p1.plugins,
+            vec![
+                rs.id.clone(),
+                on_r1.id.clone(),
+                on_service.id.clone(),
+                global.id.clone()
+            ],
+            "one correlation-id (route+service beats the rest); every limit, most specific first"
         );
-        // The consumer-only limit beats the route's (rank 4 < 5), but the
-        // consumer-only correlation-id loses to route+service (3 < 4).
+        // The consumer-only correlation-id loses to route+service (3 < 4);
+        // the consumer's limit adds to the others.
         assert_eq!(p1.consumer_plugins[&c.id].ids, vec![on_c.id.clone()]);
 
         let p2 = per_route(&res, "r2").expect("r2 has plugins");
-        assert_eq!(p2.plugins, vec![on_service.id.clone()]);
+        assert_eq!(p2.plugins, vec![on_service.id.clone(), global.id.clone()]);
         // No route-level correlation-id here: the consumer-only one applies.
         assert_eq!(
             p2.consumer_plugins[&c.id].ids,
-            vec![c_only.id.clone(), on_c_r2.id.clone()]
+            vec![c_only.id.clone(), on_c_r2.id.clone(), on_c.id.clone()]
         );
+        assert_eq!(p2.names, vec!["correlation-id", "rate-limiting"]);
 
         // The listener carries every enabled instance and the consumer, in
         // a filter marked optional so Envoy skips it.

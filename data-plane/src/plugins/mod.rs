@@ -21,6 +21,7 @@ mod key_auth;
 pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod redis;
+pub mod redis_sync;
 mod reject;
 pub mod request_transformer;
 pub mod request_validator;
@@ -120,7 +121,8 @@ impl Gateway {
 pub use pb::GANTRY_PROXY_RUNS as SUPPORTED;
 
 impl Gateway {
-    /// Whether every instance a route names is here.
+    /// Whether every instance a route names is here, and no request
+    /// would meet more rate-limiting instances than there are scopes.
     pub fn check(&self, r: &RoutePlugins) -> Result<(), String> {
         let ids = r.plugins.iter().chain(r.consumers.values().flatten());
         for id in ids {
@@ -130,6 +132,24 @@ impl Gateway {
                     r.route_id
                 ));
             }
+        }
+        let limits = |ids: &[String]| {
+            ids.iter()
+                .filter(|id| {
+                    matches!(
+                        self.plugins.get(*id).map(|p| &p.kind),
+                        Some(Kind::RateLimiting(_))
+                    )
+                })
+                .count()
+        };
+        let most = limits(&r.plugins) + r.consumers.values().map(|c| limits(c)).max().unwrap_or(0);
+        if most > rate_limiting::MAX_STACKED {
+            return Err(format!(
+                "route {}: {most} rate-limiting instances apply; at most {} can",
+                r.route_id,
+                rate_limiting::MAX_STACKED
+            ));
         }
         Ok(())
     }
@@ -163,8 +183,9 @@ fn compile_plugin(name: &str, config: &str) -> Result<Kind, String> {
     })
 }
 
-/// A route's plugins: instance ids, one per plugin name, and per consumer
-/// the ones that replace them once that consumer is known.
+/// A route's plugins: instance ids, one per plugin name (rate-limiting:
+/// every instance that applies), and per consumer the ones that replace
+/// them once that consumer is known (rate-limiting: that add to them).
 #[derive(Debug, PartialEq)]
 pub struct RoutePlugins {
     pub route_id: String,
@@ -227,6 +248,8 @@ pub struct State {
     pub cache: proxy_cache::Store,
     /// jwt providers' remote JWKS, by URI.
     pub jwks: jwks::Registry,
+    /// rate-limiting counts kept here and reconciled with Redis (`sync_rate`).
+    pub synced: redis_sync::Synced,
 }
 
 /// The request as the plugins see and change it.
@@ -282,7 +305,7 @@ struct Chain<'a> {
     jwt: Option<&'a jwt::Jwt>,
     key_auth: Option<&'a key_auth::KeyAuth>,
     acl: Option<&'a acl::Acl>,
-    rate_limiting: Option<(&'a str, &'a rate_limiting::RateLimiting)>,
+    rate_limiting: rate_limiting::Stack<'a>,
     request_transformer: Option<&'a Arc<request_transformer::RequestTransformer>>,
     response_transformer: Option<&'a Arc<response_transformer::ResponseTransformer>>,
     proxy_cache: Option<(&'a str, &'a Arc<proxy_cache::ProxyCache>)>,
@@ -299,7 +322,12 @@ impl<'a> Chain<'a> {
             Kind::Jwt(j) => self.jwt = Some(j),
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
-            Kind::RateLimiting(r) => self.rate_limiting = Some((&p.id, r)),
+            // Limits stack: every instance that applies must admit.
+            Kind::RateLimiting(r) => {
+                if !self.rate_limiting.push(&p.id, r) {
+                    tracing::warn!(plugin = %p.id, "more rate-limiting instances than scopes; ignoring");
+                }
+            }
             Kind::RequestTransformer(t) => self.request_transformer = Some(t),
             Kind::ProxyCache(c) => self.proxy_cache = Some((&p.id, c)),
             Kind::RequestValidator(v) => self.request_validator = Some(v),
@@ -417,7 +445,8 @@ async fn phases(
     if let Some(c) = who.consumer {
         consumers::set_identity_headers(req.headers, c, who.credential_label);
     }
-    // Consumer-scoped instances replace the route's, by plugin name.
+    // Consumer-scoped instances replace the route's, by plugin name;
+    // rate-limiting ones add to them.
     if let Some(c) = who.consumer
         && let Some(ids) = route.consumers.get(&c.id)
     {
@@ -426,17 +455,15 @@ async fn phases(
     if let Some(a) = chain.acl {
         a.check(who, req.headers)?;
     }
-    if let Some((id, rl)) = chain.rate_limiting {
+    if !chain.rate_limiting.is_empty() {
         let ctx = rate_limiting::Ctx {
-            plugin_id: id,
             identity: who,
             client,
             service_id: &route.service_id,
             headers: req.headers,
             path: req.path_and_query.split('?').next().unwrap_or_default(),
         };
-        rl.apply(&state.limits, &state.redis, &ctx, &mut out.response_headers)
-            .await?;
+        rate_limiting::apply(&chain.rate_limiting, state, &ctx, &mut out.response_headers).await?;
     }
     if let Some(l) = chain.size_limit {
         out.body_limit = l.check(req.headers)?;

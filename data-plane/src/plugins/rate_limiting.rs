@@ -61,7 +61,7 @@ impl Period {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -119,7 +119,44 @@ pub struct RateLimiting {
 #[derive(Debug)]
 pub enum Backend {
     Local,
-    Redis(super::redis::Target),
+    /// Counted in Redis on every request, or, with `sync`, counted here
+    /// and reconciled with Redis at that interval (`redis_sync.rs`).
+    Redis {
+        target: super::redis::Target,
+        sync: Option<std::time::Duration>,
+    },
+}
+
+/// At most this many instances apply to one request: one per Kong scope
+/// (global, service, route, consumer and their combinations).
+pub const MAX_STACKED: usize = 8;
+
+/// The rate-limiting instances that apply to one request, most specific
+/// first; all of them must admit it.
+#[derive(Clone, Copy, Default)]
+pub struct Stack<'a> {
+    items: [Option<(&'a str, &'a RateLimiting)>; MAX_STACKED],
+    len: usize,
+}
+
+impl<'a> Stack<'a> {
+    /// False when full (the config check keeps that from happening).
+    pub fn push(&mut self, id: &'a str, rl: &'a RateLimiting) -> bool {
+        if self.len == MAX_STACKED {
+            return false;
+        }
+        self.items[self.len] = Some((id, rl));
+        self.len += 1;
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &'a RateLimiting)> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,6 +187,8 @@ struct Config {
     window_type: Option<String>,
     #[serde(default)]
     redis: Option<serde_json::Value>,
+    #[serde(default)]
+    sync_rate: Option<f64>,
 }
 
 impl RateLimiting {
@@ -196,9 +235,18 @@ impl RateLimiting {
         }
         let backend = match c.policy.as_deref().unwrap_or("local") {
             "local" => Backend::Local,
-            "redis" => Backend::Redis(super::redis::Target::compile(
-                c.redis.as_ref().unwrap_or(&serde_json::Value::Null),
-            )?),
+            "redis" => Backend::Redis {
+                target: super::redis::Target::compile(
+                    c.redis.as_ref().unwrap_or(&serde_json::Value::Null),
+                )?,
+                // Kong: -1 (the default) counts in Redis on every request.
+                sync: match c.sync_rate {
+                    Some(r) if r > 0.0 && r.is_finite() => {
+                        Some(std::time::Duration::from_secs_f64(r.max(0.02)))
+                    }
+                    _ => None,
+                },
+            },
             other => return Err(format!("policy {other:?} is not supported")),
         };
         let error_code = c.error_code.unwrap_or(429.0);
@@ -221,80 +269,94 @@ impl RateLimiting {
         })
     }
 
-    /// Checks the request against every window, counts it when none is
-    /// full, and adds Kong's headers to `out` (the response's).
-    pub async fn apply(
+    /// Checks the request against every window and counts it when none
+    /// is full. `None`: Redis could not be asked and `fault_tolerant` lets
+    /// the request through uncounted.
+    async fn hit(
         &self,
-        local: &Counters,
-        redis: &super::redis::Clients,
+        plugin_id: &str,
+        state: &super::State,
         ctx: &Ctx<'_>,
-        out: &mut Vec<(HeaderName, HeaderValue)>,
-    ) -> Result<(), Reject> {
+        now: f64,
+    ) -> Result<Option<Usage>, Reject> {
         let id = self.identifier(ctx);
-        let now = now_secs();
-        let usage = match &self.backend {
-            Backend::Local => local.hit(local.key(ctx.plugin_id, &id), self, now),
-            Backend::Redis(t) => match redis.hit(t, ctx.plugin_id, &id, self, now).await {
-                Ok(u) => u,
-                Err(e) => {
-                    // Never the Redis password: the error is the client's.
-                    tracing::warn!(plugin = ctx.plugin_id, error = %e, "rate-limiting: Redis unavailable");
-                    if self.fault_tolerant {
-                        return Ok(());
-                    }
-                    return Err(Reject::new(500, "An unexpected error occurred"));
-                }
-            },
+        let got = match &self.backend {
+            Backend::Local => {
+                let key = state.limits.key(plugin_id, &id);
+                return Ok(Some(state.limits.hit(key, self, now)));
+            }
+            Backend::Redis { target, sync: None } => {
+                state.redis.hit(target, plugin_id, &id, self, now).await
+            }
+            Backend::Redis {
+                target,
+                sync: Some(every),
+            } => {
+                state
+                    .synced
+                    .hit(&state.redis, target, *every, plugin_id, &id, self, now)
+                    .await
+            }
         };
-        self.respond(&usage, out)
+        match got {
+            Ok(u) => Ok(Some(u)),
+            Err(e) => {
+                // Never the Redis password: the error is the client's.
+                tracing::warn!(plugin = plugin_id, error = %e, "rate-limiting: Redis unavailable");
+                if self.fault_tolerant {
+                    Ok(None)
+                } else {
+                    Err(Reject::new(500, "An unexpected error occurred"))
+                }
+            }
+        }
     }
 
-    fn respond(&self, u: &Usage, out: &mut Vec<(HeaderName, HeaderValue)>) -> Result<(), Reject> {
-        // The window that binds: least remaining, then the longest.
-        let mut best: Option<(u64, u64, u64, u64)> = None; // (remaining, period secs, limit, reset)
-        let mut headers = Vec::with_capacity(2 * self.limits.len() + 4);
-        for (i, (p, limit)) in self.limits.iter().enumerate() {
+    /// Takes back a request `hit` counted, when another instance refused it.
+    async fn undo(&self, plugin_id: &str, state: &super::State, ctx: &Ctx<'_>, now: f64) {
+        let id = self.identifier(ctx);
+        match &self.backend {
+            Backend::Local => state
+                .limits
+                .undo(state.limits.key(plugin_id, &id), self, now),
+            Backend::Redis { target, sync: None } => {
+                if let Err(e) = state.redis.undo(target, plugin_id, &id, self, now).await {
+                    tracing::warn!(plugin = plugin_id, error = %e, "rate-limiting: could not take back a refused request's count");
+                }
+            }
+            Backend::Redis { sync: Some(_), .. } => state.synced.undo(plugin_id, &id, self, now),
+        }
+    }
+
+    /// Per window, what a client is told: the limit and what remains
+    /// after this request.
+    fn windows<'u>(
+        &'u self,
+        u: &'u Usage,
+        admitted: bool,
+    ) -> impl Iterator<Item = (Period, u64, u64, u64)> + 'u {
+        self.limits.iter().enumerate().map(move |(i, (p, limit))| {
             let w = &u.windows[i];
             let mut remaining = limit.saturating_sub(w.used);
             // The request counts against every window when admitted, and
             // only against the one that stopped it otherwise (Kong).
-            if u.stop.is_none() || u.stop == Some(i) {
+            if admitted || u.stop == Some(i) {
                 remaining = remaining.saturating_sub(1);
             }
-            let better = match best {
-                None => true,
-                Some((r, secs, _, _)) => remaining < r || (remaining == r && p.seconds() > secs),
-            };
-            if better {
-                best = Some((remaining, p.seconds(), *limit, w.reset));
-            }
-            let (lh, rh) = p.headers();
-            headers.push((lh.clone(), HeaderValue::from(*limit)));
-            headers.push((rh.clone(), HeaderValue::from(remaining)));
-        }
-        let Some((remaining, _, limit, reset)) = best else {
-            return Ok(());
-        };
-        if !self.hide_client_headers {
-            headers.push((RATELIMIT_LIMIT.clone(), HeaderValue::from(limit)));
-            headers.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining)));
-            headers.push((RATELIMIT_RESET.clone(), HeaderValue::from(reset)));
-        } else {
-            headers.clear();
-        }
-        if let Some(i) = u.stop {
-            let mut r = Reject::new(self.error_code, self.error_message.clone());
-            r.headers = headers;
-            // Always, so a client knows when to come back, even with the
-            // other headers hidden.
-            r.headers.push((
-                http::header::RETRY_AFTER,
-                HeaderValue::from(u.windows[i].retry_after),
-            ));
-            return Err(r);
-        }
-        out.extend(headers);
-        Ok(())
+            (*p, *limit, remaining, w.reset)
+        })
+    }
+
+    fn refusal(&self, u: &Usage, stop: usize, report: &Report) -> Reject {
+        let mut r = Reject::new(self.error_code, self.error_message.clone());
+        report.headers(&mut r.headers);
+        // Always, so a client knows when to come back, even with the
+        // other headers hidden.
+        r.headers.push((
+            http::header::RETRY_AFTER,
+            HeaderValue::from(u.windows[stop].retry_after),
+        ));
+        r
     }
 
     fn identifier<'a>(&self, ctx: &Ctx<'a>) -> Identifier<'a> {
@@ -342,12 +404,117 @@ impl std::fmt::Display for Identifier<'_> {
 }
 
 pub struct Ctx<'a> {
-    pub plugin_id: &'a str,
     pub identity: Identity<'a>,
     pub client: IpAddr,
     pub service_id: &'a str,
     pub headers: &'a HeaderMap,
     pub path: &'a str,
+}
+
+/// Runs every instance of the stack; the request passes only when all
+/// admit it. A refused request is taken back from the instances that had
+/// counted it, so only admitted requests count, across instances as
+/// across windows. Kong's headers go to `out` (the response's), one per
+/// window, from the instance with the least remaining.
+pub async fn apply(
+    stack: &Stack<'_>,
+    state: &super::State,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Result<(), Reject> {
+    let now = now_secs();
+    let mut usages: [Option<Usage>; MAX_STACKED] = Default::default();
+    let mut refused: Option<(usize, Result<usize, Reject>)> = None;
+    for (i, (id, rl)) in stack.iter().enumerate() {
+        match rl.hit(id, state, ctx, now).await {
+            Ok(Some(u)) => {
+                let stop = u.stop;
+                usages[i] = Some(u);
+                if let Some(w) = stop {
+                    refused = Some((i, Ok(w)));
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(r) => {
+                refused = Some((i, Err(r)));
+                break;
+            }
+        }
+    }
+    let mut report = Report::default();
+    let Some((at, why)) = refused else {
+        for ((_, rl), u) in stack.iter().zip(&usages) {
+            if let Some(u) = u {
+                report.add(rl, u, true);
+            }
+        }
+        report.headers(out);
+        return Ok(());
+    };
+    for ((id, rl), u) in stack.iter().zip(&usages).take(at) {
+        if let Some(u) = u {
+            rl.undo(id, state, ctx, now).await;
+            report.add(rl, u, false);
+        }
+    }
+    let (_, rl) = stack.iter().nth(at).expect("the refusing instance");
+    match (why, &usages[at]) {
+        (Ok(stop), Some(u)) => {
+            report.add(rl, u, false);
+            Err(rl.refusal(u, stop, &report))
+        }
+        (Err(r), _) => Err(r),
+        (Ok(_), None) => Err(Reject::new(500, "An unexpected error occurred")),
+    }
+}
+
+/// The headers of several instances merged: per window the least
+/// remaining, and the binding window for `RateLimit-*`.
+#[derive(Default)]
+struct Report {
+    /// Per period: (limit, remaining).
+    windows: [Option<(u64, u64)>; 6],
+    /// (remaining, period seconds, limit, reset) of the window that binds:
+    /// least remaining, then the longest.
+    binding: Option<(u64, u64, u64, u64)>,
+}
+
+impl Report {
+    fn add(&mut self, rl: &RateLimiting, u: &Usage, admitted: bool) {
+        if rl.hide_client_headers {
+            return;
+        }
+        for (p, limit, remaining, reset) in rl.windows(u, admitted) {
+            let slot = &mut self.windows[p.index()];
+            if slot.is_none_or(|(_, r)| remaining < r) {
+                *slot = Some((limit, remaining));
+            }
+            let better = match self.binding {
+                None => true,
+                Some((r, secs, _, _)) => remaining < r || (remaining == r && p.seconds() > secs),
+            };
+            if better {
+                self.binding = Some((remaining, p.seconds(), limit, reset));
+            }
+        }
+    }
+
+    fn headers(&self, out: &mut Vec<(HeaderName, HeaderValue)>) {
+        let Some((remaining, _, limit, reset)) = self.binding else {
+            return;
+        };
+        for (p, w) in PERIODS.iter().zip(&self.windows) {
+            if let Some((limit, remaining)) = w {
+                let (lh, rh) = p.headers();
+                out.push((lh.clone(), HeaderValue::from(*limit)));
+                out.push((rh.clone(), HeaderValue::from(*remaining)));
+            }
+        }
+        out.push((RATELIMIT_LIMIT.clone(), HeaderValue::from(limit)));
+        out.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining)));
+        out.push((RATELIMIT_RESET.clone(), HeaderValue::from(reset)));
+    }
 }
 
 /// One window's state as the check saw it.
@@ -499,6 +666,24 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// Takes back one request counted at `now` (windows since rolled over
+    /// are left alone).
+    pub fn undo(&self, key: u64, rl: &RateLimiting, now: f64) {
+        let shard = &self.shards[(key as usize) % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = now as u64;
+        if let Some(slot) = map.get_mut(&key) {
+            for (p, _) in &rl.limits {
+                let w = &mut slot.windows[p.index()];
+                if w.start == secs - secs % p.seconds() {
+                    w.cur = w.cur.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
 /// Moves a window to the one starting at `start`.
 fn roll(w: &mut Window, start: u64, size: u64) {
     if w.start == start {
@@ -603,7 +788,9 @@ mod tests {
             stop: None,
         };
         let mut out = Vec::new();
-        r.respond(&u, &mut out).unwrap();
+        let mut report = Report::default();
+        report.add(&r, &u, true);
+        report.headers(&mut out);
         let get = |n: &str| {
             out.iter()
                 .find(|(k, _)| k == n)
@@ -616,7 +803,9 @@ mod tests {
         assert_eq!(get("ratelimit-remaining").as_deref(), Some("1"));
         assert_eq!(get("ratelimit-reset").as_deref(), Some("30"));
         let stop = Usage { stop: Some(1), ..u };
-        let e = r.respond(&stop, &mut Vec::new()).unwrap_err();
+        let mut report = Report::default();
+        report.add(&r, &stop, false);
+        let e = r.refusal(&stop, 1, &report);
         assert_eq!(e.status, 429);
         assert_eq!(e.message, "API rate limit exceeded");
         assert!(
@@ -626,15 +815,104 @@ mod tests {
         );
     }
 
+    fn ctx(headers: &HeaderMap) -> Ctx<'_> {
+        Ctx {
+            identity: Identity::default(),
+            client: IpAddr::from([10, 0, 0, 1]),
+            service_id: "s",
+            headers,
+            path: "/",
+        }
+    }
+
+    fn header(out: &[(HeaderName, HeaderValue)], n: &str) -> Option<String> {
+        out.iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn stacked_limits_all_apply_and_a_refusal_is_taken_back() {
+        let global = rl(serde_json::json!({"hour": 5, "window_type": "fixed"}));
+        let tight = rl(serde_json::json!({"hour": 2, "window_type": "fixed"}));
+        let state = super::super::State::default();
+        let headers = HeaderMap::new();
+        let mut stack = Stack::default();
+        assert!(stack.push("tight", &tight));
+        assert!(stack.push("global", &global));
+        let mut admitted = 0;
+        let mut last = Vec::new();
+        for _ in 0..4 {
+            let mut out = Vec::new();
+            match apply(&stack, &state, &ctx(&headers), &mut out).await {
+                Ok(()) => admitted += 1,
+                Err(r) => {
+                    assert_eq!(r.status, 429);
+                    last = r.headers;
+                }
+            }
+            if admitted == 1 {
+                // The tighter instance's remaining is what the client sees.
+                assert_eq!(
+                    header(&out, "x-ratelimit-remaining-hour").as_deref(),
+                    Some("1")
+                );
+                assert_eq!(header(&out, "x-ratelimit-limit-hour").as_deref(), Some("2"));
+            }
+        }
+        assert_eq!(admitted, 2, "the tighter of the two binds");
+        assert!(header(&last, "retry-after").is_some());
+        // Only the first instance refused; the global one never counted
+        // the refusals, so 3 remain there.
+        let mut alone = Stack::default();
+        alone.push("global", &global);
+        let mut out = Vec::new();
+        apply(&alone, &state, &ctx(&headers), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&out, "x-ratelimit-remaining-hour").as_deref(),
+            Some("2")
+        );
+
+        // A refusal by the second instance is taken back from the first.
+        let loose = rl(serde_json::json!({"hour": 100, "window_type": "fixed"}));
+        let one = rl(serde_json::json!({"hour": 1, "window_type": "fixed"}));
+        let mut stack = Stack::default();
+        stack.push("loose", &loose);
+        stack.push("one", &one);
+        apply(&stack, &state, &ctx(&headers), &mut Vec::new())
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert!(
+                apply(&stack, &state, &ctx(&headers), &mut Vec::new())
+                    .await
+                    .is_err()
+            );
+        }
+        let mut alone = Stack::default();
+        alone.push("loose", &loose);
+        let mut out = Vec::new();
+        apply(&alone, &state, &ctx(&headers), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&out, "x-ratelimit-remaining-hour").as_deref(),
+            Some("98"),
+            "two admitted requests counted, none of the refused"
+        );
+    }
+
     #[test]
     fn bad_configs_are_refused() {
         assert!(RateLimiting::compile(&serde_json::json!({})).is_err());
-        assert!(RateLimiting::compile(&serde_json::json!({"minute": 0})).is_err());
+        assert!(RateLimiting::compile(&serde_json::json!({"hour": 0})).is_err());
         assert!(
-            RateLimiting::compile(&serde_json::json!({"minute": 1, "limit_by": "header"})).is_err()
+            RateLimiting::compile(&serde_json::json!({"hour": 1, "limit_by": "header"})).is_err()
         );
         assert!(
-            RateLimiting::compile(&serde_json::json!({"minute": 1, "policy": "cluster"})).is_err()
+            RateLimiting::compile(&serde_json::json!({"hour": 1, "policy": "cluster"})).is_err()
         );
     }
 }

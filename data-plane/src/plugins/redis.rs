@@ -115,10 +115,11 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
-/// Connections by target; they outlive config swaps.
-#[derive(Default)]
+/// Connections by target; they outlive config swaps. Clones share them
+/// (the `sync_rate` flusher holds one).
+#[derive(Default, Clone)]
 pub struct Clients {
-    conns: Mutex<HashMap<Target, Arc<tokio::sync::OnceCell<Conn>>>>,
+    conns: Arc<Mutex<HashMap<Target, Arc<tokio::sync::OnceCell<Conn>>>>>,
 }
 
 /// Errors say what failed, never with credentials (the redis crate's
@@ -134,6 +135,51 @@ pub enum RedisError {
 }
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LUA));
+static UNDO: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(UNDO_LUA));
+static SYNC: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SYNC_LUA));
+
+/// KEYS: the current window keys a request was counted in. Takes it
+/// back, never below zero.
+const UNDO_LUA: &str = r#"
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"#;
+
+/// KEYS: per window, its current then its previous key. ARGV: per window
+/// what this proxy counted in each since its last sync, and the keys'
+/// lifetime. Adds them, then returns per window both totals.
+const SYNC_LUA: &str = r#"
+local out = {}
+for i = 1, #KEYS / 2 do
+  local add_cur = tonumber(ARGV[3 * i - 2])
+  local add_prev = tonumber(ARGV[3 * i - 1])
+  local ttl = tonumber(ARGV[3 * i])
+  if add_cur > 0 then
+    redis.call('INCRBY', KEYS[2 * i - 1], add_cur)
+    redis.call('EXPIRE', KEYS[2 * i - 1], ttl)
+  end
+  if add_prev > 0 then
+    redis.call('INCRBY', KEYS[2 * i], add_prev)
+    redis.call('EXPIRE', KEYS[2 * i], ttl)
+  end
+  out[2 * i - 1] = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  out[2 * i] = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+end
+return out
+"#;
+
+/// The key prefix of one client's counters for one instance; the hash tag
+/// keeps them in one Redis Cluster slot.
+pub fn tag(plugin_id: &str, id: &Identifier<'_>) -> String {
+    format!("gantry:rl:{{{plugin_id}:{id}}}")
+}
+
+/// One window's key.
+pub fn window_key(tag: &str, period: &str, start: u64) -> String {
+    format!("{tag}:{period}:{start}")
+}
 
 /// KEYS: per window, its current then its previous key. ARGV: now,
 /// sliding (0/1), then per window size, start and limit. Returns the
@@ -216,19 +262,18 @@ impl Clients {
             let mut inv = SCRIPT.prepare_invoke();
             inv.arg(format!("{now:.3}"))
                 .arg(if rl.sliding { "1" } else { "0" });
+            let tag = tag(plugin_id, id);
             for (p, limit) in &rl.limits {
                 let size = p.seconds();
                 let start = secs - secs % size;
-                // The hash tag keeps one client's keys in one slot.
-                let tag = format!("gantry:rl:{{{plugin_id}:{id}}}:{}", p.name());
-                inv.key(format!("{tag}:{start}"))
-                    .key(format!("{tag}:{}", start.saturating_sub(size)));
+                inv.key(window_key(&tag, p.name(), start)).key(window_key(
+                    &tag,
+                    p.name(),
+                    start.saturating_sub(size),
+                ));
                 inv.arg(size).arg(start).arg(*limit);
             }
-            let reply: Vec<i64> = match &mut conn {
-                Conn::Single(c) => inv.invoke_async(c).await?,
-                Conn::Cluster(c) => inv.invoke_async(c).await?,
-            };
+            let reply: Vec<i64> = conn.invoke(&inv).await?;
             if reply.len() != 1 + 2 * rl.limits.len() {
                 return Err(RedisError::Reply);
             }
@@ -249,6 +294,79 @@ impl Clients {
                 })
                 .collect();
             Ok(Usage { windows, stop })
+        };
+        tokio::time::timeout(t.timeout, fut)
+            .await
+            .map_err(|_| RedisError::Timeout(t.timeout))?
+    }
+}
+
+impl Conn {
+    async fn invoke<T: redis::FromRedisValue>(
+        &mut self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        Ok(match self {
+            Conn::Single(c) => inv.invoke_async(c).await?,
+            Conn::Cluster(c) => inv.invoke_async(c).await?,
+        })
+    }
+}
+
+impl Clients {
+    /// Takes back a request `hit` counted at `now`.
+    pub async fn undo(
+        &self,
+        t: &Target,
+        plugin_id: &str,
+        id: &Identifier<'_>,
+        rl: &RateLimiting,
+        now: f64,
+    ) -> Result<(), RedisError> {
+        let fut = async {
+            let mut conn = self.conn(t).await?;
+            let secs = now as u64;
+            let tag = tag(plugin_id, id);
+            let mut inv = UNDO.prepare_invoke();
+            for (p, _) in &rl.limits {
+                inv.key(window_key(&tag, p.name(), secs - secs % p.seconds()));
+            }
+            conn.invoke::<i64>(&inv).await.map(|_| ())
+        };
+        tokio::time::timeout(t.timeout, fut)
+            .await
+            .map_err(|_| RedisError::Timeout(t.timeout))?
+    }
+
+    /// Adds what one proxy counted since its last sync and reads the
+    /// totals back: per window `(period, start, add to current, add to
+    /// previous)` in, `(current, previous)` totals out.
+    pub async fn sync(
+        &self,
+        t: &Target,
+        tag: &str,
+        windows: &[(super::rate_limiting::Period, u64, u64, u64)],
+    ) -> Result<Vec<(u64, u64)>, RedisError> {
+        let fut = async {
+            let mut conn = self.conn(t).await?;
+            let mut inv = SYNC.prepare_invoke();
+            for (p, start, add_cur, add_prev) in windows {
+                let size = p.seconds();
+                inv.key(window_key(tag, p.name(), *start)).key(window_key(
+                    tag,
+                    p.name(),
+                    start.saturating_sub(size),
+                ));
+                inv.arg(*add_cur).arg(*add_prev).arg(2 * size + 1);
+            }
+            let reply: Vec<i64> = conn.invoke(&inv).await?;
+            if reply.len() != 2 * windows.len() {
+                return Err(RedisError::Reply);
+            }
+            Ok(reply
+                .chunks(2)
+                .map(|c| (c[0].max(0) as u64, c[1].max(0) as u64))
+                .collect())
         };
         tokio::time::timeout(t.timeout, fut)
             .await
