@@ -2,6 +2,7 @@
 # Make sure the local services the tests need are up:
 #   PostgreSQL 15  127.0.0.1:5432  (trust auth, user postgres, database gantry_test)
 #   Redis 7        127.0.0.1:6379
+#   Redis Cluster  127.0.0.1:7101-7103, three masters (scripts/redis-cluster.sh)
 # Idempotent. Can be executed (./scripts/services.sh) or sourced
 # (. scripts/services.sh); when sourced it returns instead of exiting and does
 # not change the caller's shell options.
@@ -146,6 +147,12 @@ _gs_redis_up() {
   _gs_log "redis: up"
 }
 
+# The three-master Redis Cluster (scripts/redis-cluster.sh start).
+_gs_redis_cluster_up() {
+  "$(dirname "${BASH_SOURCE[0]}")/redis-cluster.sh" start >/dev/null \
+    || { _gs_die "the Redis Cluster on 127.0.0.1:7101-7103 did not come up"; return 1; }
+}
+
 # Tools the tests call: the openssl CLI makes their throwaway PKI and keys.
 _gs_tools_up() {
   command -v openssl >/dev/null 2>&1 && return 0
@@ -157,7 +164,9 @@ gantry_services_up() {
   _gs_tools_up || return 1
   _gs_postgres_up "$timeout" || return 1
   _gs_redis_up "$timeout" || return 1
-  _gs_log "ok: postgres 127.0.0.1:5432 (db gantry_test), redis 127.0.0.1:6379"
+  _gs_redis_cluster_up || return 1
+  _gs_log "ok: postgres 127.0.0.1:5432 (db gantry_test), redis 127.0.0.1:6379," \
+    "redis cluster 127.0.0.1:7101-7103"
 }
 
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then

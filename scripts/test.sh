@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: ./scripts/test.sh [extra cargo-nextest args...]
-#   - brings up local PostgreSQL + Redis (scripts/services.sh)
+#   - brings up local PostgreSQL + Redis + a three-master Redis Cluster
+#     (scripts/services.sh, which runs scripts/redis-cluster.sh)
 #   - drops stale per-test schemas (gt_*) left behind by killed runs
 #   - builds the workspace binaries, then runs the whole suite with cargo-nextest
 # With CI=true, nextest uses the `ci` profile from .config/nextest.toml.
@@ -14,6 +15,7 @@ log() { echo "test.sh: $*" >&2; }
 
 export GANTRY_TEST_DATABASE_URL="${GANTRY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gantry_test}"
 export GANTRY_TEST_REDIS_URL="${GANTRY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export GANTRY_TEST_REDIS_CLUSTER="${GANTRY_TEST_REDIS_CLUSTER:-127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103}"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"

@@ -1502,3 +1502,121 @@ pub async fn require_redis() {
     s.read_exact(&mut buf).await.expect("read PONG");
     assert_eq!(&buf, b"+PONG\r\n", "Redis at {addr} did not answer PING");
 }
+
+/// The tests' Redis Cluster nodes, as `host:port`, from
+/// `GANTRY_TEST_REDIS_CLUSTER` (comma-separated; default the three masters
+/// `scripts/redis-cluster.sh` starts on 127.0.0.1:7101-7103).
+pub fn redis_cluster_nodes() -> Vec<String> {
+    std::env::var("GANTRY_TEST_REDIS_CLUSTER")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A Redis reply (RESP2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// A bulk or simple string as text.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Resp::Simple(s) => Some(s.clone()),
+            Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// Sends one command to the Redis at `addr` (`host:port`) on a fresh
+/// connection and reads its reply. No cluster redirection: a key another
+/// node owns answers `Resp::Error("MOVED <slot> <host:port>")`.
+pub async fn redis_command(addr: &str, args: &[&str]) -> std::io::Result<Resp> {
+    use tokio::io::{AsyncWriteExt, BufReader};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&req).await?;
+    let mut r = BufReader::new(s);
+    tokio::time::timeout(Duration::from_secs(5), read_resp(&mut r))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "reply"))?
+}
+
+fn read_resp<'a, R>(
+    r: &'a mut R,
+) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Resp>> + Send + 'a>>
+where
+    R: tokio::io::AsyncBufRead + Unpin + Send,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    Box::pin(async move {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let mut line = String::new();
+        r.read_line(&mut line).await?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty reply"))?;
+        let n = || rest.parse::<i64>().map_err(|_| bad(line));
+        Ok(match kind {
+            "+" => Resp::Simple(rest.into()),
+            "-" => Resp::Error(rest.into()),
+            ":" => Resp::Int(n()?),
+            "$" => match usize::try_from(n()?) {
+                Err(_) => Resp::Bulk(None),
+                Ok(len) => {
+                    let mut b = vec![0; len + 2];
+                    r.read_exact(&mut b).await?;
+                    b.truncate(len);
+                    Resp::Bulk(Some(b))
+                }
+            },
+            "*" => match usize::try_from(n()?) {
+                Err(_) => Resp::Array(None),
+                Ok(len) => {
+                    let mut items = Vec::with_capacity(len);
+                    for _ in 0..len {
+                        items.push(read_resp(r).await?);
+                    }
+                    Resp::Array(Some(items))
+                }
+            },
+            _ => return Err(bad(line)),
+        })
+    })
+}
+
+/// Fails the test unless every Redis Cluster node answers and reports
+/// `cluster_state:ok`: a test that needs the cluster never passes without
+/// it.
+pub async fn require_redis_cluster() {
+    for addr in redis_cluster_nodes() {
+        let info = redis_command(&addr, &["CLUSTER", "INFO"])
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "Redis Cluster node {addr} is not reachable ({e}); run scripts/redis-cluster.sh start"
+                )
+            });
+        let info = info.text().unwrap_or_default();
+        assert!(
+            info.lines().any(|l| l.trim() == "cluster_state:ok"),
+            "Redis Cluster node {addr} is not in cluster_state:ok (run scripts/redis-cluster.sh start):\n{info}"
+        );
+    }
+}

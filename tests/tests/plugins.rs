@@ -1479,12 +1479,11 @@ async fn unsupported_plugin_config_is_refused_and_shown() {
     let node = cp.fleet_node(&proxy.node_id).await.expect("node");
     assert_eq!(node["unenforced_plugins"], json!([]), "{node}");
 
-    // Path parameters are accepted by the admin API, not run by gantry-proxy yet.
+    // Redis over TLS is accepted by the admin API, not run by gantry-proxy yet.
     cp.post(
         "/routes/r/plugins",
-        json!({"name": "request-validator", "config": {"parameter_schema": [
-            {"in": "path", "name": "id", "required": true, "style": "simple", "explode": false,
-             "schema": "{\"type\": \"string\"}"}]}}),
+        json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "redis",
+               "redis": {"host": "127.0.0.1", "port": 6379, "ssl": true}}}),
     )
     .await
     .expect(201);
@@ -1502,7 +1501,7 @@ async fn unsupported_plugin_config_is_refused_and_shown() {
     })
     .await;
     assert!(
-        node.to_string().contains("in: path"),
+        node.to_string().contains("redis.ssl"),
         "the NACK says why: {node}"
     );
     // Still the last good config: key-auth enforced, no validator.
@@ -2320,10 +2319,25 @@ async fn request_validator_checks_body_and_params() {
     )
     .await
     .expect(201);
+    cp.post(
+        "/routes/verbose/plugins",
+        json!({"name": "request-validator", "config": {"body_schema": body_schema, "verbose_response": true}}),
+    )
+    .await
+    .expect(201);
+    // Path parameters: the named groups of the route's regex path.
+    cp.post(
+        "/services/svc/routes",
+        json!({"name": "users", "paths": [r"~/users/(?<user_id>[^/]+)$"]}),
+    )
+    .await
+    .expect(201);
     let rev = cp
         .post(
-            "/routes/verbose/plugins",
-            json!({"name": "request-validator", "config": {"body_schema": body_schema, "verbose_response": true}}),
+            "/routes/users/plugins",
+            json!({"name": "request-validator", "config": {"parameter_schema": [
+                {"in": "path", "name": "user_id", "required": true, "style": "simple",
+                 "explode": false, "schema": "{\"type\": \"integer\", \"minimum\": 1}"}]}}),
         )
         .await
         .committed();
@@ -2392,6 +2406,19 @@ async fn request_validator_checks_body_and_params() {
         seen + 1,
         "refused requests never reach the upstream"
     );
+    let a = send(c.get(format!("{base}/users/42"))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for bad in ["/users/0", "/users/abc"] {
+        let a = send(c.get(format!("{base}{bad}"))).await;
+        assert_eq!(
+            (a.status, &a.body),
+            (
+                400,
+                &json!({"message": "request param doesn't conform to schema"})
+            ),
+            "{bad}"
+        );
+    }
     // verbose_response: the reason.
     let a = send(post("/verbose", r#"{"qty":"x"}"#)).await;
     assert_eq!(a.status, 400);

@@ -263,6 +263,9 @@ pub struct Request<'a> {
     pub peer: IpAddr,
     /// This proxy's listening address, for the tracker correlation id.
     pub local: std::net::SocketAddr,
+    /// The route's regex path, whose named groups are request-validator's
+    /// path parameters.
+    pub path_regex: Option<&'a crate::config::Re2>,
 }
 
 /// What the request phases leave for the response.
@@ -470,7 +473,7 @@ async fn phases(
     }
     // Validation before transforms: the schema describes what the client sends.
     if let Some(v) = chain.request_validator {
-        v.check_params(req.headers, req.path_and_query)?;
+        v.check_params(req.headers, req.path_and_query, req.path_regex)?;
         if v.reads_body() {
             out.validate_body = Some(v.clone());
         }

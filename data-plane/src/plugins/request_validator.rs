@@ -39,6 +39,8 @@ struct Param {
 enum Location {
     Query,
     Header(HeaderName),
+    /// A named capture of the route's regex path (Kong's URI captures).
+    Path,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,26 @@ fn compile_schema(text: &str, field: &str) -> Result<(jsonschema::Validator, Val
     Ok((v, doc))
 }
 
+/// `%XX` escapes decoded (`+` stays: this is a path, not a form).
+fn percent_decode(b: &[u8]) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `type/subtype` and its parameters, lower-cased.
 fn media_type(s: &str) -> (String, Vec<(String, String)>) {
     let mut parts = s.split(';');
@@ -109,6 +131,7 @@ impl RequestValidator {
             .map(|p| {
                 let location = match p.location.as_str() {
                     "query" => Location::Query,
+                    "path" => Location::Path,
                     "header" => Location::Header(
                         HeaderName::from_bytes(p.name.to_ascii_lowercase().as_bytes())
                             .map_err(|_| format!("parameter {:?} is not a header name", p.name))?,
@@ -168,18 +191,32 @@ impl RequestValidator {
         self.body.is_some()
     }
 
-    /// Query and header parameters, before the body is read.
-    pub fn check_params(&self, headers: &HeaderMap, pq: &str) -> Result<(), Reject> {
+    /// Query, header and path parameters, before the body is read. Path
+    /// parameters are the named groups of the route's regex path (`~`
+    /// paths), percent-decoded; a route without one has none.
+    pub fn check_params(
+        &self,
+        headers: &HeaderMap,
+        pq: &str,
+        path_regex: Option<&crate::config::Re2>,
+    ) -> Result<(), Reject> {
         for p in &self.params {
             let raw: Option<String> = match &p.location {
                 Location::Query => super::key_auth::query_values(pq, &p.name).next(),
                 Location::Header(h) => headers
                     .get(h)
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                Location::Path => {
+                    let path = pq.split('?').next().unwrap_or_default();
+                    path_regex
+                        .and_then(|re| re.named_group(path.as_bytes(), &p.name))
+                        .map(percent_decode)
+                }
             };
             let kind = match p.location {
                 Location::Query => "query",
                 Location::Header(_) => "header",
+                Location::Path => "path",
             };
             let Some(raw) = raw else {
                 if p.required {
@@ -288,14 +325,36 @@ mod tests {
             .check_body(&h, &Bytes::from_static(br#"{"name":"a"}"#))
             .unwrap_err();
         assert_eq!(e.message, "specified Content-Type is not allowed");
-        assert!(v.check_params(&h, "/x?page=2").is_ok());
-        assert!(v.check_params(&h, "/x?page=0").is_err());
+        assert!(v.check_params(&h, "/x?page=2", None).is_ok());
+        assert!(v.check_params(&h, "/x?page=0", None).is_err());
         assert!(
-            v.check_params(&h, "/x")
+            v.check_params(&h, "/x", None)
                 .unwrap_err()
                 .message
                 .contains("required parameter")
         );
         assert!(RequestValidator::compile(&json!({"body_schema": "{\"type\": 5}"})).is_err());
+    }
+
+    #[test]
+    fn path_parameters_are_the_route_regex_named_groups() {
+        let v = RequestValidator::compile(&json!({
+            "parameter_schema": [{"in": "path", "name": "user_id", "required": true,
+                                  "schema": r#"{"type":"integer","minimum":1}"#},
+                                 {"in": "path", "name": "tag", "required": false,
+                                  "schema": r#"{"type":"string","pattern":"^[a-z ]+$"}"#}],
+            "verbose_response": true
+        }))
+        .unwrap();
+        let re = crate::config::Re2::new(r"/users/(?<user_id>[^/]+)(?:/(?<tag>[^/]+))?.*").unwrap();
+        let h = HeaderMap::new();
+        assert!(v.check_params(&h, "/users/42?x=1", Some(&re)).is_ok());
+        assert!(v.check_params(&h, "/users/42/a%20b", Some(&re)).is_ok());
+        let e = v.check_params(&h, "/users/0", Some(&re)).unwrap_err();
+        assert!(e.message.starts_with("path 'user_id' validation failed"), "{}", e.message);
+        assert!(v.check_params(&h, "/users/7/A1", Some(&re)).is_err());
+        // No regex path, no captures: a required one is missing.
+        let e = v.check_params(&h, "/users/42", None).unwrap_err();
+        assert!(e.message.contains("required parameter"), "{}", e.message);
     }
 }

@@ -181,6 +181,10 @@ async fn route(
                 method: &mut parts.method,
                 peer: conn.remote.ip(),
                 local: listener.address,
+                path_regex: match &route.path_match {
+                    crate::config::MatchKind::Regex(re) => Some(re),
+                    _ => None,
+                },
             },
         )
         .instrument(span.clone())
