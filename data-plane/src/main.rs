@@ -47,6 +47,11 @@ struct Cli {
         default_value = "127.0.0.1:9901"
     )]
     admin_listen: SocketAddr,
+    /// The admin endpoint's address as the control plane reaches it, for
+    /// the proxy-cache purge it fans out (default: the bound address; set
+    /// it when the admin endpoint listens on a wildcard address).
+    #[arg(long, env = "GANTRY_PROXY_ADMIN_ADVERTISE")]
+    admin_advertise: Option<String>,
     /// Added to every listener port, so several proxies can share a host.
     #[arg(
         long,
@@ -153,12 +158,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
     });
     let node_id = cli.node_id.clone().unwrap_or_else(hostname);
+    let admin_listener = tokio::net::TcpListener::bind(cli.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin endpoint to {}", cli.admin_listen))?;
+    let admin_address = cli
+        .admin_advertise
+        .clone()
+        .unwrap_or(admin_listener.local_addr()?.to_string());
     let client = XdsClient::new(
         ClientConfig {
             addresses: cli.xds_address.clone(),
             node_id: node_id.clone(),
             cluster: cli.cluster.clone(),
             snapshot_file: cli.snapshot_cache.clone(),
+            admin_address: Some(admin_address),
         },
         Arc::new(Core(shared.clone())),
     );
@@ -172,9 +185,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let status = client.status();
     let xds_status: admin::XdsStatus =
         Arc::new(move || serde_json::to_value(&*status.borrow()).unwrap_or_default());
-    let admin_listener = tokio::net::TcpListener::bind(cli.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin endpoint to {}", cli.admin_listen))?;
     tracing::info!(node = %node_id, group = %cli.cluster, xds = ?cli.xds_address, admin = %admin_listener.local_addr()?, "gantry-proxy started");
     let admin_task = tokio::spawn(
         axum::serve(admin_listener, admin::router(shared.clone(), xds_status)).into_future(),

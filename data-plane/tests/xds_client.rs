@@ -438,6 +438,7 @@ fn config(addresses: Vec<String>, snapshot_file: Option<PathBuf>) -> ClientConfi
         node_id: "node-1".into(),
         cluster: "edge".into(),
         snapshot_file,
+        admin_address: None,
     }
 }
 

@@ -921,6 +921,8 @@ pub struct ProxyOptions {
     pub snapshot_cache: Option<PathBuf>,
     /// `--cluster` (the gateway group; default "default").
     pub group: Option<String>,
+    /// `--admin-advertise` (default: the admin endpoint's own address).
+    pub admin_advertise: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -930,6 +932,7 @@ impl Default for ProxyOptions {
             drain_timeout_ms: None,
             snapshot_cache: None,
             group: None,
+            admin_advertise: None,
         }
     }
 }
@@ -1009,6 +1012,10 @@ impl Proxy {
         if let Some(g) = &opts.group {
             cmd.args(["--cluster", g]);
         }
+        if let Some(a) = &opts.admin_advertise {
+            cmd.args(["--admin-advertise", a]);
+        }
+        cmd.env_remove("GANTRY_PROXY_ADMIN_ADVERTISE");
         let child = cmd
             .env(
                 "RUST_LOG",

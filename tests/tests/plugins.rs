@@ -2001,6 +2001,7 @@ async fn proxy_cache_hits_misses_and_purges() {
     let cp = Cp::start().await;
     let up = Upstream::start("echo").await;
     let proxy = Proxy::start(&cp, "gantry-cache").await;
+    let second = Proxy::start(&cp, "gantry-cache-2").await;
     let c = client();
     let base = proxy.proxy_url();
     cp.post("/services", json!({"name": "svc", "url": up.url()}))
@@ -2134,6 +2135,63 @@ async fn proxy_cache_hits_misses_and_purges() {
         send(get("/cc")).await.header("x-cache-status"),
         Some("Miss")
     );
+
+    // Through the control plane's admin API: the purge reaches every
+    // proxy, each holding its own copy.
+    let on = |p: &Proxy, path: &str| c.get(format!("{}{path}", p.proxy_url()));
+    let mut key = String::new();
+    for p in [&proxy, &second] {
+        send(on(p, "/c?page=7")).await;
+        let a = send(on(p, "/c?page=7")).await;
+        assert_eq!(a.header("x-cache-status"), Some("Hit"), "{}", p.node_id);
+        key = a.header("x-cache-key").expect("X-Cache-Key").to_string();
+        send(on(p, "/cc")).await;
+        assert_eq!(
+            send(on(p, "/cc")).await.header("x-cache-status"),
+            Some("Hit"),
+            "{}",
+            p.node_id
+        );
+    }
+    let node = cp.fleet_node(&second.node_id).await.expect("node");
+    assert_eq!(
+        node["admin_address"],
+        format!("127.0.0.1:{}", second.admin_port)
+    );
+    cp.delete(&format!("/proxy-cache/{key}")).await.expect(204);
+    cp.delete(&format!("/proxy-cache/{key}")).await.expect(404);
+    for p in [&proxy, &second] {
+        assert_eq!(
+            send(on(p, "/c?page=7")).await.header("x-cache-status"),
+            Some("Miss"),
+            "{}",
+            p.node_id
+        );
+    }
+    cp.delete("/proxy-cache").await.expect(204);
+    for p in [&proxy, &second] {
+        assert_eq!(
+            send(on(p, "/cc")).await.header("x-cache-status"),
+            Some("Miss"),
+            "{}",
+            p.node_id
+        );
+    }
+    // A proxy whose admin endpoint cannot be reached: the purge says so
+    // (502, naming it) rather than looking done.
+    let dead = gantry_e2e::reserve_port();
+    let lost = Proxy::start_with(
+        &cp,
+        "gantry-cache-unreachable",
+        gantry_e2e::ProxyOptions {
+            admin_advertise: Some(format!("127.0.0.1:{}", dead.port)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = cp.delete("/proxy-cache").await.expect(502);
+    assert_eq!(body["unreachable"][0]["node_id"], lost.node_id.as_str());
+    assert_eq!(body["unreachable"].as_array().map(Vec::len), Some(1));
 }
 
 /// A JWKS server for `jwt_remote_jwks`: serves whatever document is set,

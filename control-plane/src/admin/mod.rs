@@ -8,6 +8,7 @@ mod error;
 mod fleet;
 mod info;
 pub mod openapi;
+mod proxy_cache;
 
 pub use error::ApiError;
 
@@ -169,6 +170,16 @@ pub fn table() -> Table {
         .add("/tags/{tag}", &["GET"], get(crud::by_tag))
         .add("/fleet", &["GET"], get(fleet::list))
         .add("/fleet/{node}", &["GET"], get(fleet::node))
+        .add(
+            "/proxy-cache",
+            &["DELETE"],
+            axum::routing::delete(proxy_cache::purge_all),
+        )
+        .add(
+            "/proxy-cache/{key}",
+            &["DELETE"],
+            axum::routing::delete(proxy_cache::purge_key),
+        )
         .add(
             "/{collection}",
             &["GET", "POST"],

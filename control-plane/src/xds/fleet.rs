@@ -61,6 +61,8 @@ pub struct NodeEntry {
     pub group: String,
     pub flavour: Flavour,
     pub user_agent: String,
+    /// gantry-proxy's admin endpoint, as the node advertised it.
+    pub admin: Option<String>,
     pub connected_at: i64,
     pub protocol: &'static str,
     /// The revision of the snapshot this node should be on.
@@ -102,6 +104,7 @@ impl NodeEntry {
             "group": self.group,
             "flavour": self.flavour.as_str(),
             "user_agent": self.user_agent,
+            "admin_address": self.admin,
             "protocol": self.protocol,
             "connected_since": self.connected_at,
             "control_plane": cp,

@@ -19,6 +19,8 @@ pub struct NodeInfo {
     pub group: String,
     pub flavour: Flavour,
     pub user_agent: String,
+    /// gantry-proxy's admin endpoint, from node metadata `gantry_admin`.
+    pub admin: Option<String>,
 }
 
 impl NodeInfo {
@@ -44,6 +46,16 @@ impl NodeInfo {
             user_agent: format!("{}/{}", n.user_agent_name, version)
                 .trim_end_matches('/')
                 .to_string(),
+            admin: n
+                .metadata
+                .as_ref()
+                .and_then(|m| m.fields.get("gantry_admin"))
+                .and_then(|v| match &v.kind {
+                    Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => {
+                        Some(s.clone())
+                    }
+                    _ => None,
+                }),
         }
     }
 }
@@ -70,6 +82,7 @@ impl Session {
             group: node.group.clone(),
             flavour: node.flavour,
             user_agent: node.user_agent.clone(),
+            admin: node.admin.clone(),
             connected_at: now_ms(),
             protocol,
             target_revision: target,

@@ -11,7 +11,6 @@ use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -363,18 +362,9 @@ struct Region {
 }
 
 /// Every dictionary's entries; they outlive config swaps.
+#[derive(Default)]
 pub struct Store {
     regions: Mutex<HashMap<String, Region>>,
-    hasher: RandomState,
-}
-
-impl Default for Store {
-    fn default() -> Self {
-        Store {
-            regions: Mutex::new(HashMap::new()),
-            hasher: RandomState::new(),
-        }
-    }
 }
 
 impl Store {
@@ -464,10 +454,15 @@ impl Store {
         regions.values_mut().any(|r| r.remove(key))
     }
 
+    /// The first 64 bits of the key text's SHA-256: the same on every
+    /// proxy and every version, so an `X-Cache-Key` seen from one proxy
+    /// purges the entry fleet-wide (hits still compare the whole text).
     pub fn hash(&self, text: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(text.as_bytes());
-        h.finish()
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(text.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(b)
     }
 }
 

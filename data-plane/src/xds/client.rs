@@ -43,6 +43,9 @@ pub struct ClientConfig {
     pub cluster: String,
     /// Where the last good configuration is kept (see [`super::snapshot_file`]).
     pub snapshot_file: Option<PathBuf>,
+    /// This proxy's admin endpoint as the control plane should reach it
+    /// (node metadata `gantry_admin`), for the proxy-cache purge it fans out.
+    pub admin_address: Option<String>,
 }
 
 /// Timing knobs; the defaults are the production values.
@@ -294,10 +297,24 @@ fn normalize(address: &str) -> String {
     }
 }
 
+/// Node metadata key of the advertised admin endpoint.
+pub const ADMIN_METADATA: &str = "gantry_admin";
+
 fn node(cfg: &ClientConfig) -> Node {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let metadata = cfg.admin_address.as_ref().map(|a| Struct {
+        fields: [(
+            ADMIN_METADATA.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(a.clone())),
+            },
+        )]
+        .into(),
+    });
     Node {
         id: cfg.node_id.clone(),
         cluster: cfg.cluster.clone(),
+        metadata,
         user_agent_name: USER_AGENT_NAME.into(),
         user_agent_version_type: Some(UserAgentVersionType::UserAgentVersion(
             env!("CARGO_PKG_VERSION").into(),
