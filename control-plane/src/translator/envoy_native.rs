@@ -1,6 +1,7 @@
 //! Kong plugins that Envoy's own HTTP filters can express, for Envoy
 //! nodes: key-auth (with acl) as `api_key_auth`, ip-restriction as `rbac`,
-//! cors as `cors`.
+//! cors as `cors`, jwt as `jwt_authn` (`envoy_native/jwt.rs`), rate-limiting as
+//! `local_ratelimit` (`envoy_native/ratelimit.rs`).
 //! The status codes are Kong's; the bodies are Envoy's. An instance is
 //! emitted only when the filter gives the same answers; anything else
 //! (consumer-scoped instances, `anonymous`, a non-403 ip-restriction status,
@@ -10,6 +11,9 @@
 //! needs one enables it with its per-route config (Envoy's `FilterConfig`).
 //! gantry-proxy ignores these per-route entries: its chain has no such
 //! filters.
+
+mod jwt;
+mod ratelimit;
 
 use super::model::{Model, PluginInst};
 use super::plugins::Resolved;
@@ -31,6 +35,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
+pub use jwt::JWT_AUTHN;
+pub use ratelimit::LOCAL_RATELIMIT;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -58,6 +64,8 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
     let mut any_key_auth = false;
     let mut any_rbac = false;
     let mut any_cors = false;
+    let mut any_ratelimit = false;
+    let mut jwt = jwt::Jwt::default();
     for r in resolved {
         let mut entries = Vec::new();
         if let Some(p) = r.default.get("cors")
@@ -84,6 +92,12 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
             n.enforced.insert(p.id.clone());
             any_rbac = true;
         }
+        if let Some(p) = r.default.get("jwt")
+            && let Some(per) = jwt.route(m, p)
+        {
+            entries.push((JWT_AUTHN.to_string(), enable(pack_any(per))));
+            n.enforced.insert(p.id.clone());
+        }
         if let Some(p) = r.default.get("key-auth")
             && let Some(mut per) = key_auth(p)
         {
@@ -98,11 +112,17 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
             n.enforced.insert(p.id.clone());
             any_key_auth = true;
         }
+        if let Some((p, per)) = ratelimit::route(m, r) {
+            entries.push((LOCAL_RATELIMIT.to_string(), enable(pack_any(per))));
+            n.enforced.insert(p.id.clone());
+            any_ratelimit = true;
+        }
         if !entries.is_empty() {
             n.per_route.insert(r.route.id.clone(), entries);
         }
     }
-    // Kong's order: ip-restriction, then CORS preflights, then authentication.
+    // Kong's order: ip-restriction, then CORS preflights, then
+    // authentication (jwt, then key-auth), then rate limiting.
     if any_rbac {
         n.http_filters
             .push(disabled(RBAC, pack_any(Rbac::default())));
@@ -115,6 +135,9 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
             ))),
             ..Default::default()
         });
+    }
+    if !jwt.is_empty() {
+        n.http_filters.push(disabled(JWT_AUTHN, jwt.filter()));
     }
     if any_key_auth {
         let credentials = m
@@ -135,6 +158,10 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
                 forwarding: None,
             }),
         ));
+    }
+    if any_ratelimit {
+        n.http_filters
+            .push(disabled(LOCAL_RATELIMIT, pack_any(ratelimit::filter())));
     }
     n
 }
@@ -366,3 +393,6 @@ fn ip_rules(p: &PluginInst) -> Option<RbacRules> {
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,408 @@
+//! Kong's jwt and rate-limiting through a real Envoy 1.40 (Envoy's own
+//! `jwt_authn` and `local_ratelimit` filters, emitted by
+//! `control-plane/src/translator/envoy_native.rs`) and through
+//! gantry-proxy, both fed by the same gantry-cp: the same requests get the
+//! same statuses. What Envoy cannot express is listed for its node at
+//! `/fleet` as `unenforced_plugins`, and leaves when it goes.
+//!
+//! 1. `envoy_enforces_jwt_like_gantry_proxy`: HS256 and RS256 consumer
+//!    credentials; valid, missing, expired, without `exp`, forged, wrong
+//!    issuer, the other credential's algorithm, a token in the query, and
+//!    `maximum_expiration`.
+//! 2. `envoy_enforces_rate_limiting_like_gantry_proxy`: a limit of N per
+//!    minute admits exactly N, then 429 with `Retry-After`, by service and
+//!    by client address; after a config change gantry-proxy's counts hold
+//!    and Envoy's buckets are full again (a documented difference).
+//!
+//! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test envoy_plugins`.
+
+use gantry_e2e::{Cp, Envoy, Proxy, Upstream};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(15);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Status and headers of one request.
+async fn send(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap) {
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let _ = r.bytes().await;
+    (status, headers)
+}
+
+/// An RSA key pair from openssl: (private PEM, public PEM).
+fn rsa_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let path = key.to_str().unwrap();
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        path,
+    ]);
+    let public = run(&["pkey", "-in", path, "-pubout"]);
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(public).unwrap(),
+    )
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn sign(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("sign")
+}
+
+/// Envoy and gantry-proxy from one control plane, with an echo upstream
+/// behind service `svc`, each of `routes` at `/<name>`.
+struct Bench {
+    cp: Cp,
+    envoy: Envoy,
+    proxy: Proxy,
+    _up: Upstream,
+}
+
+impl Bench {
+    async fn start(name: &str, routes: &[&str]) -> Bench {
+        let cp = Cp::start().await;
+        let mut envoy = Envoy::spawn(&cp, &format!("envoy-{name}"), true);
+        let up = Upstream::start("echo").await;
+        let proxy = Proxy::start(&cp, &format!("gantry-{name}")).await;
+        envoy.wait_ready(&cp, Duration::from_secs(20)).await;
+        cp.post("/services", json!({"name": "svc", "url": up.url()}))
+            .await
+            .expect(201);
+        for r in routes {
+            cp.post(
+                "/services/svc/routes",
+                json!({"name": r, "paths": [format!("/{r}")]}),
+            )
+            .await
+            .expect(201);
+        }
+        Bench {
+            cp,
+            envoy,
+            proxy,
+            _up: up,
+        }
+    }
+
+    /// Waits until both nodes run revision `rev` and Envoy took it whole.
+    async fn synced(&self, rev: i64) {
+        self.cp
+            .wait_synced(&self.envoy.node_id, rev, CONVERGE)
+            .await;
+        self.cp
+            .wait_synced(&self.proxy.node_id, rev, CONVERGE)
+            .await;
+        let rejected = self.envoy.rejections();
+        assert!(
+            rejected.is_empty(),
+            "Envoy rejected the config: {rejected:?}"
+        );
+    }
+
+    fn targets(&self) -> [(&'static str, String); 2] {
+        [
+            ("envoy", self.envoy.proxy_url()),
+            ("gantry-proxy", self.proxy.proxy_url()),
+        ]
+    }
+
+    /// `/fleet`'s unenforced plugins for (Envoy, gantry-proxy).
+    async fn unenforced(&self) -> (Value, Value) {
+        let e = self
+            .cp
+            .fleet_node(&self.envoy.node_id)
+            .await
+            .expect("envoy");
+        let g = self
+            .cp
+            .fleet_node(&self.proxy.node_id)
+            .await
+            .expect("gantry");
+        (
+            e["unenforced_plugins"].clone(),
+            g["unenforced_plugins"].clone(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_enforces_jwt_like_gantry_proxy() {
+    let dir = gantry_e2e::TempDir::new("gantry-e2e-envoy-jwt");
+    let (bob_private, bob_public) = rsa_pair(dir.path(), "bob");
+    let (forger_private, _) = rsa_pair(dir.path(), "forger");
+    let bob = EncodingKey::from_rsa_pem(bob_private.as_bytes()).unwrap();
+    let forger = EncodingKey::from_rsa_pem(forger_private.as_bytes()).unwrap();
+    let alice_secret = "alice-hmac-secret-0123456789abcdef";
+    let alice = EncodingKey::from_secret(alice_secret.as_bytes());
+    let wrong_secret = EncodingKey::from_secret(b"not-alice-secret-0123456789abcdef");
+
+    let b = Bench::start("jwt", &["jwt", "short", "anon"]).await;
+    let cp = &b.cp;
+    for u in ["alice", "bob"] {
+        cp.post("/consumers", json!({"username": u}))
+            .await
+            .expect(201);
+    }
+    cp.post(
+        "/consumers/alice/jwt",
+        json!({"key": "alice-iss", "algorithm": "HS256", "secret": alice_secret}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/consumers/bob/jwt",
+        json!({"key": "bob-iss", "algorithm": "RS256", "rsa_public_key": bob_public}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/jwt/plugins",
+        json!({"name": "jwt", "config": {"claims_to_verify": ["exp"]}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/short/plugins",
+        json!({"name": "jwt", "config": {"claims_to_verify": ["exp"], "maximum_expiration": 600}}),
+    )
+    .await
+    .expect(201);
+    // Envoy has no anonymous consumer: left to gantry-proxy, and said so.
+    let anon = cp
+        .post(
+            "/routes/anon/plugins",
+            json!({"name": "jwt", "config": {"claims_to_verify": ["exp"], "anonymous": "alice"}}),
+        )
+        .await;
+    let anon_id = anon.body["id"].as_str().unwrap().to_string();
+    b.synced(anon.committed()).await;
+
+    let now = now_s();
+    let valid = |iss: &str| json!({"iss": iss, "exp": now + 300});
+    let hs = |claims: Value| sign(Algorithm::HS256, &alice, claims);
+    let rs = |claims: Value| sign(Algorithm::RS256, &bob, claims);
+    // (what, path, token, in the query, status)
+    let cases: Vec<(&str, &str, Option<String>, bool, u16)> = vec![
+        ("no token", "/jwt", None, false, 401),
+        (
+            "HS256 valid",
+            "/jwt",
+            Some(hs(valid("alice-iss"))),
+            false,
+            200,
+        ),
+        (
+            "HS256 in ?jwt=",
+            "/jwt",
+            Some(hs(valid("alice-iss"))),
+            true,
+            200,
+        ),
+        (
+            "HS256 expired",
+            "/jwt",
+            Some(hs(json!({"iss": "alice-iss", "exp": now - 3600}))),
+            false,
+            401,
+        ),
+        // Kong checks an exp only when there is one.
+        (
+            "HS256 no exp",
+            "/jwt",
+            Some(hs(json!({"iss": "alice-iss"}))),
+            false,
+            200,
+        ),
+        (
+            "HS256 forged",
+            "/jwt",
+            Some(sign(Algorithm::HS256, &wrong_secret, valid("alice-iss"))),
+            false,
+            401,
+        ),
+        (
+            "HS256 wrong issuer",
+            "/jwt",
+            Some(hs(valid("mallory"))),
+            false,
+            401,
+        ),
+        (
+            "RS256 valid",
+            "/jwt",
+            Some(rs(valid("bob-iss"))),
+            false,
+            200,
+        ),
+        (
+            "RS256 expired",
+            "/jwt",
+            Some(rs(json!({"iss": "bob-iss", "exp": now - 3600}))),
+            false,
+            401,
+        ),
+        (
+            "RS256 forged",
+            "/jwt",
+            Some(sign(Algorithm::RS256, &forger, valid("bob-iss"))),
+            false,
+            401,
+        ),
+        (
+            "RS256 wrong issuer",
+            "/jwt",
+            Some(rs(valid("mallory"))),
+            false,
+            401,
+        ),
+        (
+            "HS256 for an RS256 credential, keyed with its public key",
+            "/jwt",
+            Some(sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(bob_public.as_bytes()),
+                valid("bob-iss"),
+            )),
+            false,
+            401,
+        ),
+        (
+            "within maximum_expiration",
+            "/short",
+            Some(rs(valid("bob-iss"))),
+            false,
+            200,
+        ),
+        (
+            "past maximum_expiration",
+            "/short",
+            Some(rs(json!({"iss": "bob-iss", "exp": now + 3600}))),
+            false,
+            401,
+        ),
+        (
+            "no exp with maximum_expiration",
+            "/short",
+            Some(rs(json!({"iss": "bob-iss"}))),
+            false,
+            401,
+        ),
+    ];
+    let c = client();
+    for (target, base) in b.targets() {
+        for (what, path, token, in_query, want) in &cases {
+            let mut req = c.get(format!("{base}{path}"));
+            match token {
+                Some(t) if *in_query => req = req.query(&[("jwt", t)]),
+                Some(t) => req = req.bearer_auth(t),
+                None => {}
+            }
+            let (status, _) = send(req).await;
+            assert_eq!(status, *want, "{target}: {what}");
+        }
+    }
+    // The anonymous instance is enforced by gantry-proxy only.
+    let (status, _) = send(c.get(format!("{}/anon", b.proxy.proxy_url()))).await;
+    assert_eq!(status, 200);
+    assert_eq!(b.unenforced().await, (json!(["jwt"]), json!([])));
+    let rev = cp.delete(&format!("/plugins/{anon_id}")).await.committed();
+    b.synced(rev).await;
+    assert_eq!(b.unenforced().await, (json!([]), json!([])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_enforces_rate_limiting_like_gantry_proxy() {
+    let b = Bench::start("rl", &["by-service", "by-ip", "two-windows"]).await;
+    let cp = &b.cp;
+    cp.post(
+        "/routes/by-service/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 3, "limit_by": "service"}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/by-ip/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 2, "limit_by": "ip"}}),
+    )
+    .await
+    .expect(201);
+    // Two windows at once: one token bucket cannot say it.
+    let two = cp
+        .post(
+            "/routes/two-windows/plugins",
+            json!({"name": "rate-limiting", "config": {"second": 5, "minute": 10}}),
+        )
+        .await;
+    let two_id = two.body["id"].as_str().unwrap().to_string();
+    b.synced(two.committed()).await;
+    assert_eq!(b.unenforced().await, (json!(["rate-limiting"]), json!([])));
+
+    let c = client();
+    for (target, base) in b.targets() {
+        for (path, limit) in [("/by-service", 3), ("/by-ip", 2)] {
+            for i in 1..=limit {
+                let (status, _) = send(c.get(format!("{base}{path}"))).await;
+                assert_eq!(status, 200, "{target} {path}: request {i} of {limit}");
+            }
+            let (status, headers) = send(c.get(format!("{base}{path}"))).await;
+            assert_eq!(status, 429, "{target} {path}: one past the limit");
+            let retry: u64 = headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{target} {path}: Retry-After in {headers:?}"));
+            // Envoy: until its next token; gantry-proxy's sliding window
+            // can make it longer than the window.
+            assert!((1..=120).contains(&retry), "{target} {path}: {retry}");
+        }
+    }
+    // A new revision (the two-window instance goes): gantry-proxy's
+    // counters outlive it. Difference: Envoy rebuilds every route's bucket
+    // with the new route configuration, full again.
+    let rev = cp.delete(&format!("/plugins/{two_id}")).await.committed();
+    b.synced(rev).await;
+    assert_eq!(b.unenforced().await, (json!([]), json!([])));
+    for (target, base, want) in [
+        ("envoy", b.envoy.proxy_url(), 200),
+        ("gantry-proxy", b.proxy.proxy_url(), 429),
+    ] {
+        for path in ["/by-service", "/by-ip"] {
+            let (status, _) = send(c.get(format!("{base}{path}"))).await;
+            assert_eq!(status, want, "{target} {path} after a config change");
+        }
+    }
+}
