@@ -138,10 +138,7 @@ impl Re2 {
     /// A named group of a whole-input match (request-validator's path
     /// parameters, as Kong's URI captures).
     pub fn named_group<'a>(&self, input: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        self.full
-            .captures(input)?
-            .name(name)
-            .map(|m| m.as_bytes())
+        self.full.captures(input)?.name(name).map(|m| m.as_bytes())
     }
 
     /// The pattern as configured.

@@ -351,7 +351,11 @@ mod tests {
         assert!(v.check_params(&h, "/users/42?x=1", Some(&re)).is_ok());
         assert!(v.check_params(&h, "/users/42/a%20b", Some(&re)).is_ok());
         let e = v.check_params(&h, "/users/0", Some(&re)).unwrap_err();
-        assert!(e.message.starts_with("path 'user_id' validation failed"), "{}", e.message);
+        assert!(
+            e.message.starts_with("path 'user_id' validation failed"),
+            "{}",
+            e.message
+        );
         assert!(v.check_params(&h, "/users/7/A1", Some(&re)).is_err());
         // No regex path, no captures: a required one is missing.
         let e = v.check_params(&h, "/users/42", None).unwrap_err();
