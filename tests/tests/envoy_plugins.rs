@@ -13,6 +13,8 @@
 //!    minute admits exactly N, then 429 with `Retry-After`, by service and
 //!    by client address; after a config change gantry-proxy's counts hold
 //!    and Envoy's buckets are full again (a documented difference).
+//! 3. `envoy_applies_header_transforms_like_gantry_proxy`: header-only
+//!    request- and response-transformer as Envoy's `header_mutation`.
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test envoy_plugins`.
 
@@ -405,4 +407,80 @@ async fn envoy_enforces_rate_limiting_like_gantry_proxy() {
             assert_eq!(status, want, "{target} {path} after a config change");
         }
     }
+}
+
+/// The JSON the echo upstream answers with, and the response's headers.
+async fn echo(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_applies_header_transforms_like_gantry_proxy() {
+    let b = Bench::start("hdr", &["hdr", "body"]).await;
+    let cp = &b.cp;
+    cp.post(
+        "/routes/hdr/plugins",
+        json!({"name": "request-transformer", "config": {
+            "remove": {"headers": ["X-Drop"]},
+            "replace": {"headers": ["X-Swap:replaced", "X-Absent:never"]},
+            "add": {"headers": ["X-Added:1", "X-Kept:ignored"]},
+            "append": {"headers": ["X-Multi:b"]}}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/hdr/plugins",
+        json!({"name": "response-transformer", "config": {
+            "add": {"headers": ["X-Resp:yes"]}, "append": {"headers": ["X-Resp-Multi:one"]}}}),
+    )
+    .await
+    .expect(201);
+    // A body change: Envoy's header mutations cannot say it.
+    let rev = cp
+        .post(
+            "/routes/body/plugins",
+            json!({"name": "request-transformer", "config": {"add": {"body": ["k:v"]}}}),
+        )
+        .await
+        .committed();
+    b.synced(rev).await;
+    assert_eq!(
+        b.unenforced().await,
+        (json!(["request-transformer"]), json!([]))
+    );
+
+    let c = client();
+    let mut seen = Vec::new();
+    for (target, base) in b.targets() {
+        let (status, headers, body) = echo(
+            c.get(format!("{base}/hdr"))
+                .header("x-drop", "gone")
+                .header("x-swap", "original")
+                .header("x-kept", "client")
+                .header("x-multi", "a"),
+        )
+        .await;
+        assert_eq!(status, 200, "{target}");
+        let h = &body["headers"];
+        assert_eq!(h["x-drop"], Value::Null, "{target}: removed");
+        assert_eq!(h["x-swap"], "replaced", "{target}: replaced");
+        assert_eq!(h["x-absent"], Value::Null, "{target}: replace adds nothing");
+        assert_eq!(h["x-added"], "1", "{target}: added");
+        assert_eq!(h["x-kept"], "client", "{target}: add keeps the client's");
+        assert_eq!(
+            headers.get("x-resp").and_then(|v| v.to_str().ok()),
+            Some("yes"),
+            "{target}: response header added"
+        );
+        assert!(headers.contains_key("x-resp-multi"), "{target}");
+        seen.push((
+            h["x-multi"].clone(),
+            headers.get_all("x-resp-multi").iter().count(),
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "append: Envoy and gantry-proxy agree");
 }

@@ -1,7 +1,9 @@
 //! Kong plugins that Envoy's own HTTP filters can express, for Envoy
 //! nodes: key-auth (with acl) as `api_key_auth`, ip-restriction as `rbac`,
 //! cors as `cors`, jwt as `jwt_authn` (`envoy_native/jwt.rs`), rate-limiting as
-//! `local_ratelimit` (`envoy_native/ratelimit.rs`).
+//! `local_ratelimit` (`envoy_native/ratelimit.rs`), header-only
+//! request/response-transformer as `header_mutation`
+//! (`envoy_native/transform.rs`).
 //! The status codes are Kong's; the bodies are Envoy's. An instance is
 //! emitted only when the filter gives the same answers; anything else
 //! (consumer-scoped instances, `anonymous`, a non-403 ip-restriction status,
@@ -14,6 +16,7 @@
 
 mod jwt;
 mod ratelimit;
+mod transform;
 
 use super::model::{Model, PluginInst};
 use super::plugins::Resolved;
@@ -39,6 +42,7 @@ pub use jwt::JWT_AUTHN;
 pub use ratelimit::LOCAL_RATELIMIT;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+pub use transform::HEADER_MUTATION;
 
 pub const API_KEY_AUTH: &str = "envoy.filters.http.api_key_auth";
 pub const RBAC: &str = "envoy.filters.http.rbac";
@@ -65,6 +69,7 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
     let mut any_rbac = false;
     let mut any_cors = false;
     let mut any_ratelimit = false;
+    let mut any_mutation = false;
     let mut jwt = jwt::Jwt::default();
     for r in resolved {
         let mut entries = Vec::new();
@@ -117,6 +122,14 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
             n.enforced.insert(p.id.clone());
             any_ratelimit = true;
         }
+        if let Some((per, ids)) = transform::route(
+            r.default.get("request-transformer").copied(),
+            r.default.get("response-transformer").copied(),
+        ) {
+            entries.push((HEADER_MUTATION.to_string(), pack_any(per)));
+            n.enforced.extend(ids);
+            any_mutation = true;
+        }
         if !entries.is_empty() {
             n.per_route.insert(r.route.id.clone(), entries);
         }
@@ -162,6 +175,17 @@ pub fn build(m: &Model, resolved: &[Resolved<'_>]) -> Native {
     if any_ratelimit {
         n.http_filters
             .push(disabled(LOCAL_RATELIMIT, pack_any(ratelimit::filter())));
+    }
+    // Transforms after rate limiting, as in Kong; without mutations of its
+    // own, the filter acts only where a route brings some.
+    if any_mutation {
+        n.http_filters.push(HttpFilter {
+            name: HEADER_MUTATION.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                transform::filter(),
+            ))),
+            ..Default::default()
+        });
     }
     n
 }
