@@ -6,78 +6,22 @@ pub mod cache;
 mod csds;
 mod delta;
 pub mod fleet;
+mod grpc;
 mod session;
 mod sotw;
 
 pub use cache::{SnapshotCache, Snapshots};
 pub use fleet::Fleet;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 /// What every stream needs.
 pub struct XdsContext {
     pub cache: SnapshotCache,
     pub fleet: Arc<Fleet>,
-}
-
-#[derive(Clone)]
-pub struct AdsServer {
-    ctx: Arc<XdsContext>,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Responses queued per stream before back-pressure reaches the snapshot
-/// watcher; a slow node then simply gets the newest snapshot later.
-const STREAM_BUFFER: usize = 16;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(session::drive::<sotw::Stream>(
-            self.ctx.clone(),
-            request.into_inner(),
-            tx,
-            self.stop.clone(),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(session::drive::<delta::Stream>(
-            self.ctx.clone(),
-            request.into_inner(),
-            tx,
-            self.stop.clone(),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
 }
 
 /// Serves ADS and CSDS on `listener` until `shutdown` resolves.
@@ -87,7 +31,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let ads = AdsServer {
+    let ads = grpc::Ads {
         ctx: ctx.clone(),
         stop,
     };
@@ -101,11 +45,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(
-            AggregatedDiscoveryServiceServer::new(ads)
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024),
-        )
+        .add_service(ads)
         .add_service(ClientStatusDiscoveryServiceServer::new(csds))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

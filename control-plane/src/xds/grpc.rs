@@ -1,0 +1,178 @@
+//! The ADS gRPC service, written out rather than generated, for memory.
+//!
+//! tonic's generated server encodes every response of a stream into one
+//! buffer that lives as long as the stream and keeps the size of the
+//! largest response it ever held (the first snapshot, usually): at 10,000
+//! streams that alone is a gigabyte. Here each response is encoded into a
+//! frame of its own, exactly sized, and freed once HTTP/2 has written it,
+//! so an idle stream holds nothing but its bookkeeping.
+//!
+//! The protocol is the same: `application/grpc`, length-prefixed protobuf
+//! messages, `grpc-status` in the trailers. Requests are decoded by
+//! tonic's `Streaming`, as before.
+
+use super::session::{self, Protocol};
+use super::{XdsContext, delta, sotw};
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
+use prost::Message;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, watch};
+use tonic::codec::{Codec, CompressionEncoding};
+use tonic::server::NamedService;
+use tonic::{Code, Status};
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const DELTA: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SOTW: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+/// Requests larger than this are refused (a node's request is small; this
+/// only bounds a broken or hostile client).
+const MAX_REQUEST: usize = 64 * 1024 * 1024;
+
+/// Responses queued per stream before back-pressure reaches the snapshot
+/// watcher; a slow node then simply gets the newest snapshot later.
+const STREAM_BUFFER: usize = 16;
+
+#[derive(Clone)]
+pub struct Ads {
+    pub ctx: Arc<XdsContext>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl NamedService for Ads {
+    const NAME: &'static str = SERVICE;
+}
+
+type Req = http::Request<tonic::body::Body>;
+type Resp = http::Response<tonic::body::Body>;
+
+impl tower::Service<Req> for Ads {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Resp, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // Envoy sends identity-encoded messages; anything else is refused
+        // rather than misread.
+        let compressed = req
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity");
+        let resp = if compressed {
+            status_only(Status::unimplemented(
+                "compressed requests are not supported",
+            ))
+        } else {
+            match req.uri().path() {
+                DELTA => self.open::<delta::Stream>(req.into_body()),
+                SOTW => self.open::<sotw::Stream>(req.into_body()),
+                other => status_only(Status::unimplemented(format!("no method {other}"))),
+            }
+        };
+        std::future::ready(Ok(resp))
+    }
+}
+
+impl Ads {
+    fn open<P>(&self, body: tonic::body::Body) -> Resp
+    where
+        P: Protocol + 'static,
+        P::Request: Message + Default,
+        P::Response: Message,
+        tonic::Streaming<P::Request>: Send,
+    {
+        let decoder = tonic_prost::ProstCodec::<P::Response, P::Request>::default().decoder();
+        let requests = tonic::Streaming::new_request(
+            decoder,
+            body,
+            None::<CompressionEncoding>,
+            Some(MAX_REQUEST),
+        );
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(session::drive::<P>(
+            self.ctx.clone(),
+            requests,
+            tx,
+            self.stop.clone(),
+        ));
+        grpc_response(rx)
+    }
+}
+
+/// One message as a gRPC frame: uncompressed flag, length, bytes.
+fn frame<M: Message>(m: &M) -> Bytes {
+    let len = m.encoded_len();
+    let mut b = BytesMut::with_capacity(5 + len);
+    b.put_u8(0);
+    b.put_u32(len as u32);
+    // Cannot fail: the buffer was sized for the message.
+    let _ = m.encode(&mut b);
+    b.freeze()
+}
+
+fn trailers(s: &Status) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    if s.add_header(&mut h).is_err() {
+        // A message that cannot be a header value: the code alone.
+        h.clear();
+        h.insert("grpc-status", http::HeaderValue::from(s.code() as i32));
+    }
+    h
+}
+
+/// The response body: each queued message as its own frame, then the
+/// status as trailers when the session ends (OK) or fails (its status).
+fn grpc_response<M: Message + Send + 'static>(rx: mpsc::Receiver<Result<M, Status>>) -> Resp {
+    let frames = futures::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        let f = match rx.recv().await {
+            Some(Ok(m)) => return Some((Ok::<_, Infallible>(Frame::data(frame(&m))), Some(rx))),
+            Some(Err(s)) => Frame::trailers(trailers(&s)),
+            None => Frame::trailers(trailers(&Status::new(Code::Ok, ""))),
+        };
+        Some((Ok(f), None))
+    });
+    let mut r = http::Response::new(tonic::body::Body::new(http_body_util::StreamBody::new(
+        frames,
+    )));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
+/// A response with no messages: the status in the headers (gRPC's
+/// "trailers-only" form).
+fn status_only(s: Status) -> Resp {
+    s.into_http()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+
+    #[test]
+    fn a_frame_is_the_length_prefixed_message() {
+        let m = DeltaDiscoveryResponse {
+            nonce: "7".into(),
+            system_version_info: "v1".into(),
+            ..Default::default()
+        };
+        let f = frame(&m);
+        assert_eq!(f[0], 0, "uncompressed");
+        let len = u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize;
+        assert_eq!(len, f.len() - 5);
+        assert_eq!(DeltaDiscoveryResponse::decode(&f[5..]).unwrap(), m);
+    }
+}
