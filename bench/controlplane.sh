@@ -4,6 +4,8 @@
 #   bench/controlplane.sh           the full run (about 10 minutes after the build)
 #   bench/controlplane.sh --smoke   a tiny run for CI (well under a minute after
 #                                   the build); numbers are printed, not judged
+#   bench/controlplane.sh --only hold,bytes
+#                                   some of: translate, fleet, hold, bytes, writes
 #
 # Builds gantry-cp and gantry-bench in release, starts a fresh gantry-cp per
 # measurement (ports picked by the kernel, SQLite in a temp dir, or its own
@@ -20,13 +22,19 @@
 set -euo pipefail
 
 SMOKE=0
-for arg in "$@"; do
-  case "$arg" in
+ONLY=translate,fleet,hold,bytes,writes
+while (( $# )); do
+  case "$1" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $arg (use --smoke or nothing)" >&2; exit 2 ;;
+    --only) ONLY=${2:?--only needs a list}; shift ;;
+    --only=*) ONLY=${1#--only=} ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (use --smoke, --only LIST or nothing)" >&2; exit 2 ;;
   esac
+  shift
 done
+# wanted NAME: whether NAME is among the measurements asked for.
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -126,27 +134,40 @@ echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "- command: bench/controlplane.sh $*"
 echo "- gantry-cp defaults (50 ms xDS debounce); the bench tool runs on the same cores"
 
-log "translation: $TR_ROUTES routes / $TR_SERVICES services"
-"$BENCH" translate --routes "$TR_ROUTES" --services "$TR_SERVICES" --iterations "$TR_ITER" "${SMOKE_FLAG[@]}"
+if wanted translate; then
+  log "translation: $TR_ROUTES routes / $TR_SERVICES services"
+  "$BENCH" translate --routes "$TR_ROUTES" --services "$TR_SERVICES" --iterations "$TR_ITER" "${SMOKE_FLAG[@]}"
+fi
 
-log "fleet: $FLEET_STREAMS streams, $FLEET_WRITES writes"
-sqlite_cp fleet
-fleet --streams "$FLEET_STREAMS" --writes "$FLEET_WRITES" --routes "$FLEET_ROUTES" \
-  --services "$FLEET_SERVICES" --target-p99-ms 250 --node-prefix fleet
-stop_cp
+if wanted fleet; then
+  log "fleet: $FLEET_STREAMS streams, $FLEET_WRITES writes"
+  sqlite_cp fleet
+  fleet --streams "$FLEET_STREAMS" --writes "$FLEET_WRITES" --routes "$FLEET_ROUTES" \
+    --services "$FLEET_SERVICES" --target-p99-ms 250 --node-prefix fleet
+  stop_cp
+fi
 
-log "fleet: $HOLD_STREAMS streams held"
-sqlite_cp hold
-fleet --streams "$HOLD_STREAMS" --writes "$HOLD_WRITES" --routes "$FLEET_ROUTES" \
-  --services "$FLEET_SERVICES" --hold-secs "$HOLD_SECS" --target-rss-mib 500 \
-  --connect-concurrency 256 --node-prefix hold
-stop_cp
+if wanted hold; then
+  log "fleet: $HOLD_STREAMS streams held"
+  sqlite_cp hold
+  fleet --streams "$HOLD_STREAMS" --writes "$HOLD_WRITES" --routes "$FLEET_ROUTES" \
+    --services "$FLEET_SERVICES" --hold-secs "$HOLD_SECS" --target-rss-mib 500 \
+    --connect-concurrency 256 --node-prefix hold
+  stop_cp
+fi
 
-log "bytes per change: $BYTES_SIZES routes"
-sqlite_cp bytes
-"$BENCH" xds-bytes --admin "$CP_ADMIN" --xds "$CP_XDS" --sizes "$BYTES_SIZES" \
-  --streams "$BYTES_STREAMS" --writes "$BYTES_WRITES" "${SMOKE_FLAG[@]}"
-stop_cp
+if wanted bytes; then
+  log "bytes per change: $BYTES_SIZES routes"
+  sqlite_cp bytes
+  "$BENCH" xds-bytes --admin "$CP_ADMIN" --xds "$CP_XDS" --sizes "$BYTES_SIZES" \
+    --streams "$BYTES_STREAMS" --writes "$BYTES_WRITES" "${SMOKE_FLAG[@]}"
+  stop_cp
+fi
+
+if ! wanted writes; then
+  log "done"
+  exit 0
+fi
 
 if psql "$PG_URL" -XAtqc 'SELECT 1' >/dev/null 2>&1; then
   schema="bench_cp_$$"

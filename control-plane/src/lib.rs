@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod declarative;
 pub mod entities;
+pub mod memory;
 pub mod plugins;
 pub mod schema;
 pub mod seal;

@@ -178,6 +178,8 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
     );
     let fleet = Fleet::new(xds_addr.to_string());
     let mirror = fleet.spawn_mirror(store.clone(), Duration::from_secs(1));
+    gantry_cp::memory::map_large_buffers();
+    let _trimmer = gantry_cp::memory::spawn_trimmer(Duration::from_secs(5));
     tracing::info!(
         admin = %admin_addr,
         xds = %xds_addr,

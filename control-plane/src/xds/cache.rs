@@ -17,8 +17,9 @@ use tokio::sync::watch;
 /// One resource as sent: name, version (content hash) and the packed proto.
 #[derive(Debug)]
 pub struct Resource {
-    pub name: String,
-    pub version: String,
+    /// Shared with every stream's bookkeeping of what its node has.
+    pub name: Arc<str>,
+    pub version: Arc<str>,
     pub any: Any,
 }
 
@@ -67,7 +68,12 @@ fn version_of(any: &Any) -> String {
 
 fn resource(name: String, any: Any) -> (String, Arc<Resource>) {
     let version = version_of(&any);
-    (name.clone(), Arc::new(Resource { name, version, any }))
+    let r = Resource {
+        name: name.as_str().into(),
+        version: version.into(),
+        any,
+    };
+    (name, Arc::new(r))
 }
 
 fn pack<T: Message + prost::Name>(items: Vec<T>, name: impl Fn(&T) -> String) -> TypeMap {

@@ -46,7 +46,7 @@ fn client_config(n: &NodeEntry, with_contents: bool) -> ClientConfig {
         for r in &s.resources {
             generic.push(GenericXdsConfig {
                 type_url: t.to_string(),
-                name: r.name.clone(),
+                name: r.name.to_string(),
                 version_info: s.version_sent.clone().unwrap_or_default(),
                 xds_config: with_contents.then(|| r.any.clone()),
                 last_updated: Some(Timestamp {

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use gantry_shared::xds::{self, PUSH_ORDER};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -22,21 +23,22 @@ use tonic::Status;
 struct Pending {
     nonce: String,
     version: String,
-    previous: Vec<(String, Option<String>)>,
-    sent: Vec<(String, String)>,
-    removed: Vec<String>,
+    previous: Vec<(Arc<str>, Option<Arc<str>>)>,
+    sent: Vec<(Arc<str>, Arc<str>)>,
+    removed: Vec<Arc<str>>,
 }
 
 #[derive(Default)]
 struct TypeState {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// name → version the node has (as far as we know).
-    known: HashMap<String, String>,
+    /// name → version the node has (as far as we know). Names and
+    /// versions are the snapshot's, shared: a stream holds pointers.
+    known: HashMap<Arc<str>, Arc<str>>,
     /// name → version the node refused.
-    nacked: HashMap<String, String>,
+    nacked: HashMap<Arc<str>, Arc<str>>,
     /// name → version the node has ACKed (or said it had on reconnect).
-    acked: HashMap<String, String>,
+    acked: HashMap<Arc<str>, Arc<str>>,
     /// Responses awaiting their ACK or NACK, oldest first: the node
     /// answers each, in order.
     pending: VecDeque<Pending>,
@@ -46,7 +48,7 @@ struct TypeState {
 pub struct Stream {
     session: Session,
     types: HashMap<&'static str, TypeState>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<bytes::Bytes, Status>>,
 }
 
 fn known_type(t: &str) -> Option<&'static str> {
@@ -64,7 +66,7 @@ impl Protocol for Stream {
         req.node.as_ref()
     }
 
-    fn open(session: Session, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Self {
+    fn open(session: Session, tx: mpsc::Sender<Result<bytes::Bytes, Status>>) -> Self {
         Stream {
             session,
             types: HashMap::new(),
@@ -95,7 +97,11 @@ impl Stream {
         let st = self.types.entry(t).or_default();
         if first {
             st.wildcard = xds::is_wildcard_type(t) && r.resource_names_subscribe.is_empty();
-            st.known = r.initial_resource_versions.clone().into_iter().collect();
+            st.known = r
+                .initial_resource_versions
+                .iter()
+                .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
+                .collect();
             st.acked = st.known.clone();
         }
         for n in &r.resource_names_subscribe {
@@ -110,8 +116,8 @@ impl Stream {
                 st.wildcard = false;
             } else {
                 st.names.remove(n);
-                st.known.remove(n);
-                st.acked.remove(n);
+                st.known.remove(n.as_str());
+                st.acked.remove(n.as_str());
             }
         }
         if !r.response_nonce.is_empty() && st.pending.iter().any(|p| p.nonce == r.response_nonce) {
@@ -223,12 +229,12 @@ impl Stream {
         let all = snap.of(t).unwrap_or(&empty);
         let wanted_ok = all
             .values()
-            .filter(|r| st.wildcard || st.names.contains(&r.name))
+            .filter(|r| st.wildcard || st.names.contains(&*r.name))
             .all(|r| st.acked.get(&r.name) == Some(&r.version));
         let nothing_stale = st
             .acked
             .keys()
-            .all(|n| all.contains_key(n) || !(st.wildcard || st.names.contains(n)));
+            .all(|n| all.contains_key(&**n) || !(st.wildcard || st.names.contains(&**n)));
         wanted_ok && nothing_stale
     }
 
@@ -248,18 +254,18 @@ impl Stream {
         let all = snap.of(t).unwrap_or(&empty);
         let updates: Vec<_> = all
             .values()
-            .filter(|r| st.wildcard || st.names.contains(&r.name))
+            .filter(|r| st.wildcard || st.names.contains(&*r.name))
             .filter(|r| st.known.get(&r.name) != Some(&r.version))
             .filter(|r| st.nacked.get(&r.name) != Some(&r.version))
             .cloned()
             .collect();
-        let removed: Vec<String> = if hold_cluster_removals {
+        let removed: Vec<Arc<str>> = if hold_cluster_removals {
             Vec::new()
         } else {
-            let mut v: Vec<String> = st
+            let mut v: Vec<Arc<str>> = st
                 .known
                 .keys()
-                .filter(|n| (st.wildcard || st.names.contains(*n)) && !all.contains_key(*n))
+                .filter(|n| (st.wildcard || st.names.contains(&***n)) && !all.contains_key(&***n))
                 .cloned()
                 .collect();
             v.sort();
@@ -276,18 +282,23 @@ impl Stream {
             resources: updates
                 .iter()
                 .map(|r| Resource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
+                    name: r.name.to_string(),
+                    version: r.version.to_string(),
                     resource: Some(r.any.clone()),
                     ..Default::default()
                 })
                 .collect(),
             type_url: t.to_string(),
-            removed_resources: removed.clone(),
+            removed_resources: removed.iter().map(|n| n.to_string()).collect(),
             nonce: nonce.clone(),
             ..Default::default()
         };
-        self.tx.send(Ok(resp)).await.map_err(|_| ())?;
+        // Encoded here: the stream's queue holds frames, not messages.
+        self.tx
+            .send(Ok(super::grpc::frame(&resp)))
+            .await
+            .map_err(|_| ())?;
+        drop(resp);
         tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, updated = updates.len(), removed = removed.len(), "sent");
         let Some(st) = self.types.get_mut(t) else {
             return Ok(());

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
-use tonic::codec::{Codec, CompressionEncoding};
+use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
@@ -87,10 +87,13 @@ impl Ads {
     where
         P: Protocol + 'static,
         P::Request: Message + Default,
-        P::Response: Message,
         tonic::Streaming<P::Request>: Send,
     {
-        let decoder = tonic_prost::ProstCodec::<P::Response, P::Request>::default().decoder();
+        // Requests are small: a 1 KiB read buffer per stream (it grows
+        // for a larger one) rather than tonic's 8 KiB.
+        let decoder = tonic_prost::ProstDecoder::<P::Request>::new(
+            tonic::codec::BufferSettings::new(1024, 32 * 1024),
+        );
         let requests = tonic::Streaming::new_request(
             decoder,
             body,
@@ -109,7 +112,7 @@ impl Ads {
 }
 
 /// One message as a gRPC frame: uncompressed flag, length, bytes.
-fn frame<M: Message>(m: &M) -> Bytes {
+pub fn frame<M: Message>(m: &M) -> Bytes {
     let len = m.encoded_len();
     let mut b = BytesMut::with_capacity(5 + len);
     b.put_u8(0);
@@ -131,11 +134,11 @@ fn trailers(s: &Status) -> http::HeaderMap {
 
 /// The response body: each queued message as its own frame, then the
 /// status as trailers when the session ends (OK) or fails (its status).
-fn grpc_response<M: Message + Send + 'static>(rx: mpsc::Receiver<Result<M, Status>>) -> Resp {
+fn grpc_response(rx: mpsc::Receiver<Result<Bytes, Status>>) -> Resp {
     let frames = futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
         let f = match rx.recv().await {
-            Some(Ok(m)) => return Some((Ok::<_, Infallible>(Frame::data(frame(&m))), Some(rx))),
+            Some(Ok(b)) => return Some((Ok::<_, Infallible>(Frame::data(b)), Some(rx))),
             Some(Err(s)) => Frame::trailers(trailers(&s)),
             None => Frame::trailers(trailers(&Status::new(Code::Ok, ""))),
         };

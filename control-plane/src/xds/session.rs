@@ -174,7 +174,7 @@ pub trait Protocol: Sized + Send {
     fn node(req: &Self::Request) -> Option<&ProtoNode>;
     fn open(
         session: Session,
-        tx: tokio::sync::mpsc::Sender<Result<Self::Response, tonic::Status>>,
+        tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, tonic::Status>>,
     ) -> Self;
     fn session(&self) -> &Session;
     fn on_request(&mut self, r: Self::Request) -> impl Future<Output = Result<(), ()>> + Send;
@@ -186,7 +186,7 @@ pub trait Protocol: Sized + Send {
 pub async fn drive<P: Protocol>(
     ctx: Arc<XdsContext>,
     mut requests: tonic::Streaming<P::Request>,
-    tx: tokio::sync::mpsc::Sender<Result<P::Response, tonic::Status>>,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, tonic::Status>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     tonic::Streaming<P::Request>: Send,

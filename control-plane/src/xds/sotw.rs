@@ -32,14 +32,14 @@ struct TypeState {
     names: Option<BTreeSet<String>>,
     sent: Option<Sent>,
     /// name → version of what the node last ACKed.
-    acked: HashMap<String, String>,
+    acked: HashMap<Arc<str>, Arc<str>>,
     nacked: Option<u64>,
 }
 
 pub struct Stream {
     session: Session,
     types: HashMap<&'static str, TypeState>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<bytes::Bytes, Status>>,
 }
 
 fn known_type(t: &str) -> Option<&'static str> {
@@ -55,7 +55,7 @@ impl Protocol for Stream {
         req.node.as_ref()
     }
 
-    fn open(session: Session, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
+    fn open(session: Session, tx: mpsc::Sender<Result<bytes::Bytes, Status>>) -> Self {
         Stream {
             session,
             types: HashMap::new(),
@@ -224,11 +224,11 @@ impl Stream {
         {
             // Make-before-break: keep what was sent until routes move off it.
             if let Some(sent) = self.types.get(t).and_then(|s| s.sent.as_ref()) {
-                let have: BTreeSet<&str> = desired.iter().map(|r| r.name.as_str()).collect();
+                let have: BTreeSet<&str> = desired.iter().map(|r| &*r.name).collect();
                 let keep: Vec<Arc<Resource>> = sent
                     .resources
                     .iter()
-                    .filter(|r| !have.contains(r.name.as_str()))
+                    .filter(|r| !have.contains(&*r.name))
                     .cloned()
                     .collect();
                 desired.extend(keep);
@@ -258,7 +258,12 @@ impl Stream {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        self.tx.send(Ok(resp)).await.map_err(|_| ())?;
+        // Encoded here: the stream's queue holds frames, not messages.
+        self.tx
+            .send(Ok(super::grpc::frame(&resp)))
+            .await
+            .map_err(|_| ())?;
+        drop(resp);
         tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, n = desired.len(), "sent");
         self.session.sent(t, &version, desired.clone());
         if let Some(st) = self.types.get_mut(t) {
