@@ -757,10 +757,12 @@ def run(args, work, procs, proxy_cpu, load_cpu):
     static_note = (
         "Envoy in this table is a second Envoy 1.40 on a static bootstrap (listener "
         f"127.0.0.1:{PORTS['envoy_static']}, `--concurrency 1`, pinned with the other proxies, "
-        "access logs off, upstream keep-alive), validated with `envoy --mode validate`: gantry-cp "
-        "does not yet emit Envoy-native filters for these plugins (the ADS-fed Envoy skips "
-        "Gantry's plugin filter). Its rate limit is `local_ratelimit` with one token bucket it "
-        "never empties (no per-consumer counting), with `x-ratelimit-*` headers."
+        "access logs off, upstream keep-alive), validated with `envoy --mode validate`. gantry-cp "
+        "emits Envoy's `jwt_authn`, `api_key_auth` and `local_ratelimit` only where they give "
+        "gantry-proxy's answers, and a per-consumer limit (or a Redis one) is not among them, so "
+        "the ADS-fed Envoy would leave the limit out; the static one stands in with the nearest "
+        "Envoy equivalent. Its rate limit is `local_ratelimit` with one token bucket it never "
+        "empties (no per-consumer counting), with `x-ratelimit-*` headers."
     )
     never_hit = ("The limit (100,000,000 a minute) is never reached: before every run each target "
                  "answers 200 with the credentials and gantry-proxy and Envoy 401 without them; "
