@@ -1,10 +1,5 @@
 //! `gantry-proxy`: the data plane binary.
 
-// Faster than glibc's allocator on the request path's small, short-lived
-// allocations (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context;
 use clap::Parser;
 use gantry_proxy::proxy::admin;

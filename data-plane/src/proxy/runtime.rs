@@ -185,9 +185,7 @@ impl Applier for Core {
 
 /// Compiling a large config allocates and frees a lot; glibc keeps freed
 /// memory in its arenas, so RSS would stay at the compile's peak. Give it
-/// back to the OS after each swap. (The gantry-proxy binary allocates with
-/// mimalloc, which returns freed memory itself; this covers the library's
-/// other users and anything allocated through glibc.)
+/// back to the OS after each swap.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
