@@ -1627,3 +1627,75 @@ pub async fn require_redis_cluster() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Shared by the plugin tests: keys, tokens, clocks
+// ---------------------------------------------------------------------------
+
+/// An RSA key pair from openssl (installed by `scripts/services.sh`):
+/// (private PEM, public PEM), written under `dir`.
+pub fn rsa_pair(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let path = key.to_str().expect("a UTF-8 temp path");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        path,
+    ]);
+    let public = run(&["pkey", "-in", path, "-pubout"]);
+    (
+        std::fs::read_to_string(&key).expect("private key"),
+        String::from_utf8(public).expect("public key"),
+    )
+}
+
+/// Seconds since the epoch.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A JWT with `alg` over `claims`.
+pub fn sign(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    claims: Value,
+) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("sign")
+}
+
+/// How far into the current minute the clock is, in seconds.
+pub fn secs_into_minute() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+        % 60.0
+}
+
+/// Sleeps until at least `margin` seconds remain in the current minute,
+/// so a burst of requests is counted in one minute window.
+pub async fn clear_of_minute_boundary(margin: f64) {
+    let into = secs_into_minute();
+    if into > 60.0 - margin {
+        tokio::time::sleep(Duration::from_secs_f64(60.0 - into + 0.05)).await;
+    }
+}

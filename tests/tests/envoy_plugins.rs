@@ -18,20 +18,12 @@
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test envoy_plugins`.
 
-use gantry_e2e::{Cp, Envoy, Proxy, Upstream};
+use gantry_e2e::{Cp, Envoy, Proxy, Upstream, http_client as client, now_s, rsa_pair, sign};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(15);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
 
 /// Status and headers of one request.
 async fn send(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap) {
@@ -40,49 +32,6 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap)
     let headers = r.headers().clone();
     let _ = r.bytes().await;
     (status, headers)
-}
-
-/// An RSA key pair from openssl: (private PEM, public PEM).
-fn rsa_pair(dir: &std::path::Path, name: &str) -> (String, String) {
-    let key = dir.join(format!("{name}.key"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    let path = key.to_str().unwrap();
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        path,
-    ]);
-    let public = run(&["pkey", "-in", path, "-pubout"]);
-    (
-        std::fs::read_to_string(&key).unwrap(),
-        String::from_utf8(public).unwrap(),
-    )
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn sign(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("sign")
 }
 
 /// Envoy and gantry-proxy from one control plane, with an echo upstream

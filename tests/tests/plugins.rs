@@ -23,19 +23,14 @@
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test plugins`.
 
-use gantry_e2e::{Cp, Proxy, Upstream, eventually, send_json};
+use gantry_e2e::{
+    Cp, Proxy, Upstream, clear_of_minute_boundary, eventually, http_client as client, now_s,
+    rsa_pair, secs_into_minute, send_json, sign,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(15);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
 
 struct Answer {
     status: u16,
@@ -392,24 +387,6 @@ async fn key_auth_acl_and_consumer_headers() {
     let log = proxy.log() + &cp.log();
     for key in ["alice-secret-key", "bob-secret-key"] {
         assert!(!log.contains(key), "a key is in the logs");
-    }
-}
-
-/// Seconds into the current minute (wall clock, as the proxy counts).
-fn secs_into_minute() -> f64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    now % 60.0
-}
-
-/// Sleeps until at least `margin` seconds remain in the current minute,
-/// so a burst of requests lands in one window.
-async fn clear_of_minute_boundary(margin: f64) {
-    let into = secs_into_minute();
-    if into > 60.0 - margin {
-        tokio::time::sleep(Duration::from_secs_f64(60.0 - into + 0.05)).await;
     }
 }
 
@@ -891,48 +868,6 @@ async fn redis_sync_rate_counts_locally_and_reconciles() {
         },
     )
     .await;
-}
-
-/// An RSA key pair from openssl: (private PEM, public PEM).
-fn rsa_pair(dir: &std::path::Path, name: &str) -> (String, String) {
-    let key = dir.join(format!("{name}.key"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    let public = run(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
-    (
-        std::fs::read_to_string(&key).unwrap(),
-        String::from_utf8(public).unwrap(),
-    )
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn sign(alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey, claims: Value) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("sign")
 }
 
 /// A token with `{"alg": "none"}` and no signature.

@@ -21,7 +21,10 @@
 //! Run: `./scripts/redis-cluster.sh start && cargo build --workspace --bins
 //! && cargo nextest run -p gantry-e2e --test redis_cluster`.
 
-use gantry_e2e::{Cp, Proxy, Resp, Upstream, redis_cluster_nodes, redis_command};
+use gantry_e2e::{
+    Cp, Proxy, Resp, Upstream, clear_of_minute_boundary, http_client as client,
+    redis_cluster_nodes, redis_command,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,14 +34,6 @@ const CONVERGE: Duration = Duration::from_secs(15);
 const LIMIT: usize = 5;
 /// Clients per cluster master.
 const CLIENTS_PER_NODE: usize = 2;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
 
 struct Answer {
     status: u16,
@@ -61,23 +56,6 @@ async fn send(req: reqwest::RequestBuilder) -> Answer {
         status,
         headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
-}
-
-fn secs_into_minute() -> f64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    now % 60.0
-}
-
-/// Sleeps until at least `margin` seconds remain in the current minute,
-/// so a burst is counted in one minute window.
-async fn clear_of_minute_boundary(margin: f64) {
-    let into = secs_into_minute();
-    if into > 60.0 - margin {
-        tokio::time::sleep(Duration::from_secs_f64(60.0 - into + 0.05)).await;
     }
 }
 
