@@ -45,19 +45,11 @@ async fn targets(app: &Admin) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
-async fn purge(address: &str, path: &str) -> Outcome {
+async fn purge(client: &reqwest::Client, address: &str, path: &str) -> Outcome {
     let base = if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
-    };
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PER_PROXY)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failed(e.to_string()),
     };
     match client.delete(format!("{base}{path}")).send().await {
         Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => Outcome::Purged,
@@ -76,8 +68,19 @@ async fn purge(address: &str, path: &str) -> Outcome {
 /// Asks every proxy at once; `Ok(any purged)` when all answered.
 async fn fan_out(app: &Admin, path: &str) -> Result<Result<bool, Response>, ApiError> {
     let targets = targets(app).await?;
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PER_PROXY)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let body = json!({"message": format!("the purge could not start: {e}")});
+            return Ok(Err((StatusCode::BAD_GATEWAY, Json(body)).into_response()));
+        }
+    };
     let answers =
-        futures::future::join_all(targets.iter().map(|(_, addr)| purge(addr, path))).await;
+        futures::future::join_all(targets.iter().map(|(_, addr)| purge(&client, addr, path))).await;
     let mut any = false;
     let mut failed = Vec::new();
     for ((node, address), o) in targets.iter().zip(answers) {
