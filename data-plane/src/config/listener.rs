@@ -46,8 +46,9 @@ pub struct ListenerConfig {
     /// `upgrade_configs` has an enabled websocket entry.
     pub websocket: bool,
     pub codec: Codec,
-    /// `server` response header value (Envoy's default "envoy").
-    pub server_name: String,
+    /// `server` response header value (Envoy's default "envoy"), ready to
+    /// send: checked once here, not per response.
+    pub server_name: http::HeaderValue,
     /// The router's `suppress_envoy_headers` (no x-envoy-* headers added).
     pub suppress_envoy_headers: bool,
     /// Optional HTTP filters this proxy does not implement and skips, by name.
@@ -127,7 +128,7 @@ struct Hcm {
     xff_num_trusted_hops: u32,
     websocket: bool,
     codec: Codec,
-    server_name: String,
+    server_name: http::HeaderValue,
     suppress_envoy_headers: bool,
     skipped_filters: Vec<String>,
     gateway: Option<Arc<Gateway>>,
@@ -470,8 +471,9 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
     let use_remote_address = h.use_remote_address.take().is_some_and(|b| b.value);
     let xff_num_trusted_hops = std::mem::take(&mut h.xff_num_trusted_hops);
     let server_name = match std::mem::take(&mut h.server_name) {
-        s if s.is_empty() => "envoy".to_string(),
-        s => s,
+        s if s.is_empty() => http::HeaderValue::from_static("envoy"),
+        s => http::HeaderValue::try_from(s)
+            .map_err(|_| "server_name: not a valid header value".to_string())?,
     };
     let mut websocket = false;
     let mut seen = std::collections::HashSet::new();

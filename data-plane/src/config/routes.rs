@@ -116,11 +116,13 @@ pub enum ClusterChoice {
 impl ClusterChoice {
     /// Envoy's weighted pick: `rand % total` falls into one cluster's
     /// `[begin, end)` interval, in configuration order.
-    pub fn pick(&self, rand: u64) -> &str {
+    /// The cluster for one request; `rand` is drawn only for a weighted
+    /// choice.
+    pub fn pick(&self, rand: impl FnOnce() -> u64) -> &str {
         match self {
             ClusterChoice::Single(c) => c,
             ClusterChoice::Weighted(cs, total) => {
-                let selected = rand % u64::from((*total).max(1));
+                let selected = rand() % u64::from((*total).max(1));
                 let mut end = 0u64;
                 for (name, w) in cs {
                     end += u64::from(*w);
@@ -751,21 +753,26 @@ impl Forward {
     /// prefix (the configured prefix or path; for a regex route the whole
     /// path), `regex_rewrite` replaces matches in the path without its
     /// query, the query is kept. Without a rewrite, the original.
-    pub fn rewrite_path(&self, matched: &MatchKind, original_path_and_query: &str) -> String {
+    pub fn rewrite_path<'a>(
+        &self,
+        matched: &MatchKind,
+        original_path_and_query: &'a str,
+    ) -> std::borrow::Cow<'a, str> {
         if let Some(p) = &self.prefix_rewrite {
             return replace_head(
                 original_path_and_query,
                 matched_len(matched, original_path_and_query),
                 p,
-            );
+            )
+            .into();
         }
         if let Some(rw) = &self.regex_rewrite {
             let just = strip_query(original_path_and_query);
             let mut s = rw.replace_all(just).into_owned();
             s.push_str(&original_path_and_query[just.len()..]);
-            return s;
+            return s.into();
         }
-        original_path_and_query.to_string()
+        original_path_and_query.into()
     }
 }
 

@@ -699,7 +699,9 @@ fn rewrite_table(path: PathSpecifier, a: RouteAction) -> RouteTable {
 
 fn rewritten(t: &RouteTable, path: &str) -> String {
     let s = select(t, "h", path).expect("a route matches");
-    forward(s.route).rewrite_path(&s.route.path_match, path)
+    forward(s.route)
+        .rewrite_path(&s.route.path_match, path)
+        .into_owned()
 }
 
 #[test]
@@ -888,14 +890,14 @@ fn weighted_clusters_pick_in_proportion() {
     );
     let choice = &forward(&t.virtual_hosts[0].routes[0]).cluster;
     // rand % total falls into [0,1) for a, [1,4) for b.
-    assert_eq!(choice.pick(0), "a");
-    assert_eq!(choice.pick(1), "b");
-    assert_eq!(choice.pick(3), "b");
-    assert_eq!(choice.pick(4), "a");
+    assert_eq!(choice.pick(|| 0), "a");
+    assert_eq!(choice.pick(|| 1), "b");
+    assert_eq!(choice.pick(|| 3), "b");
+    assert_eq!(choice.pick(|| 4), "a");
     let mut counts = std::collections::HashMap::new();
     for r in 0..4000u64 {
         *counts
-            .entry(choice.pick(r.wrapping_mul(2654435761)))
+            .entry(choice.pick(|| r.wrapping_mul(2654435761)))
             .or_insert(0) += 1;
     }
     assert_eq!(counts.get("a"), Some(&1000));
@@ -1854,7 +1856,7 @@ fn unknown_clusters_compile_unless_validated() {
     );
     let t = table(&rc);
     let f = forward(&t.virtual_hosts[0].routes[0]);
-    assert_eq!(f.cluster.pick(0), "missing");
+    assert_eq!(f.cluster.pick(|| 0), "missing");
     // Envoy answers 503 (NC) unless cluster_not_found_response_code says otherwise.
     assert_eq!(f.cluster_not_found_status, 503);
     rc.validate_clusters = boolv(true);

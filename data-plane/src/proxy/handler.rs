@@ -15,9 +15,11 @@ use crate::config::{
 use crate::plugins;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::convert::Infallible;
 
 static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
@@ -33,7 +35,21 @@ use tracing::Instrument;
 pub struct ConnInfo {
     pub listener: Arc<str>,
     pub remote: SocketAddr,
+    /// The client's address as a header value (X-Forwarded-For and
+    /// x-envoy-external-address), made once per connection.
+    pub remote_ip: HeaderValue,
     pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn new(listener: Arc<str>, remote: SocketAddr, tls: bool) -> ConnInfo {
+        ConnInfo {
+            listener,
+            remote,
+            remote_ip: headers::address_value(remote.ip()),
+            tls,
+        }
+    }
 }
 
 /// Bodies up to this size are buffered when a retry policy may replay them.
@@ -78,10 +94,11 @@ pub async fn handle(
         },
     };
     // Every answer carries the server name, Envoy's `server_name`.
-    let server = listener.map(|l| l.server_name.as_str()).unwrap_or("envoy");
-    if let Ok(v) = HeaderValue::from_str(server) {
-        resp.headers_mut().insert(http::header::SERVER, v);
-    }
+    let server = listener.map_or_else(
+        || HeaderValue::from_static("envoy"),
+        |l| l.server_name.clone(),
+    );
+    resp.headers_mut().insert(http::header::SERVER, server);
     shared.stats.count_status(resp.status().as_u16());
     Ok(resp)
 }
@@ -107,18 +124,30 @@ fn reject<B>(req: &Request<B>) -> Option<Response<Body>> {
     None
 }
 
-/// The request's authority: the URL's in absolute form, else Host.
-fn authority_of<B>(req: &Request<B>) -> String {
-    req.uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
+/// The request's authority: the URL's in absolute form, else Host. Held
+/// as a shared-bytes clone, so the request stays free to change.
+enum Authority {
+    Uri(http::uri::Authority),
+    Host(HeaderValue),
+    None,
+}
+
+impl Authority {
+    fn of<B>(req: &Request<B>) -> Authority {
+        match (req.uri().authority(), req.headers().get(HOST)) {
+            (Some(a), _) => Authority::Uri(a.clone()),
+            (None, Some(h)) => Authority::Host(h.clone()),
+            (None, None) => Authority::None,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Authority::Uri(a) => a.as_str(),
+            Authority::Host(h) => h.to_str().unwrap_or_default(),
+            Authority::None => "",
+        }
+    }
 }
 
 async fn route(
@@ -132,15 +161,15 @@ async fn route(
         shared.stats.no_route.inc();
         return local(StatusCode::NOT_FOUND, "");
     };
-    let authority = authority_of(&req);
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let authority = Authority::of(&req);
+    let authority = authority.as_str();
+    // The path as received, shared with the request's URI; copied only
+    // when a plugin changes it.
+    let uri_pq = req.uri().path_and_query().cloned();
+    let mut pq: Cow<'_, str> = Cow::Borrowed(uri_pq.as_ref().map_or("/", |p| p.as_str()));
     let scheme = if conn.tls { "https" } else { "http" };
     let view = RequestView {
-        authority: &authority,
+        authority,
         path_and_query: &pq,
         method: req.method(),
         scheme: Some(scheme),
@@ -161,7 +190,6 @@ async fn route(
     } else {
         headers::ensure_request_id(req.headers_mut());
     }
-    let mut pq = pq;
     let mut plugin_headers = Vec::new();
     let mut body_limit = None;
     let mut request_transform = None;
@@ -177,7 +205,7 @@ async fn route(
             &shared.plugins,
             plugins::Request {
                 headers: &mut parts.headers,
-                path_and_query: &mut pq,
+                path_and_query: pq.to_mut(),
                 method: &mut parts.method,
                 peer: conn.remote.ip(),
                 local: listener.address,
@@ -213,7 +241,7 @@ async fn route(
             let at = RedirectRequest {
                 scheme,
                 forwarded_proto: scheme,
-                authority: &authority,
+                authority,
                 path_and_query: &pq,
             };
             if let Some(loc) =
@@ -224,7 +252,7 @@ async fn route(
             r
         }
         Action::Redirect(redirect) => {
-            let location = redirect.location(scheme, &authority, &pq);
+            let location = redirect.location(scheme, authority, &pq);
             let mut r = Response::new(empty());
             *r.status_mut() =
                 StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
@@ -258,7 +286,7 @@ async fn route(
                         return kong_error(r);
                     }
                     let b = match t {
-                        Some(t) => t.rewrite_body(&mut parts.headers, &mut pq, raw),
+                        Some(t) => t.rewrite_body(&mut parts.headers, pq.to_mut(), raw),
                         None => raw,
                     };
                     (Request::from_parts(parts, full(b)), None)
@@ -268,6 +296,11 @@ async fn route(
                     let counted = plugins::size_limit::Counted::new(body, n);
                     let flag = counted.exceeded.clone();
                     (Request::from_parts(parts, counted.boxed()), Some(flag))
+                }
+                // A request without a body (most GETs) sends none: no
+                // boxed stream to poll.
+                (_, None) if hyper::body::Body::is_end_stream(req.body()) => {
+                    (req.map(|_| empty()), None)
                 }
                 (_, None) => (
                     req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()),
@@ -280,7 +313,7 @@ async fn route(
                 .as_ref()
                 .and_then(|t| t.upstream_path(&pq))
             {
-                Some(p) => p,
+                Some(p) => Cow::Owned(p),
                 None => f.rewrite_path(selected.matched, &pq),
             };
             let host_replaced;
@@ -295,8 +328,9 @@ async fn route(
                 None => f,
             };
             let original = Original {
-                host: &authority,
+                host: authority,
                 pq: &pq,
+                uri_pq: uri_pq.as_ref(),
             };
             let resp = forward(
                 req,
@@ -481,6 +515,9 @@ enum Failure {
 struct Original<'a> {
     host: &'a str,
     pq: &'a str,
+    /// The path as parsed from the request line, reused upstream when no
+    /// rewrite changed it.
+    uri_pq: Option<&'a PathAndQuery>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -491,11 +528,11 @@ async fn forward(
     rt: &Runtime,
     f: &Forward,
     original: Original<'_>,
-    upstream_pq: String,
+    upstream_pq: Cow<'_, str>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
-    let cluster_name = f.cluster.pick(rand::random::<u64>());
+    let cluster_name = f.cluster.pick(rand::random::<u64>);
     // Unknown, or warming (an EDS cluster without endpoints yet): Envoy
     // answers the route's cluster_not_found code with no body.
     let cluster = rt.clusters.get(cluster_name).filter(|_| {
@@ -513,6 +550,17 @@ async fn forward(
         );
     };
     let (original_host, original_pq) = (original.host, original.pq);
+    // The path upstream, shared with the request line's when unchanged.
+    let upstream_pq_value = match original.uri_pq {
+        Some(p) if p.as_str() == upstream_pq => p.clone(),
+        _ => match PathAndQuery::try_from(upstream_pq.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build upstream request");
+                return local(StatusCode::BAD_GATEWAY, "bad upstream request");
+            }
+        },
+    };
     let hash = hash_for(
         &f.hash_policies,
         &req,
@@ -530,6 +578,8 @@ async fn forward(
         })
     });
     let (mut parts, body) = req.into_parts();
+    // Room for the forwarding headers below, grown once.
+    parts.headers.reserve(6);
     let downstream_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers, on_upgrade.is_some());
     if listener.use_remote_address {
@@ -538,11 +588,11 @@ async fn forward(
         headers::strip_envoy_internal(&mut parts.headers);
         headers::set_external_address(
             &mut parts.headers,
-            conn.remote.ip(),
+            &conn.remote_ip,
             listener.suppress_envoy_headers,
         );
     }
-    headers::set_forwarded(&mut parts.headers, conn.remote.ip(), conn.tls);
+    headers::set_forwarded(&mut parts.headers, &conn.remote_ip, conn.tls);
     if !listener.suppress_envoy_headers
         && upstream_pq != original_pq
         && let Ok(v) = HeaderValue::from_str(original_pq.split('?').next().unwrap_or("/"))
@@ -596,7 +646,7 @@ async fn forward(
             rt,
             f,
             &parts,
-            &upstream_pq,
+            &upstream_pq_value,
             original_host,
             &replay,
             &mut stream,
@@ -625,7 +675,7 @@ async fn forward(
         let req = match upstream_request(
             &parts,
             headers,
-            &upstream_pq,
+            &upstream_pq_value,
             &endpoint,
             f,
             original_host,
@@ -802,7 +852,7 @@ fn send_mirrors(
     rt: &Runtime,
     f: &Forward,
     parts: &http::request::Parts,
-    upstream_pq: &str,
+    upstream_pq: &PathAndQuery,
     original_host: &str,
     replay: &Option<Bytes>,
     stream: &mut Option<Body>,
@@ -810,7 +860,9 @@ fn send_mirrors(
     if f.mirrors.is_empty() {
         return;
     }
-    let targets: Vec<Arc<ClusterState>> = f
+    // Each sampled mirror with its cluster, so a mirror's own settings go
+    // with it.
+    let targets: Vec<(&Arc<ClusterState>, _)> = f
         .mirrors
         .iter()
         .filter(|m| m.sampled(rand::random::<u64>()))
@@ -820,7 +872,7 @@ fn send_mirrors(
                 .clusters
                 .get(&m.cluster)
                 .is_some_and(|c| !c.warming);
-            rt.clusters.get(&m.cluster).filter(|_| warm).cloned()
+            rt.clusters.get(&m.cluster).filter(|_| warm).map(|c| (c, m))
         })
         .collect();
     if targets.is_empty() {
@@ -838,7 +890,7 @@ fn send_mirrors(
             targets.iter().map(|_| None).collect()
         }
     };
-    for (i, (cluster, m)) in targets.iter().zip(&f.mirrors).enumerate() {
+    for (i, (cluster, m)) in targets.iter().enumerate() {
         let Some(endpoint) = cluster.pick(None) else {
             continue;
         };
@@ -857,7 +909,7 @@ fn send_mirrors(
         };
         mirror::set_shadow_host(&mut req, !m.disable_shadow_host_suffix_append);
         cluster.stats.upstream_rq.inc();
-        mirror::spawn(cluster.clone(), req, f.timeout);
+        mirror::spawn(Arc::clone(cluster), req, f.timeout);
     }
 }
 
@@ -879,31 +931,35 @@ async fn backoff(retry: Option<&crate::config::RetryPolicy>, attempt: u32) {
 fn upstream_request(
     parts: &http::request::Parts,
     headers: http::HeaderMap,
-    pq: &str,
+    pq: &PathAndQuery,
     endpoint: &Endpoint,
     f: &Forward,
     original_host: &str,
     cluster: &ClusterState,
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
-    let uri = Uri::builder()
-        .scheme(cluster.client.scheme())
-        .authority(endpoint.authority.clone())
-        .path_and_query(pq)
-        .build()?;
-    let mut b = Request::builder().method(parts.method.clone()).uri(uri);
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if cluster.client.scheme() == "https" {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = Some(endpoint.authority.clone());
+    uri.path_and_query = Some(pq.clone());
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = Uri::from_parts(uri).map_err(http::Error::from)?;
     if !cluster.client.http2 {
-        b = b.version(http::Version::HTTP_11);
+        *req.version_mut() = http::Version::HTTP_11;
     }
-    let mut req = b.body(body)?;
     *req.headers_mut() = headers;
-    let host = match &f.host_rewrite {
-        HostRewrite::None => original_host.to_string(),
-        HostRewrite::Literal(h) => h.clone(),
+    let host: Cow<'_, str> = match &f.host_rewrite {
+        HostRewrite::None => Cow::Borrowed(original_host),
+        HostRewrite::Literal(h) => Cow::Borrowed(h),
         HostRewrite::Auto => endpoint
             .hostname
-            .clone()
-            .unwrap_or_else(|| endpoint.authority.to_string()),
+            .as_deref()
+            .map_or_else(|| Cow::Owned(endpoint.authority.to_string()), Cow::Borrowed),
     };
     if f.append_x_forwarded_host && host != original_host {
         // Envoy's append_x_forwarded_host: the client's Host, appended.
@@ -919,7 +975,12 @@ fn upstream_request(
             req.headers_mut().insert(X_FORWARDED_HOST.clone(), v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&host) {
+    // The client's Host, when it is what goes upstream, is already there.
+    let unchanged = req
+        .headers()
+        .get(HOST)
+        .is_some_and(|h| h.as_bytes() == host.as_bytes());
+    if !unchanged && let Ok(v) = HeaderValue::from_str(&host) {
         req.headers_mut().insert(HOST, v);
     }
     Ok(req)

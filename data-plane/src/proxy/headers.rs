@@ -39,13 +39,19 @@ pub fn strip_envoy_internal(h: &mut HeaderMap) {
 }
 
 /// `x-envoy-external-address`: the client's address, for external requests.
-pub fn set_external_address(h: &mut HeaderMap, client: IpAddr, suppressed: bool) {
+/// `client` is the address as a header value, made once per connection.
+pub fn set_external_address(h: &mut HeaderMap, client: &HeaderValue, suppressed: bool) {
     if suppressed {
         return;
     }
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
-    }
+    h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), client.clone());
+}
+
+/// A client address as a header value, made once per connection so
+/// requests share it.
+pub fn address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A fresh X-Request-Id, replacing any the client sent.
@@ -57,6 +63,11 @@ pub fn new_request_id(h: &mut HeaderMap) {
 /// Removes hop-by-hop headers, including those named in `Connection`.
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for WebSocket.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names instead
+    // of a hashed removal per hop-by-hop name.
+    if !keep_upgrade && !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Most requests name nothing in `Connection`: no allocation for them.
     if h.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = h
@@ -93,6 +104,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || *n == PROXY_CONNECTION || *n == header::EXPECT
+}
+
 /// Whether a request asks for a WebSocket upgrade.
 pub fn is_websocket_upgrade(h: &HeaderMap) -> bool {
     let conn_upgrade = h
@@ -111,12 +126,18 @@ pub fn is_websocket_upgrade(h: &HeaderMap) -> bool {
 
 /// Appends the client address to X-Forwarded-For and sets the scheme the
 /// client used, as Envoy does at the edge.
-pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool) {
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev},{client}"),
-        _ => client.to_string(),
+pub fn set_forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+    let xff = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 1 + client.len());
+            v.extend_from_slice(prev);
+            v.push(b',');
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(
@@ -172,9 +193,9 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false);
+        set_forwarded(&mut h, &address_value("10.0.0.1".parse().unwrap()), false);
         assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.1");
-        set_forwarded(&mut h, "10.0.0.2".parse().unwrap(), true);
+        set_forwarded(&mut h, &address_value("10.0.0.2".parse().unwrap()), true);
         assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.1,10.0.0.2");
         assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
     }

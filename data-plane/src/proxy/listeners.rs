@@ -133,7 +133,7 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                let info = ConnInfo { listener: name.clone(), remote, tls: is_tls };
+                let info = ConnInfo::new(name.clone(), remote, is_tls);
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let acceptor = acceptor.clone();
