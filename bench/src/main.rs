@@ -42,14 +42,23 @@ enum Command {
     Rate(rate::RateArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::XdsFleet(a) => xds::fleet(a).await,
-        Command::XdsBytes(a) => xds::bytes_per_change(a).await,
-        Command::Translate(a) => translate::run(a).await,
-        Command::AdminWrites(a) => writes::run(a).await,
-        Command::Rate(a) => rate::run(a).await,
+    // The latency probe runs on one thread: no work stealing between
+    // threads adds its own wake-ups to what is measured.
+    let rt = match cli.command {
+        Command::Rate(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
+    .enable_all()
+    .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::XdsFleet(a) => xds::fleet(a).await,
+            Command::XdsBytes(a) => xds::bytes_per_change(a).await,
+            Command::Translate(a) => translate::run(a).await,
+            Command::AdminWrites(a) => writes::run(a).await,
+            Command::Rate(a) => rate::run(a).await,
+        }
+    })
 }

@@ -1,7 +1,9 @@
 //! Latency at a fixed request rate (open loop): requests are sent on a
 //! fixed schedule whatever the answers do, and each latency is measured
 //! from the moment its request was due, so a stall shows up in the tail
-//! instead of silently lowering the rate (no coordinated omission).
+//! instead of silently lowering the rate (no coordinated omission). Each
+//! is also measured from its actual send, which leaves out the tool's own
+//! lateness against the schedule (reported too).
 
 use anyhow::{Context, bail};
 use std::time::{Duration, Instant};
@@ -39,25 +41,56 @@ pub async fn run(a: RateArgs) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(1.0 / f64::from(a.rate));
     let total = a.rate as u64 * a.seconds;
     let start = Instant::now() + Duration::from_millis(50);
+    // tokio's timer ticks in whole milliseconds, which would add up to a
+    // millisecond of the tool's own lateness to every request. The
+    // schedule runs on a thread of its own with a 1 µs timer slack, and
+    // hands each due instant to the runtime.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let schedule = std::thread::spawn(move || {
+        // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's
+        // timer slack; a failure leaves the default (50 µs).
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+        }
+        for i in 0..total {
+            let due = start + interval.mul_f64(i as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if tx.send(due).is_err() {
+                break;
+            }
+        }
+    });
     let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let due = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
+    while let Some(due) = rx.recv().await {
         let (client, url) = (client.clone(), a.url.clone());
         tasks.push(tokio::spawn(async move {
+            // How late the tool itself was: reported, so the precision of
+            // the schedule is on record next to the latencies.
+            let sent = Instant::now();
+            let late = sent.saturating_duration_since(due);
             let ok = match client.get(url).send().await {
                 Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                 Err(_) => false,
             };
-            (due.elapsed(), ok)
+            (due.elapsed(), sent.elapsed(), late, ok)
         }));
     }
+    if schedule.join().is_err() {
+        bail!("the schedule thread panicked");
+    }
     let mut lat = Vec::with_capacity(tasks.len());
+    let mut from_send = Vec::with_capacity(tasks.len());
+    let mut lateness = Vec::with_capacity(tasks.len());
     let mut errors = 0u64;
     for t in tasks {
-        let (d, ok) = t.await.context("request task")?;
+        let (d, s, late, ok) = t.await.context("request task")?;
+        lateness.push(late);
         if ok {
             lat.push(d);
+            from_send.push(s);
         } else {
             errors += 1;
         }
@@ -66,7 +99,12 @@ pub async fn run(a: RateArgs) -> anyhow::Result<()> {
         bail!("every request to {} failed", a.url);
     }
     lat.sort_unstable();
-    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    from_send.sort_unstable();
+    lateness.sort_unstable();
+    let quantile = |v: &[Duration], p: f64| {
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
+    };
+    let q = |p: f64| quantile(&lat, p);
     let achieved = lat.len() as f64 / a.seconds as f64;
     if a.json {
         println!(
@@ -75,19 +113,27 @@ pub async fn run(a: RateArgs) -> anyhow::Result<()> {
                 "url": a.url, "rate": a.rate, "achieved": achieved, "sent": total,
                 "errors": errors, "p50_us": q(0.50), "p90_us": q(0.90), "p99_us": q(0.99),
                 "p999_us": q(0.999), "max_us": q(1.0),
+                "late_p50_us": quantile(&lateness, 0.50), "late_p99_us": quantile(&lateness, 0.99),
+                "sent_p50_us": quantile(&from_send, 0.50), "sent_p99_us": quantile(&from_send, 0.99),
             })
         );
     } else {
-        println!("| url | rate | p50 | p99 | p99.9 | max | errors |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
         println!(
-            "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {errors} |",
+            "| url | rate | p50 | p99 | p99.9 | max | errors | from send p50 / p99 | tool late p50 / p99 |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {errors} | {:.0} / {:.0} µs | {:.0} / {:.0} µs |",
             a.url,
             a.rate,
             q(0.50),
             q(0.99),
             q(0.999),
-            q(1.0)
+            q(1.0),
+            quantile(&from_send, 0.50),
+            quantile(&from_send, 0.99),
+            quantile(&lateness, 0.50),
+            quantile(&lateness, 0.99),
         );
     }
     Ok(())
