@@ -703,7 +703,9 @@ impl OwnRedis {
             .expect("redis-server (installed by scripts/services.sh)");
         self.child = Some(child);
         eventually("redis up", CONVERGE, Duration::from_millis(50), || async {
-            self.cli(&["PING"])
+            self.command(&["PING"])
+                .await
+                .and_then(|r| r.text())
                 .filter(|o| o == "PONG")
                 .ok_or_else(|| "no PONG".to_string())
         })
@@ -717,32 +719,29 @@ impl OwnRedis {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    async fn command(&self, args: &[&str]) -> Option<gantry_e2e::Resp> {
+        gantry_e2e::redis_command(&format!("127.0.0.1:{}", self.port), args)
+            .await
+            .ok()
     }
 
     /// The sum of every rate-limit counter for the current hour.
-    fn hour_total(&self) -> u64 {
+    async fn hour_total(&self) -> u64 {
         let now = now_s() as u64;
         let pattern = format!("gantry:rl:*:hour:{}", now - now % 3600);
-        let keys = self
-            .cli(&["--scan", "--pattern", &pattern])
-            .unwrap_or_default();
-        keys.lines()
-            .filter(|k| !k.is_empty())
-            .map(|k| {
-                self.cli(&["GET", k])
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
+        let Some(gantry_e2e::Resp::Array(Some(keys))) = self.command(&["KEYS", &pattern]).await
+        else {
+            return 0;
+        };
+        let mut total = 0;
+        for k in keys.iter().filter_map(gantry_e2e::Resp::text) {
+            total += self
+                .command(&["GET", &k])
+                .await
+                .and_then(|v| v.text()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        total
     }
 }
 
@@ -805,7 +804,7 @@ async fn redis_sync_rate_counts_locally_and_reconciles() {
         Duration::from_millis(50),
         || async {
             {
-                let t = redis.hour_total();
+                let t = redis.hour_total().await;
                 (t == 10).then_some(()).ok_or(format!("{t} counted"))
             }
         },
@@ -827,7 +826,7 @@ async fn redis_sync_rate_counts_locally_and_reconciles() {
         Duration::from_millis(50),
         || async {
             {
-                let t = redis.hour_total();
+                let t = redis.hour_total().await;
                 (t == 30).then_some(()).ok_or(format!("{t} counted"))
             }
         },
@@ -841,7 +840,11 @@ async fn redis_sync_rate_counts_locally_and_reconciles() {
         assert_eq!(a.status, 429, "{}", p.node_id);
         assert_eq!(a.header("x-ratelimit-remaining-hour"), Some("0"));
     }
-    assert_eq!(redis.hour_total(), 30, "refused requests were counted");
+    assert_eq!(
+        redis.hour_total().await,
+        30,
+        "refused requests were counted"
+    );
 
     // Redis stopped: each proxy keeps counting on its own (the first
     // request, which could not read Redis, passes: fault_tolerant), so
@@ -862,7 +865,7 @@ async fn redis_sync_rate_counts_locally_and_reconciles() {
         Duration::from_millis(100),
         || async {
             {
-                let t = redis.hour_total();
+                let t = redis.hour_total().await;
                 (t == 5).then_some(()).ok_or(format!("{t} counted"))
             }
         },

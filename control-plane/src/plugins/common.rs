@@ -102,6 +102,38 @@ pub fn is_header_name(name: &str) -> bool {
     header_name(&Value::String(name.into())).is_ok()
 }
 
+/// Lua's `pair:match("^([^:]+):*(.-)$")` as the transformer plugins parse
+/// `name:value`: the name up to the first colon, the value after the colons
+/// that follow it.
+pub fn split_pair(pair: &str) -> (&str, &str) {
+    match pair.split_once(':') {
+        Some((n, v)) => (n, v.trim_start_matches(':')),
+        None => (pair, ""),
+    }
+}
+
+/// Kong's `match = "^[^:]+:.*$"`.
+pub fn colon_pair(v: &Value) -> Result<(), String> {
+    let pair = s(v);
+    if split_pair(pair).0.is_empty() || !pair.contains(':') {
+        Err(format!("invalid value: {pair}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The transformers' rename.headers: `old:new`, both valid header names.
+pub fn header_rename(v: &Value) -> Result<(), String> {
+    colon_pair(v)?;
+    let (old, new) = split_pair(s(v));
+    for name in [old, new] {
+        if !is_header_name(name) {
+            return Err(format!("'{name}' is not a valid header"));
+        }
+    }
+    Ok(())
+}
+
 /// Kong's `gt = 0` validator.
 pub fn gt_zero(v: &Value) -> Result<(), String> {
     match v.as_f64() {

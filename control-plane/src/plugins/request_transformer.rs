@@ -2,7 +2,7 @@
 //! (`$(headers.host)`); their expressions get a syntax check close to what
 //! Kong's template compiler rejects.
 
-use super::common::is_header_name;
+use super::common::{colon_pair, header_rename, is_header_name, split_pair};
 use crate::schema::{Field, Record};
 use serde_json::{Value, json};
 
@@ -17,7 +17,7 @@ pub fn schema() -> Record {
         .field("remove", Field::record(part(plain(), array(header))))
         .field(
             "rename",
-            Field::record(part(array(name_value), array(header_pair))),
+            Field::record(part(array(name_value), array(header_rename))),
         )
         .field(
             "replace",
@@ -64,31 +64,13 @@ fn upper_method(v: &Value) -> Result<(), String> {
     }
 }
 
-/// Lua's `pair:match("^([^:]+):*(.-)$")`: name up to the first colon, value
-/// after the colons that follow it.
-fn split(pair: &str) -> (&str, &str) {
-    match pair.split_once(':') {
-        Some((n, v)) => (n, v.trim_start_matches(':')),
-        None => (pair, ""),
-    }
-}
-
-/// Kong's `match = "^[^:]+:.*$"`.
-fn has_colon(pair: &str) -> Result<(), String> {
-    if split(pair).0.is_empty() || !pair.contains(':') {
-        Err(format!("invalid value: {pair}"))
-    } else {
-        Ok(())
-    }
-}
-
 fn bad_header(name: &str) -> String {
     format!("'{name}' is not a valid header")
 }
 
 /// remove.headers: a bare header name (anything after a colon is ignored).
 fn header(v: &Value) -> Result<(), String> {
-    let name = split(v.as_str().unwrap_or_default()).0;
+    let name = split_pair(v.as_str().unwrap_or_default()).0;
     if is_header_name(name) {
         Ok(())
     } else {
@@ -98,25 +80,13 @@ fn header(v: &Value) -> Result<(), String> {
 
 /// add/append/replace.headers: `name:value` with a valid name.
 fn header_value(v: &Value) -> Result<(), String> {
-    let pair = v.as_str().unwrap_or_default();
-    has_colon(pair)?;
+    colon_pair(v)?;
     header(v)
-}
-
-/// rename.headers: `old:new`, both valid header names.
-fn header_pair(v: &Value) -> Result<(), String> {
-    header_value(v)?;
-    let new = split(v.as_str().unwrap_or_default()).1;
-    if is_header_name(new) {
-        Ok(())
-    } else {
-        Err(bad_header(new))
-    }
 }
 
 /// Kong's `check_for_value`: `name:value`, value non-empty and a valid template.
 fn name_value(v: &Value) -> Result<(), String> {
-    let (name, value) = split(v.as_str().unwrap_or_default());
+    let (name, value) = split_pair(v.as_str().unwrap_or_default());
     if name.is_empty() || value.is_empty() {
         return Err(format!("key '{name}' has no value"));
     }

@@ -1,13 +1,13 @@
 //! `response-transformer`: Kong 3.x's schema.
 
-use super::common::is_header_name;
+use super::common::{colon_pair, header_rename};
 use crate::schema::{Custom, Field, Record};
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub fn schema() -> Record {
     let with_types = || {
         Record::new()
-            .field("json", array(Some(colon)))
+            .field("json", array(Some(colon_pair)))
             .field(
                 "json_types",
                 Field::array(Field::string().one_of(&["boolean", "number", "string"]))
@@ -17,7 +17,7 @@ pub fn schema() -> Record {
                         "JSON type of each `json` value, by position: boolean, number or string.",
                     ),
             )
-            .field("headers", array(Some(colon)))
+            .field("headers", array(Some(colon_pair)))
     };
     Record::new()
         .field(
@@ -32,8 +32,8 @@ pub fn schema() -> Record {
             "rename",
             Field::record(
                 Record::new()
-                    .field("json", array(Some(colon)))
-                    .field("headers", array(Some(header_pair))),
+                    .field("json", array(Some(colon_pair)))
+                    .field("headers", array(Some(header_rename))),
             ),
         )
         .field("replace", Field::record(with_types()))
@@ -49,32 +49,6 @@ fn array(check: Option<Custom>) -> Field {
         None => elem,
     };
     Field::array(elem).required().default(json!([]))
-}
-
-/// Kong's `match = "^[^:]+:.*$"`.
-fn colon(v: &Value) -> Result<(), String> {
-    let s = v.as_str().unwrap_or_default();
-    match s.split_once(':') {
-        Some((name, _)) if !name.is_empty() => Ok(()),
-        _ => Err(format!("invalid value: {s}")),
-    }
-}
-
-/// rename.headers: `old:new`, both valid header names.
-fn header_pair(v: &Value) -> Result<(), String> {
-    colon(v)?;
-    let (old, new) = v
-        .as_str()
-        .unwrap_or_default()
-        .split_once(':')
-        .unwrap_or_default();
-    let new = new.trim_start_matches(':');
-    for name in [old, new] {
-        if !is_header_name(name) {
-            return Err(format!("'{name}' is not a valid header"));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

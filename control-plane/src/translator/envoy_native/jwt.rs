@@ -350,18 +350,10 @@ fn public_jwk(pem: &str, alg: &str) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::RSA_PUBLIC as RSA_SPKI;
     use super::*;
 
     /// Fixed test keys, generated with openssl.
-    const RSA_SPKI: &str = "-----BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA7bMRZ6bkW2OSrujy/nFP
-cv0hk8LiHY8cjWJYIpCzsydalczpltm0vX0YqcOARAk8TxaDQ8h2ghwp+ij3w2u6
-BNgykh4MK6bsCsa79LLMStuN9UQFhyVbHTCsVw/ebHqLLx2t/NYP8YHzB6aNvo7F
-AcsDVbMswxPYnUGSlEBBmuchi4YI+GjxfLcPqb34svYDl/f57vMfOHg7Cr8AC2Yg
-xS+S12jchOesk4v81Im3/J6V1O8d/aGplD3/EINjuRSE5gXxpd/aTE4f3QrR7WGy
-P5rYEL688TgTgKbuwAsSgpx9yb+tc+dC+PScLQ/hg6NCnhw7MrcxwimX5/gZbI68
-1wIDAQAB
------END PUBLIC KEY-----";
     const EC_P256: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEcbq//nhxFig1HG86ESPCsVuGFetz
 8IVx48MkqplDThIPG+3rIVf3PoGhItX1QyOhVs7zruIhRHertJn4EMYOXw==

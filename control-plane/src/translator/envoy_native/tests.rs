@@ -77,7 +77,9 @@ fn plugin(name: &str, scope: Value, config: Value) -> Stored {
     stored("plugins", v)
 }
 
-const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+/// A fixed RSA test key (generated with openssl), shared with the jwt
+/// module's own tests.
+pub(super) const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA7bMRZ6bkW2OSrujy/nFP
 cv0hk8LiHY8cjWJYIpCzsydalczpltm0vX0YqcOARAk8TxaDQ8h2ghwp+ij3w2u6
 BNgykh4MK6bsCsa79LLMStuN9UQFhyVbHTCsVw/ebHqLLx2t/NYP8YHzB6aNvo7F
