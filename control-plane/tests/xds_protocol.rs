@@ -335,6 +335,165 @@ async fn sotw_make_before_break() {
     wait_fleet(&app, "n4", |v| v["state"] == "SYNCED").await;
 }
 
+/// A config with every service in `services` and route `r` on `to`;
+/// "eds" is backed by an upstream, so its cluster is an EDS cluster.
+fn route_on(to: &str, services: &[&str]) -> Value {
+    let svc = |n: &&str| {
+        let mut s = if *n == "eds" {
+            json!({"name": n, "host": "pool", "port": 80})
+        } else {
+            json!({"name": n, "url": format!("http://127.0.0.1:9/{n}")})
+        };
+        if *n == to {
+            s["routes"] = json!([{"name": "r", "paths": ["/x"]}]);
+        }
+        s
+    };
+    let upstreams = if services.contains(&"eds") {
+        json!([{"name": "pool", "targets": [{"target": "127.0.0.1:9"}]}])
+    } else {
+        json!([])
+    };
+    json!({"_format_version": "3.0", "upstreams": upstreams,
+           "services": services.iter().map(svc).collect::<Vec<_>>()})
+}
+
+async fn post_config(app: &TestApp, doc: Value) {
+    let (s, body) = app.post("/config", doc).await;
+    assert_eq!(s, 201, "{body}");
+}
+
+/// The route moves to a new EDS service, and on again (that service
+/// deleted) before the node has asked for the new cluster's endpoints, as
+/// happens when writes come quickly. Make-before-break keeps the cluster
+/// at the node; its endpoints must come too, or Envoy holds its CDS ACK
+/// while the cluster warms and nothing moves until its initial fetch
+/// times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_a_cluster_kept_for_make_before_break_gets_its_endpoints() {
+    let app = app().await;
+    post_config(&app, route_on("old", &["old"])).await;
+    settle(&app).await;
+    let mut c = Sotw::connect(&app, "n-held").await;
+    c.send(CLUSTER, &[], "", "", None).await;
+    let cds = c.recv().await;
+    c.ack(&cds, &[]).await;
+    c.send(LISTENER, &[], "", "", None).await;
+    let lds = c.recv().await;
+    c.ack(&lds, &[]).await;
+    c.send(ROUTE, &["http"], "", "", None).await;
+    let rds = c.recv().await;
+    c.ack(&rds, &["http"]).await;
+    wait_fleet(&app, "n-held", |v| v["state"] == "SYNCED").await;
+
+    post_config(&app, route_on("eds", &["old", "eds"])).await;
+    let mut cds = c.recv().await;
+    assert_eq!(cds.type_url, CLUSTER);
+    assert!(cluster_names(&cds).contains(&"service.eds".to_string()));
+    // Warming service.eds, the node holds this ACK back; meanwhile the
+    // route moves on and service.eds is deleted.
+    post_config(&app, route_on("third", &["third"])).await;
+    settle(&app).await;
+    c.send(ENDPOINT, &["service.eds"], "", "", None).await;
+    let eds = loop {
+        let r = c.recv().await;
+        match r.type_url.as_str() {
+            t if t == ENDPOINT => break r,
+            t if t == CLUSTER => cds = r,
+            t => panic!("{t} before the clusters are warm"),
+        }
+    };
+    let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+        eds.resources[0].value.as_slice(),
+    )
+    .expect("endpoints");
+    assert_eq!(cla.cluster_name, "service.eds");
+    c.ack(&eds, &["service.eds"]).await;
+    // Warm: the node ACKs its clusters, and everything else follows.
+    c.ack(&cds, &[]).await;
+    let mut clusters = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while clusters != ["service.third"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never converged: {clusters:?}"
+        );
+        let r = c.recv().await;
+        match r.type_url.as_str() {
+            t if t == CLUSTER => {
+                clusters = cluster_names(&r);
+                c.ack(&r, &[]).await;
+            }
+            t if t == ROUTE => c.ack(&r, &["http"]).await,
+            t if t == ENDPOINT => c.ack(&r, &["service.eds"]).await,
+            _ => c.ack(&r, &[]).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_a_cluster_kept_for_make_before_break_keeps_its_endpoints() {
+    let app = app().await;
+    post_config(&app, route_on("old", &["old"])).await;
+    settle(&app).await;
+    let mut c = Delta::connect(&app, "d-held").await;
+    for (t, names) in [(CLUSTER, vec![]), (LISTENER, vec![]), (ROUTE, vec!["http"])] {
+        c.send(DeltaDiscoveryRequest {
+            type_url: t.into(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        })
+        .await;
+        let r = c.recv().await;
+        c.ack(&r).await;
+    }
+    wait_fleet(&app, "d-held", |v| v["state"] == "SYNCED").await;
+
+    post_config(&app, route_on("eds", &["old", "eds"])).await;
+    let mut cds = c.recv().await;
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(names(&cds), ["service.eds"]);
+    post_config(&app, route_on("third", &["third"])).await;
+    settle(&app).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: vec!["service.eds".into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = loop {
+        let r = c.recv().await;
+        match r.type_url.as_str() {
+            t if t == ENDPOINT => break r,
+            t if t == CLUSTER => cds = r,
+            t => panic!("{t} before the clusters are warm"),
+        }
+    };
+    assert_eq!(names(&eds), ["service.eds"]);
+    assert!(eds.removed_resources.is_empty());
+    c.ack(&eds).await;
+    c.ack(&cds).await;
+    // The endpoints leave with the cluster, not before.
+    let mut eds_removed_while_cluster_held = false;
+    let mut cluster_gone = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cluster_gone {
+        assert!(tokio::time::Instant::now() < deadline, "never converged");
+        let r = c.recv().await;
+        if r.type_url == CLUSTER && r.removed_resources.contains(&"service.eds".to_string()) {
+            cluster_gone = true;
+        }
+        if r.type_url == ENDPOINT && r.removed_resources.contains(&"service.eds".to_string()) {
+            eds_removed_while_cluster_held = true;
+        }
+        c.ack(&r).await;
+    }
+    assert!(
+        !eds_removed_while_cluster_held,
+        "service.eds lost its endpoints while the node still had the cluster"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_writes_becomes_one_push() {
     let app = TestApp::start_with_xds(Backend::Sqlite, Duration::from_millis(400)).await;

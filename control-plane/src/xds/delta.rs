@@ -6,9 +6,12 @@
 //! resource is not sent it again; `removed_resources`; resource versions
 //! the node NACKed are not sent again; named resources are sent when they
 //! come to exist; make-before-break order with cluster removals held back
-//! until the node's routes no longer need them.
+//! until the node's routes no longer need them, and the endpoints of a
+//! cluster the node still has kept with it (held.rs).
 
+use super::cache::TypeMap;
 use super::fleet::SyncState;
+use super::held::HeldEndpoints;
 use super::session::{Protocol, Session};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
@@ -48,6 +51,7 @@ struct TypeState {
 pub struct Stream {
     session: Session,
     types: HashMap<&'static str, TypeState>,
+    held: HeldEndpoints,
     tx: mpsc::Sender<Result<bytes::Bytes, Status>>,
 }
 
@@ -70,6 +74,7 @@ impl Protocol for Stream {
         Stream {
             session,
             types: HashMap::new(),
+            held: HeldEndpoints::default(),
             tx,
         }
     }
@@ -250,15 +255,37 @@ impl Stream {
         let Some(st) = self.types.get(t) else {
             return Ok(());
         };
-        let empty = Default::default();
+        let empty = TypeMap::default();
         let all = snap.of(t).unwrap_or(&empty);
-        let updates: Vec<_> = all
+        // The clusters the node has: their endpoints stay while they do.
+        let node_clusters = self
+            .types
+            .get(xds::CLUSTER)
+            .filter(|_| t == xds::ENDPOINT)
+            .map(|c| &c.known);
+        let mut updates: Vec<_> = all
             .values()
             .filter(|r| st.wildcard || st.names.contains(&*r.name))
             .filter(|r| st.known.get(&r.name) != Some(&r.version))
             .filter(|r| st.nacked.get(&r.name) != Some(&r.version))
             .cloned()
             .collect();
+        if let Some(clusters) = node_clusters {
+            // Endpoints the node never got for a cluster it still has
+            // that has left the snapshot.
+            updates.extend(
+                st.names
+                    .iter()
+                    .filter(|n| {
+                        !all.contains_key(*n)
+                            && clusters.contains_key(n.as_str())
+                            && !st.known.contains_key(n.as_str())
+                    })
+                    .filter_map(|n| self.held.get(n))
+                    .filter(|r| st.nacked.get(&r.name) != Some(&r.version))
+                    .cloned(),
+            );
+        }
         let removed: Vec<Arc<str>> = if hold_cluster_removals {
             Vec::new()
         } else {
@@ -266,6 +293,7 @@ impl Stream {
                 .known
                 .keys()
                 .filter(|n| (st.wildcard || st.names.contains(&***n)) && !all.contains_key(&***n))
+                .filter(|n| node_clusters.is_none_or(|c| !c.contains_key(*n)))
                 .cloned()
                 .collect();
             v.sort();
@@ -314,6 +342,9 @@ impl Stream {
         }
         for n in &removed {
             previous.push((n.clone(), st.known.remove(n)));
+        }
+        if t == xds::CLUSTER {
+            self.held.clusters_sent(&snap, st.known.keys());
         }
         st.responded = true;
         st.pending.push_back(Pending {

@@ -7,6 +7,7 @@ mod csds;
 mod delta;
 pub mod fleet;
 mod grpc;
+mod held;
 mod session;
 mod sotw;
 

@@ -7,10 +7,11 @@
 //! resources are sent when they come to exist; make-before-break: clusters
 //! and their endpoints are pushed and ACKed before listeners and routes
 //! that use them, and clusters a node's routes may still use are kept
-//! until its new routes are ACKed.
+//! until its new routes are ACKed, with their endpoints (held.rs).
 
 use super::cache::{Resource, Snapshot};
 use super::fleet::SyncState;
+use super::held::HeldEndpoints;
 use super::session::{Protocol, Session, content_key};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use gantry_shared::xds::{self, PUSH_ORDER};
@@ -39,6 +40,7 @@ struct TypeState {
 pub struct Stream {
     session: Session,
     types: HashMap<&'static str, TypeState>,
+    held: HeldEndpoints,
     tx: mpsc::Sender<Result<bytes::Bytes, Status>>,
 }
 
@@ -59,6 +61,7 @@ impl Protocol for Stream {
         Stream {
             session,
             types: HashMap::new(),
+            held: HeldEndpoints::default(),
             tx,
         }
     }
@@ -161,11 +164,14 @@ impl Stream {
 
     /// What the node should have of type `t` now.
     fn desired_in(&self, snap: &Snapshot, t: &'static str) -> Vec<Arc<Resource>> {
-        let Some(all) = snap.of(t) else {
-            return Vec::new();
-        };
+        let empty = super::cache::TypeMap::default();
+        let all = snap.of(t).unwrap_or(&empty);
         match self.types.get(t).and_then(|s| s.names.as_ref()) {
             None => all.values().cloned().collect(),
+            Some(names) if t == xds::ENDPOINT => names
+                .iter()
+                .filter_map(|n| all.get(n).or_else(|| self.held.get(n)).cloned())
+                .collect(),
             Some(names) => names.iter().filter_map(|n| all.get(n).cloned()).collect(),
         }
     }
@@ -266,6 +272,10 @@ impl Stream {
         drop(resp);
         tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, n = desired.len(), "sent");
         self.session.sent(t, &version, desired.clone());
+        if t == xds::CLUSTER {
+            self.held
+                .clusters_sent(&snap, desired.iter().map(|r| &r.name));
+        }
         if let Some(st) = self.types.get_mut(t) {
             st.sent = Some(Sent {
                 nonce,

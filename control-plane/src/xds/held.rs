@@ -1,0 +1,49 @@
+//! Endpoints for clusters a node still has after they left the snapshot.
+//!
+//! Make-before-break keeps a cluster at the node until its routes move off
+//! it. If that cluster is an EDS cluster the node has not got endpoints for
+//! yet, Envoy warms it and holds back its CDS ACK until they come; were they
+//! served only from the current snapshot, which no longer has them, nothing
+//! would move until Envoy's initial fetch times out (15 s). So a stream
+//! serves them as of the snapshot its clusters were sent from.
+
+use super::cache::{Resource, Snapshot};
+use gantry_shared::xds;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct HeldEndpoints {
+    /// The snapshot the node's clusters were last sent from.
+    from: Option<Arc<Snapshot>>,
+    /// Endpoints of clusters that were sent but are absent from `from`
+    /// (kept across several snapshots), carried from the one that had them.
+    /// Empty but for the moments a cluster is on its way out.
+    kept: HashMap<Arc<str>, Arc<Resource>>,
+}
+
+impl HeldEndpoints {
+    /// Records that the node was sent `clusters` from `snap`.
+    pub fn clusters_sent<'a>(
+        &mut self,
+        snap: &Arc<Snapshot>,
+        clusters: impl IntoIterator<Item = &'a Arc<str>>,
+    ) {
+        let now = snap.of(xds::ENDPOINT);
+        let kept = clusters
+            .into_iter()
+            .filter(|c| now.is_none_or(|e| !e.contains_key(&***c)))
+            .filter_map(|c| Some((c.clone(), self.get(c)?.clone())))
+            .collect();
+        self.kept = kept;
+        self.from = Some(snap.clone());
+    }
+
+    /// The endpoints cluster `name` was sent with, for when the current
+    /// snapshot has none.
+    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.kept
+            .get(name)
+            .or_else(|| self.from.as_ref()?.of(xds::ENDPOINT)?.get(name))
+    }
+}
