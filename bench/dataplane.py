@@ -724,13 +724,14 @@ def run(args, work, procs, proxy_cpu, load_cpu):
             return "NACKED", "; ".join(errs) or "no reason given"
         return node.get("state"), None
 
-    def wait_gantry_plugins(rev, creds, timeout=60):
-        """None once gantry-proxy enforces the plugins written up to `rev`;
-        else why not (a NACK, or what it answers)."""
+    def wait_gantry_plugins(rev, creds, timeout=60, url=None):
+        """None once gantry-proxy enforces the plugins written up to `rev`
+        (at `url`, the root by default); else why not (a NACK, or what it
+        answers)."""
         deadline = time.time() + timeout
         synced_at = nacked_at = None
         while True:
-            why = auth_problem("gantry-proxy", gantry_url, creds, rl_gantry)
+            why = auth_problem("gantry-proxy", url or gantry_url, creds, rl_gantry)
             if why is None:
                 return None
             state, nack = gantry_state(rev)
@@ -863,17 +864,30 @@ def run(args, work, procs, proxy_cpu, load_cpu):
         why = wait_gantry_plugins(rev, creds)
         if why:
             raise SystemExit(f"scenario 4: {why}; logs in {work}")
+        # The same chain counting in the proxy and reconciling with Redis
+        # every second (`sync_rate`), on a route of its own.
+        synced_url = gantry_url + "synced"
+        admin_write("/services/bench/routes", {"name": "synced", "paths": ["/synced"]})
+        admin_write("/routes/synced/plugins", {"name": "key-auth"})
+        _, _, rev = admin_write("/routes/synced/plugins", {"name": "rate-limiting", "config": {
+            "minute": 100000000, "policy": "redis", "redis": {"host": "127.0.0.1", "port": 6379},
+            "limit_by": "consumer", "sync_rate": 1}})
+        why = wait_gantry_plugins(rev, creds, url=synced_url)
+        if why:
+            raise SystemExit(f"scenario 4 (sync_rate): {why}; logs in {work}")
         label = "envoy (api_key_auth + local_ratelimit)"
         start_static_envoy("4", [envoy_api_key_auth(key, "bench"), envoy_local_ratelimit()], creds)
         rows = [
             ("direct", base["direct"][0] + "/", None, creds, False, None),
             ("gantry-proxy", gantry_url, "gantry", creds, True, rl_gantry),
+            ("gantry-proxy, sync_rate 1 s", synced_url, "gantry", creds, True, rl_gantry),
             (label, static_url, "envoy-static", creds, True, rl_envoy),
         ]
         notes = [
             "The key in the `apikey` header on every request. gantry-proxy: Kong's `key-auth` and "
             "`rate-limiting` (`policy: redis` on 127.0.0.1:6379, `limit_by: consumer`): one Redis "
-            "script call per request.",
+            "script call per request. The `sync_rate 1 s` row is the same chain counting in the "
+            "proxy and reconciling with Redis once a second, off the request path.",
             static_note + " Envoy has no Redis-backed rate limit without an external rate-limit "
             "service (the `ratelimit` filter and a gRPC service in front of Redis), so its row "
             "makes no network round trip per request.",
