@@ -29,14 +29,21 @@ pub type TypeMap = BTreeMap<String, Arc<Resource>>;
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub revision: i64,
-    pub types: HashMap<&'static str, TypeMap>,
+    /// Each type's map on its own `Arc`, so a stream can hold one type of
+    /// an older snapshot (held.rs) without the rest.
+    pub types: HashMap<&'static str, Arc<TypeMap>>,
     /// Enabled plugins this snapshot's flavour does not enforce.
     pub unenforced_plugins: Vec<String>,
 }
 
 impl Snapshot {
     pub fn of(&self, type_url: &str) -> Option<&TypeMap> {
-        self.types.get(type_url)
+        self.types.get(type_url).map(|m| &**m)
+    }
+
+    /// One type's map, shared.
+    pub fn shared(&self, type_url: &str) -> Option<Arc<TypeMap>> {
+        self.types.get(type_url).cloned()
     }
 }
 
@@ -137,7 +144,7 @@ pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapsh
         }
         out.push(Snapshot {
             revision,
-            types,
+            types: types.into_iter().map(|(t, m)| (t, Arc::new(m))).collect(),
             unenforced_plugins,
         });
     }

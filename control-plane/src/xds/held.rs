@@ -5,17 +5,20 @@
 //! yet, Envoy warms it and holds back its CDS ACK until they come; were they
 //! served only from the current snapshot, which no longer has them, nothing
 //! would move until Envoy's initial fetch times out (15 s). So a stream
-//! serves them as of the snapshot its clusters were sent from.
+//! serves them as of the snapshot its clusters were sent from: it keeps
+//! that snapshot's endpoint map (not the whole snapshot, whose routes and
+//! secrets are the bulk of it).
 
-use super::cache::{Resource, Snapshot};
+use super::cache::{Resource, Snapshot, TypeMap};
 use gantry_shared::xds;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Default)]
 pub struct HeldEndpoints {
-    /// The snapshot the node's clusters were last sent from.
-    from: Option<Arc<Snapshot>>,
+    /// The endpoints of the snapshot the node's clusters were last sent
+    /// from.
+    from: Option<Arc<TypeMap>>,
     /// Endpoints of clusters that were sent but are absent from `from`
     /// (kept across several snapshots), carried from the one that had them.
     /// Empty but for the moments a cluster is on its way out.
@@ -26,7 +29,7 @@ impl HeldEndpoints {
     /// Records that the node was sent `clusters` from `snap`.
     pub fn clusters_sent<'a>(
         &mut self,
-        snap: &Arc<Snapshot>,
+        snap: &Snapshot,
         clusters: impl IntoIterator<Item = &'a Arc<str>>,
     ) {
         let now = snap.of(xds::ENDPOINT);
@@ -36,7 +39,7 @@ impl HeldEndpoints {
             .filter_map(|c| Some((c.clone(), self.get(c)?.clone())))
             .collect();
         self.kept = kept;
-        self.from = Some(snap.clone());
+        self.from = snap.shared(xds::ENDPOINT);
     }
 
     /// The endpoints cluster `name` was sent with, for when the current
@@ -44,6 +47,6 @@ impl HeldEndpoints {
     pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
         self.kept
             .get(name)
-            .or_else(|| self.from.as_ref()?.of(xds::ENDPOINT)?.get(name))
+            .or_else(|| self.from.as_ref()?.get(name))
     }
 }

@@ -47,8 +47,10 @@ pub struct ListenerConfig {
     pub websocket: bool,
     pub codec: Codec,
     /// `server` response header value (Envoy's default "envoy"), ready to
-    /// send: checked once here, not per response.
-    pub server_name: http::HeaderValue,
+    /// send: made once here, not per response. None: a value Envoy accepts
+    /// (only NUL, CR and LF are refused) but a header cannot carry, such
+    /// as another control character; no `server` header is sent then.
+    pub server_name: Option<http::HeaderValue>,
     /// The router's `suppress_envoy_headers` (no x-envoy-* headers added).
     pub suppress_envoy_headers: bool,
     /// Optional HTTP filters this proxy does not implement and skips, by name.
@@ -128,7 +130,7 @@ struct Hcm {
     xff_num_trusted_hops: u32,
     websocket: bool,
     codec: Codec,
-    server_name: http::HeaderValue,
+    server_name: Option<http::HeaderValue>,
     suppress_envoy_headers: bool,
     skipped_filters: Vec<String>,
     gateway: Option<Arc<Gateway>>,
@@ -471,9 +473,11 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
     let use_remote_address = h.use_remote_address.take().is_some_and(|b| b.value);
     let xff_num_trusted_hops = std::mem::take(&mut h.xff_num_trusted_hops);
     let server_name = match std::mem::take(&mut h.server_name) {
-        s if s.is_empty() => http::HeaderValue::from_static("envoy"),
-        s => http::HeaderValue::try_from(s)
-            .map_err(|_| "server_name: not a valid header value".to_string())?,
+        s if s.is_empty() => Some(http::HeaderValue::from_static("envoy")),
+        s => {
+            super::check_header_value(s.as_bytes(), "server_name")?;
+            http::HeaderValue::try_from(s).ok()
+        }
     };
     let mut websocket = false;
     let mut seen = std::collections::HashSet::new();

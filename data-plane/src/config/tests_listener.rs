@@ -23,7 +23,7 @@ fn http_listener_as_translated() {
     assert!(lc.use_remote_address);
     assert!(lc.websocket);
     assert_eq!(lc.codec, Codec::Auto);
-    assert_eq!(lc.server_name, "envoy");
+    assert_eq!(lc.server_name.as_ref().unwrap(), "envoy");
     assert!(!lc.suppress_envoy_headers);
     assert!(lc.skipped_filters.is_empty());
     assert!(lc.tls.is_none());
@@ -404,4 +404,20 @@ fn compile_names_the_failing_resource() {
     let e = compile(&bad).unwrap_err();
     assert_eq!((e.kind, e.name.as_str()), ("Cluster", "c"));
     assert!(e.reason.contains("name field says \"other\""), "{e}");
+}
+
+#[test]
+fn server_name_is_refused_only_where_envoy_refuses_it() {
+    let with = |name: &str| {
+        let mut l = http_listener("http", 8000, "http");
+        let mut h = hcm_with("http", vec![router_filter()]);
+        h.server_name = name.into();
+        l.filter_chains[0].filters = vec![hcm_filter(h)];
+        compile_listener(&l)
+    };
+    assert_eq!(with("gantry").unwrap().server_name.unwrap(), "gantry");
+    // Envoy's HTTP_HEADER_VALUE (not strict): NUL, CR and LF refused.
+    assert!(with("a\r\nb").unwrap_err().contains("server_name"));
+    // Accepted as Envoy accepts it; a header cannot carry it, so none is sent.
+    assert!(with("a\u{1}b").unwrap().server_name.is_none());
 }

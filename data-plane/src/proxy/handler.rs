@@ -94,11 +94,13 @@ pub async fn handle(
         },
     };
     // Every answer carries the server name, Envoy's `server_name`.
-    let server = listener.map_or_else(
-        || HeaderValue::from_static("envoy"),
-        |l| l.server_name.clone(),
-    );
-    resp.headers_mut().insert(http::header::SERVER, server);
+    let server = match listener {
+        Some(l) => l.server_name.clone(),
+        None => Some(HeaderValue::from_static("envoy")),
+    };
+    if let Some(v) = server {
+        resp.headers_mut().insert(http::header::SERVER, v);
+    }
     shared.stats.count_status(resp.status().as_u16());
     Ok(resp)
 }
