@@ -154,24 +154,46 @@ class Procs:
 
 
 def process_tree(pid):
-    """A process and its descendants (nginx: master + worker)."""
+    """A process and its descendants (nginx: master + worker), found by
+    parent pid in /proc."""
+    parents = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                # The command name may hold spaces: the ppid follows the ")".
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(d))
     pids, i = [pid], 0
     while i < len(pids):
-        try:
-            for t in os.listdir(f"/proc/{pids[i]}/task"):
-                with open(f"/proc/{pids[i]}/task/{t}/children") as f:
-                    pids += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
+        pids += parents.get(pids[i], [])
         i += 1
     return pids
 
 
 def pin_tree(pid, cpu):
-    """Move a running process, its threads and its children to `cpu`."""
+    """Move a running process, its threads and its children to `cpu`, and
+    check they moved: a "one core" row that silently measured the split
+    layout would be worse than none."""
+    want = {int(cpu)}
     for p in process_tree(pid):
-        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(p)],
-                       capture_output=True, check=False)
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                os.sched_setaffinity(t, want)
+            except ProcessLookupError:
+                pass  # a thread that ended meanwhile
+        try:
+            if os.sched_getaffinity(p) != want:
+                raise SystemExit(f"could not move pid {p} to CPU {cpu}")
+        except ProcessLookupError:
+            pass
 
 
 def rss_kib(pid):

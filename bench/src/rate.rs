@@ -47,10 +47,11 @@ pub async fn run(a: RateArgs) -> anyhow::Result<()> {
     // hands each due instant to the runtime.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let schedule = std::thread::spawn(move || {
-        // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's
-        // timer slack; a failure leaves the default (50 µs).
+        // SAFETY: prctl with PR_SET_TIMERSLACK (in nanoseconds) only
+        // changes this thread's timer slack; a failure leaves the default
+        // (50 µs).
         unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
         }
         for i in 0..total {
             let due = start + interval.mul_f64(i as f64);
