@@ -56,6 +56,19 @@ impl Sotw {
         }
     }
 
+    /// Connected and subscribed like Envoy (CDS, LDS wildcard, then RDS
+    /// by name), every answer ACKed, until the fleet shows it SYNCED.
+    async fn synced(app: &TestApp, id: &str) -> Sotw {
+        let mut c = Sotw::connect(app, id).await;
+        for (t, names) in [(CLUSTER, &[][..]), (LISTENER, &[]), (ROUTE, &["http"])] {
+            c.send(t, names, "", "", None).await;
+            let r = c.recv().await;
+            c.ack(&r, names).await;
+        }
+        wait_fleet(app, id, |v| v["state"] == "SYNCED").await;
+        c
+    }
+
     async fn send(
         &mut self,
         type_url: &str,
@@ -289,18 +302,7 @@ async fn sotw_make_before_break() {
         .await;
     assert_eq!(s, 201);
     settle(&app).await;
-    let mut c = Sotw::connect(&app, "n4").await;
-    // Subscribe like Envoy: CDS, LDS wildcard, then RDS by name.
-    c.send(CLUSTER, &[], "", "", None).await;
-    let cds = c.recv().await;
-    c.ack(&cds, &[]).await;
-    c.send(LISTENER, &[], "", "", None).await;
-    let lds = c.recv().await;
-    c.ack(&lds, &[]).await;
-    c.send(ROUTE, &["http"], "", "", None).await;
-    let rds = c.recv().await;
-    c.ack(&rds, &["http"]).await;
-    wait_fleet(&app, "n4", |v| v["state"] == "SYNCED").await;
+    let mut c = Sotw::synced(&app, "n4").await;
 
     // Move the route to a new service and delete the old one, in one revision.
     let doc = json!({"_format_version": "3.0", "services": [
@@ -374,17 +376,7 @@ async fn sotw_a_cluster_kept_for_make_before_break_gets_its_endpoints() {
     let app = app().await;
     post_config(&app, route_on("old", &["old"])).await;
     settle(&app).await;
-    let mut c = Sotw::connect(&app, "n-held").await;
-    c.send(CLUSTER, &[], "", "", None).await;
-    let cds = c.recv().await;
-    c.ack(&cds, &[]).await;
-    c.send(LISTENER, &[], "", "", None).await;
-    let lds = c.recv().await;
-    c.ack(&lds, &[]).await;
-    c.send(ROUTE, &["http"], "", "", None).await;
-    let rds = c.recv().await;
-    c.ack(&rds, &["http"]).await;
-    wait_fleet(&app, "n-held", |v| v["state"] == "SYNCED").await;
+    let mut c = Sotw::synced(&app, "n-held").await;
 
     post_config(&app, route_on("eds", &["old", "eds"])).await;
     let mut cds = c.recv().await;
