@@ -61,7 +61,6 @@ fn known_type(t: &str) -> Option<&'static str> {
 
 impl Protocol for Stream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
     const NAME: &'static str = "delta";
 
     fn node(

@@ -169,7 +169,6 @@ pub fn content_key<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> u6
 /// with a request, and how it pushes a new snapshot.
 pub trait Protocol: Sized + Send {
     type Request: Send + 'static;
-    type Response: Send + 'static;
     const NAME: &'static str;
     fn node(req: &Self::Request) -> Option<&ProtoNode>;
     fn open(

@@ -50,7 +50,6 @@ fn known_type(t: &str) -> Option<&'static str> {
 
 impl Protocol for Stream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
     const NAME: &'static str = "sotw";
 
     fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {

@@ -941,11 +941,7 @@ fn upstream_request(
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(if cluster.client.scheme() == "https" {
-        http::uri::Scheme::HTTPS
-    } else {
-        http::uri::Scheme::HTTP
-    });
+    uri.scheme = Some(cluster.client.scheme());
     uri.authority = Some(endpoint.authority.clone());
     uri.path_and_query = Some(pq.clone());
     let mut req = Request::new(body);

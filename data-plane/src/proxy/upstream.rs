@@ -113,10 +113,10 @@ impl UpstreamClient {
         }
     }
 
-    pub fn scheme(&self) -> &'static str {
+    pub fn scheme(&self) -> http::uri::Scheme {
         match self.kind {
-            Kind::Plain(_) => "http",
-            Kind::Tls(_) => "https",
+            Kind::Plain(_) => http::uri::Scheme::HTTP,
+            Kind::Tls(_) => http::uri::Scheme::HTTPS,
         }
     }
 
