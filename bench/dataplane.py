@@ -197,17 +197,9 @@ def pin_tree(pid, cpu):
 
 
 def rss_kib(pid):
-    """RSS of a process and its children (nginx: master + worker)."""
+    """RSS of a process and its descendants (nginx: master + worker)."""
     total = 0
-    pids = [pid]
-    try:
-        kids = subprocess.run(
-            ["pgrep", "-P", str(pid)], capture_output=True, text=True
-        ).stdout.split()
-        pids += [int(k) for k in kids]
-    except OSError:
-        pass
-    for p in pids:
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
