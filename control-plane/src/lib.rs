@@ -2,6 +2,7 @@
 //! config revisions and the audit trail.
 
 pub mod admin;
+pub mod admission;
 pub mod declarative;
 pub mod entities;
 pub mod memory;

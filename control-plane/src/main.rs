@@ -122,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
             let desired = declarative::flatten(&doc, &sealer)?;
             let mut tx = store.begin_write("cli").await?;
             let changes = declarative::replace(&mut tx, desired).await?;
+            gantry_cp::admission::check_all(&mut tx, &ProxyOptions::default())
+                .await
+                .with_context(|| format!("{} cannot be applied", file.display()))?;
             let c = tx
                 .commit("config", &format!("declarative config: {changes} changes"))
                 .await?;
@@ -173,7 +176,7 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
     };
     let builder = cache.spawn_builder(
         store.clone(),
-        opts,
+        opts.clone(),
         Duration::from_millis(args.xds_debounce_ms),
     );
     let fleet = Fleet::new(xds_addr.to_string());
@@ -200,7 +203,9 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
     });
     let xds_task = tokio::spawn(xds::serve(xds_listener, ctx, stopped(stop_rx.clone())));
     let app = router(
-        Admin::new(store.clone(), sealer, admin_addr.to_string()).with_xds(cache, fleet.clone()),
+        Admin::new(store.clone(), sealer, admin_addr.to_string())
+            .with_xds(cache, fleet.clone())
+            .with_proxy_options(opts),
     );
     let admin_task = tokio::spawn(
         axum::serve(admin_listener, app)

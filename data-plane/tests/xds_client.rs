@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
-use gantry_proxy::config::ResourceSet;
+use gantry_proxy::config::{Fences, ResourceSet};
 use gantry_proxy::xds::{Applier, ClientConfig, ClientStatus, ConfigSource, Tuning, XdsClient};
 use gantry_shared::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -285,6 +285,71 @@ fn listener(name: &str, route: &str, secrets: &[&str], tag: &str) -> Any {
     })
 }
 
+/// [`listener`] with the plugin filter carrying `gateway` (opaque here:
+/// the recorder compiles nothing).
+fn plugin_listener(name: &str, route: &str, gateway: &[u8], tag: &str) -> Any {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpFilter, http_filter,
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: None,
+            route_config_name: route.into(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: gantry_proxy::plugins::FILTER_NAME.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                type_url: gantry_proxy::plugins::GATEWAY_TYPE.into(),
+                value: gateway.to_vec(),
+            })),
+            is_optional: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    pack_any(Listener {
+        name: name.into(),
+        stat_prefix: tag.into(),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+/// [`route_config`] whose one route runs plugins (`plugins`) or not.
+fn policy_routes(name: &str, tag: &str, plugins: bool) -> Any {
+    use envoy_types::pb::envoy::config::route::v3::Route;
+    let mut route = Route {
+        name: "r1".into(),
+        ..Default::default()
+    };
+    if plugins {
+        route.typed_per_filter_config.insert(
+            gantry_proxy::plugins::FILTER_NAME.into(),
+            Any {
+                type_url: gantry_shared::proto::plugins::PER_ROUTE_TYPE.into(),
+                value: Vec::new(),
+            },
+        );
+    }
+    pack_any(RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![VirtualHost {
+            name: tag.into(),
+            domains: vec!["*".into()],
+            routes: vec![route],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
 /// An EDS cluster; `service` empty means "use the cluster name".
 fn eds_cluster(name: &str, service: &str, tag: &str) -> Any {
     pack_any(Cluster {
@@ -376,6 +441,8 @@ fn seen(set: &ResourceSet, version: &str) -> Seen {
 struct Recorder {
     calls: mpsc::UnboundedSender<Seen>,
     fail: Mutex<Option<String>>,
+    /// What each `fence` call was given, and what each accepted `apply` carried.
+    fences: Mutex<Vec<Fences>>,
 }
 
 impl Applier for Recorder {
@@ -383,8 +450,15 @@ impl Applier for Recorder {
         let _ = self.calls.send(seen(set, version));
         match self.fail.lock().unwrap().clone() {
             Some(reason) => Err(reason),
-            None => Ok(()),
+            None => {
+                self.fences.lock().unwrap().push(set.fences.clone());
+                Ok(())
+            }
         }
+    }
+
+    fn fence(&self, fences: &Fences) {
+        self.fences.lock().unwrap().push(fences.clone());
     }
 }
 
@@ -400,6 +474,7 @@ impl Applied {
             recorder: Arc::new(Recorder {
                 calls: tx,
                 fail: Mutex::new(None),
+                fences: Mutex::new(Vec::new()),
             }),
             calls,
         }
@@ -414,6 +489,17 @@ impl Applied {
 
     fn fail_with(&self, reason: Option<&str>) {
         *self.recorder.fail.lock().unwrap() = reason.map(str::to_string);
+    }
+
+    /// The fences the proxy enforces now.
+    fn fences(&self) -> Fences {
+        self.recorder
+            .fences
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn none_pending(&mut self) {
@@ -1077,4 +1163,133 @@ async fn xds_healthy_streams_reconnect_to_the_same_address_failed_ones_move_on()
     // And round-robin back to the first.
     let mut conn = a.accept().await;
     expect_wildcards(&mut conn).await;
+}
+
+/// A refused update keeps the last good configuration but fences the
+/// policies it would have changed, until an update of the same resource is
+/// accepted; the fences survive a restart through the snapshot file.
+#[tokio::test]
+async fn xds_refused_policy_updates_fence_until_replaced() {
+    let mut server = Server::start().await;
+    let mut applied = Applied::new();
+    let path = temp_path("fenced.json");
+    let client = XdsClient::new(
+        config(vec![server.address.clone()], Some(path.clone())),
+        applied.recorder.clone(),
+    )
+    .with_tuning(tuning());
+    let mut run = spawn(client);
+    let mut conn = server.accept().await;
+    expect_wildcards(&mut conn).await;
+
+    conn.push(
+        LISTENER,
+        "1",
+        "n1",
+        vec![res("l1", "a", plugin_listener("l1", "http", b"g1", "one"))],
+        &[],
+    );
+    conn.expect_ack(LISTENER, "n1").await;
+    conn.expect_subs(ROUTE, &["http"], &[]).await;
+    applied.next().await;
+    conn.push(
+        ROUTE,
+        "2",
+        "n2",
+        vec![res("http", "a", policy_routes("http", "v1", false))],
+        &[],
+    );
+    conn.expect_ack(ROUTE, "n2").await;
+    applied.next().await;
+    assert!(applied.fences().is_empty());
+
+    // A listener refused for something other than its plugins fences nothing.
+    applied.fail_with(Some("listener l1: bad address"));
+    conn.push(
+        LISTENER,
+        "3",
+        "n3",
+        vec![res("l1", "b", plugin_listener("l1", "http", b"g1", "two"))],
+        &[],
+    );
+    conn.expect_nack(LISTENER, "n3").await;
+    applied.next().await;
+    assert!(applied.fences().is_empty());
+
+    // Its plugins changed (a credential revoked, say): routes with plugins stop.
+    applied.fail_with(Some("plugin p1 (rate-limiting): redis.ssl"));
+    conn.push(
+        LISTENER,
+        "4",
+        "n4",
+        vec![res("l1", "c", plugin_listener("l1", "http", b"g2", "one"))],
+        &[],
+    );
+    conn.expect_nack(LISTENER, "n4").await;
+    applied.next().await;
+    let f = applied.fences();
+    assert!(f.refuses("l1", "http", true));
+    assert!(!f.refuses("l1", "http", false));
+    let st = wait_status(&mut run.status, "fenced", |s| !s.fences.is_empty()).await;
+    assert_eq!(
+        st.fences,
+        vec!["LDS/l1: plugin p1 (rate-limiting): redis.ssl".to_string()]
+    );
+
+    // A route configuration that gains a policy and is refused: all of it stops.
+    applied.fail_with(Some("route r1: bad regex"));
+    conn.push(
+        ROUTE,
+        "5",
+        "n5",
+        vec![res("http", "b", policy_routes("http", "v2", true))],
+        &[],
+    );
+    conn.expect_nack(ROUTE, "n5").await;
+    applied.next().await;
+    assert!(applied.fences().refuses("l1", "http", false));
+
+    // Undecodable: fenced by name.
+    let garbage = Any {
+        type_url: ROUTE.into(),
+        value: vec![0xff, 0xff, 0xff],
+    };
+    conn.push(ROUTE, "6", "n6", vec![res("http", "c", garbage)], &[]);
+    conn.expect_nack(ROUTE, "n6").await;
+
+    // The fences are in the snapshot file: a restart does not lift them.
+    let file = gantry_proxy::xds::snapshot_file::read(&path)
+        .unwrap()
+        .unwrap();
+    assert_eq!(file.fences, applied.fences());
+
+    // Accepted updates of the same resources lift them, one by one.
+    applied.fail_with(None);
+    conn.push(
+        ROUTE,
+        "7",
+        "n7",
+        vec![res("http", "d", policy_routes("http", "v3", true))],
+        &[],
+    );
+    conn.expect_ack(ROUTE, "n7").await;
+    applied.next().await;
+    let f = applied.fences();
+    assert!(f.route_configs.is_empty());
+    assert!(
+        f.refuses("l1", "http", true),
+        "the listener is still fenced"
+    );
+    conn.push(
+        LISTENER,
+        "8",
+        "n8",
+        vec![res("l1", "d", plugin_listener("l1", "http", b"g3", "one"))],
+        &[],
+    );
+    conn.expect_ack(LISTENER, "n8").await;
+    applied.next().await;
+    assert!(applied.fences().is_empty());
+    wait_status(&mut run.status, "unfenced", |s| s.fences.is_empty()).await;
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

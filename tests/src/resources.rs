@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use envoy_types::util::pack_any;
+use gantry_shared::proto::plugins;
 
 fn ads() -> ConfigSource {
     ConfigSource {
@@ -44,6 +45,66 @@ fn socket(port: u16) -> Address {
 }
 
 pub fn listener(name: &str, port: u16, route_config: &str) -> (String, Any) {
+    listener_with(name, port, route_config, None)
+}
+
+/// [`listener`] whose HTTP filter chain starts with gantry-proxy's plugin
+/// filter carrying `gateway` (consumers, credentials, plugin instances).
+pub fn plugin_listener(
+    name: &str,
+    port: u16,
+    route_config: &str,
+    gateway: &plugins::Gateway,
+) -> (String, Any) {
+    listener_with(name, port, route_config, Some(gateway))
+}
+
+/// A plugin instance as the control plane sends it: Kong's name and config.
+pub fn plugin(id: &str, name: &str, config: serde_json::Value) -> plugins::Plugin {
+    plugins::Plugin {
+        id: id.into(),
+        name: name.into(),
+        config_json: config.to_string(),
+    }
+}
+
+/// `route` running the plugin instances `ids` (of the Kong plugins `names`).
+pub fn with_plugins(mut route: Route, ids: &[&str], names: &[&str]) -> Route {
+    let per = plugins::PerRoute {
+        route_id: route.name.clone(),
+        service_id: "svc".into(),
+        plugins: ids.iter().map(|s| s.to_string()).collect(),
+        names: names.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    route.typed_per_filter_config.insert(
+        plugins::FILTER_NAME.into(),
+        Any {
+            type_url: plugins::PER_ROUTE_TYPE.into(),
+            value: prost::Message::encode_to_vec(&per),
+        },
+    );
+    route
+}
+
+fn listener_with(
+    name: &str,
+    port: u16,
+    route_config: &str,
+    gateway: Option<&plugins::Gateway>,
+) -> (String, Any) {
+    let mut http_filters = Vec::new();
+    if let Some(g) = gateway {
+        http_filters.push(HttpFilter {
+            name: plugins::FILTER_NAME.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                type_url: plugins::GATEWAY_TYPE.into(),
+                value: prost::Message::encode_to_vec(g),
+            })),
+            is_optional: true,
+            ..Default::default()
+        });
+    }
     let hcm = HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
         stat_prefix: route_config.into(),
@@ -51,13 +112,16 @@ pub fn listener(name: &str, port: u16, route_config: &str) -> (String, Any) {
             config_source: Some(ads()),
             route_config_name: route_config.into(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: {
+            http_filters.push(HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    Router::default(),
+                ))),
+                ..Default::default()
+            });
+            http_filters
+        },
         ..Default::default()
     };
     let l = Listener {
@@ -117,8 +181,12 @@ pub fn pack<M: prost::Name + prost::Message>(name: &str, m: M) -> (String, Any) 
 }
 
 pub fn route(path: PathSpecifier, cluster: &str) -> Route {
+    let name = match &path {
+        PathSpecifier::Prefix(p) => format!("to-{cluster}{p}"),
+        _ => format!("to-{cluster}"),
+    };
     Route {
-        name: format!("to-{cluster}"),
+        name,
         r#match: Some(RouteMatch {
             path_specifier: Some(path),
             ..Default::default()

@@ -57,6 +57,19 @@ fn in_dependency_order(
     v
 }
 
+/// A whole document is admitted whole (see `crate::admission`).
+async fn admit_all(tx: &mut crate::store::WriteTx, app: &Admin) -> Result<(), ApiError> {
+    crate::admission::check_all(tx, &app.proxy)
+        .await
+        .map_err(|e| match e {
+            crate::admission::AdmissionError::Store(s) => ApiError::Store(s),
+            refused => ApiError::Declarative {
+                message: format!("declarative config is invalid: {refused}"),
+                fields: Value::Object(refused.fields()),
+            },
+        })
+}
+
 /// `GET /config`: the current configuration as a Kong 3.0 document,
 /// secrets sealed. `Accept: application/yaml` gives the YAML itself;
 /// otherwise Kong's `{"config": "<yaml>"}` wrapper.
@@ -90,6 +103,7 @@ pub async fn import(State(app): State<Admin>, body: RawBody) -> Result<Response,
     let desired = declarative::flatten(&doc, &app.sealer)?;
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
+    admit_all(&mut tx, &app).await?;
     let c = tx
         .commit("config", &format!("declarative config: {changes} changes"))
         .await?;
@@ -107,6 +121,7 @@ pub async fn validate(State(app): State<Admin>, body: RawBody) -> Result<Respons
     let desired = declarative::flatten(&doc, &app.sealer)?;
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
+    admit_all(&mut tx, &app).await?;
     drop(tx); // rolled back: a dry run
     Ok(Json(json!({ "valid": true, "changes": changes })).into_response())
 }
@@ -134,6 +149,7 @@ pub async fn rollback(
     let desired = in_dependency_order(entities_of(app.store.state_at(Some(target)).await?));
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
+    admit_all(&mut tx, &app).await?;
     let c = tx
         .commit(
             "rollback",

@@ -149,6 +149,7 @@ async fn create_impl(
     let mut tx = app.store.begin_write(&app.actor).await?;
     let v = entities::create(&mut tx, d, body.value, body.mode, parent.as_ref()).await?;
     let id = v["id"].as_str().unwrap_or_default().to_string();
+    crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
         .commit("create", &format!("create {} {id}", d.name))
         .await?;
@@ -171,6 +172,7 @@ async fn upsert_impl(
     let (v, created) =
         entities::upsert(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
+    crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
         .commit("upsert", &format!("upsert {} {eid}", d.name))
         .await?;
@@ -192,6 +194,7 @@ async fn update_impl(
     let mut tx = app.store.begin_write(&app.actor).await?;
     let v = entities::update(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
+    crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
         .commit("update", &format!("update {} {eid}", d.name))
         .await?;

@@ -34,6 +34,15 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::admission::AdmissionError> for ApiError {
+    fn from(e: crate::admission::AdmissionError) -> Self {
+        match e {
+            crate::admission::AdmissionError::Store(s) => ApiError::Store(s),
+            refused => ApiError::Schema(refused.fields()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(m: impl Into<String>) -> Self {
         ApiError::BadRequest { message: m.into() }

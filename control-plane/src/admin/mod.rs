@@ -34,6 +34,9 @@ pub struct Admin {
     /// Who writes: "anonymous" until admin authentication exists.
     pub actor: Arc<str>,
     pub listen: Arc<str>,
+    /// What the proxies are told about their listeners; writes are
+    /// admitted against it (see `crate::admission`).
+    pub proxy: Arc<crate::translator::ProxyOptions>,
 }
 
 /// What the admin API shows of the xDS server.
@@ -51,7 +54,13 @@ impl Admin {
             sealer: Arc::new(sealer),
             actor: Arc::from("anonymous"),
             listen: listen.into(),
+            proxy: Arc::default(),
         }
+    }
+
+    pub fn with_proxy_options(mut self, opts: crate::translator::ProxyOptions) -> Self {
+        self.proxy = Arc::new(opts);
+        self
     }
 
     pub fn with_xds(

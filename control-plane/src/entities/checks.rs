@@ -22,6 +22,17 @@ pub fn name(v: &Value) -> Result<(), String> {
     }
 }
 
+/// A value gantry-proxy sends upstream in a header (a consumer's username
+/// in `X-Consumer-Username`): no control characters such as CR or LF.
+/// Stricter than Kong, which stores any string; see docs/admin-api.md.
+pub fn header_safe(v: &Value) -> Result<(), String> {
+    if gantry_proxy::plugins::is_header_safe(s(v)) {
+        Ok(())
+    } else {
+        Err("must not contain control characters (it is sent upstream in a header)".into())
+    }
+}
+
 pub fn uuid(v: &Value) -> Result<(), String> {
     uuid::Uuid::parse_str(s(v))
         .map(|_| ())
@@ -117,9 +128,11 @@ pub fn sni(v: &Value) -> Result<(), String> {
 pub fn route_path(v: &Value) -> Result<(), String> {
     let p = s(v);
     if let Some(re) = p.strip_prefix('~') {
-        return regex::Regex::new(re)
-            .map(|_| ())
-            .map_err(|e| format!("invalid regex: '{re}' ({})", first_line(&e)));
+        // gantry-proxy's own RE2 compiler, with RE2's limits.
+        return gantry_proxy::config::Re2::new(re).map(drop).map_err(|e| {
+            let reason = e.split_once("\": ").map_or(e.as_str(), |(_, r)| r);
+            format!("invalid regex: '{re}' ({reason})")
+        });
     }
     if !p.starts_with('/') {
         return Err("should start with: / (fixed path) or ~/ (regex path)".into());
@@ -133,15 +146,6 @@ pub fn route_path(v: &Value) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn first_line(e: &regex::Error) -> String {
-    e.to_string()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 /// A service path: absolute, no query or fragment.

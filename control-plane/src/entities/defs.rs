@@ -490,8 +490,8 @@ fn targets() -> Record {
 
 fn consumers() -> Record {
     with_updated(base())
-        .field("username", Field::string())
-        .field("custom_id", Field::string())
+        .field("username", Field::string().custom(checks::header_safe))
+        .field("custom_id", Field::string().custom(checks::header_safe))
         .field("tags", tags())
         .check(|v| {
             // Kong's `at_least_one_of`: null and "" are both empty.

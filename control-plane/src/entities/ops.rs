@@ -225,6 +225,11 @@ pub(crate) fn check(d: &EntityDef, input: &Value, mode: Input) -> Result<Value, 
 fn check_plugin(v: &mut Value, mode: Input) -> Result<(), FieldErrors> {
     let name = v["name"].as_str().unwrap_or_default().to_string();
     v["config"] = crate::plugins::validate_config(&name, &v["config"], mode)?;
+    // What gantry-proxy cannot run is refused here, not NACKed by the fleet.
+    if gantry_proxy::plugins::SUPPORTED.contains(&name.as_str()) {
+        gantry_proxy::plugins::check_config(&name, &v["config"])
+            .map_err(|e| field_error("config", e))?;
+    }
     if !v["consumer"].is_null() && !crate::plugins::allows_consumer(&name) {
         return Err(field_error("consumer", "value must be null"));
     }

@@ -18,6 +18,8 @@ pub struct WriteTx {
     actor: String,
     at: i64,
     changes: usize,
+    /// (kind, id) of every entity version written, in order.
+    written: Vec<(String, String)>,
 }
 
 impl WriteTx {
@@ -47,6 +49,7 @@ impl WriteTx {
             actor: actor.to_string(),
             at: now_ms(),
             changes: 0,
+            written: Vec::new(),
         })
     }
 
@@ -57,6 +60,11 @@ impl WriteTx {
 
     pub fn changes(&self) -> usize {
         self.changes
+    }
+
+    /// (kind, id) of every entity created or changed so far (not deleted).
+    pub fn written(&self) -> &[(String, String)] {
+        &self.written
     }
 
     pub async fn get(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
@@ -127,6 +135,7 @@ impl WriteTx {
         audit_before: Option<&Value>,
         audit_after: Option<&Value>,
     ) -> Result<(), StoreError> {
+        self.written.push((kind.to_string(), id.to_string()));
         if self.backend == Backend::Postgres {
             return self
                 .put_batched(kind, id, data, index, operation, audit_before, audit_after)

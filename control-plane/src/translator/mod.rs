@@ -254,24 +254,14 @@ pub(crate) fn ms(ms: i64) -> Duration {
     }
 }
 
-/// Whether a regex is well-formed (RE2's syntax is, for what Kong accepts,
-/// the regex crate's). Parsed, not compiled: the same patterns recur in every
-/// virtual host and a full compile of thousands of them is slow.
+/// Whether a regex is one RE2 accepts, by gantry-proxy's own RE2 rules.
+/// Parsed, not compiled: the same patterns recur in every virtual host and
+/// a full compile of thousands of them is slow (admission compiles them).
 pub(crate) fn regex_ok(re: &str) -> Result<(), String> {
     if plainly_valid(re) {
         return Ok(());
     }
-    regex_syntax::Parser::new()
-        .parse(re)
-        .map(|_| ())
-        .map_err(|e| {
-            e.to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        })
+    gantry_proxy::config::check_regex(re)
 }
 
 /// Whether `re` is in a trivially valid subset: literals, escaped

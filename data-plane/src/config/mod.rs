@@ -21,6 +21,7 @@
 
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod clusters;
+mod fences;
 mod fields;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod headers;
@@ -44,10 +45,11 @@ pub use envoy_types::pb::envoy::config::{
     route::v3::RouteConfiguration,
 };
 pub use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+pub use fences::Fences;
 pub use headers::{AppendAction, HeaderAdd, HeaderMutations, HeaderStage};
 pub use listener::{Codec, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
-pub use re2::{Re2, RegexRewrite};
+pub use re2::{Re2, RegexRewrite, check_syntax as check_regex};
 pub use routes::{
     Action, ClusterChoice, Forward, HashPolicy, HostRewrite, MatchKind, Mirror, PathRedirect,
     Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route, RouteTable,
@@ -69,6 +71,8 @@ pub struct ResourceSet {
     pub clusters: BTreeMap<String, Cluster>,
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
     pub secrets: BTreeMap<String, Secret>,
+    /// What refused updates took out of service (see [`Fences`]).
+    pub fences: Fences,
 }
 
 /// Why a resource set cannot be compiled. `kind` is the Envoy resource type

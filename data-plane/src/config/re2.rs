@@ -147,6 +147,22 @@ impl Re2 {
     }
 }
 
+/// Whether `pattern` is a regex RE2 accepts, without compiling it (cheap:
+/// for validating many patterns at once). What [`Re2::new`] and
+/// [`RegexRewrite::new`] accept passes; so does a pattern only their
+/// compile refuses (one whose compiled size exceeds the `regex` crate's
+/// limits).
+pub fn check_syntax(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("regex must not be empty".into());
+    }
+    let t = translate(pattern)?;
+    regex_syntax::Parser::new()
+        .parse(&t)
+        .map(drop)
+        .map_err(|e| last_line(&e.to_string()))
+}
+
 /// One segment of an RE2 rewrite string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seg {

@@ -50,6 +50,13 @@ pub struct Directory {
     jwt_keys: HashMap<String, usize>,
 }
 
+/// Whether a consumer's id, username or custom id can be sent upstream in
+/// its identity headers (`X-Consumer-*`); the directory refuses one that
+/// cannot, and the control plane refuses to store it.
+pub fn is_header_safe(v: &str) -> bool {
+    HeaderValue::from_str(v).is_ok()
+}
+
 impl Directory {
     pub fn compile(list: &[pb::Consumer]) -> Result<Directory, String> {
         let mut d = Directory::default();

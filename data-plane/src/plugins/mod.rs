@@ -30,7 +30,7 @@ pub mod size_limit;
 mod transform;
 
 pub use client_ip::ClientIp;
-pub use consumers::{Consumer, Directory};
+pub use consumers::{Consumer, Directory, is_header_safe};
 pub use reject::{Answer, Reject};
 
 use gantry_shared::proto::plugins as pb;
@@ -120,62 +120,38 @@ impl Gateway {
 
 pub use pb::GANTRY_PROXY_RUNS as SUPPORTED;
 
-impl Gateway {
-    /// Whether every instance a route names is here, and no request
-    /// would meet more rate-limiting instances than there are scopes.
-    pub fn check(&self, r: &RoutePlugins) -> Result<(), String> {
-        let ids = r.plugins.iter().chain(r.consumers.values().flatten());
-        for id in ids {
-            if !self.plugins.contains_key(id) {
-                return Err(format!(
-                    "route {}: plugin {id} is not in the listener's plugin filter",
-                    r.route_id
-                ));
-            }
-        }
-        let limits = |ids: &[String]| {
-            ids.iter()
-                .filter(|id| {
-                    matches!(
-                        self.plugins.get(*id).map(|p| &p.kind),
-                        Some(Kind::RateLimiting(_))
-                    )
-                })
-                .count()
-        };
-        let most = limits(&r.plugins) + r.consumers.values().map(|c| limits(c)).max().unwrap_or(0);
-        if most > rate_limiting::MAX_STACKED {
-            return Err(format!(
-                "route {}: {most} rate-limiting instances apply; at most {} can",
-                r.route_id,
-                rate_limiting::MAX_STACKED
-            ));
-        }
-        Ok(())
-    }
-}
-
 fn compile_plugin(name: &str, config: &str) -> Result<Kind, String> {
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
+    compile_kind(name, &v)
+}
+
+/// Whether gantry-proxy can run plugin `name` with `config` (Kong's
+/// config, every field present): the control plane admits a plugin only
+/// if this compiler, the one the proxy runs, accepts it.
+pub fn check_config(name: &str, config: &serde_json::Value) -> Result<(), String> {
+    compile_kind(name, config).map(drop)
+}
+
+fn compile_kind(name: &str, v: &serde_json::Value) -> Result<Kind, String> {
     Ok(match name {
-        "correlation-id" => Kind::CorrelationId(correlation_id::CorrelationId::compile(&v)?),
-        "ip-restriction" => Kind::IpRestriction(ip_restriction::IpRestriction::compile(&v)?),
-        "cors" => Kind::Cors(cors::Cors::compile(&v)?),
-        "request-size-limiting" => Kind::SizeLimit(size_limit::SizeLimit::compile(&v)?),
-        "proxy-cache" => Kind::ProxyCache(Arc::new(proxy_cache::ProxyCache::compile(&v)?)),
+        "correlation-id" => Kind::CorrelationId(correlation_id::CorrelationId::compile(v)?),
+        "ip-restriction" => Kind::IpRestriction(ip_restriction::IpRestriction::compile(v)?),
+        "cors" => Kind::Cors(cors::Cors::compile(v)?),
+        "request-size-limiting" => Kind::SizeLimit(size_limit::SizeLimit::compile(v)?),
+        "proxy-cache" => Kind::ProxyCache(Arc::new(proxy_cache::ProxyCache::compile(v)?)),
         "request-validator" => {
-            Kind::RequestValidator(Arc::new(request_validator::RequestValidator::compile(&v)?))
+            Kind::RequestValidator(Arc::new(request_validator::RequestValidator::compile(v)?))
         }
-        "jwt" => Kind::Jwt(jwt::Jwt::compile(&v)?),
-        "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(&v)?),
-        "acl" => Kind::Acl(acl::Acl::compile(&v)?),
-        "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(&v)?),
+        "jwt" => Kind::Jwt(jwt::Jwt::compile(v)?),
+        "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(v)?),
+        "acl" => Kind::Acl(acl::Acl::compile(v)?),
+        "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(v)?),
         "request-transformer" => Kind::RequestTransformer(Arc::new(
-            request_transformer::RequestTransformer::compile(&v)?,
+            request_transformer::RequestTransformer::compile(v)?,
         )),
         "response-transformer" => Kind::ResponseTransformer(Arc::new(
-            response_transformer::ResponseTransformer::compile(&v)?,
+            response_transformer::ResponseTransformer::compile(v)?,
         )),
         // Refused rather than skipped: a policy the operator configured
         // must not silently stop applying.
@@ -316,7 +292,7 @@ struct Chain<'a> {
 }
 
 impl<'a> Chain<'a> {
-    fn add(&mut self, p: &'a Plugin) {
+    fn add(&mut self, p: &'a Plugin) -> Result<(), Reject> {
         match &p.kind {
             Kind::CorrelationId(c) => self.correlation_id = Some(c),
             Kind::IpRestriction(i) => self.ip_restriction = Some(i),
@@ -325,10 +301,13 @@ impl<'a> Chain<'a> {
             Kind::Jwt(j) => self.jwt = Some(j),
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
-            // Limits stack: every instance that applies must admit.
+            // Limits stack: every instance that applies must admit. One
+            // more than there are scopes cannot come from Kong's
+            // precedence; it is refused, never dropped.
             Kind::RateLimiting(r) => {
                 if !self.rate_limiting.push(&p.id, r) {
-                    tracing::warn!(plugin = %p.id, "more rate-limiting instances than scopes; ignoring");
+                    tracing::warn!(plugin = %p.id, "more rate-limiting instances than scopes; refusing");
+                    return Err(Reject::new(500, "An unexpected error occurred"));
                 }
             }
             Kind::RequestTransformer(t) => self.request_transformer = Some(t),
@@ -336,6 +315,7 @@ impl<'a> Chain<'a> {
             Kind::RequestValidator(v) => self.request_validator = Some(v),
             Kind::ResponseTransformer(t) => self.response_transformer = Some(t),
         }
+        Ok(())
     }
 
     /// A route may name an instance its listener does not have yet (or
@@ -350,7 +330,7 @@ impl<'a> Chain<'a> {
     fn extend(&mut self, g: &'a Gateway, ids: &'a [String]) -> Result<(), Reject> {
         for id in ids {
             match g.plugins.get(id) {
-                Some(p) => self.add(p),
+                Some(p) => self.add(p)?,
                 None => {
                     tracing::warn!(plugin = %id, "route names a plugin its listener does not have; refusing");
                     return Err(Reject::new(500, "An unexpected error occurred"));

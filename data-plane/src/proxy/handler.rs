@@ -183,6 +183,18 @@ async fn route(
     };
     let route = selected.route;
     let span = tracing::debug_span!("request", route = %route.name, listener = %conn.listener);
+    // Fail closed: a route whose policies this proxy does not hold as the
+    // control plane last sent them is not served (see config::Fences).
+    if rt.fenced(
+        &conn.listener,
+        &listener.route_config,
+        route.plugins.is_some(),
+    ) || (route.plugins.is_some() && listener.gateway.is_none())
+    {
+        shared.stats.policy_refused.inc();
+        tracing::warn!(parent: &span, "route's policies are not held (refused update or missing plugin filter); refusing");
+        return kong_error(plugins::Reject::new(500, "An unexpected error occurred"));
+    }
     // Kong's plugins: they may answer instead of the route, and leave
     // headers for the response.
     // The request id is settled before any filter runs, as in Envoy's

@@ -7,7 +7,7 @@ use super::health::HealthCheckers;
 use super::lb::ClusterState;
 use super::listeners::ListenerSet;
 use super::stats::Stats;
-use crate::config::{Compiled, ListenerConfig, ResourceSet, compile};
+use crate::config::{Compiled, Fences, ListenerConfig, ResourceSet, compile};
 use crate::xds::Applier;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct Runtime {
     pub version: String,
     pub compiled: Compiled,
@@ -26,6 +27,16 @@ pub struct Runtime {
     pub endpoint_names: Vec<String>,
     pub secret_names: Vec<String>,
     pub applied_at: std::time::SystemTime,
+    /// What refused updates took out of service.
+    pub fences: Arc<Fences>,
+}
+
+impl Runtime {
+    /// Whether a request on `listener` routed to a route that runs
+    /// plugins (or not) is fenced by a refused update.
+    pub fn fenced(&self, listener: &str, route_config: &str, has_plugins: bool) -> bool {
+        !self.fences.is_empty() && self.fences.refuses(listener, route_config, has_plugins)
+    }
 }
 
 impl Runtime {
@@ -38,6 +49,7 @@ impl Runtime {
             endpoint_names: Vec::new(),
             secret_names: Vec::new(),
             applied_at: std::time::SystemTime::now(),
+            fences: Arc::default(),
         }
     }
 }
@@ -85,7 +97,6 @@ impl Shared {
     pub fn install(self: &Arc<Self>, set: &ResourceSet, version: &str) -> Result<(), String> {
         let compiled = compile(set).map_err(|e| e.to_string())?;
         let prev = self.current();
-        check_plugin_references(&compiled, &prev)?;
         let clusters = compiled
             .clusters
             .iter()
@@ -116,6 +127,7 @@ impl Shared {
             endpoint_names: set.endpoints.keys().cloned().collect(),
             secret_names: set.secrets.keys().cloned().collect(),
             applied_at: std::time::SystemTime::now(),
+            fences: Arc::new(set.fences.clone()),
         }));
         set_guard.commit(plan, self);
         let rt = self.current();
@@ -125,6 +137,18 @@ impl Shared {
         tracing::info!(version, "config applied");
         release_freed_memory();
         Ok(())
+    }
+
+    /// Swaps in the running configuration with `fences`: nothing is
+    /// compiled, so this cannot fail.
+    pub fn fence(&self, fences: &Fences) {
+        let cur = self.current();
+        if *cur.fences == *fences {
+            return;
+        }
+        let mut next = Runtime::clone(&cur);
+        next.fences = Arc::new(fences.clone());
+        self.runtime.store(Arc::new(next));
     }
 
     /// Stops every listener and waits (bounded by the drain timeout) for
@@ -141,36 +165,6 @@ impl Shared {
     }
 }
 
-/// Routes name plugin instances their listener carries. Listeners arrive
-/// before routes, so a new listener may briefly lack what the old routes
-/// name (those requests are refused, see `plugins::access`); but routes
-/// naming instances an unchanged listener lacks would stay broken (the
-/// listener that carries them was refused), so they are refused too.
-fn check_plugin_references(compiled: &Compiled, prev: &Runtime) -> Result<(), String> {
-    for l in &compiled.listeners {
-        let (Some(g), Some(t)) = (&l.gateway, compiled.routes.get(&l.route_config)) else {
-            continue;
-        };
-        let unchanged = prev
-            .listeners
-            .get(&l.name)
-            .is_some_and(|p| p.gateway == l.gateway);
-        if !unchanged {
-            continue;
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in t.routes() {
-            if let Some(p) = &r.plugins
-                && seen.insert(Arc::as_ptr(p))
-            {
-                g.check(p)
-                    .map_err(|e| format!("RouteConfiguration {}: {e}", l.route_config))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The xDS client's hook: what it applies, the proxy runs.
 pub struct Core(pub Arc<Shared>);
 
@@ -180,6 +174,10 @@ impl Applier for Core {
             self.0.stats.config_rejected.inc();
             tracing::warn!(version, error = %e, "config refused; keeping the last good one");
         })
+    }
+
+    fn fence(&self, fences: &Fences) {
+        self.0.fence(fences);
     }
 }
 

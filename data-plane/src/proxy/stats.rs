@@ -50,6 +50,7 @@ pub struct Stats {
     pub upstream_rq_per_try_timeout: Family<ClusterLabel, Counter>,
     pub config_applied: Counter,
     pub config_rejected: Counter,
+    pub policy_refused: Counter,
 }
 
 impl Stats {
@@ -71,6 +72,7 @@ impl Stats {
             upstream_rq_per_try_timeout: Family::default(),
             config_applied: Counter::default(),
             config_rejected: Counter::default(),
+            policy_refused: Counter::default(),
         };
         let r = &mut s.registry;
         r.register(
@@ -87,6 +89,11 @@ impl Stats {
             "no_route",
             "Requests with no matching route (404)",
             s.no_route.clone(),
+        );
+        r.register(
+            "policy_refused",
+            "Requests refused because a policy of their route is not held: fenced by a refused update, or naming a plugin instance the listener lacks (500)",
+            s.policy_refused.clone(),
         );
         r.register(
             "no_cluster",

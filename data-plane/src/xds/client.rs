@@ -4,7 +4,7 @@
 use super::backoff::Backoff;
 use super::refs::references;
 use super::snapshot_file;
-use super::state::{Held, Kind, State, Update, decode, now_ms, wanted};
+use super::state::{Decoded, Held, Kind, State, Update, decode, now_ms, wanted};
 use crate::config::ResourceSet;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
@@ -84,7 +84,15 @@ impl Default for Tuning {
 /// `error_detail`; the proxy keeps serving its last good config).
 pub trait Applier: Send + Sync + 'static {
     fn apply(&self, set: &ResourceSet, version: &str) -> Result<(), String>;
+    /// After a refusal: the running configuration stays, with `fences`
+    /// (see [`crate::config::Fences`]) taking effect now. Cannot fail: a
+    /// fence that did not take effect would let refused policies lapse.
+    fn fence(&self, fences: &crate::config::Fences);
 }
+
+/// Why a response is refused before it reaches the applier, with each of
+/// its resources (decoded where it could be), for the fences.
+type Refusal = (String, Vec<(String, Option<Decoded>)>);
 
 /// Where the configuration being served came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -115,6 +123,8 @@ pub struct ClientStatus {
     /// Names the applied listeners and clusters reference but the client
     /// does not hold (yet), as `"RDS/name"`. Empty once in sync.
     pub missing: Vec<String>,
+    /// What refused updates took out of service, as `"LDS/name: reason"`.
+    pub fences: Vec<String>,
     /// Why the last stream ended or the last attempt failed.
     pub last_error: Option<String>,
     /// Streams opened since start.
@@ -486,7 +496,12 @@ impl Conn {
         };
         let update = match self.update_from(kind, resp) {
             Ok(u) => u,
-            Err(reason) => {
+            Err((reason, refused)) => {
+                let refused: Vec<(&str, Option<&Decoded>)> = refused
+                    .iter()
+                    .map(|(n, d)| (n.as_str(), d.as_ref()))
+                    .collect();
+                self.refused(|st| st.refuse(kind, &refused, &reason)).await;
                 return self.nack(out, Some(kind), kind.type_url(), &nonce, &version, reason);
             }
         };
@@ -499,6 +514,7 @@ impl Conn {
             return Ok(());
         }
         let (upserts, removals) = (update.upserts.len(), update.removals.len());
+        let names: Vec<String> = update.upserts.iter().map(|(n, _, _)| n.clone()).collect();
         let candidate = self.state.candidate(update);
         let applier = self.applier.clone();
         let verdict = tokio::task::spawn_blocking(move || {
@@ -518,7 +534,9 @@ impl Conn {
                 self.save_snapshot().await;
                 Ok(())
             }
-            Ok((_, Err(reason))) => {
+            Ok((candidate, Err(reason))) => {
+                self.refused(|st| st.refuse_candidate(&candidate, &reason))
+                    .await;
                 self.nack(out, Some(kind), kind.type_url(), &nonce, &version, reason)
             }
             Err(e) => {
@@ -527,19 +545,41 @@ impl Conn {
                 } else {
                     "the configuration could not be applied".to_string()
                 };
+                // The candidate went down with the task: fence every
+                // resource of the type the response named.
+                let refused: Vec<(&str, Option<&Decoded>)> =
+                    names.iter().map(|n| (n.as_str(), None)).collect();
+                self.refused(|st| st.refuse(kind, &refused, &reason)).await;
                 self.nack(out, Some(kind), kind.type_url(), &nonce, &version, reason)
             }
         }
     }
 
-    /// Decodes a response into an update, or says which resource is wrong.
-    fn update_from(&self, kind: Kind, resp: DeltaDiscoveryResponse) -> Result<Update, String> {
+    /// Records a refusal in the state; when it fences something, the
+    /// proxy enforces the fences at once and the snapshot file keeps them.
+    async fn refused(&mut self, record: impl FnOnce(&mut State) -> bool) {
+        if !record(&mut self.state) {
+            return;
+        }
+        let fences = &self.state.set().fences;
+        tracing::warn!(node = %self.cfg.node_id, fences = ?fences.describe(), "refused update fences routes until it is replaced");
+        self.applier.fence(fences);
+        self.publish();
+        self.save_snapshot().await;
+    }
+
+    /// Decodes a response into an update, or says which resource is wrong
+    /// and gives every resource of the response, decoded where it could be.
+    fn update_from(&self, kind: Kind, resp: DeltaDiscoveryResponse) -> Result<Update, Refusal> {
         let subscribed = self.subs.get(&kind);
         let mut upserts = Vec::with_capacity(resp.resources.len());
+        let mut failed: Option<String> = None;
+        let mut undecoded: Vec<String> = Vec::new();
         for r in resp.resources {
             let name = r.name;
             if name.is_empty() {
-                return Err(format!("a {} resource has no name", kind.short()));
+                failed.get_or_insert_with(|| format!("a {} resource has no name", kind.short()));
+                continue;
             }
             if !kind.is_wildcard() && !subscribed.is_some_and(|s| s.contains(&name)) {
                 // Sent before our unsubscribe reached the server.
@@ -551,10 +591,20 @@ impl Conn {
                 if self.state.held_version(kind, &name) == Some(r.version.as_str()) {
                     continue;
                 }
-                return Err(format!("{} resource {name:?} has no body", kind.short()));
+                failed.get_or_insert_with(|| {
+                    format!("{} resource {name:?} has no body", kind.short())
+                });
+                undecoded.push(name);
+                continue;
             };
-            let decoded = decode(kind, &any)
-                .map_err(|e| format!("{} resource {name:?} {e}", kind.short()))?;
+            let decoded = match decode(kind, &any) {
+                Ok(d) => d,
+                Err(e) => {
+                    failed.get_or_insert_with(|| format!("{} resource {name:?} {e}", kind.short()));
+                    undecoded.push(name);
+                    continue;
+                }
+            };
             upserts.push((
                 name,
                 Held {
@@ -563,6 +613,12 @@ impl Conn {
                 },
                 decoded,
             ));
+        }
+        if let Some(reason) = failed {
+            let mut refused: Vec<(String, Option<Decoded>)> =
+                upserts.into_iter().map(|(n, _, d)| (n, Some(d))).collect();
+            refused.extend(undecoded.into_iter().map(|n| (n, None)));
+            return Err((reason, refused));
         }
         let mut removals = resp.removed_resources;
         removals.extend(resp.removed_resource_names.into_iter().map(|r| r.name));
@@ -656,6 +712,7 @@ fn fill_types(s: &mut ClientStatus, st: &State, subs: Option<&BTreeMap<Kind, BTr
             _ => None,
         };
     }
+    s.fences = st.set().fences.describe();
     s.missing = st
         .missing()
         .into_iter()

@@ -34,6 +34,9 @@ pub struct SnapshotFile {
     /// type URL → resource name → entry.
     #[serde(default)]
     pub resources: BTreeMap<String, BTreeMap<String, Entry>>,
+    /// What refused updates fenced, so a restart does not lift it.
+    #[serde(default)]
+    pub fences: crate::config::Fences,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

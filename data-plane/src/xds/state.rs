@@ -298,12 +298,96 @@ impl State {
                 }
             }
         }
+        // An accepted update settles whatever a refusal of the same
+        // resource fenced (the new version replaces the one refused).
+        for (k, n, _) in &changes {
+            match k {
+                Kind::Listener => set.fences.listener_settled(n),
+                Kind::Route => set.fences.route_config_settled(n),
+                _ => false,
+            };
+        }
         Candidate {
             kind,
             version: u.version,
             set,
             changes,
         }
+    }
+
+    /// Records the refusal of an update of `kind`: each refused resource
+    /// (`None` when it did not decode) fences what it would have changed
+    /// in the policies the running configuration enforces. Returns whether
+    /// the fences changed.
+    pub fn refuse(
+        &mut self,
+        kind: Kind,
+        refused: &[(&str, Option<&Decoded>)],
+        reason: &str,
+    ) -> bool {
+        let mut changed = false;
+        for (name, d) in refused {
+            changed |= match (kind, d) {
+                (Kind::Listener, None) => self.set.fences.listener_refused(
+                    name,
+                    self.set.listeners.get(*name),
+                    None,
+                    reason,
+                ),
+                (Kind::Listener, Some(Decoded::Listener(l))) => {
+                    let running = self.set.listeners.get(*name);
+                    self.set
+                        .fences
+                        .listener_refused(name, running, Some(l), reason)
+                }
+                (Kind::Route, None) => self.set.fences.route_config_refused(
+                    name,
+                    self.set.routes.get(*name),
+                    None,
+                    reason,
+                ),
+                (Kind::Route, Some(Decoded::Route(r))) => {
+                    let running = self.set.routes.get(*name);
+                    self.set
+                        .fences
+                        .route_config_refused(name, running, Some(r), reason)
+                }
+                _ => false,
+            };
+        }
+        changed
+    }
+
+    /// [`State::refuse`] for a candidate the applier refused: the update's
+    /// resources as the candidate decoded them.
+    pub fn refuse_candidate(&mut self, c: &Candidate, reason: &str) -> bool {
+        let decoded: Vec<(String, Option<Decoded>)> = c
+            .changes
+            .iter()
+            .filter(|(k, _, h)| *k == c.kind && h.is_some())
+            .map(|(k, n, _)| {
+                let d = match k {
+                    Kind::Listener => c
+                        .set
+                        .listeners
+                        .get(n)
+                        .map(|l| Decoded::Listener(Box::new(l.clone()))),
+                    Kind::Route => c
+                        .set
+                        .routes
+                        .get(n)
+                        .map(|r| Decoded::Route(Box::new(r.clone()))),
+                    _ => None,
+                };
+                (n.clone(), d)
+            })
+            .filter(|(_, d)| d.is_some())
+            .collect();
+        let refs: Vec<(&str, Option<&Decoded>)> = decoded
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_ref()))
+            .collect();
+        self.refuse(c.kind, &refs, reason)
     }
 
     /// Makes an accepted candidate the state.
@@ -363,6 +447,7 @@ impl State {
                 .map(|(k, v)| (k.type_url().to_string(), v.clone()))
                 .collect(),
             resources,
+            fences: self.set.fences.clone(),
         }
     }
 
@@ -396,6 +481,7 @@ impl State {
             }
         }
         st.last_version = (!file.version.is_empty()).then(|| file.version.clone());
+        st.set.fences = file.fences.clone();
         Ok(st)
     }
 
