@@ -5,7 +5,7 @@
 #   bench/controlplane.sh --smoke   a tiny run for CI (well under a minute after
 #                                   the build); numbers are printed, not judged
 #   bench/controlplane.sh --only hold,bytes
-#                                   some of: translate, fleet, hold, bytes, writes
+#                                   some of: translate, fleet, hold, bytes, hostile, writes
 #
 # Builds gantry-cp and gantry-bench in release, starts a fresh gantry-cp per
 # measurement (ports picked by the kernel, SQLite in a temp dir, or its own
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 SMOKE=0
-ONLY=translate,fleet,hold,bytes,writes
+ONLY=translate,fleet,hold,bytes,hostile,writes
 while (( $# )); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -161,6 +161,13 @@ if wanted bytes; then
   sqlite_cp bytes
   "$BENCH" xds-bytes --admin "$CP_ADMIN" --xds "$CP_XDS" --sizes "$BYTES_SIZES" \
     --streams "$BYTES_STREAMS" --writes "$BYTES_WRITES" "${SMOKE_FLAG[@]}"
+  stop_cp
+fi
+
+if wanted hostile; then
+  log "hostile admin requests"
+  sqlite_cp hostile
+  "$BENCH" admin-hostile --admin "$CP_ADMIN" --cp-pid "$CP_PID" --clk-tck "$CLK_TCK" "${SMOKE_FLAG[@]}"
   stop_cp
 fi
 

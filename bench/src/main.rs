@@ -8,6 +8,7 @@
 mod admin;
 mod codec;
 mod fleet;
+mod hostile;
 mod procstat;
 mod rate;
 mod report;
@@ -37,6 +38,8 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Admin writes per second with concurrent clients.
     AdminWrites(writes::WritesArgs),
+    /// Time and memory hostile admin requests cost a running gantry-cp.
+    AdminHostile(hostile::HostileArgs),
     /// Latency of GETs at a fixed request rate (the data-plane harness's
     /// latency-added measurement).
     Rate(rate::RateArgs),
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             Command::XdsBytes(a) => xds::bytes_per_change(a).await,
             Command::Translate(a) => translate::run(a).await,
             Command::AdminWrites(a) => writes::run(a).await,
+            Command::AdminHostile(a) => hostile::run(a).await,
             Command::Rate(a) => rate::run(a).await,
         }
     })

@@ -48,13 +48,25 @@ pub async fn check_written(tx: &mut WriteTx, opts: &ProxyOptions) -> Result<(), 
         return Ok(());
     }
     let entities = neighbourhood(tx, &seeds).await?;
-    check(&entities, opts)
+    check_off_runtime(entities, opts).await
 }
 
 /// Checks the whole configuration as the transaction leaves it.
 pub async fn check_all(tx: &mut WriteTx, opts: &ProxyOptions) -> Result<(), AdmissionError> {
     let entities = tx.all_current().await?;
-    check(&entities, opts)
+    check_off_runtime(entities, opts).await
+}
+
+/// Translating and compiling a large configuration takes CPU for a while:
+/// on a blocking thread, so the admin API's other requests are served.
+async fn check_off_runtime(
+    entities: Vec<Stored>,
+    opts: &ProxyOptions,
+) -> Result<(), AdmissionError> {
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || check(&entities, &opts))
+        .await
+        .map_err(|e| AdmissionError::Refused(format!("the check did not finish: {e}")))?
 }
 
 /// Translates `entities` for both flavours and compiles gantry-proxy's

@@ -45,6 +45,9 @@ pub struct Field {
     pub one_of: Option<Vec<Value>>,
     pub between: Option<(f64, f64)>,
     pub len_min: Option<usize>,
+    /// At most this many characters (strings) or items (arrays, sets,
+    /// maps); unset means [`STRING_MAX`] or [`ITEMS_MAX`].
+    pub len_max: Option<usize>,
     pub custom: Option<Custom>,
     pub secret: bool,
     pub description: &'static str,
@@ -82,6 +85,7 @@ impl Field {
             one_of: None,
             between: None,
             len_min: None,
+            len_max: None,
             custom: None,
             secret: false,
             description: "",
@@ -141,6 +145,10 @@ impl Field {
         self.len_min = Some(n);
         self
     }
+    pub fn len_max(mut self, n: usize) -> Self {
+        self.len_max = Some(n);
+        self
+    }
     pub fn custom(mut self, c: Custom) -> Self {
         self.custom = Some(c);
         self
@@ -154,6 +162,14 @@ impl Field {
         self
     }
 }
+
+/// The longest string a field takes unless its schema says otherwise.
+/// Kong sets no limit; Gantry pushes every value to every proxy, and no
+/// request header (Envoy's limit is 60 KiB for all of them) could match a
+/// longer one.
+pub const STRING_MAX: usize = 8 * 1024;
+/// The most items an array, set or map takes unless its schema says otherwise.
+pub const ITEMS_MAX: usize = 1000;
 
 /// How input arrived: JSON keeps its types; form-encoded input is all
 /// strings and is coerced by the schema, as Kong does.
@@ -298,10 +314,23 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
             return Err(Value::String(format!("length must be at least {min}")));
         }
     }
+    if let Value::String(st) = &v {
+        let max = field.len_max.unwrap_or(STRING_MAX);
+        // Bytes bound characters from above: count only when it may matter.
+        if st.len() > max && st.chars().count() > max {
+            return Err(Value::String(format!("length must be at most {max}")));
+        }
+    }
     if let Some(c) = field.custom {
         c(&v).map_err(Value::String)?;
     }
     Ok(v)
+}
+
+/// An array, set or map with more items than `field` takes.
+fn too_many(field: &Field, n: usize) -> Option<Value> {
+    let max = field.len_max.unwrap_or(ITEMS_MAX);
+    (n > max).then(|| Value::String(format!("length must be at most {max}")))
 }
 
 fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value> {
@@ -355,7 +384,12 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
         Ty::Array(elem) | Ty::Set(elem) => {
             let is_set = matches!(field.ty, Ty::Set(_));
             let items: Vec<Value> = match value {
-                Value::Array(a) => a.clone(),
+                Value::Array(a) => {
+                    if let Some(e) = too_many(field, a.len()) {
+                        return Err(e);
+                    }
+                    a.clone()
+                }
                 // Form posts of one element (`methods=GET`) and Kong's
                 // indexed form (`paths[1]=/a`) arrive as a string or an
                 // object keyed by index.
@@ -379,10 +413,11 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
             let mut out = Vec::with_capacity(items.len());
             let mut errs = vec![Value::Null; items.len()];
             let mut any_err = false;
+            let mut seen = std::collections::HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 match validate_field(elem, Some(item), mode) {
                     Ok(v) => {
-                        if is_set && out.contains(&v) {
+                        if is_set && !seen.insert(v.to_string()) {
                             errs[i] = Value::String("duplicate value".into());
                             any_err = true;
                         } else {
@@ -405,6 +440,9 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
             let Value::Object(o) = value else {
                 return err("expected a map");
             };
+            if let Some(e) = too_many(field, o.len()) {
+                return Err(e);
+            }
             let mut out = Map::new();
             let mut errs = Map::new();
             for (k, v) in o {

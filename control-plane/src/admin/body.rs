@@ -97,15 +97,71 @@ pub fn parse_entity_body(raw: &RawBody) -> Result<Body, ApiError> {
     }
 }
 
+/// At most this many form pairs, as Kong's admin API (`Too many arguments`).
+pub const MAX_FORM_PAIRS: usize = 1000;
+/// At most this many segments in one form key (`config.a.b[1].c`): bodies
+/// nest no deeper than the schemas they fill.
+pub const MAX_FORM_DEPTH: usize = 32;
+
 /// Builds a JSON tree from form pairs. `a.b=1` nests, `a[]=x` appends,
-/// `a[2]=x` sets an index, and a repeated plain key becomes an array.
+/// `a[2]=x` sets an index (from 1, as Kong's), and a repeated plain key
+/// becomes an array. Indexes are kept sparse while parsing, so a large
+/// index costs nothing; one that leaves a gap is refused.
 pub fn parse_form(bytes: &[u8]) -> Result<Value, ApiError> {
-    let mut root = Value::Object(Map::new());
-    for (k, v) in form_urlencoded::parse(bytes) {
-        insert_path(&mut root, &k, Value::String(v.into_owned()))
-            .map_err(|m| ApiError::bad_request(format!("invalid form key '{k}': {m}")))?;
+    let mut root = Node::Obj(Vec::new());
+    for (n, (k, v)) in form_urlencoded::parse(bytes).enumerate() {
+        if n >= MAX_FORM_PAIRS {
+            return Err(ApiError::bad_request("Too many arguments"));
+        }
+        insert_path(&mut root, &k, v.into_owned())
+            .map_err(|m| ApiError::bad_request(format!("invalid form key '{}': {m}", clip(&k))))?;
     }
-    Ok(root)
+    root.into_value()
+        .map_err(|m| ApiError::bad_request(format!("invalid form body: {m}")))
+}
+
+/// A key as quoted in an error: hostile keys can be long.
+fn clip(k: &str) -> String {
+    match k.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &k[..i]),
+        None => k.to_string(),
+    }
+}
+
+/// A form tree while it is built: objects keep insertion order, arrays are
+/// sparse (index to node) until the end.
+enum Node {
+    Obj(Vec<(String, Node)>),
+    Arr(std::collections::BTreeMap<usize, Node>),
+    Leaf(String),
+    /// A repeated plain key.
+    Many(Vec<String>),
+}
+
+impl Node {
+    fn into_value(self) -> Result<Value, String> {
+        Ok(match self {
+            Node::Leaf(s) => Value::String(s),
+            Node::Many(v) => Value::Array(v.into_iter().map(Value::String).collect()),
+            Node::Obj(fields) => {
+                let mut m = Map::new();
+                for (k, n) in fields {
+                    m.insert(k, n.into_value()?);
+                }
+                Value::Object(m)
+            }
+            Node::Arr(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, (idx, n)) in items.into_iter().enumerate() {
+                    if idx != i {
+                        return Err(format!("index {} leaves a gap", idx + 1));
+                    }
+                    out.push(n.into_value()?);
+                }
+                Value::Array(out)
+            }
+        })
+    }
 }
 
 enum Seg<'a> {
@@ -131,68 +187,79 @@ fn segments(key: &str) -> Result<Vec<Seg<'_>>, &'static str> {
             out.push(if inner.is_empty() {
                 Seg::Append
             } else {
-                Seg::Index(inner.parse().map_err(|_| "index must be a number")?)
+                match inner.parse::<usize>() {
+                    Ok(n) if n >= 1 => Seg::Index(n - 1),
+                    _ => return Err("index must be a number from 1"),
+                }
             });
             rest = &rest[close + 1..];
             if !rest.is_empty() && !rest.starts_with('[') {
                 return Err("unexpected text after ']'");
             }
         }
+        if out.len() > MAX_FORM_DEPTH {
+            return Err("nested too deeply");
+        }
     }
     Ok(out)
 }
 
-fn insert_path(root: &mut Value, key: &str, val: Value) -> Result<(), &'static str> {
+fn insert_path(root: &mut Node, key: &str, val: String) -> Result<(), &'static str> {
     let segs = segments(key)?;
     let mut cur = root;
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
+        let fresh = || match segs.get(i + 1) {
+            Some(Seg::Append | Seg::Index(_)) => Node::Arr(Default::default()),
+            _ => Node::Obj(Vec::new()),
+        };
         match seg {
             Seg::Key(k) => {
-                let obj = cur.as_object_mut().ok_or("conflicting keys")?;
+                let Node::Obj(fields) = cur else {
+                    return Err("conflicting keys");
+                };
+                let pos = match fields.iter().position(|(f, _)| f == k) {
+                    Some(p) => p,
+                    None if last => {
+                        fields.push((k.to_string(), Node::Leaf(val)));
+                        return Ok(());
+                    }
+                    None => {
+                        fields.push((k.to_string(), fresh()));
+                        fields.len() - 1
+                    }
+                };
+                let slot = &mut fields[pos].1;
                 if last {
-                    match obj.get_mut(*k) {
-                        // Kong: a repeated plain key collects its values.
-                        Some(Value::Array(a)) => a.push(val),
-                        Some(existing) => {
-                            let prev = existing.take();
-                            *existing = Value::Array(vec![prev, val]);
+                    // Kong: a repeated plain key collects its values.
+                    return match slot {
+                        Node::Leaf(prev) => {
+                            let prev = std::mem::take(prev);
+                            *slot = Node::Many(vec![prev, val]);
+                            Ok(())
                         }
-                        None => {
-                            obj.insert((*k).to_string(), val);
+                        Node::Many(v) => {
+                            v.push(val);
+                            Ok(())
                         }
-                    }
-                    return Ok(());
+                        _ => Err("conflicting keys"),
+                    };
                 }
-                let next_is_array = matches!(segs[i + 1], Seg::Append | Seg::Index(_));
-                cur = obj.entry(k.to_string()).or_insert_with(|| {
-                    if next_is_array {
-                        Value::Array(Vec::new())
-                    } else {
-                        Value::Object(Map::new())
-                    }
-                });
+                cur = slot;
             }
             Seg::Append | Seg::Index(_) => {
-                let arr = cur.as_array_mut().ok_or("conflicting keys")?;
-                let idx = match seg {
-                    Seg::Index(n) => n.saturating_sub(1), // Kong's form indexes start at 1
-                    _ => arr.len(),
+                let Node::Arr(items) = cur else {
+                    return Err("conflicting keys");
                 };
-                if idx > 10_000 {
-                    return Err("index too large");
-                }
-                while arr.len() <= idx {
-                    arr.push(Value::Null);
-                }
+                let idx = match seg {
+                    Seg::Index(n) => *n,
+                    _ => items.last_key_value().map_or(0, |(k, _)| k + 1),
+                };
                 if last {
-                    arr[idx] = val;
+                    items.insert(idx, Node::Leaf(val));
                     return Ok(());
                 }
-                if arr[idx].is_null() {
-                    arr[idx] = Value::Object(Map::new());
-                }
-                cur = &mut arr[idx];
+                cur = items.entry(idx).or_insert_with(fresh);
             }
         }
     }
@@ -221,5 +288,24 @@ mod tests {
     fn bad_form_keys_are_rejected() {
         assert!(parse_form(b"a[=1").is_err());
         assert!(parse_form(b"a=1&a.b=2").is_err());
+        assert!(parse_form(b"a[0]=1").is_err(), "indexes start at 1");
+        assert!(parse_form(b"a[2]=1").is_err(), "a gap");
+    }
+
+    #[test]
+    fn hostile_forms_are_bounded() {
+        // Deep keys: refused before anything nests.
+        let deep = format!("x{}=1", ".a".repeat(5000));
+        assert!(parse_form(deep.as_bytes()).is_err());
+        // Sparse indexes allocate nothing: refused as a gap.
+        let sparse: Vec<String> = (0..3000).map(|n| format!("k{n}[10001]=x")).collect();
+        assert!(parse_form(sparse.join("&").as_bytes()).is_err());
+        let huge = format!("a[{}]=1", usize::MAX);
+        assert!(parse_form(huge.as_bytes()).is_err());
+        // Kong's argument limit.
+        let many: Vec<String> = (0..1001).map(|n| format!("k{n}=x")).collect();
+        assert!(parse_form(many.join("&").as_bytes()).is_err());
+        let ok: Vec<String> = (0..1000).map(|n| format!("k{n}=x")).collect();
+        assert!(parse_form(ok.join("&").as_bytes()).is_ok());
     }
 }

@@ -37,6 +37,8 @@ pub struct Admin {
     /// What the proxies are told about their listeners; writes are
     /// admitted against it (see `crate::admission`).
     pub proxy: Arc<crate::translator::ProxyOptions>,
+    /// Declarative documents are read one at a time (see `config.rs`).
+    pub documents: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the admin API shows of the xDS server.
@@ -55,6 +57,7 @@ impl Admin {
             actor: Arc::from("anonymous"),
             listen: listen.into(),
             proxy: Arc::default(),
+            documents: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

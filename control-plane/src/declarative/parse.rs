@@ -61,9 +61,87 @@ fn parse_text(text: &str) -> Result<Value, DeclarativeError> {
     }
 }
 
+/// YAML flow collections (`[`, `{`) may nest at most this deep: deeper ones
+/// cost libyaml quadratic time (25,000 `{a: ` take seconds), and the
+/// deserializer refuses more than 128 levels anyway.
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`], by one
+/// linear scan that skips quoted scalars and comments. Brackets inside
+/// block scalars count too: the limit is far above any real document.
+fn flow_too_deep(text: &str) -> bool {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'\'' => {
+                i += 1;
+                while i < b.len() && b[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            b'#' if i == 0 || b[i - 1].is_ascii_whitespace() => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 fn parse_yaml(text: &str) -> Result<Value, String> {
+    if flow_too_deep(text) {
+        return Err(format!(
+            "collections are nested more than {MAX_FLOW_DEPTH} levels deep"
+        ));
+    }
     let mut y: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     // `<<: *anchor` merge keys, which decK-style files use.
     y.apply_merge().map_err(|e| e.to_string())?;
     serde_json::to_value(y).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_flow_collections_are_refused_before_parsing() {
+        for doc in ["{a: ".repeat(25_000), "[".repeat(100_000)] {
+            assert!(flow_too_deep(&doc));
+            assert!(parse_document(doc.as_bytes()).is_err());
+            let e = parse_yaml(&doc).unwrap_err();
+            assert!(e.contains("nested more than 128 levels"), "{e}");
+        }
+        // Brackets in quotes and comments do not count.
+        let quoted = format!(
+            "_format_version: \"3.0\"\n# {}\ntags: ['{}', \"{}\"]\n",
+            "[".repeat(500),
+            "{".repeat(500),
+            "[".repeat(500)
+        );
+        assert!(!flow_too_deep(&quoted));
+        assert!(flow_too_deep(&"[".repeat(129)));
+        assert!(!flow_too_deep(&format!(
+            "{}{}",
+            "[".repeat(128),
+            "]".repeat(128)
+        )));
+    }
 }

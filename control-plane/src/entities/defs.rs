@@ -98,8 +98,27 @@ fn with_updated(r: Record) -> Record {
     )
 }
 
+/// Names (services, routes, consumers' usernames, plugin instances) are
+/// at most this long; Kong sets no limit.
+pub const NAME_MAX: usize = 255;
+/// Tags: at most this many per entity, each at most this long.
+pub const TAGS_MAX: usize = 128;
+pub const TAG_MAX: usize = 128;
+/// PEM documents (certificates, keys, a jwt credential's RSA key).
+pub const PEM_MAX: usize = 64 * 1024;
+
+fn name() -> Field {
+    Field::string().len_max(NAME_MAX).custom(checks::name)
+}
+
+fn pem() -> Field {
+    Field::string().len_max(PEM_MAX)
+}
+
 fn tags() -> Field {
-    Field::set(Field::string().custom(checks::tag)).describe("Free-form labels for filtering")
+    Field::set(Field::string().len_max(TAG_MAX).custom(checks::tag))
+        .len_max(TAGS_MAX)
+        .describe("Free-form labels for filtering")
 }
 
 fn timeout() -> Field {
@@ -124,7 +143,7 @@ fn protocols_http() -> [&'static str; 10] {
 }
 
 fn services() -> Record {
-    let r = base().field("name", Field::string().custom(checks::name));
+    let r = base().field("name", name());
     with_updated(r)
         .field(
             "retries",
@@ -169,7 +188,7 @@ fn service_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
 }
 
 fn routes() -> Record {
-    let r = base().field("name", Field::string().custom(checks::name));
+    let r = base().field("name", name());
     with_updated(r)
         .field(
             "protocols",
@@ -490,8 +509,18 @@ fn targets() -> Record {
 
 fn consumers() -> Record {
     with_updated(base())
-        .field("username", Field::string().custom(checks::header_safe))
-        .field("custom_id", Field::string().custom(checks::header_safe))
+        .field(
+            "username",
+            Field::string()
+                .len_max(NAME_MAX)
+                .custom(checks::header_safe),
+        )
+        .field(
+            "custom_id",
+            Field::string()
+                .len_max(NAME_MAX)
+                .custom(checks::header_safe),
+        )
         .field("tags", tags())
         .check(|v| {
             // Kong's `at_least_one_of`: null and "" are both empty.
@@ -538,7 +567,7 @@ fn jwt_secrets() -> Record {
                 .secret()
                 .describe("HMAC secret; generated when absent"),
         )
-        .field("rsa_public_key", Field::string())
+        .field("rsa_public_key", pem())
         .field(
             "algorithm",
             Field::string().one_of(&JWT_ALGS).default(json!("HS256")),
@@ -573,7 +602,7 @@ fn acls() -> Record {
 fn plugins() -> Record {
     with_updated(base())
         .field("name", Field::string().required())
-        .field("instance_name", Field::string().custom(checks::name))
+        .field("instance_name", name())
         .field("route", Field::foreign("routes"))
         .field("service", Field::foreign("services"))
         .field("consumer", Field::foreign("consumers"))
@@ -604,13 +633,10 @@ fn plugins() -> Record {
 
 fn certificates() -> Record {
     with_updated(base())
-        .field("cert", Field::string().required().custom(checks::pem_cert))
-        .field(
-            "key",
-            Field::string().required().secret().custom(checks::pem_key),
-        )
-        .field("cert_alt", Field::string().custom(checks::pem_cert))
-        .field("key_alt", Field::string().secret().custom(checks::pem_key))
+        .field("cert", pem().required().custom(checks::pem_cert))
+        .field("key", pem().required().secret().custom(checks::pem_key))
+        .field("cert_alt", pem().custom(checks::pem_cert))
+        .field("key_alt", pem().secret().custom(checks::pem_key))
         .field("tags", tags())
         .field(
             "snis",
@@ -632,7 +658,7 @@ fn ca_certificates() -> Record {
     with_updated(base())
         .field(
             "cert",
-            Field::string()
+            pem()
                 .required()
                 .custom(checks::x509_cert)
                 .describe("One PEM CA certificate"),

@@ -6,6 +6,9 @@ use super::common::{at_least_one_of, entity_errors, is_nonempty, quoted};
 use crate::schema::{Field, FieldErrors, Record};
 use serde_json::{Map, Value, json};
 
+/// A JSON Schema document, as a string, is at most this long.
+const SCHEMA_MAX: usize = 256 * 1024;
+
 pub fn schema() -> Record {
     let parameter = Record::new()
         .field(
@@ -37,6 +40,7 @@ pub fn schema() -> Record {
         .field(
             "schema",
             Field::string()
+                .len_max(SCHEMA_MAX)
                 .custom(parameter_schema)
                 .describe("JSON Schema (draft 4) with a top-level `type`."),
         )
@@ -45,6 +49,7 @@ pub fn schema() -> Record {
         .field(
             "body_schema",
             Field::string()
+                .len_max(SCHEMA_MAX)
                 .custom(body_schema)
                 .describe("JSON Schema (draft 4) of the request body."),
         )
