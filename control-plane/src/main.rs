@@ -75,6 +75,23 @@ struct RunArgs {
     /// Header a trusted peer puts the client address in (Kong's `real_ip_header`).
     #[arg(long, env = "GANTRY_REAL_IP_HEADER", default_value = "x-forwarded-for")]
     real_ip_header: String,
+    /// Networks (CIDRs, comma-separated) where a gantry-proxy's advertised
+    /// admin endpoint may be when it is not the address its xDS connection
+    /// comes from (NAT, a balancer in front of the control plane). Unset:
+    /// the control plane calls a proxy's admin port only on the address
+    /// its xDS connection comes from.
+    #[arg(long, env = "GANTRY_PROXY_ADMIN_NETWORKS", value_delimiter = ',')]
+    proxy_admin_networks: Vec<ipnet::IpNet>,
+    /// Host names (comma-separated) the admin API answers to besides
+    /// loopback names, for operators who front it with a name; `*` for any.
+    /// Other Host values get 403 (DNS rebinding).
+    #[arg(long, env = "GANTRY_ADMIN_ALLOWED_HOSTS", value_delimiter = ',')]
+    admin_allowed_hosts: Vec<String>,
+    /// Origins (comma-separated, e.g. `https://admin-ui.example.com`) whose
+    /// browser pages may write through the admin API; `*` for any. Other
+    /// cross-site writes get 403 (CSRF).
+    #[arg(long, env = "GANTRY_ADMIN_ALLOWED_ORIGINS", value_delimiter = ',')]
+    admin_allowed_origins: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -200,12 +217,18 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(XdsContext {
         cache: cache.clone(),
         fleet: fleet.clone(),
+        admin_networks: args.proxy_admin_networks.clone(),
     });
     let xds_task = tokio::spawn(xds::serve(xds_listener, ctx, stopped(stop_rx.clone())));
     let app = router(
         Admin::new(store.clone(), sealer, admin_addr.to_string())
             .with_xds(cache, fleet.clone())
-            .with_proxy_options(opts),
+            .with_proxy_options(opts)
+            .with_cross_site(gantry_cp::admin::cross_site::CrossSite::new(
+                admin_addr,
+                args.admin_allowed_hosts.clone(),
+                args.admin_allowed_origins.clone(),
+            )),
     );
     let admin_task = tokio::spawn(
         axum::serve(admin_listener, app)

@@ -824,7 +824,44 @@ both!(key_auth_key_is_shown_once, |app| {
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["code"], 5);
+    assert!(
+        !b.to_string().contains("my-secret-key"),
+        "a 409 must not echo the key: {b}"
+    );
+    assert_eq!(b["fields"]["key"], "<redacted>");
     assert_eq!(all(&app, "/consumers/alice/key-auth").await.len(), 2);
+
+    // Updates answer as reads do: the key stays hidden.
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!("/key-auths/{}", id(&k2)),
+            json!({"tags": ["t"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["key"], "<redacted>");
+    let (s, b) = app
+        .json(
+            "PUT",
+            &format!("/consumers/alice/key-auth/{}", id(&k2)),
+            json!({"key": "rotated-key"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["key"], "<redacted>");
+    let (s, b) = app
+        .json(
+            "PATCH",
+            &format!(
+                "/consumers/alice/jwt/{}",
+                id(&create(&app, "/consumers/alice/jwt", json!({})).await)
+            ),
+            json!({"tags": ["t"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["secret"], "<redacted>");
 });
 
 both!(jwt_and_acl_credentials, |app| {

@@ -220,3 +220,88 @@ both!(encodings, |app| {
     let (st, _) = app.get("/status").await;
     assert_eq!(st, StatusCode::OK);
 });
+
+// Browsers: a page on another site can make the visitor's browser send
+// requests to the loopback admin API. A cross-site write is refused (CSRF),
+// and so is any request naming another host (DNS rebinding).
+both!(browsers, |app| {
+    let before = app.revision().await;
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut r = app
+            .client
+            .request(method, format!("{}{path}", app.base))
+            .header("content-type", FORM)
+            .body("name=csrf&host=h");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send()
+    };
+    let r = send(
+        reqwest::Method::POST,
+        "/services",
+        &[("origin", "http://evil.example")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let b: Value = r.json().await.unwrap();
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cross-site")),
+        "{b}"
+    );
+    let r = send(
+        reqwest::Method::DELETE,
+        "/services/x",
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = send(reqwest::Method::POST, "/services", &[("origin", "null")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = send(
+        reqwest::Method::GET,
+        "/services",
+        &[("host", "evil.example")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = send(
+        reqwest::Method::POST,
+        "/services",
+        &[("host", "evil.example:8001")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.revision().await, before);
+
+    // Same origin (a page the admin API served), and tools that send no
+    // Origin at all, are served.
+    let host = app.base.trim_start_matches("http://").to_string();
+    let r = send(
+        reqwest::Method::POST,
+        "/services",
+        &[("origin", &app.base), ("sec-fetch-site", "same-origin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{host}");
+    let r = app
+        .client
+        .get(format!("{}/services/csrf", app.base))
+        .header(
+            "host",
+            format!("localhost:{}", host.rsplit(':').next().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+});

@@ -2124,6 +2124,26 @@ async fn proxy_cache_hits_misses_and_purges() {
     let body = cp.delete("/proxy-cache").await.expect(502);
     assert_eq!(body["unreachable"][0]["node_id"], lost.node_id.as_str());
     assert_eq!(body["unreachable"].as_array().map(Vec::len), Some(1));
+    // Node metadata is the node's own claim: an address elsewhere (a cloud
+    // metadata service, say) is never called; the advertised port is, on
+    // the address the node's xDS connection comes from.
+    let elsewhere = Proxy::start_with(
+        &cp,
+        "gantry-cache-elsewhere",
+        gantry_e2e::ProxyOptions {
+            admin_advertise: Some(format!("169.254.169.254:{}", dead.port)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let node = cp.fleet_node(&elsewhere.node_id).await.expect("node");
+    assert_eq!(
+        node["admin_address"],
+        format!("127.0.0.1:{}", dead.port),
+        "{node}"
+    );
+    let body = cp.delete("/proxy-cache").await.expect(502);
+    assert!(!body.to_string().contains("169.254.169.254"), "{body}");
 }
 
 /// A JWKS server for `jwt_remote_jwks`: serves whatever document is set,

@@ -59,10 +59,16 @@ async fn present(app: &Admin, d: &EntityDef, v: &Value) -> Result<Value, ApiErro
     Ok(out)
 }
 
-/// What a write echoes: like a read, except that credentials show the
-/// key or secret Gantry generated, once, so the client can learn it.
-async fn present_write(app: &Admin, d: &EntityDef, v: &Value) -> Result<Value, ApiError> {
-    if matches!(d.name, "keyauth_credentials" | "jwt_secrets") {
+/// What a write echoes: like a read, except that the write that creates a
+/// credential shows its key or secret, once, so a generated one can be
+/// learned. Updates redact it, as reads do.
+async fn present_write(
+    app: &Admin,
+    d: &EntityDef,
+    v: &Value,
+    created: bool,
+) -> Result<Value, ApiError> {
+    if created && matches!(d.name, "keyauth_credentials" | "jwt_secrets") {
         return Ok(v.clone());
     }
     present(app, d, v).await
@@ -156,7 +162,7 @@ async fn create_impl(
     Ok(Written(
         StatusCode::CREATED,
         c.revision,
-        present_write(app, d, &v).await?,
+        present_write(app, d, &v, true).await?,
     )
     .into_response())
 }
@@ -181,7 +187,12 @@ async fn upsert_impl(
     } else {
         StatusCode::OK
     };
-    Ok(Written(status, c.revision, present_write(app, d, &v).await?).into_response())
+    Ok(Written(
+        status,
+        c.revision,
+        present_write(app, d, &v, created).await?,
+    )
+    .into_response())
 }
 
 async fn update_impl(
@@ -198,7 +209,12 @@ async fn update_impl(
     let c = tx
         .commit("update", &format!("update {} {eid}", d.name))
         .await?;
-    Ok(Written(StatusCode::OK, c.revision, present_write(app, d, &v).await?).into_response())
+    Ok(Written(
+        StatusCode::OK,
+        c.revision,
+        present_write(app, d, &v, false).await?,
+    )
+    .into_response())
 }
 
 async fn delete_impl(

@@ -3,6 +3,7 @@
 
 mod body;
 mod config;
+pub mod cross_site;
 mod crud;
 mod error;
 mod fleet;
@@ -39,6 +40,8 @@ pub struct Admin {
     pub proxy: Arc<crate::translator::ProxyOptions>,
     /// Declarative documents are read one at a time (see `config.rs`).
     pub documents: Arc<tokio::sync::Semaphore>,
+    /// Which Host and Origin values are served (`cross_site.rs`).
+    pub cross_site: Arc<cross_site::CrossSite>,
 }
 
 /// What the admin API shows of the xDS server.
@@ -50,15 +53,25 @@ pub struct XdsHandles {
 
 impl Admin {
     pub fn new(store: Store, sealer: Sealer, listen: impl Into<Arc<str>>) -> Self {
+        let listen: Arc<str> = listen.into();
+        let addr = listen
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 8001)));
         Admin {
             store,
             xds: None,
             sealer: Arc::new(sealer),
             actor: Arc::from("anonymous"),
-            listen: listen.into(),
+            listen,
             proxy: Arc::default(),
             documents: Arc::new(tokio::sync::Semaphore::new(1)),
+            cross_site: Arc::new(cross_site::CrossSite::new(addr, Vec::new(), Vec::new())),
         }
+    }
+
+    pub fn with_cross_site(mut self, cs: cross_site::CrossSite) -> Self {
+        self.cross_site = Arc::new(cs);
+        self
     }
 
     pub fn with_proxy_options(mut self, opts: crate::translator::ProxyOptions) -> Self {
@@ -225,6 +238,22 @@ pub fn router(app: Admin) -> Router {
         .router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            cross_site::guard,
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    // The route's template, not the path: a path can name
+                    // a credential by its key (`/key-auths/{key}`).
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("(none)", |m| m.as_str());
+                    tracing::debug_span!("admin", method = %req.method(), route)
+                },
+            ),
+        )
         .with_state(app)
 }

@@ -515,16 +515,21 @@ async fn save(
     Ok(v)
 }
 
+/// The fields a unique key is made of, as the 409 shows them: a secret one
+/// (a key-auth key) redacted, so a conflict does not echo it.
 fn unique_fields(d: &EntityDef, key: &str, v: &Value) -> Value {
-    if key.starts_with("cache=") {
+    let mut out = if key.starts_with("cache=") {
         let mut m = Map::new();
         for f in d.cache_key {
             m.insert((*f).to_string(), v[*f].clone());
         }
-        return Value::Object(m);
-    }
-    let (f, val) = key.split_once('=').unwrap_or((key, ""));
-    json!({ f: val })
+        Value::Object(m)
+    } else {
+        let (f, val) = key.split_once('=').unwrap_or((key, ""));
+        json!({ f: val })
+    };
+    schema::redact(&d.schema, &mut out);
+    out
 }
 
 /// Makes the certificate's SNIs exactly `names`. Boxed: it creates SNIs

@@ -72,9 +72,13 @@ impl tower::Service<Req> for Ads {
                 "compressed requests are not supported",
             ))
         } else {
+            let peer = req
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|c| c.remote_addr());
             match req.uri().path() {
-                DELTA => self.open::<delta::Stream>(req.into_body()),
-                SOTW => self.open::<sotw::Stream>(req.into_body()),
+                DELTA => self.open::<delta::Stream>(req.into_body(), peer),
+                SOTW => self.open::<sotw::Stream>(req.into_body(), peer),
                 other => status_only(Status::unimplemented(format!("no method {other}"))),
             }
         };
@@ -83,7 +87,7 @@ impl tower::Service<Req> for Ads {
 }
 
 impl Ads {
-    fn open<P>(&self, body: tonic::body::Body) -> Resp
+    fn open<P>(&self, body: tonic::body::Body, peer: Option<std::net::SocketAddr>) -> Resp
     where
         P: Protocol + 'static,
         P::Request: Message + Default,
@@ -106,6 +110,7 @@ impl Ads {
             requests,
             tx,
             self.stop.clone(),
+            peer,
         ));
         grpc_response(rx)
     }

@@ -23,6 +23,9 @@ use std::time::Duration;
 pub struct XdsContext {
     pub cache: SnapshotCache,
     pub fleet: Arc<Fleet>,
+    /// Where a node's advertised admin endpoint may be, beyond the address
+    /// its xDS connection comes from (see [`session::admin_target`]).
+    pub admin_networks: Vec<ipnet::IpNet>,
 }
 
 /// Serves ADS and CSDS on `listener` until `shutdown` resolves.

@@ -60,6 +60,32 @@ impl NodeInfo {
     }
 }
 
+/// Where the control plane may call a node's advertised admin endpoint
+/// (the proxy-cache purge). Node metadata is the node's own claim, so an
+/// address is not taken on its word: the advertised port is called on the
+/// address the node's xDS connection comes from, unless the advertised
+/// host is an IP in `networks` (`--proxy-admin-networks`, for proxies whose
+/// connections arrive through NAT or a balancer). `None`: nowhere.
+pub fn admin_target(
+    advertised: &str,
+    peer: Option<std::net::IpAddr>,
+    networks: &[ipnet::IpNet],
+) -> Option<String> {
+    let rest = advertised
+        .split_once("://")
+        .map_or(advertised, |(_, r)| r)
+        .trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>()
+        && (Some(ip) == peer || networks.iter().any(|n| n.contains(&ip)))
+    {
+        return Some(std::net::SocketAddr::new(ip, port).to_string());
+    }
+    peer.map(|ip| std::net::SocketAddr::new(ip, port).to_string())
+}
+
 /// One stream's link to the cache and the fleet.
 pub struct Session {
     pub node: NodeInfo,
@@ -187,6 +213,7 @@ pub async fn drive<P: Protocol>(
     mut requests: tonic::Streaming<P::Request>,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, tonic::Status>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    peer: Option<std::net::SocketAddr>,
 ) where
     tonic::Streaming<P::Request>: Send,
 {
@@ -194,7 +221,7 @@ pub async fn drive<P: Protocol>(
         Ok(Some(r)) => r,
         _ => return,
     };
-    let Some(node) = P::node(&first).map(NodeInfo::from_node) else {
+    let Some(mut node) = P::node(&first).map(NodeInfo::from_node) else {
         let _ = tx
             .send(Err(tonic::Status::invalid_argument(
                 "the first request must carry the node",
@@ -202,6 +229,10 @@ pub async fn drive<P: Protocol>(
             .await;
         return;
     };
+    node.admin = node
+        .admin
+        .as_deref()
+        .and_then(|a| admin_target(a, peer.map(|p| p.ip()), &ctx.admin_networks));
     let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), P::NAME);
     let mut snapshots = ctx.cache.subscribe();
     let mut s = P::open(session, tx);
@@ -226,5 +257,49 @@ pub async fn drive<P: Protocol>(
                 if s.push_all().await.is_err() { return }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_target;
+
+    #[test]
+    fn an_advertised_admin_address_is_tied_to_the_connection() {
+        let peer = Some("10.0.0.7".parse().unwrap());
+        // The node's own address: as advertised.
+        assert_eq!(
+            admin_target("10.0.0.7:9901", peer, &[]).as_deref(),
+            Some("10.0.0.7:9901")
+        );
+        assert_eq!(
+            admin_target("http://10.0.0.7:9901/", peer, &[]).as_deref(),
+            Some("10.0.0.7:9901")
+        );
+        // Anywhere else (the metadata server, an internal service, a name):
+        // the advertised port on the connection's address.
+        for a in [
+            "169.254.169.254:80",
+            "127.0.0.1:8001",
+            "db.internal:5432",
+            "[::1]:22",
+        ] {
+            let port = a.rsplit_once(':').unwrap().1;
+            assert_eq!(
+                admin_target(a, peer, &[]),
+                Some(format!("10.0.0.7:{port}")),
+                "{a}"
+            );
+        }
+        // Unless the operator allowed that network.
+        let nets = ["192.168.0.0/16".parse().unwrap()];
+        assert_eq!(
+            admin_target("192.168.1.2:9901", peer, &nets).as_deref(),
+            Some("192.168.1.2:9901")
+        );
+        // Nothing to call: no port, port 0, or no known peer.
+        assert_eq!(admin_target("10.0.0.7", peer, &[]), None);
+        assert_eq!(admin_target("10.0.0.7:0", peer, &[]), None);
+        assert_eq!(admin_target("1.2.3.4:9901", None, &[]), None);
     }
 }

@@ -144,6 +144,7 @@ impl TestApp {
             let ctx = std::sync::Arc::new(XdsContext {
                 cache: cache.clone(),
                 fleet: fleet.clone(),
+                admin_networks: Vec::new(),
             });
             tasks.push(tokio::spawn(async move {
                 let _ = gantry_cp::xds::serve(xl, ctx, std::future::pending()).await;
