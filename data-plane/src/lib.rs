@@ -2,6 +2,7 @@
 //! which are compiled into an immutable runtime and swapped in atomically;
 //! the proxy serves every request from the runtime it started on.
 
+pub mod body;
 pub mod config;
 pub mod plugins;
 pub mod proxy;

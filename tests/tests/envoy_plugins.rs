@@ -190,13 +190,13 @@ async fn envoy_enforces_jwt_like_gantry_proxy() {
             false,
             401,
         ),
-        // Kong checks an exp only when there is one.
+        // Kong: an exp asked for must be a number; a missing one is not.
         (
             "HS256 no exp",
             "/jwt",
             Some(hs(json!({"iss": "alice-iss"}))),
             false,
-            200,
+            401,
         ),
         (
             "HS256 forged",

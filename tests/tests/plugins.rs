@@ -972,10 +972,12 @@ async fn jwt_verifies_like_kong() {
     until_status(&proxy, "/jwt", 401).await;
 
     let exp = now_s() + 3600;
+    // The route verifies `nbf` too: Kong then needs one in every token.
+    let nbf = now_s() - 10;
     let good = sign(
         Algorithm::RS256,
         &carol_key,
-        json!({"iss": "carol-iss", "exp": exp, "tenant": "t-42"}),
+        json!({"iss": "carol-iss", "exp": exp, "nbf": nbf, "tenant": "t-42"}),
     );
     let bearer = |t: &str| format!("Bearer {t}");
     let get = |path: &str| c.get(format!("{base}{path}"));
@@ -1013,7 +1015,7 @@ async fn jwt_verifies_like_kong() {
     let hs = sign(
         Algorithm::HS256,
         &dave_key,
-        json!({"iss": "dave-iss", "exp": exp}),
+        json!({"iss": "dave-iss", "exp": exp, "nbf": nbf}),
     );
     let a = send(get(&format!("/jwt?jwt={hs}"))).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -1026,7 +1028,7 @@ async fn jwt_verifies_like_kong() {
             sign(
                 Algorithm::RS256,
                 &carol_key,
-                json!({"iss": "carol-iss", "exp": now_s() - 10}),
+                json!({"iss": "carol-iss", "exp": now_s() - 10, "nbf": nbf}),
             ),
             json!({"exp": "token expired"}),
         ),
@@ -1039,18 +1041,33 @@ async fn jwt_verifies_like_kong() {
             ),
             json!({"nbf": "token not valid yet"}),
         ),
+        // Kong's `type(claim) ~= "number"`: a claim asked for and missing.
+        (
+            "no exp",
+            sign(
+                Algorithm::RS256,
+                &carol_key,
+                json!({"iss": "carol-iss", "nbf": now_s() - 10}),
+            ),
+            json!({"exp": "must be a number"}),
+        ),
+        (
+            "neither exp nor nbf",
+            sign(Algorithm::RS256, &carol_key, json!({"iss": "carol-iss"})),
+            json!({"exp": "must be a number", "nbf": "must be a number"}),
+        ),
         (
             "forged",
             sign(
                 Algorithm::RS256,
                 &forger_key,
-                json!({"iss": "carol-iss", "exp": exp}),
+                json!({"iss": "carol-iss", "exp": exp, "nbf": nbf}),
             ),
             json!({"message": "Invalid signature"}),
         ),
         (
             "alg none",
-            unsigned(&json!({"iss": "carol-iss", "exp": exp})),
+            unsigned(&json!({"iss": "carol-iss", "exp": exp, "nbf": nbf})),
             json!({"message": "Invalid algorithm"}),
         ),
         (
@@ -1058,7 +1075,7 @@ async fn jwt_verifies_like_kong() {
             sign(
                 Algorithm::HS256,
                 &EncodingKey::from_secret(carol_public.as_bytes()),
-                json!({"iss": "carol-iss", "exp": exp}),
+                json!({"iss": "carol-iss", "exp": exp, "nbf": nbf}),
             ),
             json!({"message": "Invalid algorithm"}),
         ),
@@ -1067,13 +1084,17 @@ async fn jwt_verifies_like_kong() {
             sign(
                 Algorithm::RS256,
                 &carol_key,
-                json!({"iss": "nobody", "exp": exp}),
+                json!({"iss": "nobody", "exp": exp, "nbf": nbf}),
             ),
             json!({"message": "No credentials found for given 'iss'"}),
         ),
         (
             "no iss",
-            sign(Algorithm::RS256, &carol_key, json!({"exp": exp})),
+            sign(
+                Algorithm::RS256,
+                &carol_key,
+                json!({"exp": exp, "nbf": nbf}),
+            ),
             json!({"message": "No mandatory 'iss' in claims"}),
         ),
         (
@@ -1099,6 +1120,22 @@ async fn jwt_verifies_like_kong() {
         (401, &json!({"message": "Multiple tokens provided"}))
     );
     assert_eq!(up.requests(), seen, "a refused token reached the upstream");
+
+    // Two Authorization headers: Kong reads the first (`get_headers()[1]`).
+    let a = send(
+        get("/jwt")
+            .header("authorization", bearer(&good))
+            .header("authorization", "Bearer not.a.token"),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send(
+        get("/jwt")
+            .header("authorization", "Bearer not.a.token")
+            .header("authorization", bearer(&good)),
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
 
     // maximum_expiration: an hour is too long for 60 s; 30 s is fine.
     let a = send(get("/short").header("authorization", bearer(&good))).await;

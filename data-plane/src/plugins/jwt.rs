@@ -256,10 +256,10 @@ impl Jwt {
     /// Kong's `verify_registered_claims` and `check_maximum_expiration`.
     fn check_time(&self, v: &Verified, now: f64) -> Result<(), Reject> {
         let mut errors = serde_json::Map::new();
+        // Kong: a claim asked for must be a number; a missing one is not.
         if self.verify_nbf {
             match v.nbf {
-                Claim::Missing => {}
-                Claim::NotNumber => {
+                Claim::Missing | Claim::NotNumber => {
                     errors.insert("nbf".into(), "must be a number".into());
                 }
                 Claim::Number(n) if n > now.floor() => {
@@ -270,8 +270,7 @@ impl Jwt {
         }
         if self.verify_exp {
             match v.exp {
-                Claim::Missing => {}
-                Claim::NotNumber => {
+                Claim::Missing | Claim::NotNumber => {
                     errors.insert("exp".into(), "must be a number".into());
                 }
                 Claim::Number(n) if n <= now.floor() => {

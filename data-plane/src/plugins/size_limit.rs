@@ -1,16 +1,11 @@
 //! `request-size-limiting`: a declared `Content-Length` over the limit is
-//! refused at once; a body of unknown length is counted as it streams and
-//! the request refused (413) as soon as it goes over, without buffering.
+//! refused at once, before the body is read; a body of unknown length is
+//! counted as it streams (`crate::body::ClientBody`) and the request
+//! refused (413) as soon as it goes over, without buffering.
 
 use super::reject::Reject;
-use bytes::Bytes;
 use http::HeaderMap;
-use hyper::body::{Body, Frame, SizeHint};
 use serde::Deserialize;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 #[derive(Debug)]
 pub struct SizeLimit {
@@ -70,65 +65,4 @@ impl SizeLimit {
 
 fn has_body(h: &HeaderMap) -> bool {
     h.contains_key(http::header::TRANSFER_ENCODING)
-}
-
-/// A request body that fails once more than `remaining` bytes went by,
-/// and says so in `exceeded` (the handler then answers 413).
-pub struct Counted<B> {
-    inner: B,
-    remaining: u64,
-    pub exceeded: Arc<AtomicBool>,
-}
-
-impl<B> Counted<B> {
-    pub fn new(inner: B, limit: u64) -> Counted<B> {
-        Counted {
-            inner,
-            remaining: limit,
-            exceeded: Arc::new(AtomicBool::new(false)),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("request body larger than the request-size-limiting plugin allows")]
-pub struct TooLarge;
-
-// Concrete rather than generic over the inner body: a generic bound on
-// `B::Error` makes the connection's service future fail hyper's
-// higher-ranked `Send` checks.
-impl Body for Counted<hyper::body::Incoming> {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    let n = d.len() as u64;
-                    if n > this.remaining {
-                        this.exceeded.store(true, Ordering::Release);
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                    }
-                    this.remaining -= n;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

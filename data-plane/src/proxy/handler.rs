@@ -7,6 +7,7 @@ use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
 use super::upstream::{Body, BoxError};
 use super::{mirror, outlier};
+use crate::body::{ClientBody, Fault};
 use crate::config::ListenerConfig;
 use crate::config::{
     Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn,
@@ -283,7 +284,8 @@ async fn route(
             // request-transformer rewrites is read whole first (bounded,
             // counted the same way); it may also change the query.
             let transform_body = request_transform.as_ref().filter(|t| t.reads_body());
-            let (req, too_large) = match (transform_body, body_limit) {
+            let fault = Fault::default();
+            let req = match (transform_body, body_limit) {
                 (t, limit) if t.is_some() || validate_body.is_some() => {
                     let (mut parts, body) = req.into_parts();
                     let buffer = u64::from(listener.per_connection_buffer_limit);
@@ -303,23 +305,13 @@ async fn route(
                         Some(t) => t.rewrite_body(&mut parts.headers, pq.to_mut(), raw),
                         None => raw,
                     };
-                    (Request::from_parts(parts, full(b)), None)
-                }
-                (_, Some(n)) => {
-                    let (parts, body) = req.into_parts();
-                    let counted = plugins::size_limit::Counted::new(body, n);
-                    let flag = counted.exceeded.clone();
-                    (Request::from_parts(parts, counted.boxed()), Some(flag))
+                    Request::from_parts(parts, full(b))
                 }
                 // A request without a body (most GETs) sends none: no
                 // boxed stream to poll.
-                (_, None) if hyper::body::Body::is_end_stream(req.body()) => {
-                    (req.map(|_| empty()), None)
-                }
-                (_, None) => (
-                    req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()),
-                    None,
-                ),
+                (_, None) if hyper::body::Body::is_end_stream(req.body()) => req.map(|_| empty()),
+                // Streamed, and counted when a size limit applies.
+                (_, limit) => req.map(|b| ClientBody::new(b, &fault, limit).boxed()),
             };
             // request-transformer's `replace.uri` and Host take the place
             // of the route's rewrites.
@@ -345,6 +337,7 @@ async fn route(
                 host: authority,
                 pq: &pq,
                 uri_pq: uri_pq.as_ref(),
+                fault: &fault,
             };
             let resp = forward(
                 req,
@@ -359,7 +352,7 @@ async fn route(
             )
             .instrument(span)
             .await;
-            if too_large.is_some_and(|f| f.load(Ordering::Acquire)) {
+            if fault.too_large() {
                 return kong_error(plugins::Reject::new(413, plugins::size_limit::TOO_LARGE));
             }
             let resp = match &response_transform {
@@ -532,6 +525,8 @@ struct Original<'a> {
     /// The path as parsed from the request line, reused upstream when no
     /// rewrite changed it.
     uri_pq: Option<&'a PathAndQuery>,
+    /// Whether reading the client's body failed.
+    fault: &'a Fault,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -638,6 +633,10 @@ async fn forward(
         if retry.is_some() && small && on_upgrade.is_none() {
             match collect_limited(body, RETRY_BUFFER_LIMIT).await {
                 Some(b) => (Some(b), None),
+                None if original.fault.broken() => {
+                    shared.stats.downstream_rq_body_error.inc();
+                    return local(StatusCode::BAD_REQUEST, "Bad Request");
+                }
                 None => return local(StatusCode::BAD_REQUEST, "request body too large to retry"),
             }
         } else {
@@ -727,6 +726,16 @@ async fn forward(
             },
             None => sent.await.map_err(classify),
         };
+        // The client's body broke (or went over its limit) while it was
+        // being sent: the client's fault, not the endpoint's. Not counted
+        // against it, not retried.
+        if outcome.is_err() && original.fault.broken() {
+            shared.stats.downstream_rq_body_error.inc();
+            return local(StatusCode::BAD_REQUEST, "Bad Request");
+        }
+        if outcome.is_err() && original.fault.too_large() {
+            return local(StatusCode::PAYLOAD_TOO_LARGE, "");
+        }
         let route_timed_out = deadline.is_some_and(|d| Instant::now() >= d);
         let result = match &outcome {
             Ok(r) => outlier::Result::Status(r.status().as_u16()),

@@ -51,6 +51,7 @@ pub struct Stats {
     pub config_applied: Counter,
     pub config_rejected: Counter,
     pub policy_refused: Counter,
+    pub downstream_rq_body_error: Counter,
 }
 
 impl Stats {
@@ -73,6 +74,7 @@ impl Stats {
             config_applied: Counter::default(),
             config_rejected: Counter::default(),
             policy_refused: Counter::default(),
+            downstream_rq_body_error: Counter::default(),
         };
         let r = &mut s.registry;
         r.register(
@@ -94,6 +96,11 @@ impl Stats {
             "policy_refused",
             "Requests refused because a policy of their route is not held: fenced by a refused update, or naming a plugin instance the listener lacks (500)",
             s.policy_refused.clone(),
+        );
+        r.register(
+            "downstream_rq_body_error",
+            "Requests whose body the client sent broken (malformed chunk, cut short): 400, not counted against the upstream",
+            s.downstream_rq_body_error.clone(),
         );
         r.register(
             "no_cluster",

@@ -213,9 +213,9 @@ fn providers(m: &Model, p: &PluginInst) -> Option<HashMap<String, JwtProvider>> 
             .collect(),
         from_params: strings(&c["uri_param_names"]),
         from_cookies: strings(&c["cookie_names"]),
-        // Kong checks an `exp` that is there; `maximum_expiration` needs
-        // one (as Envoy's max_lifetime does).
-        require_expiration: false,
+        // `exp` is among the claims verified (see `expressible`): Kong
+        // then refuses a token without one, as `require_expiration` does.
+        require_expiration: true,
         max_lifetime: (max > 0.0).then_some(Duration {
             seconds: max as i64,
             nanos: 0,

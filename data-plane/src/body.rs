@@ -1,0 +1,109 @@
+//! HTTP bodies the request path and the plugins share.
+//!
+//! [`ClientBody`] is a request body as the client sends it. Reading it can
+//! fail in two ways that are the client's doing, not the upstream's:
+//!
+//! - **A broken body** (a malformed chunk, the connection cut mid-body).
+//!   The upstream attempt streaming it fails too, but that must not count
+//!   against the endpoint (three such requests would otherwise eject a
+//!   healthy one through outlier detection) nor be retried: [`Fault`]
+//!   tells the request path which side failed.
+//! - **Too large** for request-size-limiting, when the length was not
+//!   declared up front: counted as it streams, refused once over.
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong reading a client's body, once it did.
+#[derive(Clone, Default)]
+pub struct Fault(Arc<AtomicU8>);
+
+const BROKEN: u8 = 1;
+const TOO_LARGE: u8 = 2;
+
+impl Fault {
+    /// The client's body could not be read.
+    pub fn broken(&self) -> bool {
+        self.0.load(Ordering::Acquire) == BROKEN
+    }
+
+    /// The body went over the size limit it was counted against.
+    pub fn too_large(&self) -> bool {
+        self.0.load(Ordering::Acquire) == TOO_LARGE
+    }
+
+    fn set(&self, what: u8) {
+        let _ = self
+            .0
+            .compare_exchange(0, what, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the request-size-limiting plugin allows")]
+pub struct TooLarge;
+
+pub struct ClientBody {
+    inner: Incoming,
+    fault: Fault,
+    /// Bytes still allowed, when counted against a limit.
+    remaining: Option<u64>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming, fault: &Fault, limit: Option<u64>) -> ClientBody {
+        ClientBody {
+            inner,
+            fault: fault.clone(),
+            remaining: limit,
+        }
+    }
+}
+
+// Concrete rather than generic over the inner body: a generic bound on
+// `B::Error` makes the connection's service future fail hyper's
+// higher-ranked `Send` checks.
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(left), Some(d)) = (this.remaining.as_mut(), frame.data_ref()) {
+                    let n = d.len() as u64;
+                    if n > *left {
+                        this.fault.set(TOO_LARGE);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    *left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.set(BROKEN);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
