@@ -92,6 +92,15 @@ struct RunArgs {
     /// cross-site writes get 403 (CSRF).
     #[arg(long, env = "GANTRY_ADMIN_ALLOWED_ORIGINS", value_delimiter = ',')]
     admin_allowed_origins: Vec<String>,
+    /// How long a client may take to send a request's headers, from their
+    /// first byte, before the proxies answer 408 and close (ms; 0: no
+    /// limit). Envoy's `request_headers_timeout`.
+    #[arg(
+        long,
+        env = "GANTRY_PROXY_REQUEST_HEADERS_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    proxy_request_headers_timeout_ms: u32,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +199,7 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
         https_port: args.proxy_https_port,
         trusted_ips: args.trusted_ips.clone(),
         real_ip_header: args.real_ip_header.to_ascii_lowercase(),
+        request_headers_timeout_ms: i64::from(args.proxy_request_headers_timeout_ms),
     };
     let builder = cache.spawn_builder(
         store.clone(),

@@ -10,6 +10,8 @@
 //!   tells the request path which side failed.
 //! - **Too large** for request-size-limiting, when the length was not
 //!   declared up front: counted as it streams, refused once over.
+//! - **Stalled** past the listener's `stream_idle_timeout`: Envoy's 408
+//!   `stream timeout`.
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -26,6 +28,7 @@ pub struct Fault(Arc<AtomicU8>);
 
 const BROKEN: u8 = 1;
 const TOO_LARGE: u8 = 2;
+const STALLED: u8 = 3;
 
 impl Fault {
     /// The client's body could not be read.
@@ -36,6 +39,11 @@ impl Fault {
     /// The body went over the size limit it was counted against.
     pub fn too_large(&self) -> bool {
         self.0.load(Ordering::Acquire) == TOO_LARGE
+    }
+
+    /// The client stopped sending the body for the idle timeout.
+    pub fn stalled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == STALLED
     }
 
     fn set(&self, what: u8) {
@@ -49,19 +57,31 @@ impl Fault {
 #[error("request body larger than the request-size-limiting plugin allows")]
 pub struct TooLarge;
 
+#[derive(Debug, thiserror::Error)]
+#[error("the client stopped sending the request body")]
+pub struct Stalled;
+
 pub struct ClientBody {
     inner: Incoming,
     fault: Fault,
     /// Bytes still allowed, when counted against a limit.
     remaining: Option<u64>,
+    /// How long the body may stall, and when it will have.
+    idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl ClientBody {
-    pub fn new(inner: Incoming, fault: &Fault, limit: Option<u64>) -> ClientBody {
+    pub fn new(
+        inner: Incoming,
+        fault: &Fault,
+        limit: Option<u64>,
+        idle: Option<std::time::Duration>,
+    ) -> ClientBody {
         ClientBody {
             inner,
             fault: fault.clone(),
             remaining: limit,
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
         }
     }
 }
@@ -78,7 +98,16 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some((d, sleep)) = this.idle.as_mut() {
+            if polled.is_ready() {
+                sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+            } else if sleep.as_mut().poll(cx).is_ready() {
+                this.fault.set(STALLED);
+                return Poll::Ready(Some(Err(Box::new(Stalled))));
+            }
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(left), Some(d)) = (this.remaining.as_mut(), frame.data_ref()) {
                     let n = d.len() as u64;

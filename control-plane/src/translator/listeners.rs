@@ -38,7 +38,7 @@ pub fn build(
         name: "http".into(),
         address: Some(socket(&opts.listen_address, opts.http_port)),
         filter_chains: vec![FilterChain {
-            filters: vec![hcm("http", flavour, gateway, m)],
+            filters: vec![hcm("http", flavour, gateway, m, opts)],
             ..Default::default()
         }],
         ..Default::default()
@@ -81,7 +81,7 @@ pub fn build(
                 server_names: c.snis.clone(),
                 ..Default::default()
             }),
-            filters: vec![hcm("https", flavour, gateway, m)],
+            filters: vec![hcm("https", flavour, gateway, m, opts)],
             transport_socket: Some(TransportSocket {
                 name: TLS_SOCKET.into(),
                 config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
@@ -108,7 +108,13 @@ pub fn build(
 }
 
 /// The HTTP connection manager: routes from RDS `route_config`.
-fn hcm(route_config: &str, flavour: Flavour, gateway: Option<&Any>, m: &Model) -> Filter {
+fn hcm(
+    route_config: &str,
+    flavour: Flavour,
+    gateway: Option<&Any>,
+    m: &Model,
+    opts: &ProxyOptions,
+) -> Filter {
     let mut http_filters = Vec::new();
     // Kong's plugins: optional, so a plain Envoy skips what it cannot run.
     if let Some(g) = gateway {
@@ -144,6 +150,10 @@ fn hcm(route_config: &str, flavour: Flavour, gateway: Option<&Any>, m: &Model) -
             ..Default::default()
         }],
         http_filters,
+        // A client that stalls sending its headers is cut off (Envoy's
+        // default waits for the 5 min stream idle timeout).
+        request_headers_timeout: (opts.request_headers_timeout_ms > 0)
+            .then(|| super::ms(opts.request_headers_timeout_ms)),
         ..Default::default()
     };
     Filter {

@@ -70,6 +70,10 @@ pub struct ProxyOptions {
     pub trusted_ips: Vec<String>,
     /// Where a trusted peer puts the client address (Kong's `real_ip_header`).
     pub real_ip_header: String,
+    /// How long a client may take to send a request's headers, from their
+    /// first byte (Envoy's `request_headers_timeout`; nginx's, so Kong's,
+    /// `client_header_timeout` is 60 s).
+    pub request_headers_timeout_ms: i64,
 }
 
 impl Default for ProxyOptions {
@@ -80,6 +84,7 @@ impl Default for ProxyOptions {
             https_port: 8443,
             trusted_ips: Vec::new(),
             real_ip_header: "x-forwarded-for".into(),
+            request_headers_timeout_ms: 60_000,
         }
     }
 }

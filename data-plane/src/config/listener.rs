@@ -21,6 +21,7 @@ use prost::Name;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
@@ -60,6 +61,35 @@ pub struct ListenerConfig {
     /// Default 1 MiB.
     pub per_connection_buffer_limit: u32,
     pub tls: Option<ListenerTls>,
+    /// What a client may send, and how long it may take.
+    pub limits: HttpLimits,
+}
+
+/// The connection manager's limits on what clients send, with Envoy's
+/// defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpLimits {
+    /// `max_request_headers_kb` (60 KiB): the request line and headers.
+    pub max_request_headers: usize,
+    /// `common_http_protocol_options.max_headers_count` (100).
+    pub max_headers: usize,
+    /// `request_headers_timeout` (off): from the first byte to the end of
+    /// the headers.
+    pub request_headers_timeout: Option<Duration>,
+    /// `stream_idle_timeout` (5 min): a request body that stalls this
+    /// long is answered 408 `stream timeout`.
+    pub stream_idle_timeout: Option<Duration>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_request_headers: 60 * 1024,
+            max_headers: 100,
+            request_headers_timeout: None,
+            stream_idle_timeout: Some(Duration::from_secs(300)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +164,7 @@ struct Hcm {
     suppress_envoy_headers: bool,
     skipped_filters: Vec<String>,
     gateway: Option<Arc<Gateway>>,
+    limits: HttpLimits,
 }
 
 pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String> {
@@ -277,6 +308,7 @@ pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String
         gateway: h.gateway,
         per_connection_buffer_limit,
         tls,
+        limits: h.limits,
     })
 }
 
@@ -505,6 +537,7 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
     }
     let (suppress_envoy_headers, skipped_filters, gateway) =
         http_filters(std::mem::take(&mut h.http_filters))?;
+    let limits = http_limits(&mut h)?;
     if h.generate_request_id.take().is_some_and(|b| !b.value) {
         return Err("generate_request_id false is not supported".into());
     }
@@ -526,7 +559,46 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
         suppress_envoy_headers,
         skipped_filters,
         gateway,
+        limits,
     })
+}
+
+/// Takes the connection manager's limits out of `h` (Envoy's bounds and
+/// defaults).
+fn http_limits(h: &mut HttpConnectionManager) -> Result<HttpLimits, String> {
+    let mut l = HttpLimits::default();
+    if let Some(kb) = h.max_request_headers_kb.take() {
+        if kb.value == 0 || kb.value > 8192 {
+            return Err(format!(
+                "max_request_headers_kb: {} is not in 1..=8192",
+                kb.value
+            ));
+        }
+        l.max_request_headers = kb.value as usize * 1024;
+    }
+    if let Some(mut c) = h.common_http_protocol_options.take() {
+        if let Some(n) = c.max_headers_count.take() {
+            if n.value == 0 {
+                return Err(
+                    "common_http_protocol_options.max_headers_count must be at least 1".into(),
+                );
+            }
+            l.max_headers = n.value as usize;
+        }
+        if c != Default::default() {
+            return Err("common_http_protocol_options: only max_headers_count is supported".into());
+        }
+    }
+    l.request_headers_timeout = super::opt_duration(
+        h.request_headers_timeout.take().as_ref(),
+        "request_headers_timeout",
+    )?
+    .filter(|d| !d.is_zero());
+    if let Some(d) = h.stream_idle_timeout.take() {
+        let d = super::duration(&d, "stream_idle_timeout")?;
+        l.stream_idle_timeout = (!d.is_zero()).then_some(d);
+    }
+    Ok(l)
 }
 
 /// What the HTTP filter chain sets: the router's `suppress_envoy_headers`,

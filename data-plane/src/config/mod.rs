@@ -47,7 +47,7 @@ pub use envoy_types::pb::envoy::config::{
 pub use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 pub use fences::Fences;
 pub use headers::{AppendAction, HeaderAdd, HeaderMutations, HeaderStage};
-pub use listener::{Codec, ListenerConfig, ListenerTls, TlsChain};
+pub use listener::{Codec, HttpLimits, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
 pub use re2::{Re2, RegexRewrite, check_syntax as check_regex};
 pub use routes::{

@@ -6,7 +6,7 @@ use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
 use super::upstream::{Body, BoxError};
-use super::{mirror, outlier};
+use super::{codec_rules, mirror, outlier, request_head};
 use crate::body::{ClientBody, Fault};
 use crate::config::ListenerConfig;
 use crate::config::{
@@ -40,6 +40,8 @@ pub struct ConnInfo {
     /// x-envoy-external-address), made once per connection.
     pub remote_ip: HeaderValue,
     pub tls: bool,
+    /// Which requests' heads had smuggling framing (HTTP/1).
+    pub framing: Arc<request_head::Verdicts>,
 }
 
 impl ConnInfo {
@@ -49,6 +51,7 @@ impl ConnInfo {
             remote,
             remote_ip: headers::address_value(remote.ip()),
             tls,
+            framing: Arc::default(),
         }
     }
 }
@@ -87,7 +90,12 @@ pub async fn handle(
     // The runtime this request started on; a swap mid-request changes nothing for it.
     let rt = shared.current();
     let listener = rt.listeners.get(conn.listener.as_ref());
-    let mut resp = match reject(&req) {
+    let smuggled = matches!(
+        req.version(),
+        http::Version::HTTP_11 | http::Version::HTTP_10
+    ) && conn.framing.next_request_is_bad();
+    let max_head = listener.map_or(60 * 1024, |l| l.limits.max_request_headers);
+    let mut resp = match reject(&req, smuggled, max_head) {
         Some(r) => r,
         None => match listener {
             Some(l) => route(req, l, &conn, &rt, &shared).await,
@@ -106,20 +114,30 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Requests Envoy's codec refuses before routing: HTTP/1.0 (426, Envoy
-/// does not accept it by default), methods that are not upper-case tokens
-/// (400), and several Host headers (no virtual host can match: 404).
-fn reject<B>(req: &Request<B>) -> Option<Response<Body>> {
-    if req.version() == http::Version::HTTP_10 {
-        return Some(local(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"));
-    }
-    if !req
-        .method()
-        .as_str()
-        .bytes()
-        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
-    {
-        return Some(local(StatusCode::BAD_REQUEST, "Bad Request"));
+/// Requests refused before routing: what Envoy's codec and connection
+/// manager refuse (`codec_rules`), and several Host headers (no virtual
+/// host can match: 404).
+fn reject<B>(req: &Request<B>, smuggled: bool, max_head: usize) -> Option<Response<Body>> {
+    let refusal = match smuggled {
+        // Content-Length with Transfer-Encoding, or two Content-Lengths.
+        true => Some(codec_rules::Refusal {
+            status: StatusCode::BAD_REQUEST,
+            body: "Bad Request",
+            close: true,
+        }),
+        false => codec_rules::check(req, max_head),
+    };
+    if let Some(r) = refusal {
+        let mut resp = local(r.status, r.body);
+        if r.body.is_empty() {
+            resp.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        if r.close {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Some(resp);
     }
     if req.headers().get_all(HOST).iter().nth(1).is_some() {
         return Some(local(StatusCode::NOT_FOUND, ""));
@@ -311,7 +329,9 @@ async fn route(
                 // boxed stream to poll.
                 (_, None) if hyper::body::Body::is_end_stream(req.body()) => req.map(|_| empty()),
                 // Streamed, and counted when a size limit applies.
-                (_, limit) => req.map(|b| ClientBody::new(b, &fault, limit).boxed()),
+                (_, limit) => req.map(|b| {
+                    ClientBody::new(b, &fault, limit, listener.limits.stream_idle_timeout).boxed()
+                }),
             };
             // request-transformer's `replace.uri` and Host take the place
             // of the route's rewrites.
@@ -735,6 +755,9 @@ async fn forward(
         }
         if outcome.is_err() && original.fault.too_large() {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "");
+        }
+        if outcome.is_err() && original.fault.stalled() {
+            return local(StatusCode::REQUEST_TIMEOUT, "stream timeout");
         }
         let route_timed_out = deadline.is_some_and(|d| Instant::now() >= d);
         let result = match &outcome {

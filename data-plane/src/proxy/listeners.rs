@@ -3,10 +3,11 @@
 //! stop accepting and drain their connections.
 
 use super::handler::{self, ConnInfo};
+use super::request_head::Watched;
 use super::runtime::Shared;
 use super::tls;
-use crate::config::ListenerConfig;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use crate::config::{HttpLimits, ListenerConfig};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
@@ -103,6 +104,28 @@ impl ListenerSet {
     }
 }
 
+/// A connection's HTTP settings: Envoy's limits on the request line and
+/// headers (431 past them) and the time allowed to send them.
+fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut h1 = b.http1();
+    h1.timer(TokioTimer::new())
+        // The exact limit is checked on the parsed head (`codec_rules`);
+        // this bounds what is buffered before that.
+        .max_buf_size((limits.max_request_headers + 4096).max(8192))
+        .max_headers(limits.max_headers)
+        // `request_headers_timeout` is Envoy's, from a head's first byte
+        // (`request_head`). hyper's own timer also runs while a kept-alive
+        // connection waits for its next request: set to the stream idle
+        // timeout, it bounds idle connections and half-sent heads when
+        // `request_headers_timeout` is off (Envoy then ends those with its
+        // 408 `stream timeout`).
+        .header_read_timeout(limits.stream_idle_timeout);
+    b.http2()
+        .max_header_list_size(u32::try_from(limits.max_request_headers).unwrap_or(u32::MAX));
+    b
+}
+
 async fn serve(
     name: String,
     sock: std::net::TcpListener,
@@ -120,7 +143,6 @@ async fn serve(
     let name: Arc<str> = Arc::from(name);
     let acceptor = is_tls.then(|| tls::acceptor(shared.clone(), name.clone()));
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -134,7 +156,16 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let info = ConnInfo::new(name.clone(), remote, is_tls);
-                let builder = builder.clone();
+                let framing = info.framing.clone();
+                // The limits of the config current when the connection opens.
+                let limits = shared
+                    .current()
+                    .listeners
+                    .get(name.as_ref())
+                    .map(|l| l.limits.clone())
+                    .unwrap_or_default();
+                let builder = connection_builder(&limits);
+                let head_timeout = limits.request_headers_timeout;
                 let watcher = graceful.watcher();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -143,11 +174,13 @@ async fn serve(
                     let svc = hyper::service::service_fn(move |req| handler::handle(req, info.clone(), svc_shared.clone()));
                     match acceptor {
                         None => {
+                            let stream = Watched::new(stream, framing, head_timeout);
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                             let _ = watcher.watch(conn.into_owned()).await;
                         }
                         Some(acc) => match acc.accept(stream).await {
                             Ok(tls_stream) => {
+                                let tls_stream = Watched::new(tls_stream, framing, head_timeout);
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                                 let _ = watcher.watch(conn.into_owned()).await;
                             }

@@ -2,6 +2,7 @@
 //! balancing, all reading the runtime that is current when a request starts.
 
 pub mod admin;
+pub mod codec_rules;
 pub mod handler;
 pub mod headers;
 pub mod health;
@@ -9,6 +10,7 @@ pub mod lb;
 pub mod listeners;
 pub mod mirror;
 pub mod outlier;
+pub mod request_head;
 pub mod runtime;
 pub mod stats;
 pub mod tls;
