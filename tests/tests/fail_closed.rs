@@ -97,13 +97,17 @@ impl Rig {
         rig
     }
 
-    /// GET through the proxy with an optional `apikey`.
-    async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+    async fn try_get(&self, path: &str, key: Option<&str>) -> Result<(u16, Value), reqwest::Error> {
         let mut req = self.proxy.request(reqwest::Method::GET, path);
         if let Some(k) = key {
             req = req.header("apikey", k);
         }
-        send_json(req).await.expect("the proxy answers")
+        send_json(req).await
+    }
+
+    /// GET through the proxy with an optional `apikey`.
+    async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        self.try_get(path, key).await.expect("the proxy answers")
     }
 
     async fn until(&self, path: &str, key: Option<&str>, want: u16) -> Value {
@@ -112,9 +116,11 @@ impl Rig {
             CONVERGE,
             Duration::from_millis(20),
             || async move {
-                match self.get(path, key).await {
-                    (s, b) if s == want => Ok(b),
-                    (s, b) => Err(format!("{s} {b}")),
+                match self.try_get(path, key).await {
+                    Ok((s, b)) if s == want => Ok(b),
+                    Ok((s, b)) => Err(format!("{s} {b}")),
+                    // The listener may still be binding.
+                    Err(e) => Err(e.to_string()),
                 }
             },
         )

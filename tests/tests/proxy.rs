@@ -828,7 +828,8 @@ async fn same_answers_as_envoy() {
         case("prefix, query only", "GET", "/pfx?x=1").to("a"),
         case("prefix, percent-encoded", "GET", "/pfx/a%20b%2Fc").to("a"),
         case("prefix, other case", "GET", "/PFX/x").status(404),
-        case("prefix, percent-encoded in the prefix", "GET", "/pf%78/x").status(404),
+        // Normalised first (`%78` is `x`): the route matches.
+        case("prefix, percent-encoded in the prefix", "GET", "/pf%78/x").to("a"),
         case("regex", "GET", "/rx/123").to("b"),
         case("regex with a query", "GET", "/rx/42?x=y").to("b"),
         case("regex, no match", "GET", "/rx/abc").status(404),
@@ -947,9 +948,10 @@ async fn same_answers_as_envoy() {
             .to("a"),
         // A fragment in the request target is a recorded difference
         // (docs/proxy.md): Envoy answers 400, gantry-proxy drops it.
+        // Slashes merged before routing.
         case("double slash", "GET", "")
             .raw("GET //pfx/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
-            .status(404),
+            .to("a"),
         case("Expect: 100-continue", "POST", "")
             .raw("POST /meth HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello")
             .to("a"),

@@ -464,3 +464,122 @@ async fn half_sent_heads_time_out_like_envoy() {
         );
     }
 }
+
+/// Paths are normalised before routing and forwarding, as Kong and Envoy
+/// normalise them: dot segments (raw, percent-encoded, after `//`),
+/// unreserved escapes and backslashes cannot walk a request around the
+/// key-auth on `/adm`, and no upstream sees `..`. Envoy fed by the same
+/// control plane answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_paths_do_not_walk_around_policies() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("echo").await;
+    let envoy_fut = gantry_e2e::Envoy::start(&cp, "envoy-paths", true);
+    let proxy_fut = Proxy::start(&cp, "gantry-paths");
+    let (envoy, proxy) = tokio::join!(envoy_fut, proxy_fut);
+    cp.post("/services", json!({"name": "svc", "url": up.url()}))
+        .await
+        .expect(201);
+    for (name, path) in [("pub", "/pub"), ("adm", "/adm")] {
+        cp.post(
+            "/services/svc/routes",
+            json!({"name": name, "paths": [path], "strip_path": false}),
+        )
+        .await
+        .expect(201);
+    }
+    cp.post("/routes/adm/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    cp.post("/consumers", json!({"username": "ops"}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post("/consumers/ops/key-auth", json!({"key": "ops-key"}))
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (who, port) in [
+        ("Envoy", envoy.proxy_port),
+        ("gantry-proxy", proxy.http_port),
+    ] {
+        eventually(
+            "the routes serve",
+            CONVERGE,
+            Duration::from_millis(20),
+            || async move {
+                match raw(port, b"GET /adm/x HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .status
+                {
+                    401 => Ok(()),
+                    s => Err(s.to_string()),
+                }
+            },
+        )
+        .await;
+        // Each reaches /adm once normalised: refused without the key.
+        for path in [
+            "/pub/../adm/secret",
+            "/pub/%2e%2e/adm/secret",
+            "/pub/%2E%2E/adm/secret",
+            "/pub/.%2e/adm/secret",
+            "/pub\\..\\adm/secret",
+            "/pub/..;/adm/secret",
+            "/%61dm/secret",
+            "//adm/secret",
+        ] {
+            let r = raw(
+                port,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert_eq!(r.status, 401, "{who} {path}: {}", r.text);
+        }
+        // `//..` only removes the empty segment: it stays on /pub, and the
+        // upstream sees the normalised path, never `..`.
+        let (s, b) = gantry_e2e::send_json(
+            client.get(format!("http://127.0.0.1:{port}/pub//../adm/secret")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (s, b["path"].as_str()),
+            (200, Some("/pub/adm/secret")),
+            "{who}: {b}"
+        );
+        let r = raw(
+            port,
+            b"GET /pub/a/./b/../c?x=/../y HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{who}: {}", r.text);
+        assert!(
+            r.text.contains("\"path\":\"/pub/a/c?x=/../y\""),
+            "{who}: {}",
+            r.text
+        );
+        // With the key, /adm serves the normalised path.
+        let r = raw(
+            port,
+            b"GET /pub/%2e%2e/adm/secret HTTP/1.1\r\nHost: x\r\napikey: ops-key\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{who}: {}", r.text);
+        assert!(
+            r.text.contains("\"path\":\"/adm/secret\""),
+            "{who}: {}",
+            r.text
+        );
+        // %00 cannot be normalised: 400.
+        assert_eq!(
+            raw(port, b"GET /pub/a%00b HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .status,
+            400,
+            "{who}"
+        );
+    }
+}

@@ -154,6 +154,10 @@ fn hcm(
         // default waits for the 5 min stream idle timeout).
         request_headers_timeout: (opts.request_headers_timeout_ms > 0)
             .then(|| super::ms(opts.request_headers_timeout_ms)),
+        // Kong routes and forwards the normalised path: `..`, `%2e` and
+        // `//` cannot walk around a route's policies.
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
         ..Default::default()
     };
     Filter {

@@ -63,6 +63,8 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// What a client may send, and how long it may take.
     pub limits: HttpLimits,
+    /// `normalize_path` and `merge_slashes`.
+    pub path_rules: crate::proxy::path_normalize::PathRules,
 }
 
 /// The connection manager's limits on what clients send, with Envoy's
@@ -165,6 +167,7 @@ struct Hcm {
     skipped_filters: Vec<String>,
     gateway: Option<Arc<Gateway>>,
     limits: HttpLimits,
+    path_rules: crate::proxy::path_normalize::PathRules,
 }
 
 pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String> {
@@ -309,6 +312,7 @@ pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String
         per_connection_buffer_limit,
         tls,
         limits: h.limits,
+        path_rules: h.path_rules,
     })
 }
 
@@ -538,6 +542,20 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
     let (suppress_envoy_headers, skipped_filters, gateway) =
         http_filters(std::mem::take(&mut h.http_filters))?;
     let limits = http_limits(&mut h)?;
+    let path_rules = crate::proxy::path_normalize::PathRules {
+        normalize: h.normalize_path.take().is_some_and(|b| b.value),
+        merge_slashes: std::mem::take(&mut h.merge_slashes),
+    };
+    // Escaped slashes (`%2F`) are kept as they are; Envoy's other actions
+    // (reject, unescape) are not implemented.
+    match std::mem::take(&mut h.path_with_escaped_slashes_action) {
+        0 | 1 => {}
+        other => {
+            return Err(format!(
+                "path_with_escaped_slashes_action {other} is not supported (only KEEP_UNCHANGED)"
+            ));
+        }
+    }
     if h.generate_request_id.take().is_some_and(|b| !b.value) {
         return Err("generate_request_id false is not supported".into());
     }
@@ -560,6 +578,7 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
         skipped_filters,
         gateway,
         limits,
+        path_rules,
     })
 }
 

@@ -289,12 +289,23 @@ fn only_the_connection_manager_over_rds_is_supported() {
     );
 
     let mut h = hcm_with("r", vec![router_filter()]);
-    h.normalize_path = boolv(true);
+    h.skip_xff_append = true;
     let mut l = http_listener("l", 8000, "r");
     l.filter_chains[0].filters = vec![hcm_filter(h)];
     let e = compile_listener(&l).unwrap_err();
     assert!(
-        e.contains("http_connection_manager: unsupported field set: normalize_path"),
+        e.contains("http_connection_manager: unsupported field set: skip_xff_append"),
+        "{e}"
+    );
+    // Escaped slashes are kept; Envoy's other actions are refused.
+    let mut h = hcm_with("r", vec![router_filter()]);
+    h.normalize_path = boolv(true);
+    h.path_with_escaped_slashes_action = 2;
+    let mut l = http_listener("l", 8000, "r");
+    l.filter_chains[0].filters = vec![hcm_filter(h)];
+    let e = compile_listener(&l).unwrap_err();
+    assert!(
+        e.contains("path_with_escaped_slashes_action 2 is not supported"),
         "{e}"
     );
 

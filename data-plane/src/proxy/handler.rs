@@ -6,7 +6,7 @@ use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
 use super::upstream::{Body, BoxError};
-use super::{codec_rules, mirror, outlier, request_head};
+use super::{codec_rules, mirror, outlier, path_normalize, request_head};
 use crate::body::{ClientBody, Fault};
 use crate::config::ListenerConfig;
 use crate::config::{
@@ -188,6 +188,21 @@ async fn route(
     // when a plugin changes it.
     let uri_pq = req.uri().path_and_query().cloned();
     let mut pq: Cow<'_, str> = Cow::Borrowed(uri_pq.as_ref().map_or("/", |p| p.as_str()));
+    // Envoy's path normalisation, before routing and for the upstream.
+    if listener.path_rules.any() {
+        match path_normalize::apply(&pq, listener.path_rules) {
+            Ok(Cow::Owned(p)) => pq = Cow::Owned(p),
+            Ok(Cow::Borrowed(_)) => {}
+            Err(path_normalize::Refused) => {
+                let mut r = local(StatusCode::BAD_REQUEST, "");
+                r.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                r.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        }
+    }
     let scheme = if conn.tls { "https" } else { "http" };
     let view = RequestView {
         authority,

@@ -10,6 +10,7 @@ pub mod lb;
 pub mod listeners;
 pub mod mirror;
 pub mod outlier;
+pub mod path_normalize;
 pub mod request_head;
 pub mod runtime;
 pub mod stats;
