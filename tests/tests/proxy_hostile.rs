@@ -583,3 +583,28 @@ async fn traversal_paths_do_not_walk_around_policies() {
         );
     }
 }
+
+/// An announced `Content-Length` over request-size-limiting's limit is
+/// Kong's 413 at once, before any of the body is read (or even sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_oversize_body_is_413_before_it_is_read() {
+    let (cp, proxy, up) = gateway("hostile-size").await;
+    let rev = cp
+        .post(
+            "/routes/api/plugins",
+            json!({"name": "request-size-limiting", "config": {"allowed_payload_size": 1, "size_unit": "kilobytes"}}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let before = up.requests();
+    // The head alone: the answer must not wait for 10 MB that never come.
+    let r = raw(
+        proxy.http_port,
+        b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert!(r.text.contains("Request size limit exceeded"), "{}", r.text);
+    assert_eq!(up.requests(), before, "nothing reached the upstream");
+}
