@@ -150,7 +150,17 @@ impl Session {
     }
 
     pub fn nacked(&self, type_url: &'static str, version: &str, error: &str) {
-        tracing::warn!(node = %self.node.id, r#type = gantry_shared::xds::short_name(type_url), version, error, "proxy NACKed");
+        // Every write was admitted by gantry-proxy's own compiler, so a
+        // gantry-proxy's NACK means the two disagree (versions, or a bug).
+        // Envoy nodes may refuse what only Envoy checks.
+        match self.node.flavour {
+            Flavour::GantryProxy => {
+                tracing::error!(node = %self.node.id, user_agent = %self.node.user_agent, r#type = gantry_shared::xds::short_name(type_url), version, error, "gantry-proxy NACKed an admitted configuration: its routes with policies fail closed until a later update is accepted; a control plane and proxy of different versions, or a bug")
+            }
+            Flavour::Envoy => {
+                tracing::warn!(node = %self.node.id, user_agent = %self.node.user_agent, r#type = gantry_shared::xds::short_name(type_url), version, error, "Envoy NACKed")
+            }
+        }
         self.fleet.update(self.fleet_id, |e| {
             let t = e.types.entry(type_url).or_default();
             t.last_nack = Some(Nack {
