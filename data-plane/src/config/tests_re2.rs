@@ -231,3 +231,17 @@ fn substitution_must_be_a_header_value() {
     assert!(RegexRewrite::new("a", "b\nc").is_err());
     assert!(RegexRewrite::new("(", "b").is_err());
 }
+
+#[test]
+fn nesting_past_the_regex_crates_limit_is_refused() {
+    // A recorded difference (docs/proxy.md): RE2 takes any nesting (this
+    // one is 5 instructions), the regex crate stops at 250 levels.
+    let deep = |n: usize| format!("{}a{}", "(?:".repeat(n), ")".repeat(n));
+    assert!(Re2::new(&deep(200)).is_ok());
+    assert!(Re2::new(&deep(300)).is_err());
+    assert_eq!(
+        super::re2_size::program_size(&deep(300)),
+        Ok(5),
+        "RE2's own verdict"
+    );
+}
