@@ -97,11 +97,37 @@ both!(regexes_re2_refuses, |app| {
         let m = f["paths"][0].as_str().unwrap_or_default();
         assert!(m.starts_with("invalid regex:"), "{re}: {f}");
     }
-    // What RE2 takes is taken.
+    // Envoy's RE2 program-size limit (100) applies to the regex Envoy is
+    // given, `(?:<path>).*` (Kong's path regexes match a prefix): 100 for
+    // `~/a{93}`, 101 for `~/a{94}`. The refusal carries Envoy's words.
+    let f = schema_error(&app, "/services/s/routes", json!({"paths": ["~/a{94}"]})).await;
+    assert_eq!(
+        f["paths"][0],
+        "invalid regex: '/a{94}' (regex '(?:/a{94}).*' RE2 program size of 101 > max program \
+         size of 100 set for the error level threshold. Increase configured max program size \
+         if necessary.)",
+        "{f}"
+    );
+    // What a field check cannot see, admission does: a header regex is
+    // emitted as `(?i)^(?:.*(?:<re>).*)$` (101 for a{95}).
+    let f = schema_error(
+        &app,
+        "/services/s/routes",
+        json!({"paths": ["/h"], "headers": {"x-a": ["~*a{95}"]}}),
+    )
+    .await;
+    assert!(
+        f["@entity"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("RE2 program size of 101 > max program size of 100")),
+        "{f}"
+    );
+    // What RE2 and its size limit take is taken.
     let (s, b) = app
         .post(
             "/services/s/routes",
-            json!({"paths": [r"~/users/(?<id>\d+)$", "~/a{2,1000}"]}),
+            json!({"paths": [r"~/users/(?<id>\d+)$", "~/a{93}", r"~/\Qa.b\E"],
+                   "headers": {"x-a": ["~*a{90}"]}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

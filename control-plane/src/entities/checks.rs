@@ -128,11 +128,14 @@ pub fn sni(v: &Value) -> Result<(), String> {
 pub fn route_path(v: &Value) -> Result<(), String> {
     let p = s(v);
     if let Some(re) = p.strip_prefix('~') {
-        // gantry-proxy's own RE2 compiler, with RE2's limits.
-        return gantry_proxy::config::Re2::new(re).map(drop).map_err(|e| {
-            let reason = e.split_once("\": ").map_or(e.as_str(), |(_, r)| r);
-            format!("invalid regex: '{re}' ({reason})")
-        });
+        let invalid = |reason: &str| format!("invalid regex: '{re}' ({reason})");
+        // RE2's syntax errors are about the user's regex; Envoy's size
+        // limit is about the regex it is given, which wraps it. Both with
+        // gantry-proxy's own RE2 compiler.
+        gantry_proxy::config::check_re2_syntax(re).map_err(|e| invalid(&e))?;
+        return gantry_proxy::config::Re2::new(&crate::translator::path_regex(re))
+            .map(drop)
+            .map_err(|e| invalid(e.split_once("\": ").map_or(e.as_str(), |(_, r)| r)));
     }
     if !p.starts_with('/') {
         return Err("should start with: / (fixed path) or ~/ (regex path)".into());
@@ -302,6 +305,13 @@ mod tests {
         assert!(route_path(&json!("/a/b")).is_ok());
         assert!(route_path(&json!("~/users/\\d+$")).is_ok());
         assert!(route_path(&json!("~/users/(")).is_err());
+        // The size Envoy checks is that of the emitted `(?:/a{93}).*`.
+        assert!(route_path(&json!("~/a{93}")).is_ok());
+        let e = route_path(&json!("~/a{94}")).unwrap_err();
+        assert!(
+            e.contains("regex '(?:/a{94}).*' RE2 program size of 101 > max program size of 100"),
+            "{e}"
+        );
         assert!(route_path(&json!("users")).is_err());
         assert!(target(&json!("10.0.0.1:80")).is_ok());
         assert!(target(&json!("example.com")).is_ok());

@@ -249,7 +249,10 @@ fn route_headers(v: &Value) -> Result<(), String> {
         }
         for val in vals.as_array().into_iter().flatten() {
             if let Some(re) = val.as_str().and_then(|s| s.strip_prefix("~*")) {
-                regex::Regex::new(re).map_err(|_| format!("invalid regex: '{re}'"))?;
+                // RE2's syntax (gantry-proxy's reader); the regex emitted
+                // from it is checked whole, size included, at admission.
+                gantry_proxy::config::check_re2_syntax(re)
+                    .map_err(|e| format!("invalid regex: '{re}' ({e})"))?;
             }
         }
     }

@@ -19,7 +19,7 @@ mod secrets;
 mod validate;
 
 pub use plugins::enforced_by;
-pub use routes::{RouteTable, TableVhost, encode_all as encode_tables};
+pub use routes::{RouteTable, TableVhost, encode_all as encode_tables, path_regex};
 
 #[cfg(test)]
 mod testutil;
@@ -259,39 +259,48 @@ pub(crate) fn ms(ms: i64) -> Duration {
     }
 }
 
-/// Whether a regex is one RE2 accepts, by gantry-proxy's own RE2 rules.
-/// Parsed, not compiled: the same patterns recur in every virtual host and
-/// a full compile of thousands of them is slow (admission compiles them).
+/// Whether Envoy takes a regex the translator emits: RE2's syntax and its
+/// program-size limit, by gantry-proxy's own RE2 rules. Not built into a
+/// matcher: the same patterns recur in every virtual host and building
+/// thousands of them is slow (admission compiles them).
 pub(crate) fn regex_ok(re: &str) -> Result<(), String> {
-    if plainly_valid(re) {
+    if anchored_literal(re) {
         return Ok(());
     }
     gantry_proxy::config::check_regex(re)
 }
 
-/// Whether `re` is in a trivially valid subset: literals, escaped
-/// punctuation, `.`, anchors, and `?`/`*`/`+` right after a literal or `.`.
-/// Most generated regexes (path rewrites such as `^/orders/?`) are, and
-/// parsing each of thousands costs several microseconds. Anything else,
-/// or anything unsure, goes to the parser.
-fn plainly_valid(re: &str) -> bool {
-    let mut atom = false;
-    let mut chars = re.chars();
+/// Whether `re` is `^` and a literal, optionally ending in `/?` or `$`:
+/// the shape of the rewrites the translator emits for prefix paths
+/// (`^/orders/?`), one per route. RE2 matches such a literal outside its
+/// program, so however long it is the program has a handful of
+/// instructions; checking thousands of them costs microseconds each.
+/// Anything else, or anything unsure, is checked whole.
+fn anchored_literal(re: &str) -> bool {
+    let Some(body) = re.strip_prefix('^') else {
+        return false;
+    };
+    let body = body
+        .strip_suffix("/?")
+        .or_else(|| body.strip_suffix('$'))
+        .unwrap_or(body);
+    let mut chars = body.chars();
+    let mut any = false;
     while let Some(c) = chars.next() {
-        atom = match c {
+        match c {
             '\\' => match chars.next() {
-                // `\<` and `\>` are assertions in the regex crate.
-                Some(n) if n.is_ascii_punctuation() && n != '<' && n != '>' => true,
+                Some(n) if n.is_ascii_punctuation() => {}
                 _ => return false,
             },
-            '^' | '$' => false,
-            '?' | '*' | '+' if atom => false,
-            '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' | '|' => return false,
-            c if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' => true,
+            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' => {
+                return false;
+            }
+            c if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' => {}
             _ => return false,
-        };
+        }
+        any = true;
     }
-    true
+    any
 }
 
 /// Cluster name of a service: `service.<name or id>`.

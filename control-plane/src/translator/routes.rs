@@ -525,8 +525,7 @@ fn entries<'a>(
         let base_name = format!("{}#{i}", r.label());
         let path_spec = match p {
             PathKind::Prefix(pre) => PathSpecifier::Prefix(pre.to_string()),
-            // Kong anchors path regexes at the start only; Envoy matches the whole path.
-            PathKind::Regex(re) => PathSpecifier::SafeRegex(regex(format!("(?:{re}).*"))),
+            PathKind::Regex(re) => PathSpecifier::SafeRegex(regex(path_regex(re))),
         };
         let route_match = |spec: PathSpecifier| RouteMatch {
             headers: headers.clone(),
@@ -595,8 +594,18 @@ fn entries<'a>(
     Ok(())
 }
 
+/// The regex Envoy is given for a Kong regex path: Kong anchors path
+/// regexes at the start only, and Envoy matches the whole path. Its RE2
+/// program, not the user's regex's, is what Envoy's size limit applies to.
+pub fn path_regex(re: &str) -> String {
+    format!("(?:{re}).*")
+}
+
+/// A user's regex (a path or header value) is never given to Envoy as it
+/// is: RE2 must compile it, and what is emitted from it is checked whole
+/// (size included) with the rest of the translation.
 fn check_regex(r: &Route, re: &str) -> Result<(), TranslateError> {
-    super::regex_ok(re).map_err(|reason| TranslateError::InvalidRegex {
+    gantry_proxy::config::check_re2_syntax(re).map_err(|reason| TranslateError::InvalidRegex {
         route: r.label().to_string(),
         pattern: format!("~{re}"),
         reason,

@@ -109,18 +109,17 @@ fn route_tables_encode_as_their_configurations() {
 #[test]
 fn the_regex_fast_path_accepts_only_valid_regexes() {
     // Every string up to four characters over an alphabet of literals and
-    // metacharacters: whatever the fast path lets through, the parser
-    // accepts too.
+    // metacharacters: whatever the fast path lets through, Envoy takes
+    // (gantry-proxy's full check: RE2 syntax and program size).
     let alphabet = [
         'a', '/', '\\', '.', '^', '$', '?', '*', '+', '-', '<', '(', ')', '|', '#', ' ', '{', '[',
     ];
     let mut passed = 0;
     let mut s = String::new();
     fn walk(s: &mut String, alphabet: &[char], depth: usize, passed: &mut usize) {
-        if plainly_valid(s) {
+        if anchored_literal(s) {
             *passed += 1;
-            assert!(regex_ok(s).is_ok(), "fast path accepted {s:?}");
-            let full = regex_syntax::Parser::new().parse(s);
+            let full = gantry_proxy::config::check_regex(s);
             assert!(full.is_ok(), "fast path accepted {s:?}: {full:?}");
         }
         if depth == 0 {
@@ -133,14 +132,30 @@ fn the_regex_fast_path_accepts_only_valid_regexes() {
         }
     }
     walk(&mut s, &alphabet, 4, &mut passed);
-    assert!(passed > 1000, "{passed}");
-    for re in ["^/orders/?", "^/r1\\.2/?", "^/", "^/$|^", "\\?.*"] {
-        assert_eq!(plainly_valid(re), !re.contains('|'), "{re}");
+    assert!(passed > 300, "{passed}");
+    // However long the literal, RE2 keeps it out of the program.
+    let long = format!("^/{}/?", "a\\.b-".repeat(2000));
+    assert!(anchored_literal(&long));
+    gantry_proxy::config::check_regex(&long).unwrap();
+    for re in ["^/orders/?", "^/r1\\.2/?", "^/", "^/$|^", "\\?.*", "^/a$"] {
+        assert_eq!(
+            anchored_literal(re),
+            re.starts_with("^/") && !re.contains('|'),
+            "{re}"
+        );
         regex_ok(re).unwrap();
     }
-    assert!(!plainly_valid("a**"));
-    assert!(!plainly_valid("\\d"));
+    assert!(!anchored_literal("^a**"));
+    assert!(!anchored_literal("^\\d"));
+    assert!(!anchored_literal("^/a\\/?"));
     assert!(regex_ok("(").is_err());
+    // Envoy's default program-size limit (100): 4 + one per byte.
+    assert!(regex_ok(&"a".repeat(96)).is_ok());
+    assert!(
+        regex_ok(&"a".repeat(97))
+            .unwrap_err()
+            .contains("RE2 program size of 101 > max program size of 100")
+    );
 }
 
 #[test]

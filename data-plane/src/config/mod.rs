@@ -31,6 +31,7 @@ mod matchers;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod path_index;
 mod re2;
+pub mod re2_size;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod routes;
 mod secrets;
@@ -49,7 +50,7 @@ pub use fences::Fences;
 pub use headers::{AppendAction, HeaderAdd, HeaderMutations, HeaderStage};
 pub use listener::{Codec, HttpLimits, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
-pub use re2::{Re2, RegexRewrite, check_syntax as check_regex};
+pub use re2::{Re2, RegexRewrite, check_re2_syntax, check_syntax as check_regex};
 pub use routes::{
     Action, ClusterChoice, Forward, HashPolicy, HostRewrite, MatchKind, Mirror, PathRedirect,
     Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route, RouteTable,

@@ -1,45 +1,53 @@
-//! RE2 semantics on top of the `regex` crate.
+//! RE2 semantics on top of the `regex` crate, as Envoy 1.40 runs RE2.
 //!
-//! Envoy compiles every `safe_regex` with Google RE2. The `regex` crate
-//! shares RE2's design (no backtracking, leftmost-first, same flag set), but
-//! differs in a few places that change what matches; patterns are rewritten
-//! into an equivalent `regex` pattern so that they match what RE2 matches:
+//! What is refused: exactly what Envoy refuses, computed by `re2_size`:
+//! RE2's syntax errors in RE2's words, "pattern too large", and any regex
+//! whose RE2 program has more than `re2.max_program_size.error_level`
+//! instructions (Envoy's default, 100), with Envoy's message. The verdict
+//! is memoised per pattern while a configuration compiles.
 //!
-//! * `\d \w \s \b` are ASCII-only in RE2 (Unicode in `regex`): rewritten to
-//!   explicit ASCII classes and `(?-u:\b)`. RE2's `\s` is `[\t\n\f\r ]`.
-//! * Inside a class, RE2 treats `[` (not starting `[:name:]`), `&` and `~`
-//!   as literals; `regex` uses them for nesting and set operations.
-//! * A `{` that does not start a valid repetition is a literal in RE2.
-//! * An escaped punctuation character is always a literal in RE2 (`\<` is
-//!   `<`, not a word-start assertion).
-//! * `\Q...\E` quoting and octal escapes (`\0`, `\012`) are RE2-only.
-//! * RE2 rejects what `regex` would accept: look-around, `(?x)` and other
-//!   flags than `imsU`, `\C`, repetition counts above 1000.
+//! What matches: Envoy runs RE2 in Latin-1 mode (runtime feature
+//! `envoy.reloadable_features.re2_use_latin1_mode`, on by default), so
+//! every byte of a pattern is one character and every byte of the input
+//! is one character. Patterns are translated for `regex::bytes` with
+//! Unicode off, which matches the same way:
 //!
-//! Not reproduced: RE2's program-size limit. Envoy refuses a regex whose
-//! compiled RE2 program is larger than the runtime value
-//! `re2.max_program_size.error_level` (100 unless the bootstrap raises it);
-//! the size of an RE2 program cannot be computed without RE2, so such
-//! regexes compile here.
+//! * a pattern byte of 0x80 or above is that byte (`é` in a pattern is two
+//!   characters); `.` and `[^a]` match one byte, so `^.$` does not match
+//!   a UTF-8 `é`; `(?i)` folds ASCII letters only;
+//! * classes are translated to the bytes RE2 puts in them: `\pL` is the
+//!   ASCII and Latin-1 letters, `\p{Greek}` is empty, `\d \w \s` are
+//!   ASCII (RE2's `\s` is `[\t\n\f\r ]`), and `[`, `&`, `~` inside a class
+//!   are literals;
+//! * a `{` that does not start a repetition is a literal; escaped
+//!   punctuation is always a literal (`\<` is `<`); `\Q...\E`, octal
+//!   escapes and `\C` (any byte) are RE2's;
+//! * RE2 takes capture names the `regex` crate does not (a leading digit,
+//!   Latin-1 letters, repeated names): groups are translated unnamed and
+//!   names are looked up here, the leftmost group of a name first.
 //!
 //! Matching is a full match (`RE2::FullMatch`), as everywhere Envoy uses a
 //! `RegexMatcher` to match; rewriting is `RE2::GlobalReplace`, with RE2's
 //! rewrite-string syntax (`\0`..`\9`, `\\`).
 
+use super::re2_size::{
+    ENVOY_ERROR_LEVEL, class_bytes, counted, envoy_check, escape_class_bytes, escaped_byte,
+};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 type Memo<R> = RefCell<Option<HashMap<String, Result<R, String>>>>;
 
 thread_local! {
     /// Compiled regexes by pattern while a compile runs: the translator
-    /// repeats the same routes in every virtual host, and compiling each
-    /// pattern once keeps large configurations fast.
-    static CACHE: Memo<(regex::bytes::Regex, Arc<[u8]>)> = const { RefCell::new(None) };
-    static REWRITE_CACHE: Memo<regex::Regex> = const { RefCell::new(None) };
+    /// repeats the same routes in every virtual host, and compiling (and
+    /// sizing) each pattern once keeps large configurations fast.
+    static CACHE: Memo<Compiled> = const { RefCell::new(None) };
+    static REWRITE_CACHE: Memo<(regex::bytes::Regex, Names)> = const { RefCell::new(None) };
+    static VERDICT_CACHE: Memo<()> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with regex compilation memoised; the memo is dropped after.
@@ -49,10 +57,12 @@ pub(crate) fn with_cache<T>(f: impl FnOnce() -> T) -> T {
         fn drop(&mut self) {
             CACHE.with(|c| *c.borrow_mut() = None);
             REWRITE_CACHE.with(|c| *c.borrow_mut() = None);
+            VERDICT_CACHE.with(|c| *c.borrow_mut() = None);
         }
     }
     CACHE.with(|c| *c.borrow_mut() = Some(HashMap::new()));
     REWRITE_CACHE.with(|c| *c.borrow_mut() = Some(HashMap::new()));
+    VERDICT_CACHE.with(|c| *c.borrow_mut() = Some(HashMap::new()));
     let _reset = Reset;
     f()
 }
@@ -74,12 +84,41 @@ fn memo<R: Clone>(
     v
 }
 
+/// Envoy's verdict on `pattern` as a `RegexMatcher`: refused as Envoy
+/// refuses it (the message names the pattern), or taken.
+fn envoy_accepts(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("regex must not be empty".into());
+    }
+    memo(&VERDICT_CACHE, pattern, || {
+        envoy_check(pattern, ENVOY_ERROR_LEVEL)
+            .map(drop)
+            .map_err(|reason| format!("invalid regex {pattern:?}: {reason}"))
+    })
+}
+
+/// Capture group names and their group numbers, in pattern order.
+type Names = Arc<[(Box<str>, usize)]>;
+
+#[derive(Clone)]
+struct Compiled {
+    full: regex::bytes::Regex,
+    prefix: Arc<[u8]>,
+    names: Names,
+}
+
 /// A compiled RE2 pattern that matches a whole input (`RE2::FullMatch`).
 #[derive(Clone)]
 pub struct Re2 {
     pattern: Arc<str>,
-    full: regex::bytes::Regex,
-    prefix: Arc<[u8]>,
+    compiled: Compiled,
+}
+
+fn bytes_regex(translated: &str) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::RegexBuilder::new(translated)
+        .unicode(false)
+        .build()
+        .map_err(|e| last_line(&e.to_string()))
 }
 
 /// The longest literal every match of `translated` starts with: the common
@@ -88,6 +127,7 @@ pub struct Re2 {
 fn literal_prefix(translated: &str) -> Arc<[u8]> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(false)
         .utf8(false)
         .build()
         .parse(translated)
@@ -108,37 +148,42 @@ impl fmt::Debug for Re2 {
 
 impl Re2 {
     pub fn new(pattern: &str) -> Result<Re2, String> {
-        if pattern.is_empty() {
-            return Err("regex must not be empty".into());
-        }
-        let (full, prefix) = memo(&CACHE, pattern, || {
-            let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
-            let full = regex::bytes::RegexBuilder::new(&format!(r"\A(?:{t})\z"))
-                .build()
-                .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))?;
-            Ok((full, literal_prefix(&t)))
+        envoy_accepts(pattern)?;
+        let compiled = memo(&CACHE, pattern, || {
+            let invalid = |e: String| format!("invalid regex {pattern:?}: {e}");
+            let t = translate(pattern).map_err(invalid)?;
+            let full = bytes_regex(&format!(r"\A(?:{})\z", t.pattern)).map_err(invalid)?;
+            Ok(Compiled {
+                full,
+                prefix: literal_prefix(&t.pattern),
+                names: t.names,
+            })
         })?;
         Ok(Re2 {
             pattern: pattern.into(),
-            full,
-            prefix,
+            compiled,
         })
     }
 
     /// Bytes every match starts with (possibly none), for route indexing.
     pub fn literal_prefix(&self) -> &[u8] {
-        &self.prefix
+        &self.compiled.prefix
     }
 
     /// Whether the whole input matches.
     pub fn full_match(&self, input: &[u8]) -> bool {
-        self.full.is_match(input)
+        self.compiled.full.is_match(input)
     }
 
     /// A named group of a whole-input match (request-validator's path
     /// parameters, as Kong's URI captures).
     pub fn named_group<'a>(&self, input: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        self.full.captures(input)?.name(name).map(|m| m.as_bytes())
+        let index = group_index(&self.compiled.names, name)?;
+        self.compiled
+            .full
+            .captures(input)?
+            .get(index)
+            .map(|m| m.as_bytes())
     }
 
     /// The pattern as configured.
@@ -147,20 +192,43 @@ impl Re2 {
     }
 }
 
-/// Whether `pattern` is a regex RE2 accepts, without compiling it (cheap:
-/// for validating many patterns at once). What [`Re2::new`] and
-/// [`RegexRewrite::new`] accept passes; so does a pattern only their
-/// compile refuses (one whose compiled size exceeds the `regex` crate's
-/// limits).
+fn group_index(names: &Names, name: &str) -> Option<usize> {
+    names.iter().find(|(n, _)| &**n == name).map(|(_, i)| *i)
+}
+
+/// Whether Envoy takes `pattern` as a `RegexMatcher` (RE2's syntax and
+/// its program size), without building a matcher: for validating many
+/// patterns at once. What [`Re2::new`] and [`RegexRewrite::new`] accept
+/// passes; so does a pattern only their build refuses (one the `regex`
+/// crate cannot build, which RE2 can).
 pub fn check_syntax(pattern: &str) -> Result<(), String> {
+    envoy_accepts(pattern)?;
+    // What RE2 takes translates into what the `regex` crate parses, but
+    // for its nesting limit (250 groups and repetitions), which takes more
+    // than a hundred groups to reach.
+    if pattern.bytes().filter(|&b| b == b'(').count() < 100 {
+        return Ok(());
+    }
+    let t = translate(pattern)?;
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(&t.pattern)
+        .map(drop)
+        .map_err(|e| last_line(&e.to_string()))
+}
+
+/// Whether RE2 compiles `pattern` at all, whatever its program size: for
+/// a regex Envoy is never given as such (a Kong route regex, which the
+/// translator wraps before emitting it; what it emits is checked whole).
+pub fn check_re2_syntax(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("regex must not be empty".into());
     }
-    let t = translate(pattern)?;
-    regex_syntax::Parser::new()
-        .parse(&t)
+    super::re2_size::program_size(pattern)
         .map(drop)
-        .map_err(|e| last_line(&e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 /// One segment of an RE2 rewrite string.
@@ -178,7 +246,7 @@ enum Seg {
 pub struct RegexRewrite {
     pattern: Arc<str>,
     substitution: Arc<str>,
-    re: regex::Regex,
+    re: regex::bytes::Regex,
     segs: Vec<Seg>,
     /// False when the substitution names a group the pattern does not
     /// have: `GlobalReplace` then returns without changing anything.
@@ -197,15 +265,12 @@ impl fmt::Debug for RegexRewrite {
 
 impl RegexRewrite {
     pub fn new(pattern: &str, substitution: &str) -> Result<RegexRewrite, String> {
-        if pattern.is_empty() {
-            return Err("regex must not be empty".into());
-        }
+        envoy_accepts(pattern)?;
         super::check_header_value(substitution.as_bytes(), "substitution")?;
-        let re = memo(&REWRITE_CACHE, pattern, || {
-            let t = translate(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
-            regex::RegexBuilder::new(&t)
-                .build()
-                .map_err(|e| format!("invalid regex {pattern:?}: {}", last_line(&e.to_string())))
+        let (re, _) = memo(&REWRITE_CACHE, pattern, || {
+            let invalid = |e: String| format!("invalid regex {pattern:?}: {e}");
+            let t = translate(pattern).map_err(invalid)?;
+            Ok((bytes_regex(&t.pattern).map_err(invalid)?, t.names))
         })?;
         let (segs, max_group) = parse_rewrite(substitution);
         let applies = max_group < re.captures_len();
@@ -226,37 +291,65 @@ impl RegexRewrite {
         &self.substitution
     }
 
-    /// Replaces every non-overlapping match, leftmost first; an empty match
-    /// right after the previous match is skipped (as RE2 does). Borrowed
-    /// when nothing matched.
+    /// [`Self::replace_all_bytes`] on text. A result that is no longer
+    /// UTF-8 (a match that split a multi-byte character, which Envoy's
+    /// Latin-1 RE2 can do) has the broken sequences replaced.
     pub fn replace_all<'a>(&self, input: &'a str) -> Cow<'a, str> {
+        match self.replace_all_bytes(input.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(input),
+            Cow::Owned(b) => Cow::Owned(match String::from_utf8(b) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            }),
+        }
+    }
+
+    /// Replaces every non-overlapping match, leftmost first. An empty match
+    /// right where the previous match ended is skipped, and the search
+    /// moves on by one byte (one character in Latin-1), as RE2 does.
+    /// Borrowed when nothing matched.
+    pub fn replace_all_bytes<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
         if !self.applies {
             return Cow::Borrowed(input);
         }
-        let mut out = String::new();
-        let mut last = 0;
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut last_end = None;
         let mut count = 0;
-        for caps in self.re.captures_iter(input) {
-            let Some(m) = caps.get(0) else { continue };
-            out.push_str(&input[last..m.start()]);
+        let mut locs = self.re.capture_locations();
+        while at <= input.len() {
+            let Some(m) = self.re.captures_read_at(&mut locs, input, at) else {
+                break;
+            };
+            out.extend_from_slice(&input[at..m.start()]);
+            if m.is_empty() && last_end == Some(m.start()) {
+                if let Some(&b) = input.get(m.start()) {
+                    out.push(b);
+                }
+                at = m.start() + 1;
+                continue;
+            }
             for seg in &self.segs {
                 match seg {
-                    Seg::Lit(l) => out.push_str(l),
+                    Seg::Lit(l) => out.extend_from_slice(l.as_bytes()),
                     Seg::Group(n) => {
-                        if let Some(g) = caps.get(*n) {
-                            out.push_str(g.as_str());
+                        if let Some((s, e)) = locs.get(*n) {
+                            out.extend_from_slice(&input[s..e]);
                         }
                     }
                     Seg::Stop => break,
                 }
             }
-            last = m.end();
+            at = m.end();
+            last_end = Some(at);
             count += 1;
         }
         if count == 0 {
             return Cow::Borrowed(input);
         }
-        out.push_str(&input[last..]);
+        if at < input.len() {
+            out.extend_from_slice(&input[at..]);
+        }
         Cow::Owned(out)
     }
 }
@@ -322,317 +415,185 @@ fn last_line(s: &str) -> String {
         .to_string()
 }
 
-const POSIX: [&str; 14] = [
-    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
-    "space", "upper", "word", "xdigit",
-];
+/// A pattern translated for `regex::bytes` (Unicode off).
+struct Translation {
+    pattern: String,
+    names: Names,
+}
 
-/// Rewrites an RE2 pattern into a `regex`-crate pattern with the same
-/// meaning, or says why RE2 would reject it.
-pub(crate) fn translate(p: &str) -> Result<String, String> {
-    let c: Vec<char> = p.chars().collect();
-    let mut out = String::with_capacity(p.len() + 16);
+/// A byte as a `regex` literal: letters and digits as themselves (so
+/// `(?i)` applies to them), anything else as `\xHH`, which is that byte
+/// with Unicode off.
+fn push_byte(out: &mut String, b: u8) {
+    if b.is_ascii_alphanumeric() {
+        out.push(b as char);
+    } else {
+        let _ = write!(out, r"\x{b:02X}");
+    }
+}
+
+/// The bytes RE2 put in a class, as a `regex` class. Such a set is closed
+/// under ASCII case folding whenever `(?i)` applied to it, so the `regex`
+/// crate's own folding leaves it as it is.
+fn push_class(out: &mut String, ranges: &[(u8, u8)]) {
+    if ranges.is_empty() {
+        out.push_str(r"[^\x00-\xFF]");
+        return;
+    }
+    out.push('[');
+    for &(lo, hi) in ranges {
+        let _ = write!(out, r"\x{lo:02X}");
+        if hi != lo {
+            let _ = write!(out, r"-\x{hi:02X}");
+        }
+    }
+    out.push(']');
+}
+
+/// Rewrites an RE2 pattern RE2 accepts into a `regex::bytes` pattern
+/// (Unicode off) that matches the same bytes, reading it as RE2 does in
+/// Latin-1 mode.
+fn translate(pattern: &str) -> Result<Translation, String> {
+    let t = pattern.as_bytes();
+    let mut out = String::with_capacity(t.len() + 16);
+    let mut names: Vec<(Box<str>, usize)> = Vec::new();
+    let mut captures = 0;
+    // Whether `(?i)` is in force (classes are folded when read), and its
+    // value outside each open group, restored at the group's `)`.
+    let mut fold = false;
+    let mut outer: Vec<bool> = Vec::new();
     let mut i = 0;
-    while i < c.len() {
-        match c[i] {
-            '\\' => {
-                i += 1;
-                escape(&c, &mut i, false, &mut out)?;
-                continue;
-            }
-            '[' => {
-                i += 1;
-                class(&c, &mut i, &mut out)?;
-                continue;
-            }
-            '(' if c.get(i + 1) == Some(&'?') => {
-                i += 2;
-                group_flags(&c, &mut i, &mut out)?;
-                continue;
-            }
-            '{' => {
-                if let Some((text, n, m)) = repetition(&c, i) {
-                    if n > 1000 || m.is_some_and(|m| m > 1000 || m < n) {
-                        return Err(format!("bad repetition operator: {text}"));
+    while i < t.len() {
+        match t[i] {
+            b'\\' => {
+                // Assertions are wrapped so that a repetition of one (which
+                // RE2 takes) is one for the `regex` crate too.
+                let fixed = match t.get(i + 1) {
+                    Some(b'b') => Some(r"(?:\b)"),
+                    Some(b'B') => Some(r"(?:\B)"),
+                    Some(b'A') => Some(r"(?:\A)"),
+                    Some(b'z') => Some(r"(?:\z)"),
+                    Some(b'C') => Some("(?s:.)"),
+                    _ => None,
+                };
+                if let Some(f) = fixed {
+                    out.push_str(f);
+                    i += 2;
+                } else if t.get(i + 1) == Some(&b'Q') {
+                    i += 2;
+                    while i < t.len() && !t[i..].starts_with(b"\\E") {
+                        push_byte(&mut out, t[i]);
+                        i += 1;
                     }
-                    out.push_str(&text);
-                    i += text.chars().count();
+                    i = (i + 2).min(t.len());
+                } else if let Some(ranges) = escape_class_bytes(t, &mut i, fold)? {
+                    push_class(&mut out, &ranges);
                 } else {
-                    out.push_str(r"\{");
+                    push_byte(&mut out, escaped_byte(t, &mut i)?);
+                }
+            }
+            b'[' => push_class(&mut out, &class_bytes(t, &mut i, fold)?),
+            b'(' if t.get(i + 1) == Some(&b'?') => {
+                let rest = &t[i + 2..];
+                let named = if rest.starts_with(b"P<") {
+                    Some(i + 4)
+                } else if rest.starts_with(b"<") {
+                    Some(i + 3)
+                } else {
+                    None
+                };
+                if let Some(start) = named {
+                    let end = start
+                        + t[start..]
+                            .iter()
+                            .position(|&b| b == b'>')
+                            .ok_or("invalid named capture group")?;
+                    captures += 1;
+                    names.push((pattern[start..end].into(), captures));
+                    outer.push(fold);
+                    out.push('(');
+                    i = end + 1;
+                    continue;
+                }
+                let len = rest
+                    .iter()
+                    .position(|&b| b == b':' || b == b')')
+                    .ok_or("missing closing )")?;
+                // RE2 takes repeated and cancelled flags (`(?ii)`,
+                // `(?i-i)`); the `regex` crate wants each once.
+                let (mut on, mut off) = (String::new(), String::new());
+                let mut negated = false;
+                for &c in &rest[..len] {
+                    if c == b'-' {
+                        negated = true;
+                        continue;
+                    }
+                    let c = c as char;
+                    on.retain(|x| x != c);
+                    off.retain(|x| x != c);
+                    let side = if negated { &mut off } else { &mut on };
+                    side.push(c);
+                }
+                let new_fold = if on.contains('i') {
+                    true
+                } else {
+                    fold && !off.contains('i')
+                };
+                let flags = if off.is_empty() {
+                    on
+                } else {
+                    format!("{on}-{off}")
+                };
+                if rest[len] == b':' {
+                    outer.push(fold);
+                    out.push_str(&format!("(?{flags}:"));
+                } else if !flags.is_empty() {
+                    out.push_str(&format!("(?{flags})"));
+                }
+                fold = new_fold;
+                i += 2 + len + 1;
+            }
+            b'(' => {
+                captures += 1;
+                outer.push(fold);
+                out.push('(');
+                i += 1;
+            }
+            b')' => {
+                fold = outer.pop().unwrap_or(fold);
+                out.push(')');
+                i += 1;
+            }
+            b'{' => match counted(t, i) {
+                Some((_, _, end)) => {
+                    out.push_str(&pattern[i..end]);
+                    i = end;
+                }
+                None => {
+                    push_byte(&mut out, b'{');
                     i += 1;
                 }
-                continue;
+            },
+            b'^' => {
+                out.push_str("(?:^)");
+                i += 1;
             }
-            '}' => out.push_str(r"\}"),
-            ch => out.push(ch),
-        }
-        i += 1;
-    }
-    Ok(out)
-}
-
-/// `{n}`, `{n,}` or `{n,m}` at `c[i]`: its text and bounds.
-fn repetition(c: &[char], i: usize) -> Option<(String, u64, Option<u64>)> {
-    let mut j = i + 1;
-    let digits = |j: &mut usize| -> Option<u64> {
-        let start = *j;
-        while *j < c.len() && c[*j].is_ascii_digit() {
-            *j += 1;
-        }
-        if *j == start {
-            return None;
-        }
-        let s: String = c[start..*j].iter().collect();
-        Some(s.parse::<u64>().unwrap_or(u64::MAX))
-    };
-    let n = digits(&mut j)?;
-    let m = if c.get(j) == Some(&',') {
-        j += 1;
-        if c.get(j) == Some(&'}') {
-            None
-        } else {
-            Some(digits(&mut j)?)
-        }
-    } else {
-        Some(n)
-    };
-    if c.get(j) != Some(&'}') {
-        return None;
-    }
-    let text: String = c[i..=j].iter().collect();
-    // `{n}` has m == n; `{n,}` has none.
-    Some((text, n, m))
-}
-
-/// After `(?`: named groups and flag groups RE2 accepts.
-fn group_flags(c: &[char], i: &mut usize, out: &mut String) -> Result<(), String> {
-    let rest: String = c[*i..].iter().take(3).collect();
-    if rest.starts_with("P<")
-        || (rest.starts_with('<') && !rest.starts_with("<=") && !rest.starts_with("<!"))
-    {
-        let skip = if rest.starts_with("P<") { 2 } else { 1 };
-        let start = *i + skip;
-        let mut j = start;
-        while j < c.len() && c[j] != '>' {
-            if !(c[j].is_alphanumeric() || c[j] == '_') {
-                return Err("invalid named capture group".into());
+            b'$' => {
+                out.push_str("(?:$)");
+                i += 1;
             }
-            j += 1;
-        }
-        if j >= c.len() || j == start {
-            return Err("invalid named capture group".into());
-        }
-        out.push_str("(?P<");
-        out.extend(&c[start..j]);
-        out.push('>');
-        *i = j + 1;
-        return Ok(());
-    }
-    let mut j = *i;
-    let mut flags = String::new();
-    let mut neg = false;
-    let mut any = false;
-    while j < c.len() {
-        match c[j] {
-            ':' | ')' => {
-                if (neg && flags.ends_with('-')) || (!any && c[j] == ')') {
-                    return Err("missing or invalid flags".into());
-                }
-                out.push_str("(?");
-                out.push_str(&flags);
-                out.push(c[j]);
-                *i = j + 1;
-                return Ok(());
+            c @ (b'.' | b'|' | b'*' | b'+' | b'?') => {
+                out.push(c as char);
+                i += 1;
             }
-            '-' if !neg => {
-                neg = true;
-                flags.push('-');
-            }
-            f @ ('i' | 'm' | 's' | 'U') => {
-                any = true;
-                flags.push(f);
-            }
-            _ => return Err("invalid or unsupported Perl syntax".into()),
-        }
-        j += 1;
-    }
-    Err("missing closing )".into())
-}
-
-/// A bracketed class, after its `[`.
-fn class(c: &[char], i: &mut usize, out: &mut String) -> Result<(), String> {
-    out.push('[');
-    if c.get(*i) == Some(&'^') {
-        out.push('^');
-        *i += 1;
-    }
-    // A leading `]` is a literal.
-    if c.get(*i) == Some(&']') {
-        out.push_str(r"\]");
-        *i += 1;
-    }
-    while *i < c.len() {
-        match c[*i] {
-            ']' => {
-                out.push(']');
-                *i += 1;
-                return Ok(());
-            }
-            '\\' => {
-                *i += 1;
-                escape(c, i, true, out)?;
-            }
-            '[' if c.get(*i + 1) == Some(&':') => {
-                let rest: String = c[*i + 2..].iter().collect();
-                let Some(end) = rest.find(":]") else {
-                    out.push_str(r"\[");
-                    *i += 1;
-                    continue;
-                };
-                let name = &rest[..end];
-                let bare = name.strip_prefix('^').unwrap_or(name);
-                if !POSIX.contains(&bare) {
-                    return Err(format!("invalid character class range: [:{name}:]"));
-                }
-                out.push_str("[:");
-                out.push_str(name);
-                out.push_str(":]");
-                *i += 2 + name.chars().count() + 2;
-            }
-            '[' => {
-                out.push_str(r"\[");
-                *i += 1;
-            }
-            '&' => {
-                out.push_str(r"\x{26}");
-                *i += 1;
-            }
-            '~' => {
-                out.push_str(r"\x{7E}");
-                *i += 1;
-            }
-            ch => {
-                out.push(ch);
-                *i += 1;
+            b => {
+                push_byte(&mut out, b);
+                i += 1;
             }
         }
     }
-    Err("missing closing ]".into())
-}
-
-/// An escape, after its backslash.
-fn escape(c: &[char], i: &mut usize, in_class: bool, out: &mut String) -> Result<(), String> {
-    let Some(&e) = c.get(*i) else {
-        return Err(r"trailing \".into());
-    };
-    *i += 1;
-    let cls = |out: &mut String, body: &str, neg: bool| {
-        if in_class && !neg {
-            out.push_str(body);
-        } else {
-            out.push('[');
-            if neg {
-                out.push('^');
-            }
-            out.push_str(body);
-            out.push(']');
-        }
-    };
-    match e {
-        'd' => cls(out, "0-9", false),
-        'D' => cls(out, "0-9", true),
-        'w' => cls(out, "0-9A-Za-z_", false),
-        'W' => cls(out, "0-9A-Za-z_", true),
-        's' => cls(out, r"\t\n\f\r ", false),
-        'S' => cls(out, r"\t\n\f\r ", true),
-        'b' | 'B' | 'A' | 'z' if in_class => return Err(format!(r"invalid escape sequence: \{e}")),
-        'b' => out.push_str(r"(?-u:\b)"),
-        'B' => out.push_str(r"(?-u:\B)"),
-        'A' => out.push_str(r"\A"),
-        'z' => out.push_str(r"\z"),
-        'a' | 'f' | 't' | 'n' | 'r' | 'v' => {
-            out.push('\\');
-            out.push(e);
-        }
-        'p' | 'P' => {
-            out.push('\\');
-            out.push(e);
-            match c.get(*i) {
-                Some('{') => {
-                    let end = c[*i..]
-                        .iter()
-                        .position(|x| *x == '}')
-                        .ok_or("invalid character class range")?;
-                    out.extend(&c[*i..=*i + end]);
-                    *i += end + 1;
-                }
-                Some(&x) if x.is_ascii_alphabetic() => {
-                    out.push(x);
-                    *i += 1;
-                }
-                _ => return Err("invalid character class range".into()),
-            }
-        }
-        'x' => {
-            out.push_str(r"\x");
-            match c.get(*i) {
-                Some('{') => {
-                    let end = c[*i..]
-                        .iter()
-                        .position(|x| *x == '}')
-                        .ok_or("invalid escape sequence")?;
-                    out.extend(&c[*i..=*i + end]);
-                    *i += end + 1;
-                }
-                _ => {
-                    let h: String = c[*i..].iter().take(2).collect();
-                    if h.len() != 2 || !h.chars().all(|x| x.is_ascii_hexdigit()) {
-                        return Err(r"invalid escape sequence: \x".into());
-                    }
-                    out.push_str(&h);
-                    *i += 2;
-                }
-            }
-        }
-        'Q' if !in_class => {
-            // Literal text up to \E (or the end).
-            while *i < c.len() {
-                if c[*i] == '\\' && c.get(*i + 1) == Some(&'E') {
-                    *i += 2;
-                    return Ok(());
-                }
-                push_literal(out, c[*i]);
-                *i += 1;
-            }
-        }
-        'E' if !in_class => {}
-        '0'..='7' => {
-            // RE2: \1-\7 alone would be a backreference (unsupported); with
-            // more octal digits, or starting with 0, it is an octal escape.
-            let mut v = e as u32 - '0' as u32;
-            let mut digits = 1;
-            while digits < 3 && c.get(*i).is_some_and(|x| ('0'..='7').contains(x)) {
-                v = v * 8 + (c[*i] as u32 - '0' as u32);
-                *i += 1;
-                digits += 1;
-            }
-            if e != '0' && digits == 1 {
-                return Err(format!(r"invalid escape sequence: \{e}"));
-            }
-            out.push_str(&format!(r"\x{{{v:X}}}"));
-        }
-        ch if ch.is_ascii() && !ch.is_ascii_alphanumeric() => {
-            out.push_str(&format!(r"\x{{{:X}}}", ch as u32));
-        }
-        ch => return Err(format!(r"invalid escape sequence: \{ch}")),
-    }
-    Ok(())
-}
-
-fn push_literal(out: &mut String, ch: char) {
-    if ch.is_ascii() && !ch.is_ascii_alphanumeric() && ch != ' ' {
-        out.push_str(&format!(r"\x{{{:X}}}", ch as u32));
-    } else {
-        out.push(ch);
-    }
+    Ok(Translation {
+        pattern: out,
+        names: names.into(),
+    })
 }
