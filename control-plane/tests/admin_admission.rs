@@ -97,37 +97,50 @@ both!(regexes_re2_refuses, |app| {
         let m = f["paths"][0].as_str().unwrap_or_default();
         assert!(m.starts_with("invalid regex:"), "{re}: {f}");
     }
-    // Envoy's RE2 program-size limit (100) applies to the regex Envoy is
-    // given, `(?:<path>).*` (Kong's path regexes match a prefix): 100 for
-    // `~/a{93}`, 101 for `~/a{94}`. The refusal carries Envoy's words.
-    let f = schema_error(&app, "/services/s/routes", json!({"paths": ["~/a{94}"]})).await;
-    assert_eq!(
-        f["paths"][0],
-        "invalid regex: '/a{94}' (regex '(?:/a{94}).*' RE2 program size of 101 > max program \
-         size of 100 set for the error level threshold. Increase configured max program size \
-         if necessary.)",
-        "{f}"
-    );
-    // What a field check cannot see, admission does: a header regex is
-    // emitted as `(?i)^(?:.*(?:<re>).*)$` (101 for a{95}).
+    // The fleet's RE2 program-size limit (4096, Envoy's error_level in the
+    // shipped bootstraps) applies to the regex Envoy is given,
+    // `(?:<path>).*` (Kong's path regexes match a prefix): 4096 for
+    // `...e{89}`, 4097 for `...e{90}`. The refusal carries Envoy's words.
+    let long = |n: u32| format!("/a{{1000}}b{{1000}}c{{1000}}d{{1000}}e{{{n}}}");
     let f = schema_error(
         &app,
         "/services/s/routes",
-        json!({"paths": ["/h"], "headers": {"x-a": ["~*a{95}"]}}),
+        json!({"paths": [format!("~{}", long(90))]}),
+    )
+    .await;
+    assert_eq!(
+        f["paths"][0],
+        format!(
+            "invalid regex: '{0}' (regex '(?:{0}).*' RE2 program size of 4097 > max program \
+             size of 4096 set for the error level threshold. Increase configured max program \
+             size if necessary.)",
+            long(90)
+        ),
+        "{f}"
+    );
+    // What a field check cannot see, admission does: a header regex is
+    // emitted as `(?i)^(?:.*(?:<re>).*)$` (4097 for ...e{91}).
+    let header = |n: u32| format!("~*a{{1000}}b{{1000}}c{{1000}}d{{1000}}e{{{n}}}");
+    let f = schema_error(
+        &app,
+        "/services/s/routes",
+        json!({"paths": ["/h"], "headers": {"x-a": [header(91)]}}),
     )
     .await;
     assert!(
         f["@entity"][0]
             .as_str()
-            .is_some_and(|m| m.contains("RE2 program size of 101 > max program size of 100")),
+            .is_some_and(|m| m.contains("RE2 program size of 4097 > max program size of 4096")),
         "{f}"
     );
-    // What RE2 and its size limit take is taken.
+    // What RE2 and its size limit take is taken, including a path Envoy's
+    // default limit of 100 would refuse.
     let (s, b) = app
         .post(
             "/services/s/routes",
-            json!({"paths": [r"~/users/(?<id>\d+)$", "~/a{93}", r"~/\Qa.b\E"],
-                   "headers": {"x-a": ["~*a{90}"]}}),
+            json!({"paths": [r"~/users/(?<id>\d+)$", format!("~{}", long(89)), r"~/\Qa.b\E",
+                             r"~/tokens/[a-f0-9]{64}$"],
+                   "headers": {"x-a": [header(90)]}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

@@ -305,11 +305,12 @@ mod tests {
         assert!(route_path(&json!("/a/b")).is_ok());
         assert!(route_path(&json!("~/users/\\d+$")).is_ok());
         assert!(route_path(&json!("~/users/(")).is_err());
-        // The size Envoy checks is that of the emitted `(?:/a{93}).*`.
-        assert!(route_path(&json!("~/a{93}")).is_ok());
-        let e = route_path(&json!("~/a{94}")).unwrap_err();
+        // The size Envoy checks is that of the emitted `(?:<path>).*`,
+        // against the fleet's limit (4096).
+        assert!(route_path(&json!("~/a{1000}b{1000}c{1000}d{1000}e{89}")).is_ok());
+        let e = route_path(&json!("~/a{1000}b{1000}c{1000}d{1000}e{90}")).unwrap_err();
         assert!(
-            e.contains("regex '(?:/a{94}).*' RE2 program size of 101 > max program size of 100"),
+            e.contains("RE2 program size of 4097 > max program size of 4096"),
             "{e}"
         );
         assert!(route_path(&json!("users")).is_err());

@@ -149,12 +149,12 @@ fn the_regex_fast_path_accepts_only_valid_regexes() {
     assert!(!anchored_literal("^\\d"));
     assert!(!anchored_literal("^/a\\/?"));
     assert!(regex_ok("(").is_err());
-    // Envoy's default program-size limit (100): 4 + one per byte.
-    assert!(regex_ok(&"a".repeat(96)).is_ok());
+    // The fleet's program-size limit (4096): 4 + one per byte.
+    assert!(regex_ok(&"a".repeat(4092)).is_ok());
     assert!(
-        regex_ok(&"a".repeat(97))
+        regex_ok(&"a".repeat(4093))
             .unwrap_err()
-            .contains("RE2 program size of 101 > max program size of 100")
+            .contains("RE2 program size of 4097 > max program size of 4096")
     );
 }
 

@@ -31,7 +31,7 @@
 //! rewrite-string syntax (`\0`..`\9`, `\\`).
 
 use super::re2_size::{
-    ENVOY_ERROR_LEVEL, class_bytes, counted, envoy_check, escape_class_bytes, escaped_byte,
+    MAX_PROGRAM_SIZE, class_bytes, counted, envoy_check, escape_class_bytes, escaped_byte,
 };
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -91,7 +91,7 @@ fn envoy_accepts(pattern: &str) -> Result<(), String> {
         return Err("regex must not be empty".into());
     }
     memo(&VERDICT_CACHE, pattern, || {
-        envoy_check(pattern, ENVOY_ERROR_LEVEL)
+        envoy_check(pattern, MAX_PROGRAM_SIZE)
             .map(drop)
             .map_err(|reason| format!("invalid regex {pattern:?}: {reason}"))
     })

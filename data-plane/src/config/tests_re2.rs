@@ -143,8 +143,8 @@ fn patterns_re2_rejects() {
         r"\",
         "[a",
         r"\e",
-        // Envoy's default limit on the RE2 program size (100).
-        "a{97}",
+        // The fleet's limit on the RE2 program size (4096): 4097.
+        "a{1000}b{1000}c{1000}d{1000}e{93}",
     ] {
         assert!(Re2::new(re).is_err(), "{re:?} should be refused");
         assert!(
@@ -154,11 +154,18 @@ fn patterns_re2_rejects() {
         assert!(super::check_regex(re).is_err(), "{re:?} should be refused");
     }
     assert_eq!(
-        Re2::new("a{97}").unwrap_err(),
-        "invalid regex \"a{97}\": regex 'a{97}' RE2 program size of 101 > max program size of \
-         100 set for the error level threshold. Increase configured max program size if \
+        Re2::new("a{1000}b{1000}c{1000}d{1000}e{93}").unwrap_err(),
+        "invalid regex \"a{1000}b{1000}c{1000}d{1000}e{93}\": regex \
+         'a{1000}b{1000}c{1000}d{1000}e{93}' RE2 program size of 4097 > max program size of \
+         4096 set for the error level threshold. Increase configured max program size if \
          necessary."
     );
+    assert!(
+        Re2::new("a{1000}b{1000}c{1000}d{1000}e{92}").is_ok(),
+        "4096 is in"
+    );
+    // Envoy's default of 100 would refuse this everyday path.
+    assert!(Re2::new("(?:/tokens/[a-f0-9]{64}$).*").is_ok());
     assert_eq!(
         Re2::new("(").unwrap_err(),
         "invalid regex \"(\": missing ): ("

@@ -29,6 +29,14 @@ use std::fmt;
 /// Envoy's default `re2.max_program_size.error_level`.
 pub const ENVOY_ERROR_LEVEL: usize = 100;
 
+/// The RE2 program size the fleet runs with: Envoy's
+/// `re2.max_program_size.error_level` as the shipped Envoy bootstraps set
+/// it (deploy/envoy/bootstrap-*.yaml). Kong puts no limit on route
+/// regexes, and Envoy's default of 100 already refuses everyday ones such
+/// as `~/tokens/[a-f0-9]{64}$` (143). An Envoy node on another bootstrap
+/// must set at least this, or it refuses what gantry-cp admits.
+pub const MAX_PROGRAM_SIZE: usize = 4096;
+
 /// RE2's budget for a program: two thirds of its default 8 MiB `max_mem`
 /// (Envoy 1.40 does not change it), less the program's fixed part, at 8
 /// bytes an instruction. Measured on Envoy 1.40: 698,996 instructions
