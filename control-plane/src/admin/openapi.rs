@@ -996,6 +996,20 @@ fn build() -> Value {
     for name in crate::plugins::names() {
         if let Some(s) = crate::plugins::config_schema(name) {
             let mut r = record_input(s, &[]);
+            // Kong's deprecated shorthands, moved into `redis` before the
+            // schema runs: accepted, so documented.
+            let redis = s.get("redis").and_then(|f| match &f.ty {
+                Ty::Record(r) => Some(r),
+                _ => None,
+            });
+            for (old, new) in crate::plugins::shorthands(name) {
+                if let Some(f) = redis.and_then(|r| r.get(new)) {
+                    let mut p = nullable(input(f));
+                    p["deprecated"] = json!(true);
+                    p["description"] = json!(format!("Deprecated: `redis.{new}`"));
+                    r["properties"][*old] = p;
+                }
+            }
             r["description"] = json!(
                 "Fields as the plugin's schema has them; its entity checks (at least one of, \
                  conditional fields) are described in docs/plugins.md, not here"
