@@ -40,6 +40,10 @@ SQL
 log "ensuring Envoy for the interop tests"
 ./scripts/envoy.sh >/dev/null
 
+# The schemathesis the OpenAPI contract test runs (tests/tests/openapi_contract.rs).
+log "ensuring schemathesis for the OpenAPI contract test"
+./scripts/schemathesis.sh >/dev/null
+
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
 

@@ -49,6 +49,11 @@ pub struct Field {
     /// maps); unset means [`STRING_MAX`] or [`ITEMS_MAX`].
     pub len_max: Option<usize>,
     pub custom: Option<Custom>,
+    /// A pattern every key of a map must match.
+    pub keys: Option<&'static str>,
+    /// A regular expression the string must match (searched, so anchored
+    /// with `^...$`); published in the OpenAPI document as it is.
+    pub pattern: Option<&'static str>,
     pub secret: bool,
     pub description: &'static str,
 }
@@ -87,6 +92,8 @@ impl Field {
             len_min: None,
             len_max: None,
             custom: None,
+            pattern: None,
+            keys: None,
             secret: false,
             description: "",
         }
@@ -153,6 +160,16 @@ impl Field {
         self.custom = Some(c);
         self
     }
+    /// A pattern the string must match; when it does not, the error is
+    /// the `custom` check's message, if it has one.
+    pub fn pattern(mut self, p: &'static str) -> Self {
+        self.pattern = Some(p);
+        self
+    }
+    pub fn keys(mut self, p: &'static str) -> Self {
+        self.keys = Some(p);
+        self
+    }
     pub fn secret(mut self) -> Self {
         self.secret = true;
         self
@@ -170,6 +187,26 @@ impl Field {
 pub const STRING_MAX: usize = 8 * 1024;
 /// The most items an array, set or map takes unless its schema says otherwise.
 pub const ITEMS_MAX: usize = 1000;
+/// Integers without their own range are within ±(2^53 - 1): what a JSON
+/// number carries exactly everywhere (Kong's Lua numbers are doubles).
+pub const INT_MAX: i64 = (1 << 53) - 1;
+
+/// Whether `s` matches `pattern` (compiled once per pattern).
+pub fn matches(pattern: &'static str, s: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    static CACHE: LazyLock<RwLock<HashMap<&'static str, regex::Regex>>> =
+        LazyLock::new(Default::default);
+    if let Some(re) = CACHE.read().ok().and_then(|c| c.get(pattern).cloned()) {
+        return re.is_match(s);
+    }
+    let re = regex::Regex::new(pattern).expect("schema patterns compile");
+    let hit = re.is_match(s);
+    if let Ok(mut c) = CACHE.write() {
+        c.insert(pattern, re);
+    }
+    hit
+}
 
 /// How input arrived: JSON keeps its types; form-encoded input is all
 /// strings and is coerced by the schema, as Kong does.
@@ -239,6 +276,11 @@ pub fn merge_errors(into: &mut FieldErrors, more: FieldErrors) {
             }
         }
     }
+}
+
+/// Checks one value against one field, as a record's validation would.
+pub fn check_value(field: &Field, value: &Value, mode: Input) -> Result<(), Value> {
+    validate_field(field, Some(value), mode).map(drop)
 }
 
 fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<Value, Value> {
@@ -321,8 +363,26 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
             return Err(Value::String(format!("length must be at most {max}")));
         }
     }
+    if let (Some(p), Value::String(st)) = (field.pattern, &v)
+        && !matches(p, st)
+    {
+        let msg = field
+            .custom
+            .and_then(|c| c(&v).err())
+            .unwrap_or_else(|| format!("invalid value: {st}"));
+        return Err(Value::String(msg));
+    }
     if let Some(c) = field.custom {
         c(&v).map_err(Value::String)?;
+    }
+    if matches!(field.ty, Ty::Integer)
+        && field.between.is_none()
+        && v.as_i64()
+            .is_none_or(|n| !(-INT_MAX..=INT_MAX).contains(&n))
+    {
+        return Err(Value::String(format!(
+            "value should be between -{INT_MAX} and {INT_MAX}"
+        )));
     }
     Ok(v)
 }
@@ -338,6 +398,8 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
     let err = |s: &str| Err(Value::String(s.into()));
     match &field.ty {
         Ty::String => match value {
+            // Postgres cannot store NUL in text, and no header carries it.
+            Value::String(s) if s.contains('\0') => err("must not contain NUL characters"),
             Value::String(_) => Ok(value.clone()),
             _ => err("expected a string"),
         },
@@ -345,7 +407,7 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
             Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value.clone()),
             Value::Number(n)
                 if n.as_f64()
-                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) =>
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() <= INT_MAX as f64) =>
             {
                 Ok(Value::from(n.as_f64().unwrap_or_default() as i64))
             }
@@ -415,6 +477,11 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
             let mut any_err = false;
             let mut seen = std::collections::HashSet::new();
             for (i, item) in items.iter().enumerate() {
+                if item.is_null() {
+                    errs[i] = Value::String("expected a value, not null".into());
+                    any_err = true;
+                    continue;
+                }
                 match validate_field(elem, Some(item), mode) {
                     Ok(v) => {
                         if is_set && !seen.insert(v.to_string()) {
@@ -446,6 +513,19 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
             let mut out = Map::new();
             let mut errs = Map::new();
             for (k, v) in o {
+                if let Some(p) = field.keys
+                    && !matches(p, k)
+                {
+                    errs.insert(k.clone(), Value::String(format!("invalid key: {k}")));
+                    continue;
+                }
+                if v.is_null() {
+                    errs.insert(
+                        k.clone(),
+                        Value::String("expected a value, not null".into()),
+                    );
+                    continue;
+                }
                 match validate_field(values, Some(v), mode) {
                     Ok(v) => {
                         out.insert(k.clone(), v);
@@ -463,6 +543,17 @@ fn check_type(field: &Field, value: &Value, mode: Input) -> Result<Value, Value>
         }
         Ty::Record(r) => validate_record(r, value, mode),
         Ty::Foreign(_) => match value {
+            // One key names the entity: a second would be ignored.
+            Value::Object(o) if o.len() > 1 => {
+                err("expected a reference with one key: {\"id\": \"...\"}")
+            }
+            Value::Object(o)
+                if o.values()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains('\0'))) =>
+            {
+                err("must not contain NUL characters")
+            }
+            Value::String(s) if s.contains('\0') => err("must not contain NUL characters"),
             Value::Object(o) => {
                 let mut errs = Map::new();
                 for k in o.keys() {
@@ -656,6 +747,35 @@ mod tests {
         assert_eq!(e["p"], json!([null, "value should be between 1 and 5"]));
         let e = validate(&sample(), &json!({"mode": "c"}), Input::Json).unwrap_err();
         assert_eq!(e["mode"], "expected one of: a, b");
+    }
+
+    #[test]
+    fn nul_null_items_and_big_integers_are_refused() {
+        let s = Record::new()
+            .field("n", Field::integer())
+            .field("s", Field::string())
+            .field("a", Field::array(Field::string()));
+        assert!(validate(&s, &json!({"n": INT_MAX, "s": "ok"}), Input::Json).is_ok());
+        assert!(validate(&s, &json!({"n": 9007199254740990.0}), Input::Json).is_ok());
+        let e = validate(&s, &json!({"n": INT_MAX + 1}), Input::Json).unwrap_err();
+        assert!(
+            e["n"]
+                .as_str()
+                .unwrap()
+                .starts_with("value should be between")
+        );
+        let e = validate(&s, &json!({"s": "a\u{0}b"}), Input::Json).unwrap_err();
+        assert_eq!(e["s"], "must not contain NUL characters");
+        let e = validate(&s, &json!({"a": ["x", null]}), Input::Json).unwrap_err();
+        assert_eq!(e["a"], json!([null, "expected a value, not null"]));
+    }
+
+    #[test]
+    fn patterns_are_enforced() {
+        let s = Record::new().field("p", Field::string().pattern("^[a-z]+$"));
+        assert!(validate(&s, &json!({"p": "abc"}), Input::Json).is_ok());
+        let e = validate(&s, &json!({"p": "aBc"}), Input::Json).unwrap_err();
+        assert_eq!(e["p"], "invalid value: aBc");
     }
 
     #[test]

@@ -215,7 +215,10 @@ both!(revisions_diff_and_rollback, |app| {
         .post("/config/rollback", json!({"revision": 9999}))
         .await;
     assert_eq!(s, 404);
+    // A revision that does not exist is not found, as for rollback.
     let (s, _) = app.get("/config/diff?from=0&to=9999").await;
+    assert_eq!(s, 404);
+    let (s, _) = app.get("/config/diff?from=x").await;
     assert_eq!(s, 400);
 });
 

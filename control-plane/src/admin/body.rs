@@ -1,5 +1,6 @@
 //! Request bodies as Kong reads them: JSON, or form-encoded with Kong's
-//! key conventions (`paths[]=/a`, `config.minute=5`, `service.id=x`).
+//! key conventions (`paths[]=/a`, `config.minute=5`, `service.id=x`,
+//! `headers[x-a][]=1`).
 
 use super::error::ApiError;
 use crate::schema::Input;
@@ -103,9 +104,9 @@ pub const MAX_FORM_PAIRS: usize = 1000;
 /// nest no deeper than the schemas they fill.
 pub const MAX_FORM_DEPTH: usize = 32;
 
-/// Builds a JSON tree from form pairs. `a.b=1` nests, `a[]=x` appends,
-/// `a[2]=x` sets an index (from 1, as Kong's), and a repeated plain key
-/// becomes an array. Indexes are kept sparse while parsing, so a large
+/// Builds a JSON tree from form pairs. `a.b=1` and `a[b]=1` nest, `a[]=x`
+/// appends, `a[2]=x` sets an index (from 1, as Kong's), and a repeated
+/// plain key becomes an array. Indexes are kept sparse while parsing, so a large
 /// index costs nothing; one that leaves a gap is refused.
 pub fn parse_form(bytes: &[u8]) -> Result<Value, ApiError> {
     let mut root = Node::Obj(Vec::new());
@@ -186,11 +187,15 @@ fn segments(key: &str) -> Result<Vec<Seg<'_>>, &'static str> {
             let inner = &rest[1..close];
             out.push(if inner.is_empty() {
                 Seg::Append
-            } else {
+            } else if inner.bytes().all(|b| b.is_ascii_digit()) {
                 match inner.parse::<usize>() {
                     Ok(n) if n >= 1 => Seg::Index(n - 1),
                     _ => return Err("index must be a number from 1"),
                 }
+            } else {
+                // Kong's arguments decoder: a key that is not a number
+                // names a map entry (`headers[x-a][]=1`, `config[minute]=5`).
+                Seg::Key(inner)
             });
             rest = &rest[close + 1..];
             if !rest.is_empty() && !rest.starts_with('[') {
@@ -282,6 +287,21 @@ mod tests {
             json!({"name":"x","paths":["/a","/b"],"config":{"minute":"100","allow":["10.0.0.0/8"]},
                    "service":{"id":"abc"},"methods":["GET","POST"],"hosts":["a","b"]})
         );
+    }
+
+    #[test]
+    fn bracketed_names_are_map_keys() {
+        let v = parse_form(
+            b"headers[x-a][]=1&headers[x-a][]=2&config[minute]=5&config[limit_by]=ip&service[id]=s&paths[1]=/a",
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"headers":{"x-a":["1","2"]},"config":{"minute":"5","limit_by":"ip"},
+                   "service":{"id":"s"},"paths":["/a"]})
+        );
+        // A name and an index for the same key conflict.
+        assert!(parse_form(b"a[x]=1&a[1]=2").is_err());
     }
 
     #[test]

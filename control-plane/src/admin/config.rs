@@ -153,8 +153,13 @@ pub async fn rollback(
     body: super::body::Body,
 ) -> Result<Response, ApiError> {
     let target = match &body.value["revision"] {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= crate::schema::INT_MAX as f64)
+                .map(|f| f as i64)
+        }),
+        // A form body is all strings.
+        Value::String(s) if body.mode == crate::schema::Input::Form => s.parse().ok(),
         _ => None,
     }
     .ok_or_else(|| {
@@ -268,12 +273,11 @@ pub async fn diff(
         None => app.store.current_revision().await?,
     };
     let from = num("from")?.unwrap_or((to - 1).max(0));
+    // A revision that does not exist is not found, as for
+    // `/config/revisions/{n}` and `/config/rollback`.
     for r in [from, to] {
         if app.store.revision(r).await?.is_none() {
-            return Err(ApiError::Schema(crate::schema::field_error(
-                if r == from { "from" } else { "to" },
-                format!("revision {r} does not exist"),
-            )));
+            return Err(ApiError::NotFound);
         }
     }
     let changes: Vec<Value> = app

@@ -89,6 +89,11 @@ async fn list_impl(
                 "invalid option (tags: cannot mix 'or' and 'and' (',' and '/') in one query)",
             ));
         }
+        Some(t) if t.contains('\0') => {
+            return Err(ApiError::bad_request(
+                "invalid option (tags: must not contain NUL)",
+            ));
+        }
         Some(t) if t.contains('/') => (t.split('/').map(str::to_string).collect(), false),
         Some(t) => (t.split(',').map(str::to_string).collect(), true),
     };
@@ -217,12 +222,33 @@ async fn update_impl(
     .into_response())
 }
 
+/// Whether `id` could name an entity of `d`: a UUID, or a value its
+/// endpoint key takes.
+fn well_formed(d: &EntityDef, id: &str) -> bool {
+    crate::entities::checks::is_uuid(id)
+        || d.endpoint_key
+            .and_then(|k| d.schema.get(k))
+            .is_some_and(|f| {
+                crate::schema::check_value(
+                    f,
+                    &Value::String(id.to_string()),
+                    crate::schema::Input::Json,
+                )
+                .is_ok()
+            })
+}
+
 async fn delete_impl(
     app: &Admin,
     d: &'static EntityDef,
     id: &str,
     parent: Option<Parent>,
 ) -> Result<Response, ApiError> {
+    // Deleting what does not exist is 204, as in Kong; what cannot exist
+    // is not found (Kong refuses it as an invalid primary key).
+    if !well_formed(d, id) {
+        return Err(ApiError::NotFound);
+    }
     let mut tx = app.store.begin_write(&app.actor).await?;
     entities::delete(&mut tx, d, id, parent.as_ref()).await?;
     let c = tx
@@ -338,6 +364,14 @@ pub async fn by_tag(
     Path(tag): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    if tag.len() > crate::entities::TAG_MAX
+        || !crate::schema::matches(crate::entities::checks::TAG, &tag)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid tag: '{}'",
+            tag.escape_debug()
+        )));
+    }
     let p = paging(&q)?;
     let after = p
         .after

@@ -141,11 +141,13 @@ pub fn encode_offset(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
 
+/// An offset is opaque: any base64url text decodes to where a page starts
+/// (bytes that are not UTF-8, or NUL, which no id holds, are replaced).
 pub fn decode_offset(s: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .ok()?;
-    String::from_utf8(bytes).ok()
+    Some(String::from_utf8_lossy(&bytes).replace('\0', "\u{fffd}"))
 }
 
 /// The router table: each path with the methods it serves. The OpenAPI
@@ -233,11 +235,45 @@ pub fn table() -> Table {
         )
 }
 
+/// Every error answers in Kong's JSON shape, also those axum's extractors
+/// give in plain text (a path segment that is not UTF-8, a query that does
+/// not parse).
+async fn json_errors(resp: Response) -> Response {
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none_or(|ct| !ct.as_bytes().starts_with(b"application/json"));
+    let status = resp.status();
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(serde_json::json!({ "message": message }).to_string()),
+    )
+}
+
 pub fn router(app: Admin) -> Router {
     table()
         .router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             cross_site::guard,

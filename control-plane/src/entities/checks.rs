@@ -7,17 +7,169 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 
-/// Kong's `name` typedef: letters, digits, `.`, `-`, `_` and `~`.
+// The patterns below are the checks themselves (each check below runs its
+// pattern through `schema::matches`) and are published as they are in the
+// OpenAPI document, so the document and the validators cannot disagree.
+// They use only what ECMA-262, Python's `re` and Rust's `regex` read alike:
+// ASCII classes, groups, alternation, bounded repetition, `^` and `$`.
+
+/// Kong's `utf8_name` typedef (services, routes, plugin instances): ASCII
+/// letters, digits, `.`, `-`, `_` and `~`, and any character beyond ASCII.
+pub const NAME: &str = "^(?:[A-Za-z0-9._~-]|[^\\x00-\\x7F])+$";
+/// What `HeaderValue` takes: no control character but tab.
+pub const HEADER_SAFE: &str = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$";
+/// A UUID as Kong's `is_valid_uuid` reads it: hyphenated hex.
+pub const UUID: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+/// A tag: printable ASCII but `,` and `/`.
+pub const TAG: &str = "^[\\x21-\\x2b\\x2d\\x2e\\x30-\\x7e]+$";
+/// An HTTP method token as routes take it.
+pub const METHOD: &str = "^[A-Z]+$";
+/// A header name: an RFC 9110 token.
+pub const HEADER_NAME: &str = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+
+/// One DNS label (underscores allowed, no `-` at either end), a host name
+/// of labels with an optional final dot, and an IPv6 address; an IPv4
+/// address is a host name of digit labels. Composed into the patterns below.
+macro_rules! label {
+    () => {
+        "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    };
+}
+macro_rules! hostname {
+    () => {
+        concat!(label!(), "(?:\\.", label!(), ")*\\.?")
+    };
+}
+macro_rules! ipv6 {
+    () => {
+        concat!(
+            "(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+            "|(?:[0-9A-Fa-f]{1,4}:){1,7}:",
+            "|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
+            "|(?:[0-9A-Fa-f]{1,4}:){1,5}(?::[0-9A-Fa-f]{1,4}){1,2}",
+            "|(?:[0-9A-Fa-f]{1,4}:){1,4}(?::[0-9A-Fa-f]{1,4}){1,3}",
+            "|(?:[0-9A-Fa-f]{1,4}:){1,3}(?::[0-9A-Fa-f]{1,4}){1,4}",
+            "|(?:[0-9A-Fa-f]{1,4}:){1,2}(?::[0-9A-Fa-f]{1,4}){1,5}",
+            "|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){1,6}",
+            "|:(?:(?::[0-9A-Fa-f]{1,4}){1,7}|:))"
+        )
+    };
+}
+/// A port, 0 to 65535, without leading zeros beyond four digits.
+macro_rules! port {
+    () => {
+        "(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    };
+}
+/// A port from 1.
+macro_rules! port1 {
+    () => {
+        "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    };
+}
+
+/// Hosts are at most this long (a DNS name's limit); with a `:port`, six more.
+pub const HOST_MAX: usize = 253;
+pub const HOST_PORT_MAX: usize = HOST_MAX + 6;
+/// A host: a host name, an IPv4 or an IPv6 address (bare or in brackets), no port.
+pub const HOST: &str = concat!("^(?:", hostname!(), "|", ipv6!(), "|\\[", ipv6!(), "\\])$");
+/// A route host: a host, or a host name with `*` as its first or last
+/// label; host names and bracketed IPv6 may carry a `:port`.
+pub const WILDCARD_HOST: &str = concat!(
+    "^(?:(?:\\*\\.",
+    hostname!(),
+    "|",
+    hostname!(),
+    "\\.\\*|",
+    hostname!(),
+    "|\\[",
+    ipv6!(),
+    "\\])(?::",
+    port!(),
+    ")?|",
+    ipv6!(),
+    ")$"
+);
+/// An SNI: a host name (optionally `*.`) whose last label is not all digits
+/// (so no IPv4 address), no port.
+pub const SNI: &str = concat!(
+    "^(?:\\*\\.)?(?:",
+    label!(),
+    "\\.)*[A-Za-z0-9_-]*[A-Za-z_-][A-Za-z0-9_-]*\\.?$"
+);
+/// A target: a host with an optional port from 1 (IPv6 in brackets to carry one).
+pub const TARGET: &str = concat!(
+    "^(?:(?:",
+    hostname!(),
+    "|\\[",
+    ipv6!(),
+    "\\])(?::",
+    port1!(),
+    ")?|",
+    ipv6!(),
+    ")$"
+);
+/// One path character of RFC 3986 (`pchar`), percent-encoding well formed.
+macro_rules! pchar {
+    () => {
+        "(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
+    };
+}
+/// A service path (Kong's `typedefs.path`): absolute, RFC 3986 characters,
+/// no empty segment.
+pub const SERVICE_PATH: &str = concat!("^/(?:", pchar!(), "+/)*", pchar!(), "*$");
+/// A route path: a service path (a prefix), or `~/` and an RE2 expression.
+/// The pattern cannot say that the expression must compile.
+pub const ROUTE_PATH: &str = concat!("^(?:/(?:", pchar!(), "+/)*", pchar!(), "*|~/.*)$");
+
+/// A host in a service's `url`: a host name whose last label is letters
+/// (so no URL parser reads it as an IPv4 number), a dotted IPv4 address
+/// or a bracketed IPv6 one.
+macro_rules! url_host {
+    () => {
+        concat!(
+            "(?:(?:",
+            label!(),
+            "\\.)*[A-Za-z]{1,63}\\.?",
+            "|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+            "|\\[",
+            ipv6!(),
+            "\\])"
+        )
+    };
+}
+/// A service's `url` shorthand: a scheme among the service protocols, a
+/// host, an optional port, and a path only for http and https. No user
+/// info, query or fragment.
+pub const URL: &str = concat!(
+    "^(?:https?://",
+    url_host!(),
+    "(?::",
+    port!(),
+    ")?(?:/(?:",
+    pchar!(),
+    "+/)*",
+    pchar!(),
+    "*)?|(?:grpcs?|tcp|tls|udp|wss?)://",
+    url_host!(),
+    "(?::",
+    port!(),
+    ")?)$"
+);
+
+fn matches(pattern: &'static str, v: &Value) -> bool {
+    crate::schema::matches(pattern, s(v))
+}
+
+/// Kong's `name` typedef.
 pub fn name(v: &Value) -> Result<(), String> {
-    let n = s(v);
-    if !n.is_empty()
-        && n.chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '~'))
-    {
+    if matches(NAME, v) {
         Ok(())
     } else {
         Err(format!(
-            "invalid value '{n}': it must only contain alphanumeric and '., -, _, ~' characters"
+            "invalid value '{}': the only accepted ascii characters are alphanumerics or ., -, _, and ~",
+            s(v)
         ))
     }
 }
@@ -26,43 +178,33 @@ pub fn name(v: &Value) -> Result<(), String> {
 /// in `X-Consumer-Username`): no control characters such as CR or LF.
 /// Stricter than Kong, which stores any string; see docs/admin-api.md.
 pub fn header_safe(v: &Value) -> Result<(), String> {
-    if gantry_proxy::plugins::is_header_safe(s(v)) {
+    if matches(HEADER_SAFE, v) && gantry_proxy::plugins::is_header_safe(s(v)) {
         Ok(())
     } else {
         Err("must not contain control characters (it is sent upstream in a header)".into())
     }
 }
 
+/// Whether `s` is a UUID as ids are written (hyphenated hex).
+pub fn is_uuid(s: &str) -> bool {
+    crate::schema::matches(UUID, s)
+}
+
 pub fn uuid(v: &Value) -> Result<(), String> {
-    uuid::Uuid::parse_str(s(v))
-        .map(|_| ())
-        .map_err(|_| "expected a valid UUID".into())
+    if is_uuid(s(v)) {
+        Ok(())
+    } else {
+        Err("expected a valid UUID".into())
+    }
 }
 
 /// A tag: printable ASCII without `,` or `/` (they separate tag queries).
 pub fn tag(v: &Value) -> Result<(), String> {
-    let t = s(v);
-    if !t.is_empty()
-        && t.chars()
-            .all(|c| c.is_ascii_graphic() && c != ',' && c != '/')
-    {
+    if matches(TAG, v) {
         Ok(())
     } else {
         Err("invalid tag: must be printable ASCII (except `,` and `/`) or valid UTF-8".into())
     }
-}
-
-fn is_label(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !l.starts_with('-')
-        && !l.ends_with('-')
-}
-
-fn is_hostname(h: &str) -> bool {
-    !h.is_empty() && h.len() <= 253 && h.trim_end_matches('.').split('.').all(is_label)
 }
 
 fn is_ip(h: &str) -> bool {
@@ -76,7 +218,7 @@ fn is_ip(h: &str) -> bool {
 /// A host: a hostname or an IP address, no port.
 pub fn host(v: &Value) -> Result<(), String> {
     let h = s(v);
-    if is_hostname(h) || is_ip(h) {
+    if matches(HOST, v) {
         Ok(())
     } else {
         Err(format!("invalid value: {h}"))
@@ -87,18 +229,7 @@ pub fn host(v: &Value) -> Result<(), String> {
 /// label, optionally with a port.
 pub fn wildcard_host(v: &Value) -> Result<(), String> {
     let raw = s(v);
-    let h = match raw.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => h,
-        _ => raw,
-    };
-    let stars = h.matches('*').count();
-    let ok = match stars {
-        0 => is_hostname(h) || is_ip(h),
-        1 if h.starts_with("*.") => is_hostname(&h[2..]),
-        1 if h.ends_with(".*") => is_hostname(&h[..h.len() - 2]),
-        _ => false,
-    };
-    if ok {
+    if matches(WILDCARD_HOST, v) {
         Ok(())
     } else {
         Err(format!(
@@ -113,11 +244,10 @@ pub fn sni(v: &Value) -> Result<(), String> {
     if is_ip(h) {
         return Err("must not be an IP".into());
     }
-    let base = h.strip_prefix("*.").unwrap_or(h);
     if h.contains(':') {
         return Err("must not have a port".into());
     }
-    if is_hostname(base) {
+    if matches(SNI, v) {
         Ok(())
     } else {
         Err(format!("invalid value: {h}"))
@@ -128,6 +258,9 @@ pub fn sni(v: &Value) -> Result<(), String> {
 pub fn route_path(v: &Value) -> Result<(), String> {
     let p = s(v);
     if let Some(re) = p.strip_prefix('~') {
+        if !re.starts_with('/') {
+            return Err("should start with: / (fixed path) or ~/ (regex path)".into());
+        }
         let invalid = |reason: &str| format!("invalid regex: '{re}' ({reason})");
         // RE2's syntax errors are about the user's regex; Envoy's size
         // limit is about the regex it is given, which wraps it. Both with
@@ -143,9 +276,9 @@ pub fn route_path(v: &Value) -> Result<(), String> {
     if p.contains("//") {
         return Err("must not have empty segments".into());
     }
-    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if !matches(ROUTE_PATH, v) {
         return Err(format!(
-            "invalid path: '{p}' (characters outside reserved list)"
+            "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
         ));
     }
     Ok(())
@@ -157,29 +290,30 @@ pub fn service_path(v: &Value) -> Result<(), String> {
     if !p.starts_with('/') {
         return Err("should start with: /".into());
     }
-    if p.contains('?') || p.contains('#') || p.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("invalid path: '{p}'"));
+    if p.contains("//") {
+        return Err("must not have empty segments".into());
+    }
+    if !matches(SERVICE_PATH, v) {
+        return Err(format!(
+            "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
+        ));
     }
     Ok(())
 }
 
 /// An HTTP method token: upper-case letters.
 pub fn method(v: &Value) -> Result<(), String> {
-    let m = s(v);
-    if !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()) {
+    if matches(METHOD, v) {
         Ok(())
     } else {
-        Err(format!("invalid value: {m}"))
+        Err(format!("invalid value: {}", s(v)))
     }
 }
 
 /// A header name as a token.
 pub fn header_name(v: &Value) -> Result<(), String> {
     let h = s(v);
-    if !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    {
+    if matches(HEADER_NAME, v) {
         Ok(())
     } else {
         Err(format!(
@@ -191,13 +325,13 @@ pub fn header_name(v: &Value) -> Result<(), String> {
 /// `host:port` or `host` (the port then defaults to 8000, as Kong's targets).
 pub fn target(v: &Value) -> Result<(), String> {
     let t = s(v);
-    let (h, port) = split_host_port(t);
+    let (_, port) = split_host_port(t);
     if let Some(p) = port
         && p.parse::<u16>().map(|p| p == 0).unwrap_or(true)
     {
         return Err(format!("invalid port number: {p}"));
     }
-    if is_hostname(h) || is_ip(h) {
+    if matches(TARGET, v) {
         Ok(())
     } else {
         Err(format!(
@@ -319,6 +453,64 @@ mod tests {
         assert!(target(&json!("example.com:0")).is_err());
         assert!(target(&json!("[::1]:8080")).is_ok());
         assert!(name(&json!("my-svc_1.v2~x")).is_ok());
+        // Kong's utf8_name: any character beyond ASCII.
+        assert!(name(&json!("café-名前")).is_ok());
+        assert!(name(&json!("a/b")).is_err());
         assert!(name(&json!("bad name")).is_err());
+
+    }
+
+    #[test]
+    fn patterns_are_the_checks() {
+        for ok in [
+            "example.com",
+            "a_b.example.com.",
+            "10.0.0.1",
+            "::1",
+            "[::1]",
+            "fe80::1:2",
+        ] {
+            assert!(host(&json!(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "-a.com",
+            "a..com",
+            "ex ample",
+            "a:80",
+            "[::1]:80",
+            "1:2:3:4:5:6:7:8:9",
+        ] {
+            assert!(host(&json!(bad)).is_err(), "{bad}");
+        }
+        assert!(wildcard_host(&json!("[::1]:8080")).is_ok());
+        assert!(wildcard_host(&json!("a.com:+80")).is_err());
+        assert!(sni(&json!("*.example.com")).is_ok());
+        assert!(sni(&json!("1.2.3.999")).is_err());
+        assert!(target(&json!("[::1]")).is_ok());
+        assert!(uuid(&json!("{6f1c0a52-0b43-4e4f-9a39-5a7c1d1b8a9e}")).is_err());
+        assert!(uuid(&json!("6f1c0a52-0b43-4e4f-9a39-5a7c1d1b8a9e")).is_ok());
+        assert!(service_path(&json!("/a/b%2F;c=1")).is_ok());
+        assert!(service_path(&json!("/a\\b")).is_err());
+        assert!(
+            route_path(&json!("~api")).is_err(),
+            "a regex path starts ~/"
+        );
+        for ok in [
+            "http://example.com/a",
+            "https://[::1]:8443",
+            "tcp://10.0.0.1:9000",
+            "http://a.b",
+        ] {
+            assert!(crate::schema::matches(URL, ok), "{ok}");
+        }
+        for bad in [
+            "tcp://h/x",
+            "http://u@h",
+            "http://h/?q",
+            "http://1.2.3.999",
+            "HTTP://h",
+        ] {
+            assert!(!crate::schema::matches(URL, bad), "{bad}");
+        }
     }
 }

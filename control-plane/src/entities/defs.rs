@@ -82,6 +82,7 @@ fn base() -> Record {
         .field(
             "id",
             Field::string()
+                .pattern(checks::UUID)
                 .custom(checks::uuid)
                 .describe("UUID; generated when absent"),
         )
@@ -108,7 +109,36 @@ pub const TAG_MAX: usize = 128;
 pub const PEM_MAX: usize = 64 * 1024;
 
 fn name() -> Field {
-    Field::string().len_max(NAME_MAX).custom(checks::name)
+    Field::string()
+        .len_max(NAME_MAX)
+        .pattern(checks::NAME)
+        .custom(checks::name)
+}
+
+fn host() -> Field {
+    Field::string()
+        .len_max(checks::HOST_MAX)
+        .pattern(checks::HOST)
+        .custom(checks::host)
+}
+
+fn sni() -> Field {
+    Field::string()
+        .len_max(checks::HOST_MAX)
+        .pattern(checks::SNI)
+        .custom(checks::sni)
+}
+
+fn service_path() -> Field {
+    Field::string()
+        .pattern(checks::SERVICE_PATH)
+        .custom(checks::service_path)
+}
+
+fn header_name() -> Field {
+    Field::string()
+        .pattern(checks::HEADER_NAME)
+        .custom(checks::header_name)
 }
 
 fn pem() -> Field {
@@ -116,9 +146,14 @@ fn pem() -> Field {
 }
 
 fn tags() -> Field {
-    Field::set(Field::string().len_max(TAG_MAX).custom(checks::tag))
-        .len_max(TAGS_MAX)
-        .describe("Free-form labels for filtering")
+    Field::set(
+        Field::string()
+            .len_max(TAG_MAX)
+            .pattern(checks::TAG)
+            .custom(checks::tag),
+    )
+    .len_max(TAGS_MAX)
+    .describe("Free-form labels for filtering")
 }
 
 fn timeout() -> Field {
@@ -155,12 +190,12 @@ fn services() -> Record {
                 .one_of(&protocols_http())
                 .default(json!("http")),
         )
-        .field("host", Field::string().required().custom(checks::host))
+        .field("host", host().required())
         .field(
             "port",
             Field::integer().between(0.0, 65535.0).default(json!(80)),
         )
-        .field("path", Field::string().custom(checks::service_path))
+        .field("path", service_path())
         .field("connect_timeout", timeout())
         .field("write_timeout", timeout())
         .field("read_timeout", timeout())
@@ -170,7 +205,7 @@ fn services() -> Record {
         .field("tls_verify_depth", Field::integer().between(0.0, 64.0))
         .field(
             "ca_certificates",
-            Field::array(Field::string().custom(checks::uuid)),
+            Field::array(Field::string().pattern(checks::UUID).custom(checks::uuid)),
         )
         .field("enabled", Field::boolean().default(json!(true)))
         .check(service_checks)
@@ -198,19 +233,35 @@ fn routes() -> Record {
         )
         .field(
             "methods",
-            Field::set(Field::string().custom(checks::method)),
+            Field::set(
+                Field::string()
+                    .pattern(checks::METHOD)
+                    .custom(checks::method),
+            ),
         )
         .field(
             "hosts",
-            Field::array(Field::string().custom(checks::wildcard_host)),
+            Field::array(
+                Field::string()
+                    .len_max(checks::HOST_PORT_MAX)
+                    .pattern(checks::WILDCARD_HOST)
+                    .custom(checks::wildcard_host),
+            ),
         )
         .field(
             "paths",
-            Field::array(Field::string().custom(checks::route_path)),
+            Field::array(
+                Field::string()
+                    .pattern(checks::ROUTE_PATH)
+                    .custom(checks::route_path)
+                    .describe("A prefix, or `~/` and an RE2 expression, which must compile"),
+            ),
         )
         .field(
             "headers",
-            Field::map(Field::array(Field::string())).custom(route_headers),
+            Field::map(Field::array(Field::string()).len_min(1))
+                .keys(checks::HEADER_NAME)
+                .custom(route_headers),
         )
         .field(
             "https_redirect_status_code",
@@ -227,7 +278,7 @@ fn routes() -> Record {
         .field("preserve_host", Field::boolean().default(json!(false)))
         .field("request_buffering", Field::boolean().default(json!(true)))
         .field("response_buffering", Field::boolean().default(json!(true)))
-        .field("snis", Field::set(Field::string().custom(checks::sni)))
+        .field("snis", Field::set(sni()))
         .field("sources", Field::set(Field::json()))
         .field("destinations", Field::set(Field::json()))
         .field("tags", tags())
@@ -323,13 +374,8 @@ fn healthchecks() -> Field {
                 .between(1.0, 2147483648.0)
                 .default(json!(10)),
         )
-        .field(
-            "http_path",
-            Field::string()
-                .default(json!("/"))
-                .custom(checks::service_path),
-        )
-        .field("https_sni", Field::string().custom(checks::host))
+        .field("http_path", service_path().default(json!("/")))
+        .field("https_sni", host())
         .field(
             "https_verify_certificate",
             Field::boolean().default(json!(true)),
@@ -414,7 +460,7 @@ fn upstreams() -> Record {
         ])
     };
     base()
-        .field("name", Field::string().required().custom(checks::host))
+        .field("name", host().required())
         .field(
             "algorithm",
             Field::string()
@@ -428,14 +474,8 @@ fn upstreams() -> Record {
         )
         .field("hash_on", hash().default(json!("none")))
         .field("hash_fallback", hash().default(json!("none")))
-        .field(
-            "hash_on_header",
-            Field::string().custom(checks::header_name),
-        )
-        .field(
-            "hash_fallback_header",
-            Field::string().custom(checks::header_name),
-        )
+        .field("hash_on_header", header_name())
+        .field("hash_fallback_header", header_name())
         .field("hash_on_cookie", Field::string())
         .field("hash_on_cookie_path", Field::string().default(json!("/")))
         .field("hash_on_query_arg", Field::string())
@@ -450,7 +490,7 @@ fn upstreams() -> Record {
         )
         .field("healthchecks", healthchecks())
         .field("tags", tags())
-        .field("host_header", Field::string().custom(checks::host))
+        .field("host_header", host())
         .field("client_certificate", Field::foreign("certificates"))
         .field("use_srv_name", Field::boolean().default(json!(false)))
         .check(upstream_checks)
@@ -502,7 +542,14 @@ fn upstream_checks(v: &Map<String, Value>) -> Result<(), FieldErrors> {
 fn targets() -> Record {
     with_updated(base())
         .field("upstream", Field::foreign("upstreams").required())
-        .field("target", Field::string().required().custom(checks::target))
+        .field(
+            "target",
+            Field::string()
+                .required()
+                .len_max(checks::HOST_PORT_MAX)
+                .pattern(checks::TARGET)
+                .custom(checks::target),
+        )
         .field(
             "weight",
             Field::integer().between(0.0, 65535.0).default(json!(100)),
@@ -516,12 +563,14 @@ fn consumers() -> Record {
             "username",
             Field::string()
                 .len_max(NAME_MAX)
+                .pattern(checks::HEADER_SAFE)
                 .custom(checks::header_safe),
         )
         .field(
             "custom_id",
             Field::string()
                 .len_max(NAME_MAX)
+                .pattern(checks::HEADER_SAFE)
                 .custom(checks::header_safe),
         )
         .field("tags", tags())
@@ -643,8 +692,7 @@ fn certificates() -> Record {
         .field("tags", tags())
         .field(
             "snis",
-            Field::array(Field::string().custom(checks::sni))
-                .describe("Shorthand: SNI names created with the certificate"),
+            Field::array(sni()).describe("Shorthand: SNI names created with the certificate"),
         )
         .check(|v| {
             if v["cert_alt"].is_null() != v["key_alt"].is_null() {
@@ -678,7 +726,7 @@ fn ca_certificates() -> Record {
 
 fn snis() -> Record {
     with_updated(base())
-        .field("name", Field::string().required().custom(checks::sni))
+        .field("name", sni().required())
         .field("certificate", Field::foreign("certificates").required())
         .field("tags", tags())
 }

@@ -2,12 +2,12 @@
 //! operations (create, upsert, update, delete) that keep them consistent
 //! inside one write transaction.
 
-mod checks;
+pub(crate) mod checks;
 mod defs;
 mod ops;
 mod x509;
 
-pub use defs::{ALL, EntityDef, Foreign, def, def_by_path};
+pub use defs::{ALL, EntityDef, Foreign, TAG_MAX, def, def_by_path};
 /// Validation and normalisation without a transaction (declarative import).
 pub(crate) use ops::check;
 pub use ops::{

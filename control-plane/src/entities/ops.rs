@@ -88,7 +88,12 @@ pub async fn resolve_id<L: Lookup>(
     d: &EntityDef,
     id_or_key: &str,
 ) -> Result<Option<(String, Value)>, StoreError> {
-    if uuid::Uuid::parse_str(id_or_key).is_ok()
+    // No stored id or key holds NUL (strings refuse it); Postgres could
+    // not even be asked.
+    if id_or_key.contains('\0') {
+        return Ok(None);
+    }
+    if super::checks::is_uuid(id_or_key)
         && let Some(v) = l.get(d.name, id_or_key).await?
     {
         return Ok(Some((id_or_key.to_string(), v)));
@@ -131,6 +136,8 @@ pub async fn resolve_in<L: Lookup>(
 fn target_with_port(t: &str) -> String {
     if super::checks::split_host_port(t).1.is_some() {
         t.to_string()
+    } else if t.starts_with('[') {
+        format!("{t}:8000")
     } else if t.contains(':') {
         format!("[{t}]:8000")
     } else {
@@ -164,11 +171,14 @@ fn expand_shorthands(d: &EntityDef, input: &mut Value) -> Result<(), FieldErrors
         return Ok(());
     };
     if d.name == "services"
-        && let Some(u) = obj.remove("url")
+        && let Some(u) = obj.remove("url").filter(|u| !u.is_null())
     {
         let Some(s) = u.as_str() else {
             return Err(field_error("url", "expected a string"));
         };
+        if s.len() > super::checks::HOST_MAX || !crate::schema::matches(super::checks::URL, s) {
+            return Err(field_error("url", format!("invalid url: {s}")));
+        }
         let parsed =
             url::Url::parse(s).map_err(|_| field_error("url", format!("invalid url: {s}")))?;
         let host = parsed
@@ -239,10 +249,42 @@ fn check_plugin(v: &mut Value, mode: Input) -> Result<(), FieldErrors> {
     Ok(())
 }
 
-/// Sets the parent's foreign key on nested writes.
-fn apply_parent(input: &mut Value, parent: Option<&Parent>) {
-    if let (Some(p), Some(obj)) = (parent, input.as_object_mut()) {
-        obj.insert(p.field.to_string(), json!({ "id": p.id }));
+/// Sets the parent's foreign key on nested writes; what the body said
+/// there is checked first, so a malformed value is refused, not dropped.
+fn apply_parent(
+    d: &EntityDef,
+    input: &mut Value,
+    parent: Option<&Parent>,
+    mode: Input,
+) -> Result<(), EntityError> {
+    if let Some(p) = parent {
+        check_replaced(d, input, &[p.field], mode)?;
+        if let Some(obj) = input.as_object_mut() {
+            obj.insert(p.field.to_string(), json!({ "id": p.id }));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the body's values of fields the URL is about to replace.
+fn check_replaced(
+    d: &EntityDef,
+    input: &Value,
+    fields: &[&str],
+    mode: Input,
+) -> Result<(), EntityError> {
+    let mut errors = Map::new();
+    for name in fields {
+        if let (Some(v), Some(f)) = (input.get(*name), d.schema.get(name))
+            && let Err(e) = schema::check_value(f, v, mode)
+        {
+            errors.insert((*name).to_string(), e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EntityError::Schema(errors))
     }
 }
 
@@ -258,7 +300,7 @@ pub async fn create(
     mode: Input,
     parent: Option<&Parent>,
 ) -> Result<Value, EntityError> {
-    apply_parent(&mut input, parent);
+    apply_parent(d, &mut input, parent, mode)?;
     let v = check(d, &input, mode)?;
     if let Some(id) = v["id"].as_str()
         && tx.get(d.name, id).await?.is_some()
@@ -277,15 +319,20 @@ pub async fn upsert(
     mode: Input,
     parent: Option<&Parent>,
 ) -> Result<(Value, bool), EntityError> {
-    apply_parent(&mut input, parent);
+    apply_parent(d, &mut input, parent, mode)?;
     let existing = resolve_in(tx, d, id_or_key, parent).await?;
     if let Some((_, ev)) = &existing
         && !belongs(ev, parent)
     {
         return Err(EntityError::NotFound);
     }
+    let by_id = super::checks::is_uuid(id_or_key);
+    let mut replaced = vec!["id"];
+    if let (false, Some(k)) = (by_id, d.endpoint_key) {
+        replaced.push(k);
+    }
+    check_replaced(d, &input, &replaced, mode)?;
     if let Some(obj) = input.as_object_mut() {
-        let by_id = uuid::Uuid::parse_str(id_or_key).is_ok();
         match (&existing, d.endpoint_key) {
             (Some((id, _)), _) => {
                 obj.insert("id".into(), Value::String(id.clone()));
@@ -322,7 +369,9 @@ pub async fn update(
     if !belongs(&existing, parent) {
         return Err(EntityError::NotFound);
     }
-    apply_parent(&mut patch, parent);
+    apply_parent(d, &mut patch, parent, mode)?;
+    // The id is the URL's; one in the body must still be an id.
+    check_replaced(d, &patch, &["id"], mode)?;
     let mut merged = existing.clone();
     if d.name == "services" && patch.get("url").is_some() {
         // The url shorthand replaces all four of its fields.

@@ -191,6 +191,15 @@ pub fn normalize(name: &str, config: &mut Value) -> Result<(), FieldErrors> {
     }
 }
 
+/// Kong's deprecated shorthand fields of a plugin's config: each
+/// `(shorthand, field of config.redis)` that [`normalize`] moves.
+pub fn shorthands(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "rate-limiting" => rate_limiting::SHORTHANDS,
+        _ => &[],
+    }
+}
+
 /// Normalises and validates a plugin's `config`. Errors come back shaped as
 /// Kong's errors for the whole plugin entity: field errors under `config`,
 /// entity-check messages under the top-level `@entity`.

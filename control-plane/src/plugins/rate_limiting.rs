@@ -173,7 +173,7 @@ fn limit_by_needs_its_field(c: &Map<String, Value>) -> Result<(), FieldErrors> {
 }
 
 /// Kong's deprecated flat fields and where Kong 3.x moved them.
-const SHORTHANDS: &[(&str, &str)] = &[
+pub(super) const SHORTHANDS: &[(&str, &str)] = &[
     ("redis_host", "host"),
     ("redis_port", "port"),
     ("redis_password", "password"),

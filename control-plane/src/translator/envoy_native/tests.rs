@@ -140,6 +140,7 @@ fn jwt_as_jwt_authn() {
     ];
     let hs_p = &auth.providers[&names[0]];
     assert_eq!(hs_p.issuer, "alice-iss");
+    // `exp` is verified: a token without one is refused (c6cf701).
     assert!(hs_p.forward && hs_p.require_expiration);
     assert_eq!(hs_p.clock_skew_seconds, 1);
     assert_eq!(hs_p.max_lifetime.as_ref().map(|d| d.seconds), Some(600));
