@@ -457,7 +457,6 @@ mod tests {
         assert!(name(&json!("café-名前")).is_ok());
         assert!(name(&json!("a/b")).is_err());
         assert!(name(&json!("bad name")).is_err());
-
     }
 
     #[test]
