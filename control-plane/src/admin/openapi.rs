@@ -391,7 +391,12 @@ fn body_schema(d: &EntityDef, w: Write, parent: Option<&str>) -> (Value, bool) {
         }
     }
     if d.name == "plugins" {
-        let names: Vec<&str> = crate::plugins::names().to_vec();
+        // Under a consumer, only the plugins that can be scoped to one.
+        let names: Vec<&str> = crate::plugins::names()
+            .iter()
+            .copied()
+            .filter(|n| parent != Some("consumer") || crate::plugins::allows_consumer(n))
+            .collect();
         s["properties"]["name"]["enum"] = strings(&names);
         s["properties"]["config"] = json!({
             "description": "The plugin's config: see components/schemas/plugin-config-<name>. \
@@ -1090,6 +1095,19 @@ mod tests {
         assert_eq!(
             put["requestBody"]["required"], false,
             "PUT /consumers/bob needs no body"
+        );
+        // Under a consumer, only consumer-scoped plugins are offered.
+        let names = &doc["paths"]["/consumers/{parent_id}/plugins"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"]["properties"]["name"]["enum"];
+        let names: Vec<&str> = names
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(
+            names.contains(&"rate-limiting") && !names.contains(&"cors"),
+            "{names:?}"
         );
         let post = &doc["paths"]["/services/{parent_id}/routes"]["post"];
         let required =
