@@ -123,15 +123,18 @@ pub const SERVICE_PATH: &str = concat!("^/(?:", pchar!(), "+/)*", pchar!(), "*$"
 /// The pattern cannot say that the expression must compile.
 pub const ROUTE_PATH: &str = concat!("^(?:/(?:", pchar!(), "+/)*", pchar!(), "*|~/.*)$");
 
-/// A host in a service's `url`: a host name whose last label is letters
-/// (so no URL parser reads it as an IPv4 number), a dotted IPv4 address
-/// or a bracketed IPv6 one.
+/// A host in a service's `url`: a host name whose last label is not all
+/// digits (a URL parser reads such a name as an IPv4 number; `pool0` is a
+/// name), a dotted IPv4 address or a bracketed IPv6 one. The last label
+/// has a letter or `_` (at most 63 characters either side counted apart,
+/// so a bounded pattern can say it), or an inner `-`.
 macro_rules! url_host {
     () => {
         concat!(
             "(?:(?:",
             label!(),
-            "\\.)*[A-Za-z]{1,63}\\.?",
+            "\\.)*(?:[A-Za-z0-9_]{0,30}[A-Za-z_][A-Za-z0-9_]{0,32}",
+            "|[A-Za-z0-9_][A-Za-z0-9_-]{0,30}-[A-Za-z0-9_-]{0,29}[A-Za-z0-9_])\\.?",
             "|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
             "|\\[",
             ipv6!(),
@@ -499,6 +502,9 @@ mod tests {
             "https://[::1]:8443",
             "tcp://10.0.0.1:9000",
             "http://a.b",
+            "http://pool0:8080",
+            "http://orders-v2.svc-1:80/api",
+            "http://1-2",
         ] {
             assert!(crate::schema::matches(URL, ok), "{ok}");
         }
@@ -507,6 +513,8 @@ mod tests {
             "http://u@h",
             "http://h/?q",
             "http://1.2.3.999",
+            "http://123",
+            "http://a.-b",
             "HTTP://h",
         ] {
             assert!(!crate::schema::matches(URL, bad), "{bad}");
