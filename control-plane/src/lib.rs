@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod admission;
+pub mod at_rest;
 pub mod declarative;
 pub mod entities;
+pub mod keyring;
 pub mod memory;
 pub mod plugins;
 pub mod schema;

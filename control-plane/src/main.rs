@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gantry_cp::admin::{Admin, router};
+use gantry_cp::at_rest::AtRest;
 use gantry_cp::declarative;
+use gantry_cp::keyring;
 use gantry_cp::seal::Sealer;
 use gantry_cp::store::{Store, StoreConfig};
 use gantry_cp::translator::ProxyOptions;
@@ -41,6 +43,15 @@ struct Cli {
         global = true
     )]
     feed_poll_ms: u64,
+    /// The keyring that encrypts secrets at rest: a file of `<id> <base64
+    /// key>` lines, the first of which encrypts. Default: `./gantry.keyring`,
+    /// created with a fresh key when missing. Every replica on one database
+    /// needs the same keyring.
+    #[arg(long, env = "GANTRY_KEYRING_FILE", global = true)]
+    keyring_file: Option<std::path::PathBuf>,
+    /// The keyring's text itself, instead of a file (lines or `;`-separated).
+    #[arg(long, env = "GANTRY_KEYRING", hide_env_values = true, global = true)]
+    keyring: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -116,6 +127,45 @@ enum Command {
     },
     /// Print the current configuration as a Kong declarative file.
     Export,
+    /// The keyring that encrypts secrets at rest.
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyringCommand {
+    /// Print a new keyring line (`<id> <base64 key>`), to put first in the
+    /// keyring before `rotate`.
+    New,
+    /// Re-encrypt every stored secret under the keyring's first key; the
+    /// database then needs no other line of the keyring.
+    Rotate,
+}
+
+fn keyring_source(cli: &Cli) -> keyring::Source {
+    match (&cli.keyring, &cli.keyring_file) {
+        (Some(text), _) => keyring::Source::Inline(text.clone()),
+        (None, Some(path)) => keyring::Source::File {
+            path: path.clone(),
+            create: false,
+        },
+        (None, None) => keyring::Source::File {
+            path: "gantry.keyring".into(),
+            create: true,
+        },
+    }
+}
+
+/// The store with secrets encrypted at rest under the keyring, which is
+/// first checked against the keys the database has seen.
+async fn open_store(cli: &Cli, cfg: &StoreConfig) -> anyhow::Result<(Store, Arc<AtRest>)> {
+    let ring = keyring::Keyring::load(&keyring_source(cli)).context("loading the keyring")?;
+    let store = Store::open(cfg).await.context("opening the store")?;
+    ring.register(&store)
+        .await
+        .context("checking the keyring against the database")?;
+    let codec = AtRest::new(Arc::new(ring));
+    Ok((store.with_secrets(codec.clone()), codec))
 }
 
 fn store_config(cli: &Cli) -> StoreConfig {
@@ -140,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Apply { file }) => {
-            let store = Store::open(&cfg).await.context("opening the store")?;
+            let (store, _) = open_store(&cli, &cfg).await?;
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let sealer = Sealer::load(&store).await?;
@@ -163,20 +213,45 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Export) => {
-            let store = Store::open(&cfg).await.context("opening the store")?;
+            let (store, _) = open_store(&cli, &cfg).await?;
             let sealer = Sealer::load(&store).await?;
             let doc = declarative::export(&store.all_current().await?, &sealer);
             print!("{}", serde_yaml_ng::to_string(&doc)?);
             store.close().await;
             Ok(())
         }
-        Some(Command::Run(args)) => run(&cfg, args.clone()).await,
-        None => run(&cfg, cli.run.clone()).await,
+        Some(Command::Keyring(KeyringCommand::New)) => {
+            println!("{}", keyring::Keyring::new_line());
+            Ok(())
+        }
+        Some(Command::Keyring(KeyringCommand::Rotate)) => {
+            let (store, codec) = open_store(&cli, &cfg).await?;
+            let r = codec.rotate(&store).await.context("rotating")?;
+            println!(
+                "re-encrypted {} secret values in {} entity versions; keys no longer needed: {}",
+                r.values,
+                r.versions,
+                if r.retired.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.retired.join(", ")
+                }
+            );
+            store.close().await;
+            Ok(())
+        }
+        Some(Command::Run(args)) => {
+            let (store, _) = open_store(&cli, &cfg).await?;
+            run(store, args.clone()).await
+        }
+        None => {
+            let (store, _) = open_store(&cli, &cfg).await?;
+            run(store, cli.run.clone()).await
+        }
     }
 }
 
-async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
-    let store = Store::open(cfg).await.context("opening the store")?;
+async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
     let sealer = Sealer::load(&store).await.context("loading the seal key")?;
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
@@ -200,6 +275,7 @@ async fn run(cfg: &StoreConfig, args: RunArgs) -> anyhow::Result<()> {
         trusted_ips: args.trusted_ips.clone(),
         real_ip_header: args.real_ip_header.to_ascii_lowercase(),
         request_headers_timeout_ms: i64::from(args.proxy_request_headers_timeout_ms),
+        key_salt: sealer.key_salt(),
     };
     let builder = cache.spawn_builder(
         store.clone(),

@@ -33,6 +33,9 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Salt of key-auth digests on the wire, derived from the key so every
+    /// replica on the database agrees (see `gantry_shared::key_digest`).
+    key_salt: [u8; 32],
 }
 
 /// Never prints the key.
@@ -77,9 +80,20 @@ impl Sealer {
 
     /// A sealer over a known key (tests, tooling).
     pub fn from_key(key: [u8; 32]) -> Sealer {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"gantry key-auth digest salt v1");
+        h.update(key);
         Sealer {
             cipher: XChaCha20Poly1305::new(&key.into()),
+            key_salt: h.finalize().into(),
         }
+    }
+
+    /// The salt key-auth keys are digested with before they go to a node.
+    /// One-way from the seal key: knowing it opens nothing.
+    pub fn key_salt(&self) -> [u8; 32] {
+        self.key_salt
     }
 
     /// `$gantry-sealed$v1$` + base64(nonce || ciphertext || tag).

@@ -39,6 +39,11 @@ impl Cp {
             .args(extra)
             .args(xds)
             .args(["--admin-listen", &format!("127.0.0.1:{port}")])
+            // Replicas on one database share a keyring.
+            .env(
+                "GANTRY_KEYRING",
+                "kproc 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

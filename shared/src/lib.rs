@@ -1,5 +1,6 @@
 //! Code both planes share: logging set-up and the xDS vocabulary.
 
+pub mod key_digest;
 pub mod proto;
 pub mod telemetry;
 pub mod xds;

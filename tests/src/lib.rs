@@ -242,13 +242,17 @@ pub struct Cp {
     pub proxy_https_port: u16,
     pub backend: Backend,
     pub client: reqwest::Client,
+    env: Vec<(String, String)>,
     log: PathBuf,
     pg_schema: Option<(String, String)>,
     _ports: Vec<Port>,
     _dir: TempDir,
 }
 
-fn spawn_cp(args: &[String], log: &Path) -> Child {
+/// The keyring (secrets at rest) every gantry-cp a test starts uses.
+pub const TEST_KEYRING: &str = "ktest 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn spawn_cp(args: &[String], env: &[(String, String)], log: &Path) -> Child {
     // Append: a restarted process keeps the first one's log above its own.
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -257,11 +261,14 @@ fn spawn_cp(args: &[String], log: &Path) -> Child {
         .expect("cp log file");
     Command::new(cp_binary())
         .args(args)
+        // One keyring for every replica a test starts on one database.
+        .env("GANTRY_KEYRING", TEST_KEYRING)
         .env(
             "RUST_LOG",
             std::env::var("GANTRY_E2E_CP_LOG").unwrap_or_else(|_| "info".into()),
         )
         .env_remove("GANTRY_LOG_FORMAT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)
@@ -283,6 +290,16 @@ impl Cp {
 
     /// A control plane with extra command-line arguments.
     pub async fn start_with_args(backend: Backend, extra: &[&str]) -> Cp {
+        Self::start_with_env(backend, extra, &[]).await
+    }
+
+    /// A control plane with extra arguments and environment variables
+    /// (which win over the harness's own, e.g. `RUST_LOG`, `GANTRY_KEYRING`).
+    pub async fn start_with_env(backend: Backend, extra: &[&str], env: &[(&str, &str)]) -> Cp {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = TempDir::new("gantry-e2e-cp");
         let (url, schema) = match backend {
             Backend::Sqlite => (
@@ -317,10 +334,11 @@ impl Cp {
             proxy_https_port.to_string(),
         ]);
         args.extend(extra.iter().map(|a| a.to_string()));
-        let child = spawn_cp(&args, &log);
+        let child = spawn_cp(&args, &env, &log);
         let mut cp = Cp {
             child,
             args,
+            env,
             base: format!("http://127.0.0.1:{admin_port}"),
             admin_port,
             xds_port,
@@ -346,8 +364,17 @@ impl Cp {
     /// [`Cp::kill`]); waits until it serves.
     pub async fn restart(&mut self) {
         kill(&mut self.child);
-        self.child = spawn_cp(&self.args, &self.log);
+        self.child = spawn_cp(&self.args, &self.env, &self.log);
         self.wait_up().await;
+    }
+
+    /// [`Cp::restart`] with these environment variables changed.
+    pub async fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        for (k, v) in env {
+            self.env.retain(|(ek, _)| ek != k);
+            self.env.push((k.to_string(), v.to_string()));
+        }
+        self.restart().await;
     }
 
     async fn wait_up(&mut self) {
@@ -385,6 +412,16 @@ impl Cp {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// The directory holding this control plane's SQLite file and log.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The command-line arguments it runs with (database, ports...).
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     pub fn log(&self) -> String {
@@ -923,6 +960,8 @@ pub struct ProxyOptions {
     pub group: Option<String>,
     /// `--admin-advertise` (default: the admin endpoint's own address).
     pub admin_advertise: Option<String>,
+    /// `RUST_LOG` (default: `GANTRY_E2E_PROXY_LOG`, else `info`).
+    pub log: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -933,6 +972,7 @@ impl Default for ProxyOptions {
             snapshot_cache: None,
             group: None,
             admin_advertise: None,
+            log: None,
         }
     }
 }
@@ -1019,7 +1059,9 @@ impl Proxy {
         let child = cmd
             .env(
                 "RUST_LOG",
-                std::env::var("GANTRY_E2E_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+                opts.log.clone().unwrap_or_else(|| {
+                    std::env::var("GANTRY_E2E_PROXY_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .env_remove("GANTRY_LOG_FORMAT")
             .env_remove("GANTRY_XDS_ADDRESS")

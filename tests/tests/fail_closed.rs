@@ -11,6 +11,7 @@
 use gantry_e2e::resources::*;
 use gantry_e2e::script::Ads;
 use gantry_e2e::{Proxy, ProxyOptions, TempDir, Upstream, ads, eventually, send_json};
+use gantry_shared::key_digest::key_digest;
 use gantry_shared::proto::plugins as pb;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -30,17 +31,21 @@ fn consumer(keys: &[&str]) -> pb::Consumer {
             .iter()
             .map(|k| pb::KeyAuthCredential {
                 id: format!("cred-{k}"),
-                key: k.to_string(),
+                key_digest: key_digest(&SALT, k).to_vec(),
             })
             .collect(),
         ..Default::default()
     }
 }
 
+/// The salt the scripted control plane digests keys with.
+const SALT: [u8; 32] = [7; 32];
+
 fn gateway(keys: &[&str], plugins: Vec<pb::Plugin>) -> pb::Gateway {
     pb::Gateway {
         consumers: vec![consumer(keys)],
         plugins,
+        key_salt: SALT.to_vec(),
         ..Default::default()
     }
 }

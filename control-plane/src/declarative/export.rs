@@ -1,7 +1,7 @@
 //! Writes the current entities as a Kong 3.0 document that imports back to
 //! exactly the same entities: same ids, same created_at, same values.
 
-use super::secrets;
+use crate::entities::secrets;
 use crate::entities::{ALL, EntityDef, def};
 use crate::schema::{Record, Ty};
 use crate::seal::Sealer;

@@ -1,6 +1,7 @@
 //! Turns a document into a flat list of validated entity inputs.
 
-use super::{DeclarativeError, Seg, path_label, provisional_id, put_error, secrets};
+use super::{DeclarativeError, Seg, path_label, provisional_id, put_error};
+use crate::entities::secrets;
 use crate::entities::{ALL, EntityDef, EntityError, check, def};
 use crate::schema::{FieldErrors, Input, entity_error};
 use crate::seal::Sealer;

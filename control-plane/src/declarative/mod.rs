@@ -12,7 +12,6 @@ mod export;
 mod flatten;
 mod parse;
 mod replace;
-mod secrets;
 #[cfg(test)]
 mod tests;
 

@@ -48,12 +48,31 @@ impl EntityDef {
         self.foreign.iter().find(|f| f.kind == kind && !f.many)
     }
 
+    /// A unique key's index entry, `field=value`; a secret field's value
+    /// (a key-auth key) by its digest, so the index holds no secret.
+    pub fn key_entry(&self, field: &str, value: &str) -> String {
+        let secret = self
+            .schema
+            .fields
+            .iter()
+            .any(|(name, f)| *name == field && f.secret);
+        if !secret {
+            return format!("{field}={value}");
+        }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"gantry unique secret v1\0");
+        h.update(value.as_bytes());
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{field}=digest:{hex}")
+    }
+
     /// The unique keys of a normalised entity, for the store's key index.
     pub fn keys(&self, v: &Value) -> Vec<String> {
         let mut out = Vec::new();
         for f in self.unique {
             if let Some(s) = key_part(&v[*f]) {
-                out.push(format!("{f}={s}"));
+                out.push(self.key_entry(f, &s));
             }
         }
         if !self.cache_key.is_empty() {

@@ -5,6 +5,7 @@
 pub(crate) mod checks;
 mod defs;
 mod ops;
+pub(crate) mod secrets;
 mod x509;
 
 pub use defs::{ALL, EntityDef, Foreign, TAG_MAX, def, def_by_path};

@@ -99,7 +99,7 @@ pub async fn resolve_id<L: Lookup>(
         return Ok(Some((id_or_key.to_string(), v)));
     }
     if let Some(k) = d.endpoint_key
-        && let Some(id) = l.find_key(d.name, &format!("{k}={id_or_key}")).await?
+        && let Some(id) = l.find_key(d.name, &d.key_entry(k, id_or_key)).await?
         && let Some(v) = l.get(d.name, &id).await?
     {
         return Ok(Some((id, v)));

@@ -129,6 +129,17 @@ pub struct Store {
     /// writers across processes.
     write_lock: Arc<Mutex<()>>,
     feed: ChangeFeed,
+    /// Encrypts secret fields on their way into the database and opens
+    /// them on the way out (`crate::at_rest`); None stores them as given.
+    secrets: Option<Arc<dyn SecretCodec>>,
+}
+
+/// What encrypts an entity's secret fields at rest. The store calls it on
+/// every entity version it writes and reads, so nothing above the store
+/// sees a ciphertext and nothing below it a secret.
+pub trait SecretCodec: Send + Sync {
+    fn seal(&self, kind: &str, data: &mut Value);
+    fn open(&self, kind: &str, data: &mut Value) -> Result<(), StoreError>;
 }
 
 static MIGRATE_PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -217,6 +228,7 @@ impl Store {
             backend,
             write_lock: Arc::new(Mutex::new(())),
             feed: ChangeFeed::new(channel),
+            secrets: None,
         })
     }
 
@@ -269,7 +281,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| parse_data(&r.try_get::<String, _>(0)?))
+        row.map(|r| self.decode(kind, &r.try_get::<String, _>(0)?))
             .transpose()
     }
 
@@ -331,7 +343,7 @@ impl Store {
         let mut last_id = None;
         for r in rows.iter().take(f.size) {
             last_id = Some(r.try_get::<String, _>(0)?);
-            items.push(parse_data(&r.try_get::<String, _>(1)?)?);
+            items.push(self.decode(kind, &r.try_get::<String, _>(1)?)?);
         }
         let next = if rows.len() > f.size { last_id } else { None };
         Ok(Page { items, next })
@@ -402,7 +414,7 @@ impl Store {
                     .await?
                 }
             };
-        rows.iter().map(stored_from_row).collect()
+        rows.iter().map(|r| self.stored_from_row(r)).collect()
     }
 
     /// Entities whose content differs between revisions `from` and `to`:
@@ -450,7 +462,7 @@ impl Store {
         .bind(rev)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| parse_data(&r.try_get::<String, _>(0)?))
+        row.map(|r| self.decode(kind, &r.try_get::<String, _>(0)?))
             .transpose()
     }
 
@@ -515,16 +527,81 @@ impl Store {
     }
 }
 
-pub(crate) fn parse_data(s: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+impl Store {
+    /// Encrypts secrets at rest from now on (see [`SecretCodec`]).
+    pub fn with_secrets(mut self, codec: Arc<dyn SecretCodec>) -> Self {
+        self.secrets = Some(codec);
+        self
+    }
+
+    pub(crate) fn secrets(&self) -> Option<Arc<dyn SecretCodec>> {
+        self.secrets.clone()
+    }
+
+    /// An entity version as read from the database, secrets opened.
+    pub(crate) fn decode(&self, kind: &str, s: &str) -> Result<Value, StoreError> {
+        decode_with(self.secrets.as_deref(), kind, s)
+    }
+
+    fn stored_from_row(&self, r: &sqlx::any::AnyRow) -> Result<Stored, StoreError> {
+        let kind: String = r.try_get(0)?;
+        let data = self.decode(&kind, &r.try_get::<String, _>(2)?)?;
+        Ok(Stored {
+            kind,
+            id: r.try_get(1)?,
+            data,
+        })
+    }
+
+    /// Every entity version ever stored, raw (secrets as stored), for
+    /// re-encryption under a new key (`gantry-cp keyring rotate`).
+    pub async fn raw_versions(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT seq, kind, data FROM entity_versions ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Replaces one stored version's data in place: the same content,
+    /// encrypted differently. Not a revision: nothing changes.
+    pub async fn rewrite_version(&self, seq: i64, data: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE entity_versions SET data = $1 WHERE seq = $2")
+            .bind(data)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
-fn stored_from_row(r: &sqlx::any::AnyRow) -> Result<Stored, StoreError> {
-    Ok(Stored {
-        kind: r.try_get(0)?,
-        id: r.try_get(1)?,
-        data: parse_data(&r.try_get::<String, _>(2)?)?,
-    })
+pub(crate) fn decode_with(
+    codec: Option<&dyn SecretCodec>,
+    kind: &str,
+    s: &str,
+) -> Result<Value, StoreError> {
+    let mut v = parse_data(s)?;
+    if let Some(c) = codec {
+        c.open(kind, &mut v)?;
+    }
+    Ok(v)
+}
+
+/// An entity version as written to the database, secrets sealed.
+pub(crate) fn encode_with(codec: Option<&dyn SecretCodec>, kind: &str, v: &Value) -> String {
+    match codec {
+        None => v.to_string(),
+        Some(c) => {
+            let mut v = v.clone();
+            c.seal(kind, &mut v);
+            v.to_string()
+        }
+    }
+}
+
+pub(crate) fn parse_data(s: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn revision_from_row(r: &sqlx::any::AnyRow) -> Result<Revision, StoreError> {

@@ -1,7 +1,7 @@
 //! One write transaction: the unit in which entities change and a new
 //! revision, its audit rows and its notification are committed together.
 
-use super::{Backend, ChangeFeed, Store, StoreError, Stored, now_ms, parse_data};
+use super::{Backend, ChangeFeed, Store, StoreError, Stored, decode_with, encode_with, now_ms};
 use serde_json::Value;
 // Every dynamic SQL string below is built from fixed fragments, validated
 // names and numbers; values always travel as bind parameters.
@@ -20,6 +20,7 @@ pub struct WriteTx {
     changes: usize,
     /// (kind, id) of every entity version written, in order.
     written: Vec<(String, String)>,
+    secrets: Option<std::sync::Arc<dyn super::SecretCodec>>,
 }
 
 impl WriteTx {
@@ -50,6 +51,7 @@ impl WriteTx {
             at: now_ms(),
             changes: 0,
             written: Vec::new(),
+            secrets: store.secrets(),
         })
     }
 
@@ -75,7 +77,7 @@ impl WriteTx {
         .bind(id)
         .fetch_optional(&mut *self.tx)
         .await?;
-        row.map(|r| parse_data(&r.try_get::<String, _>(0)?))
+        row.map(|r| decode_with(self.secrets.as_deref(), kind, &r.try_get::<String, _>(0)?))
             .transpose()
     }
 
@@ -116,7 +118,11 @@ impl WriteTx {
                 Ok(Stored {
                     kind: r.try_get(0)?,
                     id: r.try_get(1)?,
-                    data: parse_data(&r.try_get::<String, _>(2)?)?,
+                    data: decode_with(
+                        self.secrets.as_deref(),
+                        &r.try_get::<String, _>(0)?,
+                        &r.try_get::<String, _>(2)?,
+                    )?,
                 })
             })
             .collect()
@@ -147,7 +153,7 @@ impl WriteTx {
         )
         .bind(kind)
         .bind(id)
-        .bind(data.to_string())
+        .bind(encode_with(self.secrets.as_deref(), kind, data))
         .bind(self.rev)
         .execute(&mut *self.tx)
         .await?;
@@ -242,7 +248,7 @@ impl WriteTx {
             format!("${}", params.len() + 4)
         };
         let mut sql = String::from("WITH ");
-        let data_p = next(Some(data.to_string()));
+        let data_p = next(Some(encode_with(self.secrets.as_deref(), kind, data)));
         sql += &format!(
             "v AS (INSERT INTO entity_versions (kind, id, data, rev_from) VALUES ($1, $2, {data_p}, $3))"
         );

@@ -32,7 +32,13 @@ pub fn build(
     opts: &ProxyOptions,
     flavour: Flavour,
 ) -> Result<Vec<Listener>, TranslateError> {
-    let gateway = super::plugins::gateway(m, &opts.trusted_ips, &opts.real_ip_header);
+    // Envoy nodes get only what their own filters enforce: Gantry's
+    // filter, with every consumer's credentials, would be skipped there
+    // and only widen what a node's feed reveals.
+    let gateway = match flavour {
+        Flavour::GantryProxy => super::plugins::gateway(m, opts),
+        Flavour::Envoy => None,
+    };
     let gateway = gateway.as_ref();
     let mut out = vec![Listener {
         name: "http".into(),

@@ -74,6 +74,9 @@ pub struct ProxyOptions {
     /// first byte (Envoy's `request_headers_timeout`; nginx's, so Kong's,
     /// `client_header_timeout` is 60 s).
     pub request_headers_timeout_ms: i64,
+    /// Salt of the key-auth digests the proxies compare against
+    /// (`Sealer::key_salt`, one per database).
+    pub key_salt: [u8; 32],
 }
 
 impl Default for ProxyOptions {
@@ -85,6 +88,7 @@ impl Default for ProxyOptions {
             trusted_ips: Vec::new(),
             real_ip_header: "x-forwarded-for".into(),
             request_headers_timeout_ms: 60_000,
+            key_salt: [0; 32],
         }
     }
 }

@@ -8,6 +8,7 @@ use super::model::{Model, PluginInst};
 use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
+use gantry_shared::key_digest::key_digest;
 use gantry_shared::proto::plugins as pb;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -58,7 +59,7 @@ fn rank(p: &PluginInst) -> u8 {
 }
 
 /// The listener filter's config, when any plugin is enabled.
-pub fn gateway(m: &Model, trusted_ips: &[String], real_ip_header: &str) -> Option<Any> {
+pub fn gateway(m: &Model, opts: &super::ProxyOptions) -> Option<Any> {
     if m.plugins.is_empty() {
         return None;
     }
@@ -76,7 +77,7 @@ pub fn gateway(m: &Model, trusted_ips: &[String], real_ip_header: &str) -> Optio
                     .iter()
                     .map(|(id, key)| pb::KeyAuthCredential {
                         id: id.clone(),
-                        key: key.clone(),
+                        key_digest: key_digest(&opts.key_salt, key).to_vec(),
                     })
                     .collect(),
                 jwt_secrets: c
@@ -101,8 +102,9 @@ pub fn gateway(m: &Model, trusted_ips: &[String], real_ip_header: &str) -> Optio
                 config_json: p.config.to_string(),
             })
             .collect(),
-        trusted_ips: trusted_ips.to_vec(),
-        real_ip_header: real_ip_header.to_string(),
+        trusted_ips: opts.trusted_ips.clone(),
+        real_ip_header: opts.real_ip_header.clone(),
+        key_salt: opts.key_salt.to_vec(),
     };
     Some(Any {
         type_url: pb::GATEWAY_TYPE.into(),
@@ -366,12 +368,50 @@ mod tests {
         );
         assert_eq!(p2.names, vec!["correlation-id", "rate-limiting"]);
 
-        // The listener carries every enabled instance and the consumer, in
-        // a filter marked optional so Envoy skips it.
+        // gantry-proxy's listener carries every enabled instance and the
+        // consumer, in a filter marked optional; Envoy's listener has no
+        // such filter (it would only reveal the consumers' credentials).
+        assert!(
+            gateway_filter(&res).is_none(),
+            "Envoy nodes get no plugin filter"
+        );
+        let ents = [
+            s, r1, r2, c, global, on_service, on_r1, on_c, on_c_r2, rs, c_only,
+        ];
+        let res =
+            crate::translator::translate(&ents, Flavour::GantryProxy, &Default::default()).unwrap();
         let (optional, g) = gateway_filter(&res).expect("the plugin filter");
         assert!(optional);
         assert_eq!(g.consumers.len(), 1);
         assert_eq!(g.plugins.len(), 7, "the disabled one is left out");
+    }
+
+    #[test]
+    fn key_auth_keys_travel_as_salted_digests() {
+        let c = stored("consumers", json!({"username": "c"}));
+        let k = stored(
+            "keyauth_credentials",
+            json!({"key": "the-api-key-itself", "consumer": {"id": c.id}}),
+        );
+        let ents = [c, k.clone(), plugin("key-auth", json!({}))];
+        let opts = crate::translator::ProxyOptions {
+            key_salt: [9; 32],
+            ..Default::default()
+        };
+        let res = crate::translator::translate(&ents, Flavour::GantryProxy, &opts).unwrap();
+        let (_, g) = gateway_filter(&res).expect("the plugin filter");
+        assert_eq!(g.key_salt, vec![9; 32]);
+        let cred = &g.consumers[0].keyauth_credentials[0];
+        assert_eq!(cred.id, k.id);
+        assert_eq!(
+            cred.key_digest,
+            gantry_shared::key_digest::key_digest(&[9; 32], "the-api-key-itself").to_vec()
+        );
+        let wire = g.encode_to_vec();
+        assert!(
+            !wire.windows(18).any(|w| w == b"the-api-key-itself"),
+            "the key itself is not on the wire"
+        );
     }
 
     fn gateway_filter(res: &crate::translator::Resources) -> Option<(bool, pb::Gateway)> {

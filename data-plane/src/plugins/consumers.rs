@@ -2,6 +2,7 @@
 //! credentials. It holds secrets: nothing here is ever logged.
 
 use super::jwt::JwtCredential;
+use gantry_shared::key_digest::{DIGEST_LEN, SALT_LEN, key_digest};
 use gantry_shared::proto::plugins as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-/// A key-auth credential, found by its key.
+/// A key-auth credential, found by its key's digest.
 pub struct KeyCredential {
     pub id: String,
     pub consumer: usize,
@@ -44,7 +45,10 @@ pub struct Directory {
     consumers: Vec<Consumer>,
     /// Consumer id or username -> index (Kong's `anonymous` takes either).
     by_name: HashMap<String, usize>,
-    keys: HashMap<String, KeyCredential>,
+    /// Salt of the key digests (see `gantry_shared::key_digest`).
+    key_salt: Vec<u8>,
+    /// A key's digest -> its credential: the proxy never holds the keys.
+    keys: HashMap<[u8; DIGEST_LEN], KeyCredential>,
     jwt: Vec<JwtCredential>,
     /// A jwt credential's `key` -> index in `jwt`.
     jwt_keys: HashMap<String, usize>,
@@ -58,8 +62,16 @@ pub fn is_header_safe(v: &str) -> bool {
 }
 
 impl Directory {
-    pub fn compile(list: &[pb::Consumer]) -> Result<Directory, String> {
+    pub fn compile(list: &[pb::Consumer], key_salt: &[u8]) -> Result<Directory, String> {
         let mut d = Directory::default();
+        let any_keys = list.iter().any(|c| !c.keyauth_credentials.is_empty());
+        if any_keys && key_salt.len() != SALT_LEN {
+            return Err(format!(
+                "key_salt: expected {SALT_LEN} bytes, got {}",
+                key_salt.len()
+            ));
+        }
+        d.key_salt = key_salt.to_vec();
         for (i, c) in list.iter().enumerate() {
             let value = |field: &str, v: &str| {
                 HeaderValue::from_str(v)
@@ -89,9 +101,16 @@ impl Directory {
                 d.by_name.entry(c.username.clone()).or_insert(i);
             }
             for k in &c.keyauth_credentials {
+                let digest: [u8; DIGEST_LEN] =
+                    k.key_digest.as_slice().try_into().map_err(|_| {
+                        format!(
+                            "key-auth credential {}: key_digest must be {DIGEST_LEN} bytes",
+                            k.id
+                        )
+                    })?;
                 if d.keys
                     .insert(
-                        k.key.clone(),
+                        digest,
                         KeyCredential {
                             id: k.id.clone(),
                             consumer: i,
@@ -140,7 +159,10 @@ impl Directory {
     }
 
     pub fn by_key(&self, key: &str) -> Option<(&Consumer, &str)> {
-        let k = self.keys.get(key)?;
+        if self.keys.is_empty() {
+            return None;
+        }
+        let k = self.keys.get(&key_digest(&self.key_salt, key))?;
         Some((&self.consumers[k.consumer], k.id.as_str()))
     }
 }

@@ -95,7 +95,7 @@ pub enum Kind {
 impl Gateway {
     pub fn compile(value: &[u8]) -> Result<Gateway, String> {
         let g = pb::Gateway::decode(value).map_err(|e| format!("gateway config: {e}"))?;
-        let directory = Directory::compile(&g.consumers)?;
+        let directory = Directory::compile(&g.consumers, &g.key_salt)?;
         let mut plugins = HashMap::with_capacity(g.plugins.len());
         for p in &g.plugins {
             let kind = compile_plugin(&p.name, &p.config_json)
