@@ -10,6 +10,7 @@ use crate::entities::{def, secrets};
 use crate::keyring::{Keyring, KeyringError};
 use crate::store::{SecretCodec, Store, StoreError};
 use serde_json::Value;
+use sqlx::Row;
 use std::sync::Arc;
 
 pub struct AtRest {
@@ -78,6 +79,85 @@ impl AtRest {
         }
         out.retired = self.keyring.retire_all_but_primary(store).await?;
         Ok(out)
+    }
+}
+
+impl AtRest {
+    /// Once per database: encrypts the secrets stored before encryption at
+    /// rest existed, and re-indexes secret unique keys (key-auth keys) by
+    /// digest. Returns how many values it encrypted (None: already done).
+    pub async fn upgrade(&self, store: &Store) -> Result<Option<usize>, KeyringError> {
+        let pool = store.pool();
+        let pending = sqlx::query("SELECT id FROM at_rest_pending")
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from)?;
+        if pending.is_none() {
+            return Ok(None);
+        }
+        let mut sealed = 0;
+        for (seq, kind, raw) in store.raw_versions().await? {
+            let mut v: Value =
+                serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if self.plaintext(&kind, &mut v) == 0 {
+                continue;
+            }
+            sealed += self.plaintext(&kind, &mut v);
+            self.seal(&kind, &mut v);
+            store.rewrite_version(seq, &v.to_string()).await?;
+        }
+        for d in crate::entities::ALL.iter() {
+            for field in d.unique {
+                let probe = d.key_entry(field, "");
+                if probe == format!("{field}=") {
+                    continue; // not a secret field
+                }
+                let rows =
+                    sqlx::query("SELECT key, id FROM entity_keys WHERE kind = $1 AND key LIKE $2")
+                        .bind(d.name)
+                        .bind(format!("{field}=%"))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(StoreError::from)?;
+                for r in rows {
+                    let key: String = r.try_get(0).map_err(StoreError::from)?;
+                    let value = &key[field.len() + 1..];
+                    // Already a digest, or too long to have been kept
+                    // (stored as its own SHA-256): nothing in clear.
+                    if value.starts_with("digest:") || value.starts_with("sha256:") {
+                        continue;
+                    }
+                    sqlx::query("UPDATE entity_keys SET key = $1 WHERE kind = $2 AND key = $3")
+                        .bind(d.key_entry(field, value))
+                        .bind(d.name)
+                        .bind(&key)
+                        .execute(pool)
+                        .await
+                        .map_err(StoreError::from)?;
+                }
+            }
+        }
+        sqlx::query("DELETE FROM at_rest_pending")
+            .execute(pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Some(sealed))
+    }
+
+    /// Secret values of an entity stored in clear.
+    fn plaintext(&self, kind: &str, data: &mut Value) -> usize {
+        let Some(d) = def(kind) else { return 0 };
+        let mut n = 0;
+        let _ = secrets::for_each_secret::<()>(d, data, &mut |_, v| {
+            if let Some(s) = v.as_str()
+                && !is_reference(s)
+                && !Keyring::is_encrypted(s)
+            {
+                n += 1;
+            }
+            Ok(())
+        });
+        n
     }
 }
 

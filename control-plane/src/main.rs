@@ -165,6 +165,17 @@ async fn open_store(cli: &Cli, cfg: &StoreConfig) -> anyhow::Result<(Store, Arc<
         .await
         .context("checking the keyring against the database")?;
     let codec = AtRest::new(Arc::new(ring));
+    if let Some(n) = codec
+        .upgrade(&store)
+        .await
+        .context("encrypting secrets stored before encryption at rest")?
+        && n > 0
+    {
+        tracing::info!(
+            values = n,
+            "encrypted secrets stored in clear by an earlier version"
+        );
+    }
     Ok((store.with_secrets(codec.clone()), codec))
 }
 

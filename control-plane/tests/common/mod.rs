@@ -100,6 +100,20 @@ impl Drop for Db {
     }
 }
 
+/// The keyring in-process control planes encrypt secrets at rest with.
+pub const TEST_KEYRING: &str = "kinproc 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// The store as `gantry-cp` runs it: secrets encrypted at rest.
+pub async fn with_keyring(store: Store) -> Store {
+    use gantry_cp::at_rest::AtRest;
+    use gantry_cp::keyring::Keyring;
+    let ring = Keyring::parse(TEST_KEYRING).expect("test keyring");
+    ring.register(&store).await.expect("register keyring");
+    let codec = AtRest::new(std::sync::Arc::new(ring));
+    codec.upgrade(&store).await.expect("upgrade");
+    store.with_secrets(codec)
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -123,7 +137,7 @@ impl TestApp {
     async fn start_inner(backend: Backend, xds: Option<std::time::Duration>) -> TestApp {
         use gantry_cp::xds::{Fleet, SnapshotCache, XdsContext};
         let db = Db::new(backend);
-        let store = Store::open(&db.config()).await.expect("open store");
+        let store = with_keyring(Store::open(&db.config()).await.expect("open store")).await;
         let sealer = Sealer::load(&store).await.expect("seal key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
