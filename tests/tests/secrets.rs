@@ -76,6 +76,28 @@ async fn feed(cp: &Cp, user_agent: &str) -> Vec<u8> {
     r.encode_to_vec()
 }
 
+/// Every node's config as CSDS shows it, contents included.
+async fn csds(cp: &Cp) -> Vec<u8> {
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    let mut c = ClientStatusDiscoveryServiceClient::connect(cp.xds_url())
+        .await
+        .expect("CSDS client");
+    let r = c
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .expect("CSDS answer")
+        .into_inner();
+    let secrets = r
+        .config
+        .iter()
+        .flat_map(|n| &n.generic_xds_configs)
+        .filter(|g| g.type_url.ends_with("tls.v3.Secret"))
+        .count();
+    assert!(secrets > 0, "CSDS shows the node's certificate secret");
+    r.encode_to_vec()
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -193,6 +215,7 @@ async fn no_secret_in_the_clear() {
     let envoy_feed = feed(&cp, "envoy").await;
     let gantry_feed = feed(&cp, "gantry-proxy").await;
     places.push(("an Envoy node's listeners".into(), envoy_feed.clone()));
+    places.push(("CSDS".into(), csds(&cp).await));
 
     for (what, bytes) in &places {
         for (name, secret) in [

@@ -48,7 +48,8 @@ fn client_config(n: &NodeEntry, with_contents: bool) -> ClientConfig {
                 type_url: t.to_string(),
                 name: r.name.to_string(),
                 version_info: s.version_sent.clone().unwrap_or_default(),
-                xds_config: with_contents.then(|| r.any.clone()),
+                // Secrets are the node's, not the reader's.
+                xds_config: with_contents.then(|| super::redact::resource(&r.any)),
                 last_updated: Some(Timestamp {
                     seconds: s.sent_at / 1000,
                     nanos: ((s.sent_at % 1000) * 1_000_000) as i32,

@@ -8,6 +8,7 @@ mod delta;
 pub mod fleet;
 mod grpc;
 mod held;
+pub mod redact;
 mod session;
 mod sotw;
 
