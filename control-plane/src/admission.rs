@@ -84,7 +84,9 @@ pub fn check(entities: &[Stored], opts: &ProxyOptions) -> Result<(), AdmissionEr
         secrets: by_name(proxy.secrets, |s| &s.name),
         fences: Default::default(),
     };
-    gantry_proxy::config::compile(&set)
+    // Vault references are checked, not resolved: the node resolves them
+    // from its own environment (and refuses, fenced, if it cannot).
+    gantry_shared::vault::with_deferred(|| gantry_proxy::config::compile(&set))
         .map(drop)
         .map_err(|e| AdmissionError::Refused(format!("gantry-proxy would refuse it: {e}")))
 }

@@ -55,6 +55,9 @@ pub struct Field {
     /// with `^...$`); published in the OpenAPI document as it is.
     pub pattern: Option<&'static str>,
     pub secret: bool,
+    /// May hold a vault reference (`{vault://env/NAME}`) instead of a
+    /// value, as Kong's `referenceable` fields.
+    pub referenceable: bool,
     pub description: &'static str,
 }
 
@@ -95,6 +98,7 @@ impl Field {
             pattern: None,
             keys: None,
             secret: false,
+            referenceable: false,
             description: "",
         }
     }
@@ -154,6 +158,12 @@ impl Field {
     }
     pub fn len_max(mut self, n: usize) -> Self {
         self.len_max = Some(n);
+        self
+    }
+    /// Kong's `referenceable`: a vault reference is taken in place of a
+    /// value, and checked as a reference rather than as the value.
+    pub fn referenceable(mut self) -> Self {
+        self.referenceable = true;
         self
     }
     pub fn custom(mut self, c: Custom) -> Self {
@@ -319,6 +329,13 @@ fn validate_field(field: &Field, value: Option<&Value>, mode: Input) -> Result<V
         Some(v) => v,
     };
     let v = check_type(field, value, mode)?;
+    if field.referenceable
+        && let Value::String(st) = &v
+        && gantry_shared::vault::is_reference(st)
+    {
+        gantry_shared::vault::Reference::parse(st).map_err(Value::String)?;
+        return Ok(v);
+    }
     if let Some(allowed) = &field.one_of
         && !allowed.contains(&v)
     {
@@ -598,7 +615,12 @@ fn redact_field(field: &Field, v: &mut Value) {
         return;
     }
     if field.secret {
-        *v = Value::String(REDACTED.into());
+        // A vault reference names where the secret is, as Kong shows it.
+        let reference =
+            field.referenceable && v.as_str().is_some_and(gantry_shared::vault::is_reference);
+        if !reference {
+            *v = Value::String(REDACTED.into());
+        }
         return;
     }
     match (&field.ty, v) {

@@ -53,6 +53,43 @@ async fn admin_stores_ciphertext_and_finds_by_digest(backend: Backend) {
         .post("/consumers/alice/key-auth", json!({"key": "stored-key-1"}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{dup}");
+    // A vault reference is stored, shown and exported as written: it
+    // names the secret, it is not one.
+    let (s, p) = app
+        .post(
+            "/plugins",
+            json!({"name": "rate-limiting", "route": null, "config": {"minute": 7, "policy": "local",
+                   "redis": {"password": "{vault://env/redis-pw}", "username": "{vault://env/redis-user}"}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "one global rate-limiting: {p}");
+    let (s, c) = app.post("/consumers", json!({"username": "carol"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let (s, p) = app
+        .post(
+            "/consumers/carol/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 7, "policy": "local",
+                   "redis": {"password": "{vault://env/redis-pw}"}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["config"]["redis"]["password"], "{vault://env/redis-pw}");
+    assert!(raw(&app.store).await.contains("{vault://env/redis-pw}"));
+    let (_, export) = app.get("/config").await;
+    assert!(export.to_string().contains("{vault://env/redis-pw}"));
+    let (s, bad) = app
+        .post(
+            "/consumers/carol/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 7, "policy": "local",
+                   "redis": {"password": "{vault://env/a/b}"}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(
+        bad.to_string().contains("only whole environment variables"),
+        "{bad}"
+    );
+
     let all = app.store.all_current().await.expect("current");
     let k = all
         .iter()

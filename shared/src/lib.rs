@@ -3,4 +3,5 @@
 pub mod key_digest;
 pub mod proto;
 pub mod telemetry;
+pub mod vault;
 pub mod xds;

@@ -962,6 +962,8 @@ pub struct ProxyOptions {
     pub admin_advertise: Option<String>,
     /// `RUST_LOG` (default: `GANTRY_E2E_PROXY_LOG`, else `info`).
     pub log: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ProxyOptions {
@@ -973,6 +975,7 @@ impl Default for ProxyOptions {
             group: None,
             admin_advertise: None,
             log: None,
+            env: Vec::new(),
         }
     }
 }
@@ -1066,6 +1069,7 @@ impl Proxy {
             .env_remove("GANTRY_LOG_FORMAT")
             .env_remove("GANTRY_XDS_ADDRESS")
             .env_remove("GANTRY_PORT_OFFSET")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("proxy log file"))

@@ -8,6 +8,10 @@
 //! the proxy that connects) is asserted to go only where it is used.
 //!
 //! 1. `no_secret_in_the_clear`: the grep above.
+//! 3. `a_vault_reference_is_resolved_by_the_node`: a certificate whose key
+//!    is `{vault://env/...}` is stored and shown as the reference; the
+//!    proxy with the variable serves TLS with it, one without refuses the
+//!    config naming the variable.
 //! 2. `keyring_rotation_and_a_wrong_keyring`: `gantry-cp keyring rotate`
 //!    moves every secret under a new key; the old key can then leave the
 //!    keyring; a keyring without the database's key refuses to start.
@@ -347,4 +351,120 @@ async fn keyring_rotation_and_a_wrong_keyring() {
     let proxy = Proxy::start(&cp, "gantry-rotated").await;
     until_status(&proxy, "/ka", Some("rotate-me-key"), 200).await;
     until_status(&proxy, "/ka", Some("another-key"), 401).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_reference_is_resolved_by_the_node() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("vault").await;
+    let (cert, key, key_body) = fixture_key();
+    let reference = "{vault://env/gantry-e2e-tls-key}";
+    cp.post("/services", json!({"name": "s", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post("/services/s/routes", json!({"name": "r", "paths": ["/v"]}))
+        .await
+        .expect(201);
+    let c = cp
+        .post(
+            "/certificates",
+            json!({"cert": cert, "key": reference, "snis": ["secure.example.com"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(c["key"], reference, "a reference is shown as written");
+    let shown = cp
+        .get(&format!("/certificates/{}", c["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(shown.body["key"], reference);
+    let bad = cp
+        .post(
+            "/certificates",
+            json!({"cert": cert, "key": "{vault://aws/tls-key}"}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        bad["fields"]["key"]
+            .as_str()
+            .unwrap()
+            .contains("only the env vault"),
+        "{bad}"
+    );
+
+    let with = Proxy::start_with(
+        &cp,
+        "gantry-vault-with",
+        ProxyOptions {
+            env: vec![("GANTRY_E2E_TLS_KEY".into(), key.clone())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let without = Proxy::start(&cp, "gantry-vault-without").await;
+
+    // The node with the variable terminates TLS with the referenced key.
+    let dir = gantry_e2e::TempDir::new("gantry-vault-ca");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let port = with.https_port;
+    eventually(
+        "TLS with the referenced key",
+        CONVERGE,
+        Duration::from_millis(100),
+        || {
+            let ca = ca.clone();
+            async move {
+                let out = tokio::process::Command::new("curl")
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "5",
+                        "--cacert",
+                    ])
+                    .arg(&ca)
+                    .args(["--resolve", &format!("secure.example.com:{port}:127.0.0.1")])
+                    .arg(format!("https://secure.example.com:{port}/v"))
+                    .output()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let code = String::from_utf8_lossy(&out.stdout).to_string();
+                if code == "200" {
+                    Ok(())
+                } else {
+                    Err(format!("{code} {}", String::from_utf8_lossy(&out.stderr)))
+                }
+            }
+        },
+    )
+    .await;
+
+    // The node without it refuses the config and says which variable.
+    eventually(
+        "a refusal naming the variable",
+        CONVERGE,
+        Duration::from_millis(100),
+        || {
+            let cp = &cp;
+            async move {
+                let n = cp.fleet_node("gantry-vault-without").await;
+                let text = n.map(|v| v.to_string()).unwrap_or_default();
+                if text.contains("GANTRY_E2E_TLS_KEY") {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            }
+        },
+    )
+    .await;
+    // The key itself never passed the control plane.
+    let export = cp.get("/config").await.body.to_string();
+    assert!(export.contains(reference));
+    assert!(!export.contains(&key_body[..40]));
+    drop(without);
 }

@@ -72,7 +72,10 @@ pub fn export(entities: &[Stored], sealer: &Sealer) -> Value {
         .map(|((d, s), home)| {
             let mut v = s.data.clone();
             let _ = secrets::for_each_secret::<()>(d, &mut v, &mut |_, secret| {
-                if let Some(plain) = secret.as_str() {
+                // A vault reference is exported as written, as Kong does.
+                if let Some(plain) = secret.as_str()
+                    && !gantry_shared::vault::is_reference(plain)
+                {
                     *secret = Value::String(sealer.seal(plain));
                 }
                 Ok(())

@@ -705,9 +705,19 @@ fn plugins() -> Record {
 fn certificates() -> Record {
     with_updated(base())
         .field("cert", pem().required().custom(checks::pem_cert))
-        .field("key", pem().required().secret().custom(checks::pem_key))
+        .field(
+            "key",
+            pem()
+                .required()
+                .secret()
+                .referenceable()
+                .custom(checks::pem_key),
+        )
         .field("cert_alt", pem().custom(checks::pem_cert))
-        .field("key_alt", pem().secret().custom(checks::pem_key))
+        .field(
+            "key_alt",
+            pem().secret().referenceable().custom(checks::pem_key),
+        )
         .field("tags", tags())
         .field(
             "snis",

@@ -43,12 +43,25 @@ fn inline(s: &str) -> Option<DataSource> {
     })
 }
 
+/// A private key, or the environment variable a vault reference names:
+/// the node reads it from its own environment (Envoy's
+/// `environment_variable` data source), so the key never passes here.
+fn private_key(key: &str) -> Option<DataSource> {
+    match gantry_shared::vault::Reference::parse(key) {
+        Ok(r) if gantry_shared::vault::is_reference(key) => Some(DataSource {
+            specifier: Some(Specifier::EnvironmentVariable(r.env)),
+            ..Default::default()
+        }),
+        _ => inline(key),
+    }
+}
+
 fn tls_secret(name: String, cert: &str, key: &str) -> Secret {
     Secret {
         name,
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
             certificate_chain: inline(cert),
-            private_key: inline(key),
+            private_key: private_key(key),
             ..Default::default()
         })),
     }

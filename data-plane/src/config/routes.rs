@@ -1738,9 +1738,11 @@ pub(crate) fn data_source(ds: &DataSource, field: &str) -> Result<bytes::Bytes, 
         Some(data_source::Specifier::Filename(_)) => Err(format!(
             "{field}: filename data sources are not supported (inline only)"
         )),
-        Some(data_source::Specifier::EnvironmentVariable(_)) => Err(format!(
-            "{field}: environment_variable data sources are not supported (inline only)"
-        )),
+        // As Envoy: read from this process's environment when the config
+        // is compiled; unset is a refusal naming the variable.
+        Some(data_source::Specifier::EnvironmentVariable(name)) => std::env::var(name)
+            .map(bytes::Bytes::from)
+            .map_err(|_| format!("{field}: environment variable {name} is not set")),
         None => Ok(bytes::Bytes::new()),
     }
 }

@@ -77,8 +77,20 @@ impl Target {
             nodes,
             cluster,
             database: c.database.unwrap_or(0),
-            username: c.username.filter(|u| !u.is_empty()),
-            password: c.password.filter(|p| !p.is_empty()).map(Password),
+            // Vault references resolve here, on the node that connects.
+            username: c
+                .username
+                .filter(|u| !u.is_empty())
+                .map(|u| gantry_shared::vault::resolve(&u))
+                .transpose()
+                .map_err(|e| format!("redis.username: {e}"))?,
+            password: c
+                .password
+                .filter(|p| !p.is_empty())
+                .map(|p| gantry_shared::vault::resolve(&p))
+                .transpose()
+                .map_err(|e| format!("redis.password: {e}"))?
+                .map(Password),
             timeout: Duration::from_millis(c.timeout.unwrap_or(2000).max(1)),
         })
     }
