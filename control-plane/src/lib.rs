@@ -7,6 +7,7 @@ pub mod declarative;
 pub mod entities;
 pub mod memory;
 pub mod plugins;
+pub mod rbac;
 pub mod schema;
 pub mod seal;
 pub mod store;
