@@ -19,26 +19,37 @@ use serde_json::{Map, Value, json};
 /// Longest name, comment or tag accepted.
 const MAX_TEXT: usize = 1024;
 
+/// Shortest token a user may choose (generated ones are 43 characters).
+pub const TOKEN_MIN: usize = 16;
+
 /// Reads fields of a JSON or form body, collecting Kong-style field errors.
+/// What it accepts is what `openapi/rbac.rs` documents.
 struct Fields<'a> {
     body: &'a Map<String, Value>,
+    /// Form bodies carry booleans as `true`/`false` strings; JSON must not.
+    form: bool,
     errors: FieldErrors,
 }
 
+fn ok_char(c: char) -> bool {
+    !c.is_control()
+}
+
 impl<'a> Fields<'a> {
-    fn new(body: &'a Value) -> Result<Fields<'a>, ApiError> {
-        match body {
+    fn new(body: &'a Body) -> Result<Fields<'a>, ApiError> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        let form = matches!(body.mode, crate::schema::Input::Form);
+        match &body.value {
             Value::Object(m) => Ok(Fields {
                 body: m,
+                form,
                 errors: Map::new(),
             }),
-            Value::Null => {
-                static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-                Ok(Fields {
-                    body: EMPTY.get_or_init(Map::new),
-                    errors: Map::new(),
-                })
-            }
+            Value::Null => Ok(Fields {
+                body: EMPTY.get_or_init(Map::new),
+                form,
+                errors: Map::new(),
+            }),
             _ => Err(ApiError::bad_request("the body must be an object")),
         }
     }
@@ -58,7 +69,7 @@ impl<'a> Fields<'a> {
                 None
             }
             Some(Value::String(s))
-                if !s.is_empty() && s.len() <= MAX_TEXT && !s.chars().any(char::is_control) =>
+                if !s.is_empty() && s.chars().count() <= MAX_TEXT && s.chars().all(ok_char) =>
             {
                 Some(s.clone())
             }
@@ -89,8 +100,8 @@ impl<'a> Fields<'a> {
         match self.body.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
-            Some(Value::String(s)) if s == "true" => Some(true),
-            Some(Value::String(s)) if s == "false" => Some(false),
+            Some(Value::String(s)) if self.form && s == "true" => Some(true),
+            Some(Value::String(s)) if self.form && s == "false" => Some(false),
             Some(_) => {
                 self.err(field, "expected a boolean");
                 None
@@ -99,27 +110,27 @@ impl<'a> Fields<'a> {
     }
 
     /// A list: a JSON array of strings, or Kong's comma-separated string.
+    /// Items lose surrounding spaces; none may be empty or hold control
+    /// characters or (in the string form) commas.
     fn list(&mut self, field: &str) -> Option<Vec<String>> {
-        let items: Vec<String> = match self.body.get(field) {
+        let raw: Vec<&str> = match self.body.get(field) {
             None | Some(Value::Null) => return None,
-            Some(Value::String(s)) => s
-                .split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect(),
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(|s| s.trim().to_string()))
-                .filter(|x| !x.is_empty())
-                .collect(),
+            Some(Value::String(s)) => s.split(',').collect(),
+            Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
+                a.iter().filter_map(Value::as_str).collect()
+            }
             Some(_) => {
-                self.err(field, "expected a list of strings");
+                self.err(field, "expected a non-empty list of strings");
                 return None;
             }
         };
+        let items: Vec<String> = raw
+            .iter()
+            .map(|i| i.trim_matches(' ').to_string())
+            .collect();
         if items
             .iter()
-            .any(|i| i.len() > MAX_TEXT || i.chars().any(char::is_control))
+            .any(|i| i.is_empty() || i.chars().count() > MAX_TEXT || !i.chars().all(ok_char))
         {
             self.err(field, "invalid list item");
             return None;
@@ -137,6 +148,7 @@ impl<'a> Fields<'a> {
         };
         let mut parsed = Vec::new();
         for a in &list {
+            let a = a.as_str();
             match Action::parse(a) {
                 Some(x) => parsed.push(x),
                 None => {
@@ -147,10 +159,6 @@ impl<'a> Fields<'a> {
                     return None;
                 }
             }
-        }
-        if parsed.is_empty() {
-            self.err("actions", "at least one action is required");
-            return None;
         }
         Some(Actions::from_list(&parsed))
     }
@@ -177,6 +185,20 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A chosen token: long enough that its SHA-256 cannot be reversed by
+/// guessing.
+fn token_field(f: &mut Fields) -> Option<String> {
+    let t = f.text("user_token", false)?;
+    if t.chars().count() < TOKEN_MIN {
+        f.err(
+            "user_token",
+            &format!("must be at least {TOKEN_MIN} characters long"),
+        );
+        return None;
+    }
+    Some(t)
+}
+
 fn page(data: Vec<Value>) -> Response {
     Json(json!({ "data": data, "next": null })).into_response()
 }
@@ -192,10 +214,10 @@ pub async fn list_users(Authed(app): Authed) -> Result<Response, ApiError> {
 }
 
 pub async fn create_user(Authed(app): Authed, body: Body) -> Result<Response, ApiError> {
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["name", "user_token", "enabled", "comment"]);
     let name = f.text("name", true);
-    let given = f.text("user_token", false);
+    let given = token_field(&mut f);
     let enabled = f.boolean("enabled").unwrap_or(true);
     let comment = f.comment().flatten();
     f.finish()?;
@@ -224,11 +246,11 @@ pub async fn update_user(
     Path(user): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["name", "user_token", "enabled", "comment"]);
     let patch = UserPatch {
         name: f.text("name", false),
-        token: f.text("user_token", false),
+        token: token_field(&mut f),
         enabled: f.boolean("enabled"),
         comment: f.comment(),
     };
@@ -265,11 +287,11 @@ pub async fn user_roles(
     Ok(Json(json!({ "user": u, "roles": roles })).into_response())
 }
 
-fn role_names(body: &Value) -> Result<Vec<String>, ApiError> {
+fn role_names(body: &Body) -> Result<Vec<String>, ApiError> {
     let mut f = Fields::new(body)?;
     f.known(&["roles"]);
     let roles = f.list("roles");
-    if roles.as_ref().is_none_or(Vec::is_empty) && !f.errors.contains_key("roles") {
+    if roles.is_none() && !f.errors.contains_key("roles") {
         f.err("roles", "required field missing");
     }
     f.finish()?;
@@ -292,7 +314,7 @@ pub async fn add_user_roles(
     Path(user): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let names = role_names(&body.value)?;
+    let names = role_names(&body)?;
     let rbac = Rbac::new(&app.store);
     let u = rbac.user(&user).await?;
     known_roles(&rbac, &names).await?;
@@ -316,7 +338,7 @@ pub async fn remove_user_roles(
     Path(user): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let names = role_names(&body.value)?;
+    let names = role_names(&body)?;
     let rbac = Rbac::new(&app.store);
     let u = rbac.user(&user).await?;
     known_roles(&rbac, &names).await?;
@@ -348,7 +370,7 @@ fn tags(f: &mut Fields) -> Option<Vec<String>> {
 }
 
 pub async fn create_role(Authed(app): Authed, body: Body) -> Result<Response, ApiError> {
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["name", "comment", "tags"]);
     let name = f.text("name", true);
     let comment = f.comment().flatten();
@@ -371,7 +393,7 @@ pub async fn update_role(
     Path(role): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["name", "comment", "tags"]);
     let clear_tags = matches!(f.body.get("tags"), Some(Value::Null));
     let patch = RolePatch {
@@ -440,7 +462,7 @@ pub async fn create_endpoint(
 ) -> Result<Response, ApiError> {
     let rbac = Rbac::new(&app.store);
     let id = rbac.role_id(&role).await?;
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["endpoint", "workspace", "actions", "negative", "comment"]);
     let endpoint = f.text("endpoint", true);
     let ws = f
@@ -484,7 +506,7 @@ pub async fn update_endpoint(
     let id = rbac.role_id(&role).await?;
     let key = endpoint_key(&endpoint);
     let old = rbac.endpoint(&id, &ws, &key).await?;
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["actions", "negative", "comment"]);
     let actions = f.actions(false);
     let negative = f.boolean("negative");
@@ -546,10 +568,10 @@ pub async fn create_entity(
 ) -> Result<Response, ApiError> {
     let rbac = Rbac::new(&app.store);
     let id = rbac.role_id(&role).await?;
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["entity_id", "entity_type", "actions", "negative", "comment"]);
     let entity_id = f.text("entity_id", true);
-    let entity_type = f.text("entity_type", entity_id.as_deref() != Some("*"));
+    let entity_type = f.text("entity_type", false);
     if let Some(t) = &entity_type
         && t != "*"
         && !crate::entities::ALL.iter().any(|d| d.name == t)
@@ -591,7 +613,7 @@ pub async fn update_entity(
     let rbac = Rbac::new(&app.store);
     let id = rbac.role_id(&role).await?;
     let old = rbac.entity(&id, &entity).await?;
-    let mut f = Fields::new(&body.value)?;
+    let mut f = Fields::new(&body)?;
     f.known(&["actions", "negative", "comment"]);
     let actions = f.actions(false);
     let negative = f.boolean("negative");
