@@ -148,6 +148,8 @@ impl RunArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up; boxing `RunArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the control plane (the default).
     Run(RunArgs),
