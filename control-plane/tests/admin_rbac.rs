@@ -372,6 +372,16 @@ both_auth!(tokens_are_shown_once_and_stored_hashed, |app| {
         .post("/rbac/users/bob/roles", json!({ "roles": "no-such-role" }))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A NUL names nothing (Postgres could not even be asked).
+    assert_eq!(app.get("/rbac/users/a%00b").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete("/rbac/roles/a%00b").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete("/rbac/roles/read-only/entities/a%00b").await.0,
+        StatusCode::NO_CONTENT
+    );
 });
 
 both_auth!(endpoint_and_entity_permissions_follow_kong, |app| {

@@ -233,6 +233,7 @@ impl<'a> Rbac<'a> {
 
     /// A user by id or name.
     pub async fn user(&self, key: &str) -> Result<Value, RbacError> {
+        nul_free(key)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLS} FROM rbac_users WHERE id = $1 OR name = $1"
         )))
@@ -407,6 +408,7 @@ impl<'a> Rbac<'a> {
     }
 
     pub async fn role(&self, key: &str) -> Result<Value, RbacError> {
+        nul_free(key)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ROLE_COLS} FROM rbac_roles WHERE id = $1 OR name = $1"
         )))
@@ -513,6 +515,8 @@ impl<'a> Rbac<'a> {
         workspace: &str,
         endpoint: &str,
     ) -> Result<Value, RbacError> {
+        nul_free(workspace)?;
+        nul_free(endpoint)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENDPOINT_COLS} FROM rbac_role_endpoints WHERE role_id = $1 AND workspace = $2 AND endpoint = $3"
         )))
@@ -576,6 +580,9 @@ impl<'a> Rbac<'a> {
         workspace: &str,
         endpoint: &str,
     ) -> Result<(), RbacError> {
+        if nul_free(workspace).and(nul_free(endpoint)).is_err() {
+            return Ok(());
+        }
         sqlx::query(
             "DELETE FROM rbac_role_endpoints WHERE role_id = $1 AND workspace = $2 AND endpoint = $3",
         )
@@ -600,6 +607,7 @@ impl<'a> Rbac<'a> {
     }
 
     pub async fn entity(&self, role_id: &str, entity_id: &str) -> Result<Value, RbacError> {
+        nul_free(entity_id)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENTITY_COLS} FROM rbac_role_entities WHERE role_id = $1 AND entity_id = $2"
         )))
@@ -656,11 +664,24 @@ impl<'a> Rbac<'a> {
     }
 
     pub async fn delete_entity(&self, role_id: &str, entity_id: &str) -> Result<(), RbacError> {
+        if nul_free(entity_id).is_err() {
+            return Ok(());
+        }
         sqlx::query("DELETE FROM rbac_role_entities WHERE role_id = $1 AND entity_id = $2")
             .bind(role_id)
             .bind(entity_id)
             .execute(self.pool())
             .await?;
+        Ok(())
+    }
+}
+
+/// No row holds NUL (names refuse control characters), and Postgres
+/// could not even be asked: such a key names nothing.
+fn nul_free(key: &str) -> Result<(), RbacError> {
+    if key.contains('\0') {
+        Err(RbacError::NotFound)
+    } else {
         Ok(())
     }
 }
