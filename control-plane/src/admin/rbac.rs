@@ -62,7 +62,7 @@ impl<'a> Fields<'a> {
     /// A non-empty string without control characters.
     fn text(&mut self, field: &str, required: bool) -> Option<String> {
         match self.body.get(field) {
-            None | Some(Value::Null) => {
+            None => {
                 if required {
                     self.err(field, "required field missing");
                 }
@@ -98,7 +98,7 @@ impl<'a> Fields<'a> {
 
     fn boolean(&mut self, field: &str) -> Option<bool> {
         match self.body.get(field) {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(Value::String(s)) if self.form && s == "true" => Some(true),
             Some(Value::String(s)) if self.form && s == "false" => Some(false),
@@ -114,7 +114,9 @@ impl<'a> Fields<'a> {
     /// characters or (in the string form) commas.
     fn list(&mut self, field: &str) -> Option<Vec<String>> {
         let raw: Vec<&str> = match self.body.get(field) {
-            None | Some(Value::Null) => return None,
+            None => return None,
+            // Only a role's tags may be cleared with null.
+            Some(Value::Null) if field == "tags" => return None,
             Some(Value::String(s)) => s.split(',').collect(),
             Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
                 a.iter().filter_map(Value::as_str).collect()
