@@ -44,12 +44,52 @@ async fn nested(
 }
 
 /// RBAC on one entity: the caller's roles (tag scopes included) must
-/// allow `action` on it. Called before a write commits, so a refusal
-/// changes nothing.
+/// allow `action` on it.
 fn permit(app: &Admin, action: Action, d: &EntityDef, v: &Value) -> Result<(), ApiError> {
     let c = &app.caller;
     if c.principal
         .may_touch(action, &c.path, &EntityRef::of(d.name, v))
+    {
+        Ok(())
+    } else {
+        Err(c.forbidden(action))
+    }
+}
+
+/// RBAC on an entity as a write leaves it, with what it references (see
+/// `Principal::may_write`). Called before the write commits, so a refusal
+/// changes nothing.
+async fn permit_written(
+    app: &Admin,
+    tx: &mut crate::store::WriteTx,
+    action: Action,
+    d: &EntityDef,
+    v: &Value,
+) -> Result<(), ApiError> {
+    let c = &app.caller;
+    if c.principal.unrestricted {
+        return Ok(());
+    }
+    let mut refs = Vec::new();
+    for f in d.foreign.iter() {
+        let ids: Vec<&str> = if f.many {
+            v[f.field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect()
+        } else {
+            v[f.field]["id"].as_str().into_iter().collect()
+        };
+        for id in ids {
+            if let Some(target) = tx.get(f.kind, id).await? {
+                refs.push(EntityRef::of(f.kind, &target));
+            }
+        }
+    }
+    if c.principal
+        .may_write(action, &c.path, &EntityRef::of(d.name, v), &refs)
     {
         Ok(())
     } else {
@@ -203,7 +243,7 @@ async fn create_impl(
 ) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
     let v = entities::create(&mut tx, d, body.value, body.mode, parent.as_ref()).await?;
-    permit(app, Action::Create, d, &v)?;
+    permit_written(app, &mut tx, Action::Create, d, &v).await?;
     let id = v["id"].as_str().unwrap_or_default().to_string();
     crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
@@ -230,7 +270,7 @@ async fn upsert_impl(
     }
     let (v, created) =
         entities::upsert(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
-    permit(app, Action::Update, d, &v)?;
+    permit_written(app, &mut tx, Action::Update, d, &v).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
     crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
@@ -261,7 +301,7 @@ async fn update_impl(
         permit(app, Action::Update, d, &before)?;
     }
     let v = entities::update(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
-    permit(app, Action::Update, d, &v)?;
+    permit_written(app, &mut tx, Action::Update, d, &v).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
     crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx

@@ -204,6 +204,31 @@ impl Principal {
         endpoint_allows(&roles, action, path) && entity_allows(&roles, action, e)
     }
 
+    /// Whether a write of `e` is allowed, given the entities it references
+    /// (a plugin's service, a route's service...). When only a tag-scoped
+    /// role allows it, every reference must carry one of that role's tags
+    /// too: a team may not attach its plugin to another team's service.
+    pub fn may_write(&self, action: Action, path: &str, e: &EntityRef, refs: &[EntityRef]) -> bool {
+        if self.unrestricted {
+            return true;
+        }
+        let unscoped: Vec<&RoleGrant> = self.roles.iter().filter(|r| r.tags.is_empty()).collect();
+        if endpoint_allows(&unscoped, action, path) && entity_allows(&unscoped, action, e) {
+            return true;
+        }
+        let carries = |r: &RoleGrant, x: &EntityRef| r.tags.iter().any(|t| x.tags.contains(t));
+        self.roles
+            .iter()
+            .filter(|r| !r.tags.is_empty() && carries(r, e))
+            .any(|r| {
+                let mut with = unscoped.clone();
+                with.push(r);
+                endpoint_allows(&with, action, path)
+                    && entity_allows(&with, action, e)
+                    && refs.iter().all(|x| carries(r, x))
+            })
+    }
+
     /// For a listing at `path`: `None` when unscoped roles allow reading it,
     /// else the tags that the entities shown must carry one of.
     pub fn list_scope(&self, path: &str) -> Option<Vec<String>> {
@@ -417,6 +442,11 @@ mod tests {
         ]);
         assert_eq!(reader.list_scope("/services"), None);
         assert!(!reader.may_touch(Update, "/services/1", &entity("1", &["team-b"])));
+        // Writes may reference only the team's own entities.
+        let plugin = entity("p", &["team-a"]);
+        assert!(u.may_write(Create, "/plugins", &plugin, &[entity("s", &["team-a"])]));
+        assert!(!u.may_write(Create, "/plugins", &plugin, &[entity("s", &["team-b"])]));
+        assert!(!u.may_write(Create, "/plugins", &entity("p", &[]), &[]));
     }
 
     #[test]
