@@ -31,6 +31,8 @@ pub enum TlsError {
     NoCertificate(PathBuf),
     #[error("the key does not fit: {0}")]
     Key(rustls::Error),
+    #[error("TLS configuration: {0}")]
+    Config(rustls::Error),
 }
 
 /// Reads a certificate chain and its key, checking that they match.
