@@ -195,3 +195,37 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tls")
+            .join(name)
+    }
+
+    #[test]
+    fn a_pair_loads_only_when_the_key_fits_the_certificate() {
+        let rsa = (
+            fixture("secure.example.com.rsa.crt"),
+            fixture("secure.example.com.rsa.key"),
+        );
+        let ec = (
+            fixture("secure.example.com.ec.crt"),
+            fixture("secure.example.com.ec.key"),
+        );
+        assert!(load(&rsa.0, &rsa.1).is_ok());
+        assert!(load(&ec.0, &ec.1).is_ok());
+        assert!(matches!(load(&rsa.0, &ec.1), Err(TlsError::Key(_))));
+        assert!(matches!(
+            load(&rsa.1, &rsa.1),
+            Err(TlsError::NoCertificate(_))
+        ));
+        assert!(matches!(
+            load(&fixture("missing.crt"), &rsa.1),
+            Err(TlsError::Pem { .. })
+        ));
+    }
+}
