@@ -124,6 +124,11 @@ def _explained(case, body):
         # Any 400: the document's entities are described one by one, not
         # how they must fit together (or even parse, for YAML in `config`).
         return "declarative"
+    if case.operation.path == "/rbac/users/{user}/roles" and str(
+        body.get("message", "")
+    ).startswith("role not found with name"):
+        # Roles are named by the body; which exist is state.
+        return "reference"
     if not isinstance(fields, dict) or not fields:
         return None
     blamed = set(fields)

@@ -94,10 +94,16 @@ pub enum Source {
 impl Keyring {
     pub fn parse(text: &str) -> Result<Keyring, KeyringError> {
         let mut keys: Vec<Key> = Vec::new();
-        // `;` separates keys as well as newlines, for one-line env values.
-        for (i, line) in text.split(['\n', ';']).enumerate() {
+        // `;` separates keys as well as newlines, for one-line env values;
+        // a comment runs to the end of its line.
+        let entries = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim_start().starts_with('#'))
+            .flat_map(|(i, l)| l.split(';').map(move |e| (i, e)));
+        for (i, line) in entries {
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 continue;
             }
             let err = |reason: &str| KeyringError::Parse {
@@ -308,7 +314,7 @@ fn write_new(path: &Path) -> std::io::Result<()> {
         .open(path)?;
     writeln!(
         f,
-        "# Gantry keyring: `<id> <base64 key>` per line; the first encrypts, all decrypt.\n# Every control-plane replica on the same database needs the same keyring.\n{}",
+        "# Gantry keyring: `<id> <base64 key>` per line. The first encrypts, all decrypt.\n# Every control-plane replica on the same database needs the same keyring.\n{}",
         Keyring::new_line()
     )
 }
@@ -357,6 +363,23 @@ mod tests {
                 .unwrap(),
             "s"
         );
+    }
+
+    #[test]
+    fn a_created_keyring_file_loads_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("gantry-keyring-{}", rand::random::<u64>()));
+        let src = Source::File {
+            path: path.clone(),
+            create: true,
+        };
+        let a = Keyring::load(&src).unwrap();
+        let b = Keyring::load(&src).unwrap();
+        assert_eq!(a.primary_id(), b.primary_id(), "created once, then read");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(b.decrypt(&a.encrypt("x")).unwrap(), "x");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

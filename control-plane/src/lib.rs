@@ -9,6 +9,7 @@ pub mod entities;
 pub mod keyring;
 pub mod memory;
 pub mod plugins;
+pub mod rbac;
 pub mod schema;
 pub mod seal;
 pub mod store;

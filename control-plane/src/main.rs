@@ -12,6 +12,7 @@ use gantry_cp::translator::ProxyOptions;
 use gantry_cp::xds::{self, Fleet, SnapshotCache, XdsContext};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,9 +113,54 @@ struct RunArgs {
         default_value_t = 60_000
     )]
     proxy_request_headers_timeout_ms: u32,
+    /// Bootstrap super-admin token for the admin API (`Kong-Admin-Token`
+    /// or `Authorization: Bearer`). With it, or once any RBAC user exists,
+    /// every admin request needs a valid token.
+    #[arg(long, env = "GANTRY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// A file holding the bootstrap token (trailing whitespace ignored),
+    /// so it stays out of the process list and environment.
+    #[arg(long, env = "GANTRY_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    admin_token_file: Option<PathBuf>,
+    /// Serve the admin API beyond loopback with no token configured
+    /// (refused otherwise: anyone who reaches the port could change the
+    /// configuration).
+    #[arg(long, env = "GANTRY_ADMIN_INSECURE")]
+    admin_insecure: bool,
+    /// Certificate chain (PEM) to serve the admin API over TLS with;
+    /// re-read when the file changes.
+    #[arg(long, env = "GANTRY_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key of `--admin-tls-cert` (PEM).
+    #[arg(long, env = "GANTRY_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The bootstrap token, from the flag, the environment or the file.
+    fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading --admin-token-file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        match token {
+            Some(t) if t.len() < 16 => {
+                anyhow::bail!("the admin token must be at least 16 characters long")
+            }
+            t => Ok(t),
+        }
+    }
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up; boxing `RunArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the control plane (the default).
     Run(RunArgs),
@@ -264,6 +310,28 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
     let sealer = Sealer::load(&store).await.context("loading the seal key")?;
+    let admin_token = args.admin_token()?;
+    if !args.admin_listen.ip().is_loopback() && admin_token.is_none() && !args.admin_insecure {
+        let users = gantry_cp::rbac::store::Rbac::new(&store)
+            .has_users()
+            .await
+            .context("reading RBAC users")?;
+        if !users {
+            anyhow::bail!(
+                "refusing to serve the admin API on {} without authentication: set \
+                 --admin-token (GANTRY_ADMIN_TOKEN) or --admin-token-file, listen on \
+                 loopback, or pass --admin-insecure",
+                args.admin_listen
+            );
+        }
+    }
+    let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
+        (Some(c), Some(k)) => Some(
+            gantry_cp::admin::tls::ReloadingCert::open(c.clone(), k.clone())
+                .context("loading the admin API certificate")?,
+        ),
+        _ => None,
+    };
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin API to {}", args.admin_listen))?;
@@ -299,6 +367,8 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
     let _trimmer = gantry_cp::memory::spawn_trimmer(Duration::from_secs(5));
     tracing::info!(
         admin = %admin_addr,
+        admin_tls = admin_tls.is_some(),
+        admin_auth = admin_token.is_some(),
         xds = %xds_addr,
         database = store.backend().name(),
         revision = store.feed().current().revision,
@@ -317,8 +387,12 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
         admin_networks: args.proxy_admin_networks.clone(),
     });
     let xds_task = tokio::spawn(xds::serve(xds_listener, ctx, stopped(stop_rx.clone())));
+    let mut admin = Admin::new(store.clone(), sealer, admin_addr.to_string());
+    if let Some(t) = &admin_token {
+        admin = admin.with_admin_token(t);
+    }
     let app = router(
-        Admin::new(store.clone(), sealer, admin_addr.to_string())
+        admin
             .with_xds(cache, fleet.clone())
             .with_proxy_options(opts)
             .with_cross_site(gantry_cp::admin::cross_site::CrossSite::new(
@@ -327,11 +401,24 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
                 args.admin_allowed_origins.clone(),
             )),
     );
-    let admin_task = tokio::spawn(
-        axum::serve(admin_listener, app)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future(),
-    );
+    let mut cert_watch = None;
+    let admin_task = match &admin_tls {
+        Some(cert) => {
+            cert_watch = Some(cert.spawn_watch(Duration::from_secs(1)));
+            let listener =
+                gantry_cp::admin::tls::TlsListener::new(admin_listener, cert.server_config())?;
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(admin_listener, app)
+                .with_graceful_shutdown(stopped(stop_rx))
+                .into_future(),
+        ),
+    };
 
     shutdown().await;
     tracing::info!("gantry-cp stopping");
@@ -339,6 +426,9 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
     let (xds_res, admin_res) = tokio::join!(xds_task, admin_task);
     builder.abort();
     mirror.abort();
+    if let Some(w) = cert_watch {
+        w.abort();
+    }
     if let Err(e) = fleet.clear(&store).await {
         tracing::warn!(error = %e, "could not clear this replica's fleet rows");
     }

@@ -231,10 +231,27 @@ impl Reply {
     }
 }
 
+/// How a `gantry-cp` is started besides its arguments; the default is
+/// what `Cp::start_with_args` does (no token, plain HTTP).
+#[derive(Clone, Debug, Default)]
+pub struct CpOptions {
+    /// Bootstrap admin token, given as `GANTRY_ADMIN_TOKEN`; `Cp::client`
+    /// sends it as `Kong-Admin-Token`.
+    pub admin_token: Option<String>,
+    /// The admin API is served over TLS (the test passes the TLS flags):
+    /// start-up waits for its port to accept, not for `/status` over HTTP.
+    pub admin_tls: bool,
+    /// `RUST_LOG` of the process (default: `GANTRY_E2E_CP_LOG`, else info).
+    pub rust_log: Option<String>,
+    /// Extra environment variables (they win over the harness's own).
+    pub env: Vec<(String, String)>,
+}
+
 /// A `gantry-cp` process on its own database and ports.
 pub struct Cp {
     child: Child,
     args: Vec<String>,
+    opts: CpOptions,
     pub base: String,
     pub admin_port: u16,
     pub xds_port: u16,
@@ -242,7 +259,6 @@ pub struct Cp {
     pub proxy_https_port: u16,
     pub backend: Backend,
     pub client: reqwest::Client,
-    env: Vec<(String, String)>,
     log: PathBuf,
     pg_schema: Option<(String, String)>,
     _ports: Vec<Port>,
@@ -252,23 +268,28 @@ pub struct Cp {
 /// The keyring (secrets at rest) every gantry-cp a test starts uses.
 pub const TEST_KEYRING: &str = "ktest 3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
-fn spawn_cp(args: &[String], env: &[(String, String)], log: &Path) -> Child {
+fn spawn_cp(args: &[String], log: &Path, opts: &CpOptions) -> Child {
     // Append: a restarted process keeps the first one's log above its own.
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("cp log file");
-    Command::new(cp_binary())
-        .args(args)
+    let mut cmd = Command::new(cp_binary());
+    if let Some(t) = &opts.admin_token {
+        cmd.env("GANTRY_ADMIN_TOKEN", t);
+    }
+    cmd.args(args)
         // One keyring for every replica a test starts on one database.
         .env("GANTRY_KEYRING", TEST_KEYRING)
         .env(
             "RUST_LOG",
-            std::env::var("GANTRY_E2E_CP_LOG").unwrap_or_else(|_| "info".into()),
+            opts.rust_log.clone().unwrap_or_else(|| {
+                std::env::var("GANTRY_E2E_CP_LOG").unwrap_or_else(|_| "info".into())
+            }),
         )
         .env_remove("GANTRY_LOG_FORMAT")
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)
@@ -290,16 +311,24 @@ impl Cp {
 
     /// A control plane with extra command-line arguments.
     pub async fn start_with_args(backend: Backend, extra: &[&str]) -> Cp {
-        Self::start_with_env(backend, extra, &[]).await
+        Self::start_with(backend, extra, CpOptions::default()).await
     }
 
     /// A control plane with extra arguments and environment variables
     /// (which win over the harness's own, e.g. `RUST_LOG`, `GANTRY_KEYRING`).
     pub async fn start_with_env(backend: Backend, extra: &[&str], env: &[(&str, &str)]) -> Cp {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let opts = CpOptions {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        Self::start_with(backend, extra, opts).await
+    }
+
+    /// A control plane with extra arguments and options (token, TLS, log).
+    pub async fn start_with(backend: Backend, extra: &[&str], opts: CpOptions) -> Cp {
         let dir = TempDir::new("gantry-e2e-cp");
         let (url, schema) = match backend {
             Backend::Sqlite => (
@@ -334,18 +363,34 @@ impl Cp {
             proxy_https_port.to_string(),
         ]);
         args.extend(extra.iter().map(|a| a.to_string()));
-        let child = spawn_cp(&args, &env, &log);
+        let child = spawn_cp(&args, &log, &opts);
+        let client = match &opts.admin_token {
+            None => http_client(),
+            Some(t) => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert(
+                    "kong-admin-token",
+                    reqwest::header::HeaderValue::from_str(t).expect("token header"),
+                );
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(10))
+                    .default_headers(headers)
+                    .build()
+                    .expect("http client")
+            }
+        };
         let mut cp = Cp {
             child,
             args,
-            env,
+            opts,
             base: format!("http://127.0.0.1:{admin_port}"),
             admin_port,
             xds_port,
             proxy_http_port,
             proxy_https_port,
             backend,
-            client: http_client(),
+            client,
             log,
             pg_schema: schema.map(|s| (url, s)),
             _ports: ports,
@@ -364,15 +409,15 @@ impl Cp {
     /// [`Cp::kill`]); waits until it serves.
     pub async fn restart(&mut self) {
         kill(&mut self.child);
-        self.child = spawn_cp(&self.args, &self.env, &self.log);
+        self.child = spawn_cp(&self.args, &self.log, &self.opts);
         self.wait_up().await;
     }
 
     /// [`Cp::restart`] with these environment variables changed.
     pub async fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         for (k, v) in env {
-            self.env.retain(|(ek, _)| ek != k);
-            self.env.push((k.to_string(), v.to_string()));
+            self.opts.env.retain(|(ek, _)| ek != k);
+            self.opts.env.push((k.to_string(), v.to_string()));
         }
         self.restart().await;
     }
@@ -386,10 +431,16 @@ impl Cp {
                     tail(&self.log, 40)
                 );
             }
-            let admin_up = matches!(
-                self.client.get(format!("{}/status", self.base)).send().await,
-                Ok(r) if r.status().is_success()
-            );
+            let admin_up = if self.opts.admin_tls {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+                    .await
+                    .is_ok()
+            } else {
+                matches!(
+                    self.client.get(format!("{}/status", self.base)).send().await,
+                    Ok(r) if r.status().is_success()
+                )
+            };
             let xds_up = tokio::net::TcpStream::connect(("127.0.0.1", self.xds_port))
                 .await
                 .is_ok();
@@ -422,6 +473,24 @@ impl Cp {
     /// The command-line arguments it runs with (database, ports...).
     pub fn args(&self) -> &[String] {
         &self.args
+    }
+
+    /// The SQLite database file, on the SQLite backend.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        (self.backend == Backend::Sqlite).then(|| self._dir.path().join("gantry.db"))
+    }
+
+    /// The process id (to tell a restart from a reload).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     pub fn log(&self) -> String {

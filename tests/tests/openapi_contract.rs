@@ -11,7 +11,7 @@
 //! `tests/schemathesis.toml`. On Postgres when `GANTRY_TEST_DATABASE_URL`
 //! is set (as `scripts/test.sh` sets it), else on SQLite.
 
-use gantry_e2e::{Backend, Cp, pg_url, repo_root};
+use gantry_e2e::{Backend, Cp, CpOptions, pg_url, repo_root};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -56,13 +56,22 @@ async fn admin_api_honours_its_openapi_document() {
     } else {
         Backend::Sqlite
     };
-    let cp = Cp::start_on(backend).await;
+    // With the bootstrap token: the run may create RBAC users, which turns
+    // authentication on; the bootstrap super-admin is never locked out.
+    let token = "contract-test-bootstrap-token-0123";
+    let opts = CpOptions {
+        admin_token: Some(token.into()),
+        ..CpOptions::default()
+    };
+    let cp = Cp::start_with(backend, &[], opts).await;
     let schema = format!("{}/openapi.json", cp.base);
+    let header = format!("Kong-Admin-Token: {token}");
     let started = Instant::now();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&st)
             .current_dir(repo_root())
             .args(["--config-file", "tests/schemathesis.toml", "run", &schema])
+            .args(["--header", &header])
             .args(["--max-time", MAX_TIME_S, "--seed", SEED])
             .args(["--phases", "examples,coverage,fuzzing", "--no-color"])
             // Reports and the example database stay out of the work tree.

@@ -1,6 +1,7 @@
 //! The configuration as a whole: declarative import and export, dry-run
 //! validation, revisions, diff, rollback and the audit trail.
 
+use super::auth::Authed;
 use super::body::RawBody;
 use super::error::ApiError;
 use super::{Admin, Written, encode_offset, paging};
@@ -8,7 +9,7 @@ use crate::declarative::{self, DeclarativeError};
 use crate::entities::{self, def, redacted};
 use crate::store::Stored;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -74,7 +75,7 @@ async fn admit_all(tx: &mut crate::store::WriteTx, app: &Admin) -> Result<(), Ap
 /// secrets sealed. `Accept: application/yaml` gives the YAML itself;
 /// otherwise Kong's `{"config": "<yaml>"}` wrapper.
 pub async fn export(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let doc = declarative::export(&app.store.all_current().await?, &app.sealer);
@@ -120,7 +121,7 @@ async fn read_document(
     .map_err(ApiError::from)
 }
 
-pub async fn import(State(app): State<Admin>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn import(Authed(app): Authed, body: RawBody) -> Result<Response, ApiError> {
     let desired = read_document(&app, body).await?;
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
@@ -137,7 +138,7 @@ pub async fn import(State(app): State<Admin>, body: RawBody) -> Result<Response,
 }
 
 /// `POST /config/validate`: everything `POST /config` checks, nothing stored.
-pub async fn validate(State(app): State<Admin>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn validate(Authed(app): Authed, body: RawBody) -> Result<Response, ApiError> {
     let desired = read_document(&app, body).await?;
     let mut tx = app.store.begin_write(&app.actor).await?;
     let changes = declarative::replace(&mut tx, desired).await?;
@@ -148,10 +149,7 @@ pub async fn validate(State(app): State<Admin>, body: RawBody) -> Result<Respons
 
 /// `POST /config/rollback {"revision": n}`: makes revision n current
 /// again, recorded as a new revision.
-pub async fn rollback(
-    State(app): State<Admin>,
-    body: super::body::Body,
-) -> Result<Response, ApiError> {
+pub async fn rollback(Authed(app): Authed, body: super::body::Body) -> Result<Response, ApiError> {
     let target = match &body.value["revision"] {
         Value::Number(n) => n.as_i64().or_else(|| {
             n.as_f64()
@@ -190,7 +188,7 @@ pub async fn rollback(
 }
 
 pub async fn revisions(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (before, size) = newest_first(&q)?;
@@ -234,7 +232,7 @@ fn page<T: serde::Serialize>(
 
 /// `GET /config/revisions/{n}`: the revision and the whole config at it.
 pub async fn revision(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path(rev): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -256,7 +254,7 @@ pub async fn revision(
 /// `GET /config/diff?from=&to=`: what changed between two revisions;
 /// `to` defaults to the current revision and `from` to the one before it.
 pub async fn diff(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let num = |k: &str| -> Result<Option<i64>, ApiError> {
@@ -301,7 +299,7 @@ pub async fn diff(
 
 /// `GET /audit`: every change, newest first, secrets redacted.
 pub async fn audit(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (before, size) = newest_first(&q)?;

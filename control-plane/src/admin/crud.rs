@@ -1,13 +1,15 @@
 //! The generic entity endpoints: `/{collection}`, `/{collection}/{id}`
 //! and their nested forms `/{parent}/{pid}/{collection}[/{id}]`.
 
+use super::auth::Authed;
 use super::body::Body;
 use super::error::ApiError;
 use super::{Admin, Written, paging};
 use crate::entities::{self, EntityDef, Parent, def_by_path, redacted, resolve_id, resolve_in};
+use crate::rbac::{Action, EntityRef};
 use crate::store::ListFilter;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -39,6 +41,70 @@ async fn nested(
             id,
         },
     ))
+}
+
+/// RBAC on one entity: the caller's roles (tag scopes included) must
+/// allow `action` on it.
+fn permit(app: &Admin, action: Action, d: &EntityDef, v: &Value) -> Result<(), ApiError> {
+    let c = &app.caller;
+    if c.principal
+        .may_touch(action, &c.path, &EntityRef::of(d.name, v))
+    {
+        Ok(())
+    } else {
+        Err(c.forbidden(action))
+    }
+}
+
+/// RBAC on an entity as a write leaves it, with what it references (see
+/// `Principal::may_write`). Called before the write commits, so a refusal
+/// changes nothing.
+async fn permit_written(
+    app: &Admin,
+    tx: &mut crate::store::WriteTx,
+    action: Action,
+    d: &EntityDef,
+    v: &Value,
+) -> Result<(), ApiError> {
+    let c = &app.caller;
+    if c.principal.unrestricted {
+        return Ok(());
+    }
+    let mut refs = Vec::new();
+    for f in d.foreign.iter() {
+        let ids: Vec<&str> = if f.many {
+            v[f.field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect()
+        } else {
+            v[f.field]["id"].as_str().into_iter().collect()
+        };
+        for id in ids {
+            if let Some(target) = tx.get(f.kind, id).await? {
+                refs.push(EntityRef::of(f.kind, &target));
+            }
+        }
+    }
+    if c.principal
+        .may_write(action, &c.path, &EntityRef::of(d.name, v), &refs)
+    {
+        Ok(())
+    } else {
+        Err(c.forbidden(action))
+    }
+}
+
+/// The entity a write would change, as it is now.
+async fn current(
+    tx: &mut crate::store::WriteTx,
+    d: &'static EntityDef,
+    id: &str,
+    parent: Option<&Parent>,
+) -> Result<Option<Value>, ApiError> {
+    Ok(resolve_in(tx, d, id, parent).await?.map(|(_, v)| v))
 }
 
 /// What a read shows: secrets redacted; certificates list their SNIs.
@@ -82,7 +148,8 @@ async fn list_impl(
     base: &str,
 ) -> Result<Response, ApiError> {
     let p = paging(q)?;
-    let (tags, tags_all) = match q.get("tags") {
+    let scope = app.caller.principal.list_scope(&app.caller.path);
+    let (mut tags, mut tags_all) = match q.get("tags") {
         None => (Vec::new(), true),
         Some(t) if t.contains(',') && t.contains('/') => {
             return Err(ApiError::bad_request(
@@ -97,6 +164,16 @@ async fn list_impl(
         Some(t) if t.contains('/') => (t.split('/').map(str::to_string).collect(), false),
         Some(t) => (t.split(',').map(str::to_string).collect(), true),
     };
+    // A tag-scoped reader sees its tags only: asked for nothing narrower,
+    // the store filters (so pages stay full); else each item is checked below.
+    if let Some(scope) = &scope
+        && tags.is_empty()
+    {
+        if scope.is_empty() {
+            return Err(app.caller.forbidden(Action::Read));
+        }
+        (tags, tags_all) = (scope.clone(), false);
+    }
     let filter = ListFilter {
         referencing: parent.and_then(|p| {
             let kind = d.foreign.iter().find(|f| f.field == p.field)?.kind;
@@ -109,8 +186,14 @@ async fn list_impl(
     };
     let page = app.store.list(d.name, &filter).await?;
     let mut data = Vec::with_capacity(page.items.len());
+    let caller = &app.caller;
     for v in &page.items {
-        data.push(present(app, d, v).await?);
+        if caller
+            .principal
+            .may_touch(Action::Read, &caller.path, &EntityRef::of(d.name, v))
+        {
+            data.push(present(app, d, v).await?);
+        }
     }
     let offset = page.next.as_deref().map(super::encode_offset);
     let next = offset.as_ref().map(|o| {
@@ -148,6 +231,7 @@ async fn get_impl(
     {
         return Err(ApiError::NotFound);
     }
+    permit(app, Action::Read, d, &v)?;
     Ok(Json(present(app, d, &v).await?).into_response())
 }
 
@@ -159,6 +243,7 @@ async fn create_impl(
 ) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
     let v = entities::create(&mut tx, d, body.value, body.mode, parent.as_ref()).await?;
+    permit_written(app, &mut tx, Action::Create, d, &v).await?;
     let id = v["id"].as_str().unwrap_or_default().to_string();
     crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
@@ -180,8 +265,12 @@ async fn upsert_impl(
     parent: Option<Parent>,
 ) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
+    if let Some(before) = current(&mut tx, d, id, parent.as_ref()).await? {
+        permit(app, Action::Update, d, &before)?;
+    }
     let (v, created) =
         entities::upsert(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
+    permit_written(app, &mut tx, Action::Update, d, &v).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
     crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
@@ -208,7 +297,11 @@ async fn update_impl(
     parent: Option<Parent>,
 ) -> Result<Response, ApiError> {
     let mut tx = app.store.begin_write(&app.actor).await?;
+    if let Some(before) = current(&mut tx, d, id, parent.as_ref()).await? {
+        permit(app, Action::Update, d, &before)?;
+    }
     let v = entities::update(&mut tx, d, id, body.value, body.mode, parent.as_ref()).await?;
+    permit_written(app, &mut tx, Action::Update, d, &v).await?;
     let eid = v["id"].as_str().unwrap_or_default().to_string();
     crate::admission::check_written(&mut tx, &app.proxy).await?;
     let c = tx
@@ -250,6 +343,9 @@ async fn delete_impl(
         return Err(ApiError::NotFound);
     }
     let mut tx = app.store.begin_write(&app.actor).await?;
+    if let Some(before) = current(&mut tx, d, id, parent.as_ref()).await? {
+        permit(app, Action::Delete, d, &before)?;
+    }
     entities::delete(&mut tx, d, id, parent.as_ref()).await?;
     let c = tx
         .commit("delete", &format!("delete {} {id}", d.name))
@@ -260,7 +356,7 @@ async fn delete_impl(
 // Handlers, one per method and path shape.
 
 pub async fn list(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path(coll): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -269,7 +365,7 @@ pub async fn list(
 }
 
 pub async fn create(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path(coll): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -277,14 +373,14 @@ pub async fn create(
 }
 
 pub async fn get(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((coll, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     get_impl(&app, collection(&coll)?, &id, None).await
 }
 
 pub async fn put(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((coll, id)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -292,7 +388,7 @@ pub async fn put(
 }
 
 pub async fn patch(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((coll, id)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -300,14 +396,14 @@ pub async fn patch(
 }
 
 pub async fn delete(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((coll, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     delete_impl(&app, collection(&coll)?, &id, None).await
 }
 
 pub async fn nested_list(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((parent, pid, child)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -316,7 +412,7 @@ pub async fn nested_list(
 }
 
 pub async fn nested_create(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((parent, pid, child)): Path<(String, String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -325,7 +421,7 @@ pub async fn nested_create(
 }
 
 pub async fn nested_get(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((parent, pid, child, id)): Path<(String, String, String, String)>,
 ) -> Result<Response, ApiError> {
     let (d, p) = nested(&app, &parent, &pid, &child).await?;
@@ -333,7 +429,7 @@ pub async fn nested_get(
 }
 
 pub async fn nested_put(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((parent, pid, child, id)): Path<(String, String, String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -342,7 +438,7 @@ pub async fn nested_put(
 }
 
 pub async fn nested_patch(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((parent, pid, child, id)): Path<(String, String, String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -351,7 +447,7 @@ pub async fn nested_patch(
 }
 
 pub async fn nested_delete(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path((parent, pid, child, id)): Path<(String, String, String, String)>,
 ) -> Result<Response, ApiError> {
     let (d, p) = nested(&app, &parent, &pid, &child).await?;
@@ -360,7 +456,7 @@ pub async fn nested_delete(
 
 /// `GET /tags/{tag}`: every entity with the tag, across collections.
 pub async fn by_tag(
-    State(app): State<Admin>,
+    Authed(app): Authed,
     Path(tag): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {

@@ -30,8 +30,24 @@ pub enum ApiError {
     TooLarge,
     #[error("unsupported content type: {0}")]
     UnsupportedMediaType(String),
+    /// Refused by RBAC: Kong's `<user>, you do not have permissions to
+    /// <action> this resource`.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::rbac::RbacError> for ApiError {
+    fn from(e: crate::rbac::RbacError) -> Self {
+        match e {
+            crate::rbac::RbacError::Store(s) => ApiError::Store(s),
+            crate::rbac::RbacError::Conflict(m) => ApiError::Conflict(m),
+            crate::rbac::RbacError::NotFound => ApiError::NotFound,
+        }
+    }
 }
 
 impl From<crate::admission::AdmissionError> for ApiError {
@@ -97,6 +113,14 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(ct) => message(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("Unsupported Content-Type: {ct}"),
+            ),
+            ApiError::Forbidden(m) => message(StatusCode::FORBIDDEN, m),
+            ApiError::Conflict(m) => kong(
+                StatusCode::CONFLICT,
+                5,
+                "unique constraint violation",
+                m,
+                json!({}),
             ),
             ApiError::Store(s) => store_error(s),
         }

@@ -1,6 +1,7 @@
 //! The Kong-shaped admin API (axum): entities, declarative config,
 //! revisions, audit, status and the OpenAPI document.
 
+pub mod auth;
 mod body;
 mod config;
 pub mod cross_site;
@@ -10,6 +11,8 @@ mod fleet;
 mod info;
 pub mod openapi;
 mod proxy_cache;
+mod rbac;
+pub mod tls;
 
 pub use error::ApiError;
 
@@ -32,8 +35,13 @@ pub struct Admin {
     /// The xDS side, when this process serves it.
     pub xds: Option<XdsHandles>,
     pub sealer: Arc<Sealer>,
-    /// Who writes: "anonymous" until admin authentication exists.
+    /// Who writes: the authenticated caller's name (`auth.rs` sets it per
+    /// request), named in audit rows and revisions.
     pub actor: Arc<str>,
+    /// The request's caller and what they may do (per request, as `actor`).
+    pub caller: Arc<auth::Caller>,
+    /// Which tokens the admin API accepts besides RBAC users'.
+    pub auth: Arc<auth::AdminAuth>,
     pub listen: Arc<str>,
     /// What the proxies are told about their listeners; writes are
     /// admitted against it (see `crate::admission`).
@@ -62,6 +70,8 @@ impl Admin {
             xds: None,
             sealer: Arc::new(sealer),
             actor: Arc::from("anonymous"),
+            caller: Arc::new(auth::Caller::nobody()),
+            auth: Arc::default(),
             listen,
             proxy: Arc::default(),
             documents: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -71,6 +81,12 @@ impl Admin {
 
     pub fn with_cross_site(mut self, cs: cross_site::CrossSite) -> Self {
         self.cross_site = Arc::new(cs);
+        self
+    }
+
+    /// Requires `token` (the bootstrap super-admin) on every request.
+    pub fn with_admin_token(mut self, token: &str) -> Self {
+        self.auth = Arc::new(auth::AdminAuth::with_bootstrap(token));
         self
     }
 
@@ -195,6 +211,61 @@ pub fn table() -> Table {
         .add("/config/rollback", &["POST"], post(config::rollback))
         .add("/audit", &["GET"], get(config::audit))
         .add("/tags/{tag}", &["GET"], get(crud::by_tag))
+        .add(
+            "/rbac/users",
+            &["GET", "POST"],
+            get(rbac::list_users).post(rbac::create_user),
+        )
+        .add(
+            "/rbac/users/{user}",
+            &["GET", "PATCH", "DELETE"],
+            get(rbac::get_user)
+                .patch(rbac::update_user)
+                .delete(rbac::delete_user),
+        )
+        .add(
+            "/rbac/users/{user}/roles",
+            &["GET", "POST", "DELETE"],
+            get(rbac::user_roles)
+                .post(rbac::add_user_roles)
+                .delete(rbac::remove_user_roles),
+        )
+        .add(
+            "/rbac/roles",
+            &["GET", "POST"],
+            get(rbac::list_roles).post(rbac::create_role),
+        )
+        .add(
+            "/rbac/roles/{role}",
+            &["GET", "PATCH", "DELETE"],
+            get(rbac::get_role)
+                .patch(rbac::update_role)
+                .delete(rbac::delete_role),
+        )
+        .add(
+            "/rbac/roles/{role}/endpoints",
+            &["GET", "POST"],
+            get(rbac::list_endpoints).post(rbac::create_endpoint),
+        )
+        .add(
+            "/rbac/roles/{role}/endpoints/{workspace}/{endpoint}",
+            &["GET", "PATCH", "DELETE"],
+            get(rbac::get_endpoint)
+                .patch(rbac::update_endpoint)
+                .delete(rbac::delete_endpoint),
+        )
+        .add(
+            "/rbac/roles/{role}/entities",
+            &["GET", "POST"],
+            get(rbac::list_entities).post(rbac::create_entity),
+        )
+        .add(
+            "/rbac/roles/{role}/entities/{entity_id}",
+            &["GET", "PATCH", "DELETE"],
+            get(rbac::get_entity)
+                .patch(rbac::update_entity)
+                .delete(rbac::delete_entity),
+        )
         .add("/fleet", &["GET"], get(fleet::list))
         .add("/fleet/{node}", &["GET"], get(fleet::node))
         .add(
@@ -274,6 +345,10 @@ pub fn router(app: Admin) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             cross_site::guard,

@@ -7,6 +7,8 @@
 //! a plugin config's cross-field checks) is said in the field's
 //! description; docs/admin-api.md lists it.
 
+mod rbac;
+
 use crate::entities::{ALL, EntityDef, checks};
 use crate::schema::{Field, INT_MAX, ITEMS_MAX, Record, STRING_MAX, Ty};
 use axum::Json;
@@ -539,9 +541,11 @@ fn with_body(mut o: Value, schema: Value, required: bool) -> Value {
     o
 }
 
-/// Every response but 2xx shares Kong's error shape.
+/// Every response but 2xx shares Kong's error shape. Any operation may
+/// answer 401 (no valid token, once one is configured) and 403.
 fn errors(codes: &[u16]) -> Map<String, Value> {
     let mut m = Map::new();
+    m.insert("401".into(), error_ref());
     m.insert("403".into(), error_ref());
     for c in codes {
         m.insert(c.to_string(), error_ref());
@@ -668,6 +672,9 @@ fn entity_ops(
 
 /// Operations of the paths that are not entity collections.
 fn other_op(path: &str, method: &str) -> Value {
+    if let Some(o) = rbac::op_of(path, method) {
+        return o;
+    }
     let any = json!({});
     let obj = json!({ "type": "object" });
     let summary = format!("{method} {path}");
@@ -1032,7 +1039,14 @@ fn build() -> Value {
                 conventions (docs/admin-api.md), and are not described here.",
         },
         "paths": paths,
+        // Required once a token is configured or an RBAC user exists
+        // (docs/security.md); `{}` says a request may go without.
+        "security": [{ "kongAdminToken": [] }, { "bearer": [] }, {}],
         "components": {
+            "securitySchemes": {
+                "kongAdminToken": { "type": "apiKey", "in": "header", "name": "Kong-Admin-Token" },
+                "bearer": { "type": "http", "scheme": "bearer" },
+            },
             "schemas": schemas,
             "responses": {
                 "Error": {

@@ -126,15 +126,24 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(backend: Backend) -> TestApp {
-        Self::start_inner(backend, None).await
+        Self::start_inner(backend, None, None).await
+    }
+
+    /// With a bootstrap super-admin token; `client` sends it.
+    pub async fn start_with_admin_token(backend: Backend, token: &str) -> TestApp {
+        Self::start_inner(backend, None, Some(token)).await
     }
 
     /// Also serves xDS (snapshot builder with `debounce`, fleet, ADS, CSDS).
     pub async fn start_with_xds(backend: Backend, debounce: std::time::Duration) -> TestApp {
-        Self::start_inner(backend, Some(debounce)).await
+        Self::start_inner(backend, Some(debounce), None).await
     }
 
-    async fn start_inner(backend: Backend, xds: Option<std::time::Duration>) -> TestApp {
+    async fn start_inner(
+        backend: Backend,
+        xds: Option<std::time::Duration>,
+        token: Option<&str>,
+    ) -> TestApp {
         use gantry_cp::xds::{Fleet, SnapshotCache, XdsContext};
         let db = Db::new(backend);
         let store = with_keyring(Store::open(&db.config()).await.expect("open store")).await;
@@ -144,6 +153,9 @@ impl TestApp {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut admin = Admin::new(store.clone(), sealer, addr.to_string());
+        if let Some(t) = token {
+            admin = admin.with_admin_token(t);
+        }
         let mut tasks = Vec::new();
         let mut xds_url = None;
         if let Some(debounce) = xds {
@@ -170,13 +182,41 @@ impl TestApp {
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(
+                "kong-admin-token",
+                reqwest::header::HeaderValue::from_str(t).expect("token header"),
+            );
+        }
         TestApp {
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client"),
             store,
             db,
             xds: xds_url,
             tasks,
+        }
+    }
+
+    /// Requests as the holder of `token` (none: no token at all).
+    pub fn as_token(&self, token: Option<&str>) -> Caller {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(
+                "kong-admin-token",
+                reqwest::header::HeaderValue::from_str(t).expect("token header"),
+            );
+        }
+        Caller {
+            base: self.base.clone(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client"),
         }
     }
 
@@ -256,6 +296,39 @@ impl TestApp {
                 .body(body),
         )
         .await
+    }
+}
+
+/// Another client of a running `TestApp`, with its own token.
+pub struct Caller {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Caller {
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(m, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send("POST", path, Some(body)).await
     }
 }
 
