@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod certs;
 pub mod declarative;
 pub mod entities;
 pub mod memory;
