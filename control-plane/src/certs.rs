@@ -121,9 +121,14 @@ pub fn new_ca(trust_domain: &str, days: u32) -> Result<Issued, CertError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Gantry");
+    // A distinct name per CA: certificate paths are built by issuer name,
+    // so two CAs of one name would make a stranger's certificate look
+    // forged (BadSignature) rather than foreign (UnknownIssuer).
+    let tag: [u8; 4] = rand::random();
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     dn.push(
         DnType::CommonName,
-        format!("Gantry xDS CA ({trust_domain})"),
+        format!("Gantry xDS CA ({trust_domain}) {tag}"),
     );
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -254,6 +254,11 @@ async fn handshake(tcp: TcpStream, remote: SocketAddr, tls: &ServerTls) -> Optio
     let accept = tls.acceptor().accept(tcp);
     let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(io)) => io,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // Closed before a word (a TCP health check, a port scan).
+            tracing::debug!(peer = %remote, error = %e, "xDS connection closed before the TLS handshake");
+            return None;
+        }
         Ok(Err(e)) => {
             tracing::warn!(peer = %remote, error = %e, "xDS TLS handshake refused");
             return None;
