@@ -14,7 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -59,16 +59,16 @@ struct Loaded {
     digest: u64,
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })
 }
 
-fn pem_err(path: &PathBuf, what: impl std::fmt::Display) -> TlsError {
+fn pem_err(path: &Path, what: impl std::fmt::Display) -> TlsError {
     TlsError::Pem {
-        path: path.clone(),
+        path: path.to_path_buf(),
         what: what.to_string(),
     }
 }
@@ -145,7 +145,7 @@ impl ServerTls {
         let bytes: Result<Vec<Vec<u8>>, TlsError> =
             [&self.files.cert, &self.files.key, &self.files.client_ca]
                 .into_iter()
-                .map(read)
+                .map(|p| read(p))
                 .collect();
         let now = match &bytes {
             Ok(b) => digest(&[&b[0], &b[1], &b[2]]),

@@ -14,7 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -48,16 +48,16 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })
 }
 
-fn pem_err(path: &PathBuf, what: impl std::fmt::Display) -> TlsError {
+fn pem_err(path: &Path, what: impl std::fmt::Display) -> TlsError {
     TlsError::Pem {
-        path: path.clone(),
+        path: path.to_path_buf(),
         what: what.to_string(),
     }
 }
