@@ -13,6 +13,12 @@
 //! 4. `plaintext_xds_off_loopback_is_refused` unless `--xds-insecure`.
 //! 5. `proxy_admin_off_loopback_needs_a_token`, and the control plane's
 //!    purge fan-out sends it.
+//! 6. `the_stream_says_permission_denied_and_csds_needs_a_certificate`:
+//!    raw gRPC over mutual TLS: the exact status code; CSDS with and
+//!    without a client certificate.
+//! 7. `ca_rotation_under_load`: the fleet moved to a new CA (bundles on
+//!    both sides, then new certificates, then the old CA dropped) under
+//!    continuous requests, 0 failed; an old-CA certificate is then refused.
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test xds_mtls`.
 
@@ -700,4 +706,328 @@ async fn the_purge_fan_out_sends_the_proxy_admin_token() {
     assert_eq!(r.status(), 401);
     // ...and the control plane's fan-out has it.
     cp.delete("/proxy-cache").await.expect(204);
+}
+
+// ---------------------------------------------------------------------------
+// Raw gRPC over mutual TLS: the exact status code, and CSDS.
+// ---------------------------------------------------------------------------
+
+/// A rustls client config trusting `ca`, presenting `node_dir`'s
+/// certificate if given.
+fn client_config(ca: &Path, node_dir: Option<&Path>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca pem")).expect("ca cert");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut cfg = match node_dir {
+        Some(d) => {
+            let chain = CertificateDer::pem_file_iter(d.join("node.pem"))
+                .expect("node.pem")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("node pem");
+            let key = PrivateKeyDer::from_pem_file(d.join("node-key.pem")).expect("key");
+            b.with_client_auth_cert(chain, key).expect("client cert")
+        }
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Dials 127.0.0.1 over TLS for tonic.
+#[derive(Clone)]
+struct Dial(Arc<rustls::ClientConfig>);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for Dial {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        let cfg = self.0.clone();
+        Box::pin(async move {
+            let port = uri.port_u16().ok_or("no port")?;
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = ServerName::try_from("127.0.0.1")?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
+}
+
+async fn channel(
+    cp: &Cp,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(tls_url(cp))
+        .expect("url")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(Dial(cfg))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_says_permission_denied_and_csds_needs_a_certificate() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+
+    let tmp = TempDir::new("gantry-mtls");
+    let pki = Pki::new(tmp.path(), "ca");
+    let (srv, named) = (tmp.path().join("srv"), tmp.path().join("edge-named"));
+    pki.server(&srv);
+    pki.node("edge-named", &named);
+    let cp = tls_cp(&srv, &pki.ca(), &[]).await;
+    let up = Upstream::start("m").await;
+    route(&cp, &up).await;
+
+    // A stream claiming a node id the certificate does not name.
+    let ch = channel(&cp, client_config(&pki.ca(), Some(&named)))
+        .await
+        .expect("the handshake succeeds: the certificate is good");
+    let mut ads = AggregatedDiscoveryServiceClient::new(ch.clone());
+    let first = DeltaDiscoveryRequest {
+        node: Some(gantry_e2e::ads::node("edge-other")),
+        type_url: gantry_e2e::ads::CLUSTER.into(),
+        ..Default::default()
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rx = ads
+            .delta_aggregated_resources(tokio_stream::iter([first]))
+            .await?
+            .into_inner();
+        let mut got = 0usize;
+        loop {
+            match rx.message().await {
+                Ok(Some(r)) => got += r.resources.len(),
+                Ok(None) => return Ok(got),
+                Err(s) => return Err(s),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    let status = outcome.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("edge-other"), "{status:?}");
+
+    // The same certificate under its own node id gets resources.
+    let own = DeltaDiscoveryRequest {
+        node: Some(gantry_e2e::ads::node("edge-named")),
+        type_url: gantry_e2e::ads::CLUSTER.into(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(own).await.expect("send");
+    let mut stream = ads
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a response")
+        .expect("no error")
+        .expect("a message");
+    assert!(!resp.resources.is_empty(), "{resp:?}");
+
+    // CSDS with a client certificate: it sees the connected node.
+    let mut csds = ClientStatusDiscoveryServiceClient::new(ch);
+    let seen = eventually("CSDS to list edge-named", CONVERGE, POLL, || {
+        let mut csds = csds.clone();
+        async move {
+            let r = csds
+                .fetch_client_status(ClientStatusRequest::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let ids: Vec<String> = r
+                .config
+                .iter()
+                .filter_map(|c| c.node.as_ref().map(|n| n.id.clone()))
+                .collect();
+            if ids.contains(&"edge-named".to_string()) {
+                Ok(ids)
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        }
+    })
+    .await;
+    assert!(!seen.contains(&"edge-other".to_string()), "{seen:?}");
+    let _ = csds
+        .fetch_client_status(ClientStatusRequest::default())
+        .await;
+    drop(tx);
+
+    // CSDS without a client certificate: no connection at all.
+    let anonymous = channel(&cp, client_config(&pki.ca(), None)).await;
+    let refused = match anonymous {
+        Err(e) => Some(format!("{e:?}")),
+        Ok(ch) => ClientStatusDiscoveryServiceClient::new(ch)
+            .fetch_client_status(ClientStatusRequest::default())
+            .await
+            .err()
+            .map(|e| format!("{e:?}")),
+    };
+    let refused = refused.expect("CSDS without a client certificate is refused");
+    assert!(
+        refused.contains("CertificateRequired") || refused.contains("certificate"),
+        "{refused}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Moving the fleet to a new CA under load.
+// ---------------------------------------------------------------------------
+
+fn bundle(out: &Path, cas: &[&Path]) {
+    let mut pem = String::new();
+    for c in cas {
+        pem.push_str(&std::fs::read_to_string(c).expect("ca"));
+    }
+    // By rename, as an operator's tooling would.
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, pem).expect("write bundle");
+    std::fs::rename(&tmp, out).expect("rename bundle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ca_rotation_under_load() {
+    let tmp = TempDir::new("gantry-mtls");
+    let old = Pki::new(tmp.path(), "old-ca");
+    let new = Pki::new(tmp.path(), "new-ca");
+    let (srv, node) = (tmp.path().join("srv"), tmp.path().join("edge-ca"));
+    // gantry-cp's client CA bundle and the node's CA bundle.
+    let (cp_ca, node_ca) = (tmp.path().join("cp-ca.pem"), tmp.path().join("node-ca.pem"));
+    bundle(&cp_ca, &[&old.ca()]);
+    bundle(&node_ca, &[&old.ca()]);
+    old.server(&srv);
+    old.node("edge-ca", &node);
+    let cp = tls_cp(&srv, &cp_ca, &[]).await;
+    let up = Upstream::start("m").await;
+    let rev = route(&cp, &up).await;
+    let mut proxy = tls_proxy(&cp, "edge-ca", &node_ca, Some(&node));
+    proxy.wait_ready(Some(&cp), CONVERGE).await;
+    let first = cp.wait_synced("edge-ca", rev, CONVERGE).await;
+    until_routes(&proxy).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let url = format!("{}/m", proxy.proxy_url());
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+        load.push(tokio::spawn(async move {
+            let client = gantry_e2e::http_client();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!("status {}", r.status())),
+                    Err(e) => failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(e.to_string()),
+                }
+            }
+        }));
+    }
+
+    // Wait for the node to be connected with a certificate other than
+    // `not`, SYNCED.
+    let reconnected = |not: Value| {
+        let cp = &cp;
+        async move {
+            eventually("the node to reconnect", CONVERGE, POLL, || {
+                let not = not.clone();
+                async move {
+                    match cp.fleet_node("edge-ca").await {
+                        Some(n)
+                            if n["certificate"]["serial"] != not["certificate"]["serial"]
+                                || n["connected_since"] != not["connected_since"] =>
+                        {
+                            if n["state"] == "SYNCED" {
+                                Ok(n)
+                            } else {
+                                Err(n.to_string())
+                            }
+                        }
+                        other => Err(format!("{other:?}")),
+                    }
+                }
+            })
+            .await
+        }
+    };
+    // 1. Both sides trust both CAs (the node reconnects: its CA file changed).
+    bundle(&cp_ca, &[&old.ca(), &new.ca()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bundle(&node_ca, &[&old.ca(), &new.ca()]);
+    let second = reconnected(first).await;
+    // 2. Certificates from the new CA, server first.
+    new.server(&srv);
+    let started = Instant::now();
+    eventually("the new server certificate", CONVERGE, POLL, || async {
+        let got = server_leaf(cp.xds_port, &node_ca, &node).await?;
+        if got == leaf_der(&srv.join("server.pem")) {
+            Ok(())
+        } else {
+            Err("old".to_string())
+        }
+    })
+    .await;
+    eprintln!("new-CA server certificate in {:?}", started.elapsed());
+    new.node("edge-ca", &node);
+    let third = reconnected(second).await;
+    // 3. The old CA is trusted no more.
+    bundle(&cp_ca, &[&new.ca()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bundle(&node_ca, &[&new.ca()]);
+    reconnected(third).await;
+    // A certificate from the old CA is now refused at the handshake.
+    let old_node = tmp.path().join("old-node");
+    old.node("edge-ca", &old_node);
+    let stale = tls_proxy(&cp, "edge-ca-old", &node_ca, Some(&old_node));
+    let x = wait_refused(&stale).await;
+    assert_eq!(x["streams_opened"], 0, "{x}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.expect("load task");
+    }
+    let failed = failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let ok = ok.load(Ordering::Relaxed);
+    eprintln!("{ok} requests, {} failed", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+    assert!(ok > 50, "only {ok} requests went through");
 }
