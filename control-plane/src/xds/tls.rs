@@ -324,3 +324,45 @@ pub fn incoming(
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs;
+
+    #[test]
+    fn a_rotation_is_taken_only_once_consistent() {
+        let dir = std::env::temp_dir().join(format!("gantry-tls-{}", uuid::Uuid::new_v4()));
+        let ca = certs::new_ca("gantry", 1).unwrap();
+        let (ca_path, _) = certs::write_pair(&dir, "ca", &ca).unwrap();
+        let issue = || certs::issue_server(&ca.cert_pem, &ca.key_pem, &["x".into()], 1).unwrap();
+        let (cert, key) = certs::write_pair(&dir, "server", &issue()).unwrap();
+        let tls = ServerTls::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: ca_path,
+        })
+        .unwrap();
+        let first = tls.current.load_full();
+        assert!(!tls.reload(), "nothing changed");
+
+        // Caught mid-rotation: a new certificate beside the old key.
+        let next = issue();
+        certs::write_atomic(&cert, next.cert_pem.as_bytes(), 0o644).unwrap();
+        assert!(
+            !tls.reload(),
+            "a key that is not the certificate's is refused"
+        );
+        assert!(Arc::ptr_eq(&first, &tls.current.load_full()));
+        // Its key arrives: taken.
+        certs::write_atomic(&key, next.key_pem.as_bytes(), 0o600).unwrap();
+        assert!(tls.reload());
+        assert!(!Arc::ptr_eq(&first, &tls.current.load_full()));
+        // A truncated file is refused too, and the last good set stays.
+        let good = tls.current.load_full();
+        std::fs::write(&cert, &next.cert_pem.as_bytes()[..40]).unwrap();
+        assert!(!tls.reload());
+        assert!(Arc::ptr_eq(&good, &tls.current.load_full()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

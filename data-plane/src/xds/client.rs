@@ -404,6 +404,13 @@ impl Conn {
             .keep_alive_timeout(t.keepalive_timeout)
             .keep_alive_while_idle(true);
         let https = address.starts_with("https://");
+        // New certificates end this stream so the next one presents them;
+        // watched from before the connector takes the current ones, so a
+        // change during the connect is not missed.
+        let mut rotated = match (&self.cfg.tls, https) {
+            (Some(tls), true) => Some(tls.changes()),
+            _ => None,
+        };
         let connected = match (&self.cfg.tls, https) {
             (Some(tls), true) => endpoint.connect_with_connector(tls.connector()).await,
             (None, true) => {
@@ -415,11 +422,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return format!("connect: {}", chain(&e)),
         };
-        // New certificates end this stream so the next one presents them.
-        let mut rotated = match (&self.cfg.tls, https) {
-            (Some(tls), true) => Some(tls.changes()),
-            _ => None,
-        };
+
         let mut client = AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

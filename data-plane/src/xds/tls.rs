@@ -236,3 +236,75 @@ impl tower::Service<http::Uri> for Connector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    struct Pair {
+        cert: String,
+        key: String,
+    }
+
+    fn ca() -> (Issuer<'static, KeyPair>, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        (Issuer::new(p, key), cert.pem())
+    }
+
+    fn leaf(issuer: &Issuer<'static, KeyPair>) -> Pair {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["edge-1".to_string()])
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    #[test]
+    fn new_files_are_taken_once_consistent_and_announced() {
+        let dir = std::env::temp_dir().join(format!("gantry-xds-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (issuer, ca_pem) = ca();
+        let files = ClientTlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: Some(dir.join("node.pem")),
+            key: Some(dir.join("node-key.pem")),
+        };
+        let write = |p: &Option<PathBuf>, s: &str| std::fs::write(p.as_ref().unwrap(), s).unwrap();
+        std::fs::write(&files.ca, &ca_pem).unwrap();
+        let first = leaf(&issuer);
+        write(&files.cert, &first.cert);
+        write(&files.key, &first.key);
+        let tls = ClientTls::load(files.clone()).unwrap();
+        let mut changes = tls.changes();
+        assert!(!tls.reload(), "nothing changed");
+        assert!(!changes.has_changed().unwrap());
+
+        // A new certificate beside the old key: refused, nothing announced.
+        let next = leaf(&issuer);
+        write(&files.cert, &next.cert);
+        assert!(!tls.reload());
+        assert!(!changes.has_changed().unwrap());
+        // With its key: taken and announced.
+        write(&files.key, &next.key);
+        assert!(tls.reload());
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        // A missing file: the last good config stays.
+        std::fs::remove_file(&files.ca).unwrap();
+        assert!(!tls.reload());
+        assert!(!changes.has_changed().unwrap());
+        // Half a pair is refused at load.
+        std::fs::write(&files.ca, &ca_pem).unwrap();
+        let half = ClientTlsFiles { key: None, ..files };
+        assert!(matches!(ClientTls::load(half), Err(TlsError::HalfPair)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
