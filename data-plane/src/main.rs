@@ -24,7 +24,9 @@ struct Cli {
     /// flags and environment variables win over it.
     #[arg(long, env = "GANTRY_BOOTSTRAP")]
     bootstrap: Option<PathBuf>,
-    /// Control-plane xDS addresses, tried in order (repeat or comma-separate).
+    /// Control-plane xDS addresses, tried in order (repeat or comma-separate);
+    /// `https://` ones over TLS (`--xds-ca`, and `--xds-cert`/`--xds-key`
+    /// for mutual TLS).
     #[arg(
         long,
         env = "GANTRY_XDS_ADDRESS",
