@@ -209,6 +209,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // would quietly fall back to no TLS at all.
         anyhow::bail!("--xds-address {plain}: with --xds-ca every address must be https://");
     }
+    if tls.is_none()
+        && let Some(a) = cli
+            .xds_address
+            .iter()
+            .find(|a| a.trim().starts_with("https://"))
+    {
+        anyhow::bail!(
+            "--xds-address {a}: https:// needs --xds-ca (the CA of gantry-cp's certificate)"
+        );
+    }
     let reloader = tls
         .as_ref()
         .map(|t| t.spawn_reloader(Duration::from_millis(cli.xds_tls_reload_ms.max(100))));

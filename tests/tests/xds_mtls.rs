@@ -19,6 +19,8 @@
 //! 7. `ca_rotation_under_load`: the fleet moved to a new CA (bundles on
 //!    both sides, then new certificates, then the old CA dropped) under
 //!    continuous requests, 0 failed; an old-CA certificate is then refused.
+//! 8. `proxy_tls_flags_are_checked_at_start`: https:// without a CA, a CA
+//!    beside a plaintext address, half a key pair, a mismatched key.
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test xds_mtls`.
 
@@ -1048,4 +1050,65 @@ async fn ca_rotation_under_load() {
         &failed[..failed.len().min(10)]
     );
     assert!(ok > 50, "only {ok} requests went through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_tls_flags_are_checked_at_start() {
+    let tmp = TempDir::new("gantry-mtls");
+    let pki = Pki::new(tmp.path(), "ca");
+    let node = tmp.path().join("edge-1");
+    pki.node("edge-1", &node);
+    let ca = pki.ca();
+    let cert = node.join("node.pem");
+    let wrong_key = pki.dir.join("ca-key.pem");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // https:// with no CA to check gantry-cp's certificate against.
+        (
+            vec!["--xds-address", "https://127.0.0.1:1"],
+            "needs --xds-ca",
+        ),
+        // A CA beside a plaintext address: no silent fallback.
+        (
+            vec!["--xds-address", "http://127.0.0.1:1", "--xds-ca", s(&ca)],
+            "must be https://",
+        ),
+        // Half a key pair.
+        (
+            vec![
+                "--xds-address",
+                "https://127.0.0.1:1",
+                "--xds-ca",
+                s(&ca),
+                "--xds-cert",
+                s(&cert),
+            ],
+            "--xds-key",
+        ),
+        // A key that is not the certificate's.
+        (
+            vec![
+                "--xds-address",
+                "https://127.0.0.1:1",
+                "--xds-ca",
+                s(&ca),
+                "--xds-cert",
+                s(&cert),
+                "--xds-key",
+                s(&wrong_key),
+            ],
+            "loading the xDS TLS files",
+        ),
+    ];
+    for (i, (args, says)) in cases.into_iter().enumerate() {
+        let admin = reserve_port();
+        let mut a: Vec<String> = vec!["--admin-listen".into(), format!("127.0.0.1:{}", admin.port)];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let mut p = Kid::spawn(proxy_binary(), &a, tmp.path().join(format!("p{i}.log")));
+        let status = p
+            .exit(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("{args:?}: still running"));
+        assert!(!status.success(), "{args:?}");
+        assert!(p.log().contains(says), "{args:?}: {}", p.log());
+    }
 }

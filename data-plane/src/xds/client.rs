@@ -422,7 +422,6 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return format!("connect: {}", chain(&e)),
         };
-
         let mut client = AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
