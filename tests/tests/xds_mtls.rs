@@ -21,6 +21,9 @@
 //!    continuous requests, 0 failed; an old-CA certificate is then refused.
 //! 8. `proxy_tls_flags_are_checked_at_start`: https:// without a CA, a CA
 //!    beside a plaintext address, half a key pair, a mismatched key.
+//! 9. `the_trust_domain_scopes_spiffe_names_and_bootstrap_keys_work`: a
+//!    SPIFFE name counts only in `--xds-trust-domain`; the TLS options work
+//!    as gantry-proxy bootstrap keys.
 //!
 //! Run: `cargo build --workspace --bins && cargo nextest run -p gantry-e2e --test xds_mtls`.
 
@@ -1111,4 +1114,81 @@ async fn proxy_tls_flags_are_checked_at_start() {
         assert!(!status.success(), "{args:?}");
         assert!(p.log().contains(says), "{args:?}: {}", p.log());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_domain_scopes_spiffe_names_and_bootstrap_keys_work() {
+    let tmp = TempDir::new("gantry-mtls");
+    let pki = Pki::new(tmp.path(), "ca");
+    let srv = tmp.path().join("srv");
+    pki.server(&srv);
+    // Node ids that are not DNS names: only the SPIFFE URI can name them.
+    let (ours, theirs) = (tmp.path().join("ours"), tmp.path().join("theirs"));
+    pki.issue(
+        "node",
+        &ours,
+        &["--node-id", "edge_ours", "--trust-domain", "example.org"],
+    );
+    pki.issue("node", &theirs, &["--node-id", "edge_theirs"]);
+    let cp = tls_cp(&srv, &pki.ca(), &["--xds-trust-domain", "example.org"]).await;
+    let up = Upstream::start("m").await;
+    let rev = route(&cp, &up).await;
+
+    // The flags as bootstrap keys.
+    let bootstrap = tmp.path().join("proxy.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "xds_ca: {}\nxds_cert: {}\nxds_key: {}\n",
+            s(&pki.ca()),
+            s(&ours.join("node.pem")),
+            s(&ours.join("node-key.pem"))
+        ),
+    )
+    .expect("bootstrap");
+    let mut good = Proxy::spawn(
+        &tls_url(&cp),
+        cp.proxy_http_port,
+        cp.proxy_https_port,
+        "edge_ours",
+        ProxyOptions {
+            extra_args: vec!["--bootstrap".into(), s(&bootstrap).into()],
+            ..Default::default()
+        },
+    );
+    good.wait_ready(Some(&cp), CONVERGE).await;
+    let seen = cp.wait_synced("edge_ours", rev, CONVERGE).await;
+    assert_eq!(
+        seen["certificate"]["uris"],
+        json!(["spiffe://example.org/node/edge_ours"]),
+        "{seen}"
+    );
+    assert_eq!(seen["certificate"]["dns"], json!([]), "{seen}");
+    until_routes(&good).await;
+
+    // spiffe://gantry/node/edge_theirs is in another trust domain.
+    let stranger = tls_proxy(&cp, "edge_theirs", &pki.ca(), Some(&theirs));
+    eventually(
+        "the other trust domain to be denied",
+        CONVERGE,
+        POLL,
+        || async {
+            let x = stranger.xds_status().await;
+            let e = x["last_error"].as_str().unwrap_or_default().to_string();
+            if e.contains("not named by the client certificate") {
+                Ok(())
+            } else {
+                Err(x.to_string())
+            }
+        },
+    )
+    .await;
+    assert_never_served(&cp, &stranger).await;
+    assert!(
+        cp.log().lines().any(|l| l.contains("edge_theirs")
+            && l.contains("spiffe://gantry/node/edge_theirs")
+            && l.contains("example.org")),
+        "{}",
+        tail(cp.log_path(), 20)
+    );
 }
