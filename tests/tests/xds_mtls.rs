@@ -453,52 +453,71 @@ async fn rotation_under_load() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // 1. The server's certificate, rewritten in place.
-    let old_server = leaf_der(&srv.join("server.pem"));
-    pki.server(&srv);
-    let new_server = leaf_der(&srv.join("server.pem"));
-    assert_ne!(old_server, new_server);
-    let started = Instant::now();
-    eventually(
-        "new handshakes to get the new server certificate",
-        CONVERGE,
-        POLL,
-        || async {
-            let got = server_leaf(cp.xds_port, &pki.ca(), &node).await?;
-            if got == new_server {
-                Ok(())
-            } else {
-                Err("still the old certificate".to_string())
-            }
-        },
-    )
-    .await;
-    eprintln!("server certificate picked up in {:?}", started.elapsed());
-    // The open stream was not dropped for it.
-    let n = cp.fleet_node("edge-rot").await.expect("still connected");
-    assert_eq!(n["connected_since"], since, "{n}");
-    assert_eq!(n["state"], "SYNCED", "{n}");
+    // Three rounds: the server's certificate, then the node's, each
+    // rewritten in place.
+    let (mut serial, mut since) = (serial, since);
+    for round in 1..=3 {
+        let old_server = leaf_der(&srv.join("server.pem"));
+        pki.server(&srv);
+        let new_server = leaf_der(&srv.join("server.pem"));
+        assert_ne!(old_server, new_server);
+        let started = Instant::now();
+        eventually(
+            "new handshakes to get the new server certificate",
+            CONVERGE,
+            POLL,
+            || async {
+                let got = server_leaf(cp.xds_port, &pki.ca(), &node).await?;
+                if got == new_server {
+                    Ok(())
+                } else {
+                    Err("still the old certificate".to_string())
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "round {round}: server certificate picked up in {:?}",
+            started.elapsed()
+        );
+        // The open stream was not dropped for it.
+        let n = cp.fleet_node("edge-rot").await.expect("still connected");
+        assert_eq!(n["connected_since"], since, "{n}");
+        assert_eq!(n["state"], "SYNCED", "{n}");
 
-    // 2. The node's certificate, rewritten in place: the proxy reconnects
-    // with it (and meets the server's new one).
-    pki.node("edge-rot", &node);
-    let started = Instant::now();
-    let after = eventually(
-        "the node to reconnect with its new certificate",
-        CONVERGE,
-        POLL,
-        || async {
-            match cp.fleet_node("edge-rot").await {
-                Some(n) if n["certificate"]["serial"] != serial && n["state"] == "SYNCED" => Ok(n),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
-    eprintln!("node certificate picked up in {:?}", started.elapsed());
-    assert_ne!(after["connected_since"], since);
+        // The node's: the proxy reconnects with it (and meets the
+        // server's new one).
+        pki.node("edge-rot", &node);
+        let started = Instant::now();
+        let after = eventually(
+            "the node to reconnect with its new certificate",
+            CONVERGE,
+            POLL,
+            || async {
+                match cp.fleet_node("edge-rot").await {
+                    Some(n) if n["certificate"]["serial"] != serial && n["state"] == "SYNCED" => {
+                        Ok(n)
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "round {round}: node certificate picked up in {:?}",
+            started.elapsed()
+        );
+        assert_ne!(after["connected_since"], since);
+        serial = after["certificate"]["serial"].clone();
+        since = after["connected_since"].clone();
+    }
     assert!(proxy.log().contains("xDS TLS certificates reloaded"));
     assert!(cp.log().contains("xDS TLS certificates reloaded"));
+    assert_eq!(
+        proxy.xds_status().await["streams_opened"],
+        4,
+        "one stream, then one per node rotation"
+    );
 
     // A config change after both rotations still arrives.
     let rev = cp
