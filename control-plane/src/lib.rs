@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admission;
 pub mod at_rest;
+pub mod certs;
 pub mod declarative;
 pub mod entities;
 pub mod keyring;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gantry_cp::admin::{Admin, router};
 use gantry_cp::at_rest::AtRest;
+use gantry_cp::certs;
 use gantry_cp::declarative;
 use gantry_cp::keyring;
 use gantry_cp::seal::Sealer;
@@ -113,6 +114,34 @@ struct RunArgs {
         default_value_t = 60_000
     )]
     proxy_request_headers_timeout_ms: u32,
+    /// The xDS server's certificate chain (PEM). With `--xds-tls-key` and
+    /// `--xds-client-ca`, xDS is served over mutual TLS: every node
+    /// presents a certificate naming its node id.
+    #[arg(long, env = "GANTRY_XDS_TLS_CERT", requires_all = ["xds_tls_key", "xds_client_ca"])]
+    xds_tls_cert: Option<PathBuf>,
+    /// The private key of `--xds-tls-cert` (PEM).
+    #[arg(long, env = "GANTRY_XDS_TLS_KEY", requires = "xds_tls_cert")]
+    xds_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM bundle) the nodes' client certificates must
+    /// chain to.
+    #[arg(long, env = "GANTRY_XDS_CLIENT_CA", requires = "xds_tls_cert")]
+    xds_client_ca: Option<PathBuf>,
+    /// SPIFFE trust domain of node identities: a URI SAN
+    /// `spiffe://<domain>/node/<node-id>` names a node only in this domain.
+    #[arg(long, env = "GANTRY_XDS_TRUST_DOMAIN", default_value = certs::DEFAULT_TRUST_DOMAIN)]
+    xds_trust_domain: String,
+    /// How often the xDS TLS files are checked for new certificates (ms).
+    #[arg(long, env = "GANTRY_XDS_TLS_RELOAD_MS", default_value_t = 1000)]
+    xds_tls_reload_ms: u64,
+    /// Serve xDS in plaintext on a non-loopback address (refused
+    /// otherwise: anyone who reaches the port could read every node's
+    /// configuration).
+    #[arg(long, env = "GANTRY_XDS_INSECURE")]
+    xds_insecure: bool,
+    /// Bearer token sent to the proxies' admin endpoints (proxy-cache
+    /// purge); the proxies' `--admin-token`.
+    #[arg(long, env = "GANTRY_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+    proxy_admin_token: Option<String>,
     /// Bootstrap super-admin token for the admin API (`Kong-Admin-Token`
     /// or `Authorization: Bearer`). With it, or once any RBAC user exists,
     /// every admin request needs a valid token.
@@ -159,6 +188,52 @@ impl RunArgs {
 }
 
 #[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the fleet's xDS CA: `<out>/ca.pem` and `<out>/ca-key.pem`.
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        /// SPIFFE trust domain (recorded in the CA's name).
+        #[arg(long, default_value = certs::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a node's client certificate naming its node id (DNS SAN when
+    /// the id is a DNS name, and the SPIFFE URI SAN):
+    /// `<out>/node.pem` and `<out>/node-key.pem`.
+    Node {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        #[arg(long)]
+        node_id: String,
+        #[arg(long, default_value = certs::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue the xDS server's certificate for the names and addresses the
+    /// nodes dial: `<out>/server.pem` and `<out>/server-key.pem`.
+    Server {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// A DNS name or IP address (repeat for more).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
 // Parsed once at start-up; boxing `RunArgs` would buy nothing.
 #[allow(clippy::large_enum_variant)]
 enum Command {
@@ -173,6 +248,11 @@ enum Command {
     },
     /// Print the current configuration as a Kong declarative file.
     Export,
+    /// Issue the fleet's xDS certificates (CA, node, server).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// The keyring that encrypts secrets at rest.
     #[command(subcommand)]
     Keyring(KeyringCommand),
@@ -236,8 +316,10 @@ fn store_config(cli: &Cli) -> StoreConfig {
 async fn main() -> anyhow::Result<()> {
     gantry_shared::telemetry::init();
     let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = store_config(&cli);
     match &cli.command {
+        Some(Command::Certs { command }) => certs_command(command),
         Some(Command::Migrate) => {
             let store = Store::connect(&cfg)
                 .await
@@ -308,7 +390,99 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn certs_command(cmd: &CertsCommand) -> anyhow::Result<()> {
+    match cmd {
+        CertsCommand::Ca {
+            out,
+            trust_domain,
+            days,
+        } => {
+            let key = out.join("ca-key.pem");
+            // Overwriting a CA key would orphan every certificate it issued.
+            anyhow::ensure!(
+                !key.exists(),
+                "{} exists: refusing to replace a CA key",
+                key.display()
+            );
+            let ca = certs::new_ca(trust_domain, *days)?;
+            let (c, k) = certs::write_pair(out, "ca", &ca)?;
+            println!(
+                "CA for trust domain {trust_domain}: {} (give to gantry-cp --xds-client-ca and to every node), {} (keep offline)",
+                c.display(),
+                k.display()
+            );
+        }
+        CertsCommand::Node {
+            ca_cert,
+            ca_key,
+            node_id,
+            trust_domain,
+            out,
+            days,
+        } => {
+            let issued = certs::issue_node(
+                &certs::read(ca_cert)?,
+                &certs::read(ca_key)?,
+                node_id,
+                trust_domain,
+                *days,
+            )?;
+            let (c, k) = certs::write_pair(out, "node", &issued)?;
+            println!(
+                "node {node_id}: {} and {} (gantry-proxy --xds-cert / --xds-key)",
+                c.display(),
+                k.display()
+            );
+        }
+        CertsCommand::Server {
+            ca_cert,
+            ca_key,
+            hosts,
+            out,
+            days,
+        } => {
+            let issued =
+                certs::issue_server(&certs::read(ca_cert)?, &certs::read(ca_key)?, hosts, *days)?;
+            let (c, k) = certs::write_pair(out, "server", &issued)?;
+            println!(
+                "xDS server ({}): {} and {} (gantry-cp --xds-tls-cert / --xds-tls-key)",
+                hosts.join(", "),
+                c.display(),
+                k.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The xDS transport the flags ask for; plaintext off loopback only when
+/// the operator says so.
+fn xds_transport(args: &RunArgs) -> anyhow::Result<xds::Transport> {
+    let (Some(cert), Some(key), Some(ca)) =
+        (&args.xds_tls_cert, &args.xds_tls_key, &args.xds_client_ca)
+    else {
+        if !args.xds_listen.ip().is_loopback() && !args.xds_insecure {
+            anyhow::bail!(
+                "--xds-listen {} is not a loopback address: give --xds-tls-cert, --xds-tls-key and --xds-client-ca (mutual TLS), or --xds-insecure to serve every node's configuration in plaintext",
+                args.xds_listen
+            );
+        }
+        return Ok(xds::Transport::Plain);
+    };
+    certs::check_trust_domain(&args.xds_trust_domain).context("--xds-trust-domain")?;
+    let tls = xds::tls::ServerTls::load(xds::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: ca.clone(),
+    })
+    .context("loading the xDS TLS files")?;
+    Ok(xds::Transport::MutualTls(tls))
+}
+
 async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
+    // Before serving anything: a refused transport must not leave a
+    // half-started control plane behind.
+    let transport = xds_transport(&args)?;
     let sealer = Sealer::load(&store).await.context("loading the seal key")?;
     let admin_token = args.admin_token()?;
     if !args.admin_listen.ip().is_loopback() && admin_token.is_none() && !args.admin_insecure {
@@ -385,8 +559,22 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
         cache: cache.clone(),
         fleet: fleet.clone(),
         admin_networks: args.proxy_admin_networks.clone(),
+        trust_domain: matches!(transport, xds::Transport::MutualTls(_))
+            .then(|| args.xds_trust_domain.clone()),
     });
-    let xds_task = tokio::spawn(xds::serve(xds_listener, ctx, stopped(stop_rx.clone())));
+    let reloader = match &transport {
+        xds::Transport::MutualTls(tls) => {
+            tracing::info!(trust_domain = %args.xds_trust_domain, "xDS over mutual TLS");
+            Some(tls.spawn_reloader(Duration::from_millis(args.xds_tls_reload_ms.max(100))))
+        }
+        xds::Transport::Plain => None,
+    };
+    let xds_task = tokio::spawn(xds::serve_on(
+        xds_listener,
+        transport,
+        ctx,
+        stopped(stop_rx.clone()),
+    ));
     let mut admin = Admin::new(store.clone(), sealer, admin_addr.to_string());
     if let Some(t) = &admin_token {
         admin = admin.with_admin_token(t);
@@ -395,6 +583,7 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
         admin
             .with_xds(cache, fleet.clone())
             .with_proxy_options(opts)
+            .with_proxy_admin_token(args.proxy_admin_token.clone())
             .with_cross_site(gantry_cp::admin::cross_site::CrossSite::new(
                 admin_addr,
                 args.admin_allowed_hosts.clone(),
@@ -426,6 +615,9 @@ async fn run(store: Store, args: RunArgs) -> anyhow::Result<()> {
     let (xds_res, admin_res) = tokio::join!(xds_task, admin_task);
     builder.abort();
     mirror.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(w) = cert_watch {
         w.abort();
     }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use gantry_proxy::proxy::admin;
 use gantry_proxy::proxy::runtime::{Core, ProxyOptions, Shared};
+use gantry_proxy::xds::tls::{ClientTls, ClientTlsFiles};
 use gantry_proxy::xds::{ClientConfig, XdsClient};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -23,7 +24,9 @@ struct Cli {
     /// flags and environment variables win over it.
     #[arg(long, env = "GANTRY_BOOTSTRAP")]
     bootstrap: Option<PathBuf>,
-    /// Control-plane xDS addresses, tried in order (repeat or comma-separate).
+    /// Control-plane xDS addresses, tried in order (repeat or comma-separate);
+    /// `https://` ones over TLS (`--xds-ca`, and `--xds-cert`/`--xds-key`
+    /// for mutual TLS).
     #[arg(
         long,
         env = "GANTRY_XDS_ADDRESS",
@@ -67,6 +70,26 @@ struct Cli {
     /// plane is unreachable.
     #[arg(long, env = "GANTRY_SNAPSHOT_CACHE")]
     snapshot_cache: Option<PathBuf>,
+    /// CA certificates (PEM) the control plane's certificate must chain
+    /// to; needed for `https://` xDS addresses, whose host is verified
+    /// against the certificate.
+    #[arg(long, env = "GANTRY_XDS_CA")]
+    xds_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM; mutual TLS). It must name the
+    /// node id (`gantry-cp certs node`).
+    #[arg(long, env = "GANTRY_XDS_CERT", requires_all = ["xds_key", "xds_ca"])]
+    xds_cert: Option<PathBuf>,
+    /// The private key of `--xds-cert` (PEM).
+    #[arg(long, env = "GANTRY_XDS_KEY", requires = "xds_cert")]
+    xds_key: Option<PathBuf>,
+    /// How often the xDS TLS files are checked for new certificates (ms);
+    /// new ones are used from the next connection, made at once.
+    #[arg(long, env = "GANTRY_XDS_TLS_RELOAD_MS", default_value_t = 1000)]
+    xds_tls_reload_ms: u64,
+    /// Bearer token the admin endpoint requires (all but `/ready` and
+    /// `/healthz`); mandatory when `--admin-listen` is not loopback.
+    #[arg(long, env = "GANTRY_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 /// Reads the bootstrap file into arguments placed before the command
@@ -158,6 +181,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
     });
     let node_id = cli.node_id.clone().unwrap_or_else(hostname);
+    let admin_token = cli.admin_token.clone().filter(|t| !t.is_empty());
+    if admin_token.is_none() && !cli.admin_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--admin-listen {} is not a loopback address: give --admin-token (GANTRY_PROXY_ADMIN_TOKEN); the admin endpoint shows the configuration and purges caches",
+            cli.admin_listen
+        );
+    }
+    let tls = match &cli.xds_ca {
+        Some(ca) => Some(
+            ClientTls::load(ClientTlsFiles {
+                ca: ca.clone(),
+                cert: cli.xds_cert.clone(),
+                key: cli.xds_key.clone(),
+            })
+            .context("loading the xDS TLS files")?,
+        ),
+        None => None,
+    };
+    if tls.is_some()
+        && let Some(plain) = cli
+            .xds_address
+            .iter()
+            .find(|a| !a.trim().starts_with("https://"))
+    {
+        // A CA says the operator wants TLS: a plaintext address beside it
+        // would quietly fall back to no TLS at all.
+        anyhow::bail!("--xds-address {plain}: with --xds-ca every address must be https://");
+    }
+    if tls.is_none()
+        && let Some(a) = cli
+            .xds_address
+            .iter()
+            .find(|a| a.trim().starts_with("https://"))
+    {
+        anyhow::bail!(
+            "--xds-address {a}: https:// needs --xds-ca (the CA of gantry-cp's certificate)"
+        );
+    }
+    let reloader = tls
+        .as_ref()
+        .map(|t| t.spawn_reloader(Duration::from_millis(cli.xds_tls_reload_ms.max(100))));
     let admin_listener = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .with_context(|| format!("binding the admin endpoint to {}", cli.admin_listen))?;
@@ -172,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster: cli.cluster.clone(),
             snapshot_file: cli.snapshot_cache.clone(),
             admin_address: Some(admin_address),
+            tls,
         },
         Arc::new(Core(shared.clone())),
     );
@@ -186,9 +251,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let xds_status: admin::XdsStatus =
         Arc::new(move || serde_json::to_value(&*status.borrow()).unwrap_or_default());
     tracing::info!(node = %node_id, group = %cli.cluster, xds = ?cli.xds_address, admin = %admin_listener.local_addr()?, "gantry-proxy started");
-    let admin_task = tokio::spawn(
-        axum::serve(admin_listener, admin::router(shared.clone(), xds_status)).into_future(),
-    );
+    let mut admin_router = admin::router(shared.clone(), xds_status);
+    if let Some(t) = admin_token {
+        admin_router = admin::require_token(admin_router, t);
+    }
+    let admin_task = tokio::spawn(axum::serve(admin_listener, admin_router).into_future());
     let xds_task = tokio::spawn(client.run());
 
     shutdown().await;
@@ -196,6 +263,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     xds_task.abort();
     shared.drain().await;
     admin_task.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     tracing::info!("gantry-proxy stopped");
     Ok(())
 }

@@ -525,6 +525,7 @@ fn config(addresses: Vec<String>, snapshot_file: Option<PathBuf>) -> ClientConfi
         cluster: "edge".into(),
         snapshot_file,
         admin_address: None,
+        tls: None,
     }
 }
 

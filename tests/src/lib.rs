@@ -729,6 +729,45 @@ pub fn render_bootstrap(delta: bool, node_id: &str, xds_port: u16, admin_port: u
     out
 }
 
+/// The shipped mutual-TLS bootstrap (`deploy/envoy/bootstrap-ads-mtls.yaml`)
+/// with this node id, ports, and certificates from `cert_dir` (which holds
+/// `node.pem`, `node-key.pem` and `ca.pem`); `delta` picks the ADS flavour.
+pub fn render_mtls_bootstrap(
+    delta: bool,
+    node_id: &str,
+    xds_port: u16,
+    admin_port: u16,
+    cert_dir: &Path,
+) -> String {
+    let path = repo_root().join("deploy/envoy/bootstrap-ads-mtls.yaml");
+    let mut out = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    for (from, to) in [
+        ("  id: envoy-1\n", format!("  id: {node_id}\n")),
+        ("port_value: 18000\n", format!("port_value: {xds_port}\n")),
+        ("port_value: 9901\n", format!("port_value: {admin_port}\n")),
+        (
+            "api_type: DELTA_GRPC\n",
+            format!("api_type: {}\n", if delta { "DELTA_GRPC" } else { "GRPC" }),
+        ),
+    ] {
+        assert_eq!(
+            out.matches(from).count(),
+            1,
+            "{} should contain {from:?} exactly once",
+            path.display()
+        );
+        out = out.replace(from, &to);
+    }
+    let dir = format!("{}/", cert_dir.display());
+    for f in ["node.pem }", "node-key.pem }", "ca.pem }"] {
+        let from = format!("/etc/gantry/xds/{f}");
+        assert_eq!(out.matches(&from).count(), 1, "{from} once");
+        out = out.replace(&from, &format!("{dir}{f}"));
+    }
+    out
+}
+
 /// A real Envoy following a `Cp` over ADS.
 pub struct Envoy {
     child: Child,
@@ -755,15 +794,32 @@ impl Envoy {
 
     /// Starts Envoy without waiting for it.
     pub fn spawn(cp: &Cp, node_id: &str, delta: bool) -> Envoy {
+        Self::spawn_rendered(cp, node_id, delta, |admin_port| {
+            render_bootstrap(delta, node_id, cp.xds_port, admin_port)
+        })
+    }
+
+    /// Starts Envoy from the shipped mutual-TLS bootstrap with the
+    /// certificates in `cert_dir` (see [`render_mtls_bootstrap`]), without
+    /// waiting for it.
+    pub fn spawn_mtls(cp: &Cp, node_id: &str, delta: bool, cert_dir: &Path) -> Envoy {
+        Self::spawn_rendered(cp, node_id, delta, |admin_port| {
+            render_mtls_bootstrap(delta, node_id, cp.xds_port, admin_port, cert_dir)
+        })
+    }
+
+    /// Starts Envoy from the bootstrap `render(admin_port)` gives.
+    fn spawn_rendered(
+        cp: &Cp,
+        node_id: &str,
+        delta: bool,
+        render: impl FnOnce(u16) -> String,
+    ) -> Envoy {
         let dir = TempDir::new("gantry-e2e-envoy");
         let admin = reserve_port();
         let admin_port = admin.port;
         let bootstrap = dir.path().join("bootstrap.yaml");
-        std::fs::write(
-            &bootstrap,
-            render_bootstrap(delta, node_id, cp.xds_port, admin_port),
-        )
-        .expect("write bootstrap");
+        std::fs::write(&bootstrap, render(admin_port)).expect("write bootstrap");
         let log = dir.path().join("envoy.log");
         let child = Command::new(envoy_binary())
             .arg("-c")
@@ -1033,6 +1089,8 @@ pub struct ProxyOptions {
     pub log: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// More command-line arguments (e.g. `--xds-ca`, `--admin-token`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ProxyOptions {
@@ -1045,6 +1103,7 @@ impl Default for ProxyOptions {
             admin_advertise: None,
             log: None,
             env: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -1127,6 +1186,7 @@ impl Proxy {
         if let Some(a) = &opts.admin_advertise {
             cmd.args(["--admin-advertise", a]);
         }
+        cmd.args(&opts.extra_args);
         cmd.env_remove("GANTRY_PROXY_ADMIN_ADVERTISE");
         let child = cmd
             .env(

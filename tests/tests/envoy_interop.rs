@@ -1896,3 +1896,140 @@ async fn removing_the_last_eds_cluster_leaves_the_node_synced(delta: bool) {
     assert_eq!(envoy.get("/direct").await.unwrap().0, 200);
     assert_clean(&cp, &envoy).await;
 }
+
+// ---------------------------------------------------------------------------
+// Mutual TLS: Envoy fetches its config with its own TLS transport socket,
+// from the shipped deploy/envoy/bootstrap-ads-mtls.yaml, with certificates
+// issued by `gantry-cp certs`; a node id its certificate does not name is
+// refused.
+// ---------------------------------------------------------------------------
+
+sotw_and_delta!(fetches_its_config_over_mutual_tls);
+
+/// Runs `gantry-cp certs <args>`.
+fn certs(args: &[&str]) {
+    let out = std::process::Command::new(gantry_e2e::cp_binary())
+        .arg("certs")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run gantry-cp certs");
+    assert!(
+        out.status.success(),
+        "gantry-cp certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, gantry-cp's server certificate (for 127.0.0.1 and the name the
+/// shipped bootstrap checks, `gantry-cp`), and for `cert_node` a node
+/// certificate in `<dir>/node` beside a copy of the CA, as the bootstrap
+/// expects them. Starts gantry-cp over mutual TLS.
+async fn mtls_cp(dir: &std::path::Path, cert_node: &str) -> (Cp, std::path::PathBuf) {
+    let p = |s: &str| dir.join(s).display().to_string();
+    certs(&["ca", "--out", &p("ca")]);
+    let (ca_cert, ca_key) = (p("ca/ca.pem"), p("ca/ca-key.pem"));
+    let (srv, node_dir) = (p("srv"), p("node"));
+    let ca = ["--ca-cert", ca_cert.as_str(), "--ca-key", ca_key.as_str()];
+    let mut server = vec!["server", "--out", srv.as_str()];
+    server.extend(ca);
+    server.extend(["--host", "gantry-cp", "--host", "127.0.0.1"]);
+    certs(&server);
+    let mut node = vec!["node", "--out", node_dir.as_str(), "--node-id", cert_node];
+    node.extend(ca);
+    certs(&node);
+    std::fs::copy(dir.join("ca/ca.pem"), dir.join("node/ca.pem")).expect("copy ca.pem");
+    let cp = Cp::start_with_args(
+        Backend::Sqlite,
+        &[
+            "--xds-tls-cert",
+            &p("srv/server.pem"),
+            "--xds-tls-key",
+            &p("srv/server-key.pem"),
+            "--xds-client-ca",
+            &p("ca/ca.pem"),
+        ],
+    )
+    .await;
+    (cp, dir.join("node"))
+}
+
+async fn fetches_its_config_over_mutual_tls(delta: bool) {
+    let tmp = gantry_e2e::TempDir::new("gantry-e2e-mtls");
+    let node_id = format!("envoy-mtls-{}", proto(delta));
+    let (cp, certs) = mtls_cp(tmp.path(), &node_id).await;
+    let up = Upstream::start("mtls").await;
+    cp.post("/services", json!({"name": "mtls", "url": up.url()}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post(
+            "/services/mtls/routes",
+            json!({"name": "mtls", "paths": ["/mtls"]}),
+        )
+        .await
+        .committed();
+
+    let mut envoy = Envoy::spawn_mtls(&cp, &node_id, delta, &certs);
+    envoy.wait_ready(&cp, Duration::from_secs(30)).await;
+    let view = cp.wait_synced(&node_id, rev, CONVERGE).await;
+    assert_eq!(view["flavour"], "envoy", "{view}");
+    assert_eq!(view["protocol"], proto(delta), "{view}");
+    assert_eq!(
+        view["certificate"]["uris"],
+        json!([format!("spiffe://gantry/node/{node_id}")]),
+        "{view}"
+    );
+    let (_, body) = until(&envoy, "the route to work", "/mtls/x", None, |s, _| {
+        s == 200
+    })
+    .await;
+    assert_eq!(body["upstream"], "mtls");
+    assert_clean(&cp, &envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_with_another_nodes_certificate_is_refused() {
+    let tmp = gantry_e2e::TempDir::new("gantry-e2e-mtls");
+    let (cp, certs) = mtls_cp(tmp.path(), "envoy-named").await;
+    let up = Upstream::start("mtls").await;
+    cp.post("/services", json!({"name": "mtls", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/mtls/routes",
+        json!({"name": "mtls", "paths": ["/mtls"]}),
+    )
+    .await
+    .expect(201);
+
+    let envoy = Envoy::spawn_mtls(&cp, "envoy-imposter", true, &certs);
+    eventually("gantry-cp to refuse the stream", CONVERGE, POLL, || async {
+        let refused = cp.log().lines().any(|l| {
+            l.contains("not name the node id")
+                && l.contains("envoy-imposter")
+                && l.contains("DNS:envoy-named")
+        });
+        if refused {
+            Ok(())
+        } else {
+            Err(gantry_e2e::tail(cp.log_path(), 10))
+        }
+    })
+    .await;
+    // Let Envoy retry a while: it never gets a resource, never goes LIVE,
+    // and never shows in the fleet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(envoy.admin_get("/ready").await.trim(), "PRE_INITIALIZING");
+    for stat in [
+        "cluster_manager.cds.update_success",
+        "listener_manager.lds.update_success",
+    ] {
+        assert_eq!(envoy.stat(stat).await, Some(0), "{stat}");
+    }
+    assert!(cp.fleet_node("envoy-imposter").await.is_none());
+    assert!(
+        !cp.fleet().await.to_string().contains("envoy-imposter"),
+        "in /fleet"
+    );
+}

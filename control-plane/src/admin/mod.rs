@@ -50,6 +50,9 @@ pub struct Admin {
     pub documents: Arc<tokio::sync::Semaphore>,
     /// Which Host and Origin values are served (`cross_site.rs`).
     pub cross_site: Arc<cross_site::CrossSite>,
+    /// Bearer token for the proxies' admin endpoints (the proxy-cache
+    /// purge fan-out), `--proxy-admin-token`.
+    pub proxy_admin_token: Option<Arc<str>>,
 }
 
 /// What the admin API shows of the xDS server.
@@ -76,7 +79,13 @@ impl Admin {
             proxy: Arc::default(),
             documents: Arc::new(tokio::sync::Semaphore::new(1)),
             cross_site: Arc::new(cross_site::CrossSite::new(addr, Vec::new(), Vec::new())),
+            proxy_admin_token: None,
         }
+    }
+
+    pub fn with_proxy_admin_token(mut self, token: Option<String>) -> Self {
+        self.proxy_admin_token = token.map(Arc::from);
+        self
     }
 
     pub fn with_cross_site(mut self, cs: cross_site::CrossSite) -> Self {

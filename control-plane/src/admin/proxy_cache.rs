@@ -45,13 +45,22 @@ async fn targets(app: &Admin) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
-async fn purge(client: &reqwest::Client, address: &str, path: &str) -> Outcome {
+async fn purge(
+    client: &reqwest::Client,
+    address: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Outcome {
     let base = if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
     };
-    match client.delete(format!("{base}{path}")).send().await {
+    let mut req = client.delete(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
         Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => Outcome::Purged,
         Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Outcome::NotCached,
         Ok(r) => Outcome::Failed(format!("answered {}", r.status())),
@@ -79,8 +88,12 @@ async fn fan_out(app: &Admin, path: &str) -> Result<Result<bool, Response>, ApiE
             return Ok(Err((StatusCode::BAD_GATEWAY, Json(body)).into_response()));
         }
     };
-    let answers =
-        futures::future::join_all(targets.iter().map(|(_, addr)| purge(&client, addr, path))).await;
+    let answers = futures::future::join_all(
+        targets
+            .iter()
+            .map(|(_, addr)| purge(&client, addr, path, app.proxy_admin_token.as_deref())),
+    )
+    .await;
     let mut any = false;
     let mut failed = Vec::new();
     for ((node, address), o) in targets.iter().zip(answers) {

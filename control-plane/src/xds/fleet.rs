@@ -68,6 +68,8 @@ pub struct NodeEntry {
     /// The revision of the snapshot this node should be on.
     pub target_revision: i64,
     pub types: BTreeMap<&'static str, TypeStatus>,
+    /// The client certificate the node connected with (mutual TLS).
+    pub certificate: Option<Arc<super::identity::PeerIdentity>>,
 }
 
 impl NodeEntry {
@@ -112,6 +114,7 @@ impl NodeEntry {
             "revision": if state == SyncState::Synced { Some(self.target_revision) } else { None },
             "target_revision": self.target_revision,
             "types": types,
+            "certificate": self.certificate.as_deref(),
         })
     }
 }

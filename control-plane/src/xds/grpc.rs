@@ -72,10 +72,7 @@ impl tower::Service<Req> for Ads {
                 "compressed requests are not supported",
             ))
         } else {
-            let peer = req
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|c| c.remote_addr());
+            let peer = peer_of(&req);
             match req.uri().path() {
                 DELTA => self.open::<delta::Stream>(req.into_body(), peer),
                 SOTW => self.open::<sotw::Stream>(req.into_body(), peer),
@@ -86,8 +83,26 @@ impl tower::Service<Req> for Ads {
     }
 }
 
+/// Who is on the other end: the address, and over mutual TLS the client
+/// certificate's names.
+fn peer_of(req: &Req) -> session::Peer {
+    if let Some(p) = req.extensions().get::<super::tls::PeerInfo>() {
+        return session::Peer {
+            addr: p.remote,
+            identity: Some(p.identity.clone()),
+        };
+    }
+    session::Peer {
+        addr: req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|c| c.remote_addr()),
+        identity: None,
+    }
+}
+
 impl Ads {
-    fn open<P>(&self, body: tonic::body::Body, peer: Option<std::net::SocketAddr>) -> Resp
+    fn open<P>(&self, body: tonic::body::Body, peer: session::Peer) -> Resp
     where
         P: Protocol + 'static,
         P::Request: Message + Default,

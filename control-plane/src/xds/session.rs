@@ -4,6 +4,7 @@
 use super::XdsContext;
 use super::cache::{Resource, Snapshot, SnapshotCache};
 use super::fleet::{Fleet, Nack, NodeEntry, SyncState, TypeStatus};
+use super::identity::PeerIdentity;
 use crate::store::now_ms;
 use crate::translator::Flavour;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -11,6 +12,14 @@ use envoy_types::pb::envoy::config::core::v3::Node as ProtoNode;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+/// The other end of a stream.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    pub addr: Option<std::net::SocketAddr>,
+    /// The client certificate's names (xDS over mutual TLS).
+    pub identity: Option<Arc<PeerIdentity>>,
+}
 
 /// The node as it introduced itself on its first request.
 #[derive(Clone, Debug)]
@@ -101,6 +110,7 @@ impl Session {
         fleet: Arc<Fleet>,
         cache: SnapshotCache,
         protocol: &'static str,
+        certificate: Option<Arc<PeerIdentity>>,
     ) -> Session {
         let target = cache.current().revision;
         let fleet_id = fleet.register(NodeEntry {
@@ -113,6 +123,7 @@ impl Session {
             protocol,
             target_revision: target,
             types: Default::default(),
+            certificate,
         });
         tracing::info!(node = %node.id, group = %node.group, flavour = node.flavour.as_str(), protocol, "proxy connected");
         Session {
@@ -223,7 +234,7 @@ pub async fn drive<P: Protocol>(
     mut requests: tonic::Streaming<P::Request>,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, tonic::Status>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    peer: Option<std::net::SocketAddr>,
+    peer: Peer,
 ) where
     tonic::Streaming<P::Request>: Send,
 {
@@ -239,11 +250,40 @@ pub async fn drive<P: Protocol>(
             .await;
         return;
     };
+    // Over mutual TLS the node id is what the certificate says, checked
+    // here, where the id is first known: before the node is in the fleet
+    // and before any resource is sent.
+    if let Some(td) = &ctx.trust_domain {
+        let named = peer
+            .identity
+            .as_ref()
+            .is_some_and(|c| c.names(&node.id, td));
+        if !named {
+            let names = peer
+                .identity
+                .as_ref()
+                .map_or_else(|| "no certificate".to_string(), |c| c.describe());
+            tracing::warn!(node = %node.id, certificate = %names, trust_domain = %td, peer = ?peer.addr, "xDS stream refused: the client certificate does not name the node id");
+            let _ = tx
+                .send(Err(tonic::Status::permission_denied(format!(
+                    "node id {:?} is not named by the client certificate",
+                    node.id
+                ))))
+                .await;
+            return;
+        }
+    }
     node.admin = node
         .admin
         .as_deref()
-        .and_then(|a| admin_target(a, peer.map(|p| p.ip()), &ctx.admin_networks));
-    let session = Session::open(node, ctx.fleet.clone(), ctx.cache.clone(), P::NAME);
+        .and_then(|a| admin_target(a, peer.addr.map(|p| p.ip()), &ctx.admin_networks));
+    let session = Session::open(
+        node,
+        ctx.fleet.clone(),
+        ctx.cache.clone(),
+        P::NAME,
+        peer.identity.clone(),
+    );
     let mut snapshots = ctx.cache.subscribe();
     let mut s = P::open(session, tx);
     if s.on_request(first).await.is_err() {

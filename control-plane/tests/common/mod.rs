@@ -171,6 +171,7 @@ impl TestApp {
                 cache: cache.clone(),
                 fleet: fleet.clone(),
                 admin_networks: Vec::new(),
+                trust_domain: None,
             });
             tasks.push(tokio::spawn(async move {
                 let _ = gantry_cp::xds::serve(xl, ctx, std::future::pending()).await;

@@ -1,6 +1,9 @@
 //! The proxy's admin endpoint (Envoy-like, default 127.0.0.1:9901):
 //! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`,
 //! and Kong's proxy-cache purge (`DELETE /proxy-cache[/{key}]`).
+//!
+//! With a token ([`require_token`]), every request but the probes
+//! (`/ready`, `/healthz`) needs `Authorization: Bearer <token>`.
 
 use super::runtime::Shared;
 use axum::Router;
@@ -33,6 +36,49 @@ pub fn router(shared: Arc<Shared>, xds: XdsStatus) -> Router {
         .route("/proxy-cache", axum::routing::delete(purge_all))
         .route("/proxy-cache/{key}", axum::routing::delete(purge_one))
         .with_state(AdminState { shared, xds })
+}
+
+/// Paths a load balancer or kubelet probes without credentials; they say
+/// only whether the proxy is up.
+const PROBES: [&str; 2] = ["/ready", "/healthz"];
+
+/// Wraps the admin router so that every request but the probes carries
+/// `Authorization: Bearer <token>`; 401 otherwise.
+pub fn require_token(router: Router, token: String) -> Router {
+    let token: Arc<[u8]> = Arc::from(token.into_bytes());
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                let ok = PROBES.contains(&req.uri().path())
+                    || given.is_some_and(|g| same_secret(g, &token));
+                if ok {
+                    next.run(req).await
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        axum::Json(json!({"message": "Unauthorized"})),
+                    )
+                        .into_response()
+                }
+            }
+        },
+    ))
+}
+
+/// Compares without an early exit, so the time taken says nothing about
+/// how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
@@ -185,4 +231,18 @@ async fn clusters(
         }
     }
     out.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3crett", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+        assert!(!same_secret(b"S3cret", b"s3cret"));
+    }
 }

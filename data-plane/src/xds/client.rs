@@ -46,6 +46,9 @@ pub struct ClientConfig {
     /// This proxy's admin endpoint as the control plane should reach it
     /// (node metadata `gantry_admin`), for the proxy-cache purge it fans out.
     pub admin_address: Option<String>,
+    /// TLS for `https://` addresses: the control plane's CA and this
+    /// node's client certificate (see [`super::tls`]).
+    pub tls: Option<Arc<super::tls::ClientTls>>,
 }
 
 /// Timing knobs; the defaults are the production values.
@@ -253,6 +256,7 @@ impl XdsClient {
             subs: BTreeMap::new(),
             tuning,
             source: ConfigSource::None,
+            rotated: false,
         };
         if conn.state.applied() {
             conn.source = ConfigSource::Snapshot;
@@ -266,6 +270,13 @@ impl XdsClient {
                 .unwrap_or_default();
             let mut opened = None;
             let reason = conn.session(&address, &mut opened).await;
+            if std::mem::take(&mut conn.rotated) {
+                // Not a failure: straight back to the same address.
+                tracing::info!(node = %conn.cfg.node_id, address, "{reason}");
+                conn.subs.clear();
+                backoff.reset();
+                continue;
+            }
             let healthy = opened.is_some_and(|t: Instant| t.elapsed() >= tuning.healthy_after);
             if healthy {
                 backoff.reset();
@@ -297,7 +308,8 @@ impl XdsClient {
     }
 }
 
-/// `host:port` means `http://host:port` (the stream is plaintext HTTP/2).
+/// `host:port` means `http://host:port` (the stream is plaintext HTTP/2);
+/// `https://` addresses use the configured TLS.
 fn normalize(address: &str) -> String {
     let a = address.trim();
     if a.contains("://") {
@@ -361,6 +373,20 @@ struct Conn {
     subs: BTreeMap<Kind, BTreeSet<String>>,
     tuning: Tuning,
     source: ConfigSource,
+    /// The last stream ended for a certificate rotation, not a failure.
+    rotated: bool,
+}
+
+/// Resolves when the TLS files were swapped; never without TLS.
+async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 impl Conn {
@@ -377,7 +403,22 @@ impl Conn {
             .http2_keep_alive_interval(t.keepalive_interval)
             .keep_alive_timeout(t.keepalive_timeout)
             .keep_alive_while_idle(true);
-        let channel = match endpoint.connect().await {
+        let https = address.starts_with("https://");
+        // New certificates end this stream so the next one presents them;
+        // watched from before the connector takes the current ones, so a
+        // change during the connect is not missed.
+        let mut rotated = match (&self.cfg.tls, https) {
+            (Some(tls), true) => Some(tls.changes()),
+            _ => None,
+        };
+        let connected = match (&self.cfg.tls, https) {
+            (Some(tls), true) => endpoint.connect_with_connector(tls.connector()).await,
+            (None, true) => {
+                return format!("{address} is https:// but no CA is configured (--xds-ca)");
+            }
+            (_, false) => endpoint.connect().await,
+        };
+        let channel = match connected {
             Ok(c) => c,
             Err(e) => return format!("connect: {}", chain(&e)),
         };
@@ -397,7 +438,8 @@ impl Conn {
         let mut inbound = match tokio::time::timeout(t.connect_timeout, call).await {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
-                return format!("opening the stream: {} {}", status.code(), status.message());
+                // A refused handshake hides in the status's sources.
+                return format!("opening the stream: {} {}", status.code(), chain(&status));
             }
             Err(_) => return "opening the stream: timed out".into(),
         };
@@ -410,7 +452,14 @@ impl Conn {
         });
         self.publish();
         loop {
-            match inbound.message().await {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                _ = changed(&mut rotated) => {
+                    self.rotated = true;
+                    return "new TLS certificates: reconnecting with them".into();
+                }
+            };
+            match next {
                 Ok(Some(resp)) => {
                     if let Err(e) = self.on_response(resp, &mut out).await {
                         return e;

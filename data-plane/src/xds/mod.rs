@@ -10,6 +10,8 @@
 //!   with `error_detail` (code 3), state untouched.
 //! - Reconnects forever with full-jitter exponential backoff ([`backoff`]),
 //!   failing over across addresses; nothing is cleared while disconnected.
+//! - `https://` addresses are dialled over TLS, mutual with a client
+//!   certificate, reloaded from files on change ([`tls`]).
 //! - The last good state is kept on disk ([`snapshot_file`]) so that a
 //!   restart without a control plane still serves.
 
@@ -18,6 +20,7 @@ mod client;
 pub mod refs;
 pub mod snapshot_file;
 pub mod state;
+pub mod tls;
 
 pub use client::{
     Applier, ClientConfig, ClientStatus, ConfigSource, NackStatus, Tuning, TypeStatus,
