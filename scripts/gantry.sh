@@ -22,7 +22,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 for _ in $(seq 1 100); do
-  curl -fs http://127.0.0.1:8001/status >/dev/null 2>&1 && break
+  # Any answer means it serves (401 too, when an admin token is set).
+  curl -s -o /dev/null http://127.0.0.1:8001/status 2>/dev/null && break
   sleep 0.1
 done
 ./target/release/gantry-proxy --xds-address http://127.0.0.1:18000 --node-id "$(hostname)-proxy" &
