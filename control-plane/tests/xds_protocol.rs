@@ -926,6 +926,14 @@ async fn delta_every_subscription_is_answered() {
     settle(&app).await;
     let mut c = Delta::connect(&app, "d-answer").await;
     c.send(DeltaDiscoveryRequest {
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await;
+    assert_eq!(names(&r), ["service.up1", "service.up2"]);
+    c.ack(&r).await;
+    c.send(DeltaDiscoveryRequest {
         type_url: ENDPOINT.into(),
         resource_names_subscribe: vec!["service.up1".into(), "service.up2".into()],
         ..Default::default()
@@ -951,6 +959,24 @@ async fn delta_every_subscription_is_answered() {
     assert_eq!(r.resources[0].version, version, "the same resource");
     assert!(r.removed_resources.is_empty());
     c.ack(&r).await;
+    wait_fleet(&app, "d-answer", |v| v["state"] == "SYNCED").await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // A changed cluster: its endpoints follow it, unchanged, unasked (Envoy
+    // warms the cluster until they come and does not ask for them).
+    let (s, _) = app
+        .json("PATCH", "/services/up2", json!({"connect_timeout": 1234}))
+        .await;
+    assert_eq!(s, 200);
+    let r = c.recv().await;
+    assert_eq!(r.type_url, CLUSTER);
+    assert_eq!(names(&r), ["service.up2"]);
+    let e = c.recv().await;
+    assert_eq!(e.type_url, ENDPOINT);
+    assert_eq!(names(&e), ["service.up2"]);
+    assert!(e.removed_resources.is_empty());
+    c.ack(&r).await;
+    c.ack(&e).await;
     wait_fleet(&app, "d-answer", |v| v["state"] == "SYNCED").await;
     c.nothing_for(Duration::from_millis(300)).await;
 
@@ -1005,26 +1031,33 @@ async fn sotw_a_request_asking_again_is_answered() {
     wait_fleet(&app, "n-reask", |v| v["state"] == "SYNCED").await;
     c.nothing_for(Duration::from_millis(300)).await;
 
-    // The cluster changes; its endpoints do not. The node takes the
-    // cluster and asks for its endpoints again, as it last had them.
+    // The cluster changes; its endpoints do not. They follow the cluster
+    // anyway: Envoy warms the changed cluster until they come.
     let (s, _) = app
         .json("PATCH", "/services/up1", json!({"connect_timeout": 1234}))
         .await;
     assert_eq!(s, 200);
     let cds = c.recv().await;
     assert_eq!(cds.type_url, CLUSTER);
+    let eds2 = c.recv().await;
+    assert_eq!(eds2.type_url, ENDPOINT);
+    assert_eq!(eds2.resources, eds.resources, "the same endpoints");
     c.ack(&cds, &[]).await;
+    c.ack(&eds2, &["service.up1"]).await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // The node asks again, as it last had them: answered.
     c.send(
         ENDPOINT,
         &["service.up1"],
-        &eds.version_info,
-        &eds.nonce,
+        &eds2.version_info,
+        &eds2.nonce,
         None,
     )
     .await;
     let again = c.recv().await;
     assert_eq!(again.type_url, ENDPOINT);
-    assert_ne!(again.nonce, eds.nonce);
+    assert_ne!(again.nonce, eds2.nonce);
     assert_eq!(again.resources, eds.resources, "the same endpoints");
     c.ack(&again, &["service.up1"]).await;
     c.nothing_for(Duration::from_millis(400)).await;

@@ -264,6 +264,17 @@ impl Stream {
         }
         let hold_cluster_removals =
             t == xds::CLUSTER && !(self.is_current(xds::LISTENER) && self.is_current(xds::ROUTE));
+        // Endpoints of changed clusters go again, changed or not (held.rs).
+        if t == xds::ENDPOINT && self.held.endpoints_due() {
+            let due = self.held.take_due();
+            if let Some(st) = self.types.get_mut(t) {
+                let subscribed: Vec<Arc<str>> = due
+                    .into_iter()
+                    .filter(|n| st.wildcard || st.names.contains(&**n))
+                    .collect();
+                st.answer.extend(subscribed);
+            }
+        }
         let Some(st) = self.types.get(t) else {
             return Ok(());
         };
@@ -379,6 +390,15 @@ impl Stream {
         }
         if t == xds::CLUSTER {
             self.held.clusters_sent(&snap, st.known.keys());
+            self.held.clusters_changed(
+                previous
+                    .iter()
+                    .filter(|(n, prev)| {
+                        prev.as_ref()
+                            .is_some_and(|p| st.known.get(n).is_some_and(|v| v != p))
+                    })
+                    .map(|(n, _)| n.clone()),
+            );
         }
         st.responded = true;
         st.pending.push_back(Pending {

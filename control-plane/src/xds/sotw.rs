@@ -257,10 +257,15 @@ impl Stream {
             }
         }
         let key = content_key(desired.iter());
+        // Endpoints of changed clusters go again, changed or not (held.rs).
+        let due = t == xds::ENDPOINT && self.held.endpoints_due();
+        if due {
+            self.held.take_due();
+        }
         let Some(st) = self.types.get(t) else {
             return Ok(());
         };
-        if st.sent.as_ref().is_some_and(|s| s.key == key) && !subscription_changed {
+        if st.sent.as_ref().is_some_and(|s| s.key == key) && !subscription_changed && !due {
             return Ok(());
         }
         if st.nacked == Some(key) {
@@ -290,6 +295,19 @@ impl Stream {
         if t == xds::CLUSTER {
             self.held
                 .clusters_sent(&snap, desired.iter().map(|r| &r.name));
+            if let Some(had) = self.types.get(t).and_then(|s| s.sent.as_ref()) {
+                let had: HashMap<&str, &Arc<str>> = had
+                    .resources
+                    .iter()
+                    .map(|r| (&*r.name, &r.version))
+                    .collect();
+                let changed: Vec<Arc<str>> = desired
+                    .iter()
+                    .filter(|r| had.get(&*r.name).is_some_and(|v| **v != r.version))
+                    .map(|r| r.name.clone())
+                    .collect();
+                self.held.clusters_changed(changed);
+            }
         }
         if let Some(st) = self.types.get_mut(t) {
             st.sent = Some(Sent {
