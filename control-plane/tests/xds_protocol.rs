@@ -710,6 +710,11 @@ async fn delta_named_subscribe_unsubscribe_and_nack() {
         ["service.up1"],
         "only what is subscribed and exists"
     );
+    assert_eq!(
+        r.removed_resources,
+        ["service.missing"],
+        "a subscribed name that does not exist is named as removed"
+    );
     c.ack(&r).await;
     c.send(DeltaDiscoveryRequest {
         type_url: ENDPOINT.into(),
@@ -884,4 +889,177 @@ async fn csds_reports_what_each_node_was_sent() {
     assert_eq!(cds.version_info, r.version_info);
     assert_eq!(cds.config_status, 1, "SYNCED");
     assert!(cds.xds_config.is_some());
+}
+
+/// Upstreams with one target each and a service on each (EDS clusters).
+async fn eds_services(app: &TestApp, names: &[&str]) {
+    for n in names {
+        let (s, _) = app
+            .post("/upstreams", json!({"name": format!("{n}.internal")}))
+            .await;
+        assert_eq!(s, 201);
+        let (s, _) = app
+            .post(
+                &format!("/upstreams/{n}.internal/targets"),
+                json!({"target": "10.0.0.1:80"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, _) = app
+            .post(
+                "/services",
+                json!({"name": n, "host": format!("{n}.internal")}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+}
+
+/// Delta: every subscription is answered. A re-subscription to a name the
+/// node has (Envoy's changed cluster re-subscribing its endpoints) gets the
+/// resource again though it has not changed; a name that does not exist is
+/// named in `removed_resources`, at once and again when re-subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_every_subscription_is_answered() {
+    let app = app().await;
+    eds_services(&app, &["up1", "up2"]).await;
+    settle(&app).await;
+    let mut c = Delta::connect(&app, "d-answer").await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await;
+    assert_eq!(names(&r), ["service.up1", "service.up2"]);
+    c.ack(&r).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: vec!["service.up1".into(), "service.up2".into()],
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await;
+    assert_eq!(names(&r), ["service.up1", "service.up2"]);
+    assert!(r.removed_resources.is_empty());
+    let version = r.resources[0].version.clone();
+    c.ack(&r).await;
+    wait_fleet(&app, "d-answer", |v| v["state"] == "SYNCED").await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // Re-subscribed, unchanged: sent again, only it.
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: vec!["service.up1".into()],
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await;
+    assert_eq!(names(&r), ["service.up1"]);
+    assert_eq!(r.resources[0].version, version, "the same resource");
+    assert!(r.removed_resources.is_empty());
+    c.ack(&r).await;
+    wait_fleet(&app, "d-answer", |v| v["state"] == "SYNCED").await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // A changed cluster: its endpoints follow it, unchanged, unasked (Envoy
+    // warms the cluster until they come and does not ask for them).
+    let (s, _) = app
+        .json("PATCH", "/services/up2", json!({"connect_timeout": 1234}))
+        .await;
+    assert_eq!(s, 200);
+    let r = c.recv().await;
+    assert_eq!(r.type_url, CLUSTER);
+    assert_eq!(names(&r), ["service.up2"]);
+    let e = c.recv().await;
+    assert_eq!(e.type_url, ENDPOINT);
+    assert_eq!(names(&e), ["service.up2"]);
+    assert!(e.removed_resources.is_empty());
+    c.ack(&r).await;
+    c.ack(&e).await;
+    wait_fleet(&app, "d-answer", |v| v["state"] == "SYNCED").await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // A name that does not exist: its absence, each time it is asked for.
+    for _ in 0..2 {
+        c.send(DeltaDiscoveryRequest {
+            type_url: ENDPOINT.into(),
+            resource_names_subscribe: vec!["service.nope".into()],
+            ..Default::default()
+        })
+        .await;
+        let r = c.recv().await;
+        assert!(r.resources.is_empty(), "{:?}", names(&r));
+        assert_eq!(r.removed_resources, ["service.nope"]);
+        c.ack(&r).await;
+        c.nothing_for(Duration::from_millis(300)).await;
+    }
+    wait_fleet(&app, "d-answer", |v| v["state"] == "SYNCED").await;
+
+    // A reconnect that says it has a current resource is not sent it.
+    drop(c);
+    let mut c = Delta::connect(&app, "d-answer2").await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: vec!["service.up1".into()],
+        initial_resource_versions: [("service.up1".to_string(), version)].into_iter().collect(),
+        ..Default::default()
+    })
+    .await;
+    c.nothing_for(Duration::from_millis(400)).await;
+    wait_fleet(&app, "d-answer2", |v| v["state"] == "SYNCED").await;
+}
+
+/// SotW: a request that carries the nonce of a response already ACKed asks
+/// again (Envoy's changed cluster re-subscribing its endpoints, names and
+/// version unchanged) and is answered with what the node should have; the
+/// ACK of that answer is not answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_a_request_asking_again_is_answered() {
+    let app = app().await;
+    eds_services(&app, &["up1"]).await;
+    settle(&app).await;
+    let mut c = Sotw::connect(&app, "n-reask").await;
+    c.send(CLUSTER, &[], "", "", None).await;
+    let cds = c.recv().await;
+    c.ack(&cds, &[]).await;
+    c.send(ENDPOINT, &["service.up1"], "", "", None).await;
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(eds.resources.len(), 1);
+    c.ack(&eds, &["service.up1"]).await;
+    wait_fleet(&app, "n-reask", |v| v["state"] == "SYNCED").await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // The cluster changes; its endpoints do not. They follow the cluster
+    // anyway: Envoy warms the changed cluster until they come.
+    let (s, _) = app
+        .json("PATCH", "/services/up1", json!({"connect_timeout": 1234}))
+        .await;
+    assert_eq!(s, 200);
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, CLUSTER);
+    let eds2 = c.recv().await;
+    assert_eq!(eds2.type_url, ENDPOINT);
+    assert_eq!(eds2.resources, eds.resources, "the same endpoints");
+    c.ack(&cds, &[]).await;
+    c.ack(&eds2, &["service.up1"]).await;
+    c.nothing_for(Duration::from_millis(300)).await;
+
+    // The node asks again, as it last had them: answered.
+    c.send(
+        ENDPOINT,
+        &["service.up1"],
+        &eds2.version_info,
+        &eds2.nonce,
+        None,
+    )
+    .await;
+    let again = c.recv().await;
+    assert_eq!(again.type_url, ENDPOINT);
+    assert_ne!(again.nonce, eds2.nonce);
+    assert_eq!(again.resources, eds.resources, "the same endpoints");
+    c.ack(&again, &["service.up1"]).await;
+    c.nothing_for(Duration::from_millis(400)).await;
+    wait_fleet(&app, "n-reask", |v| v["state"] == "SYNCED").await;
 }

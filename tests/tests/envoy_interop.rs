@@ -2033,3 +2033,88 @@ async fn envoy_with_another_nodes_certificate_is_refused() {
         "in /fleet"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A changed EDS cluster does not stall what follows. Envoy warms the new
+// cluster and re-requests its endpoints, which have not changed; unless
+// gantry-cp answers, Envoy warms it until its 15 s initial-fetch timeout
+// and holds its CDS ACK, and gantry-cp holds every later route behind it.
+// ---------------------------------------------------------------------------
+
+sotw_and_delta!(a_changed_eds_cluster_does_not_stall_later_routes);
+
+async fn a_changed_eds_cluster_does_not_stall_later_routes(delta: bool) {
+    let cp = Cp::start().await;
+    let up = Upstream::start("w").await;
+    let envoy = Envoy::start(&cp, &format!("envoy-eds-change-{}", proto(delta)), delta).await;
+    cp.post("/upstreams", json!({"name": "pool"}))
+        .await
+        .expect(201);
+    cp.post("/upstreams/pool/targets", json!({"target": up.addr()}))
+        .await
+        .expect(201);
+    cp.post("/services", json!({"name": "pooled", "host": "pool"}))
+        .await
+        .expect(201);
+    let rev = cp
+        .post(
+            "/services/pooled/routes",
+            json!({"name": "first", "paths": ["/first"]}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&envoy.node_id, rev, CONVERGE).await;
+    until(&envoy, "the EDS-backed route", "/first", None, |s, _| {
+        s == 200
+    })
+    .await;
+
+    // The cluster changes; its endpoints do not.
+    cp.patch("/services/pooled", json!({"connect_timeout": 1234}))
+        .await
+        .expect(200);
+    let t0 = Instant::now();
+    cp.post(
+        "/services/pooled/routes",
+        json!({"name": "second", "paths": ["/second"]}),
+    )
+    .await
+    .expect(201);
+    // Waited for past the 15 s timeout, so the time it took is reported
+    // even when it is too long.
+    eventually(
+        "the route that follows",
+        Duration::from_secs(20),
+        POLL,
+        || async {
+            match envoy.get("/second").await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("GET /second → {other:?}")),
+            }
+        },
+    )
+    .await;
+    let took = t0.elapsed();
+    eprintln!(
+        "[{}] cluster change, then a new route: live through Envoy after {took:?}",
+        proto(delta)
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the route after a cluster change took {took:?} (Envoy's initial-fetch timeout is 15 s)"
+    );
+    let clusters = envoy.config_dump_of("ClustersConfigDump").await;
+    let warming = clusters["dynamic_warming_clusters"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(warming, 0, "no cluster left warming: {clusters}");
+    let timeout = clusters["dynamic_active_clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["cluster"]["name"] == "service.pooled")
+        .map(|c| c["cluster"]["connect_timeout"].clone());
+    assert_eq!(timeout, Some(json!("1.234s")), "{clusters}");
+    assert_eq!(envoy.get("/first").await.unwrap().0, 200);
+    assert_clean(&cp, &envoy).await;
+}

@@ -433,3 +433,229 @@ async fn envoy_applies_header_transforms_like_gantry_proxy() {
     }
     assert_eq!(seen[0], seen[1], "append: Envoy and gantry-proxy agree");
 }
+
+const TLS_CERT: &str = include_str!("../fixtures/tls/secure.example.com.rsa.crt");
+const TLS_KEY: &str = include_str!("../fixtures/tls/secure.example.com.rsa.key");
+
+/// The `@type`s of Envoy's own filters that hold a credential because
+/// enforcing it needs it (api_key_auth's keys, jwt_authn's HMAC secrets).
+const ENVOY_CREDENTIAL_HOLDERS: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+    "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute",
+    "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+];
+
+// What Envoy 1.40 shows (printed by the test below): api_key_auth's keys
+// and client names as "[redacted]", SDS private keys redacted, but
+// jwt_authn's `local_jwks` in full, so an HS256 credential's secret is in
+// Envoy's /config_dump as a JWK (base64url). Envoy's admin endpoint must be
+// kept as private as the secrets (docs/security.md).
+
+/// `v` without the objects whose `@type` is one of `types`.
+fn without_types(v: &Value, types: &[&str]) -> Value {
+    match v {
+        Value::Object(m) => {
+            if m.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| types.contains(&t))
+            {
+                return json!("[credential holder]");
+            }
+            Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), without_types(v, types)))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| without_types(v, types)).collect()),
+        _ => v.clone(),
+    }
+}
+
+/// Envoy's own `GET /config_dump` renders everything gantry-cp serves an
+/// Envoy node, routes with plugins included (their per-route config is a
+/// TypedStruct, a type Envoy knows), and shows no secret of the config but
+/// where Envoy's own filters hold the credentials they check. gantry-proxy,
+/// fed the same route configurations, enforces the same plugins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_own_config_dump_renders_routes_with_plugins() {
+    let b = Bench::start("dump", &["ka", "rl", "rt", "jw"]).await;
+    let cp = &b.cp;
+    let api_key = "alice-api-key-0f3c9a77";
+    let jwt_secret = "alice-jwt-hmac-secret-5be1d0c4e2a9";
+    let redis_password = "redis-password-7d2e61";
+    cp.post(
+        "/certificates",
+        json!({"cert": TLS_CERT, "key": TLS_KEY, "snis": ["secure.example.com"]}),
+    )
+    .await
+    .expect(201);
+    cp.post("/consumers", json!({"username": "alice"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/alice/key-auth", json!({"key": api_key}))
+        .await
+        .expect(201);
+    cp.post(
+        "/consumers/alice/jwt",
+        json!({"key": "alice-iss", "algorithm": "HS256", "secret": jwt_secret}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/ka/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/routes/rl/plugins",
+        json!({"name": "rate-limiting",
+               "config": {"minute": 100, "policy": "local", "redis": {"password": redis_password}}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/routes/rt/plugins",
+        json!({"name": "request-transformer", "config": {"add": {"headers": ["x-added:yes"]}}}),
+    )
+    .await
+    .expect(201);
+    let rev = cp
+        .post(
+            "/routes/jw/plugins",
+            json!({"name": "jwt", "config": {"claims_to_verify": ["exp"]}}),
+        )
+        .await
+        .committed();
+    b.synced(rev).await;
+
+    // Both flavours enforce key-auth from the same route configuration.
+    for (who, url) in b.targets() {
+        let (s, _) = send(client().get(format!("{url}/ka"))).await;
+        assert_eq!(s, 401, "{who}: no key");
+        let (s, _) = send(client().get(format!("{url}/ka")).header("apikey", api_key)).await;
+        assert_eq!(s, 200, "{who}: alice's key");
+    }
+
+    let r = b
+        .envoy
+        .client
+        .get(format!("{}/config_dump", b.envoy.admin))
+        .send()
+        .await
+        .expect("config_dump");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(status, 200, "Envoy's /config_dump: {text}");
+    // Envoy answers 200 either way; what it cannot render is a text error.
+    let dump: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "Envoy's /config_dump is not JSON ({e}): {}",
+            text.chars().take(400).collect::<String>()
+        )
+    });
+    let routes = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.RoutesConfigDump")
+        .expect("routes in the dump");
+    let http = routes["dynamic_route_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|rc| rc["route_config"]["name"] == "http")
+        .expect("the http route configuration");
+    let route = |name: &str| {
+        http["route_config"]["virtual_hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|vh| vh["routes"].as_array().into_iter().flatten())
+            .find(|r| {
+                r["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{name}#")))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("route {name} in the dump: {http}"))
+    };
+    for name in ["ka", "rl", "rt", "jw"] {
+        let per = &route(name)["typed_per_filter_config"]["gantry.filters.http.plugins"];
+        assert_eq!(per["is_optional"], true, "{name}: {per}");
+        assert_eq!(
+            per["config"]["@type"], "type.googleapis.com/xds.type.v3.TypedStruct",
+            "{name}: {per}"
+        );
+        assert_eq!(
+            per["config"]["type_url"],
+            "type.googleapis.com/gantry.filters.http.plugins.v1.PerRoute"
+        );
+        assert!(
+            per["config"]["value"]["routeId"].is_string(),
+            "{name}: {per}"
+        );
+    }
+    assert_eq!(
+        route("ka")["typed_per_filter_config"]["gantry.filters.http.plugins"]["config"]["value"]["names"],
+        json!(["key-auth"])
+    );
+
+    // What Envoy shows of each secret, for the record.
+    let key_body: String = TLS_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .take(2)
+        .collect();
+    // jwt_authn holds an HMAC secret as a JWK: base64url.
+    let jwt_jwk = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jwt_secret)
+    };
+    for (what, secret) in [
+        ("api key", api_key),
+        ("jwt secret", jwt_secret),
+        ("jwt secret as a JWK", jwt_jwk.as_str()),
+        ("redis password", redis_password),
+        ("TLS private key", key_body.as_str()),
+    ] {
+        eprintln!(
+            "Envoy's /config_dump shows the {what}: {}",
+            text.contains(secret)
+        );
+    }
+    fn holders<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("@type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| ENVOY_CREDENTIAL_HOLDERS.contains(&t))
+                {
+                    out.push(v);
+                }
+                m.values().for_each(|v| holders(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| holders(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    holders(&dump, &mut found);
+    for h in found {
+        eprintln!("Envoy's own credential holder in /config_dump: {h}");
+    }
+    assert!(!text.contains(&key_body), "Envoy redacts private keys");
+    assert!(
+        !text.contains(api_key),
+        "Envoy redacts api_key_auth's credentials"
+    );
+    assert!(
+        !text.contains(redis_password),
+        "plugin secrets never reach Envoy"
+    );
+    let outside = without_types(&dump, ENVOY_CREDENTIAL_HOLDERS).to_string();
+    for secret in [api_key, jwt_secret, jwt_jwk.as_str()] {
+        assert!(
+            !outside.contains(secret),
+            "a credential outside Envoy's own filters that check it"
+        );
+    }
+}

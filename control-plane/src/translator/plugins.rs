@@ -248,10 +248,9 @@ pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
             names,
         };
         let wrapped = FilterConfig {
-            config: Some(Any {
-                type_url: pb::PER_ROUTE_TYPE.into(),
-                value: per.encode_to_vec(),
-            }),
+            // As a TypedStruct: route configurations go to Envoy nodes too,
+            // and Envoy's /config_dump fails on a type it does not know.
+            config: Some(per.to_typed_struct()),
             // Envoy skips it: the filter it configures is optional.
             is_optional: true,
             disabled: false,
@@ -299,8 +298,12 @@ mod tests {
         let fc = FilterConfig::decode(any.value.as_slice()).unwrap();
         assert!(fc.is_optional);
         let inner = fc.config.unwrap();
-        assert_eq!(inner.type_url, pb::PER_ROUTE_TYPE);
-        Some(pb::PerRoute::decode(inner.value.as_slice()).unwrap())
+        assert_eq!(
+            inner.type_url,
+            gantry_shared::proto::typed_struct::TYPE,
+            "a type Envoy knows"
+        );
+        Some(pb::PerRoute::from_any(&inner).unwrap())
     }
 
     #[test]

@@ -46,6 +46,13 @@ struct TypeState {
     /// answers each, in order.
     pending: VecDeque<Pending>,
     responded: bool,
+    /// Names the node subscribed to that the next response answers
+    /// whatever it knows: with the resource (a re-subscription to a name
+    /// it has; Envoy sends one when a changed cluster re-subscribes its
+    /// endpoints, and warms the cluster until answered), or in
+    /// `removed_resources` when there is no such resource, so the node
+    /// need not wait for its initial-fetch timeout to learn that.
+    answer: BTreeSet<Arc<str>>,
 }
 
 pub struct Stream {
@@ -111,15 +118,21 @@ impl Stream {
         for n in &r.resource_names_subscribe {
             if n == "*" {
                 st.wildcard = true;
-            } else {
-                st.names.insert(n.clone());
+                continue;
             }
+            // Said to be had in this request (a reconnect): nothing to answer
+            // if it is current.
+            if !r.initial_resource_versions.contains_key(n) {
+                st.answer.insert(Arc::from(n.as_str()));
+            }
+            st.names.insert(n.clone());
         }
         for n in &r.resource_names_unsubscribe {
             if n == "*" {
                 st.wildcard = false;
             } else {
                 st.names.remove(n);
+                st.answer.remove(n.as_str());
                 st.known.remove(n.as_str());
                 st.acked.remove(n.as_str());
             }
@@ -251,6 +264,17 @@ impl Stream {
         }
         let hold_cluster_removals =
             t == xds::CLUSTER && !(self.is_current(xds::LISTENER) && self.is_current(xds::ROUTE));
+        // Endpoints of changed clusters go again, changed or not (held.rs).
+        if t == xds::ENDPOINT && self.held.endpoints_due() {
+            let due = self.held.take_due();
+            if let Some(st) = self.types.get_mut(t) {
+                let subscribed: Vec<Arc<str>> = due
+                    .into_iter()
+                    .filter(|n| st.wildcard || st.names.contains(&**n))
+                    .collect();
+                st.answer.extend(subscribed);
+            }
+        }
         let Some(st) = self.types.get(t) else {
             return Ok(());
         };
@@ -285,21 +309,42 @@ impl Stream {
                     .cloned(),
             );
         }
-        let removed: Vec<Arc<str>> = if hold_cluster_removals {
+        let mut removed: Vec<Arc<str>> = if hold_cluster_removals {
             Vec::new()
         } else {
-            let mut v: Vec<Arc<str>> = st
-                .known
+            st.known
                 .keys()
                 .filter(|n| (st.wildcard || st.names.contains(&***n)) && !all.contains_key(&***n))
                 .filter(|n| node_clusters.is_none_or(|c| !c.contains_key(*n)))
                 .cloned()
-                .collect();
-            v.sort();
-            v
+                .collect()
         };
+        // Subscriptions answered whatever the node has: the resource, or
+        // its absence.
+        for n in &st.answer {
+            if updates.iter().any(|r| r.name == *n) || removed.contains(n) {
+                continue;
+            }
+            let held = || {
+                node_clusters
+                    .filter(|c| c.contains_key(n))
+                    .and_then(|_| self.held.get(n))
+            };
+            match all.get(&**n).or_else(held) {
+                Some(r) if st.nacked.get(&r.name) != Some(&r.version) => updates.push(r.clone()),
+                // Refused at this version: not offered again.
+                Some(_) => {}
+                // A cluster kept for make-before-break is not denied.
+                None if hold_cluster_removals && st.known.contains_key(n) => {}
+                None => removed.push(n.clone()),
+            }
+        }
+        removed.sort();
         let first_wildcard_answer = st.wildcard && !st.responded;
         if updates.is_empty() && removed.is_empty() && !first_wildcard_answer {
+            if let Some(st) = self.types.get_mut(t) {
+                st.answer.clear();
+            }
             return Ok(());
         }
         let nonce = self.session.next_nonce();
@@ -330,6 +375,7 @@ impl Stream {
         let Some(st) = self.types.get_mut(t) else {
             return Ok(());
         };
+        st.answer.clear();
         let mut previous = Vec::new();
         let mut sent = Vec::new();
         for r in &updates {
@@ -344,6 +390,15 @@ impl Stream {
         }
         if t == xds::CLUSTER {
             self.held.clusters_sent(&snap, st.known.keys());
+            self.held.clusters_changed(
+                previous
+                    .iter()
+                    .filter(|(n, prev)| {
+                        prev.as_ref()
+                            .is_some_and(|p| st.known.get(n).is_some_and(|v| v != p))
+                    })
+                    .map(|(n, _)| n.clone()),
+            );
         }
         st.responded = true;
         st.pending.push_back(Pending {

@@ -11,7 +11,7 @@
 
 use super::cache::{Resource, Snapshot, TypeMap};
 use gantry_shared::xds;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -23,6 +23,13 @@ pub struct HeldEndpoints {
     /// (kept across several snapshots), carried from the one that had them.
     /// Empty but for the moments a cluster is on its way out.
     kept: HashMap<Arc<str>, Arc<Resource>>,
+    /// Clusters the node had that a CDS response changed: their endpoints
+    /// are due again, changed or not. Envoy warms a changed EDS cluster
+    /// (holding its CDS ACK, and with it every later route) until it gets
+    /// a response with the cluster's endpoints, or until its initial fetch
+    /// times out (15 s); over delta it does not ask for them again, and
+    /// over SotW it asks with what it had. Both protocols take these.
+    due: BTreeSet<Arc<str>>,
 }
 
 impl HeldEndpoints {
@@ -40,6 +47,21 @@ impl HeldEndpoints {
             .collect();
         self.kept = kept;
         self.from = snap.shared(xds::ENDPOINT);
+    }
+
+    /// Records that a CDS response changed these clusters the node had.
+    pub fn clusters_changed(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
+        self.due.extend(names);
+    }
+
+    /// Whether some changed cluster's endpoints are still to be sent.
+    pub fn endpoints_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+
+    /// The clusters whose endpoints are due, now being sent.
+    pub fn take_due(&mut self) -> BTreeSet<Arc<str>> {
+        std::mem::take(&mut self.due)
     }
 
     /// The endpoints cluster `name` was sent with, for when the current

@@ -35,6 +35,9 @@ struct TypeState {
     /// name → version of what the node last ACKed.
     acked: HashMap<Arc<str>, Arc<str>>,
     nacked: Option<u64>,
+    /// The nonce of the last response the node has ACKed or NACKed: a
+    /// later request carrying it again asks anew (see `on_request`).
+    answered: Option<String>,
 }
 
 pub struct Stream {
@@ -85,9 +88,22 @@ impl Stream {
             return Ok(());
         };
         let st = self.types.entry(t).or_default();
+        let mut reasked = false;
         if !r.response_nonce.is_empty() {
             match &st.sent {
+                // The latest response, answered already: the node asks
+                // again for what it has. Envoy does so when a changed
+                // cluster re-subscribes its endpoints, and warms that
+                // cluster (holding its CDS ACK) until it gets a response,
+                // changed or not, or its initial fetch times out (15 s).
+                Some(sent)
+                    if sent.nonce == r.response_nonce
+                        && st.answered.as_deref() == Some(&*r.response_nonce) =>
+                {
+                    reasked = true;
+                }
                 Some(sent) if sent.nonce == r.response_nonce => {
+                    st.answered = Some(sent.nonce.clone());
                     if let Some(err) = &r.error_detail {
                         st.nacked = Some(sent.key);
                         let version = sent.version.clone();
@@ -118,7 +134,7 @@ impl Stream {
         if let Some(st) = self.types.get_mut(t) {
             st.names = names;
         }
-        self.maybe_send(t, changed).await?;
+        self.maybe_send(t, changed || reasked).await?;
         // An ACK can unblock what waits on it: listeners and routes wait
         // for warm clusters, cluster removals wait for new routes.
         self.push_all().await
@@ -241,10 +257,15 @@ impl Stream {
             }
         }
         let key = content_key(desired.iter());
+        // Endpoints of changed clusters go again, changed or not (held.rs).
+        let due = t == xds::ENDPOINT && self.held.endpoints_due();
+        if due {
+            self.held.take_due();
+        }
         let Some(st) = self.types.get(t) else {
             return Ok(());
         };
-        if st.sent.as_ref().is_some_and(|s| s.key == key) && !subscription_changed {
+        if st.sent.as_ref().is_some_and(|s| s.key == key) && !subscription_changed && !due {
             return Ok(());
         }
         if st.nacked == Some(key) {
@@ -274,6 +295,19 @@ impl Stream {
         if t == xds::CLUSTER {
             self.held
                 .clusters_sent(&snap, desired.iter().map(|r| &r.name));
+            if let Some(had) = self.types.get(t).and_then(|s| s.sent.as_ref()) {
+                let had: HashMap<&str, &Arc<str>> = had
+                    .resources
+                    .iter()
+                    .map(|r| (&*r.name, &r.version))
+                    .collect();
+                let changed: Vec<Arc<str>> = desired
+                    .iter()
+                    .filter(|r| had.get(&*r.name).is_some_and(|v| **v != r.version))
+                    .map(|r| r.name.clone())
+                    .collect();
+                self.held.clusters_changed(changed);
+            }
         }
         if let Some(st) = self.types.get_mut(t) {
             st.sent = Some(Sent {

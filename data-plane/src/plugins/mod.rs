@@ -189,14 +189,9 @@ impl RoutePlugins {
         } else {
             any.clone()
         };
-        if inner.type_url != pb::PER_ROUTE_TYPE {
-            return Err(format!(
-                "{FILTER_NAME}: per-route config of type {:?} is not supported",
-                inner.type_url
-            ));
-        }
-        let p = pb::PerRoute::decode(inner.value.as_slice())
-            .map_err(|e| format!("{FILTER_NAME}: {e}"))?;
+        // A TypedStruct (what gantry-cp sends, so Envoy can render it) or
+        // the bare message (what it sent before; accepted for a release).
+        let p = pb::PerRoute::from_any(&inner).map_err(|e| format!("{FILTER_NAME}: {e}"))?;
         // Refused here as well as in the listener: a route must not take
         // effect naming a plugin this proxy will never run.
         if let Some(n) = p.names.iter().find(|n| !SUPPORTED.contains(&n.as_str())) {
@@ -512,5 +507,57 @@ mod tests {
             value: per.encode_to_vec(),
         };
         assert!(RoutePlugins::compile(&any).is_err());
+        assert!(RoutePlugins::compile(&per.to_typed_struct()).is_err());
+    }
+
+    #[test]
+    fn per_route_config_as_a_typed_struct_or_bare() {
+        use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+        let per = pb::PerRoute {
+            route_id: "r".into(),
+            service_id: "s".into(),
+            plugins: vec!["p1".into()],
+            consumer_plugins: [(
+                "c".to_string(),
+                pb::PluginIds {
+                    ids: vec!["p2".into()],
+                },
+            )]
+            .into_iter()
+            .collect(),
+            names: vec!["key-auth".into()],
+        };
+        let bare = envoy_types::pb::google::protobuf::Any {
+            type_url: pb::PER_ROUTE_TYPE.into(),
+            value: per.encode_to_vec(),
+        };
+        for inner in [per.to_typed_struct(), bare] {
+            let wrapped = envoy_types::pb::google::protobuf::Any {
+                type_url: "type.googleapis.com/envoy.config.route.v3.FilterConfig".into(),
+                value: FilterConfig {
+                    config: Some(inner.clone()),
+                    is_optional: true,
+                    disabled: false,
+                }
+                .encode_to_vec(),
+            };
+            for any in [&inner, &wrapped] {
+                let r = RoutePlugins::compile(any).expect("accepted");
+                assert_eq!((r.route_id.as_str(), r.service_id.as_str()), ("r", "s"));
+                assert_eq!(r.plugins, ["p1"]);
+                assert_eq!(r.consumers["c"], ["p2"]);
+            }
+        }
+        // A TypedStruct of another type is refused, naming it.
+        let other = envoy_types::pb::google::protobuf::Any {
+            type_url: gantry_shared::proto::typed_struct::TYPE.into(),
+            value: gantry_shared::proto::typed_struct::TypedStruct {
+                type_url: "type.googleapis.com/some.Other".into(),
+                value: None,
+            }
+            .encode_to_vec(),
+        };
+        let e = RoutePlugins::compile(&other).unwrap_err();
+        assert!(e.contains("some.Other"), "{e}");
     }
 }
