@@ -3,7 +3,9 @@
 //! in place (no restart), and never lets a token out: not in its debug
 //! log, not in its database file, not in any read.
 
-use gantry_e2e::{Backend, Cp, CpOptions, TempDir, cp_binary, http_client, reserve_port, tail};
+use gantry_e2e::{
+    Backend, Cp, CpOptions, Port, TempDir, cp_binary, http_client, reserve_port, tail,
+};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -46,22 +48,26 @@ fn run_briefly(args: &[String], env: &[(&str, &str)]) -> Option<(bool, String)> 
     None
 }
 
-fn public_args(db: &Path) -> Vec<String> {
+/// Arguments for a gantry-cp with its admin API on every address, and the
+/// ports it uses: held until the test ends, because the process binds them
+/// only after start-up (released earlier, another test could take them).
+fn public_args(db: &Path) -> (Vec<String>, [Port; 2]) {
     let (admin, xds) = (reserve_port(), reserve_port());
-    vec![
+    let args = vec![
         "--database-url".into(),
         format!("sqlite://{}", db.display()),
         "--admin-listen".into(),
         format!("0.0.0.0:{}", admin.port),
         "--xds-listen".into(),
         format!("127.0.0.1:{}", xds.port),
-    ]
+    ];
+    (args, [admin, xds])
 }
 
 #[test]
 fn a_public_admin_listener_needs_a_token_or_admin_insecure() {
     let dir = TempDir::new("gantry-e2e-public");
-    let args = public_args(&dir.path().join("a.db"));
+    let (args, _a) = public_args(&dir.path().join("a.db"));
     let (ok, log) = run_briefly(&args, &[]).expect("gantry-cp should refuse to start");
     assert!(!ok);
     assert!(
@@ -72,13 +78,15 @@ fn a_public_admin_listener_needs_a_token_or_admin_insecure() {
     );
     // With a token, or explicitly insecure, it serves.
     let token = [("GANTRY_ADMIN_TOKEN", "a-long-enough-bootstrap-token")];
-    assert!(run_briefly(&public_args(&dir.path().join("b.db")), &token).is_none());
-    let mut insecure = public_args(&dir.path().join("c.db"));
+    let (args, _b) = public_args(&dir.path().join("b.db"));
+    assert!(run_briefly(&args, &token).is_none());
+    let (mut insecure, _c) = public_args(&dir.path().join("c.db"));
     insecure.push("--admin-insecure".into());
     assert!(run_briefly(&insecure, &[]).is_none());
     // A short token is refused outright.
     let short = [("GANTRY_ADMIN_TOKEN", "short")];
-    let (ok, log) = run_briefly(&public_args(&dir.path().join("d.db")), &short).expect("exits");
+    let (args, _d) = public_args(&dir.path().join("d.db"));
+    let (ok, log) = run_briefly(&args, &short).expect("exits");
     assert!(!ok && log.contains("at least 16 characters"), "{log}");
 }
 
