@@ -279,7 +279,13 @@ pub(super) fn op_of(path: &str, method: &str) -> Option<Value> {
         ("/rbac/roles/{role}/endpoints/{workspace}/{endpoint}", _) => {
             let params = vec![
                 r(),
-                key("workspace", "`default` or `*`"),
+                // Only two values are meaningful; an enum also keeps
+                // generators from drowning in strings that are filtered.
+                path_param(
+                    "workspace",
+                    json!({ "type": "string", "enum": ["default", "*"] }),
+                    "`default` or `*`",
+                ),
                 key("endpoint", "The endpoint, `/` encoded as `%2F`"),
             ];
             let perm = permission(&["workspace", "endpoint"]);
