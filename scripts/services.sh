@@ -153,10 +153,14 @@ _gs_redis_cluster_up() {
     || { _gs_die "the Redis Cluster on 127.0.0.1:7101-7103 did not come up"; return 1; }
 }
 
-# Tools the tests call: the openssl CLI makes their throwaway PKI and keys.
+# Tools the tests call: the openssl CLI makes their throwaway PKI and keys;
+# curl is their TLS client (and scripts/gantry.sh's readiness probe).
 _gs_tools_up() {
-  command -v openssl >/dev/null 2>&1 && return 0
-  _gs_apt_install openssl || { _gs_die "could not install openssl"; return 1; }
+  local missing=()
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  _gs_apt_install "${missing[@]}" || { _gs_die "could not install ${missing[*]}"; return 1; }
 }
 
 gantry_services_up() {
