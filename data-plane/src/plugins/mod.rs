@@ -128,9 +128,11 @@ fn compile_plugin(name: &str, config: &str) -> Result<Kind, String> {
 
 /// Whether gantry-proxy can run plugin `name` with `config` (Kong's
 /// config, every field present): the control plane admits a plugin only
-/// if this compiler, the one the proxy runs, accepts it.
+/// if this compiler, the one the proxy runs, accepts it. Vault references
+/// are checked, not resolved: the node resolves them from its own
+/// environment, which the control plane does not have.
 pub fn check_config(name: &str, config: &serde_json::Value) -> Result<(), String> {
-    compile_kind(name, config).map(drop)
+    gantry_shared::vault::with_deferred(|| compile_kind(name, config)).map(drop)
 }
 
 fn compile_kind(name: &str, v: &serde_json::Value) -> Result<Kind, String> {
