@@ -289,7 +289,12 @@ impl Stream {
         let mut updates: Vec<_> = all
             .values()
             .filter(|r| st.wildcard || st.names.contains(&*r.name))
-            .filter(|r| st.known.get(&r.name) != Some(&r.version))
+            // After a NACK the node holds its old version and has fenced
+            // what the refusal touched: any other version, even the one
+            // it holds, is sent, so the fence can lift.
+            .filter(|r| {
+                st.known.get(&r.name) != Some(&r.version) || st.nacked.contains_key(&r.name)
+            })
             .filter(|r| st.nacked.get(&r.name) != Some(&r.version))
             .cloned()
             .collect();
