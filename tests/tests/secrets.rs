@@ -12,6 +12,9 @@
 //!    is `{vault://env/...}` is stored and shown as the reference; the
 //!    proxy with the variable serves TLS with it, one without refuses the
 //!    config naming the variable.
+//! 4. `an_unresolvable_reference_fences_the_routes_it_would_protect`: the
+//!    order of events for fail-closed (good config, then a policy whose
+//!    secret the node cannot read).
 //! 2. `keyring_rotation_and_a_wrong_keyring`: `gantry-cp keyring rotate`
 //!    moves every secret under a new key; the old key can then leave the
 //!    keyring; a keyring without the database's key refuses to start.
@@ -467,4 +470,82 @@ async fn a_vault_reference_is_resolved_by_the_node() {
     assert!(export.contains(reference));
     assert!(!export.contains(&key_body[..40]));
     drop(without);
+}
+
+/// The order of events fail-closed is about: a node serves a key-auth
+/// route, then a rate-limiting policy arrives whose Redis password is a
+/// vault reference the node cannot resolve (admitted: the control plane
+/// defers references). The node refuses that config, names the variable,
+/// and the plugin routes answer 500 rather than run without the new
+/// policy; a route without plugins serves on. Setting nothing right
+/// afterwards (deleting the policy) brings the key-auth route back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_reference_fences_the_routes_it_would_protect() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("fence").await;
+    cp.post("/services", json!({"name": "s", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/s/routes",
+        json!({"name": "ka", "paths": ["/ka"]}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/s/routes",
+        json!({"name": "open", "paths": ["/open"]}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/ka/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    cp.post("/consumers", json!({"username": "alice"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/alice/key-auth", json!({"key": "fence-key"}))
+        .await
+        .expect(201);
+    let proxy = Proxy::start(&cp, "gantry-fence").await;
+    until_status(&proxy, "/ka", Some("fence-key"), 200).await;
+    until_status(&proxy, "/open", None, 200).await;
+
+    let limit = cp
+        .post(
+            "/routes/ka/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 100, "policy": "redis",
+                   "redis": {"host": "127.0.0.1", "password": "{vault://env/gantry-e2e-unset-redis-pw}"}}}),
+        )
+        .await
+        .expect(201);
+    until_status(&proxy, "/ka", Some("fence-key"), 500).await;
+    until_status(&proxy, "/open", None, 200).await;
+    eventually(
+        "a NACK naming the variable",
+        CONVERGE,
+        Duration::from_millis(100),
+        || {
+            let cp = &cp;
+            async move {
+                let text = cp
+                    .fleet_node("gantry-fence")
+                    .await
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                if text.contains("GANTRY_E2E_UNSET_REDIS_PW") {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            }
+        },
+    )
+    .await;
+
+    cp.delete(&format!("/plugins/{}", limit["id"].as_str().unwrap()))
+        .await
+        .expect(204);
+    until_status(&proxy, "/ka", Some("fence-key"), 200).await;
+    until_status(&proxy, "/ka", None, 401).await;
 }
