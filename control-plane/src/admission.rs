@@ -57,12 +57,20 @@ pub async fn check_all(tx: &mut WriteTx, opts: &ProxyOptions) -> Result<(), Admi
     check_off_runtime(entities, opts).await
 }
 
+/// Up to this many entities, a check takes well under a millisecond and
+/// runs where it is; handing it to a blocking thread would cost the
+/// writer (who holds the write lock) two thread switches.
+const INLINE_CHECK: usize = 32;
+
 /// Translating and compiling a large configuration takes CPU for a while:
 /// on a blocking thread, so the admin API's other requests are served.
 async fn check_off_runtime(
     entities: Vec<Stored>,
     opts: &ProxyOptions,
 ) -> Result<(), AdmissionError> {
+    if entities.len() <= INLINE_CHECK {
+        return check(&entities, opts);
+    }
     let opts = opts.clone();
     tokio::task::spawn_blocking(move || check(&entities, &opts))
         .await

@@ -889,6 +889,47 @@ async fn csds_reports_what_each_node_was_sent() {
     assert_eq!(cds.version_info, r.version_info);
     assert_eq!(cds.config_status, 1, "SYNCED");
     assert!(cds.xds_config.is_some());
+    assert!(cds.error_state.is_none(), "an ACKed type has no error");
+    // Which replica answers: the one in /fleet.
+    let fleet = wait_fleet(&app, "csds-node", |v| v["state"] == "SYNCED").await;
+    let meta = cfg
+        .node
+        .as_ref()
+        .and_then(|n| n.metadata.as_ref())
+        .expect("node metadata");
+    let replica = format!("{:?}", meta.fields["gantry_control_plane"]);
+    let id = fleet["control_plane"]["id"].as_str().expect("replica id");
+    assert!(replica.contains(id), "{replica} names {id}");
+
+    // A NACK shows as ERROR with the node's reason and the refused version.
+    service(&app, "b").await;
+    let r2 = c.recv().await;
+    c.send(
+        CLUSTER,
+        &[],
+        &r.version_info,
+        &r2.nonce,
+        Some("cluster service.b: refused here"),
+    )
+    .await;
+    wait_fleet(&app, "csds-node", |v| v["state"] == "NACKED").await;
+    let resp = client
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .expect("fetch")
+        .into_inner();
+    let cds = resp
+        .config
+        .iter()
+        .find(|c| c.node.as_ref().is_some_and(|n| n.id == "csds-node"))
+        .and_then(|c| c.generic_xds_configs.iter().find(|g| g.type_url == CLUSTER))
+        .expect("cds entry")
+        .clone();
+    assert_eq!(cds.config_status, 4, "ERROR");
+    let err = cds.error_state.expect("error_state on a NACKed type");
+    assert_eq!(err.details, "cluster service.b: refused here");
+    assert_eq!(err.version_info, r2.version_info);
+    assert!(err.last_update_attempt.is_some_and(|t| t.seconds > 0));
 }
 
 /// Upstreams with one target each and a service on each (EDS clusters).

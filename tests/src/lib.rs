@@ -245,6 +245,9 @@ pub struct CpOptions {
     pub rust_log: Option<String>,
     /// Extra environment variables (they win over the harness's own).
     pub env: Vec<(String, String)>,
+    /// Postgres server to use instead of `GANTRY_TEST_DATABASE_URL`'s
+    /// (e.g. a [`postgres::PrivatePostgres`] the test restarts).
+    pub database_url: Option<String>,
 }
 
 /// A `gantry-cp` process on its own database and ports.
@@ -336,7 +339,10 @@ impl Cp {
                 None,
             ),
             Backend::Postgres => {
-                let url = pg_url().expect("GANTRY_TEST_DATABASE_URL is not set");
+                let url = opts
+                    .database_url
+                    .clone()
+                    .unwrap_or_else(|| pg_url().expect("GANTRY_TEST_DATABASE_URL is not set"));
                 (url, Some(format!("gt_{}", uuid::Uuid::new_v4().simple())))
             }
         };
@@ -393,6 +399,41 @@ impl Cp {
             client,
             log,
             pg_schema: schema.map(|s| (url, s)),
+            _ports: ports,
+            _dir: dir,
+        };
+        cp.wait_up().await;
+        cp
+    }
+
+    /// Another replica on the same database (and the same proxy listener
+    /// ports, so it serves the same snapshot), on admin and xDS ports of
+    /// its own. The first control plane owns the database schema.
+    pub async fn replica(&self) -> Cp {
+        let dir = TempDir::new("gantry-e2e-cp");
+        let ports: Vec<Port> = (0..2).map(|_| reserve_port()).collect();
+        let (admin_port, xds_port) = (ports[0].port, ports[1].port);
+        let mut args = self.args.clone();
+        for (flag, port) in [("--admin-listen", admin_port), ("--xds-listen", xds_port)] {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args[i + 1] = format!("127.0.0.1:{port}");
+            }
+        }
+        let log = dir.path().join("gantry-cp.log");
+        let child = spawn_cp(&args, &log, &self.opts);
+        let mut cp = Cp {
+            child,
+            args,
+            opts: self.opts.clone(),
+            base: format!("http://127.0.0.1:{admin_port}"),
+            admin_port,
+            xds_port,
+            proxy_http_port: self.proxy_http_port,
+            proxy_https_port: self.proxy_https_port,
+            backend: self.backend,
+            client: self.client.clone(),
+            log,
+            pg_schema: None,
             _ports: ports,
             _dir: dir,
         };
@@ -1540,6 +1581,8 @@ impl Drop for Upstream {
 // A hand-driven ADS client (for protocol tests: NACKs, resends)
 // ---------------------------------------------------------------------------
 
+pub mod load;
+pub mod postgres;
 pub mod resources;
 pub mod script;
 

@@ -23,13 +23,13 @@
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use gantry_e2e::load::Load;
 use gantry_e2e::{Cp, Envoy, Proxy, ProxyOptions, Upstream, ads, eventually};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1120,77 +1120,6 @@ async fn same_answers_as_envoy() {
 // ===========================================================================
 // 2. Config swaps under load
 // ===========================================================================
-
-/// Clients that keep GETting `url` until stopped, counting 200s and
-/// recording anything else.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    seen: Arc<Mutex<BTreeMap<String, u64>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(client: &reqwest::Client, urls: Vec<String>, pause: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::new(Mutex::new(BTreeMap::new()));
-        let workers = urls
-            .into_iter()
-            .map(|url| {
-                let (stop, ok, failures, seen) =
-                    (stop.clone(), ok.clone(), failures.clone(), seen.clone());
-                let client = client.clone();
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        match gantry_e2e::send_json(client.get(&url)).await {
-                            Ok((200, b)) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                let up = b["upstream"].as_str().unwrap_or("?").to_string();
-                                *seen.lock().unwrap().entry(up).or_default() += 1;
-                            }
-                            Ok((s, b)) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{:?} {s} {b}", Instant::now())),
-                            Err(e) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{:?} error: {e:?}", Instant::now())),
-                        }
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failures,
-            seen,
-            workers,
-        }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Stops the clients; (OK count, failures, answers per upstream).
-    async fn finish(self) -> (u64, Vec<String>, BTreeMap<String, u64>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.workers {
-            w.await.expect("load worker");
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        let seen = self.seen.lock().unwrap().clone();
-        (self.ok.load(Ordering::Relaxed), failures, seen)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_churn_under_load() {

@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The admin API's token configuration.
 #[derive(Clone, Debug, Default)]
@@ -26,12 +27,20 @@ pub struct AdminAuth {
     /// SHA-256 of the bootstrap super-admin token, when one is configured;
     /// the token itself is not kept.
     bootstrap: Option<String>,
+    /// Whether RBAC users existed when the database last said: what
+    /// `/status` and `/ready` go by while it is unreachable.
+    users_seen: Arc<AtomicU8>,
 }
+
+const USERS_UNKNOWN: u8 = 0;
+const USERS_NONE: u8 = 1;
+const USERS_SOME: u8 = 2;
 
 impl AdminAuth {
     pub fn with_bootstrap(token: &str) -> AdminAuth {
         AdminAuth {
             bootstrap: Some(token::digest(token)),
+            users_seen: Arc::new(AtomicU8::new(USERS_UNKNOWN)),
         }
     }
 
@@ -147,18 +156,26 @@ fn decode_path(raw: &str) -> String {
 }
 
 pub async fn guard(State(app): State<Admin>, mut req: Request, next: Next) -> Response {
+    // Tokens are checked against the database: without it, nothing is
+    // served but the probes (`/status`, `/ready`), which say why.
+    let down = app.store.health().is_down();
+    if down && !matches!(req.uri().path(), "/status" | "/ready") {
+        return super::error::unavailable();
+    }
     let principal = match presented(&req) {
         Some(t) if app.auth.is_bootstrap(t) => Principal::bootstrap(),
+        // A user's token cannot be checked without the database.
+        Some(_) if down => return super::error::unavailable(),
         Some(t) => match Rbac::new(&app.store).authenticate(t).await {
             Ok(Some(p)) => p,
-            Ok(None) => match auth_required(&app).await {
+            Ok(None) => match auth_required(&app, down).await {
                 Ok(false) => Principal::anonymous(),
                 Ok(true) => return unauthorized(),
                 Err(e) => return e.into_response(),
             },
             Err(e) => return ApiError::from(e).into_response(),
         },
-        None => match auth_required(&app).await {
+        None => match auth_required(&app, down).await {
             Ok(false) => Principal::anonymous(),
             Ok(true) => return unauthorized(),
             Err(e) => return e.into_response(),
@@ -180,12 +197,19 @@ pub async fn guard(State(app): State<Admin>, mut req: Request, next: Next) -> Re
     next.run(req).await
 }
 
-/// Whether a token is needed: one is configured, or an RBAC user exists.
-async fn auth_required(app: &Admin) -> Result<bool, ApiError> {
+/// Whether a token is needed: one is configured, or an RBAC user exists
+/// (as last seen, while the database is unreachable; unknown counts as yes).
+async fn auth_required(app: &Admin, down: bool) -> Result<bool, ApiError> {
     if app.auth.has_bootstrap() {
         return Ok(true);
     }
-    Ok(Rbac::new(&app.store).has_users().await?)
+    let seen = &app.auth.users_seen;
+    if down {
+        return Ok(seen.load(Ordering::Relaxed) != USERS_NONE);
+    }
+    let some = Rbac::new(&app.store).has_users().await?;
+    seen.store(if some { USERS_SOME } else { USERS_NONE }, Ordering::Relaxed);
+    Ok(some)
 }
 
 #[cfg(test)]

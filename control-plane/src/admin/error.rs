@@ -206,7 +206,26 @@ fn unique_message(fields: &Value) -> String {
     format!("UNIQUE violation detected on '{{{}}}'", parts.join(","))
 }
 
+/// What a request gets while the database is unreachable: 503 with a
+/// retry hint, never a 500 (nothing is wrong with the request) and never a
+/// hang (see `store::Health`).
+pub fn unavailable() -> Response {
+    let mut r = message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The database is unreachable: nothing was changed; retry shortly",
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
 fn store_error(e: StoreError) -> Response {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "admin request refused: database unreachable");
+        return unavailable();
+    }
     // The detail goes to the log; the client learns only that the store
     // failed, since driver messages can echo query values.
     tracing::error!(error = %e, "store error");

@@ -96,6 +96,15 @@ impl ChangeFeed {
         Ok(())
     }
 
+    /// A task of the store's that ends with the feed's (see `stop`).
+    pub(crate) fn adopt(&self, task: JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
     pub(crate) fn stop(&self) {
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
         for t in tasks.drain(..) {

@@ -4,9 +4,11 @@
 //! driver; only migrations and the change-feed transport differ.
 
 mod feed;
+mod health;
 mod write;
 
 pub use feed::ChangeFeed;
+pub use health::Health;
 pub use write::{Commit, Index, WriteTx};
 
 use serde_json::Value;
@@ -31,6 +33,9 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("invalid schema name {0:?} (letters, digits and _ only)")]
     InvalidSchema(String),
+    /// The database did not answer recently; nothing was tried.
+    #[error("the database is unreachable")]
+    Unavailable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +137,7 @@ pub struct Store {
     /// Encrypts secret fields on their way into the database and opens
     /// them on the way out (`crate::at_rest`); None stores them as given.
     secrets: Option<Arc<dyn SecretCodec>>,
+    health: Arc<Health>,
 }
 
 /// What encrypts an entity's secret fields at rest. The store calls it on
@@ -155,6 +161,9 @@ impl Store {
         let store = Self::connect(cfg).await?;
         store.migrate().await?;
         store.feed.start(&store, cfg).await?;
+        store
+            .feed
+            .adopt(tokio::spawn(store.health.clone().watch(store.pool.clone())));
         Ok(store)
     }
 
@@ -198,7 +207,9 @@ impl Store {
             } else {
                 cfg.max_connections
             })
-            .acquire_timeout(Duration::from_secs(10));
+            // Connecting to a database that refuses is retried until this
+            // deadline; `Health` keeps requests from queueing behind it.
+            .acquire_timeout(Duration::from_secs(3));
         let setup: Option<String> = match backend {
             Backend::Postgres => schema.as_ref().map(|s| format!("SET search_path TO \"{s}\"")),
             Backend::Sqlite => Some(
@@ -229,6 +240,7 @@ impl Store {
             write_lock: Arc::new(Mutex::new(())),
             feed: ChangeFeed::new(channel),
             secrets: None,
+            health: Arc::new(Health::default()),
         })
     }
 
@@ -255,9 +267,27 @@ impl Store {
 
     /// Begins a write: takes the writer lock and allocates the next
     /// revision. Dropping the transaction without `commit` changes nothing.
+    /// While the database is unreachable this fails at once (see
+    /// [`Health`]), also for writers that were queued for the lock.
     pub async fn begin_write(&self, actor: &str) -> Result<WriteTx, StoreError> {
+        self.available()?;
         let guard = self.write_lock.clone().lock_owned().await;
-        WriteTx::begin(self, guard, actor).await
+        self.available()?;
+        WriteTx::begin(self, guard, actor)
+            .await
+            .inspect_err(|e| self.health.observe(e))
+    }
+
+    /// Whether the database answers, as last seen.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    fn available(&self) -> Result<(), StoreError> {
+        match self.health.is_down() {
+            true => Err(StoreError::Unavailable),
+            false => Ok(()),
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 
 use super::{Backend, ChangeFeed, Store, StoreError, Stored, decode_with, encode_with, now_ms};
 use serde_json::Value;
+use std::collections::HashMap;
 // Every dynamic SQL string below is built from fixed fragments, validated
 // names and numbers; values always travel as bind parameters.
 use sqlx::AssertSqlSafe;
@@ -21,6 +22,15 @@ pub struct WriteTx {
     /// (kind, id) of every entity version written, in order.
     written: Vec<(String, String)>,
     secrets: Option<std::sync::Arc<dyn super::SecretCodec>>,
+    health: std::sync::Arc<super::Health>,
+    /// What this transaction read or wrote, by (kind, id) and by (kind,
+    /// key): a write reads the same few entities several times (to
+    /// resolve, to check, to admit), and writes hold the writer lock, so
+    /// every round trip saved shortens the queue. Only this transaction
+    /// writes these rows until it commits (the head row's lock), so what it
+    /// saw stays true.
+    seen: HashMap<(String, String), Option<Value>>,
+    seen_keys: HashMap<(String, String), Option<String>>,
 }
 
 impl WriteTx {
@@ -52,6 +62,9 @@ impl WriteTx {
             changes: 0,
             written: Vec::new(),
             secrets: store.secrets(),
+            health: store.health().clone(),
+            seen: HashMap::new(),
+            seen_keys: HashMap::new(),
         })
     }
 
@@ -70,6 +83,16 @@ impl WriteTx {
     }
 
     pub async fn get(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let at = (kind.to_string(), id.to_string());
+        if let Some(v) = self.seen.get(&at) {
+            return Ok(v.clone());
+        }
+        let v = self.read(kind, id).await?;
+        self.seen.insert(at, v.clone());
+        Ok(v)
+    }
+
+    async fn read(&mut self, kind: &str, id: &str) -> Result<Option<Value>, StoreError> {
         let row = sqlx::query(
             "SELECT data FROM entity_versions WHERE kind = $1 AND id = $2 AND rev_to IS NULL",
         )
@@ -82,12 +105,31 @@ impl WriteTx {
     }
 
     pub async fn find_key(&mut self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let at = (kind.to_string(), key.to_string());
+        if let Some(id) = self.seen_keys.get(&at) {
+            return Ok(id.clone());
+        }
         let row = sqlx::query("SELECT id FROM entity_keys WHERE kind = $1 AND key = $2")
             .bind(kind)
             .bind(index_value(key))
             .fetch_optional(&mut *self.tx)
             .await?;
-        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+        let id = row.map(|r| r.try_get::<String, _>(0)).transpose()?;
+        self.seen_keys.insert(at, id.clone());
+        Ok(id)
+    }
+
+    /// Keeps what the transaction saw true after it wrote (kind, id):
+    /// the entity's old keys are gone, its new ones point at it.
+    fn wrote(&mut self, kind: &str, id: &str, data: Option<&Value>, keys: &[String]) {
+        self.seen
+            .insert((kind.to_string(), id.to_string()), data.cloned());
+        self.seen_keys
+            .retain(|(k, _), v| !(k == kind && v.as_deref() == Some(id)));
+        for key in keys {
+            self.seen_keys
+                .insert((kind.to_string(), key.clone()), Some(id.to_string()));
+        }
     }
 
     /// Current entities that reference (kind, id).
@@ -142,6 +184,7 @@ impl WriteTx {
         audit_after: Option<&Value>,
     ) -> Result<(), StoreError> {
         self.written.push((kind.to_string(), id.to_string()));
+        self.wrote(kind, id, Some(data), &index.keys);
         if self.backend == Backend::Postgres {
             return self
                 .put_batched(kind, id, data, index, operation, audit_before, audit_after)
@@ -196,6 +239,7 @@ impl WriteTx {
         id: &str,
         audit_before: Option<&Value>,
     ) -> Result<(), StoreError> {
+        self.wrote(kind, id, None, &[]);
         if self.backend == Backend::Postgres {
             self.close_and_clear(kind, id).await?;
         } else {
@@ -386,8 +430,14 @@ impl WriteTx {
         if self.backend == Backend::Postgres {
             q = q.bind(self.feed.channel()).bind(self.rev.to_string());
         }
-        q.execute(&mut *self.tx).await?;
-        self.tx.commit().await?;
+        let health = self.health.clone();
+        let done = async {
+            q.execute(&mut *self.tx).await?;
+            self.tx.commit().await
+        };
+        done.await
+            .map_err(StoreError::from)
+            .inspect_err(|e| health.observe(e))?;
         self.feed.publish(self.rev);
         Ok(Commit {
             revision: self.rev,

@@ -3,7 +3,8 @@
 //! xDS tooling.
 
 use super::XdsContext;
-use super::fleet::{NodeEntry, SyncState};
+use super::fleet::{ControlPlaneId, NodeEntry, SyncState};
+use envoy_types::pb::envoy::admin::v3::UpdateFailureState;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryService;
@@ -12,6 +13,8 @@ use envoy_types::pb::envoy::service::status::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::Timestamp;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Struct, Value as ProtoValue};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
@@ -40,9 +43,58 @@ fn status_of(s: SyncState) -> ConfigStatus {
     }
 }
 
-fn client_config(n: &NodeEntry, with_contents: bool) -> ClientConfig {
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// The refusal a NACKed type carries, as Envoy reports its own (the
+/// reason is the node's `error_detail`, verbatim).
+fn error_state(s: &super::fleet::TypeStatus) -> Option<UpdateFailureState> {
+    if s.state != SyncState::Nacked {
+        return None;
+    }
+    let nack = s.last_nack.as_ref()?;
+    Some(UpdateFailureState {
+        failed_configuration: None,
+        last_update_attempt: Some(timestamp(nack.at)),
+        details: nack.error.clone(),
+        version_info: nack.version.clone(),
+    })
+}
+
+/// Which replica the node is on, as node metadata: CSDS is answered per
+/// replica, and tooling that asks several can tell the answers apart.
+fn replica_metadata(cp: &ControlPlaneId) -> Struct {
+    let s = |v: &str| ProtoValue {
+        kind: Some(Kind::StringValue(v.to_string())),
+    };
+    Struct {
+        fields: [(
+            "gantry_control_plane".to_string(),
+            ProtoValue {
+                kind: Some(Kind::StructValue(Struct {
+                    fields: [
+                        ("id".to_string(), s(&cp.id)),
+                        ("hostname".to_string(), s(&cp.hostname)),
+                        ("xds_listen".to_string(), s(&cp.xds_listen)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                })),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn client_config(n: &NodeEntry, cp: &ControlPlaneId, with_contents: bool) -> ClientConfig {
     let mut generic = Vec::new();
     for (t, s) in &n.types {
+        let error = error_state(s);
         for r in &s.resources {
             generic.push(GenericXdsConfig {
                 type_url: t.to_string(),
@@ -50,11 +102,9 @@ fn client_config(n: &NodeEntry, with_contents: bool) -> ClientConfig {
                 version_info: s.version_sent.clone().unwrap_or_default(),
                 // Secrets are the node's, not the reader's.
                 xds_config: with_contents.then(|| super::redact::resource(&r.any)),
-                last_updated: Some(Timestamp {
-                    seconds: s.sent_at / 1000,
-                    nanos: ((s.sent_at % 1000) * 1_000_000) as i32,
-                }),
+                last_updated: Some(timestamp(s.sent_at)),
                 config_status: status_of(s.state) as i32,
+                error_state: error.clone(),
                 ..Default::default()
             });
         }
@@ -63,6 +113,7 @@ fn client_config(n: &NodeEntry, with_contents: bool) -> ClientConfig {
         node: Some(Node {
             id: n.node_id.clone(),
             cluster: n.group.clone(),
+            metadata: Some(replica_metadata(cp)),
             ..Default::default()
         }),
         generic_xds_configs: generic,
@@ -78,7 +129,7 @@ impl Csds {
             .local()
             .iter()
             .filter(|n| matches(req, n))
-            .map(|n| client_config(n, !req.exclude_resource_contents))
+            .map(|n| client_config(n, &self.ctx.fleet.cp, !req.exclude_resource_contents))
             .collect();
         ClientStatusResponse { config }
     }
