@@ -208,7 +208,10 @@ async fn auth_required(app: &Admin, down: bool) -> Result<bool, ApiError> {
         return Ok(seen.load(Ordering::Relaxed) != USERS_NONE);
     }
     let some = Rbac::new(&app.store).has_users().await?;
-    seen.store(if some { USERS_SOME } else { USERS_NONE }, Ordering::Relaxed);
+    seen.store(
+        if some { USERS_SOME } else { USERS_NONE },
+        Ordering::Relaxed,
+    );
     Ok(some)
 }
 

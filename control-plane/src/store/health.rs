@@ -48,7 +48,7 @@ impl Health {
 
     fn set(&self, up: bool, why: &str) {
         let was_down = self.down.swap(!up, Ordering::AcqRel);
-        if was_down == !up {
+        if was_down != up {
             return;
         }
         if up {
