@@ -157,9 +157,9 @@ fn decode_path(raw: &str) -> String {
 
 pub async fn guard(State(app): State<Admin>, mut req: Request, next: Next) -> Response {
     // Tokens are checked against the database: without it, nothing is
-    // served but the probes (`/status`, `/ready`), which say why.
+    // served but the probes (`/status`, `/status/ready`), which say why.
     let down = app.store.health().is_down();
-    if down && !matches!(req.uri().path(), "/status" | "/ready") {
+    if down && !matches!(req.uri().path(), "/status" | "/status/ready") {
         return super::error::unavailable();
     }
     let principal = match presented(&req) {
