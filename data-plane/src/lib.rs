@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod config;
+pub mod memory;
 pub mod plugins;
 pub mod proxy;
 pub mod xds;

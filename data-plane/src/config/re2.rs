@@ -33,6 +33,8 @@
 use super::re2_size::{
     MAX_PROGRAM_SIZE, class_bytes, counted, envoy_check, escape_class_bytes, escaped_byte,
 };
+use regex_automata::util::syntax;
+use regex_automata::{Input, meta};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -46,7 +48,7 @@ thread_local! {
     /// repeats the same routes in every virtual host, and compiling (and
     /// sizing) each pattern once keeps large configurations fast.
     static CACHE: Memo<Compiled> = const { RefCell::new(None) };
-    static REWRITE_CACHE: Memo<(regex::bytes::Regex, Names)> = const { RefCell::new(None) };
+    static REWRITE_CACHE: Memo<(Matcher, Names)> = const { RefCell::new(None) };
     static VERDICT_CACHE: Memo<()> = const { RefCell::new(None) };
 }
 
@@ -100,9 +102,12 @@ fn envoy_accepts(pattern: &str) -> Result<(), String> {
 /// Capture group names and their group numbers, in pattern order.
 type Names = Arc<[(Box<str>, usize)]>;
 
+/// A compiled pattern, shared by every route that uses it.
+type Matcher = Arc<meta::Regex>;
+
 #[derive(Clone)]
 struct Compiled {
-    full: regex::bytes::Regex,
+    full: Matcher,
     prefix: Arc<[u8]>,
     names: Names,
 }
@@ -114,10 +119,23 @@ pub struct Re2 {
     compiled: Compiled,
 }
 
-fn bytes_regex(translated: &str) -> Result<regex::bytes::Regex, String> {
-    regex::bytes::RegexBuilder::new(translated)
-        .unicode(false)
-        .build()
+/// A matcher over bytes, configured as `regex::bytes` is (no Unicode,
+/// matches may split UTF-8) with one difference: no fully compiled DFA.
+/// That DFA is built up front for every small pattern, and a configuration
+/// with thousands of regex routes held tens of MiB of them; the lazy DFA
+/// builds only the states traffic reaches, per thread that uses it.
+fn bytes_regex(translated: &str) -> Result<Matcher, String> {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(10 * (1 << 20)))
+                .hybrid_cache_capacity(2 * (1 << 20))
+                .dfa(false),
+        )
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .build(translated)
+        .map(Arc::new)
         .map_err(|e| last_line(&e.to_string()))
 }
 
@@ -179,11 +197,10 @@ impl Re2 {
     /// parameters, as Kong's URI captures).
     pub fn named_group<'a>(&self, input: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let index = group_index(&self.compiled.names, name)?;
-        self.compiled
-            .full
-            .captures(input)?
-            .get(index)
-            .map(|m| m.as_bytes())
+        let re = &self.compiled.full;
+        let mut caps = re.create_captures();
+        re.captures(input, &mut caps);
+        caps.get_group(index).map(|span| &input[span.range()])
     }
 
     /// The pattern as configured.
@@ -246,7 +263,7 @@ enum Seg {
 pub struct RegexRewrite {
     pattern: Arc<str>,
     substitution: Arc<str>,
-    re: regex::bytes::Regex,
+    re: Matcher,
     segs: Vec<Seg>,
     /// False when the substitution names a group the pattern does not
     /// have: `GlobalReplace` then returns without changing anything.
@@ -273,7 +290,7 @@ impl RegexRewrite {
             Ok((bytes_regex(&t.pattern).map_err(invalid)?, t.names))
         })?;
         let (segs, max_group) = parse_rewrite(substitution);
-        let applies = max_group < re.captures_len();
+        let applies = max_group < re.group_info().group_len(regex_automata::PatternID::ZERO);
         Ok(RegexRewrite {
             pattern: pattern.into(),
             substitution: substitution.into(),
@@ -316,9 +333,11 @@ impl RegexRewrite {
         let mut at = 0;
         let mut last_end = None;
         let mut count = 0;
-        let mut locs = self.re.capture_locations();
+        let mut locs = self.re.create_captures();
         while at <= input.len() {
-            let Some(m) = self.re.captures_read_at(&mut locs, input, at) else {
+            self.re
+                .search_captures(&Input::new(input).range(at..), &mut locs);
+            let Some(m) = locs.get_match() else {
                 break;
             };
             out.extend_from_slice(&input[at..m.start()]);
@@ -333,8 +352,8 @@ impl RegexRewrite {
                 match seg {
                     Seg::Lit(l) => out.extend_from_slice(l.as_bytes()),
                     Seg::Group(n) => {
-                        if let Some((s, e)) = locs.get(*n) {
-                            out.extend_from_slice(&input[s..e]);
+                        if let Some(span) = locs.get_group(*n) {
+                            out.extend_from_slice(&input[span.range()]);
                         }
                     }
                     Seg::Stop => break,

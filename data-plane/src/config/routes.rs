@@ -910,9 +910,9 @@ pub(crate) fn compile(
     rc: &RouteConfiguration,
     clusters: &BTreeMap<String, Cluster>,
 ) -> Result<RouteTable, String> {
-    let mut rest = rc.clone();
+    let mut rest = settings_of_config(rc);
     rest.name.clear();
-    let vhosts = std::mem::take(&mut rest.virtual_hosts);
+    let vhosts = &rc.virtual_hosts;
     let req_add = std::mem::take(&mut rest.request_headers_to_add);
     let req_rm = std::mem::take(&mut rest.request_headers_to_remove);
     let resp_add = std::mem::take(&mut rest.response_headers_to_add);
@@ -957,7 +957,7 @@ pub(crate) fn compile(
     let mut suffixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
     let mut prefixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
     let mut shared = RouteMemo::default();
-    for vh in &vhosts {
+    for vh in vhosts {
         let idx = table.virtual_hosts.len();
         let v = virtual_host(vh, &inherited, &mut shared)
             .map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
@@ -1023,6 +1023,114 @@ pub(crate) fn compile(
     Ok(table)
 }
 
+/// A route configuration's own settings, without its virtual hosts:
+/// cloning those would copy every route once more while compiling.
+fn settings_of_config(v: &RouteConfiguration) -> RouteConfiguration {
+    // Destructured field by field: a field added to the type fails to
+    // compile here instead of being dropped without a check.
+    let RouteConfiguration {
+        name,
+        virtual_hosts: _,
+        vhds,
+        internal_only_headers,
+        response_headers_to_add,
+        response_headers_to_remove,
+        request_headers_to_add,
+        request_headers_to_remove,
+        most_specific_header_mutations_wins,
+        validate_clusters,
+        max_direct_response_body_size_bytes,
+        cluster_specifier_plugins,
+        request_mirror_policies,
+        ignore_port_in_host_matching,
+        vhost_header,
+        ignore_path_parameters_in_path_matching,
+        typed_per_filter_config,
+        metadata,
+        route_specifiers,
+    } = v;
+    RouteConfiguration {
+        name: name.clone(),
+        vhds: vhds.clone(),
+        internal_only_headers: internal_only_headers.clone(),
+        response_headers_to_add: response_headers_to_add.clone(),
+        response_headers_to_remove: response_headers_to_remove.clone(),
+        request_headers_to_add: request_headers_to_add.clone(),
+        request_headers_to_remove: request_headers_to_remove.clone(),
+        most_specific_header_mutations_wins: most_specific_header_mutations_wins.clone(),
+        validate_clusters: validate_clusters.clone(),
+        max_direct_response_body_size_bytes: max_direct_response_body_size_bytes.clone(),
+        cluster_specifier_plugins: cluster_specifier_plugins.clone(),
+        request_mirror_policies: request_mirror_policies.clone(),
+        ignore_port_in_host_matching: ignore_port_in_host_matching.clone(),
+        vhost_header: vhost_header.clone(),
+        ignore_path_parameters_in_path_matching: ignore_path_parameters_in_path_matching.clone(),
+        typed_per_filter_config: typed_per_filter_config.clone(),
+        metadata: metadata.clone(),
+        route_specifiers: route_specifiers.clone(),
+        virtual_hosts: Vec::new(),
+    }
+}
+
+/// A virtual host's own settings, without its routes (see
+/// [`settings_of_config`]).
+fn settings_of_vhost(v: &PbVirtualHost) -> PbVirtualHost {
+    // Destructured field by field: a field added to the type fails to
+    // compile here instead of being dropped without a check.
+    let PbVirtualHost {
+        name,
+        domains,
+        routes: _,
+        matcher,
+        require_tls,
+        virtual_clusters,
+        rate_limits,
+        request_headers_to_add,
+        request_headers_to_remove,
+        response_headers_to_add,
+        response_headers_to_remove,
+        cors,
+        typed_per_filter_config,
+        include_request_attempt_count,
+        include_attempt_count_in_response,
+        retry_policy,
+        retry_policy_typed_config,
+        hedge_policy,
+        include_is_timeout_retry_header,
+        per_request_buffer_limit_bytes,
+        request_body_buffer_limit,
+        request_mirror_policies,
+        metadata,
+        route_specifiers,
+    } = v;
+    PbVirtualHost {
+        name: name.clone(),
+        domains: domains.clone(),
+        matcher: matcher.clone(),
+        require_tls: require_tls.clone(),
+        virtual_clusters: virtual_clusters.clone(),
+        rate_limits: rate_limits.clone(),
+        request_headers_to_add: request_headers_to_add.clone(),
+        request_headers_to_remove: request_headers_to_remove.clone(),
+        response_headers_to_add: response_headers_to_add.clone(),
+        response_headers_to_remove: response_headers_to_remove.clone(),
+        cors: cors.clone(),
+        typed_per_filter_config: typed_per_filter_config.clone(),
+        include_request_attempt_count: include_request_attempt_count.clone(),
+        include_attempt_count_in_response: include_attempt_count_in_response.clone(),
+        retry_policy: retry_policy.clone(),
+        retry_policy_typed_config: retry_policy_typed_config.clone(),
+        hedge_policy: hedge_policy.clone(),
+        include_is_timeout_retry_header: include_is_timeout_retry_header.clone(),
+        per_request_buffer_limit_bytes: per_request_buffer_limit_bytes.clone(),
+        request_body_buffer_limit: request_body_buffer_limit.clone(),
+        request_mirror_policies: request_mirror_policies.clone(),
+        metadata: metadata.clone(),
+        route_specifiers: route_specifiers.clone(),
+        routes: Vec::new(),
+    }
+}
+
 /// Compiled routes by (virtual host settings, route) encoding, so a route
 /// repeated in many virtual hosts with the same settings is compiled and
 /// held once.
@@ -1034,10 +1142,7 @@ fn virtual_host(
     inh: &Inherited<'_>,
     shared: &mut RouteMemo,
 ) -> Result<VirtualHost, String> {
-    let mut rest = PbVirtualHost {
-        routes: Vec::new(),
-        ..vh.clone()
-    };
+    let mut rest = settings_of_vhost(vh);
     if rest.name.is_empty() {
         return Err("name must not be empty".into());
     }

@@ -135,7 +135,7 @@ impl Shared {
         self.ready.store(true, Ordering::Release);
         self.stats.config_applied.inc();
         tracing::info!(version, "config applied");
-        release_freed_memory();
+        crate::memory::release_freed_memory();
         Ok(())
     }
 
@@ -178,16 +178,5 @@ impl Applier for Core {
 
     fn fence(&self, fences: &Fences) {
         self.0.fence(fences);
-    }
-}
-
-/// Compiling a large config allocates and frees a lot; glibc keeps freed
-/// memory in its arenas, so RSS would stay at the compile's peak. Give it
-/// back to the OS after each swap.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

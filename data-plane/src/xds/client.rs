@@ -218,7 +218,7 @@ impl XdsClient {
         let mut st = State::from_snapshot(&file).map_err(|e| format!("{}: {e}", path.display()))?;
         let version = st.last_version().unwrap_or("snapshot").to_string();
         self.applier
-            .apply(st.set(), &version)
+            .apply(&st.full_set(), &version)
             .map_err(|e| format!("the snapshot (version {version}) was refused: {e}"))?;
         st.mark_applied();
         tracing::info!(node = %self.cfg.node_id, version, path = %path.display(), "booted from the snapshot file");
@@ -575,6 +575,8 @@ impl Conn {
             Ok((candidate, Ok(()))) => {
                 let pruned = candidate.pruned().count();
                 self.state.commit(candidate);
+                // The decoded route configurations were just dropped.
+                tokio::task::spawn_blocking(crate::memory::release_freed_memory);
                 self.source = ConfigSource::ControlPlane;
                 tracing::info!(node = %self.cfg.node_id, r#type = kind.short(), version, upserts, removals, pruned, "applied");
                 self.ack(out, kind, &nonce)?;

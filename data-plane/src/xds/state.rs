@@ -187,6 +187,10 @@ impl Candidate {
 
 #[derive(Clone, Default)]
 pub struct State {
+    /// The accepted configuration, decoded, except route configurations:
+    /// those are most of a large configuration's bytes and decode to
+    /// several times their size, so only their `held` bytes stay, and they
+    /// are decoded again while a candidate is compiled.
     set: ResourceSet,
     held: BTreeMap<Kind, BTreeMap<String, Held>>,
     system_versions: BTreeMap<Kind, String>,
@@ -195,9 +199,43 @@ pub struct State {
 }
 
 impl State {
-    /// The configuration last accepted by the applier.
+    /// The configuration last accepted by the applier, without its route
+    /// configurations (see [`State::full_set`]).
     pub fn set(&self) -> &ResourceSet {
         &self.set
+    }
+
+    /// The configuration last accepted, whole: route configurations
+    /// decoded from their held bytes.
+    pub fn full_set(&self) -> ResourceSet {
+        let mut set = self.set.clone();
+        self.decode_routes(&mut set, |_| false);
+        set
+    }
+
+    /// Decodes the held route configurations into `set`, but those `skip` names.
+    fn decode_routes(&self, set: &mut ResourceSet, skip: impl Fn(&str) -> bool) {
+        for (name, h) in self.held.get(&Kind::Route).into_iter().flatten() {
+            if skip(name) {
+                continue;
+            }
+            match decode(Kind::Route, &h.any) {
+                Ok(d) => insert(set, name.clone(), d),
+                // These bytes were decoded when they arrived.
+                Err(e) => {
+                    tracing::error!(route_config = %name, error = %e, "a held route configuration no longer decodes")
+                }
+            }
+        }
+    }
+
+    /// A running route configuration, decoded from its held bytes.
+    fn running_route(&self, name: &str) -> Option<RouteConfiguration> {
+        let h = self.held.get(&Kind::Route)?.get(name)?;
+        match decode(Kind::Route, &h.any) {
+            Ok(Decoded::Route(r)) => Some(*r),
+            _ => None,
+        }
     }
 
     /// Whether the applier has accepted a configuration from this state.
@@ -266,8 +304,20 @@ impl State {
     /// that what the client holds is what it is subscribed to.
     pub fn candidate(&self, u: Update) -> Candidate {
         let mut set = self.set.clone();
-        let mut changes = Vec::new();
         let kind = u.kind;
+        // What the update replaces or removes is not decoded only to be dropped.
+        let replaced: std::collections::HashSet<&str> = match kind {
+            Kind::Route => u
+                .removals
+                .iter()
+                .map(String::as_str)
+                .chain(u.upserts.iter().map(|(n, _, _)| n.as_str()))
+                .collect(),
+            _ => Default::default(),
+        };
+        self.decode_routes(&mut set, |n| replaced.contains(n));
+        drop(replaced);
+        let mut changes = Vec::new();
         for name in u.removals {
             if self.held_version(kind, &name).is_some() {
                 remove(&mut set, kind, &name);
@@ -340,17 +390,17 @@ impl State {
                         .fences
                         .listener_refused(name, running, Some(l), reason)
                 }
-                (Kind::Route, None) => self.set.fences.route_config_refused(
-                    name,
-                    self.set.routes.get(*name),
-                    None,
-                    reason,
-                ),
-                (Kind::Route, Some(Decoded::Route(r))) => {
-                    let running = self.set.routes.get(*name);
+                (Kind::Route, None) => {
+                    let running = self.running_route(name);
                     self.set
                         .fences
-                        .route_config_refused(name, running, Some(r), reason)
+                        .route_config_refused(name, running.as_ref(), None, reason)
+                }
+                (Kind::Route, Some(Decoded::Route(r))) => {
+                    let running = self.running_route(name);
+                    self.set
+                        .fences
+                        .route_config_refused(name, running.as_ref(), Some(r), reason)
                 }
                 _ => false,
             };
@@ -393,6 +443,8 @@ impl State {
     /// Makes an accepted candidate the state.
     pub fn commit(&mut self, c: Candidate) {
         self.set = c.set;
+        // Kept as held bytes only (see the field).
+        self.set.routes.clear();
         for (k, name, held) in c.changes {
             let m = self.held.entry(k).or_default();
             match held {
@@ -465,7 +517,9 @@ impl State {
                     .map_err(|err| format!("{} {name:?}: {err}", kind.short()))?;
                 let decoded =
                     decode(kind, &any).map_err(|err| format!("{} {name:?} {err}", kind.short()))?;
-                insert(&mut st.set, name.clone(), decoded);
+                if kind != Kind::Route {
+                    insert(&mut st.set, name.clone(), decoded);
+                }
                 st.held.entry(kind).or_default().insert(
                     name.clone(),
                     Held {
