@@ -1025,6 +1025,8 @@ pub(crate) fn compile(
 
 /// A route configuration's own settings, without its virtual hosts:
 /// cloning those would copy every route once more while compiling.
+// Every field cloned the same way, Copy ones included.
+#[allow(clippy::clone_on_copy)]
 fn settings_of_config(v: &RouteConfiguration) -> RouteConfiguration {
     // Destructured field by field: a field added to the type fails to
     // compile here instead of being dropped without a check.
@@ -1074,6 +1076,8 @@ fn settings_of_config(v: &RouteConfiguration) -> RouteConfiguration {
 
 /// A virtual host's own settings, without its routes (see
 /// [`settings_of_config`]).
+// Every field cloned the same way, Copy ones included.
+#[allow(clippy::clone_on_copy)]
 fn settings_of_vhost(v: &PbVirtualHost) -> PbVirtualHost {
     // Destructured field by field: a field added to the type fails to
     // compile here instead of being dropped without a check.
