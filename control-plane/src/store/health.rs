@@ -61,7 +61,8 @@ impl Health {
         self.changed.notify_waiters();
     }
 
-    /// Probes the database for as long as the process runs.
+    /// Probes the database for as long as the process runs, on `pool`, a
+    /// pool of its own.
     pub(super) async fn watch(self: Arc<Self>, pool: AnyPool) {
         loop {
             let every = if self.is_down() { PROBE_DOWN } else { PROBE_UP };

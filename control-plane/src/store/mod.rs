@@ -138,6 +138,8 @@ pub struct Store {
     /// them on the way out (`crate::at_rest`); None stores them as given.
     secrets: Option<Arc<dyn SecretCodec>>,
     health: Arc<Health>,
+    /// The health probe's own connection (see `store::Health`).
+    probe: AnyPool,
 }
 
 /// What encrypts an entity's secret fields at rest. The store calls it on
@@ -161,9 +163,9 @@ impl Store {
         let store = Self::connect(cfg).await?;
         store.migrate().await?;
         store.feed.start(&store, cfg).await?;
-        store
-            .feed
-            .adopt(tokio::spawn(store.health.clone().watch(store.pool.clone())));
+        store.feed.adopt(tokio::spawn(
+            store.health.clone().watch(store.probe.clone()),
+        ));
         Ok(store)
     }
 
@@ -233,6 +235,12 @@ impl Store {
             cfg.url.clone()
         };
         let pool = opts.connect(&url).await?;
+        // The health probe has a connection of its own: a pool busy with
+        // long requests must not read as a database that does not answer.
+        let probe = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&url)?;
         let channel = feed::channel_name(schema.as_deref());
         Ok(Store {
             pool,
@@ -241,6 +249,7 @@ impl Store {
             feed: ChangeFeed::new(channel),
             secrets: None,
             health: Arc::new(Health::default()),
+            probe,
         })
     }
 
