@@ -2,7 +2,7 @@
 //! the database: the shared one on :5432 serves every other test at once.
 //!
 //! Made with the machine's `initdb` and `pg_ctl` (the same PostgreSQL the
-//! shared server runs, found by `pg_config --bindir`) in a temp directory,
+//! shared server runs, see `bindir`) in a temp directory,
 //! on a reserved port, with trust auth on loopback. As root it runs as the
 //! `postgres` user, since the server refuses to run as root.
 
@@ -20,12 +20,33 @@ pub struct PrivatePostgres {
     _dir: TempDir,
 }
 
+/// The server's tools: `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/<version>/bin` (Debian's layout, where `pg_config`
+/// may not be installed with the server).
 fn bindir() -> PathBuf {
-    let out = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .expect("pg_config (PostgreSQL's server package; scripts/services.sh installs it)");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL's initdb (scripts/services.sh installs the server)")
 }
 
 fn is_root() -> bool {
