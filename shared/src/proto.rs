@@ -1,5 +1,35 @@
 //! Gantry's own protos, generated from `proto/` at build time.
 
+pub mod value {
+    //! `google.protobuf.Value` builders, for the Structs Gantry puts in
+    //! its messages (per-route config, node and CSDS metadata).
+
+    use envoy_types::pb::google::protobuf::value::Kind;
+    use envoy_types::pb::google::protobuf::{ListValue, Struct, Value};
+
+    pub fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.to_string())),
+        }
+    }
+
+    pub fn strings(v: &[String]) -> Value {
+        Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: v.iter().map(|s| string(s)).collect(),
+            })),
+        }
+    }
+
+    pub fn object(fields: impl IntoIterator<Item = (String, Value)>) -> Value {
+        Value {
+            kind: Some(Kind::StructValue(Struct {
+                fields: fields.into_iter().collect(),
+            })),
+        }
+    }
+}
+
 pub mod plugins {
     //! `gantry.filters.http.plugins.v1`: Kong's plugins as one HTTP filter.
     include!(concat!(
@@ -14,31 +44,10 @@ pub mod plugins {
     pub const PER_ROUTE_TYPE: &str = "type.googleapis.com/gantry.filters.http.plugins.v1.PerRoute";
 
     use super::typed_struct::{self, TypedStruct};
+    use super::value::{object, string, strings};
     use envoy_types::pb::google::protobuf::value::Kind;
-    use envoy_types::pb::google::protobuf::{Any, ListValue, Struct, Value};
+    use envoy_types::pb::google::protobuf::{Any, Struct, Value};
     use prost::Message;
-
-    fn string(s: &str) -> Value {
-        Value {
-            kind: Some(Kind::StringValue(s.to_string())),
-        }
-    }
-
-    fn strings(v: &[String]) -> Value {
-        Value {
-            kind: Some(Kind::ListValue(ListValue {
-                values: v.iter().map(|s| string(s)).collect(),
-            })),
-        }
-    }
-
-    fn object(fields: impl IntoIterator<Item = (String, Value)>) -> Value {
-        Value {
-            kind: Some(Kind::StructValue(Struct {
-                fields: fields.into_iter().collect(),
-            })),
-        }
-    }
 
     fn as_str(v: &Value, field: &str) -> Result<String, String> {
         match &v.kind {

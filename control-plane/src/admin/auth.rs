@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The admin API's token configuration.
 #[derive(Clone, Debug, Default)]
@@ -27,20 +27,17 @@ pub struct AdminAuth {
     /// SHA-256 of the bootstrap super-admin token, when one is configured;
     /// the token itself is not kept.
     bootstrap: Option<String>,
-    /// Whether RBAC users existed when the database last said: what
-    /// `/status` and `/ready` go by while it is unreachable.
-    users_seen: Arc<AtomicU8>,
+    /// Whether the database last said no RBAC user exists: what
+    /// `/status` and `/status/ready` go by while it is unreachable (not
+    /// known yet counts as "users exist").
+    no_users_seen: Arc<AtomicBool>,
 }
-
-const USERS_UNKNOWN: u8 = 0;
-const USERS_NONE: u8 = 1;
-const USERS_SOME: u8 = 2;
 
 impl AdminAuth {
     pub fn with_bootstrap(token: &str) -> AdminAuth {
         AdminAuth {
             bootstrap: Some(token::digest(token)),
-            users_seen: Arc::new(AtomicU8::new(USERS_UNKNOWN)),
+            no_users_seen: Arc::default(),
         }
     }
 
@@ -203,15 +200,12 @@ async fn auth_required(app: &Admin, down: bool) -> Result<bool, ApiError> {
     if app.auth.has_bootstrap() {
         return Ok(true);
     }
-    let seen = &app.auth.users_seen;
+    let none_seen = &app.auth.no_users_seen;
     if down {
-        return Ok(seen.load(Ordering::Relaxed) != USERS_NONE);
+        return Ok(!none_seen.load(Ordering::Relaxed));
     }
     let some = Rbac::new(&app.store).has_users().await?;
-    seen.store(
-        if some { USERS_SOME } else { USERS_NONE },
-        Ordering::Relaxed,
-    );
+    none_seen.store(!some, Ordering::Relaxed);
     Ok(some)
 }
 

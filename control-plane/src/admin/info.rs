@@ -54,11 +54,7 @@ pub async fn status(State(app): State<Admin>) -> Response {
         let s = x.cache.current();
         json!({ "snapshot_revision": s.revision, "translation_error": s.error })
     });
-    let revision = match app.store.health().is_down() {
-        true => Err(crate::store::StoreError::Unavailable),
-        false => app.store.current_revision().await,
-    };
-    match revision {
+    match app.store.current_revision().await {
         Ok(rev) => Json(json!({
             "database": { "reachable": true, "backend": app.store.backend().name() },
             "configuration_revision": rev,
@@ -81,11 +77,7 @@ pub async fn status(State(app): State<Admin>) -> Response {
 
 /// Readiness for load balancers and probes: 503 while the store is down.
 pub async fn ready(State(app): State<Admin>) -> Response {
-    let ping = match app.store.health().is_down() {
-        true => Err(crate::store::StoreError::Unavailable),
-        false => app.store.ping().await,
-    };
-    match ping {
+    match app.store.ping().await {
         Ok(()) => Json(json!({ "message": "ready" })).into_response(),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -299,13 +299,17 @@ impl Store {
         }
     }
 
+    /// Fails at once while the database is known to be unreachable.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        self.available()?;
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    /// The newest committed revision.
+    /// The newest committed revision; fails at once while the database is
+    /// known to be unreachable (the probes and the feed's poll ask often).
     pub async fn current_revision(&self) -> Result<i64, StoreError> {
+        self.available()?;
         let row = sqlx::query("SELECT rev FROM config_head WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;

@@ -12,9 +12,9 @@ use envoy_types::pb::envoy::service::status::v3::{
     ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::google::protobuf::Struct;
 use envoy_types::pb::google::protobuf::Timestamp;
-use envoy_types::pb::google::protobuf::value::Kind;
-use envoy_types::pb::google::protobuf::{Struct, Value as ProtoValue};
+use gantry_shared::proto::value::{object, string};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
@@ -68,26 +68,13 @@ fn error_state(s: &super::fleet::TypeStatus) -> Option<UpdateFailureState> {
 /// Which replica the node is on, as node metadata: CSDS is answered per
 /// replica, and tooling that asks several can tell the answers apart.
 fn replica_metadata(cp: &ControlPlaneId) -> Struct {
-    let s = |v: &str| ProtoValue {
-        kind: Some(Kind::StringValue(v.to_string())),
-    };
+    let replica = object([
+        ("id".to_string(), string(&cp.id)),
+        ("hostname".to_string(), string(&cp.hostname)),
+        ("xds_listen".to_string(), string(&cp.xds_listen)),
+    ]);
     Struct {
-        fields: [(
-            "gantry_control_plane".to_string(),
-            ProtoValue {
-                kind: Some(Kind::StructValue(Struct {
-                    fields: [
-                        ("id".to_string(), s(&cp.id)),
-                        ("hostname".to_string(), s(&cp.hostname)),
-                        ("xds_listen".to_string(), s(&cp.xds_listen)),
-                    ]
-                    .into_iter()
-                    .collect(),
-                })),
-            },
-        )]
-        .into_iter()
-        .collect(),
+        fields: [("gantry_control_plane".to_string(), replica)].into(),
     }
 }
 

@@ -323,13 +323,11 @@ fn normalize(address: &str) -> String {
 pub const ADMIN_METADATA: &str = "gantry_admin";
 
 fn node(cfg: &ClientConfig) -> Node {
-    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    use envoy_types::pb::google::protobuf::Struct;
     let metadata = cfg.admin_address.as_ref().map(|a| Struct {
         fields: [(
             ADMIN_METADATA.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(a.clone())),
-            },
+            gantry_shared::proto::value::string(a),
         )]
         .into(),
     });
