@@ -855,10 +855,37 @@ async fn wait_status(app: &TestApp, f: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+use envoy_types::pb::envoy::service::status::v3::ClientConfig;
+use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+
+/// CSDS's answer for one node.
+async fn csds_node(
+    client: &mut ClientStatusDiscoveryServiceClient<tonic::transport::Channel>,
+    node: &str,
+) -> ClientConfig {
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    client
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .expect("fetch")
+        .into_inner()
+        .config
+        .into_iter()
+        .find(|c| c.node.as_ref().is_some_and(|n| n.id == node))
+        .unwrap_or_else(|| panic!("{node} listed"))
+}
+
+/// The first entry of `type_url` in a node's CSDS answer.
+fn csds_entry<'a>(cfg: &'a ClientConfig, type_url: &str) -> &'a GenericXdsConfig {
+    cfg.generic_xds_configs
+        .iter()
+        .find(|g| g.type_url == type_url)
+        .unwrap_or_else(|| panic!("a {type_url} entry"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csds_reports_what_each_node_was_sent() {
-    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
-    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
     let app = app().await;
     service(&app, "a").await;
     settle(&app).await;
@@ -870,21 +897,8 @@ async fn csds_reports_what_each_node_was_sent() {
     let mut client = ClientStatusDiscoveryServiceClient::connect(app.xds.clone().expect("xds"))
         .await
         .expect("csds");
-    let resp = client
-        .fetch_client_status(ClientStatusRequest::default())
-        .await
-        .expect("fetch")
-        .into_inner();
-    let cfg = resp
-        .config
-        .iter()
-        .find(|c| c.node.as_ref().is_some_and(|n| n.id == "csds-node"))
-        .expect("node listed");
-    let cds = cfg
-        .generic_xds_configs
-        .iter()
-        .find(|g| g.type_url == CLUSTER)
-        .expect("cds entry");
+    let cfg = csds_node(&mut client, "csds-node").await;
+    let cds = csds_entry(&cfg, CLUSTER);
     assert_eq!(cds.name, "service.a");
     assert_eq!(cds.version_info, r.version_info);
     assert_eq!(cds.config_status, 1, "SYNCED");
@@ -913,18 +927,8 @@ async fn csds_reports_what_each_node_was_sent() {
     )
     .await;
     wait_fleet(&app, "csds-node", |v| v["state"] == "NACKED").await;
-    let resp = client
-        .fetch_client_status(ClientStatusRequest::default())
-        .await
-        .expect("fetch")
-        .into_inner();
-    let cds = resp
-        .config
-        .iter()
-        .find(|c| c.node.as_ref().is_some_and(|n| n.id == "csds-node"))
-        .and_then(|c| c.generic_xds_configs.iter().find(|g| g.type_url == CLUSTER))
-        .expect("cds entry")
-        .clone();
+    let cfg = csds_node(&mut client, "csds-node").await;
+    let cds = csds_entry(&cfg, CLUSTER).clone();
     assert_eq!(cds.config_status, 4, "ERROR");
     let err = cds.error_state.expect("error_state on a NACKed type");
     assert_eq!(err.details, "cluster service.b: refused here");

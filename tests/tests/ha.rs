@@ -14,20 +14,12 @@
 
 use gantry_e2e::load::Load;
 use gantry_e2e::postgres::PrivatePostgres;
-use gantry_e2e::{Backend, Cp, CpOptions, Proxy, ProxyOptions, Upstream, eventually};
+use gantry_e2e::{Backend, Cp, CpOptions, Proxy, ProxyOptions, Upstream, eventually, http_client};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("http client")
-}
 
 /// Waits until GET `path` through the proxy answers 200.
 async fn live(proxy: &Proxy, path: &str) {
@@ -73,16 +65,21 @@ fn assert_no_failures(failures: &[String]) {
     );
 }
 
+/// Route `/{name}` on service `ha`, written through `cp`; its revision.
+async fn add_route(cp: &Cp, name: &str) -> i64 {
+    cp.post(
+        "/services/ha/routes",
+        json!({"name": name, "paths": [format!("/{name}")]}),
+    )
+    .await
+    .committed()
+}
+
 async fn service_with_route(cp: &Cp, up: &Upstream) {
     cp.post("/services", json!({"name": "ha", "url": up.url()}))
         .await
         .committed();
-    cp.post(
-        "/services/ha/routes",
-        json!({"name": "base", "paths": ["/ha"]}),
-    )
-    .await
-    .committed();
+    add_route(cp, "ha").await;
 }
 
 fn proxy_on(replicas: &[&Cp], node: &str) -> Proxy {
@@ -113,7 +110,7 @@ async fn a_killed_replica_fails_over_under_load() {
     );
 
     let load = Load::start(
-        &client(),
+        &http_client(),
         vec![format!("{}/ha/x", proxy.proxy_url()); 4],
         Duration::from_millis(2),
     );
@@ -121,12 +118,7 @@ async fn a_killed_replica_fails_over_under_load() {
 
     // A write accepted by another replica reaches the proxy on this one.
     let t = Instant::now();
-    b.post(
-        "/services/ha/routes",
-        json!({"name": "via-b", "paths": ["/via-b"]}),
-    )
-    .await
-    .committed();
+    add_route(&b, "via-b").await;
     live(&proxy, "/via-b").await;
     let other_replica = t.elapsed();
 
@@ -153,13 +145,7 @@ async fn a_killed_replica_fails_over_under_load() {
     // Every replica converges the node to the newest revision: a write on
     // the third replica after the failover is live on the proxy.
     let t = Instant::now();
-    let rev = c
-        .post(
-            "/services/ha/routes",
-            json!({"name": "via-c", "paths": ["/via-c"]}),
-        )
-        .await
-        .committed();
+    let rev = add_route(&c, "via-c").await;
     live(&proxy, "/via-c").await;
     let after_failover = t.elapsed();
     let view = c.wait_synced(&proxy.node_id, rev, CONVERGE).await;
@@ -190,18 +176,12 @@ async fn a_postgres_outage_is_survived() {
     let b = a.replica().await;
     let up = Upstream::start("ha").await;
     service_with_route(&a, &up).await;
-    let acked = a
-        .post(
-            "/services/ha/routes",
-            json!({"name": "acked", "paths": ["/acked"]}),
-        )
-        .await;
-    acked.committed();
+    add_route(&a, "acked").await;
     let mut proxy = proxy_on(&[&a, &b], "ha-pg");
     proxy.wait_ready(Some(&a), CONVERGE).await;
     live(&proxy, "/acked").await;
     let load = Load::start(
-        &client(),
+        &http_client(),
         vec![format!("{}/ha/x", proxy.proxy_url()); 4],
         Duration::from_millis(2),
     );
@@ -266,13 +246,7 @@ async fn a_postgres_outage_is_survived() {
         assert_eq!(cp.get("/routes/lost-0").await.status, 404);
     }
     // Writes flow again, through either replica, to the proxy.
-    let rev = b
-        .post(
-            "/services/ha/routes",
-            json!({"name": "after", "paths": ["/after"]}),
-        )
-        .await
-        .committed();
+    let rev = add_route(&b, "after").await;
     live(&proxy, "/after").await;
     a.wait_synced(&proxy.node_id, rev, CONVERGE).await;
 

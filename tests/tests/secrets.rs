@@ -269,11 +269,9 @@ async fn no_secret_in_the_clear() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyring_rotation_and_a_wrong_keyring() {
-    let old_line = gantry_e2e::TEST_KEYRING;
-    let mut cp = Cp::start().await;
-    let up = Upstream::start("rotate").await;
+/// Service `s` on `up` with route `/ka` behind key-auth, and consumer
+/// `alice` holding `key`.
+async fn key_auth_route(cp: &Cp, up: &Upstream, key: &str) {
     cp.post("/services", json!({"name": "s", "url": up.url()}))
         .await
         .expect(201);
@@ -289,9 +287,17 @@ async fn keyring_rotation_and_a_wrong_keyring() {
     cp.post("/consumers", json!({"username": "alice"}))
         .await
         .expect(201);
-    cp.post("/consumers/alice/key-auth", json!({"key": "rotate-me-key"}))
+    cp.post("/consumers/alice/key-auth", json!({"key": key}))
         .await
         .expect(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_rotation_and_a_wrong_keyring() {
+    let old_line = gantry_e2e::TEST_KEYRING;
+    let mut cp = Cp::start().await;
+    let up = Upstream::start("rotate").await;
+    key_auth_route(&cp, &up, "rotate-me-key").await;
     // A second version of the credential, so history is rotated too.
     cp.patch(
         "/consumers/alice/key-auth/rotate-me-key",
@@ -483,30 +489,13 @@ async fn a_vault_reference_is_resolved_by_the_node() {
 async fn an_unresolvable_reference_fences_the_routes_it_would_protect() {
     let cp = Cp::start().await;
     let up = Upstream::start("fence").await;
-    cp.post("/services", json!({"name": "s", "url": up.url()}))
-        .await
-        .expect(201);
-    cp.post(
-        "/services/s/routes",
-        json!({"name": "ka", "paths": ["/ka"]}),
-    )
-    .await
-    .expect(201);
+    key_auth_route(&cp, &up, "fence-key").await;
     cp.post(
         "/services/s/routes",
         json!({"name": "open", "paths": ["/open"]}),
     )
     .await
     .expect(201);
-    cp.post("/routes/ka/plugins", json!({"name": "key-auth"}))
-        .await
-        .expect(201);
-    cp.post("/consumers", json!({"username": "alice"}))
-        .await
-        .expect(201);
-    cp.post("/consumers/alice/key-auth", json!({"key": "fence-key"}))
-        .await
-        .expect(201);
     let proxy = Proxy::start(&cp, "gantry-fence").await;
     until_status(&proxy, "/ka", Some("fence-key"), 200).await;
     until_status(&proxy, "/open", None, 200).await;
