@@ -87,6 +87,7 @@ pub fn check(entities: &[Stored], opts: &ProxyOptions) -> Result<(), AdmissionEr
     let set = ResourceSet {
         listeners: by_name(proxy.listeners, |l| &l.name),
         routes: by_name(proxy.routes, |r| &r.name),
+        route_entries: by_name(proxy.route_entries, |e| &e.name),
         clusters: by_name(proxy.clusters, |c| &c.name),
         endpoints: by_name(proxy.endpoints, |e| &e.cluster_name),
         secrets: by_name(proxy.secrets, |s| &s.name),

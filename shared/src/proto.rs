@@ -176,6 +176,53 @@ pub mod plugins {
     ];
 }
 
+pub mod route {
+    //! `gantry.config.route.v1.RouteEntry`: one Kong route's share of a
+    //! route configuration, for gantry-proxy nodes (see
+    //! `proto/gantry/config/route/v1/route_entry.proto`, which these types
+    //! follow field for field; derived by hand because that file imports
+    //! Envoy's protos, which the build's protoc does not carry).
+
+    use envoy_types::pb::envoy::config::route::v3::Route;
+
+    pub const TYPE: &str = "type.googleapis.com/gantry.config.route.v1.RouteEntry";
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RouteEntry {
+        /// `<route_configuration>/<Kong route id>`.
+        #[prost(string, tag = "1")]
+        pub name: String,
+        /// The RDS name of the route configuration it belongs to.
+        #[prost(string, tag = "2")]
+        pub route_configuration: String,
+        /// Envoy domain patterns; empty: in every virtual host.
+        #[prost(string, repeated, tag = "3")]
+        pub domains: Vec<String>,
+        #[prost(message, repeated, tag = "4")]
+        pub routes: Vec<Ranked>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Ranked {
+        #[prost(message, optional, tag = "1")]
+        pub route: Option<Route>,
+        /// Routes are tried in ascending rank (bytewise) within a virtual host.
+        #[prost(bytes = "vec", tag = "2")]
+        pub rank: Vec<u8>,
+    }
+
+    impl prost::Name for RouteEntry {
+        const NAME: &'static str = "RouteEntry";
+        const PACKAGE: &'static str = "gantry.config.route.v1";
+        fn full_name() -> String {
+            "gantry.config.route.v1.RouteEntry".into()
+        }
+        fn type_url() -> String {
+            TYPE.into()
+        }
+    }
+}
+
 pub mod typed_struct {
     //! `xds.type.v3.TypedStruct`: a message of any type as the type's URL
     //! and its proto3 JSON form in a `google.protobuf.Struct`. Envoy links

@@ -19,7 +19,9 @@ mod secrets;
 mod validate;
 
 pub use plugins::enforced_by;
-pub use routes::{RouteTable, TableVhost, encode_all as encode_tables, path_regex};
+pub use routes::{
+    RouteTable, TableEntry, TableVhost, encode_all as encode_tables, encode_entries, path_regex,
+};
 
 #[cfg(test)]
 mod testutil;
@@ -34,6 +36,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Duration;
+use gantry_shared::proto::route::RouteEntry;
 
 /// What kind of proxy a node is, from its xDS `user_agent_name`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,6 +101,9 @@ impl Default for ProxyOptions {
 pub struct Resources {
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteConfiguration>,
+    /// gantry-proxy nodes: the route configurations' routes, one entry per
+    /// Kong route (their `routes` then carry no virtual hosts).
+    pub route_entries: Vec<RouteEntry>,
     pub clusters: Vec<Cluster>,
     pub endpoints: Vec<ClusterLoadAssignment>,
     pub secrets: Vec<Secret>,
@@ -105,7 +111,8 @@ pub struct Resources {
 
 /// What translation produces: the resources of [`Resources`], with each
 /// route configuration as a [`RouteTable`] whose repeated routes are not
-/// yet copied out (the snapshot cache encodes tables directly).
+/// yet copied out (the snapshot cache encodes tables directly). Envoy's
+/// tables hold virtual hosts; gantry-proxy's hold route entries instead.
 #[derive(Clone, Debug, Default)]
 pub struct Translation {
     /// Enabled plugins (by name) this flavour does not enforce.
@@ -123,6 +130,11 @@ impl Translation {
         Resources {
             listeners: self.listeners,
             routes: self.routes.iter().map(RouteTable::to_config).collect(),
+            route_entries: self
+                .routes
+                .iter()
+                .flat_map(RouteTable::entry_messages)
+                .collect(),
             clusters: self.clusters,
             endpoints: self.endpoints,
             secrets: self.secrets,
@@ -224,20 +236,24 @@ pub fn translate_flavours(
     let secrets = secrets::build(&model);
     let mut out: Vec<Translation> = Vec::with_capacity(flavours.len());
     for f in flavours {
-        let t = Translation {
+        let mut t = Translation {
             unenforced_plugins: plugins::unenforced(&model, *f),
             listeners: listeners::build(&model, opts, *f)?,
-            routes: routes.clone(),
+            routes: routes.iter().map(RouteTable::for_rds).collect(),
             clusters: clusters.clone(),
             endpoints: endpoints.clone(),
             secrets: secrets.clone(),
         };
-        // What the flavours share passed with the first; the others can
-        // only differ in their listeners.
+        // What the flavours share passed with the first (validated in
+        // Envoy's shape, which holds every route); the others can only
+        // differ in their listeners and in how the same routes travel.
         if out.is_empty() {
             validate::validate_translation(&t)?;
         } else {
             validate::validate_listeners(&t)?;
+        }
+        if *f == Flavour::GantryProxy {
+            t.routes = routes.iter().map(RouteTable::for_entries).collect();
         }
         out.push(t);
     }

@@ -27,13 +27,15 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+use gantry_proxy::config::{Group, HostPat, lay_out};
+use gantry_shared::proto::route::{Ranked, RouteEntry};
 use prost::Message;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request";
-pub const CATCH_ALL: &str = "catch-all";
+#[cfg(test)]
+pub use gantry_proxy::config::CATCH_ALL;
 /// Kong's body for a plain-HTTP request to an HTTPS-only route.
 pub const UPGRADE_BODY: &str = r#"{"message":"Please use HTTPS protocol"}"#;
 
@@ -60,13 +62,16 @@ pub fn build(m: &Model, opts: &ProxyOptions) -> Result<Vec<RouteTable>, Translat
     };
     let http = config(m, &mut pool, "http", opts.http_port, false)?;
     let https = config(m, &mut pool, "https", opts.https_port, true)?;
+    let ranks = Arc::new(pool.keys.iter().map(SortKey::rank).collect::<Vec<_>>());
     let routes = Arc::new(pool.routes);
     Ok([http, https]
         .into_iter()
-        .map(|(shell, vhosts)| RouteTable {
+        .map(|(shell, vhosts, entries)| RouteTable {
             shell,
             routes: routes.clone(),
+            ranks: ranks.clone(),
             vhosts,
+            entries,
         })
         .collect())
 }
@@ -118,57 +123,6 @@ enum Mode {
     Upgrade,
 }
 
-/// A route host as Envoy matches it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum HostPat {
-    Exact(String),
-    /// `*.example.com`, kept as `.example.com`.
-    Suffix(String),
-    /// `example.*`, kept as `example.`.
-    Prefix(String),
-}
-
-impl HostPat {
-    fn parse(h: &str) -> HostPat {
-        let h = h.to_ascii_lowercase();
-        if let Some(s) = h.strip_prefix('*') {
-            HostPat::Suffix(s.to_string())
-        } else if let Some(p) = h.strip_suffix('*') {
-            HostPat::Prefix(p.to_string())
-        } else {
-            HostPat::Exact(h)
-        }
-    }
-
-    fn domain(&self) -> String {
-        match self {
-            HostPat::Exact(h) => h.clone(),
-            HostPat::Suffix(s) => format!("*{s}"),
-            HostPat::Prefix(p) => format!("{p}*"),
-        }
-    }
-
-    /// Whether a route listing `self` could match a request that Envoy
-    /// sends to the virtual host for `d`. Envoy tries exact domains, then
-    /// suffix wildcards (longest first), then prefix wildcards, so a request
-    /// in a suffix vhost matched no exact domain and a request in a prefix
-    /// vhost matched no suffix one.
-    fn covers(&self, d: &HostPat) -> bool {
-        match (self, d) {
-            (HostPat::Exact(a), HostPat::Exact(b)) => a == b,
-            (HostPat::Suffix(s), HostPat::Exact(h)) => h.len() > s.len() && h.ends_with(s.as_str()),
-            (HostPat::Prefix(p), HostPat::Exact(h)) => {
-                h.len() > p.len() && h.starts_with(p.as_str())
-            }
-            (HostPat::Suffix(a), HostPat::Suffix(b)) => b.ends_with(a.as_str()),
-            (HostPat::Prefix(a), HostPat::Prefix(b)) => b.starts_with(a.as_str()),
-            // Partial overlaps (`api.*` vs `*.example.com`) cannot be expressed
-            // with Envoy's domain selection; the more specific vhost wins.
-            _ => false,
-        }
-    }
-}
-
 /// Kong's route priority (traditional_compatible router), compared
 /// ascending: more match categories, plain hosts only, more headers, regex
 /// paths before prefixes, then regex_priority (regex paths only), longer
@@ -187,6 +141,36 @@ struct SortKey<'a> {
     sub: usize,
 }
 
+impl SortKey<'_> {
+    /// The key as bytes whose bytewise order is the key's order: a route
+    /// entry's `rank`, which gantry-proxy orders routes by.
+    fn rank(&self) -> Vec<u8> {
+        // Reverse(x) is written as the bitwise complement of x's
+        // order-preserving encoding; signed integers have their sign bit
+        // flipped; the id is NUL-escaped and NUL-NUL terminated, so an id
+        // that is a prefix of another sorts first.
+        let signed = |v: i64| ((v as u64) ^ (1 << 63)).to_be_bytes();
+        let mut out = Vec::with_capacity(64 + self.id.len());
+        out.push(!self.weight.0);
+        out.push(!(self.plain_hosts.0 as u8));
+        out.extend((!(self.headers.0 as u64)).to_be_bytes());
+        out.push(!(self.regex.0 as u8));
+        out.extend(signed(self.regex_priority.0).map(|b| !b));
+        out.extend((!(self.uri_len.0 as u64)).to_be_bytes());
+        out.extend(signed(self.created_at));
+        for b in self.id.bytes() {
+            out.push(b);
+            if b == 0 {
+                out.push(0xff);
+            }
+        }
+        out.extend([0, 0]);
+        out.extend((self.path as u64).to_be_bytes());
+        out.extend((self.sub as u64).to_be_bytes());
+        out
+    }
+}
+
 /// A route configuration as the translator builds it: each Envoy route
 /// once, and the virtual hosts as lists of indices into them.
 ///
@@ -203,7 +187,22 @@ pub struct RouteTable {
     /// Every distinct route, in no particular order; shared by the
     /// configurations built together (some may go unused here).
     pub routes: Arc<Vec<EnvoyRoute>>,
+    /// Each route's rank (its precedence as bytes), shared like `routes`.
+    pub ranks: Arc<Vec<Vec<u8>>>,
     pub vhosts: Vec<TableVhost>,
+    /// The configuration's Kong routes as Gantry route entries, by name.
+    pub entries: Vec<TableEntry>,
+}
+
+/// One Kong route of a [`RouteTable`], as a route entry.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableEntry {
+    /// `<route configuration>/<Kong route id>`.
+    pub name: String,
+    /// Envoy domain patterns; none for a host-less route.
+    pub domains: Vec<String>,
+    /// Its routes in [`RouteTable::routes`].
+    pub routes: std::ops::Range<u32>,
 }
 
 /// A virtual host of a [`RouteTable`].
@@ -244,6 +243,139 @@ impl RouteTable {
     pub fn encode(&self) -> Vec<u8> {
         encode_all(&[self]).remove(0)
     }
+
+    /// As Envoy nodes get it: every route in its virtual hosts.
+    pub fn for_rds(&self) -> RouteTable {
+        RouteTable {
+            entries: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// As gantry-proxy nodes get it: the configuration's own settings,
+    /// its routes as entries.
+    pub fn for_entries(&self) -> RouteTable {
+        RouteTable {
+            vhosts: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The route entries spelled out as messages.
+    pub fn entry_messages(&self) -> Vec<RouteEntry> {
+        self.entries
+            .iter()
+            .map(|e| RouteEntry {
+                name: e.name.clone(),
+                route_configuration: self.shell.name.clone(),
+                domains: e.domains.clone(),
+                routes: e
+                    .routes
+                    .clone()
+                    .map(|i| Ranked {
+                        route: Some(self.routes[i as usize].clone()),
+                        rank: self.ranks[i as usize].clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// Each route of a pool encoded once, on first use.
+struct PoolEncodings<'a> {
+    routes: &'a [EnvoyRoute],
+    encoded: Vec<Option<Vec<u8>>>,
+}
+
+impl<'a> PoolEncodings<'a> {
+    fn new(routes: &'a [EnvoyRoute]) -> Self {
+        PoolEncodings {
+            routes,
+            encoded: vec![None; routes.len()],
+        }
+    }
+
+    fn get(&mut self, i: u32) -> &[u8] {
+        let routes = self.routes;
+        self.encoded[i as usize].get_or_insert_with(|| routes[i as usize].encode_to_vec())
+    }
+}
+
+/// Encodings of pools shared by several tables, by pool address.
+#[derive(Default)]
+struct Pools<'a>(Vec<(*const Vec<EnvoyRoute>, PoolEncodings<'a>)>);
+
+impl<'a> Pools<'a> {
+    fn of(&mut self, t: &'a RouteTable) -> &mut PoolEncodings<'a> {
+        let id = Arc::as_ptr(&t.routes);
+        let p = match self.0.iter().position(|(p, _)| *p == id) {
+            Some(p) => p,
+            None => {
+                self.0.push((id, PoolEncodings::new(&t.routes)));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[p].1
+    }
+}
+
+/// Each table's route entries as (name, `RouteEntry` encoding), byte for
+/// byte what prost writes for [`RouteTable::entry_messages`], each distinct
+/// route encoded once for all of them.
+pub fn encode_entries(tables: &[&RouteTable]) -> Vec<Vec<(String, Vec<u8>)>> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let mut pools = Pools::default();
+    let mut out = Vec::with_capacity(tables.len());
+    for t in tables {
+        let pool = pools.of(t);
+        let mut mine = Vec::with_capacity(t.entries.len());
+        for e in &t.entries {
+            // `routes` (4) is the last field: the head is the rest.
+            let head = RouteEntry {
+                name: e.name.clone(),
+                route_configuration: t.shell.name.clone(),
+                domains: e.domains.clone(),
+                routes: Vec::new(),
+            }
+            .encode_to_vec();
+            let ranked_len = |pool: &mut PoolEncodings<'_>, i: u32| {
+                let rank = &t.ranks[i as usize];
+                field(1, pool.get(i).len())
+                    + if rank.is_empty() {
+                        0
+                    } else {
+                        field(2, rank.len())
+                    }
+            };
+            let body: usize = e
+                .routes
+                .clone()
+                .map(|i| field(4, ranked_len(pool, i)))
+                .sum();
+            let mut buf = Vec::with_capacity(head.len() + body);
+            buf.extend_from_slice(&head);
+            for i in e.routes.clone() {
+                let len = ranked_len(pool, i);
+                encode_key(4, WireType::LengthDelimited, &mut buf);
+                encode_varint(len as u64, &mut buf);
+                let r = pool.get(i);
+                encode_key(1, WireType::LengthDelimited, &mut buf);
+                encode_varint(r.len() as u64, &mut buf);
+                buf.extend_from_slice(r);
+                let rank = &t.ranks[i as usize];
+                if !rank.is_empty() {
+                    encode_key(2, WireType::LengthDelimited, &mut buf);
+                    encode_varint(rank.len() as u64, &mut buf);
+                    buf.extend_from_slice(rank);
+                }
+            }
+            mine.push((e.name.clone(), buf));
+        }
+        out.push(mine);
+    }
+    out
 }
 
 /// [`RouteTable::encode`] for several tables, encoding each route of a
@@ -256,28 +388,16 @@ impl RouteTable {
 pub fn encode_all(tables: &[&RouteTable]) -> Vec<Vec<u8>> {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
     let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
-    // Per pool (by address): each route's encoding, once needed.
-    type Encoded = Vec<Option<Vec<u8>>>;
-    let mut pools: Vec<(*const Vec<EnvoyRoute>, Encoded)> = Vec::new();
+    let mut pools = Pools::default();
     let mut out = Vec::with_capacity(tables.len());
     for t in tables {
-        let id = Arc::as_ptr(&t.routes);
-        let p = match pools.iter().position(|(p, _)| *p == id) {
-            Some(p) => p,
-            None => {
-                pools.push((id, vec![None; t.routes.len()]));
-                pools.len() - 1
-            }
-        };
-        let encoded = &mut pools[p].1;
+        let pool = pools.of(t);
         for v in &t.vhosts {
             for i in &v.routes {
-                let slot = &mut encoded[*i as usize];
-                if slot.is_none() {
-                    *slot = Some(t.routes[*i as usize].encode_to_vec());
-                }
+                pool.get(*i);
             }
         }
+        let encoded = &pool.encoded;
         let route = |i: &u32| encoded[*i as usize].as_deref().unwrap_or_default();
         let (head, tail) = {
             let head = RouteConfiguration {
@@ -341,9 +461,9 @@ fn config<'a>(
     name: &str,
     port: u16,
     tls: bool,
-) -> Result<(RouteConfiguration, Vec<TableVhost>), TranslateError> {
-    let mut spans: Vec<std::ops::Range<u32>> = Vec::with_capacity(m.routes.len());
-    let mut hosts: Vec<Vec<HostPat>> = Vec::with_capacity(m.routes.len());
+) -> Result<(RouteConfiguration, Vec<TableVhost>, Vec<TableEntry>), TranslateError> {
+    let mut groups: Vec<Group> = Vec::with_capacity(m.routes.len());
+    let mut ids: Vec<&str> = Vec::with_capacity(m.routes.len());
     for (ri, r) in m.routes.iter().enumerate() {
         let mode = if tls {
             if !r.has_protocol(&["https", "grpcs", "wss"]) {
@@ -378,87 +498,42 @@ fn config<'a>(
         }
         pats.sort();
         pats.dedup();
-        spans.push(pool.span(m, ri, r, mode)?);
-        hosts.push(pats);
+        groups.push(Group {
+            hosts: pats,
+            routes: pool.span(m, ri, r, mode)?,
+        });
+        ids.push(&r.id);
     }
     let keys = &pool.keys;
     let by_key = |a: &u32, b: &u32| keys[*a as usize].cmp(&keys[*b as usize]);
-
-    let mut hostless: Vec<u32> = Vec::new();
-    let mut domains: BTreeMap<String, HostPat> = BTreeMap::new();
-    let mut listing: HashMap<&HostPat, Vec<usize>> = HashMap::new();
-    let mut wildcards: Vec<(&HostPat, usize)> = Vec::new();
-    for (i, hs) in hosts.iter().enumerate() {
-        if hs.is_empty() {
-            hostless.extend(spans[i].clone());
-        }
-        for h in hs {
-            domains.entry(h.domain()).or_insert_with(|| h.clone());
-            listing.entry(h).or_default().push(i);
-            if !matches!(h, HostPat::Exact(_)) {
-                wildcards.push((h, i));
-            }
-        }
-    }
-    hostless.sort_by(by_key);
-
-    let mut vhosts = Vec::with_capacity(domains.len() + 1);
-    for (domain, pat) in &domains {
-        let mut ids: BTreeSet<usize> = listing.get(pat).into_iter().flatten().copied().collect();
-        ids.extend(
-            wildcards
-                .iter()
-                .filter(|(w, _)| w.covers(pat))
-                .map(|(_, i)| *i),
-        );
-        let mut own: Vec<u32> = ids.iter().flat_map(|i| spans[*i].clone()).collect();
-        own.sort_by(by_key);
-        let vname = if domain == CATCH_ALL {
-            format!("host:{domain}")
-        } else {
-            domain.clone()
-        };
-        vhosts.push(TableVhost {
+    let mut entries: Vec<TableEntry> = ids
+        .iter()
+        .zip(&groups)
+        .map(|(id, g)| TableEntry {
+            name: format!("{name}/{id}"),
+            domains: g.hosts.iter().map(HostPat::domain).collect(),
+            routes: g.routes.clone(),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let vhosts = lay_out(&groups, by_key)
+        .into_iter()
+        .map(|v| TableVhost {
             shell: VirtualHost {
-                name: vname,
-                domains: vec![domain.clone()],
+                name: v.name,
+                domains: vec![v.domain],
                 ..Default::default()
             },
-            routes: merge(&own, &hostless, keys),
-        });
-    }
-    vhosts.push(TableVhost {
-        shell: VirtualHost {
-            name: CATCH_ALL.into(),
-            domains: vec!["*".into()],
-            ..Default::default()
-        },
-        routes: hostless,
-    });
+            routes: v.routes,
+        })
+        .collect();
     let shell = RouteConfiguration {
         name: name.into(),
         // Kong matches hosts without the Host header's port.
         ignore_port_in_host_matching: true,
         ..Default::default()
     };
-    Ok((shell, vhosts))
-}
-
-/// Merges two index lists sorted by key into one.
-fn merge(a: &[u32], b: &[u32], keys: &[SortKey<'_>]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let take_a = j >= b.len() || (i < a.len() && keys[a[i] as usize] <= keys[b[j] as usize]);
-        if take_a {
-            out.push(a[i]);
-            i += 1;
-        } else {
-            out.push(b[j]);
-            j += 1;
-        }
-    }
-    out
+    Ok((shell, vhosts, entries))
 }
 
 enum PathKind<'a> {

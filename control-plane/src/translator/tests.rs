@@ -106,6 +106,128 @@ fn route_tables_encode_as_their_configurations() {
     assert_eq!(res.routes.len(), t.routes.len());
 }
 
+/// The sample of `route_tables_encode_as_their_configurations`: host-less
+/// routes, exact and wildcard hosts, an HTTPS-only route.
+fn hosts_sample() -> Vec<Stored> {
+    let web = service("web2", "10.0.0.9", 8080);
+    let mut ents = sample();
+    ents.extend([
+        route(
+            "h1",
+            &web,
+            json!({"hosts": ["a.example.com"], "paths": ["/h1"]}),
+        ),
+        route(
+            "h2",
+            &web,
+            json!({"hosts": ["*.example.com", "api.*"], "paths": ["~/h2/\\d+"]}),
+        ),
+        route(
+            "tls-only",
+            &web,
+            json!({"protocols": ["https"], "hosts": ["s.example.com"]}),
+        ),
+        route("bare", &web, json!({"methods": ["GET", "PUT"]})),
+        web,
+    ]);
+    ents
+}
+
+#[test]
+fn route_entries_encode_as_their_messages() {
+    let t = translate_tables(
+        &hosts_sample(),
+        Flavour::GantryProxy,
+        &ProxyOptions::default(),
+    )
+    .unwrap();
+    let tables: Vec<&RouteTable> = t.routes.iter().collect();
+    let encoded = encode_entries(&tables);
+    let mut n = 0;
+    for (tb, enc) in t.routes.iter().zip(&encoded) {
+        let msgs = tb.entry_messages();
+        assert_eq!(msgs.len(), enc.len());
+        for (m, (name, bytes)) in msgs.iter().zip(enc) {
+            assert_eq!(&m.name, name);
+            assert_eq!(&m.encode_to_vec(), bytes, "{name}");
+            n += 1;
+        }
+    }
+    assert!(n > 5, "the sample has entries ({n})");
+}
+
+/// What gantry-proxy's compiler makes of a flavour's routes: per route
+/// configuration, each virtual host's name, domains and route names in
+/// first-match order.
+/// A virtual host as compiled: name, domains, route names.
+type HostView = (String, Vec<String>, Vec<String>);
+
+fn compiled_hosts(r: &Resources) -> Vec<(String, Vec<HostView>)> {
+    let set = gantry_proxy::config::ResourceSet {
+        routes: r
+            .routes
+            .iter()
+            .map(|x| (x.name.clone(), x.clone()))
+            .collect(),
+        route_entries: r
+            .route_entries
+            .iter()
+            .map(|x| (x.name.clone(), x.clone()))
+            .collect(),
+        clusters: r
+            .clusters
+            .iter()
+            .map(|x| (x.name.clone(), x.clone()))
+            .collect(),
+        endpoints: r
+            .endpoints
+            .iter()
+            .map(|x| (x.cluster_name.clone(), x.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    let c = gantry_proxy::config::compile(&set).unwrap();
+    let mut out: Vec<_> = c
+        .routes
+        .iter()
+        .map(|(name, t)| {
+            let hosts = t
+                .virtual_hosts
+                .iter()
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        v.domains.clone(),
+                        v.routes.iter().map(|r| r.name.clone()).collect(),
+                    )
+                })
+                .collect();
+            (name.clone(), hosts)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn gantry_proxy_lays_out_entries_as_envoy_gets_them() {
+    let ents = hosts_sample();
+    let opts = ProxyOptions::default();
+    let envoy = translate(&ents, Flavour::Envoy, &opts).unwrap();
+    let gantry = translate(&ents, Flavour::GantryProxy, &opts).unwrap();
+    let (e, g) = (compiled_hosts(&envoy), compiled_hosts(&gantry));
+    assert_eq!(e, g);
+    let copies: usize = e
+        .iter()
+        .flat_map(|(_, hosts)| hosts.iter().map(|h| h.2.len()))
+        .sum();
+    let entries: usize = gantry.route_entries.iter().map(|x| x.routes.len()).sum();
+    assert!(
+        copies > entries,
+        "Envoy's virtual hosts repeat host-less routes ({copies}), entries do not ({entries})"
+    );
+}
+
 #[test]
 fn the_regex_fast_path_accepts_only_valid_regexes() {
     // Every string up to four characters over an alphabet of literals and
@@ -315,9 +437,19 @@ fn output_is_deterministic() {
     ents.reverse();
     let c = run(&ents);
     assert_eq!(encoded(&a), encoded(&c));
-    // Both flavours get the same resources today.
+    // gantry-proxy gets the same resources, its routes as route entries.
     let g = translate(&ents, Flavour::GantryProxy, &ProxyOptions::default()).unwrap();
-    assert_eq!(encoded(&a), encoded(&g));
+    let g2 = translate(&ents, Flavour::GantryProxy, &ProxyOptions::default()).unwrap();
+    assert_eq!(encoded(&g), encoded(&g2));
+    assert_eq!(g.route_entries, g2.route_entries);
+    for r in &g.routes {
+        assert!(
+            r.virtual_hosts.is_empty(),
+            "{}: routes travel as entries",
+            r.name
+        );
+    }
+    assert!(a.route_entries.is_empty(), "Envoy nodes get RDS alone");
 }
 
 #[test]

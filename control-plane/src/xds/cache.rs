@@ -127,6 +127,21 @@ pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapsh
             .map(|(t, res)| (t.name().to_string(), res.clone()))
             .collect();
         types.insert(xds::ROUTE, routes);
+        // gantry-proxy's tables carry their routes as entries (Envoy's, none).
+        let with_entries: Vec<&RouteTable> =
+            r.routes.iter().filter(|t| !t.entries.is_empty()).collect();
+        let entries = translator::encode_entries(&with_entries)
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| {
+                let any = Any {
+                    type_url: xds::ROUTE_ENTRY.to_string(),
+                    value,
+                };
+                resource(name, any)
+            })
+            .collect();
+        types.insert(xds::ROUTE_ENTRY, entries);
         types.insert(xds::CLUSTER, pack(r.clusters, |l| l.name.clone()));
         types.insert(xds::ENDPOINT, pack(r.endpoints, |l| l.cluster_name.clone()));
         types.insert(xds::SECRET, pack(r.secrets, |l| l.name.clone()));
@@ -151,7 +166,8 @@ pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapsh
     out
 }
 
-/// Tables built from the same routes into the same shape encode the same.
+/// Tables built from the same routes into the same shape encode the same
+/// (as route configurations: their entries travel on their own).
 fn same_table(a: &RouteTable, b: &RouteTable) -> bool {
     Arc::ptr_eq(&a.routes, &b.routes) && a.shell == b.shell && a.vhosts == b.vhosts
 }

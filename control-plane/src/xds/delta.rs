@@ -259,11 +259,14 @@ impl Stream {
         let Some(snap) = self.session.snapshot() else {
             return Ok(());
         };
-        if (t == xds::LISTENER || t == xds::ROUTE) && !self.clusters_warm() {
+        if (t == xds::LISTENER || t == xds::ROUTE || t == xds::ROUTE_ENTRY) && !self.clusters_warm()
+        {
             return Ok(());
         }
-        let hold_cluster_removals =
-            t == xds::CLUSTER && !(self.is_current(xds::LISTENER) && self.is_current(xds::ROUTE));
+        let hold_cluster_removals = t == xds::CLUSTER
+            && !(self.is_current(xds::LISTENER)
+                && self.is_current(xds::ROUTE)
+                && self.is_current(xds::ROUTE_ENTRY));
         // Endpoints of changed clusters go again, changed or not (held.rs).
         if t == xds::ENDPOINT && self.held.endpoints_due() {
             let due = self.held.take_due();

@@ -237,11 +237,15 @@ impl Stream {
             return Ok(());
         };
         let mut desired = self.desired_in(&snap, t);
-        if (t == xds::LISTENER || t == xds::ROUTE) && !self.clusters_warm(&snap) {
+        if (t == xds::LISTENER || t == xds::ROUTE || t == xds::ROUTE_ENTRY)
+            && !self.clusters_warm(&snap)
+        {
             return Ok(());
         }
         if t == xds::CLUSTER
-            && !(self.is_current(&snap, xds::LISTENER) && self.is_current(&snap, xds::ROUTE))
+            && !(self.is_current(&snap, xds::LISTENER)
+                && self.is_current(&snap, xds::ROUTE)
+                && self.is_current(&snap, xds::ROUTE_ENTRY))
         {
             // Make-before-break: keep what was sent until routes move off it.
             if let Some(sent) = self.types.get(t).and_then(|s| s.sent.as_ref()) {

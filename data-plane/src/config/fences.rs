@@ -14,7 +14,8 @@
 //! - A route configuration whose refused update has, or replaces, a route
 //!   with plugins: the whole route configuration is fenced, since which
 //!   old route would catch a new route's requests cannot be known without
-//!   compiling it.
+//!   compiling it. A refused route entry likewise fences the route
+//!   configuration it fills.
 //!
 //! Updates of clusters, endpoints and secrets carry no request policy and
 //! fence nothing.
@@ -25,6 +26,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_filter,
 };
+use gantry_shared::proto::route::RouteEntry;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,11 +40,15 @@ pub struct Fences {
     /// Route configurations whose every route refuses requests.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub route_configs: BTreeMap<String, String>,
+    /// Route entries, by name: (their route configuration, whose every
+    /// route refuses requests; the reason).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub route_entries: BTreeMap<String, (String, String)>,
 }
 
 impl Fences {
     pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty() && self.route_configs.is_empty()
+        self.listeners.is_empty() && self.route_configs.is_empty() && self.route_entries.is_empty()
     }
 
     /// Whether a request on `listener`, routed by `route_config` to a
@@ -50,6 +56,7 @@ impl Fences {
     pub fn refuses(&self, listener: &str, route_config: &str, has_plugins: bool) -> bool {
         self.route_configs.contains_key(route_config)
             || (has_plugins && self.listeners.contains_key(listener))
+            || self.route_entries.values().any(|(c, _)| c == route_config)
     }
 
     /// After an update of listener `name` was refused: fences it when the
@@ -106,6 +113,39 @@ impl Fences {
         true
     }
 
+    /// After an update of route entry `name` was refused: fences its route
+    /// configuration when either version has a route with plugins (or the
+    /// refused one did not decode), for the reason the configuration's
+    /// fence gives.
+    pub fn route_entry_refused(
+        &mut self,
+        name: &str,
+        running: Option<&RouteEntry>,
+        candidate: Option<&RouteEntry>,
+        reason: &str,
+    ) -> bool {
+        let Some(running) = running else {
+            return false;
+        };
+        let touches_policy = match candidate {
+            Some(c) => entry_has_plugins(running) || entry_has_plugins(c),
+            None => true,
+        };
+        if !touches_policy {
+            return false;
+        }
+        self.route_entries.insert(
+            name.to_string(),
+            (running.route_configuration.clone(), reason.to_string()),
+        );
+        true
+    }
+
+    /// An update of route entry `name` was accepted (or it was removed).
+    pub fn route_entry_settled(&mut self, name: &str) -> bool {
+        self.route_entries.remove(name).is_some()
+    }
+
     /// An update of listener `name` was accepted (or it was removed).
     pub fn listener_settled(&mut self, name: &str) -> bool {
         self.listeners.remove(name).is_some()
@@ -123,7 +163,11 @@ impl Fences {
             .route_configs
             .iter()
             .map(|(n, r)| format!("RDS/{n}: {r}"));
-        l.chain(r).collect()
+        let e = self
+            .route_entries
+            .iter()
+            .map(|(n, (_, r))| format!("RouteEntry/{n}: {r}"));
+        l.chain(r).chain(e).collect()
     }
 }
 
@@ -160,6 +204,16 @@ fn has_plugins(rc: &RouteConfiguration) -> bool {
             || v.routes
                 .iter()
                 .any(|r| r.typed_per_filter_config.contains_key(name))
+    })
+}
+
+/// Whether a route of the entry carries the plugin filter's per-route config.
+fn entry_has_plugins(e: &RouteEntry) -> bool {
+    let name = crate::plugins::FILTER_NAME;
+    e.routes.iter().any(|r| {
+        r.route
+            .as_ref()
+            .is_some_and(|r| r.typed_per_filter_config.contains_key(name))
     })
 }
 

@@ -36,6 +36,7 @@ pub mod re2_size;
 mod routes;
 mod secrets;
 mod upstream_tls;
+mod vhost_layout;
 
 pub use clusters::{
     ClusterConfig, Discovery, DnsLookupFamily, EndpointAddress, EndpointConfig, EndpointHealth,
@@ -47,6 +48,7 @@ pub use envoy_types::pb::envoy::config::{
 };
 pub use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 pub use fences::Fences;
+pub use gantry_shared::proto::route::RouteEntry;
 pub use headers::{AppendAction, HeaderAdd, HeaderMutations, HeaderStage};
 pub use listener::{Codec, HttpLimits, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
@@ -57,6 +59,7 @@ pub use routes::{
     Selected, VirtualHost, cookie_value, direct_response_location,
 };
 pub use upstream_tls::{SanMatch, UpstreamTls, UpstreamVerify};
+pub use vhost_layout::{CATCH_ALL, Group, HostPat, LaidOut, lay_out};
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
@@ -69,6 +72,8 @@ use std::time::Duration;
 pub struct ResourceSet {
     pub listeners: BTreeMap<String, Listener>,
     pub routes: BTreeMap<String, RouteConfiguration>,
+    /// Gantry route entries, each filling the route configuration it names.
+    pub route_entries: BTreeMap<String, RouteEntry>,
     pub clusters: BTreeMap<String, Cluster>,
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
     pub secrets: BTreeMap<String, Secret>,
@@ -77,8 +82,8 @@ pub struct ResourceSet {
 }
 
 /// Why a resource set cannot be compiled. `kind` is the Envoy resource type
-/// ("Listener", "RouteConfiguration", "Cluster", "ClusterLoadAssignment",
-/// "Secret"), `name` the resource name, `reason` says where inside it and
+/// ("Listener", "RouteConfiguration", "RouteEntry", "Cluster",
+/// "ClusterLoadAssignment", "Secret"), `name` the resource name, `reason` says where inside it and
 /// what is wrong. Never carries secret material.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[error("{kind} {name}: {reason}")]
@@ -131,12 +136,22 @@ fn compile_all(set: &ResourceSet) -> Result<Compiled, CompileError> {
         }
         out.clusters.insert(name.clone(), Arc::new(cc));
     }
+    let mut entries: HashMap<&str, Vec<&RouteEntry>> = HashMap::new();
+    for (name, e) in &set.route_entries {
+        check_name("RouteEntry", name, &e.name)?;
+        entries
+            .entry(e.route_configuration.as_str())
+            .or_default()
+            .push(e);
+    }
     for (name, rc) in &set.routes {
         check_name("RouteConfiguration", name, &rc.name)?;
-        let t = routes::compile(name, rc, &set.clusters)
-            .map_err(|reason| err("RouteConfiguration", name, reason))?;
+        let mine = entries.remove(name.as_str()).unwrap_or_default();
+        let t = routes::compile_config(name, rc, &mine, &set.clusters)?;
         out.routes.insert(name.clone(), Arc::new(t));
     }
+    // Entries of a configuration not (yet) held wait for it, as a route
+    // configuration no listener loads does.
     let mut addresses: HashMap<std::net::SocketAddr, &str> = HashMap::new();
     for (name, l) in &set.listeners {
         check_name("Listener", name, &l.name)?;

@@ -7,7 +7,11 @@ use super::headers::{HeaderMutations, HeaderStage, compile_stage};
 use super::matchers::{Ctx, HeaderMatcher, HeaderSource, QueryParamMatcher};
 use super::path_index::PathIndex;
 use super::re2::{Re2, RegexRewrite};
-use super::{Cluster, check_header_value, fraction, opt_duration, positive_duration, reject_rest};
+use super::vhost_layout::{Group, HostPat, lay_out};
+use super::{
+    Cluster, CompileError, check_header_value, fraction, opt_duration, positive_duration,
+    reject_rest,
+};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, RedirectAction, RetryPolicy as PbRetryPolicy, Route as PbRoute,
@@ -21,6 +25,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier,
     weighted_cluster::RandomValueSpecifier,
 };
+use gantry_shared::proto::route::RouteEntry;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -905,11 +910,25 @@ struct Inherited<'a> {
     config_mirrors: &'a [RequestMirrorPolicy],
 }
 
+/// A route configuration alone (its routes in its own virtual hosts).
+#[cfg(test)]
 pub(crate) fn compile(
     name: &str,
     rc: &RouteConfiguration,
     clusters: &BTreeMap<String, Cluster>,
 ) -> Result<RouteTable, String> {
+    compile_config(name, rc, &[], clusters).map_err(|e| e.reason)
+}
+
+/// A route configuration with the route entries that fill it (none: its
+/// routes are in its own virtual hosts).
+pub(crate) fn compile_config(
+    name: &str,
+    rc: &RouteConfiguration,
+    entries: &[&RouteEntry],
+    clusters: &BTreeMap<String, Cluster>,
+) -> Result<RouteTable, CompileError> {
+    let config_err = |reason: String| super::err("RouteConfiguration", name, reason);
     let mut rest = settings_of_config(rc);
     rest.name.clear();
     let vhosts = &rc.virtual_hosts;
@@ -931,22 +950,43 @@ pub(crate) fn compile(
     // compiler would have refused), or no effect on traffic.
     rest.typed_per_filter_config.clear();
     rest.metadata = None;
-    reject_rest(&rest, fields::ROUTE_CONFIGURATION, "route configuration")?;
+    reject_rest(&rest, fields::ROUTE_CONFIGURATION, "route configuration").map_err(config_err)?;
 
     let inherited = Inherited {
-        config_request: compile_stage(&req_add, &req_rm, "request_headers_to_add/remove")?,
-        config_response: compile_stage(&resp_add, &resp_rm, "response_headers_to_add/remove")?,
+        config_request: compile_stage(&req_add, &req_rm, "request_headers_to_add/remove")
+            .map_err(config_err)?,
+        config_response: compile_stage(&resp_add, &resp_rm, "response_headers_to_add/remove")
+            .map_err(config_err)?,
         most_specific_wins,
         max_body,
         config_mirrors: &config_mirrors,
     };
     for m in &config_mirrors {
-        mirror(m).map_err(|e| format!("request_mirror_policies: {e}"))?;
+        mirror(m).map_err(|e| config_err(format!("request_mirror_policies: {e}")))?;
     }
+
+    let compiled = if entries.is_empty() {
+        let mut shared = RouteMemo::default();
+        let mut out = Vec::with_capacity(vhosts.len());
+        for vh in vhosts {
+            out.push(
+                virtual_host(vh, &inherited, &mut shared)
+                    .map_err(|e| config_err(format!("virtual host {:?}: {e}", vh.name)))?,
+            );
+        }
+        out
+    } else if !vhosts.is_empty() {
+        return Err(config_err(format!(
+            "has virtual hosts of its own and {} route entries: a configuration's routes come one way",
+            entries.len()
+        )));
+    } else {
+        entry_hosts(name, entries, &inherited)?
+    };
 
     let mut table = RouteTable {
         name: name.to_string(),
-        virtual_hosts: Vec::with_capacity(vhosts.len()),
+        virtual_hosts: Vec::with_capacity(compiled.len()),
         ignore_port_in_host_matching: ignore_port,
         ignore_path_parameters_in_path_matching: ignore_params,
         exact: HashMap::new(),
@@ -956,17 +996,14 @@ pub(crate) fn compile(
     };
     let mut suffixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
     let mut prefixes: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
-    let mut shared = RouteMemo::default();
-    for vh in vhosts {
+    for v in compiled {
         let idx = table.virtual_hosts.len();
-        let v = virtual_host(vh, &inherited, &mut shared)
-            .map_err(|e| format!("virtual host {:?}: {e}", vh.name))?;
         for d in &v.domains {
             let duplicate = if d == "*" {
                 if table.default.is_some() {
-                    return Err(format!(
+                    return Err(config_err(format!(
                         "Only a single wildcard domain is permitted in route {name}"
-                    ));
+                    )));
                 }
                 table.default = Some(idx);
                 false
@@ -986,9 +1023,9 @@ pub(crate) fn compile(
                 table.exact.insert(d.clone(), idx).is_some()
             };
             if duplicate {
-                return Err(format!(
+                return Err(config_err(format!(
                     "Only unique values for domains are permitted. Duplicate entry of domain {d} in route {name}"
-                ));
+                )));
             }
         }
         table.virtual_hosts.push(v);
@@ -1002,18 +1039,18 @@ pub(crate) fn compile(
                 if let Action::Forward(f) = &r.action {
                     for c in f.cluster.clusters() {
                         if !clusters.contains_key(c) {
-                            return Err(format!(
+                            return Err(config_err(format!(
                                 "virtual host {:?} route {:?}: route: unknown cluster '{c}'",
                                 vh.name, r.name
-                            ));
+                            )));
                         }
                     }
                     for m in &f.mirrors {
                         if !clusters.contains_key(&m.cluster) {
-                            return Err(format!(
+                            return Err(config_err(format!(
                                 "virtual host {:?} route {:?}: route: unknown shadow cluster '{}'",
                                 vh.name, r.name, m.cluster
-                            ));
+                            )));
                         }
                     }
                 }
@@ -1021,6 +1058,89 @@ pub(crate) fn compile(
         }
     }
     Ok(table)
+}
+
+/// The virtual hosts of a configuration whose routes come as Gantry route
+/// entries, laid out as the translator lays out Envoy's (one per domain,
+/// plus `*`). Each route is compiled once, however many hosts hold it; the
+/// laid-out hosts have no settings of their own, so routes inherit from
+/// the configuration alone.
+fn entry_hosts(
+    config: &str,
+    entries: &[&RouteEntry],
+    inh: &Inherited<'_>,
+) -> Result<Vec<VirtualHost>, CompileError> {
+    let mut mirrors = Vec::new();
+    for m in inh.config_mirrors {
+        mirrors.push(mirror(m).map_err(|e| super::err("RouteConfiguration", config, e))?);
+    }
+    let ctx = VhCtx {
+        inh,
+        request: None,
+        response: None,
+        retry: None,
+        mirrors,
+    };
+    let total: usize = entries.iter().map(|e| e.routes.len()).sum();
+    let mut routes: Vec<Arc<Route>> = Vec::with_capacity(total);
+    let mut ranks: Vec<&[u8]> = Vec::with_capacity(total);
+    let mut groups: Vec<Group> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let entry_err = |reason: String| super::err("RouteEntry", &e.name, reason);
+        let mut hosts = Vec::with_capacity(e.domains.len());
+        for d in &e.domains {
+            if d.is_empty() || d == "*" {
+                return Err(entry_err(format!(
+                    "domains: {d:?} is not a host pattern (a host-less entry lists no domains)"
+                )));
+            }
+            check_header_value(d.as_bytes(), "domains").map_err(entry_err)?;
+            hosts.push(HostPat::parse(d));
+        }
+        hosts.sort();
+        hosts.dedup();
+        let start = routes.len() as u32;
+        for (i, ranked) in e.routes.iter().enumerate() {
+            let Some(r) = &ranked.route else {
+                return Err(entry_err(format!("routes[{i}]: route is required")));
+            };
+            if ranked.rank.is_empty() {
+                return Err(entry_err(format!("routes[{i}]: rank is required")));
+            }
+            let compiled = route(r, &ctx).map_err(|reason| {
+                entry_err(if r.name.is_empty() {
+                    format!("route #{i}: {reason}")
+                } else {
+                    format!("route {:?}: {reason}", r.name)
+                })
+            })?;
+            routes.push(Arc::new(compiled));
+            ranks.push(&ranked.rank);
+        }
+        groups.push(Group {
+            hosts,
+            routes: start..routes.len() as u32,
+        });
+    }
+    // Ranks are unique by construction; the index only makes a broken
+    // feed deterministic.
+    let order = |a: &u32, b: &u32| ranks[*a as usize].cmp(ranks[*b as usize]).then(a.cmp(b));
+    Ok(lay_out(&groups, order)
+        .into_iter()
+        .map(|v| {
+            let held: Vec<Arc<Route>> = v
+                .routes
+                .iter()
+                .map(|i| routes[*i as usize].clone())
+                .collect();
+            VirtualHost {
+                name: v.name,
+                domains: vec![v.domain],
+                index: PathIndex::build(&held),
+                routes: held,
+            }
+        })
+        .collect())
 }
 
 /// A route configuration's own settings, without its virtual hosts:

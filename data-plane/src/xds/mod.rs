@@ -1,8 +1,9 @@
 //! The delta-ADS client (xDS v3, `DeltaAggregatedResources`).
 //!
-//! - On connect: wildcard CDS and LDS, then RDS, EDS and SDS by name, for
-//!   exactly the names the held listeners and clusters reference
-//!   ([`refs`]); `initial_resource_versions` of everything held, per type.
+//! - On connect: wildcard CDS, LDS and Gantry's route entries, then RDS,
+//!   EDS and SDS by name, for exactly the names the held listeners and
+//!   clusters reference ([`refs`]); `initial_resource_versions` of
+//!   everything held, per type.
 //! - Each response is turned into a candidate whole configuration (held
 //!   state + that response's updates and removals) and handed to the
 //!   [`Applier`]: accepted → committed, ACKed, subscriptions follow the new

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
+use gantry_shared::proto::route::RouteEntry;
 use gantry_shared::xds;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,16 +29,19 @@ pub enum Kind {
     Secret,
     Listener,
     Route,
+    /// Gantry's route entries, filling the route configurations.
+    RouteEntry,
 }
 
 impl Kind {
     /// In `gantry_shared::xds::PUSH_ORDER`.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cluster,
         Kind::Endpoint,
         Kind::Secret,
         Kind::Listener,
         Kind::Route,
+        Kind::RouteEntry,
     ];
     /// The types subscribed to by name.
     pub const NAMED: [Kind; 3] = [Kind::Endpoint, Kind::Secret, Kind::Route];
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Secret => xds::SECRET,
             Kind::Listener => xds::LISTENER,
             Kind::Route => xds::ROUTE,
+            Kind::RouteEntry => xds::ROUTE_ENTRY,
         }
     }
 
@@ -61,7 +66,7 @@ impl Kind {
         xds::short_name(self.type_url())
     }
 
-    /// Listeners and clusters are subscribed to without names.
+    /// Listeners, clusters and route entries are subscribed to without names.
     pub fn is_wildcard(self) -> bool {
         xds::is_wildcard_type(self.type_url())
     }
@@ -73,7 +78,7 @@ pub fn wanted(refs: &Refs, kind: Kind) -> Option<&BTreeSet<String>> {
         Kind::Route => Some(&refs.routes),
         Kind::Endpoint => Some(&refs.endpoints),
         Kind::Secret => Some(&refs.secrets),
-        Kind::Cluster | Kind::Listener => None,
+        Kind::Cluster | Kind::Listener | Kind::RouteEntry => None,
     }
 }
 
@@ -83,6 +88,7 @@ pub fn wanted(refs: &Refs, kind: Kind) -> Option<&BTreeSet<String>> {
 pub enum Decoded {
     Listener(Box<Listener>),
     Route(Box<RouteConfiguration>),
+    RouteEntry(Box<RouteEntry>),
     Cluster(Box<Cluster>),
     Endpoint(Box<ClusterLoadAssignment>),
     Secret(Box<Secret>),
@@ -101,6 +107,7 @@ pub fn decode(kind: Kind, any: &Any) -> Result<Decoded, String> {
     let d = match kind {
         Kind::Listener => Listener::decode(v).map(|x| Decoded::Listener(Box::new(x))),
         Kind::Route => RouteConfiguration::decode(v).map(|x| Decoded::Route(Box::new(x))),
+        Kind::RouteEntry => RouteEntry::decode(v).map(|x| Decoded::RouteEntry(Box::new(x))),
         Kind::Cluster => Cluster::decode(v).map(|x| Decoded::Cluster(Box::new(x))),
         Kind::Endpoint => ClusterLoadAssignment::decode(v).map(|x| Decoded::Endpoint(Box::new(x))),
         Kind::Secret => Secret::decode(v).map(|x| Decoded::Secret(Box::new(x))),
@@ -115,6 +122,9 @@ fn insert(set: &mut ResourceSet, name: String, d: Decoded) {
         }
         Decoded::Route(x) => {
             set.routes.insert(name, *x);
+        }
+        Decoded::RouteEntry(x) => {
+            set.route_entries.insert(name, *x);
         }
         Decoded::Cluster(x) => {
             set.clusters.insert(name, *x);
@@ -135,6 +145,9 @@ fn remove(set: &mut ResourceSet, kind: Kind, name: &str) {
         }
         Kind::Route => {
             set.routes.remove(name);
+        }
+        Kind::RouteEntry => {
+            set.route_entries.remove(name);
         }
         Kind::Cluster => {
             set.clusters.remove(name);
@@ -187,10 +200,10 @@ impl Candidate {
 
 #[derive(Clone, Default)]
 pub struct State {
-    /// The accepted configuration, decoded, except route configurations:
-    /// those are most of a large configuration's bytes and decode to
-    /// several times their size, so only their `held` bytes stay, and they
-    /// are decoded again while a candidate is compiled.
+    /// The accepted configuration, decoded, except route configurations
+    /// and route entries: those are most of a large configuration's bytes
+    /// and decode to several times their size, so only their `held` bytes
+    /// stay, and they are decoded again while a candidate is compiled.
     set: ResourceSet,
     held: BTreeMap<Kind, BTreeMap<String, Held>>,
     system_versions: BTreeMap<Kind, String>,
@@ -209,33 +222,32 @@ impl State {
     /// decoded from their held bytes.
     pub fn full_set(&self) -> ResourceSet {
         let mut set = self.set.clone();
-        self.decode_routes(&mut set, |_| false);
+        self.decode_routes(&mut set, (Kind::Route, |_: &str| false));
         set
     }
 
-    /// Decodes the held route configurations into `set`, but those `skip` names.
-    fn decode_routes(&self, set: &mut ResourceSet, skip: impl Fn(&str) -> bool) {
-        for (name, h) in self.held.get(&Kind::Route).into_iter().flatten() {
-            if skip(name) {
-                continue;
-            }
-            match decode(Kind::Route, &h.any) {
-                Ok(d) => insert(set, name.clone(), d),
-                // These bytes were decoded when they arrived.
-                Err(e) => {
-                    tracing::error!(route_config = %name, error = %e, "a held route configuration no longer decodes")
+    /// Decodes the held route configurations and route entries into
+    /// `set`, but those of kind `skip.0` named in `skip.1`.
+    fn decode_routes(&self, set: &mut ResourceSet, skip: (Kind, impl Fn(&str) -> bool)) {
+        for kind in [Kind::Route, Kind::RouteEntry] {
+            for (name, h) in self.held.get(&kind).into_iter().flatten() {
+                if kind == skip.0 && skip.1(name) {
+                    continue;
+                }
+                match decode(kind, &h.any) {
+                    Ok(d) => insert(set, name.clone(), d),
+                    // These bytes were decoded when they arrived.
+                    Err(e) => {
+                        tracing::error!(r#type = kind.short(), resource = %name, error = %e, "a held resource no longer decodes")
+                    }
                 }
             }
         }
     }
 
-    /// A running route configuration, decoded from its held bytes.
-    fn running_route(&self, name: &str) -> Option<RouteConfiguration> {
-        let h = self.held.get(&Kind::Route)?.get(name)?;
-        match decode(Kind::Route, &h.any) {
-            Ok(Decoded::Route(r)) => Some(*r),
-            _ => None,
-        }
+    /// A running resource held only as bytes, decoded.
+    fn running(&self, kind: Kind, name: &str) -> Option<Decoded> {
+        decode(kind, &self.held.get(&kind)?.get(name)?.any).ok()
     }
 
     /// Whether the applier has accepted a configuration from this state.
@@ -307,7 +319,7 @@ impl State {
         let kind = u.kind;
         // What the update replaces or removes is not decoded only to be dropped.
         let replaced: std::collections::HashSet<&str> = match kind {
-            Kind::Route => u
+            Kind::Route | Kind::RouteEntry => u
                 .removals
                 .iter()
                 .map(String::as_str)
@@ -315,7 +327,7 @@ impl State {
                 .collect(),
             _ => Default::default(),
         };
-        self.decode_routes(&mut set, |n| replaced.contains(n));
+        self.decode_routes(&mut set, (kind, |n: &str| replaced.contains(n)));
         drop(replaced);
         let mut changes = Vec::new();
         for name in u.removals {
@@ -354,6 +366,7 @@ impl State {
             match k {
                 Kind::Listener => set.fences.listener_settled(n),
                 Kind::Route => set.fences.route_config_settled(n),
+                Kind::RouteEntry => set.fences.route_entry_settled(n),
                 _ => false,
             };
         }
@@ -390,17 +403,31 @@ impl State {
                         .fences
                         .listener_refused(name, running, Some(l), reason)
                 }
-                (Kind::Route, None) => {
-                    let running = self.running_route(name);
+                (Kind::Route, d) => {
+                    let running = match self.running(Kind::Route, name) {
+                        Some(Decoded::Route(r)) => Some(r),
+                        _ => None,
+                    };
+                    let refused = match d {
+                        Some(Decoded::Route(r)) => Some(&**r),
+                        _ => None,
+                    };
                     self.set
                         .fences
-                        .route_config_refused(name, running.as_ref(), None, reason)
+                        .route_config_refused(name, running.as_deref(), refused, reason)
                 }
-                (Kind::Route, Some(Decoded::Route(r))) => {
-                    let running = self.running_route(name);
+                (Kind::RouteEntry, d) => {
+                    let running = match self.running(Kind::RouteEntry, name) {
+                        Some(Decoded::RouteEntry(e)) => Some(e),
+                        _ => None,
+                    };
+                    let refused = match d {
+                        Some(Decoded::RouteEntry(e)) => Some(&**e),
+                        _ => None,
+                    };
                     self.set
                         .fences
-                        .route_config_refused(name, running.as_ref(), Some(r), reason)
+                        .route_entry_refused(name, running.as_deref(), refused, reason)
                 }
                 _ => false,
             };
@@ -427,6 +454,11 @@ impl State {
                         .routes
                         .get(n)
                         .map(|r| Decoded::Route(Box::new(r.clone()))),
+                    Kind::RouteEntry => c
+                        .set
+                        .route_entries
+                        .get(n)
+                        .map(|e| Decoded::RouteEntry(Box::new(e.clone()))),
                     _ => None,
                 };
                 (n.clone(), d)
@@ -445,6 +477,7 @@ impl State {
         self.set = c.set;
         // Kept as held bytes only (see the field).
         self.set.routes.clear();
+        self.set.route_entries.clear();
         for (k, name, held) in c.changes {
             let m = self.held.entry(k).or_default();
             match held {
@@ -517,7 +550,7 @@ impl State {
                     .map_err(|err| format!("{} {name:?}: {err}", kind.short()))?;
                 let decoded =
                     decode(kind, &any).map_err(|err| format!("{} {name:?} {err}", kind.short()))?;
-                if kind != Kind::Route {
+                if !matches!(kind, Kind::Route | Kind::RouteEntry) {
                     insert(&mut st.set, name.clone(), decoded);
                 }
                 st.held.entry(kind).or_default().insert(
