@@ -26,7 +26,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use gantry_proxy::config::{Fences, ResourceSet};
 use gantry_proxy::xds::{Applier, ClientConfig, ClientStatus, ConfigSource, Tuning, XdsClient};
-use gantry_shared::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use gantry_shared::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_ENTRY, SECRET};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -562,7 +562,8 @@ async fn wait_status(
     }
 }
 
-/// Reads the two wildcard requests every fresh stream starts with.
+/// Reads the three wildcard requests every fresh stream starts with (CDS,
+/// LDS, Gantry's route entries); returns the first two.
 async fn expect_wildcards(conn: &mut Conn) -> (DeltaDiscoveryRequest, DeltaDiscoveryRequest) {
     let cds = conn.recv().await;
     assert_eq!(cds.type_url, CLUSTER, "{}", describe(&cds));
@@ -574,6 +575,9 @@ async fn expect_wildcards(conn: &mut Conn) -> (DeltaDiscoveryRequest, DeltaDisco
         lds.node.is_none(),
         "the node goes on the first request only"
     );
+    let entries = conn.recv().await;
+    assert_eq!(entries.type_url, ROUTE_ENTRY, "{}", describe(&entries));
+    assert!(entries.resource_names_subscribe.is_empty());
     (cds, lds)
 }
 
@@ -917,7 +921,9 @@ async fn xds_reconnect_resubscribes_with_initial_resource_versions() {
     drop(conn);
     wait_status(&mut run.status, "disconnected", |s| s.connected.is_none()).await;
     let mut conn = server.accept().await;
-    let [cds, eds, lds, rds] = initial(&mut conn, [CLUSTER, ENDPOINT, LISTENER, ROUTE]).await;
+    let [cds, eds, lds, rds, entries] =
+        initial(&mut conn, [CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_ENTRY]).await;
+    assert!(entries.initial_resource_versions.is_empty());
     assert!(cds.node.is_some(), "a new stream introduces the node again");
     assert_eq!(cds.initial_resource_versions, versions(&[("c1", "vc")]));
     assert!(
@@ -1102,8 +1108,12 @@ async fn xds_snapshot_file_round_trip_and_boot() {
     // ...and resumes with what it holds.
     let _run = spawn(client);
     let mut conn = server.accept().await;
-    let [cds, eds, sds, lds, rds] =
-        initial(&mut conn, [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE]).await;
+    let [cds, eds, sds, lds, rds, entries] = initial(
+        &mut conn,
+        [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE, ROUTE_ENTRY],
+    )
+    .await;
+    assert!(entries.initial_resource_versions.is_empty());
     assert_eq!(cds.initial_resource_versions, versions(&[("c1", "vc")]));
     assert_eq!(lds.initial_resource_versions, versions(&[("l1", "vl")]));
     assert_eq!(sorted(&eds.resource_names_subscribe), set(&["c1"]));
