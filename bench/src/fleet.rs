@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType,
 };
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use gantry_shared::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, short_name};
+use gantry_shared::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_ENTRY, SECRET, short_name};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -98,6 +98,34 @@ impl Shared {
     }
 }
 
+/// Which kind of node the streams play: the control plane sends each
+/// flavour its own resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeKind {
+    /// Envoy: route configurations over RDS.
+    Envoy,
+    /// gantry-proxy: route configurations' routes as Gantry route entries.
+    GantryProxy,
+}
+
+impl NodeKind {
+    pub fn user_agent(self) -> &'static str {
+        match self {
+            NodeKind::Envoy => "envoy",
+            NodeKind::GantryProxy => "gantry-proxy",
+        }
+    }
+
+    /// The types a fresh stream subscribes to without names, as that
+    /// proxy starts.
+    fn wildcards(self) -> &'static [&'static str] {
+        match self {
+            NodeKind::Envoy => &[CLUSTER, LISTENER],
+            NodeKind::GantryProxy => &[CLUSTER, LISTENER, ROUTE_ENTRY],
+        }
+    }
+}
+
 pub struct Fleet {
     streams: Vec<Arc<StreamStats>>,
     shared: Arc<Shared>,
@@ -134,6 +162,7 @@ impl Fleet {
         n: usize,
         node_prefix: &str,
         concurrency: usize,
+        kind: NodeKind,
     ) -> anyhow::Result<Fleet> {
         let endpoint = tonic::transport::Endpoint::from_shared(xds.to_string())
             .with_context(|| format!("xDS address {xds}"))?
@@ -159,7 +188,7 @@ impl Fleet {
             let node_id = format!("{node_prefix}-{i}");
             let (endpoint, shared, gate) = (endpoint.clone(), shared.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = run_stream(endpoint, &node_id, stats, &shared, gate).await {
+                if let Err(e) = run_stream(endpoint, &node_id, kind, stats, &shared, gate).await {
                     shared.fail(format!("{node_id}: {e:#}"));
                 }
             }));
@@ -451,7 +480,7 @@ fn listener_refs(l: &Listener) -> anyhow::Result<Vec<(&'static str, String)>> {
 }
 
 fn known_type(t: &str) -> anyhow::Result<&'static str> {
-    [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE]
+    [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE, ROUTE_ENTRY]
         .into_iter()
         .find(|k| *k == t)
         .with_context(|| format!("response of an unexpected type {t}"))
@@ -485,6 +514,7 @@ fn follow(refs: &mut Refs, t: &'static str, r: &RawDeltaResponse) -> anyhow::Res
 async fn run_stream(
     endpoint: tonic::transport::Endpoint,
     node_id: &str,
+    kind: NodeKind,
     stats: Arc<StreamStats>,
     shared: &Shared,
     gate: Arc<Semaphore>,
@@ -498,11 +528,11 @@ async fn run_stream(
         let node = Node {
             id: node_id.to_string(),
             cluster: "bench".into(),
-            user_agent_name: "envoy".into(),
+            user_agent_name: kind.user_agent().into(),
             ..Default::default()
         };
-        // Wildcard CDS and LDS, as Envoy starts; the node rides on the first.
-        for (i, t) in [CLUSTER, LISTENER].into_iter().enumerate() {
+        // The wildcard types, as the proxy starts; the node rides on the first.
+        for (i, t) in kind.wildcards().iter().enumerate() {
             let req = DeltaDiscoveryRequest {
                 node: (i == 0).then(|| node.clone()),
                 type_url: t.to_string(),
