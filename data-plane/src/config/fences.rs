@@ -330,11 +330,57 @@ mod tests {
         assert!(f.route_config_refused("http", Some(&plain), None, "does not decode"));
     }
 
+    fn entry(plugins: bool, prefix: &str) -> RouteEntry {
+        let rc = routes(plugins, prefix);
+        RouteEntry {
+            name: "http/r1".into(),
+            route_configuration: "http".into(),
+            domains: Vec::new(),
+            routes: rc.virtual_hosts[0]
+                .routes
+                .iter()
+                .map(|r| gantry_shared::proto::route::Ranked {
+                    route: Some(r.clone()),
+                    rank: vec![1],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_route_entry_fences_its_route_configuration_when_policies_are_involved() {
+        let mut f = Fences::default();
+        let plain = entry(false, "/a");
+        assert!(!f.route_entry_refused("http/r1", Some(&plain), Some(&entry(false, "/b")), "x"));
+        assert!(!f.route_entry_refused("http/r1", None, Some(&entry(true, "/b")), "x"));
+        assert!(f.is_empty());
+        assert!(f.route_entry_refused(
+            "http/r1",
+            Some(&plain),
+            Some(&entry(true, "/a")),
+            "bad regex"
+        ));
+        assert!(!f.is_empty());
+        assert!(f.refuses("any", "http", false), "the whole configuration");
+        assert!(!f.refuses("any", "https", false));
+        assert_eq!(
+            f.describe(),
+            vec!["RouteEntry/http/r1: bad regex".to_string()]
+        );
+        // Another entry's update does not lift it; its own does.
+        assert!(!f.route_entry_settled("http/r2"));
+        assert!(f.route_entry_settled("http/r1"));
+        assert!(f.is_empty());
+        assert!(f.route_entry_refused("http/r1", Some(&plain), None, "does not decode"));
+    }
+
     #[test]
     fn fences_round_trip_through_json() {
         let mut f = Fences::default();
         f.listeners.insert("l".into(), "r".into());
         f.route_configs.insert("http".into(), "r2".into());
+        f.route_entries
+            .insert("http/r1".into(), ("http".into(), "r3".into()));
         let s = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Fences>(&s).unwrap(), f);
         assert_eq!(serde_json::to_string(&Fences::default()).unwrap(), "{}");

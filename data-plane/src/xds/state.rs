@@ -718,6 +718,26 @@ mod tests {
         assert_eq!(back.system_versions, st.system_versions);
         assert_eq!(back.last_version(), Some("2"));
 
+        // Route entries are held as bytes, and decoded whole again.
+        let e = RouteEntry {
+            name: "http/r1".into(),
+            route_configuration: "http".into(),
+            domains: vec!["a.example.com".into()],
+            routes: Vec::new(),
+        };
+        let any = Any {
+            type_url: xds::ROUTE_ENTRY.into(),
+            value: e.encode_to_vec(),
+        };
+        st.commit(st.candidate(update(Kind::RouteEntry, "3", &[("http/r1", any)], &[])));
+        assert!(st.set().route_entries.is_empty(), "kept as bytes");
+        assert_eq!(st.full_set().route_entries["http/r1"], e);
+        let back = State::from_snapshot(&st.to_snapshot("n1")).unwrap();
+        assert_eq!(back.full_set().route_entries["http/r1"], e);
+        // A later update of another type still carries the entry to the compiler.
+        let c = st.candidate(update(Kind::Cluster, "4", &[("b", eds_cluster("b"))], &[]));
+        assert_eq!(c.set.route_entries["http/r1"], e);
+
         let mut bad = file.clone();
         if let Some(e) = bad
             .resources
