@@ -5,7 +5,7 @@ use clap::Parser;
 use gantry_proxy::proxy::admin;
 use gantry_proxy::proxy::runtime::{Core, ProxyOptions, Shared};
 use gantry_proxy::xds::tls::{ClientTls, ClientTlsFiles};
-use gantry_proxy::xds::{ClientConfig, XdsClient};
+use gantry_proxy::xds::{ClientConfig, Tuning, XdsClient};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +86,23 @@ struct Cli {
     /// new ones are used from the next connection, made at once.
     #[arg(long, env = "GANTRY_XDS_TLS_RELOAD_MS", default_value_t = 1000)]
     xds_tls_reload_ms: u64,
+    /// HTTP/2 PING interval on the xDS connection (ms): a control plane the
+    /// network stopped delivering for (no reset, nothing at all) is given up
+    /// within interval + timeout and another address tried, as Envoy's
+    /// `connection_keepalive` on its xDS cluster does.
+    #[arg(
+        long,
+        env = "GANTRY_XDS_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    xds_keepalive_interval_ms: u64,
+    /// How long a PING may go unanswered before the connection is dropped (ms).
+    #[arg(
+        long,
+        env = "GANTRY_XDS_KEEPALIVE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    xds_keepalive_timeout_ms: u64,
     /// Bearer token the admin endpoint requires (all but `/ready` and
     /// `/healthz`); mandatory when `--admin-listen` is not loopback.
     #[arg(long, env = "GANTRY_PROXY_ADMIN_TOKEN", hide_env_values = true)]
@@ -239,7 +256,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
         },
         Arc::new(Core(shared.clone())),
-    );
+    )
+    .with_tuning(Tuning {
+        keepalive_interval: Duration::from_millis(cli.xds_keepalive_interval_ms.max(100)),
+        keepalive_timeout: Duration::from_millis(cli.xds_keepalive_timeout_ms.max(100)),
+        ..Tuning::default()
+    });
     match client.boot_from_snapshot() {
         Ok(true) => tracing::info!("booted from the snapshot cache"),
         Ok(false) => {}

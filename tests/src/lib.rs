@@ -1583,6 +1583,7 @@ impl Drop for Upstream {
 
 pub mod load;
 pub mod postgres;
+pub mod relay;
 pub mod resources;
 pub mod script;
 

@@ -8,12 +8,17 @@
 //!    own) stops under traffic: admin requests get a prompt 503, the proxy
 //!    keeps serving, and once the database is back the replicas recover by
 //!    themselves with every acknowledged write in place.
+//! 3. `a_proxy_cut_off_from_the_control_plane_keeps_serving_and_resyncs`:
+//!    the network between the proxy and every replica stops delivering
+//!    (no reset: a partition); the proxy keeps serving its last config,
+//!    notices within its keepalive, and catches up once the path heals.
 //!
 //! Timings are printed (docs/benchmarks.md keeps them), not asserted.
 //! Run: `cargo build --workspace --bins && cargo nextest run --workspace -E 'binary(ha)' --no-capture`.
 
 use gantry_e2e::load::Load;
 use gantry_e2e::postgres::PrivatePostgres;
+use gantry_e2e::relay::Relay;
 use gantry_e2e::{Backend, Cp, CpOptions, Proxy, ProxyOptions, Upstream, eventually, http_client};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -255,6 +260,82 @@ async fn a_postgres_outage_is_survived() {
     eprintln!(
         "postgres outage: {ok} requests, {} failed; outage {outage:?}; admin refusals {refused}; \
          replicas writable {recovered:?} after the database came back",
+        failures.len()
+    );
+    assert_no_failures(&failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cut_off_from_the_control_plane_keeps_serving_and_resyncs() {
+    let cp = Cp::start_on(Backend::Sqlite).await;
+    let up = Upstream::start("ha").await;
+    service_with_route(&cp, &up).await;
+    let xds = format!("127.0.0.1:{}", cp.xds_port)
+        .parse()
+        .expect("address");
+    let path = Relay::start(xds).await;
+    let opts = ProxyOptions {
+        extra_args: vec![
+            "--xds-keepalive-interval-ms=300".into(),
+            "--xds-keepalive-timeout-ms=300".into(),
+        ],
+        ..Default::default()
+    };
+    let mut proxy = Proxy::spawn(
+        &path.url(),
+        cp.proxy_http_port,
+        cp.proxy_https_port,
+        "ha-cut",
+        opts,
+    );
+    proxy.wait_ready(Some(&cp), CONVERGE).await;
+    live(&proxy, "/ha").await;
+    assert_eq!(connected(&proxy).await, Some(path.url()));
+    let load = Load::start(
+        &http_client(),
+        vec![format!("{}/ha/x", proxy.proxy_url()); 4],
+        Duration::from_millis(2),
+    );
+    served(&load, 100, "traffic before the cut").await;
+
+    path.cut();
+    let cut = Instant::now();
+    // A write made during the partition is committed but cannot arrive.
+    let rev = add_route(&cp, "during-cut").await;
+    let noticed = eventually(
+        "the proxy to give up on the silent connection",
+        CONVERGE,
+        POLL,
+        || async {
+            match connected(&proxy).await {
+                None => Ok(cut.elapsed()),
+                Some(a) => Err(a),
+            }
+        },
+    )
+    .await;
+    served(&load, 200, "traffic during the cut").await;
+    assert_eq!(
+        proxy.get("/during-cut").await.map(|(s, _)| s).ok(),
+        Some(404),
+        "nothing crosses the cut"
+    );
+    // Still cut: reconnect attempts hang and time out; the last good
+    // configuration keeps serving.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    served(&load, 100, "traffic while reconnects fail").await;
+
+    path.heal();
+    let healed = Instant::now();
+    live(&proxy, "/during-cut").await;
+    let caught_up = healed.elapsed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    served(&load, 100, "traffic after the heal").await;
+
+    let (ok, failures, _) = load.finish().await;
+    eprintln!(
+        "partition: {ok} requests, {} failed; the silent connection given up {noticed:?} after the cut \
+         (keepalive 300 ms + 300 ms); the write made during the cut live {caught_up:?} after the heal",
         failures.len()
     );
     assert_no_failures(&failures);
