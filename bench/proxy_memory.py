@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--routes", type=int, default=10000)
     ap.add_argument("--settle", type=float, default=12, help="seconds after the routes are live")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
+    ap.add_argument("--wrap", default="", help="run the proxy under this command, e.g. 'heaptrack -o /tmp/proxy'")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="gantry-proxy-memory-")
     env = dict(os.environ, RUST_LOG="warn")
@@ -76,7 +77,7 @@ def main():
         rev = post_json(f"http://127.0.0.1:{ADMIN}/config",
                         routes_document(args.routes, "http://127.0.0.1:9"))["revision"]
         print(f"config of {args.routes} routes committed as revision {rev} in {time.time() - t:.1f} s")
-        proxy = subprocess.Popen([os.path.join(args.bin_dir, "gantry-proxy"),
+        proxy = subprocess.Popen(args.wrap.split() + [os.path.join(args.bin_dir, "gantry-proxy"),
                                   "--xds-address", f"http://127.0.0.1:{XDS}", "--node-id", "memory",
                                   "--admin-listen", f"127.0.0.1:{PROXY_ADMIN}", "--workers", "1"],
                                  env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/proxy.log", "w"))

@@ -263,7 +263,7 @@ enum Seg {
 pub struct RegexRewrite {
     pattern: Arc<str>,
     substitution: Arc<str>,
-    re: Matcher,
+    re: Rewriter,
     segs: Vec<Seg>,
     /// False when the substitution names a group the pattern does not
     /// have: `GlobalReplace` then returns without changing anything.
@@ -284,13 +284,24 @@ impl RegexRewrite {
     pub fn new(pattern: &str, substitution: &str) -> Result<RegexRewrite, String> {
         envoy_accepts(pattern)?;
         super::check_header_value(substitution.as_bytes(), "substitution")?;
-        let (re, _) = memo(&REWRITE_CACHE, pattern, || {
-            let invalid = |e: String| format!("invalid regex {pattern:?}: {e}");
-            let t = translate(pattern).map_err(invalid)?;
-            Ok((bytes_regex(&t.pattern).map_err(invalid)?, t.names))
-        })?;
+        let re = match AnchoredLiteral::parse(pattern) {
+            Some(lit) => Rewriter::Literal(lit),
+            None => Rewriter::Regex(
+                memo(&REWRITE_CACHE, pattern, || {
+                    let invalid = |e: String| format!("invalid regex {pattern:?}: {e}");
+                    let t = translate(pattern).map_err(invalid)?;
+                    Ok((bytes_regex(&t.pattern).map_err(invalid)?, t.names))
+                })?
+                .0,
+            ),
+        };
         let (segs, max_group) = parse_rewrite(substitution);
-        let applies = max_group < re.group_info().group_len(regex_automata::PatternID::ZERO);
+        let groups = match &re {
+            Rewriter::Regex(re) => re.group_info().group_len(regex_automata::PatternID::ZERO),
+            // Group 0, the whole match.
+            Rewriter::Literal(_) => 1,
+        };
+        let applies = max_group < groups;
         Ok(RegexRewrite {
             pattern: pattern.into(),
             substitution: substitution.into(),
@@ -329,14 +340,32 @@ impl RegexRewrite {
         if !self.applies {
             return Cow::Borrowed(input);
         }
+        let re = match &self.re {
+            Rewriter::Regex(re) => re,
+            Rewriter::Literal(lit) => {
+                // `^` matches only at the start, so there is one match at most.
+                let Some(end) = lit.match_at_start(input) else {
+                    return Cow::Borrowed(input);
+                };
+                let mut out = Vec::with_capacity(input.len() + self.substitution.len());
+                for seg in &self.segs {
+                    match seg {
+                        Seg::Lit(l) => out.extend_from_slice(l.as_bytes()),
+                        Seg::Group(_) => out.extend_from_slice(&input[..end]),
+                        Seg::Stop => break,
+                    }
+                }
+                out.extend_from_slice(&input[end..]);
+                return Cow::Owned(out);
+            }
+        };
         let mut out = Vec::new();
         let mut at = 0;
         let mut last_end = None;
         let mut count = 0;
-        let mut locs = self.re.create_captures();
+        let mut locs = re.create_captures();
         while at <= input.len() {
-            self.re
-                .search_captures(&Input::new(input).range(at..), &mut locs);
+            re.search_captures(&Input::new(input).range(at..), &mut locs);
             let Some(m) = locs.get_match() else {
                 break;
             };
@@ -370,6 +399,85 @@ impl RegexRewrite {
             out.extend_from_slice(&input[at..]);
         }
         Cow::Owned(out)
+    }
+}
+
+/// How a rewrite finds its matches.
+#[derive(Clone)]
+enum Rewriter {
+    Regex(Matcher),
+    /// `^literal`, `^literal/?` or `^literal$`: the shape of the rewrites
+    /// Kong's path handling becomes, one per route. Matched by comparing
+    /// bytes; a regex engine for each would hold kilobytes per route.
+    Literal(AnchoredLiteral),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct AnchoredLiteral {
+    literal: Box<[u8]>,
+    tail: LiteralTail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LiteralTail {
+    /// Nothing after the literal.
+    Open,
+    /// `/?`: one optional slash, taken when there.
+    OptionalSlash,
+    /// `$`: the input ends with the literal.
+    End,
+}
+
+impl AnchoredLiteral {
+    /// The pattern's literal, when it is `^` and a non-empty run of plain
+    /// ASCII characters and escaped punctuation, ending in nothing, `/?`
+    /// or `$`. Anything else (or anything unsure) is None: the regex
+    /// engine's.
+    fn parse(pattern: &str) -> Option<AnchoredLiteral> {
+        let body = pattern.strip_prefix('^')?;
+        let (body, tail) = if let Some(b) = body.strip_suffix("/?") {
+            (b, LiteralTail::OptionalSlash)
+        } else if let Some(b) = body.strip_suffix('$') {
+            (b, LiteralTail::End)
+        } else {
+            (body, LiteralTail::Open)
+        };
+        let mut literal = Vec::with_capacity(body.len());
+        let mut chars = body.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(n) if n.is_ascii_punctuation() => literal.push(n as u8),
+                    _ => return None,
+                },
+                '.' | '^' | '$' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' => {
+                    return None;
+                }
+                c if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' => {
+                    literal.push(c as u8)
+                }
+                _ => return None,
+            }
+        }
+        // `^/?` alone is the engine's.
+        if literal.is_empty() {
+            return None;
+        }
+        Some(AnchoredLiteral {
+            literal: literal.into(),
+            tail,
+        })
+    }
+
+    /// Where the one possible match ends, when the input has it.
+    fn match_at_start(&self, input: &[u8]) -> Option<usize> {
+        let rest = input.strip_prefix(&*self.literal)?;
+        let n = self.literal.len();
+        match self.tail {
+            LiteralTail::Open => Some(n),
+            LiteralTail::OptionalSlash => Some(n + usize::from(rest.first() == Some(&b'/'))),
+            LiteralTail::End => rest.is_empty().then_some(n),
+        }
     }
 }
 

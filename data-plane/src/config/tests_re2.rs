@@ -252,3 +252,36 @@ fn nesting_past_the_regex_crates_limit_is_refused() {
         "RE2's own verdict"
     );
 }
+
+#[test]
+fn anchored_literal_rewrites_match_the_regex_engine() {
+    // Each pattern beside the same pattern with its literal in a group,
+    // which only the regex engine takes.
+    let patterns = [
+        ("^/api", "^(?:/api)"),
+        ("^/api/?", "^(?:/api)/?"),
+        ("^/api$", "^(?:/api)$"),
+        ("^/a\\.b\\-c/?", "^(?:/a\\.b\\-c)/?"),
+        ("^/v1 x/?", "^(?:/v1 x)/?"),
+    ];
+    let subs = ["/", "", "/x/", "\\0!", "\\1", "a\\zb", "\\\\"];
+    let inputs = [
+        "", "/", "/api", "/api/", "/api//", "/api/x", "/apix", "/ap", "x/api", "/a.b-c",
+        "/a.b-c/d", "/axb-c", "/v1 x/y",
+    ];
+    for (lit, grouped) in patterns {
+        for sub in subs {
+            for input in inputs {
+                assert_eq!(
+                    rw(lit, sub, input),
+                    rw(grouped, sub, input),
+                    "{lit:?} -> {sub:?} on {input:?}"
+                );
+            }
+        }
+    }
+    // What is not a plain anchored literal goes to the engine, unchanged.
+    assert_eq!(rw("^/a.c/?", "/", "/abc/d"), "/d");
+    assert_eq!(rw("^/a\\d", "/", "/a1x"), "/x");
+    assert_eq!(rw("^/?", "x", "/y"), "xy");
+}
