@@ -5,7 +5,7 @@
 #   bench/controlplane.sh --smoke   a tiny run for CI (well under a minute after
 #                                   the build); numbers are printed, not judged
 #   bench/controlplane.sh --only hold,bytes
-#                                   some of: translate, fleet, hold, bytes, hostile, writes
+#                                   some of: translate, fleet, hold, bytes, storm, hostile, writes
 #
 # Builds gantry-cp and gantry-bench in release, starts a fresh gantry-cp per
 # measurement (ports picked by the kernel, SQLite in a temp dir, or its own
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 SMOKE=0
-ONLY=translate,fleet,hold,bytes,hostile,writes
+ONLY=translate,fleet,hold,bytes,storm,hostile,writes
 while (( $# )); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -44,6 +44,7 @@ if (( SMOKE )); then
   FLEET_STREAMS=10; FLEET_WRITES=5; FLEET_ROUTES=100; FLEET_SERVICES=10
   HOLD_STREAMS=20; HOLD_WRITES=2; HOLD_SECS=1
   BYTES_SIZES=100,200; BYTES_STREAMS=3; BYTES_WRITES=2
+  STORM_STREAMS=20; STORM_ROUTES=100; STORM_SERVICES=10
   TR_ROUTES=100; TR_SERVICES=10; TR_ITER=2
   W_CLIENTS=4; W_SECS=2
   SMOKE_FLAG=(--smoke)
@@ -51,6 +52,7 @@ else
   FLEET_STREAMS=1000; FLEET_WRITES=50; FLEET_ROUTES=100; FLEET_SERVICES=10
   HOLD_STREAMS=10000; HOLD_WRITES=5; HOLD_SECS=10
   BYTES_SIZES=100,1000,10000; BYTES_STREAMS=10; BYTES_WRITES=5
+  STORM_STREAMS=1000; STORM_ROUTES=1000; STORM_SERVICES=100
   TR_ROUTES=10000; TR_SERVICES=1000; TR_ITER=5
   W_CLIENTS=16; W_SECS=10
   SMOKE_FLAG=()
@@ -162,6 +164,15 @@ if wanted bytes; then
   "$BENCH" xds-bytes --admin "$CP_ADMIN" --xds "$CP_XDS" --sizes "$BYTES_SIZES" \
     --streams "$BYTES_STREAMS" --writes "$BYTES_WRITES" "${SMOKE_FLAG[@]}"
   stop_cp
+fi
+
+if wanted storm; then
+  log "reconnect storm: $STORM_STREAMS streams, gantry-cp killed and restarted"
+  mkdir -p "$TMP/storm"
+  "$BENCH" xds-storm --cp-bin "$CP" --database-url "sqlite://$TMP/storm/gantry.db" \
+    --work-dir "$TMP/storm" --streams "$STORM_STREAMS" --routes "$STORM_ROUTES" \
+    --services "$STORM_SERVICES" --connect-concurrency "$STORM_STREAMS" \
+    --target-rss-mib 500 --clk-tck "$CLK_TCK" "${SMOKE_FLAG[@]}"
 fi
 
 if wanted hostile; then

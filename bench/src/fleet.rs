@@ -54,6 +54,9 @@ struct StreamStats {
     /// The highest `system_version_info` this stream has ACKed.
     acked: AtomicI64,
     events: Mutex<Vec<Event>>,
+    /// Streams opened, and streams lost (reconnecting fleets only).
+    connects: AtomicU64,
+    disconnects: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,6 +167,29 @@ impl Fleet {
         concurrency: usize,
         kind: NodeKind,
     ) -> anyhow::Result<Fleet> {
+        Self::start(xds, n, node_prefix, concurrency, kind, false)
+    }
+
+    /// [`Fleet::connect`] with streams that reconnect when they end, with
+    /// jittered backoff, resuming with what they hold (as a proxy does).
+    pub fn connect_reconnecting(
+        xds: &str,
+        n: usize,
+        node_prefix: &str,
+        concurrency: usize,
+        kind: NodeKind,
+    ) -> anyhow::Result<Fleet> {
+        Self::start(xds, n, node_prefix, concurrency, kind, true)
+    }
+
+    fn start(
+        xds: &str,
+        n: usize,
+        node_prefix: &str,
+        concurrency: usize,
+        kind: NodeKind,
+        reconnect: bool,
+    ) -> anyhow::Result<Fleet> {
         let endpoint = tonic::transport::Endpoint::from_shared(xds.to_string())
             .with_context(|| format!("xDS address {xds}"))?
             .connect_timeout(Duration::from_secs(30))
@@ -183,12 +209,16 @@ impl Fleet {
             let stats = Arc::new(StreamStats {
                 acked: AtomicI64::new(-1),
                 events: Mutex::new(Vec::new()),
+                connects: AtomicU64::new(0),
+                disconnects: AtomicU64::new(0),
             });
             streams.push(stats.clone());
             let node_id = format!("{node_prefix}-{i}");
             let (endpoint, shared, gate) = (endpoint.clone(), shared.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = run_stream(endpoint, &node_id, kind, stats, &shared, gate).await {
+                if let Err(e) =
+                    run_stream(endpoint, &node_id, kind, stats, &shared, gate, reconnect).await
+                {
                     shared.fail(format!("{node_id}: {e:#}"));
                 }
             }));
@@ -291,6 +321,37 @@ impl Fleet {
         c.median = finals.get(finals.len() / 2).copied().unwrap_or_default();
         c.all = finals.last().copied().unwrap_or_default();
         Ok(c)
+    }
+
+    /// Streams that have opened at least `n` times.
+    pub fn opened_at_least(&self, n: u64) -> usize {
+        self.streams
+            .iter()
+            .filter(|s| s.connects.load(Ordering::Relaxed) >= n)
+            .count()
+    }
+
+    /// Streams lost so far, all streams together.
+    pub fn disconnects(&self) -> u64 {
+        self.streams
+            .iter()
+            .map(|s| s.disconnects.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The most bytes one stream received since the last accounting,
+    /// which it clears.
+    pub fn take_bytes(&self) -> u64 {
+        self.streams
+            .iter()
+            .map(|s| {
+                std::mem::take(&mut *lock(&s.events))
+                    .iter()
+                    .map(|e| e.bytes)
+                    .sum()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Checks the control plane's own view: every stream of this fleet is
@@ -511,6 +572,29 @@ fn follow(refs: &mut Refs, t: &'static str, r: &RawDeltaResponse) -> anyhow::Res
     Ok(())
 }
 
+/// What a stream holds across reconnects: per type, resource name → version
+/// (what it sends as `initial_resource_versions`), and the references
+/// that decide its named subscriptions.
+#[derive(Default)]
+struct Held {
+    versions: BTreeMap<&'static str, HashMap<String, String>>,
+    refs: Refs,
+}
+
+/// Reconnect delays as gantry-proxy's client takes them: full jitter
+/// under a ceiling that starts at 100 ms and doubles to 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1u32 << attempt.min(7))
+        .min(Duration::from_secs(10));
+    // A fresh RandomState is randomly keyed: its hash is a random number.
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    ceiling.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64)
+}
+
 async fn run_stream(
     endpoint: tonic::transport::Endpoint,
     node_id: &str,
@@ -518,9 +602,39 @@ async fn run_stream(
     stats: Arc<StreamStats>,
     shared: &Shared,
     gate: Arc<Semaphore>,
+    reconnect: bool,
 ) -> anyhow::Result<()> {
+    let mut held = Held::default();
+    let mut attempt = 0;
+    loop {
+        let Err((healthy, e)) =
+            one_stream(&endpoint, node_id, kind, &stats, shared, &gate, &mut held).await;
+        if !reconnect {
+            return Err(e);
+        }
+        if healthy {
+            attempt = 0;
+        }
+        stats.disconnects.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// One ADS stream, from connecting to its end; the error says whether it
+/// got any response (then the next attempt's backoff starts over).
+async fn one_stream(
+    endpoint: &tonic::transport::Endpoint,
+    node_id: &str,
+    kind: NodeKind,
+    stats: &StreamStats,
+    shared: &Shared,
+    gate: &Semaphore,
+    held: &mut Held,
+) -> Result<std::convert::Infallible, (bool, anyhow::Error)> {
+    let fail = |healthy: bool| move |e: anyhow::Error| (healthy, e);
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-    let mut responses = {
+    let mut responses = async {
         let _permit = gate.acquire().await.context("connect gate closed")?;
         let channel = endpoint.connect().await.context("connecting")?;
         let mut grpc =
@@ -531,52 +645,92 @@ async fn run_stream(
             user_agent_name: kind.user_agent().into(),
             ..Default::default()
         };
-        // The wildcard types, as the proxy starts; the node rides on the first.
+        // The wildcard types, as the proxy starts, with what it holds;
+        // the node rides on the first.
         for (i, t) in kind.wildcards().iter().enumerate() {
             let req = DeltaDiscoveryRequest {
                 node: (i == 0).then(|| node.clone()),
                 type_url: t.to_string(),
+                initial_resource_versions: held.versions.get(t).cloned().unwrap_or_default(),
                 ..Default::default()
             };
             tx.send(req).await.context("request queue closed")?;
         }
+        // After a reconnect: the named subscriptions again, with versions.
+        held.refs.subscribed.clear();
+        for mut req in held.refs.requests() {
+            let known = held.versions.get(req.type_url.as_str());
+            req.initial_resource_versions = req
+                .resource_names_subscribe
+                .iter()
+                .filter_map(|n| Some((n.clone(), known?.get(n)?.clone())))
+                .collect();
+            tx.send(req).await.context("request queue closed")?;
+        }
         grpc.ready().await.context("channel not ready")?;
-        grpc.streaming(
-            tonic::Request::new(ReceiverStream::new(rx)),
-            http::uri::PathAndQuery::from_static(DELTA_ADS_PATH),
-            DeltaCodec,
-        )
-        .await
-        .context("opening the delta ADS stream")?
-        .into_inner()
-    };
-    let mut refs = Refs::default();
+        let r = grpc
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(rx)),
+                http::uri::PathAndQuery::from_static(DELTA_ADS_PATH),
+                DeltaCodec,
+            )
+            .await
+            .context("opening the delta ADS stream")?;
+        anyhow::Ok(r.into_inner())
+    }
+    .await
+    .map_err(fail(false))?;
+    stats.connects.fetch_add(1, Ordering::Relaxed);
+    let mut healthy = false;
     loop {
         let Counted { bytes, msg: r } = match responses.message().await {
             Ok(Some(r)) => r,
-            Ok(None) => bail!("the control plane closed the stream"),
-            Err(e) => bail!("stream error: {e}"),
+            Ok(None) => {
+                return Err((
+                    healthy,
+                    anyhow::anyhow!("the control plane closed the stream"),
+                ));
+            }
+            Err(e) => return Err((healthy, anyhow::anyhow!("stream error: {e}"))),
         };
+        healthy = true;
         shared.touch();
-        let t = known_type(&r.type_url)?;
-        let version: i64 = r.system_version_info.parse().with_context(|| {
-            format!(
-                "system_version_info {:?} is not a revision",
-                r.system_version_info
-            )
-        })?;
-        follow(&mut refs, t, &r)?;
+        let t = known_type(&r.type_url).map_err(fail(true))?;
+        let version: i64 = r
+            .system_version_info
+            .parse()
+            .with_context(|| {
+                format!(
+                    "system_version_info {:?} is not a revision",
+                    r.system_version_info
+                )
+            })
+            .map_err(fail(true))?;
+        follow(&mut held.refs, t, &r).map_err(fail(true))?;
+        let versions = held.versions.entry(t).or_default();
+        for n in &r.removed_resources {
+            versions.remove(n);
+        }
+        for res in &r.resources {
+            versions.insert(res.name.clone(), res.version.clone());
+        }
         // Subscriptions the new resources call for go out before the ACK,
         // as Envoy's ADS mux does while it applies an update.
-        for req in refs.requests() {
-            tx.send(req).await.context("request queue closed")?;
+        for req in held.refs.requests() {
+            tx.send(req)
+                .await
+                .context("request queue closed")
+                .map_err(fail(true))?;
         }
         let ack = DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),
             response_nonce: r.nonce.clone(),
             ..Default::default()
         };
-        tx.send(ack).await.context("request queue closed")?;
+        tx.send(ack)
+            .await
+            .context("request queue closed")
+            .map_err(fail(true))?;
         let ev = Event {
             version,
             type_url: t,

@@ -34,6 +34,8 @@ enum Command {
     /// Bytes a one-route and a one-service change cost per stream, at
     /// several config sizes.
     XdsBytes(xds::BytesArgs),
+    /// N streams reconnecting at once to a restarted gantry-cp.
+    XdsStorm(xds::StormArgs),
     /// Translation time of a large configuration (in-process).
     Translate(translate::TranslateArgs),
     /// Admin writes per second with concurrent clients.
@@ -59,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::XdsFleet(a) => xds::fleet(a).await,
             Command::XdsBytes(a) => xds::bytes_per_change(a).await,
+            Command::XdsStorm(a) => xds::storm(a).await,
             Command::Translate(a) => translate::run(a).await,
             Command::AdminWrites(a) => writes::run(a).await,
             Command::AdminHostile(a) => hostile::run(a).await,

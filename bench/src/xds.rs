@@ -173,12 +173,12 @@ async fn changes(
     fleet: &Fleet,
     c: &Common,
     kind: WriteKind,
-    n: usize,
+    writes: std::ops::Range<usize>,
     shape: &Shape,
 ) -> anyhow::Result<Vec<Change>> {
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(writes.len());
     let mut last = admin.settled_revision(c.timeout()).await?;
-    for k in 0..n {
+    for k in writes {
         let w = write(admin, kind, k, shape).await?;
         if w.revision <= last {
             bail!("write {k} committed no new revision (it changed nothing)");
@@ -232,7 +232,7 @@ pub async fn fleet(a: FleetArgs) -> anyhow::Result<()> {
     }
     let held = c.cp()?;
 
-    let results = changes(&admin, &fleet, c, a.write, a.writes, &shape).await?;
+    let results = changes(&admin, &fleet, c, a.write, 0..a.writes, &shape).await?;
     let after = c.cp()?;
     let last = results.last().map(|r| r.revision).unwrap_or(rev);
     fleet
@@ -407,8 +407,10 @@ pub async fn bytes_per_change(a: BytesArgs) -> anyhow::Result<()> {
                 .settle(rev, c.quiet(), c.timeout().max(Duration::from_secs(600)))
                 .await
                 .with_context(|| format!("initial sync at {routes} routes"))?;
-            let r = changes(&admin, &fleet, c, WriteKind::Route, a.writes, &shape).await?;
-            let s = changes(&admin, &fleet, c, WriteKind::Service, a.writes, &shape).await?;
+            // Each node kind's writes are new ones: the same patch twice changes nothing.
+            let writes = k * a.writes..(k + 1) * a.writes;
+            let r = changes(&admin, &fleet, c, WriteKind::Route, writes.clone(), &shape).await?;
+            let s = changes(&admin, &fleet, c, WriteKind::Service, writes, &shape).await?;
             let last = s.last().or(r.last()).map(|x| x.revision).unwrap_or(rev);
             fleet.verify(&admin, last).await?;
             fleet.close().await;
@@ -455,6 +457,233 @@ pub async fn bytes_per_change(a: BytesArgs) -> anyhow::Result<()> {
         "-".into(),
         verdict(flat(&route_bytes[0]), c.smoke),
         verdict(flat(&service_bytes[0]), c.smoke),
+    ]);
+    t.print();
+    Ok(())
+}
+
+#[derive(clap::Args, Clone)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The gantry-cp binary this benchmark starts, kills and starts again
+    /// (its `--admin` and `--xds` flags are ignored: it picks the ports).
+    #[arg(long)]
+    pub cp_bin: std::path::PathBuf,
+    /// Its database (`--database-url`); kept across the restart.
+    #[arg(long)]
+    pub database_url: String,
+    /// Working directory (its default keyring is created there).
+    #[arg(long)]
+    pub work_dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    pub streams: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub routes: usize,
+    #[arg(long, default_value_t = 100)]
+    pub services: usize,
+    /// Which proxy the streams play.
+    #[arg(long, value_enum, default_value = "gantry-proxy")]
+    pub node_kind: NodeKind,
+    /// Target for the restarted control plane's peak RSS.
+    #[arg(long)]
+    pub target_rss_mib: Option<f64>,
+}
+
+/// A gantry-cp process of the storm benchmark's own.
+struct CpProcess {
+    child: std::process::Child,
+}
+
+impl CpProcess {
+    fn start(a: &StormArgs, admin: u16, xds: u16) -> anyhow::Result<CpProcess> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(a.work_dir.join("gantry-cp.log"))?;
+        let child = std::process::Command::new(&a.cp_bin)
+            .args(["--database-url", &a.database_url])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--xds-listen", &format!("127.0.0.1:{xds}")])
+            .current_dir(&a.work_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", a.cp_bin.display()))?;
+        Ok(CpProcess { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CpProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn until_up(admin: &Admin, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while admin.get("/status").await.is_err() {
+        if Instant::now() > deadline {
+            bail!("gantry-cp did not answer within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// `xds-storm`: N streams that hold a configuration lose their control
+/// plane (SIGKILL) and reconnect at once, with jittered backoff, to it
+/// restarted on the same address and database: how long until every node
+/// is back and synced, what the restarted control plane's memory peaks
+/// at, what the resync costs per stream, and that writes flow after it.
+pub async fn storm(a: StormArgs) -> anyhow::Result<()> {
+    let c = &a.common;
+    check_fds(a.streams * 2)?;
+    let (admin_port, xds_port) = (free_port()?, free_port()?);
+    let admin_url = format!("http://127.0.0.1:{admin_port}");
+    let xds_url = format!("http://127.0.0.1:{xds_port}");
+    let admin = Admin::new(&admin_url)?;
+    let mut cp = CpProcess::start(&a, admin_port, xds_port)?;
+    until_up(&admin, Duration::from_secs(60)).await?;
+    let shape = Shape {
+        services: a.services,
+        routes: a.routes,
+        upstream_every: c.upstream_every,
+    };
+    let (rev, _) = seed(&admin, &shape).await?;
+    let fleet = Fleet::connect_reconnecting(
+        &xds_url,
+        a.streams,
+        "storm",
+        c.connect_concurrency,
+        a.node_kind,
+    )?;
+    let initial = fleet
+        .settle(rev, c.quiet(), c.timeout().max(Duration::from_secs(600)))
+        .await
+        .context("initial sync")?;
+    fleet.verify(&admin, rev).await?;
+    let held = procstat::read(cp.pid(), c.clk_tck)?;
+
+    cp.kill();
+    let killed = Instant::now();
+    // Every stream notices before the replica is back (a restart takes
+    // longer than a reset reaches the clients).
+    while fleet.disconnects() < a.streams as u64 {
+        if killed.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "{} of {} streams noticed the kill",
+                fleet.disconnects(),
+                a.streams
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fleet.take_bytes();
+    let noticed = killed.elapsed();
+    let cp = CpProcess::start(&a, admin_port, xds_port)?;
+    let restarted = Instant::now();
+    until_up(&admin, Duration::from_secs(60)).await?;
+    let up = restarted.elapsed();
+    while fleet.opened_at_least(2) < a.streams {
+        if restarted.elapsed() > c.timeout() {
+            bail!(
+                "{} of {} streams reconnected within {:?}",
+                fleet.opened_at_least(2),
+                a.streams,
+                c.timeout()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reconnected = restarted.elapsed();
+    fleet.verify(&admin, rev).await?;
+    let synced = restarted.elapsed();
+    // Responses after the restart: what resuming with
+    // `initial_resource_versions` costs per stream.
+    tokio::time::sleep(c.quiet()).await;
+    let resync = fleet.take_bytes();
+    let after = procstat::read(cp.pid(), c.clk_tck)?;
+    let writes = changes(&admin, &fleet, c, WriteKind::Route, 0..3, &shape).await?;
+    fleet.close().await;
+
+    let mut t = Table::new(
+        format!(
+            "Reconnect storm: {} {} streams, {} routes / {} services, gantry-cp SIGKILLed and restarted",
+            a.streams,
+            a.node_kind.user_agent(),
+            a.routes,
+            a.services
+        ),
+        &["measurement", "result", "target"],
+    );
+    t.row(vec![
+        "initial sync per stream".into(),
+        bytes(initial),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "gantry-cp RSS holding the streams, before the kill".into(),
+        mib(held.rss),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "every stream saw the kill".into(),
+        ms(noticed),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "restarted gantry-cp answering its admin API".into(),
+        ms(up),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "every stream reconnected (jittered backoff)".into(),
+        ms(reconnected),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "every node SYNCED in /fleet".into(),
+        ms(synced),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "resync bytes per stream (most)".into(),
+        bytes(resync),
+        "-".into(),
+    ]);
+    let ok = a
+        .target_rss_mib
+        .map(|m| (after.hwm as f64) <= m * 1024.0 * 1024.0);
+    t.row(vec![
+        "restarted gantry-cp: peak RSS (RSS after)".into(),
+        format!("{} ({})", mib(after.hwm), mib(after.rss)),
+        match (a.target_rss_mib, ok) {
+            (Some(m), Some(ok)) => format!("≤ {m:.0} MiB: {}", verdict(ok, c.smoke)),
+            _ => "-".into(),
+        },
+    ]);
+    let worst = writes.iter().map(|w| w.all).max().unwrap_or_default();
+    t.row(vec![
+        "a route write after the storm: every stream ACKed (slowest of 3)".into(),
+        ms(worst),
+        "-".into(),
     ]);
     t.print();
     Ok(())

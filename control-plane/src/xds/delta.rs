@@ -13,6 +13,7 @@ use super::cache::TypeMap;
 use super::fleet::SyncState;
 use super::held::HeldEndpoints;
 use super::session::{Protocol, Session};
+use super::versions::Versions;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
@@ -29,6 +30,9 @@ struct Pending {
     previous: Vec<(Arc<str>, Option<Arc<str>>)>,
     sent: Vec<(Arc<str>, Arc<str>)>,
     removed: Vec<Arc<str>>,
+    /// Once applied, the node has exactly this map (the type's whole
+    /// snapshot): its ACK rebases what the stream records on it.
+    complete: Option<Arc<TypeMap>>,
 }
 
 #[derive(Default)]
@@ -36,12 +40,13 @@ struct TypeState {
     wildcard: bool,
     names: BTreeSet<String>,
     /// name → version the node has (as far as we know). Names and
-    /// versions are the snapshot's, shared: a stream holds pointers.
-    known: HashMap<Arc<str>, Arc<str>>,
+    /// versions are the snapshot's, shared: a stream holds pointers, and
+    /// for a wildcard type in sync only a pointer to the snapshot's map.
+    known: Versions,
     /// name → version the node refused.
     nacked: HashMap<Arc<str>, Arc<str>>,
     /// name → version the node has ACKed (or said it had on reconnect).
-    acked: HashMap<Arc<str>, Arc<str>>,
+    acked: Versions,
     /// Responses awaiting their ACK or NACK, oldest first: the node
     /// answers each, in order.
     pending: VecDeque<Pending>,
@@ -105,14 +110,14 @@ impl Stream {
             return Ok(());
         };
         let first = !self.types.contains_key(t);
+        let snapshot = self.session.snapshot();
         let st = self.types.entry(t).or_default();
         if first {
             st.wildcard = xds::is_wildcard_type(t) && r.resource_names_subscribe.is_empty();
-            st.known = r
-                .initial_resource_versions
-                .iter()
-                .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
-                .collect();
+            // A wildcard node's holdings as the difference from the
+            // snapshot it most likely has.
+            let base = snapshot.filter(|_| st.wildcard).and_then(|s| s.shared(t));
+            st.known = Versions::from_initial(&r.initial_resource_versions, base);
             st.acked = st.known.clone();
         }
         for n in &r.resource_names_subscribe {
@@ -161,6 +166,12 @@ impl Stream {
                         }
                         for name in &p.removed {
                             st.acked.remove(name);
+                        }
+                        if let Some(map) = p.complete {
+                            st.acked.rebase(map.clone());
+                            if st.pending.is_empty() {
+                                st.known.rebase(map);
+                            }
                         }
                         if answered {
                             self.session.acked(t, &p.version);
@@ -289,6 +300,15 @@ impl Stream {
             .get(xds::CLUSTER)
             .filter(|_| t == xds::ENDPOINT)
             .map(|c| &c.known);
+        let map = snap.shared(t);
+        let in_sync = map.as_ref().is_some_and(|m| st.known.is_exactly(m))
+            && st.answer.is_empty()
+            && st.nacked.is_empty()
+            && node_clusters.is_none();
+        if in_sync && st.responded {
+            return Ok(());
+        }
+        let mut skipped = false;
         let mut updates: Vec<_> = all
             .values()
             .filter(|r| st.wildcard || st.names.contains(&*r.name))
@@ -298,7 +318,11 @@ impl Stream {
             .filter(|r| {
                 st.known.get(&r.name) != Some(&r.version) || st.nacked.contains_key(&r.name)
             })
-            .filter(|r| st.nacked.get(&r.name) != Some(&r.version))
+            .filter(|r| {
+                let refused = st.nacked.get(&r.name) == Some(&r.version);
+                skipped |= refused;
+                !refused
+            })
             .cloned()
             .collect();
         if let Some(clusters) = node_clusters {
@@ -348,10 +372,21 @@ impl Stream {
             }
         }
         removed.sort();
+        // After this response the node has exactly the type's snapshot:
+        // what the stream records of it can be that map, shared.
+        let complete = map.filter(|_| {
+            st.wildcard && !hold_cluster_removals && node_clusters.is_none() && !skipped
+        });
         let first_wildcard_answer = st.wildcard && !st.responded;
         if updates.is_empty() && removed.is_empty() && !first_wildcard_answer {
             if let Some(st) = self.types.get_mut(t) {
                 st.answer.clear();
+                if let Some(map) = complete
+                    && st.pending.is_empty()
+                {
+                    st.known.rebase(map.clone());
+                    st.acked.rebase(map);
+                }
             }
             return Ok(());
         }
@@ -396,6 +431,9 @@ impl Stream {
         for n in &removed {
             previous.push((n.clone(), st.known.remove(n)));
         }
+        if let Some(map) = &complete {
+            st.known.rebase(map.clone());
+        }
         if t == xds::CLUSTER {
             self.held.clusters_sent(&snap, st.known.keys());
             self.held.clusters_changed(
@@ -415,6 +453,7 @@ impl Stream {
             previous,
             sent,
             removed,
+            complete,
         });
         let all_sent: Vec<_> = all
             .values()

@@ -13,6 +13,7 @@ pub mod redact;
 mod session;
 mod sotw;
 pub mod tls;
+mod versions;
 
 pub use cache::{SnapshotCache, Snapshots};
 pub use fleet::Fleet;
