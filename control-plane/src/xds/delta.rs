@@ -347,7 +347,7 @@ impl Stream {
             st.known
                 .keys()
                 .filter(|n| (st.wildcard || st.names.contains(&***n)) && !all.contains_key(&***n))
-                .filter(|n| node_clusters.is_none_or(|c| !c.contains_key(*n)))
+                .filter(|n| node_clusters.is_none_or(|c| !c.contains_key(n)))
                 .cloned()
                 .collect()
         };
