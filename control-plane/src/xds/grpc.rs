@@ -8,8 +8,8 @@
 //! so an idle stream holds nothing but its bookkeeping.
 //!
 //! The protocol is the same: `application/grpc`, length-prefixed protobuf
-//! messages, `grpc-status` in the trailers. Requests are decoded by
-//! tonic's `Streaming`, as before.
+//! messages, `grpc-status` in the trailers. Requests are read by
+//! `requests.rs`, which does not keep a large request's buffer.
 
 use super::session::{self, Protocol};
 use super::{XdsContext, delta, sotw};
@@ -20,7 +20,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
-use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
@@ -106,19 +105,8 @@ impl Ads {
     where
         P: Protocol + 'static,
         P::Request: Message + Default,
-        tonic::Streaming<P::Request>: Send,
     {
-        // Requests are small: a 1 KiB read buffer per stream (it grows
-        // for a larger one) rather than tonic's 8 KiB.
-        let decoder = tonic_prost::ProstDecoder::<P::Request>::new(
-            tonic::codec::BufferSettings::new(1024, 32 * 1024),
-        );
-        let requests = tonic::Streaming::new_request(
-            decoder,
-            body,
-            None::<CompressionEncoding>,
-            Some(MAX_REQUEST),
-        );
+        let requests = super::requests::Requests::new(body, MAX_REQUEST);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(session::drive::<P>(
             self.ctx.clone(),

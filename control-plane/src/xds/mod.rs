@@ -10,6 +10,7 @@ mod grpc;
 mod held;
 pub mod identity;
 pub mod redact;
+mod requests;
 mod session;
 mod sotw;
 pub mod tls;

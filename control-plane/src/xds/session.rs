@@ -215,7 +215,7 @@ pub fn content_key<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> u6
 /// One ADS stream's protocol (state-of-the-world or delta): what it does
 /// with a request, and how it pushes a new snapshot.
 pub trait Protocol: Sized + Send {
-    type Request: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     const NAME: &'static str;
     fn node(req: &Self::Request) -> Option<&ProtoNode>;
     fn open(
@@ -231,13 +231,11 @@ pub trait Protocol: Sized + Send {
 /// new snapshots and shutdown are handled as they come.
 pub async fn drive<P: Protocol>(
     ctx: Arc<XdsContext>,
-    mut requests: tonic::Streaming<P::Request>,
+    mut requests: super::requests::Requests<P::Request>,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, tonic::Status>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     peer: Peer,
-) where
-    tonic::Streaming<P::Request>: Send,
-{
+) {
     let first = match requests.message().await {
         Ok(Some(r)) => r,
         _ => return,

@@ -22,8 +22,10 @@ impl Versions {
     /// A reconnecting node's `initial_resource_versions`, kept as the
     /// difference from `base` when there is one (wildcard types).
     pub fn from_initial(initial: &HashMap<String, String>, base: Option<Arc<TypeMap>>) -> Self {
+        // A node that has nothing is not described against a map: it
+        // will be rebased on the one it is sent.
         let mut v = Versions {
-            base,
+            base: base.filter(|_| !initial.is_empty()),
             diff: HashMap::new(),
         };
         if let Some(b) = &v.base {
@@ -52,7 +54,8 @@ impl Versions {
     /// The node has exactly `map`.
     pub fn rebase(&mut self, map: Arc<TypeMap>) {
         self.base = Some(map);
-        self.diff.clear();
+        // Not `clear`: the table it had (a whole first sync's names) is freed.
+        self.diff = HashMap::new();
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<str>> {
