@@ -166,6 +166,27 @@ pub fn snapshots_of(revision: i64, translations: Vec<Translation>) -> Vec<Snapsh
     out
 }
 
+/// What did not change since `prev` is `prev`'s own: each resource with
+/// the same name and version is its `Arc`, and a type's map with nothing
+/// changed is its map. Streams then tell unchanged resources, and whole
+/// unchanged types, by pointer, and one copy of each is alive.
+fn carry_over(next: &mut Snapshot, prev: &Snapshot) {
+    for (t, map) in next.types.iter_mut() {
+        let Some(old) = prev.shared(t) else { continue };
+        let Some(m) = Arc::get_mut(map) else { continue };
+        let mut all_same = m.len() == old.len();
+        for (name, r) in m.iter_mut() {
+            match old.get(name) {
+                Some(o) if o.version == r.version => *r = o.clone(),
+                _ => all_same = false,
+            }
+        }
+        if all_same {
+            *map = old;
+        }
+    }
+}
+
 /// Tables built from the same routes into the same shape encode the same
 /// (as route configurations: their entries travel on their own).
 fn same_table(a: &RouteTable, b: &RouteTable) -> bool {
@@ -212,11 +233,19 @@ impl SnapshotCache {
         let flavours: HashMap<Flavour, Arc<Snapshot>> = match translator::translate_flavours(
             &entities, &FLAVOURS, opts,
         ) {
-            Ok(ts) => FLAVOURS
-                .into_iter()
-                .zip(snapshots_of(revision, ts))
-                .map(|(f, s)| (f, Arc::new(s)))
-                .collect(),
+            Ok(ts) => {
+                let prev = self.current();
+                FLAVOURS
+                    .into_iter()
+                    .zip(snapshots_of(revision, ts))
+                    .map(|(f, mut s)| {
+                        if let Some(p) = prev.flavours.get(&f) {
+                            carry_over(&mut s, p);
+                        }
+                        (f, Arc::new(s))
+                    })
+                    .collect()
+            }
             Err(e) => {
                 tracing::warn!(revision, error = %e, "revision cannot be translated; proxies keep the last good snapshot");
                 let prev = self.current();

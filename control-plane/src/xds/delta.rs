@@ -9,7 +9,7 @@
 //! until the node's routes no longer need them, and the endpoints of a
 //! cluster the node still has kept with it (held.rs).
 
-use super::cache::TypeMap;
+use super::cache::{Resource as Cached, TypeMap};
 use super::fleet::SyncState;
 use super::held::HeldEndpoints;
 use super::session::{Protocol, Session};
@@ -228,10 +228,7 @@ impl Stream {
         };
         let acked = |st: &TypeState, t: &str| {
             snap.of(t)
-                .map(|all| {
-                    all.values()
-                        .all(|r| st.acked.get(&r.name) == Some(&r.version))
-                })
+                .map(|all| st.acked.stale(all).next().is_none())
                 .unwrap_or(true)
         };
         if !acked(cds, xds::CLUSTER) {
@@ -255,6 +252,10 @@ impl Stream {
         }
         let empty = Default::default();
         let all = snap.of(t).unwrap_or(&empty);
+        if st.wildcard {
+            return snap.shared(t).is_some_and(|m| st.acked.is_exactly(&m))
+                || st.acked.has_exactly(all);
+        }
         let wanted_ok = all
             .values()
             .filter(|r| st.wildcard || st.names.contains(&*r.name))
@@ -309,15 +310,21 @@ impl Stream {
             return Ok(());
         }
         let mut skipped = false;
-        let mut updates: Vec<_> = all
-            .values()
-            .filter(|r| st.wildcard || st.names.contains(&*r.name))
-            // After a NACK the node holds its old version and has fenced
-            // what the refusal touched: any other version, even the one
-            // it holds, is sent, so the fence can lift.
-            .filter(|r| {
-                st.known.get(&r.name) != Some(&r.version) || st.nacked.contains_key(&r.name)
-            })
+        let candidates: Vec<&Arc<Cached>> = if st.wildcard && st.nacked.is_empty() {
+            st.known.stale(all).collect()
+        } else {
+            all.values()
+                .filter(|r| st.wildcard || st.names.contains(&*r.name))
+                // After a NACK the node holds its old version and has fenced
+                // what the refusal touched: any other version, even the one
+                // it holds, is sent, so the fence can lift.
+                .filter(|r| {
+                    st.known.get(&r.name) != Some(&r.version) || st.nacked.contains_key(&r.name)
+                })
+                .collect()
+        };
+        let mut updates: Vec<_> = candidates
+            .into_iter()
             .filter(|r| {
                 let refused = st.nacked.get(&r.name) == Some(&r.version);
                 skipped |= refused;
@@ -455,9 +462,10 @@ impl Stream {
             removed,
             complete,
         });
+        let exactly = snap.shared(t).is_some_and(|m| st.known.is_exactly(&m));
         let all_sent: Vec<_> = all
             .values()
-            .filter(|r| st.known.contains_key(&r.name))
+            .filter(|r| exactly || st.known.contains_key(&r.name))
             .cloned()
             .collect();
         self.session.sent(t, &version, all_sent);

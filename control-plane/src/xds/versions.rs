@@ -6,7 +6,7 @@
 //! from it. A node in sync costs a pointer, not a copy of every name, and
 //! a reconnecting node that already has everything costs nothing more.
 
-use super::cache::TypeMap;
+use super::cache::{Resource, TypeMap};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -113,6 +113,48 @@ impl Versions {
         from_base.chain(from_diff)
     }
 
+    /// The resources of `map` the node lacks or has at another version, in
+    /// name order. `map` and the base are walked together (both sorted by
+    /// name), and a resource the snapshot builder carried over from the
+    /// base's snapshot is recognised by pointer, so a node one change
+    /// behind costs a pass of pointer comparisons, not a lookup per name.
+    pub fn stale<'a>(&'a self, map: &'a TypeMap) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        let mut base = self.base.as_deref().map(|b| b.iter().peekable());
+        map.iter().filter_map(move |(name, r)| {
+            let diff = match self.diff.is_empty() {
+                true => None,
+                false => self.diff.get(name.as_str()),
+            };
+            let had: Option<&Arc<str>> = match (diff, &mut base) {
+                (Some(d), _) => d.as_ref(),
+                (None, None) => None,
+                (None, Some(it)) => loop {
+                    match it.peek() {
+                        Some(&(_, b)) if Arc::ptr_eq(b, r) => {
+                            it.next();
+                            break Some(&b.version);
+                        }
+                        Some(&(n, _)) if n < name => {
+                            it.next();
+                        }
+                        Some(&(n, b)) if n == name => {
+                            it.next();
+                            break Some(&b.version);
+                        }
+                        _ => break None,
+                    }
+                },
+            };
+            (had != Some(&r.version)).then_some(r)
+        })
+    }
+
+    /// Whether the node has every resource of `map` at its version, and
+    /// nothing else.
+    pub fn has_exactly(&self, map: &TypeMap) -> bool {
+        self.stale(map).next().is_none() && self.keys().count() == map.len()
+    }
+
     /// Whether the node has exactly `map` (a pointer comparison: only a
     /// map it was rebased on is recognised).
     pub fn is_exactly(&self, map: &Arc<TypeMap>) -> bool {
@@ -123,7 +165,6 @@ impl Versions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::cache::Resource;
     use envoy_types::pb::google::protobuf::Any;
 
     fn map(entries: &[(&str, &str)]) -> Arc<TypeMap> {
@@ -204,6 +245,33 @@ mod tests {
         assert_eq!(v.get("c").map(|s| &**s), Some("4"));
         v.rebase(map(&[("z", "1")]));
         assert_eq!(sorted(&v), vec![("z".into(), "1".into())]);
+    }
+
+    #[test]
+    fn stale_names_what_differs_by_walking_both_maps() {
+        let old = map(&[("a", "1"), ("b", "2"), ("d", "4")]);
+        // The next snapshot: b changed, c is new, d is gone; a carried over.
+        let mut next = (*map(&[("b", "3"), ("c", "1")])).clone();
+        next.insert("a".into(), old["a"].clone());
+        let next = Arc::new(next);
+        let names =
+            |v: &Versions| -> Vec<String> { v.stale(&next).map(|r| r.name.to_string()).collect() };
+        let mut v = Versions::from_initial(
+            &initial(&[("a", "1"), ("b", "2"), ("d", "4")]),
+            Some(old.clone()),
+        );
+        assert_eq!(names(&v), vec!["b", "c"]);
+        assert!(!v.has_exactly(&next));
+        v.insert("b".into(), "3".into());
+        assert_eq!(names(&v), vec!["c"]);
+        v.insert("c".into(), "1".into());
+        assert!(names(&v).is_empty());
+        assert!(!v.has_exactly(&next), "it still has d");
+        v.remove("d");
+        assert!(v.has_exactly(&next));
+        // Without a base, the same answers from the plain map.
+        let plain = Versions::from_initial(&initial(&[("a", "1"), ("c", "0")]), None);
+        assert_eq!(names(&plain), vec!["b", "c"]);
     }
 
     #[test]
