@@ -351,11 +351,17 @@ impl Stream {
         let mut removed: Vec<Arc<str>> = if hold_cluster_removals {
             Vec::new()
         } else {
-            st.known
-                .keys()
-                .filter(|n| (st.wildcard || st.names.contains(&***n)) && !all.contains_key(&***n))
+            let gone: Vec<Arc<str>> = if st.wildcard {
+                st.known.missing_from(all).cloned().collect()
+            } else {
+                st.known
+                    .keys()
+                    .filter(|n| st.names.contains(&***n) && !all.contains_key(&***n))
+                    .cloned()
+                    .collect()
+            };
+            gone.into_iter()
                 .filter(|n| node_clusters.is_none_or(|c| !c.contains_key(n)))
-                .cloned()
                 .collect()
         };
         // Subscriptions answered whatever the node has: the resource, or

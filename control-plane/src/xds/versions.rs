@@ -149,6 +149,39 @@ impl Versions {
         })
     }
 
+    /// The names the node has that `map` lacks, walking the base and
+    /// `map` together as [`Versions::stale`] does.
+    pub fn missing_from<'a>(&'a self, map: &'a TypeMap) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        let mut there = map.iter().peekable();
+        let from_base = self
+            .base
+            .iter()
+            .flat_map(|b| b.iter())
+            .filter(|(n, _)| self.diff.is_empty() || !self.diff.contains_key(n.as_str()))
+            .filter_map(move |(n, r)| {
+                let present = loop {
+                    match there.peek() {
+                        Some(&(_, m)) if Arc::ptr_eq(m, r) => {
+                            there.next();
+                            break true;
+                        }
+                        Some(&(mn, _)) if mn < n => {
+                            there.next();
+                        }
+                        Some(&(mn, _)) => break mn == n,
+                        None => break false,
+                    }
+                };
+                (!present).then_some(&r.name)
+            });
+        let from_diff = self
+            .diff
+            .iter()
+            .filter(|(n, v)| v.is_some() && !map.contains_key(&***n))
+            .map(|(n, _)| n);
+        from_base.chain(from_diff)
+    }
+
     /// Whether the node has every resource of `map` at its version, and
     /// nothing else.
     pub fn has_exactly(&self, map: &TypeMap) -> bool {
@@ -267,8 +300,14 @@ mod tests {
         v.insert("c".into(), "1".into());
         assert!(names(&v).is_empty());
         assert!(!v.has_exactly(&next), "it still has d");
+        let gone: Vec<&str> = v.missing_from(&next).map(|n| &**n).collect();
+        assert_eq!(gone, vec!["d"]);
         v.remove("d");
         assert!(v.has_exactly(&next));
+        assert_eq!(v.missing_from(&next).count(), 0);
+        v.insert("x".into(), "1".into());
+        let gone: Vec<&str> = v.missing_from(&next).map(|n| &**n).collect();
+        assert_eq!(gone, vec!["x"]);
         // Without a base, the same answers from the plain map.
         let plain = Versions::from_initial(&initial(&[("a", "1"), ("c", "0")]), None);
         assert_eq!(names(&plain), vec!["b", "c"]);
