@@ -9,14 +9,12 @@
 //! until the node's routes no longer need them, and the endpoints of a
 //! cluster the node still has kept with it (held.rs).
 
-use super::cache::{Resource as Cached, TypeMap};
+use super::cache::{Resource, TypeMap};
 use super::fleet::SyncState;
 use super::held::HeldEndpoints;
 use super::session::{Protocol, Session};
 use super::versions::Versions;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use gantry_shared::xds::{self, PUSH_ORDER};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -310,7 +308,7 @@ impl Stream {
             return Ok(());
         }
         let mut skipped = false;
-        let candidates: Vec<&Arc<Cached>> = if st.wildcard && st.nacked.is_empty() {
+        let candidates: Vec<&Arc<Resource>> = if st.wildcard && st.nacked.is_empty() {
             st.known.stale(all).collect()
         } else {
             all.values()
@@ -405,28 +403,9 @@ impl Stream {
         }
         let nonce = self.session.next_nonce();
         let version = snap.revision.to_string();
-        let resp = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: updates
-                .iter()
-                .map(|r| Resource {
-                    name: r.name.to_string(),
-                    version: r.version.to_string(),
-                    resource: Some(r.any.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: t.to_string(),
-            removed_resources: removed.iter().map(|n| n.to_string()).collect(),
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
         // Encoded here: the stream's queue holds frames, not messages.
-        self.tx
-            .send(Ok(super::grpc::frame(&resp)))
-            .await
-            .map_err(|_| ())?;
-        drop(resp);
+        let frame = super::grpc::delta_frame(&version, t, &nonce, &updates, &removed);
+        self.tx.send(Ok(frame)).await.map_err(|_| ())?;
         tracing::debug!(node = %self.session.node.id, r#type = xds::short_name(t), version, updated = updates.len(), removed = removed.len(), "sent");
         let Some(st) = self.types.get_mut(t) else {
             return Ok(());

@@ -11,6 +11,7 @@
 //! messages, `grpc-status` in the trailers. Requests are read by
 //! `requests.rs`, which does not keep a large request's buffer.
 
+use super::cache::Resource;
 use super::session::{self, Protocol};
 use super::{XdsContext, delta, sotw};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -130,6 +131,65 @@ pub fn frame<M: Message>(m: &M) -> Bytes {
     b.freeze()
 }
 
+/// A `DeltaDiscoveryResponse` as a gRPC frame, written straight from the
+/// snapshot's resources: each payload is copied once into the frame, with
+/// no per-resource message built first (a first sync of 20,000 route
+/// entries would otherwise clone every payload, then encode it again).
+pub fn delta_frame(
+    version: &str,
+    type_url: &str,
+    nonce: &str,
+    resources: &[Arc<Resource>],
+    removed: &[Arc<str>],
+) -> Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let bytes_field = |tag: u32, len: usize| if len == 0 { 0 } else { field(tag, len) };
+    let any_len =
+        |r: &Resource| bytes_field(1, r.any.type_url.len()) + bytes_field(2, r.any.value.len());
+    let resource_len = |r: &Resource| {
+        bytes_field(1, r.version.len()) + field(2, any_len(r)) + bytes_field(3, r.name.len())
+    };
+    let len = bytes_field(1, version.len())
+        + resources
+            .iter()
+            .map(|r| field(2, resource_len(r)))
+            .sum::<usize>()
+        + bytes_field(4, type_url.len())
+        + bytes_field(5, nonce.len())
+        + removed.iter().map(|n| field(6, n.len())).sum::<usize>();
+    let mut b = BytesMut::with_capacity(5 + len);
+    b.put_u8(0);
+    b.put_u32(len as u32);
+    let put = |b: &mut BytesMut, tag: u32, v: &[u8]| {
+        if !v.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, b);
+            encode_varint(v.len() as u64, b);
+            b.put_slice(v);
+        }
+    };
+    put(&mut b, 1, version.as_bytes());
+    for r in resources {
+        encode_key(2, WireType::LengthDelimited, &mut b);
+        encode_varint(resource_len(r) as u64, &mut b);
+        put(&mut b, 1, r.version.as_bytes());
+        encode_key(2, WireType::LengthDelimited, &mut b);
+        encode_varint(any_len(r) as u64, &mut b);
+        put(&mut b, 1, r.any.type_url.as_bytes());
+        put(&mut b, 2, &r.any.value);
+        put(&mut b, 3, r.name.as_bytes());
+    }
+    put(&mut b, 4, type_url.as_bytes());
+    put(&mut b, 5, nonce.as_bytes());
+    // Repeated strings are written even when empty.
+    for n in removed {
+        encode_key(6, WireType::LengthDelimited, &mut b);
+        encode_varint(n.len() as u64, &mut b);
+        b.put_slice(n.as_bytes());
+    }
+    b.freeze()
+}
+
 fn trailers(s: &Status) -> http::HeaderMap {
     let mut h = http::HeaderMap::new();
     if s.add_header(&mut h).is_err() {
@@ -171,7 +231,10 @@ fn status_only(s: Status) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, Resource as PbResource,
+    };
+    use envoy_types::pb::google::protobuf::Any;
 
     #[test]
     fn a_frame_is_the_length_prefixed_message() {
@@ -185,5 +248,48 @@ mod tests {
         let len = u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize;
         assert_eq!(len, f.len() - 5);
         assert_eq!(DeltaDiscoveryResponse::decode(&f[5..]).unwrap(), m);
+    }
+
+    #[test]
+    fn a_delta_frame_is_the_response_prost_would_write() {
+        let r = |name: &str, version: &str, value: &[u8]| {
+            Arc::new(Resource {
+                name: name.into(),
+                version: version.into(),
+                any: Any {
+                    type_url: "type.googleapis.com/x.Y".into(),
+                    value: value.to_vec(),
+                },
+            })
+        };
+        let resources = vec![
+            r("a", "1", b"abc"),
+            r("b/c", "02", &[0u8; 300]),
+            r("e", "3", b""),
+        ];
+        let removed: Vec<Arc<str>> = vec!["gone".into(), "".into()];
+        let f = delta_frame("7", "type.googleapis.com/x.Y", "n9", &resources, &removed);
+        assert_eq!(f[0], 0);
+        let len = u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize;
+        assert_eq!(len, f.len() - 5);
+        let got = DeltaDiscoveryResponse::decode(&f[5..]).unwrap();
+        let want = DeltaDiscoveryResponse {
+            system_version_info: "7".into(),
+            resources: resources
+                .iter()
+                .map(|r| PbResource {
+                    name: r.name.to_string(),
+                    version: r.version.to_string(),
+                    resource: Some(r.any.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: "type.googleapis.com/x.Y".into(),
+            removed_resources: vec!["gone".into(), "".into()],
+            nonce: "n9".into(),
+            ..Default::default()
+        };
+        assert_eq!(got, want);
+        assert_eq!(len, want.encoded_len(), "the same size as prost's");
     }
 }
