@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Every control-plane benchmark in one command:
 #
-#   bench/controlplane.sh           the full run (about 10 minutes after the build)
+#   bench/controlplane.sh           the full run (about 20 minutes after the build)
 #   bench/controlplane.sh --smoke   a tiny run for CI (well under a minute after
 #                                   the build); numbers are printed, not judged
 #   bench/controlplane.sh --only hold,bytes
-#                                   some of: translate, fleet, hold, bytes, storm, hostile, writes
+#                                   some of: translate, fleet, hold, bytes, storm, churn, hostile, writes
 #
 # Builds gantry-cp and gantry-bench in release, starts a fresh gantry-cp per
 # measurement (ports picked by the kernel, SQLite in a temp dir, or its own
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 SMOKE=0
-ONLY=translate,fleet,hold,bytes,storm,hostile,writes
+ONLY=translate,fleet,hold,bytes,storm,churn,hostile,writes
 while (( $# )); do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -45,6 +45,7 @@ if (( SMOKE )); then
   HOLD_STREAMS=20; HOLD_WRITES=2; HOLD_SECS=1
   BYTES_SIZES=100,200; BYTES_STREAMS=3; BYTES_WRITES=2
   STORM_STREAMS=20; STORM_ROUTES=100; STORM_SERVICES=10
+  CHURN_STREAMS=5; CHURN_ROUTES=100; CHURN_SERVICES=10; CHURN_SECS=3; CHURN_RATE=10
   TR_ROUTES=100; TR_SERVICES=10; TR_ITER=2
   W_CLIENTS=4; W_SECS=2
   SMOKE_FLAG=(--smoke)
@@ -53,6 +54,7 @@ else
   HOLD_STREAMS=10000; HOLD_WRITES=5; HOLD_SECS=10
   BYTES_SIZES=100,1000,10000; BYTES_STREAMS=10; BYTES_WRITES=5
   STORM_STREAMS=1000; STORM_ROUTES=1000; STORM_SERVICES=100
+  CHURN_STREAMS=100; CHURN_ROUTES=5000; CHURN_SERVICES=500; CHURN_SECS=600; CHURN_RATE=20
   TR_ROUTES=10000; TR_SERVICES=1000; TR_ITER=5
   W_CLIENTS=16; W_SECS=10
   SMOKE_FLAG=()
@@ -173,6 +175,15 @@ if wanted storm; then
     --work-dir "$TMP/storm" --streams "$STORM_STREAMS" --routes "$STORM_ROUTES" \
     --services "$STORM_SERVICES" --connect-concurrency "$STORM_STREAMS" \
     --target-rss-mib 500 --clk-tck "$CLK_TCK" "${SMOKE_FLAG[@]}"
+fi
+
+if wanted churn; then
+  log "route churn: $CHURN_RATE changes/s for $CHURN_SECS s, $CHURN_STREAMS streams, $CHURN_ROUTES routes"
+  sqlite_cp churn
+  "$BENCH" xds-churn --admin "$CP_ADMIN" --xds "$CP_XDS" --cp-pid "$CP_PID" --clk-tck "$CLK_TCK" \
+    --streams "$CHURN_STREAMS" --routes "$CHURN_ROUTES" --services "$CHURN_SERVICES" \
+    --secs "$CHURN_SECS" --rate "$CHURN_RATE" --connect-concurrency "$CHURN_STREAMS" "${SMOKE_FLAG[@]}"
+  stop_cp
 fi
 
 if wanted hostile; then

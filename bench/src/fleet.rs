@@ -256,6 +256,12 @@ impl Fleet {
         }
     }
 
+    /// Waits until every stream has ACKed revision `rev` or later (and
+    /// things are quiet), keeping what the streams recorded.
+    pub async fn reach(&self, rev: i64, quiet: Duration, timeout: Duration) -> anyhow::Result<()> {
+        self.wait(rev, quiet, timeout).await
+    }
+
     /// Waits for the initial sync at revision `rev`; returns the encoded
     /// bytes one stream received for it (the largest).
     pub async fn settle(
@@ -321,6 +327,20 @@ impl Fleet {
         c.median = finals.get(finals.len() / 2).copied().unwrap_or_default();
         c.all = finals.last().copied().unwrap_or_default();
         Ok(c)
+    }
+
+    /// Per stream, the (revision, when) of each response it ACKed since
+    /// the last accounting, which it clears.
+    pub fn take_acks(&self) -> Vec<Vec<(i64, Instant)>> {
+        self.streams
+            .iter()
+            .map(|s| {
+                std::mem::take(&mut *lock(&s.events))
+                    .into_iter()
+                    .map(|e| (e.version, e.acked_at))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Streams that have opened at least `n` times.

@@ -6,6 +6,7 @@
 //! as SYNCED. Missing a target is reported, not an error.
 
 mod admin;
+mod churn;
 mod codec;
 mod fleet;
 mod hostile;
@@ -36,6 +37,9 @@ enum Command {
     XdsBytes(xds::BytesArgs),
     /// N streams reconnecting at once to a restarted gantry-cp.
     XdsStorm(xds::StormArgs),
+    /// Route churn at a steady rate with streams attached: memory and
+    /// commit → every ACK while it runs.
+    XdsChurn(churn::ChurnArgs),
     /// Translation time of a large configuration (in-process).
     Translate(translate::TranslateArgs),
     /// Admin writes per second with concurrent clients.
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             Command::XdsFleet(a) => xds::fleet(a).await,
             Command::XdsBytes(a) => xds::bytes_per_change(a).await,
             Command::XdsStorm(a) => xds::storm(a).await,
+            Command::XdsChurn(a) => churn::churn(a).await,
             Command::Translate(a) => translate::run(a).await,
             Command::AdminWrites(a) => writes::run(a).await,
             Command::AdminHostile(a) => hostile::run(a).await,

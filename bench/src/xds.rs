@@ -46,11 +46,11 @@ pub struct Common {
 }
 
 impl Common {
-    fn quiet(&self) -> Duration {
+    pub(crate) fn quiet(&self) -> Duration {
         Duration::from_millis(self.quiet_ms)
     }
 
-    fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
 
@@ -120,7 +120,7 @@ pub struct BytesArgs {
 
 /// Raising the limit is the script's job (`ulimit -n`); fail early and say
 /// so rather than with EMFILE in the middle of a run.
-fn check_fds(streams: usize) -> anyhow::Result<()> {
+pub(crate) fn check_fds(streams: usize) -> anyhow::Result<()> {
     let limit = procstat::open_files_limit()?;
     let need = streams as u64 + 256;
     if limit < need {
@@ -133,7 +133,7 @@ fn check_fds(streams: usize) -> anyhow::Result<()> {
 }
 
 /// Applies the generated configuration and waits for the snapshot.
-async fn seed(admin: &Admin, shape: &Shape) -> anyhow::Result<(i64, Duration)> {
+pub(crate) async fn seed(admin: &Admin, shape: &Shape) -> anyhow::Result<(i64, Duration)> {
     let t = Instant::now();
     admin.apply(&synth::document(shape)).await?;
     let rev = admin.settled_revision(Duration::from_secs(600)).await?;
