@@ -17,6 +17,10 @@ pub fn map_large_buffers() {
     // SAFETY: mallopt only sets an allocator tunable.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        // glibc gives each thread that contends an arena of its own (up to
+        // 8 per core); snapshot rebuilds on blocking threads then leave
+        // freed pages scattered across many arenas, which RSS keeps.
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
