@@ -7,7 +7,7 @@ use crate::fleet::{Fleet, NodeKind};
 use crate::procstat;
 use crate::report::{Table, mib, ms, percentile, verdict};
 use crate::synth::{self, Shape};
-use crate::xds::{Common, check_fds, seed};
+use crate::xds::{Common, WriteKind, check_fds, seed, write};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -51,17 +51,7 @@ async fn change(admin: &Admin, k: usize, shape: &Shape) -> anyhow::Result<Writte
                 )
                 .await
         }
-        1 => {
-            let i = synth::plain_route(k, shape.routes);
-            let body = json!({"paths": [format!("/r{i}-churn{k}")]});
-            admin
-                .write(
-                    reqwest::Method::PATCH,
-                    &format!("/routes/{}", synth::route_name(i)),
-                    Some(&body),
-                )
-                .await
-        }
+        1 => write(admin, WriteKind::Route, k, shape).await,
         _ => {
             admin
                 .write(

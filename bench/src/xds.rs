@@ -140,7 +140,12 @@ pub(crate) async fn seed(admin: &Admin, shape: &Shape) -> anyhow::Result<(i64, D
     Ok((rev, t.elapsed()))
 }
 
-async fn write(admin: &Admin, kind: WriteKind, k: usize, shape: &Shape) -> anyhow::Result<Written> {
+pub(crate) async fn write(
+    admin: &Admin,
+    kind: WriteKind,
+    k: usize,
+    shape: &Shape,
+) -> anyhow::Result<Written> {
     match kind {
         WriteKind::Route => {
             let i = synth::plain_route(k, shape.routes);

@@ -36,6 +36,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Duration;
+use gantry_proxy::config::is_anchored_literal as anchored_literal;
 use gantry_shared::proto::route::RouteEntry;
 
 /// What kind of proxy a node is, from its xDS `user_agent_name`.
@@ -284,43 +285,15 @@ pub(crate) fn ms(ms: i64) -> Duration {
 /// matcher: the same patterns recur in every virtual host and building
 /// thousands of them is slow (admission compiles them).
 pub(crate) fn regex_ok(re: &str) -> Result<(), String> {
+    // The rewrites the translator emits for prefix paths (`^/orders/?`),
+    // one per route: RE2 matches such a literal outside its program, so
+    // however long it is the program has a handful of instructions.
+    // gantry-proxy's own test of the shape (it matches them without a
+    // regex engine), so the two agree on what it is.
     if anchored_literal(re) {
         return Ok(());
     }
     gantry_proxy::config::check_regex(re)
-}
-
-/// Whether `re` is `^` and a literal, optionally ending in `/?` or `$`:
-/// the shape of the rewrites the translator emits for prefix paths
-/// (`^/orders/?`), one per route. RE2 matches such a literal outside its
-/// program, so however long it is the program has a handful of
-/// instructions; checking thousands of them costs microseconds each.
-/// Anything else, or anything unsure, is checked whole.
-fn anchored_literal(re: &str) -> bool {
-    let Some(body) = re.strip_prefix('^') else {
-        return false;
-    };
-    let body = body
-        .strip_suffix("/?")
-        .or_else(|| body.strip_suffix('$'))
-        .unwrap_or(body);
-    let mut chars = body.chars();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(n) if n.is_ascii_punctuation() => {}
-                _ => return false,
-            },
-            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' => {
-                return false;
-            }
-            c if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' => {}
-            _ => return false,
-        }
-        any = true;
-    }
-    any
 }
 
 /// Cluster name of a service: `service.<name or id>`.

@@ -68,27 +68,7 @@ fn sample() -> Vec<Stored> {
 
 #[test]
 fn route_tables_encode_as_their_configurations() {
-    let web = service("web2", "10.0.0.9", 8080);
-    let mut ents = sample();
-    ents.extend([
-        route(
-            "h1",
-            &web,
-            json!({"hosts": ["a.example.com"], "paths": ["/h1"]}),
-        ),
-        route(
-            "h2",
-            &web,
-            json!({"hosts": ["*.example.com", "api.*"], "paths": ["~/h2/\\d+"]}),
-        ),
-        route(
-            "tls-only",
-            &web,
-            json!({"protocols": ["https"], "hosts": ["s.example.com"]}),
-        ),
-        route("bare", &web, json!({"methods": ["GET", "PUT"]})),
-        web,
-    ]);
+    let ents = hosts_sample();
     let t = translate_tables(&ents, Flavour::Envoy, &ProxyOptions::default()).unwrap();
     let mut repeated = false;
     for tb in &t.routes {

@@ -52,7 +52,9 @@ pub use gantry_shared::proto::route::RouteEntry;
 pub use headers::{AppendAction, HeaderAdd, HeaderMutations, HeaderStage};
 pub use listener::{Codec, HttpLimits, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
-pub use re2::{Re2, RegexRewrite, check_re2_syntax, check_syntax as check_regex};
+pub use re2::{
+    Re2, RegexRewrite, check_re2_syntax, check_syntax as check_regex, is_anchored_literal,
+};
 pub use routes::{
     Action, ClusterChoice, Forward, HashPolicy, HostRewrite, MatchKind, Mirror, PathRedirect,
     Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route, RouteTable,

@@ -402,6 +402,13 @@ impl RegexRewrite {
     }
 }
 
+/// Whether `pattern` is `^` and a literal, ending in nothing, `/?` or `$`:
+/// the rewrites matched by comparing bytes (and whose RE2 program is a
+/// handful of instructions however long the literal).
+pub fn is_anchored_literal(pattern: &str) -> bool {
+    AnchoredLiteral::parse(pattern).is_some()
+}
+
 /// How a rewrite finds its matches.
 #[derive(Clone)]
 enum Rewriter {
