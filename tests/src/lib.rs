@@ -1601,6 +1601,7 @@ pub mod ads {
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    pub const ROUTE_ENTRY: &str = gantry_shared::xds::ROUTE_ENTRY;
     pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
     /// A node description; `user_agent_name` "envoy" asks for Envoy's flavour.

@@ -223,3 +223,39 @@ pub fn route_config(name: &str, routes: Vec<Route>) -> (String, Any) {
     };
     (name.into(), pack_any(rc))
 }
+
+/// A route configuration with no virtual hosts of its own: its routes come
+/// as route entries (gantry-proxy nodes).
+pub fn entries_config(name: &str) -> (String, Any) {
+    let rc = RouteConfiguration {
+        name: name.into(),
+        ..Default::default()
+    };
+    (name.into(), pack_any(rc))
+}
+
+/// Route entry `<config>/<id>`, host-less, its routes ranked in the given
+/// order after `rank`.
+pub fn route_entry(config: &str, id: &str, rank: u8, routes: Vec<Route>) -> (String, Any) {
+    use gantry_shared::proto::route::{Ranked, RouteEntry};
+    use prost::Message;
+    let name = format!("{config}/{id}");
+    let e = RouteEntry {
+        name: name.clone(),
+        route_configuration: config.into(),
+        domains: Vec::new(),
+        routes: routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Ranked {
+                route: Some(r),
+                rank: vec![rank, i as u8],
+            })
+            .collect(),
+    };
+    let any = Any {
+        type_url: gantry_shared::xds::ROUTE_ENTRY.into(),
+        value: e.encode_to_vec(),
+    };
+    (name, any)
+}

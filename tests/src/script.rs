@@ -34,8 +34,6 @@ pub struct Ads {
     notify: Arc<Notify>,
 }
 
-const WILDCARD: [&str; 2] = [crate::ads::CLUSTER, crate::ads::LISTENER];
-
 impl Ads {
     /// Sets what the server holds (nothing is pushed).
     pub fn set(&self, version: &str, type_url: &str, items: Vec<(String, Any)>) {
@@ -134,7 +132,7 @@ impl Ads {
         let mut g = self.inner.lock().unwrap();
         let tx = g.stream.clone()?;
         let held = g.resources.get(&req.type_url).cloned().unwrap_or_default();
-        let wildcard = WILDCARD.contains(&req.type_url.as_str());
+        let wildcard = gantry_shared::xds::is_wildcard_type(&req.type_url);
         let resources: Vec<Resource> = held
             .into_iter()
             .filter(|(n, _)| wildcard || req.resource_names_subscribe.contains(n))

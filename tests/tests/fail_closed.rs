@@ -381,3 +381,83 @@ async fn a_refused_route_configuration_with_policies_stops_serving_it() {
         assert_eq!(rig.get("/anything", None).await.0, 200);
     }
 }
+
+/// The same through route entries (gantry-proxy's routes, one resource per
+/// Kong route): a refused entry that adds a policy stops its whole route
+/// configuration, policy-free routes in other entries included, until
+/// that entry's next update is accepted; then everything serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_route_entry_with_policies_stops_its_route_configuration() {
+    let rig = Rig::start(
+        &gateway(&["k1"], vec![key_auth("ka")]),
+        ProxyOptions::default(),
+    )
+    .await;
+    let keyed = || with_plugins(route(prefix("/keyed"), "a"), &["ka"], &["key-auth"]);
+    // The routes move from the configuration into two entries.
+    assert_eq!(
+        rig.push("2", ads::ROUTE, vec![entries_config("rc")]).await,
+        None
+    );
+    assert_eq!(
+        rig.push(
+            "3",
+            ads::ROUTE_ENTRY,
+            vec![
+                route_entry("rc", "keyed", 1, vec![keyed()]),
+                route_entry("rc", "open", 2, vec![route(prefix("/open"), "a")]),
+            ],
+        )
+        .await,
+        None
+    );
+    rig.until("/open", None, 200).await;
+    rig.until("/keyed", Some("k1"), 200).await;
+    assert_eq!(rig.get("/keyed", None).await.0, 401, "key-auth runs");
+
+    // An update of the keyed entry that cannot compile.
+    let nack = rig
+        .push(
+            "4",
+            ads::ROUTE_ENTRY,
+            vec![route_entry(
+                "rc",
+                "keyed",
+                1,
+                vec![keyed(), route(safe_regex("("), "a")],
+            )],
+        )
+        .await
+        .expect("an invalid regex is NACKed");
+    assert!(nack.contains("rc/keyed"), "{nack}");
+    rig.refused("/keyed", Some("k1")).await;
+    rig.refused("/open", None).await;
+
+    // Another entry's update does not lift it; the refused entry's does.
+    assert_eq!(
+        rig.push(
+            "5",
+            ads::ROUTE_ENTRY,
+            vec![route_entry(
+                "rc",
+                "open",
+                2,
+                vec![route(prefix("/open"), "a")]
+            )],
+        )
+        .await,
+        None
+    );
+    rig.refused("/open", None).await;
+    assert_eq!(
+        rig.push(
+            "6",
+            ads::ROUTE_ENTRY,
+            vec![route_entry("rc", "keyed", 1, vec![keyed()])]
+        )
+        .await,
+        None
+    );
+    rig.until("/open", None, 200).await;
+    rig.until("/keyed", Some("k1"), 200).await;
+}
