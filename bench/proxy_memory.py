@@ -6,7 +6,10 @@ follows it, and the proxy's RSS and peak RSS are printed once it has
 applied the routes and settled.
 
     cargo build --release -p gantry-cp -p gantry-proxy
-    bench/proxy_memory.py [--routes 10000] [--settle 12] [--bin-dir target/release]
+    bench/proxy_memory.py [--routes 10000] [--settle 12] [--bin-dir target/release] [--dump]
+
+With --dump, /config_dump is then fetched once: its time, size, and the
+proxy's RSS after it (rendered on request; nothing should stay).
 
 Uses ports 19400-19405; stops only what it started."""
 import argparse, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
@@ -57,6 +60,7 @@ def main():
     ap.add_argument("--routes", type=int, default=10000)
     ap.add_argument("--settle", type=float, default=12, help="seconds after the routes are live")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
+    ap.add_argument("--dump", action="store_true", help="then fetch /config_dump and report its cost")
     ap.add_argument("--wrap", default="", help="run the proxy under this command, e.g. 'heaptrack -o /tmp/proxy'")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="gantry-proxy-memory-")
@@ -90,6 +94,16 @@ def main():
         m = status_kib(proxy.pid)
         print(f"gantry-proxy RSS {m['VmRSS'] / 1024:.0f} MiB (peak {m['VmHWM'] / 1024:.0f} MiB) "
               f"holding {args.routes} routes")
+        if args.dump:
+            t = time.time()
+            body = get(f"http://127.0.0.1:{PROXY_ADMIN}/config_dump", timeout=600)
+            took = time.time() - t
+            json.loads(body)
+            time.sleep(args.settle)
+            after = status_kib(proxy.pid)
+            print(f"/config_dump: {len(body) / 1048576:.1f} MiB of JSON in {took:.2f} s; "
+                  f"RSS {after['VmRSS'] / 1024:.0f} MiB {args.settle:.0f} s later "
+                  f"(peak {after['VmHWM'] / 1024:.0f} MiB)")
     finally:
         for p in reversed(procs):
             p.kill()

@@ -17,6 +17,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// jemalloc rather than glibc's malloc: each snapshot rebuild allocates
+/// and frees tens of MB on whichever thread runs it, and glibc kept those
+/// pages (RSS grew 20 % over ten minutes of route churn with ~13 MB live).
+/// jemalloc hands freed pages back by age, from a background thread.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads its options from this symbol at start-up.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: Option<&'static libc::c_char> = Some(JEMALLOC_CONF);
+const JEMALLOC_CONF: &libc::c_char = {
+    let conf = c"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0";
+    // SAFETY: a C string literal outlives the program; c_char and the
+    // literal's bytes have the same layout.
+    unsafe { &*conf.as_ptr() }
+};
+
 #[derive(Parser)]
 #[command(
     name = "gantry-cp",

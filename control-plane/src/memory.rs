@@ -1,25 +1,25 @@
 //! Handing freed memory back to the OS.
 //!
-//! Pushing a snapshot encodes one frame per stream; at 10,000 streams that
-//! is a burst of short-lived buffers, freed once written. glibc keeps what
-//! was freed in its arenas (small long-lived allocations in between stop
-//! it from shrinking the heap), so RSS would stay at the burst's peak.
-//! `malloc_trim` returns the free pages; it runs every few seconds, off the
-//! request path, and costs a walk of the free lists.
+//! gantry-cp's own allocations go to jemalloc (`main.rs`), which returns
+//! pages unused for a couple of seconds from a background thread: each
+//! snapshot rebuild allocates and frees tens of MB, and glibc kept those
+//! pages (RSS grew with churn while little was live). What C code
+//! allocates through glibc's malloc (SQLite's page cache) is tuned and
+//! trimmed here: `malloc_trim` returns its free pages every few seconds,
+//! off the request path.
 
 use std::time::Duration;
 
-/// Buffers this large (a stream's frame of a big snapshot) are mapped on
-/// their own and unmapped when freed, rather than carved from a heap
-/// they would fragment. Set once, before the first stream.
+/// glibc's malloc (C code only, see above): buffers of 64 KiB and more
+/// are mapped on their own and unmapped when freed, rather than carved
+/// from a heap they would fragment. Set once, at start-up.
 pub fn map_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator tunable.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
         // glibc gives each thread that contends an arena of its own (up to
-        // 8 per core); snapshot rebuilds on blocking threads then leave
-        // freed pages scattered across many arenas, which RSS keeps.
+        // 8 per core), each keeping its freed pages.
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

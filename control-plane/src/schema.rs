@@ -633,6 +633,33 @@ fn redact_field(field: &Field, v: &mut Value) {
     }
 }
 
+/// Where a record of `schema` holds secrets, as JSON pointers (`*` for
+/// every element of an array, set or map): what a node's copy of the
+/// record marks for redaction (`gantry_shared::redact`).
+pub fn secret_pointers(schema: &Record) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, field) in &schema.fields {
+        pointers_of(field, format!("/{name}"), &mut out);
+    }
+    out
+}
+
+fn pointers_of(field: &Field, at: String, out: &mut Vec<String>) {
+    if field.secret {
+        out.push(at);
+        return;
+    }
+    match &field.ty {
+        Ty::Record(r) => {
+            for (name, f) in &r.fields {
+                pointers_of(f, format!("{at}/{name}"), out);
+            }
+        }
+        Ty::Array(e) | Ty::Set(e) | Ty::Map(e) => pointers_of(e, format!("{at}/*"), out),
+        _ => {}
+    }
+}
+
 /// Kong's one-line summary of a field-error tree:
 /// `2 schema violations (host: required field missing; port: ...)`.
 pub fn summarize(errors: &FieldErrors) -> String {

@@ -273,7 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let xds_status: admin::XdsStatus =
         Arc::new(move || serde_json::to_value(&*status.borrow()).unwrap_or_default());
     tracing::info!(node = %node_id, group = %cli.cluster, xds = ?cli.xds_address, admin = %admin_listener.local_addr()?, "gantry-proxy started");
-    let mut admin_router = admin::router(shared.clone(), xds_status);
+    let mut admin_router = admin::router(shared.clone(), xds_status, client.resources());
     if let Some(t) = admin_token {
         admin_router = admin::require_token(admin_router, t);
     }

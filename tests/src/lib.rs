@@ -809,6 +809,19 @@ pub fn render_mtls_bootstrap(
     out
 }
 
+/// The section of an Envoy-layout `/config_dump` whose `@type` is
+/// `envoy.admin.v3.<kind>` (`RoutesConfigDump`, ...); null when absent.
+pub fn dump_section(dump: &Value, kind: &str) -> Value {
+    let kind = format!("type.googleapis.com/envoy.admin.v3.{kind}");
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["@type"] == kind.as_str())
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// A real Envoy following a `Cp` over ADS.
 pub struct Envoy {
     child: Child,
@@ -987,15 +1000,7 @@ impl Envoy {
     /// The config_dump section of this `@type` (`envoy.admin.v3.<kind>`,
     /// e.g. "RoutesConfigDump", "ClustersConfigDump", "ListenersConfigDump").
     pub async fn config_dump_of(&self, kind: &str) -> Value {
-        let dump = self.config_dump().await;
-        let kind = format!("type.googleapis.com/envoy.admin.v3.{kind}");
-        dump["configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["@type"] == kind.as_str())
-            .cloned()
-            .unwrap_or(Value::Null)
+        dump_section(&self.config_dump().await, kind)
     }
 
     /// Stats whose names match `filter` (a regex), as (name, value); only
@@ -1324,6 +1329,14 @@ impl Proxy {
     }
 
     /// GET on the admin endpoint: status and body text.
+    /// `GET /config_dump` with `query` (e.g. `?include_eds`), as JSON.
+    pub async fn config_dump(&self, query: &str) -> Value {
+        let (status, text) = self.admin_get(&format!("/config_dump{query}")).await;
+        assert_eq!(status, 200, "config_dump{query}: {text}");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("config_dump is not JSON: {e}: {text}"))
+    }
+
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         match self
             .client

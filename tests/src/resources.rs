@@ -65,6 +65,7 @@ pub fn plugin(id: &str, name: &str, config: serde_json::Value) -> plugins::Plugi
         id: id.into(),
         name: name.into(),
         config_json: config.to_string(),
+        secret_fields: Vec::new(),
     }
 }
 

@@ -1092,6 +1092,7 @@ async fn same_answers_as_envoy() {
         }
     }
     print_table("differences: gantry-proxy vs Envoy", &diffs);
+    same_routes_in_both_dumps(&envoy, &proxy).await;
     if !unexpected.is_empty() {
         eprintln!("---- cases Envoy answered differently than the case expects ----");
         for u in &unexpected {
@@ -1115,6 +1116,77 @@ async fn same_answers_as_envoy() {
         "gantry-proxy answered {} case(s) differently from Envoy (table above): {differing:?}",
         differing.len()
     );
+}
+
+/// Route configuration → its virtual hosts (name, domains) → each route's
+/// name and `match`, from an Envoy-layout `/config_dump`.
+type RouteView = BTreeMap<String, Vec<(String, Value, Vec<(String, Value)>)>>;
+
+fn route_view(dump: &Value) -> RouteView {
+    let section = gantry_e2e::dump_section(dump, "RoutesConfigDump");
+    let mut out = RouteView::new();
+    for rc in section["dynamic_route_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let rc = &rc["route_config"];
+        let vhosts = rc["virtual_hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|vh| {
+                let routes = vh["routes"].as_array().into_iter().flatten();
+                let routes = routes.map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("").to_string(),
+                        r["match"].clone(),
+                    )
+                });
+                (
+                    vh["name"].as_str().unwrap_or("").to_string(),
+                    vh["domains"].clone(),
+                    routes.collect(),
+                )
+            });
+        out.insert(
+            rc["name"].as_str().unwrap_or("").to_string(),
+            vhosts.collect(),
+        );
+    }
+    out
+}
+
+/// gantry-proxy's `/config_dump` shows the routes an Envoy node runs for
+/// the same configuration, in the same JSON: its route entries laid out
+/// in the virtual hosts Envoy is sent, each match rendered as Envoy
+/// renders it.
+async fn same_routes_in_both_dumps(envoy: &Envoy, proxy: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let from_envoy = route_view(&envoy.config_dump().await);
+        let from_proxy = route_view(&proxy.config_dump("").await);
+        let routes: usize = from_envoy.values().flatten().map(|v| v.2.len()).sum();
+        assert!(routes > 10, "Envoy's dump shows its routes: {from_envoy:?}");
+        if from_envoy == from_proxy {
+            return;
+        }
+        if Instant::now() > deadline {
+            for (name, vhosts) in &from_envoy {
+                let theirs = from_proxy.get(name);
+                for (i, vh) in vhosts.iter().enumerate() {
+                    let other = theirs.and_then(|t| t.get(i));
+                    if other != Some(vh) {
+                        eprintln!(
+                            "{name} vhost #{i}\n  envoy:        {vh:?}\n  gantry-proxy: {other:?}"
+                        );
+                    }
+                }
+            }
+            panic!("gantry-proxy's /config_dump routes differ from Envoy's (above)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 // ===========================================================================

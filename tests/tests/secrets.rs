@@ -198,7 +198,19 @@ async fn no_secret_in_the_clear() {
             .to_string()
             .into_bytes(),
     ));
-    let (_, dump) = proxy.admin_get("/config_dump").await;
+    let (_, dump) = proxy.admin_get("/config_dump?include_eds").await;
+    // The dump shows the resources themselves, secrets redacted in place:
+    // the plugin filter with its consumers, the certificate without its key.
+    for shown in [
+        "gantry.filters.http.plugins.v1.Gateway",
+        "\"jwt_secrets\"",
+        "\"private_key\":{\"inline_string\":\"[redacted]\"}",
+        // Inside the plugin's config, itself a JSON string.
+        r#"\"password\":\"[redacted]\""#,
+    ] {
+        assert!(dump.contains(shown), "the dump shows {shown}: {dump}");
+    }
+    assert!(!dump.contains("not rendered"), "{dump}");
     places.push(("gantry-proxy /config_dump".into(), dump.into_bytes()));
     let export = std::process::Command::new(gantry_e2e::cp_binary())
         .args(&cp.args()[..2])

@@ -100,6 +100,9 @@ pub fn gateway(m: &Model, opts: &super::ProxyOptions) -> Option<Any> {
                 id: p.id.clone(),
                 name: p.name.clone(),
                 config_json: p.config.to_string(),
+                secret_fields: crate::plugins::config_schema(&p.name)
+                    .map(crate::schema::secret_pointers)
+                    .unwrap_or_default(),
             })
             .collect(),
         trusted_ips: opts.trusted_ips.clone(),

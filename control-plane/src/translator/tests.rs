@@ -206,6 +206,23 @@ fn gantry_proxy_lays_out_entries_as_envoy_gets_them() {
         copies > entries,
         "Envoy's virtual hosts repeat host-less routes ({copies}), entries do not ({entries})"
     );
+    // What gantry-proxy's /config_dump shows: the shell with its entries
+    // laid out is, message for message, the configuration Envoy is sent.
+    for shell in &gantry.routes {
+        let mut entries: Vec<_> = gantry
+            .route_entries
+            .iter()
+            .filter(|x| x.route_configuration == shell.name)
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let sent = envoy.routes.iter().find(|r| r.name == shell.name).unwrap();
+        assert_eq!(
+            &gantry_proxy::config::assemble(shell, &entries),
+            sent,
+            "{}",
+            shell.name
+        );
+    }
 }
 
 #[test]

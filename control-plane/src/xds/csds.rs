@@ -88,7 +88,7 @@ fn client_config(n: &NodeEntry, cp: &ControlPlaneId, with_contents: bool) -> Cli
                 name: r.name.to_string(),
                 version_info: s.version_sent.clone().unwrap_or_default(),
                 // Secrets are the node's, not the reader's.
-                xds_config: with_contents.then(|| super::redact::resource(&r.any)),
+                xds_config: with_contents.then(|| gantry_shared::redact::resource(&r.any)),
                 last_updated: Some(timestamp(s.sent_at)),
                 config_status: status_of(s.state) as i32,
                 error_state: error.clone(),

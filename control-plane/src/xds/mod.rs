@@ -9,7 +9,6 @@ pub mod fleet;
 mod grpc;
 mod held;
 pub mod identity;
-pub mod redact;
 mod requests;
 mod session;
 mod sotw;

@@ -61,7 +61,7 @@ pub use routes::{
     Selected, VirtualHost, cookie_value, direct_response_location,
 };
 pub use upstream_tls::{SanMatch, UpstreamTls, UpstreamVerify};
-pub use vhost_layout::{CATCH_ALL, Group, HostPat, LaidOut, lay_out};
+pub use vhost_layout::{CATCH_ALL, Group, HostPat, LaidOut, assemble, entry_layout, lay_out};
 
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
@@ -380,4 +380,4 @@ mod tests_routes;
 #[allow(deprecated)]
 mod tests_secrets;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;

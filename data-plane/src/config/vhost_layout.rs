@@ -12,6 +12,8 @@
 //! route configurations, gantry-proxy to build its tables from Gantry's
 //! route entries, so the two cannot disagree on where a route is reachable.
 
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
+use gantry_shared::proto::route::RouteEntry;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -152,6 +154,57 @@ fn merge(a: &[u32], b: &[u32], order: impl Fn(&u32, &u32) -> Ordering) -> Vec<u3
             j += 1;
         }
     }
+    out
+}
+
+/// The routes of `entries` (taken in the order given) and the virtual
+/// hosts they go in, as indices into those routes: the layout an Envoy
+/// node is sent for the same routes. For showing what a gantry-proxy runs
+/// in Envoy's terms.
+pub fn entry_layout<'a>(entries: &[&'a RouteEntry]) -> (Vec<&'a Route>, Vec<LaidOut>) {
+    let mut routes = Vec::new();
+    let mut ranks: Vec<&[u8]> = Vec::new();
+    let mut groups = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut hosts: Vec<HostPat> = e.domains.iter().map(|d| HostPat::parse(d)).collect();
+        hosts.sort();
+        hosts.dedup();
+        let start = routes.len() as u32;
+        for r in &e.routes {
+            // The proxy refuses an entry with a route missing; none is held.
+            if let Some(route) = &r.route {
+                routes.push(route);
+                ranks.push(&r.rank);
+            }
+        }
+        groups.push(Group {
+            hosts,
+            routes: start..routes.len() as u32,
+        });
+    }
+    let order = |a: &u32, b: &u32| ranks[*a as usize].cmp(ranks[*b as usize]).then(a.cmp(b));
+    let laid = lay_out(&groups, order);
+    (routes, laid)
+}
+
+/// The route configuration an Envoy node is sent for `shell` (a
+/// configuration's own settings) and the route entries that fill it.
+pub fn assemble(shell: &RouteConfiguration, entries: &[&RouteEntry]) -> RouteConfiguration {
+    let (routes, laid) = entry_layout(entries);
+    let mut out = shell.clone();
+    out.virtual_hosts = laid
+        .into_iter()
+        .map(|v| VirtualHost {
+            name: v.name,
+            domains: vec![v.domain],
+            routes: v
+                .routes
+                .iter()
+                .map(|i| routes[*i as usize].clone())
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
     out
 }
 

@@ -495,6 +495,7 @@ mod tests {
                 id: "p1".into(),
                 name: "no-such-plugin".into(),
                 config_json: "{}".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -6,9 +6,11 @@
 //! (`/ready`, `/healthz`) needs `Authorization: Bearer <token>`.
 
 use super::runtime::Shared;
+use crate::xds::HeldResources;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -23,9 +25,10 @@ pub type XdsStatus = Arc<dyn Fn() -> Value + Send + Sync>;
 struct AdminState {
     shared: Arc<Shared>,
     xds: XdsStatus,
+    resources: HeldResources,
 }
 
-pub fn router(shared: Arc<Shared>, xds: XdsStatus) -> Router {
+pub fn router(shared: Arc<Shared>, xds: XdsStatus, resources: HeldResources) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "OK" }))
@@ -35,7 +38,11 @@ pub fn router(shared: Arc<Shared>, xds: XdsStatus) -> Router {
         .route("/xds", get(xds_status))
         .route("/proxy-cache", axum::routing::delete(purge_all))
         .route("/proxy-cache/{key}", axum::routing::delete(purge_one))
-        .with_state(AdminState { shared, xds })
+        .with_state(AdminState {
+            shared,
+            xds,
+            resources,
+        })
 }
 
 /// Paths a load balancer or kubelet probes without credentials; they say
@@ -127,59 +134,57 @@ async fn xds_status(State(s): State<AdminState>) -> Response {
     axum::Json((s.xds)()).into_response()
 }
 
-/// Envoy's `/config_dump` shape: one entry per resource type with each
-/// dynamic resource's name and the version it arrived with. Resource
-/// bodies are left out: secrets live among them.
-async fn config_dump(State(s): State<AdminState>) -> Response {
-    let rt = s.shared.current();
-    let v = &rt.version;
-    let listeners: Vec<Value> = rt
-        .compiled
-        .listeners
-        .iter()
-        .map(|l| {
-            json!({ "name": l.name, "active_state": { "version_info": v, "listener": {
-                "name": l.name,
-                "address": { "socket_address": { "address": l.address.ip().to_string(), "port_value": l.address.port() } },
-                "route_config_name": l.route_config,
-                "tls": l.tls.is_some(),
-            } } })
-        })
-        .collect();
-    let clusters: Vec<Value> = rt
-        .compiled
-        .clusters
-        .values()
-        .map(|c| json!({ "version_info": v, "cluster": { "name": c.name, "connect_timeout_ms": c.connect_timeout.as_millis() as u64 } }))
-        .collect();
-    let mut route_tables: Vec<_> = rt.compiled.routes.values().collect();
-    route_tables.sort_by(|a, b| a.name.cmp(&b.name));
-    let routes: Vec<Value> = route_tables
-        .into_iter()
-        .map(|r| {
-            let vhosts: Vec<Value> =
-                r.virtual_hosts.iter().map(|vh| json!({ "name": vh.name, "domains": vh.domains, "routes": vh.routes.len() })).collect();
-            json!({ "version_info": v, "route_config": { "name": r.name, "virtual_hosts": vhosts } })
-        })
-        .collect();
-    let endpoints: Vec<Value> = rt
-        .endpoint_names
-        .iter()
-        .map(|n| json!({ "version_info": v, "endpoint_config": { "cluster_name": n } }))
-        .collect();
-    let secrets: Vec<Value> = rt
-        .secret_names
-        .iter()
-        .map(|n| json!({ "name": n, "version_info": v }))
-        .collect();
-    axum::Json(json!({ "configs": [
-        { "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "version_info": v, "dynamic_listeners": listeners },
-        { "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "version_info": v, "dynamic_active_clusters": clusters },
-        { "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": routes },
-        { "@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": endpoints },
-        { "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": secrets },
-    ] }))
-    .into_response()
+/// `/config_dump`: the resources the proxy runs, in Envoy's layout
+/// ([`config_dump`](super::config_dump)), rendered off the async workers.
+async fn config_dump(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let name_regex = match q.get("name_regex").filter(|r| !r.is_empty()) {
+        Some(r) => match regex::Regex::new(r) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("name_regex: not a regular expression: {e}\n"),
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
+    if q.contains_key("mask") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "mask: field masks are not supported by gantry-proxy; use resource and name_regex\n",
+        )
+            .into_response();
+    }
+    let query = super::config_dump::Query {
+        include_eds: q.contains_key("include_eds"),
+        resource: q.get("resource").filter(|r| !r.is_empty()).cloned(),
+        name_regex,
+    };
+    let held = s.resources.snapshot();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let out = super::config_dump::render(held, &query);
+        // Rendering decodes every resource once; give that memory back.
+        crate::memory::release_freed_memory();
+        out
+    })
+    .await;
+    match rendered {
+        Ok(Ok(v)) => ([(CONTENT_TYPE, "application/json")], v).into_response(),
+        Ok(Err(e @ super::config_dump::DumpError::UnknownResource(_))) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the config dump could not be rendered\n",
+        )
+            .into_response(),
+    }
 }
 
 /// `/clusters`: endpoints and their state; Envoy's text lines by

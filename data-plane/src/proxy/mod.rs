@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod codec_rules;
+pub mod config_dump;
 pub mod handler;
 pub mod headers;
 pub mod health;

@@ -21,11 +21,6 @@ pub struct Runtime {
     pub compiled: Compiled,
     pub clusters: HashMap<String, Arc<ClusterState>>,
     pub listeners: HashMap<String, ListenerConfig>,
-    /// Names of the endpoint assignments and secrets in the config, for
-    /// `/config_dump` (the decoded resources themselves are not kept: a
-    /// large route configuration would be held twice).
-    pub endpoint_names: Vec<String>,
-    pub secret_names: Vec<String>,
     pub applied_at: std::time::SystemTime,
     /// What refused updates took out of service.
     pub fences: Arc<Fences>,
@@ -46,8 +41,6 @@ impl Runtime {
             compiled: Compiled::default(),
             clusters: HashMap::new(),
             listeners: HashMap::new(),
-            endpoint_names: Vec::new(),
-            secret_names: Vec::new(),
             applied_at: std::time::SystemTime::now(),
             fences: Arc::default(),
         }
@@ -124,8 +117,6 @@ impl Shared {
             compiled,
             clusters,
             listeners,
-            endpoint_names: set.endpoints.keys().cloned().collect(),
-            secret_names: set.secrets.keys().cloned().collect(),
             applied_at: std::time::SystemTime::now(),
             fences: Arc::new(set.fences.clone()),
         }));

@@ -4,7 +4,7 @@
 use super::backoff::Backoff;
 use super::refs::references;
 use super::snapshot_file;
-use super::state::{Decoded, Held, Kind, State, Update, decode, now_ms, wanted};
+use super::state::{Decoded, Dump, Held, Kind, State, Update, decode, now_ms, wanted};
 use crate::config::ResourceSet;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
@@ -16,7 +16,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -162,13 +162,29 @@ pub struct NackStatus {
     pub at_ms: u64,
 }
 
+/// A handle on the resources the client holds, readable while it runs.
+#[derive(Clone)]
+pub struct HeldResources(Arc<Mutex<State>>);
+
+impl HeldResources {
+    /// Every resource the last accepted configuration holds, with the
+    /// version it arrived with: copied out under the lock (wire bytes, no
+    /// decoding), so rendering them holds nothing up.
+    pub fn snapshot(&self) -> Dump {
+        lock(&self.0).dump()
+    }
+}
+
 /// The delta-ADS client. Build it, optionally [boot from the snapshot
 /// file](XdsClient::boot_from_snapshot), take a [status watch](XdsClient::status),
 /// then spawn [`XdsClient::run`].
 pub struct XdsClient {
     cfg: ClientConfig,
     applier: Arc<dyn Applier>,
-    state: Mutex<State>,
+    /// Shared with the admin's `/config_dump`, which reads the held
+    /// resources on request; the client holds the lock only briefly and
+    /// never across an await.
+    state: Arc<Mutex<State>>,
     status: watch::Sender<ClientStatus>,
     tuning: Tuning,
 }
@@ -182,7 +198,7 @@ impl XdsClient {
         XdsClient {
             cfg,
             applier,
-            state: Mutex::new(State::default()),
+            state: Arc::default(),
             status,
             tuning: Tuning::default(),
         }
@@ -197,6 +213,11 @@ impl XdsClient {
     /// A watch of the connection state.
     pub fn status(&self) -> watch::Receiver<ClientStatus> {
         self.status.subscribe()
+    }
+
+    /// What the client holds, for rendering on request (`/config_dump`).
+    pub fn resources(&self) -> HeldResources {
+        HeldResources(self.state.clone())
     }
 
     /// Loads the last good snapshot from `snapshot_file` (if any) and
@@ -226,7 +247,7 @@ impl XdsClient {
             s.config_source = ConfigSource::Snapshot;
             fill_types(s, &st, None);
         });
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = st;
+        *lock(&self.state) = st;
         Ok(true)
     }
 
@@ -240,7 +261,6 @@ impl XdsClient {
             status,
             tuning,
         } = self;
-        let state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
         let addresses: Vec<String> = cfg.addresses.iter().map(|a| normalize(a)).collect();
         if addresses.is_empty() {
             tracing::error!(node = %cfg.node_id, "no control-plane address: xDS client idle");
@@ -258,7 +278,7 @@ impl XdsClient {
             source: ConfigSource::None,
             rotated: false,
         };
-        if conn.state.applied() {
+        if conn.st().applied() {
             conn.source = ConfigSource::Snapshot;
         }
         let mut backoff = Backoff::new(tuning.backoff_base, tuning.backoff_max);
@@ -366,13 +386,24 @@ struct Conn {
     node: Node,
     applier: Arc<dyn Applier>,
     status: watch::Sender<ClientStatus>,
-    state: State,
+    state: Arc<Mutex<State>>,
     /// Named subscriptions on the open stream, per named type.
     subs: BTreeMap<Kind, BTreeSet<String>>,
     tuning: Tuning,
     source: ConfigSource,
     /// The last stream ended for a certificate rotation, not a failure.
     rotated: bool,
+}
+
+impl Conn {
+    /// The held state, locked for one step (never across an await).
+    fn st(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Resolves when the TLS files were swapped; never without TLS.
@@ -475,9 +506,9 @@ impl Conn {
     /// configuration references, each with `initial_resource_versions` of
     /// what is held, in push order.
     fn initial_requests(&mut self, out: &mut Out) -> Result<(), String> {
-        let refs = references(self.state.set());
+        let refs = references(self.st().set());
         for kind in Kind::ALL {
-            let initial = self.state.versions(kind);
+            let initial = self.st().versions(kind);
             if kind.is_wildcard() {
                 out.send(DeltaDiscoveryRequest {
                     type_url: kind.type_url().into(),
@@ -508,7 +539,7 @@ impl Conn {
     /// Subscribes to the names the state references and does not subscribe
     /// to yet; unsubscribes from those no longer referenced.
     fn sync_subscriptions(&mut self, out: &mut Out) -> Result<(), String> {
-        let refs = references(self.state.set());
+        let refs = references(self.st().set());
         for kind in Kind::ALL.into_iter().filter(|k| !k.is_wildcard()) {
             let empty = BTreeSet::new();
             let want = wanted(&refs, kind).unwrap_or(&empty);
@@ -552,9 +583,9 @@ impl Conn {
                 return self.nack(out, Some(kind), kind.type_url(), &nonce, &version, reason);
             }
         };
-        if self.state.is_noop(&update) {
+        if self.st().is_noop(&update) {
             tracing::debug!(node = %self.cfg.node_id, r#type = kind.short(), version, "no change");
-            self.state.record_version(kind, version);
+            self.st().record_version(kind, version);
             self.source = ConfigSource::ControlPlane;
             self.ack(out, kind, &nonce)?;
             self.publish();
@@ -562,7 +593,7 @@ impl Conn {
         }
         let (upserts, removals) = (update.upserts.len(), update.removals.len());
         let names: Vec<String> = update.upserts.iter().map(|(n, _, _)| n.clone()).collect();
-        let candidate = self.state.candidate(update);
+        let candidate = self.st().candidate(update);
         let applier = self.applier.clone();
         let verdict = tokio::task::spawn_blocking(move || {
             let result = applier.apply(&candidate.set, &candidate.version);
@@ -572,7 +603,7 @@ impl Conn {
         match verdict {
             Ok((candidate, Ok(()))) => {
                 let pruned = candidate.pruned().count();
-                self.state.commit(candidate);
+                self.st().commit(candidate);
                 // The decoded route configurations were just dropped.
                 tokio::task::spawn_blocking(crate::memory::release_freed_memory);
                 self.source = ConfigSource::ControlPlane;
@@ -607,12 +638,15 @@ impl Conn {
     /// Records a refusal in the state; when it fences something, the
     /// proxy enforces the fences at once and the snapshot file keeps them.
     async fn refused(&mut self, record: impl FnOnce(&mut State) -> bool) {
-        if !record(&mut self.state) {
-            return;
-        }
-        let fences = &self.state.set().fences;
+        let fences = {
+            let mut st = self.st();
+            if !record(&mut st) {
+                return;
+            }
+            st.set().fences.clone()
+        };
         tracing::warn!(node = %self.cfg.node_id, fences = ?fences.describe(), "refused update fences routes until it is replaced");
-        self.applier.fence(fences);
+        self.applier.fence(&fences);
         self.publish();
         self.save_snapshot().await;
     }
@@ -637,7 +671,7 @@ impl Conn {
             }
             let Some(any) = r.resource else {
                 // A body-less resource refreshes one we hold (TTL heartbeat).
-                if self.state.held_version(kind, &name) == Some(r.version.as_str()) {
+                if self.st().held_version(kind, &name) == Some(r.version.as_str()) {
                     continue;
                 }
                 failed.get_or_insert_with(|| {
@@ -729,7 +763,7 @@ impl Conn {
             if source != ConfigSource::None {
                 s.config_source = source;
             }
-            fill_types(s, &self.state, Some(&self.subs));
+            fill_types(s, &self.st(), Some(&self.subs));
         });
     }
 
@@ -737,7 +771,7 @@ impl Conn {
         let Some(path) = self.cfg.snapshot_file.clone() else {
             return;
         };
-        let file = self.state.to_snapshot(&self.cfg.node_id);
+        let file = self.st().to_snapshot(&self.cfg.node_id);
         let written = tokio::task::spawn_blocking(move || snapshot_file::write(&path, &file)).await;
         match written {
             Ok(Ok(())) => {}

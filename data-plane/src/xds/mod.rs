@@ -24,6 +24,6 @@ pub mod state;
 pub mod tls;
 
 pub use client::{
-    Applier, ClientConfig, ClientStatus, ConfigSource, NackStatus, Tuning, TypeStatus,
-    USER_AGENT_NAME, XdsClient,
+    Applier, ClientConfig, ClientStatus, ConfigSource, HeldResources, NackStatus, Tuning,
+    TypeStatus, USER_AGENT_NAME, XdsClient,
 };

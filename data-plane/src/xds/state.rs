@@ -168,6 +168,14 @@ pub struct Held {
     pub any: Any,
 }
 
+/// What the client holds, copied out for rendering.
+pub struct Dump {
+    /// In push order, then by name.
+    pub resources: Vec<(Kind, String, Held)>,
+    /// The `system_version_info` of each type's last accepted update.
+    pub system_versions: BTreeMap<Kind, String>,
+}
+
 /// One response's worth of changes to one type.
 #[derive(Clone, Debug)]
 pub struct Update {
@@ -248,6 +256,18 @@ impl State {
     /// A running resource held only as bytes, decoded.
     fn running(&self, kind: Kind, name: &str) -> Option<Decoded> {
         decode(kind, &self.held.get(&kind)?.get(name)?.any).ok()
+    }
+
+    /// A copy of every held resource and each type's version.
+    pub fn dump(&self) -> Dump {
+        Dump {
+            resources: self
+                .held
+                .iter()
+                .flat_map(|(k, m)| m.iter().map(|(n, h)| (*k, n.clone(), h.clone())))
+                .collect(),
+            system_versions: self.system_versions.clone(),
+        }
     }
 
     /// Whether the applier has accepted a configuration from this state.
