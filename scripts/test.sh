@@ -3,6 +3,8 @@
 #   - brings up local PostgreSQL + Redis + a three-master Redis Cluster
 #     (scripts/services.sh, which runs scripts/redis-cluster.sh)
 #   - drops stale per-test schemas (gt_*) left behind by killed runs
+#   - installs what tests run against: Envoy (scripts/envoy.sh), Prometheus
+#     (scripts/prometheus.sh), schemathesis (scripts/schemathesis.sh)
 #   - builds the workspace binaries, then runs the whole suite with cargo-nextest
 # With CI=true, nextest uses the `ci` profile from .config/nextest.toml.
 set -euo pipefail
@@ -39,6 +41,10 @@ SQL
 # The Envoy used by interop tests, installed once before tests start.
 log "ensuring Envoy for the interop tests"
 ./scripts/envoy.sh >/dev/null
+
+# The Prometheus server the observability tests scrape with.
+log "ensuring Prometheus for the observability tests"
+./scripts/prometheus.sh >/dev/null
 
 # The schemathesis the OpenAPI contract test runs (tests/tests/openapi_contract.rs).
 log "ensuring schemathesis for the OpenAPI contract test"

@@ -9,6 +9,7 @@ pub mod declarative;
 pub mod entities;
 pub mod keyring;
 pub mod memory;
+pub mod metrics;
 pub mod plugins;
 pub mod rbac;
 pub mod schema;

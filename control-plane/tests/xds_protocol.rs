@@ -1108,3 +1108,90 @@ async fn sotw_a_request_asking_again_is_answered() {
     c.nothing_for(Duration::from_millis(400)).await;
     wait_fleet(&app, "n-reask", |v| v["state"] == "SYNCED").await;
 }
+
+/// The value of the sample `series` (name and labels, as exposed) in a
+/// Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_streams_pushes_acks_nacks_and_commits() {
+    let app = app().await;
+    service(&app, "a").await;
+    settle(&app).await;
+    let mut c = Sotw::synced(&app, "m1").await;
+    // A new cluster, refused by the node.
+    service(&app, "b").await;
+    let r = c.recv().await;
+    assert_eq!(r.type_url, CLUSTER);
+    c.send(CLUSTER, &[], "", &r.nonce, Some("cluster service.b: no"))
+        .await;
+    wait_fleet(&app, "m1", |v| v["state"] == "NACKED").await;
+
+    let text = scrape(&app).await;
+    let want =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+    assert_eq!(
+        want(r#"gantry_cp_xds_streams{flavour="envoy",protocol="sotw"}"#),
+        1.0
+    );
+    assert_eq!(want(r#"gantry_cp_xds_nodes{state="nacked"}"#), 1.0);
+    assert_eq!(want(r#"gantry_cp_xds_nodes{state="synced"}"#), 0.0);
+    assert_eq!(
+        want(r#"gantry_cp_xds_responses_total{type="CDS",flavour="envoy"}"#),
+        2.0
+    );
+    assert_eq!(
+        want(r#"gantry_cp_xds_acks_total{type="CDS",flavour="envoy"}"#),
+        1.0
+    );
+    assert_eq!(
+        want(r#"gantry_cp_xds_nacks_total{type="CDS",flavour="envoy"}"#),
+        1.0
+    );
+    assert_eq!(
+        want(r#"gantry_cp_xds_ack_latency_seconds_count{type="RDS",flavour="envoy"}"#),
+        1.0
+    );
+    // The node synced once, on the first revision it was sent.
+    assert_eq!(want("gantry_cp_commit_to_ack_seconds_count"), 1.0);
+    assert_eq!(want("gantry_cp_revision"), app.revision().await as f64);
+    assert!(want("gantry_cp_translation_seconds_count") >= 2.0);
+    assert_eq!(want("gantry_cp_store_write_seconds_count"), 2.0);
+    assert_eq!(want("gantry_cp_store_write_failures_total"), 0.0);
+
+    // A closed stream leaves the gauges.
+    drop(c);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape(&app).await;
+        if sample(&text, r#"gantry_cp_xds_nodes{state="nacked"}"#) == Some(0.0) {
+            assert_eq!(
+                sample(
+                    &text,
+                    r#"gantry_cp_xds_streams{flavour="envoy",protocol="sotw"}"#
+                ),
+                None
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1596,6 +1596,7 @@ impl Drop for Upstream {
 
 pub mod load;
 pub mod postgres;
+pub mod prometheus;
 pub mod relay;
 pub mod resources;
 pub mod script;

@@ -86,3 +86,20 @@ pub async fn ready(State(app): State<Admin>) -> Response {
             .into_response(),
     }
 }
+
+/// `GET /metrics`: gantry-cp's metrics in Prometheus' text format
+/// (`crate::metrics`).
+pub async fn metrics(State(app): State<Admin>) -> Response {
+    let text = match &app.xds {
+        Some(x) => crate::metrics::METRICS.render(&x.fleet),
+        None => crate::metrics::METRICS.render(&crate::xds::Fleet::new(String::new())),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -207,6 +207,7 @@ pub fn table() -> Table {
         .add("/", &["GET"], get(info::root))
         .add("/status", &["GET"], get(info::status))
         .add("/status/ready", &["GET"], get(info::ready))
+        .add("/metrics", &["GET"], get(info::metrics))
         .add("/openapi.json", &["GET"], get(openapi::serve))
         .add(
             "/config",

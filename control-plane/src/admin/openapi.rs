@@ -709,6 +709,18 @@ fn other_op(path: &str, method: &str) -> Value {
                 &[],
             ),
         ),
+        ("/metrics", _) => op(
+            summary,
+            vec![],
+            responses(
+                &[(
+                    "200",
+                    json!({ "description": "gantry-cp's metrics, Prometheus' text format",
+                            "content": { "text/plain": { "schema": { "type": "string" } } } }),
+                )],
+                &[],
+            ),
+        ),
         ("/openapi.json", _) => op(
             summary,
             vec![],

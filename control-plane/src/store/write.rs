@@ -2,6 +2,7 @@
 //! revision, its audit rows and its notification are committed together.
 
 use super::{Backend, ChangeFeed, Store, StoreError, Stored, decode_with, encode_with, now_ms};
+use crate::metrics::{METRICS, seconds};
 use serde_json::Value;
 use std::collections::HashMap;
 // Every dynamic SQL string below is built from fixed fragments, validated
@@ -31,6 +32,8 @@ pub struct WriteTx {
     /// saw stays true.
     seen: HashMap<(String, String), Option<Value>>,
     seen_keys: HashMap<(String, String), Option<String>>,
+    /// When the writer lock was taken.
+    started: std::time::Instant,
 }
 
 impl WriteTx {
@@ -39,6 +42,7 @@ impl WriteTx {
         guard: OwnedMutexGuard<()>,
         actor: &str,
     ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
         // SQLite: take the write lock up front so a concurrent writer waits
         // on busy_timeout instead of failing a lock upgrade.
         let mut tx = match store.backend() {
@@ -65,6 +69,7 @@ impl WriteTx {
             health: store.health().clone(),
             seen: HashMap::new(),
             seen_keys: HashMap::new(),
+            started,
         })
     }
 
@@ -435,9 +440,11 @@ impl WriteTx {
             q.execute(&mut *self.tx).await?;
             self.tx.commit().await
         };
-        done.await
-            .map_err(StoreError::from)
-            .inspect_err(|e| health.observe(e))?;
+        done.await.map_err(StoreError::from).inspect_err(|e| {
+            METRICS.store_write_failures.inc();
+            health.observe(e)
+        })?;
+        METRICS.store_write.observe(seconds(self.started.elapsed()));
         self.feed.publish(self.rev);
         Ok(Commit {
             revision: self.rev,

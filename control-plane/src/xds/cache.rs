@@ -2,6 +2,7 @@
 //! resources per proxy flavour, each resource with a content-hash version.
 //! Streams watch it; a burst of revisions becomes one snapshot.
 
+use crate::metrics::{METRICS, seconds};
 use crate::store::Store;
 use crate::translator::{self, Flavour, ProxyOptions, RouteTable, Translation};
 use envoy_types::pb::google::protobuf::Any;
@@ -54,6 +55,8 @@ pub struct Snapshots {
     pub revision: i64,
     pub flavours: HashMap<Flavour, Arc<Snapshot>>,
     pub error: Option<TranslationFailure>,
+    /// When the builder learned of `revision` (for commit → ACK).
+    pub seen_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,6 +66,11 @@ pub struct TranslationFailure {
 }
 
 impl Snapshots {
+    /// When the builder learned of `revision`, if these snapshots are it.
+    pub fn seen_at(&self, revision: i64) -> Option<Instant> {
+        self.seen_at.filter(|_| self.revision == revision)
+    }
+
     pub fn for_flavour(&self, f: Flavour) -> Option<Arc<Snapshot>> {
         self.flavours.get(&f).cloned()
     }
@@ -225,6 +233,16 @@ impl SnapshotCache {
         store: &Store,
         opts: &ProxyOptions,
     ) -> Result<(), crate::store::StoreError> {
+        self.rebuild_seen(store, opts, Instant::now()).await
+    }
+
+    /// [`rebuild`](Self::rebuild), for a change first seen at `seen_at`.
+    async fn rebuild_seen(
+        &self,
+        store: &Store,
+        opts: &ProxyOptions,
+        seen_at: Instant,
+    ) -> Result<(), crate::store::StoreError> {
         // Read the revision before the entities: if a write lands between
         // the two reads, the next rebuild will carry it.
         let revision = store.current_revision().await?;
@@ -247,11 +265,13 @@ impl SnapshotCache {
                     .collect()
             }
             Err(e) => {
+                METRICS.translation_failures.inc();
                 tracing::warn!(revision, error = %e, "revision cannot be translated; proxies keep the last good snapshot");
                 let prev = self.current();
                 let next = Snapshots {
                     revision: prev.revision,
                     flavours: prev.flavours.clone(),
+                    seen_at: prev.seen_at,
                     error: Some(TranslationFailure {
                         revision,
                         error: e.to_string(),
@@ -261,6 +281,8 @@ impl SnapshotCache {
                 return Ok(());
             }
         };
+        METRICS.translation.observe(seconds(started.elapsed()));
+        METRICS.revision.set(revision);
         tracing::debug!(
             revision,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -270,6 +292,7 @@ impl SnapshotCache {
             revision,
             flavours,
             error: None,
+            seen_at: Some(seen_at),
         }));
         Ok(())
     }
@@ -285,8 +308,9 @@ impl SnapshotCache {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut feed = store.feed().subscribe();
+            let mut seen_at = Instant::now();
             loop {
-                if let Err(e) = cache.rebuild(&store, &opts).await {
+                if let Err(e) = cache.rebuild_seen(&store, &opts, seen_at).await {
                     tracing::warn!(error = %e, "snapshot rebuild failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -294,6 +318,7 @@ impl SnapshotCache {
                 if feed.changed().await.is_err() {
                     return;
                 }
+                seen_at = Instant::now();
                 if !debounce.is_zero() {
                     tokio::time::sleep(debounce).await;
                 }

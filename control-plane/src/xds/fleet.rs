@@ -67,6 +67,8 @@ pub struct NodeEntry {
     pub protocol: &'static str,
     /// The revision of the snapshot this node should be on.
     pub target_revision: i64,
+    /// The newest revision the node was seen synced on (every type ACKed).
+    pub synced_revision: i64,
     pub types: BTreeMap<&'static str, TypeStatus>,
     /// The client certificate the node connected with (mutual TLS).
     pub certificate: Option<Arc<super::identity::PeerIdentity>>,

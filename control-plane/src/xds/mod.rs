@@ -16,7 +16,7 @@ pub mod tls;
 mod versions;
 
 pub use cache::{SnapshotCache, Snapshots};
-pub use fleet::Fleet;
+pub use fleet::{Fleet, SyncState};
 
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use std::net::SocketAddr;

@@ -5,6 +5,7 @@ use super::XdsContext;
 use super::cache::{Resource, Snapshot, SnapshotCache};
 use super::fleet::{Fleet, Nack, NodeEntry, SyncState, TypeStatus};
 use super::identity::PeerIdentity;
+use crate::metrics::{METRICS, TypeLabels, seconds};
 use crate::store::now_ms;
 use crate::translator::Flavour;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -12,6 +13,7 @@ use envoy_types::pb::envoy::config::core::v3::Node as ProtoNode;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The other end of a stream.
 #[derive(Clone, Debug, Default)]
@@ -122,6 +124,7 @@ impl Session {
             connected_at: now_ms(),
             protocol,
             target_revision: target,
+            synced_revision: -1,
             types: Default::default(),
             certificate,
         });
@@ -144,7 +147,18 @@ impl Session {
         self.nonce.to_string()
     }
 
+    fn labels(&self, type_url: &'static str) -> TypeLabels {
+        TypeLabels {
+            r#type: gantry_shared::xds::short_name(type_url),
+            flavour: self.node.flavour.as_str(),
+        }
+    }
+
     pub fn sent(&self, type_url: &'static str, version: &str, resources: Vec<Arc<Resource>>) {
+        METRICS
+            .responses
+            .get_or_create(&self.labels(type_url))
+            .inc();
         self.fleet.update(self.fleet_id, |e| {
             let t = e.types.entry(type_url).or_default();
             t.version_sent = Some(version.to_string());
@@ -155,12 +169,26 @@ impl Session {
     }
 
     pub fn acked(&self, type_url: &'static str, version: &str) {
+        let labels = self.labels(type_url);
+        METRICS.acks.get_or_create(&labels).inc();
+        let now = now_ms();
         self.fleet.update(self.fleet_id, |e| {
-            e.types.entry(type_url).or_default().version_acked = Some(version.to_string());
+            let t = e.types.entry(type_url).or_default();
+            if t.version_sent.as_deref() == Some(version)
+                && t.version_acked.as_deref() != Some(version)
+            {
+                let took = Duration::from_millis(now.saturating_sub(t.sent_at).max(0) as u64);
+                METRICS
+                    .ack_latency
+                    .get_or_create(&labels)
+                    .observe(seconds(took));
+            }
+            t.version_acked = Some(version.to_string());
         });
     }
 
     pub fn nacked(&self, type_url: &'static str, version: &str, error: &str) {
+        METRICS.nacks.get_or_create(&self.labels(type_url)).inc();
         // Every write was admitted by gantry-proxy's own compiler, so a
         // gantry-proxy's NACK means the two disagree (versions, or a bug).
         // Envoy nodes may refuse what only Envoy checks.
@@ -185,7 +213,16 @@ impl Session {
     /// Records the snapshot revision the node should reach and each
     /// type's state against it.
     pub fn states(&self, revision: i64, states: &[(&'static str, SyncState)]) {
+        let synced = !states.is_empty() && states.iter().all(|(_, s)| *s == SyncState::Synced);
+        let seen_at = self.cache.current().seen_at(revision);
         self.fleet.update(self.fleet_id, |e| {
+            // Once per node and revision: the commit reached this node.
+            if synced && e.synced_revision < revision {
+                e.synced_revision = revision;
+                if let Some(t) = seen_at {
+                    METRICS.commit_to_ack.observe(seconds(t.elapsed()));
+                }
+            }
             e.target_revision = revision;
             for (t, st) in states {
                 let s: &mut TypeStatus = e.types.entry(t).or_default();
