@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use gantry_proxy::proxy::access_log::{AccessLog, Sink};
 use gantry_proxy::proxy::admin;
 use gantry_proxy::proxy::runtime::{Core, ProxyOptions, Shared};
 use gantry_proxy::xds::tls::{ClientTls, ClientTlsFiles};
@@ -66,6 +67,13 @@ struct Cli {
     /// How long a stopping proxy lets requests in flight finish (ms).
     #[arg(long, env = "GANTRY_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     drain_timeout_ms: u64,
+    /// Write a JSON access log line per request to this file (appended),
+    /// or to `stdout`. Off by default.
+    #[arg(long, env = "GANTRY_ACCESS_LOG")]
+    access_log: Option<String>,
+    /// The share of requests the access log records, in (0, 1].
+    #[arg(long, env = "GANTRY_ACCESS_LOG_SAMPLE_RATE", default_value_t = 1.0)]
+    access_log_sample_rate: f64,
     /// Keep the last good config here and boot from it when the control
     /// plane is unreachable.
     #[arg(long, env = "GANTRY_SNAPSHOT_CACHE")]
@@ -193,9 +201,17 @@ fn hostname() -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let access_log = match &cli.access_log {
+        Some(sink) => Some(
+            AccessLog::start(Sink::parse(sink), cli.access_log_sample_rate)
+                .with_context(|| format!("--access-log {sink}"))?,
+        ),
+        None => None,
+    };
     let shared = Shared::new(ProxyOptions {
         port_offset: cli.port_offset,
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
+        access_log,
     });
     let node_id = cli.node_id.clone().unwrap_or_else(hostname);
     let admin_token = cli.admin_token.clone().filter(|t| !t.is_empty());

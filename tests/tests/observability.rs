@@ -1,10 +1,14 @@
 //! Observability, checked the way an operator checks it: a real
 //! Prometheus scrapes gantry-cp's `/metrics` and PromQL over what it
-//! stored gives the expected series and values.
+//! stored gives the expected series and values; gantry-proxy's access log
+//! is read back from its file.
 
 use gantry_e2e::prometheus::{Prometheus, Target};
-use gantry_e2e::{Cp, Proxy, Upstream};
-use serde_json::json;
+use gantry_e2e::{Cp, Proxy, ProxyOptions, TempDir, Upstream, eventually, http_client};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_control_plane() {
@@ -79,4 +83,165 @@ async fn prometheus_scrapes_the_control_plane() {
     // dashboard would write it).
     prom.until("sum(gantry_cp_xds_nacks_total) or vector(0)", |v| v == 0.0)
         .await;
+}
+
+/// A proxy following `cp` with its access log in a file of its own, and
+/// one route `/logged` to an upstream; waits until the route answers.
+async fn logged_proxy(cp: &Cp, node: &str, extra: &[&str]) -> (Proxy, TempDir, Upstream) {
+    let up = Upstream::start("logged").await;
+    cp.post("/services", json!({"name": "s", "url": up.url()}))
+        .await
+        .expect(201);
+    cp.post(
+        "/services/s/routes",
+        json!({"name": "logged", "paths": ["/logged"]}),
+    )
+    .await
+    .expect(201);
+    let dir = TempDir::new("gantry-e2e-access-log");
+    let mut extra_args = vec![
+        "--access-log".to_string(),
+        dir.path().join("access.log").display().to_string(),
+    ];
+    extra_args.extend(extra.iter().map(|s| s.to_string()));
+    let proxy = Proxy::start_with(
+        cp,
+        node,
+        ProxyOptions {
+            extra_args,
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = http_client();
+    let url = format!("{}/logged/warm", proxy.proxy_url());
+    eventually(
+        "the route to answer",
+        CONVERGE,
+        Duration::from_millis(20),
+        || {
+            let req = c.get(&url);
+            async move {
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    (proxy, dir, up)
+}
+
+/// The log's lines once it has at least `n`, as JSON.
+async fn lines(dir: &TempDir, n: usize) -> Vec<Value> {
+    let path = dir.path().join("access.log");
+    eventually(
+        &format!("{n} access log lines"),
+        CONVERGE,
+        Duration::from_millis(20),
+        || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            async move {
+                let got: Vec<Value> = text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                    .collect();
+                if got.len() >= n {
+                    Ok(got)
+                } else {
+                    Err(format!("{} lines", got.len()))
+                }
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_per_request_and_no_credentials() {
+    let cp = Cp::start().await;
+    let (proxy, dir, _up) = logged_proxy(&cp, "gantry-access-log", &[]).await;
+    let warmup = lines(&dir, 1).await.len();
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let secret = format!("key-{}", uuid::Uuid::new_v4().simple());
+    let c = http_client();
+    let r = c
+        .get(format!("{}/logged/a?apikey={secret}", proxy.proxy_url()))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .header("authorization", format!("Bearer {secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    let seen: Value = serde_json::from_slice(&body).unwrap();
+    let r = c
+        .get(format!("{}/nowhere", proxy.proxy_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let all = lines(&dir, warmup + 2).await;
+    let (ok, missing) = (&all[warmup], &all[warmup + 1]);
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/logged/a", "no query string: {ok}");
+    assert_eq!(ok["protocol"], "HTTP/1.1");
+    assert!(ok["route"].as_str().unwrap().starts_with("logged"), "{ok}");
+    assert!(!ok["upstream_cluster"].as_str().unwrap().is_empty(), "{ok}");
+    assert_eq!(ok["trace_id"], trace);
+    // The request id the upstream received.
+    assert_eq!(
+        ok["request_id"], seen["headers"]["x-request-id"],
+        "{ok} / {seen}"
+    );
+    assert_eq!(ok["bytes_sent"], body.len() as u64);
+    let (total, upstream) = (
+        ok["duration_ms"].as_f64().unwrap(),
+        ok["upstream_ms"].as_f64().unwrap(),
+    );
+    assert!(upstream > 0.0 && total >= upstream, "{ok}");
+    assert!(ok["start_time"].as_str().unwrap().ends_with('Z'));
+    assert!(ok.get("aborted").is_none(), "{ok}");
+
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["route"], Value::Null);
+    assert_eq!(missing["trace_id"], Value::Null);
+
+    let text = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    assert!(
+        !text.contains(&secret),
+        "a credential reached the access log:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_samples() {
+    let cp = Cp::start().await;
+    let (proxy, dir, _up) = logged_proxy(
+        &cp,
+        "gantry-access-sample",
+        &["--access-log-sample-rate", "0.25"],
+    )
+    .await;
+    let c = http_client();
+    let url = format!("{}/logged/s", proxy.proxy_url());
+    for _ in 0..400 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // Lines are written once a response is sent; give the writer a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(dir.path().join("access.log")).unwrap_or_default();
+    let n = text.lines().filter(|l| l.contains("\"/logged/s\"")).count();
+    // 400 × 0.25 = 100, binomial standard deviation about 8.7.
+    assert!(
+        (50..=150).contains(&n),
+        "{n} of 400 logged at a 0.25 sample rate"
+    );
 }

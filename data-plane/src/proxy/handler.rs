@@ -2,6 +2,7 @@
 //! then answer directly, redirect, or forward to an endpoint of the
 //! route's cluster with Envoy's retry, timeout and rewrite semantics.
 
+use super::access_log::{Entry, Logged, Served};
 use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
 use super::runtime::{Runtime, Shared};
@@ -90,6 +91,8 @@ pub async fn handle(
     // The runtime this request started on; a swap mid-request changes nothing for it.
     let rt = shared.current();
     let listener = rt.listeners.get(conn.listener.as_ref());
+    let log = shared.options.access_log.as_ref().filter(|l| l.sampled());
+    let logged = log.map(|_| (Entry::start(&req, &conn.listener), Instant::now()));
     let smuggled = matches!(
         req.version(),
         http::Version::HTTP_11 | http::Version::HTTP_10
@@ -111,6 +114,14 @@ pub async fn handle(
         resp.headers_mut().insert(http::header::SERVER, v);
     }
     shared.stats.count_status(resp.status().as_u16());
+    if let (Some(log), Some((mut entry, started))) = (log, logged) {
+        entry.respond(
+            resp.status().as_u16(),
+            resp.extensions_mut().remove::<Served>(),
+        );
+        let log = log.clone();
+        resp = resp.map(|b| Logged::new(b, log, entry, started).boxed());
+    }
     Ok(resp)
 }
 
@@ -238,6 +249,12 @@ async fn route(
     } else {
         headers::ensure_request_id(req.headers_mut());
     }
+    // What the access log records of this request, when there is one.
+    let mut served = shared.options.access_log.as_ref().map(|_| Served {
+        route: route.name.clone(),
+        request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
+        ..Default::default()
+    });
     let mut plugin_headers = Vec::new();
     let mut body_limit = None;
     let mut request_transform = None;
@@ -374,12 +391,15 @@ async fn route(
                 uri_pq: uri_pq.as_ref(),
                 fault: &fault,
             };
+            let cluster_name = f.cluster.pick(rand::random::<u64>);
+            let upstream_started = Instant::now();
             let resp = forward(
                 req,
                 conn,
                 listener,
                 rt,
                 f,
+                cluster_name,
                 original,
                 upstream_pq,
                 on_upgrade,
@@ -387,6 +407,10 @@ async fn route(
             )
             .instrument(span)
             .await;
+            if let Some(s) = served.as_mut() {
+                s.cluster = Some(cluster_name.to_string());
+                s.upstream_ms = Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
+            }
             if fault.too_large() {
                 return kong_error(plugins::Reject::new(413, plugins::size_limit::TOO_LARGE));
             }
@@ -403,6 +427,9 @@ async fn route(
     route.response_headers.apply(resp.headers_mut());
     for (k, v) in plugin_headers {
         resp.headers_mut().append(k, v);
+    }
+    if let Some(s) = served {
+        resp.extensions_mut().insert(s);
     }
     resp
 }
@@ -571,12 +598,12 @@ async fn forward(
     listener: &ListenerConfig,
     rt: &Runtime,
     f: &Forward,
+    cluster_name: &str,
     original: Original<'_>,
     upstream_pq: Cow<'_, str>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
-    let cluster_name = f.cluster.pick(rand::random::<u64>);
     // Unknown, or warming (an EDS cluster without endpoints yet): Envoy
     // answers the route's cluster_not_found code with no body.
     let cluster = rt.clusters.get(cluster_name).filter(|_| {

@@ -1,6 +1,7 @@
 //! The proxy: listeners, the request path, upstream pools and load
 //! balancing, all reading the runtime that is current when a request starts.
 
+pub mod access_log;
 pub mod admin;
 pub mod codec_rules;
 pub mod config_dump;

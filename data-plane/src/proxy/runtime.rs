@@ -54,6 +54,8 @@ pub struct ProxyOptions {
     pub port_offset: i32,
     /// How long removed listeners and a stopping proxy let requests finish.
     pub drain_timeout: Duration,
+    /// The JSON access log, when one is configured.
+    pub access_log: Option<Arc<super::access_log::AccessLog>>,
 }
 
 pub struct Shared {
@@ -72,7 +74,7 @@ impl Shared {
     pub fn new(options: ProxyOptions) -> Arc<Shared> {
         Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::empty()),
-            stats: Stats::new(),
+            stats: Stats::new(options.access_log.as_ref().map(|l| l.dropped.clone())),
             ready: AtomicBool::new(false),
             options,
             plugins: crate::plugins::State::default(),

@@ -55,7 +55,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new() -> Stats {
+    /// `access_log_dropped`: lines the access log could not queue, when
+    /// one is configured.
+    pub fn new(access_log_dropped: Option<Counter>) -> Stats {
         let mut s = Stats {
             registry: Registry::with_prefix("gantry"),
             downstream_rq: Family::default(),
@@ -162,6 +164,13 @@ impl Stats {
             "Configs refused (NACKed)",
             s.config_rejected.clone(),
         );
+        if let Some(dropped) = access_log_dropped {
+            r.register(
+                "access_log_dropped",
+                "Access log lines dropped because the writer fell behind",
+                dropped,
+            );
+        }
         s
     }
 
@@ -207,6 +216,6 @@ impl Stats {
 
 impl Default for Stats {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }

@@ -1,0 +1,350 @@
+//! gantry-proxy's own access log: one JSON line per request (off unless
+//! `--access-log` names a file or `stdout`), optionally sampled.
+//!
+//! A line is written when the response has been sent (its body finished,
+//! or the client went away), like Envoy's access log and Kong's log phase.
+//! It holds what an operator correlates on (request id, trace id, route,
+//! cluster, status, sizes, times) and nothing that identifies a person or
+//! carries a credential: no query string (API keys travel there), no
+//! headers, no client address.
+//!
+//! Lines go through a bounded queue to a writer thread: a slow or full
+//! disk drops lines (counted in `gantry_access_log_dropped`), it never
+//! holds up a request.
+
+use super::upstream::Body as ResponseBody;
+use crate::body::BoxError;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+/// Lines queued for the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+pub struct AccessLog {
+    tx: SyncSender<Vec<u8>>,
+    /// Of every request, the share logged (0 < rate ≤ 1).
+    sample_rate: f64,
+    pub dropped: Counter,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("sample_rate", &self.sample_rate)
+            .finish()
+    }
+}
+
+/// Where lines go.
+pub enum Sink {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+impl Sink {
+    /// `stdout` (or `-`), else a file path (appended to).
+    pub fn parse(s: &str) -> Sink {
+        match s {
+            "stdout" | "-" | "/dev/stdout" => Sink::Stdout,
+            path => Sink::File(path.into()),
+        }
+    }
+}
+
+impl AccessLog {
+    /// Opens the sink and starts the writer thread.
+    pub fn start(sink: Sink, sample_rate: f64) -> std::io::Result<Arc<AccessLog>> {
+        if !(sample_rate > 0.0 && sample_rate <= 1.0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the sample rate must be in (0, 1], not {sample_rate}"),
+            ));
+        }
+        let out: Box<dyn Write + Send> = match sink {
+            Sink::Stdout => Box::new(std::io::stdout()),
+            Sink::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
+            ),
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx, out))?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            sample_rate,
+            dropped: Counter::default(),
+        }))
+    }
+
+    /// Whether this request is one of the sampled.
+    pub fn sampled(&self) -> bool {
+        self.sample_rate >= 1.0 || rand::random::<f64>() < self.sample_rate
+    }
+
+    fn send(&self, line: Vec<u8>) {
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+/// Writes lines as they come, flushing whenever the queue runs dry.
+fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::new(out);
+    while let Ok(line) = rx.recv() {
+        let mut next = Some(line);
+        while let Some(l) = next {
+            if out.write_all(&l).is_err() {
+                // Nowhere to write: the lines are dropped, requests go on.
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+/// What the route and upstream stages learned, for the log line (carried
+/// in the response's extensions only while the access log is on).
+#[derive(Clone, Default)]
+pub struct Served {
+    pub route: String,
+    pub request_id: Option<http::HeaderValue>,
+    pub cluster: Option<String>,
+    /// From the request sent upstream to the upstream's response head.
+    pub upstream_ms: Option<f64>,
+}
+
+/// One request's line, filled as the request goes.
+#[derive(Serialize)]
+pub struct Entry {
+    start_time: String,
+    method: String,
+    /// Without the query string: API keys and personal data travel there.
+    path: String,
+    protocol: &'static str,
+    listener: String,
+    status: u16,
+    route: Option<String>,
+    upstream_cluster: Option<String>,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+    bytes_sent: u64,
+    duration_ms: f64,
+    upstream_ms: Option<f64>,
+    /// The client went away before the body was sent whole.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    aborted: bool,
+}
+
+impl Entry {
+    /// What the request head says, taken before the request is routed.
+    pub fn start<B>(req: &http::Request<B>, listener: &str) -> Entry {
+        let trace_id = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(trace_id_of);
+        Entry {
+            start_time: rfc3339_ms(SystemTime::now()),
+            method: req.method().as_str().to_string(),
+            path: req.uri().path().to_string(),
+            protocol: match req.version() {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
+            listener: listener.to_string(),
+            status: 0,
+            route: None,
+            upstream_cluster: None,
+            request_id: None,
+            trace_id,
+            bytes_sent: 0,
+            duration_ms: 0.0,
+            upstream_ms: None,
+            aborted: false,
+        }
+    }
+
+    /// The response head and what routing recorded.
+    pub fn respond(&mut self, status: u16, served: Option<Served>) {
+        self.status = status;
+        if let Some(s) = served {
+            self.route = Some(s.route);
+            self.request_id = s
+                .request_id
+                .and_then(|v| v.to_str().ok().map(str::to_string));
+            self.upstream_cluster = s.cluster;
+            self.upstream_ms = s.upstream_ms;
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
+/// if it is one and not all zeros.
+fn trace_id_of(v: &str) -> Option<String> {
+    let mut parts = v.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(span, 16)
+        && hex(flags, 2);
+    valid.then(|| trace.to_string())
+}
+
+fn rfc3339_ms(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// A response body that writes the request's line once it has been sent
+/// whole, or when it is dropped unfinished (the client went away).
+pub struct Logged {
+    inner: ResponseBody,
+    log: Arc<AccessLog>,
+    entry: Option<Entry>,
+    started: Instant,
+}
+
+impl Logged {
+    pub fn new(inner: ResponseBody, log: Arc<AccessLog>, entry: Entry, started: Instant) -> Logged {
+        Logged {
+            inner,
+            log,
+            entry: Some(entry),
+            started,
+        }
+    }
+
+    fn finish(&mut self, aborted: bool) {
+        if let Some(mut e) = self.entry.take() {
+            e.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            e.aborted = aborted;
+            if let Ok(mut line) = serde_json::to_vec(&e) {
+                line.push(b'\n');
+                self.log.send(line);
+            }
+        }
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(e)) = (frame.data_ref(), self.entry.as_mut()) {
+                    e.bytes_sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(false);
+                }
+            }
+            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(Some(Err(_))) => self.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // Not polled to its end: an empty body hyper never polled (sent
+        // whole), or the client went away mid-body.
+        let whole = self.inner.is_end_stream();
+        self.finish(!whole);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Some(id)
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_796_601_600_123);
+        assert_eq!(rfc3339_ms(t), "2026-12-07T00:00:00.123Z");
+        assert_eq!(
+            rfc3339_ms(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let leap = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339_ms(leap), "2000-02-29T00:00:00.000Z");
+    }
+}
