@@ -557,6 +557,8 @@ def main():
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--perf", default="", help="profile this target (e.g. gantry-proxy) with perf record during its runs; report written to bench-perf-<scenario>.txt")
+    ap.add_argument("--gantry-arg", action="append", default=[],
+                    help="one more argument for gantry-proxy (repeat), e.g. --gantry-arg=--access-log=/tmp/a.log")
     ap.add_argument("--only", default="", help="comma-separated scenario numbers, e.g. 1,5")
     args = ap.parse_args()
 
@@ -636,7 +638,7 @@ def run(args, work, procs, proxy_cpu, load_cpu):
          "--xds-address", f"http://127.0.0.1:{PORTS['cp_xds']}",
          "--node-id", "bench-gantry",
          "--admin-listen", f"127.0.0.1:{PORTS['gantry_admin']}",
-         "--port-offset", str(GANTRY_OFFSET)],
+         "--port-offset", str(GANTRY_OFFSET)] + args.gantry_arg,
         proxy_cpu, os.path.join(work, "gantry.log"),
         env={**os.environ, "RUST_LOG": "warn"},
     )

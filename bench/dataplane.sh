@@ -7,7 +7,8 @@
 #   bench/dataplane.sh            # the full run (3 rounds x 10 s per target and scenario)
 #   bench/dataplane.sh --smoke    # seconds, debug binaries, no targets judged (CI)
 #
-# Extra arguments go to dataplane.py (--rounds, --duration, --connections, --routes).
+# Extra arguments go to dataplane.py (--rounds, --duration, --connections, --routes,
+# --only, --gantry-arg=... for one more gantry-proxy flag).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
