@@ -300,6 +300,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!("draining");
     xds_task.abort();
     shared.drain().await;
+    if let Some(log) = &shared.options.access_log {
+        log.settle();
+    }
     admin_task.abort();
     if let Some(r) = reloader {
         r.abort();

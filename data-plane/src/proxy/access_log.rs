@@ -8,9 +8,9 @@
 //! carries a credential: no query string (API keys travel there), no
 //! headers, no client address.
 //!
-//! Lines go through a bounded queue to a writer thread: a slow or full
-//! disk drops lines (counted in `gantry_access_log_dropped`), it never
-//! holds up a request.
+//! Lines go through a bounded queue to a writer thread that drains it
+//! every 20 ms: a slow or full disk drops lines (counted in
+//! `gantry_access_log_dropped`), it never holds up a request.
 
 use super::upstream::Body as ResponseBody;
 use crate::body::BoxError;
@@ -21,7 +21,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -89,6 +89,12 @@ impl AccessLog {
         }))
     }
 
+    /// Gives the writer time to write what is queued (at shutdown, after
+    /// the requests in flight finished).
+    pub fn settle(&self) {
+        std::thread::sleep(DRAIN_EVERY * 3);
+    }
+
     /// Whether this request is one of the sampled.
     pub fn sampled(&self) -> bool {
         self.sample_rate >= 1.0 || rand::random::<f64>() < self.sample_rate
@@ -104,19 +110,32 @@ impl AccessLog {
     }
 }
 
-/// Writes lines as they come, flushing whenever the queue runs dry.
+/// How often the writer drains the queue. It polls rather than waits on
+/// it: a writer parked on the queue would be woken by every line, a
+/// context switch per request on the request's core.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Writes what the queue holds every [`DRAIN_EVERY`], then flushes.
 fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::new(out);
-    while let Ok(line) = rx.recv() {
-        let mut next = Some(line);
-        while let Some(l) = next {
-            if out.write_all(&l).is_err() {
-                // Nowhere to write: the lines are dropped, requests go on.
-                return;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    if out.write_all(&line).is_err() {
+                        // Nowhere to write: lines are dropped, requests go on.
+                        return;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
-            next = rx.try_recv().ok();
         }
         let _ = out.flush();
+        std::thread::sleep(DRAIN_EVERY);
     }
 }
 
