@@ -245,3 +245,42 @@ async fn the_access_log_samples() {
         "{n} of 400 logged at a 0.25 sample rate"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_proxy() {
+    let cp = Cp::start().await;
+    let (proxy, _dir, _up) = logged_proxy(&cp, "gantry-scraped", &[]).await;
+    let prom = Prometheus::scraping(&[Target {
+        job: "gantry-proxy",
+        address: format!("127.0.0.1:{}", proxy.admin_port),
+        path: "/metrics",
+        token: None,
+    }])
+    .await;
+    let ok = r#"sum(gantry_downstream_rq_total{job="gantry-proxy",class="2xx"}) or vector(0)"#;
+    let missing = r#"sum(gantry_downstream_rq_total{job="gantry-proxy",class="4xx"}) or vector(0)"#;
+    let before_ok = prom.until(ok, |v| v >= 1.0).await;
+    let before_missing = prom.until(missing, |v| v >= 0.0).await;
+    let c = http_client();
+    for _ in 0..25 {
+        let r = c
+            .get(format!("{}/logged/x", proxy.proxy_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for _ in 0..7 {
+        let r = c
+            .get(format!("{}/nowhere", proxy.proxy_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    // Exactly the requests sent, by status class.
+    prom.until(ok, |v| v == before_ok + 25.0).await;
+    prom.until(missing, |v| v == before_missing + 7.0).await;
+    prom.until(r#"gantry_no_route_total{job="gantry-proxy"}"#, |v| v >= 7.0)
+        .await;
+}

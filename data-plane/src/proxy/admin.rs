@@ -1,5 +1,6 @@
 //! The proxy's admin endpoint (Envoy-like, default 127.0.0.1:9901):
-//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`,
+//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`
+//! (also `/metrics`),
 //! and Kong's proxy-cache purge (`DELETE /proxy-cache[/{key}]`).
 //!
 //! With a token ([`require_token`]), every request but the probes
@@ -35,6 +36,8 @@ pub fn router(shared: Arc<Shared>, xds: XdsStatus, resources: HeldResources) -> 
         .route("/config_dump", get(config_dump))
         .route("/clusters", get(clusters))
         .route("/stats/prometheus", get(stats))
+        // Where Prometheus and Kong users look by default.
+        .route("/metrics", get(stats))
         .route("/xds", get(xds_status))
         .route("/proxy-cache", axum::routing::delete(purge_all))
         .route("/proxy-cache/{key}", axum::routing::delete(purge_one))
