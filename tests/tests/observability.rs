@@ -134,28 +134,18 @@ async fn logged_proxy(cp: &Cp, node: &str, extra: &[&str]) -> (Proxy, TempDir, U
     (proxy, dir, up)
 }
 
-/// The log's lines once it has at least `n`, as JSON.
-async fn lines(dir: &TempDir, n: usize) -> Vec<Value> {
+/// The first line of the log `f` accepts, once it is written (lines are
+/// written a little after their responses, in batches).
+async fn line_where(dir: &TempDir, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let path = dir.path().join("access.log");
-    eventually(
-        &format!("{n} access log lines"),
-        CONVERGE,
-        Duration::from_millis(20),
-        || {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            async move {
-                let got: Vec<Value> = text
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-                    .collect();
-                if got.len() >= n {
-                    Ok(got)
-                } else {
-                    Err(format!("{} lines", got.len()))
-                }
-            }
-        },
-    )
+    eventually(what, CONVERGE, Duration::from_millis(20), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let found = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .find(|l| f(l));
+        async move { found.ok_or_else(|| "not written yet".to_string()) }
+    })
     .await
 }
 
@@ -163,7 +153,6 @@ async fn lines(dir: &TempDir, n: usize) -> Vec<Value> {
 async fn the_access_log_has_a_line_per_request_and_no_credentials() {
     let cp = Cp::start().await;
     let (proxy, dir, _up) = logged_proxy(&cp, "gantry-access-log", &[]).await;
-    let warmup = lines(&dir, 1).await.len();
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let secret = format!("key-{}", uuid::Uuid::new_v4().simple());
@@ -185,8 +174,8 @@ async fn the_access_log_has_a_line_per_request_and_no_credentials() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    let all = lines(&dir, warmup + 2).await;
-    let (ok, missing) = (&all[warmup], &all[warmup + 1]);
+    let ok = &line_where(&dir, "the /logged/a line", |l| l["path"] == "/logged/a").await;
+    let missing = &line_where(&dir, "the /nowhere line", |l| l["path"] == "/nowhere").await;
     assert_eq!(ok["status"], 200, "{ok}");
     assert_eq!(ok["method"], "GET");
     assert_eq!(ok["path"], "/logged/a", "no query string: {ok}");
@@ -217,6 +206,46 @@ async fn the_access_log_has_a_line_per_request_and_no_credentials() {
         !text.contains(&secret),
         "a credential reached the access log:\n{text}"
     );
+
+    // A plugin's refusal is logged with the route it refused on.
+    cp.post(
+        "/services/s/routes",
+        json!({"name": "guarded", "paths": ["/guarded"]}),
+    )
+    .await
+    .expect(201);
+    cp.post("/routes/guarded/plugins", json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    let url = format!("{}/guarded", proxy.proxy_url());
+    eventually(
+        "key-auth to refuse",
+        CONVERGE,
+        Duration::from_millis(20),
+        || {
+            let req = c.get(&url);
+            async move {
+                match req.send().await {
+                    Ok(r) if r.status() == 401 => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    // The refusal's line (polling answered 404 before the route arrived).
+    let refused = &line_where(&dir, "the 401's line", |l| {
+        l["path"] == "/guarded" && l["status"] == 401
+    })
+    .await;
+    assert_eq!(refused["status"], 401, "{refused}");
+    assert!(
+        refused["route"].as_str().unwrap().starts_with("guarded"),
+        "{refused}"
+    );
+    assert!(refused["request_id"].is_string(), "{refused}");
+    assert_eq!(refused["upstream_cluster"], Value::Null, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

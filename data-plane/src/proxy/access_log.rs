@@ -139,11 +139,12 @@ fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
     }
 }
 
-/// What the route and upstream stages learned, for the log line (carried
-/// in the response's extensions only while the access log is on).
+/// What the route and upstream stages learned, for the log line (kept
+/// only for a request that is logged).
 #[derive(Clone, Default)]
 pub struct Served {
-    pub route: String,
+    /// None: refused before a route was chosen.
+    pub route: Option<String>,
     pub request_id: Option<http::HeaderValue>,
     pub cluster: Option<String>,
     /// From the request sent upstream to the upstream's response head.
@@ -206,7 +207,7 @@ impl Entry {
     pub fn respond(&mut self, status: u16, served: Option<Served>) {
         self.status = status;
         if let Some(s) = served {
-            self.route = Some(s.route);
+            self.route = s.route;
             self.request_id = s
                 .request_id
                 .and_then(|v| v.to_str().ok().map(str::to_string));

@@ -93,6 +93,8 @@ pub async fn handle(
     let listener = rt.listeners.get(conn.listener.as_ref());
     let log = shared.options.access_log.as_ref().filter(|l| l.sampled());
     let logged = log.map(|_| (Entry::start(&req, &conn.listener), Instant::now()));
+    // What routing learns for the log line, when this request is logged.
+    let mut served = logged.as_ref().map(|_| Served::default());
     let smuggled = matches!(
         req.version(),
         http::Version::HTTP_11 | http::Version::HTTP_10
@@ -101,7 +103,7 @@ pub async fn handle(
     let mut resp = match reject(&req, smuggled, max_head) {
         Some(r) => r,
         None => match listener {
-            Some(l) => route(req, l, &conn, &rt, &shared).await,
+            Some(l) => route(req, l, &conn, &rt, &shared, served.as_mut()).await,
             None => local(StatusCode::NOT_FOUND, ""),
         },
     };
@@ -115,10 +117,7 @@ pub async fn handle(
     }
     shared.stats.count_status(resp.status().as_u16());
     if let (Some(log), Some((mut entry, started))) = (log, logged) {
-        entry.respond(
-            resp.status().as_u16(),
-            resp.extensions_mut().remove::<Served>(),
-        );
+        entry.respond(resp.status().as_u16(), served);
         let log = log.clone();
         resp = resp.map(|b| Logged::new(b, log, entry, started).boxed());
     }
@@ -188,6 +187,8 @@ async fn route(
     conn: &ConnInfo,
     rt: &Arc<Runtime>,
     shared: &Arc<Shared>,
+    // Filled for the access log when this request is logged.
+    mut served: Option<&mut Served>,
 ) -> Response<Body> {
     let Some(table) = rt.compiled.routes.get(&listener.route_config) else {
         shared.stats.no_route.inc();
@@ -249,12 +250,10 @@ async fn route(
     } else {
         headers::ensure_request_id(req.headers_mut());
     }
-    // What the access log records of this request, when there is one.
-    let mut served = shared.options.access_log.as_ref().map(|_| Served {
-        route: route.name.clone(),
-        request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
-        ..Default::default()
-    });
+    if let Some(s) = served.as_mut() {
+        s.route = Some(route.name.clone());
+        s.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
+    }
     let mut plugin_headers = Vec::new();
     let mut body_limit = None;
     let mut request_transform = None;
@@ -427,9 +426,6 @@ async fn route(
     route.response_headers.apply(resp.headers_mut());
     for (k, v) in plugin_headers {
         resp.headers_mut().append(k, v);
-    }
-    if let Some(s) = served {
-        resp.extensions_mut().insert(s);
     }
     resp
 }
