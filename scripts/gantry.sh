@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+./scripts/build-deps.sh
 cargo build --release -p gantry-cp -p gantry-proxy
 
 ./target/release/gantry-cp "$@" &

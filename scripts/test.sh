@@ -50,6 +50,7 @@ log "ensuring Prometheus for the observability tests"
 log "ensuring schemathesis for the OpenAPI contract test"
 ./scripts/schemathesis.sh >/dev/null
 
+./scripts/build-deps.sh
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
 

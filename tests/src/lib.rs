@@ -141,6 +141,28 @@ where
     }
 }
 
+/// Polls `GET url` until it answers `status` (a route or policy arriving
+/// at a proxy), for at most `timeout`.
+pub async fn until_status(url: &str, status: u16, timeout: Duration) {
+    let c = http_client();
+    eventually(
+        &format!("GET {url} -> {status}"),
+        timeout,
+        Duration::from_millis(20),
+        || {
+            let req = c.get(url);
+            async move {
+                match req.send().await {
+                    Ok(r) if r.status().as_u16() == status => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();

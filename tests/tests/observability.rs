@@ -4,7 +4,9 @@
 //! is read back from its file.
 
 use gantry_e2e::prometheus::{Prometheus, Target};
-use gantry_e2e::{Cp, Proxy, ProxyOptions, TempDir, Upstream, eventually, http_client};
+use gantry_e2e::{
+    Cp, Proxy, ProxyOptions, TempDir, Upstream, eventually, http_client, until_status,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -113,24 +115,7 @@ async fn logged_proxy(cp: &Cp, node: &str, extra: &[&str]) -> (Proxy, TempDir, U
         },
     )
     .await;
-    let c = http_client();
-    let url = format!("{}/logged/warm", proxy.proxy_url());
-    eventually(
-        "the route to answer",
-        CONVERGE,
-        Duration::from_millis(20),
-        || {
-            let req = c.get(&url);
-            async move {
-                match req.send().await {
-                    Ok(r) if r.status() == 200 => Ok(()),
-                    Ok(r) => Err(r.status().to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        },
-    )
-    .await;
+    until_status(&format!("{}/logged/warm", proxy.proxy_url()), 200, CONVERGE).await;
     (proxy, dir, up)
 }
 
@@ -217,23 +202,7 @@ async fn the_access_log_has_a_line_per_request_and_no_credentials() {
     cp.post("/routes/guarded/plugins", json!({"name": "key-auth"}))
         .await
         .expect(201);
-    let url = format!("{}/guarded", proxy.proxy_url());
-    eventually(
-        "key-auth to refuse",
-        CONVERGE,
-        Duration::from_millis(20),
-        || {
-            let req = c.get(&url);
-            async move {
-                match req.send().await {
-                    Ok(r) if r.status() == 401 => Ok(()),
-                    Ok(r) => Err(r.status().to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        },
-    )
-    .await;
+    until_status(&format!("{}/guarded", proxy.proxy_url()), 401, CONVERGE).await;
     // The refusal's line (polling answered 404 before the route arrived).
     let refused = &line_where(&dir, "the 401's line", |l| {
         l["path"] == "/guarded" && l["status"] == 401

@@ -2,7 +2,7 @@
 //! revision, its audit rows and its notification are committed together.
 
 use super::{Backend, ChangeFeed, Store, StoreError, Stored, decode_with, encode_with, now_ms};
-use crate::metrics::{METRICS, seconds};
+use crate::metrics::METRICS;
 use serde_json::Value;
 use std::collections::HashMap;
 // Every dynamic SQL string below is built from fixed fragments, validated
@@ -444,7 +444,9 @@ impl WriteTx {
             METRICS.store_write_failures.inc();
             health.observe(e)
         })?;
-        METRICS.store_write.observe(seconds(self.started.elapsed()));
+        METRICS
+            .store_write
+            .observe(self.started.elapsed().as_secs_f64());
         self.feed.publish(self.rev);
         Ok(Commit {
             revision: self.rev,

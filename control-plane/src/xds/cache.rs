@@ -2,7 +2,7 @@
 //! resources per proxy flavour, each resource with a content-hash version.
 //! Streams watch it; a burst of revisions becomes one snapshot.
 
-use crate::metrics::{METRICS, seconds};
+use crate::metrics::METRICS;
 use crate::store::Store;
 use crate::translator::{self, Flavour, ProxyOptions, RouteTable, Translation};
 use envoy_types::pb::google::protobuf::Any;
@@ -281,7 +281,7 @@ impl SnapshotCache {
                 return Ok(());
             }
         };
-        METRICS.translation.observe(seconds(started.elapsed()));
+        METRICS.translation.observe(started.elapsed().as_secs_f64());
         METRICS.revision.set(revision);
         tracing::debug!(
             revision,

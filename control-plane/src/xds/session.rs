@@ -5,7 +5,7 @@ use super::XdsContext;
 use super::cache::{Resource, Snapshot, SnapshotCache};
 use super::fleet::{Fleet, Nack, NodeEntry, SyncState, TypeStatus};
 use super::identity::PeerIdentity;
-use crate::metrics::{METRICS, TypeLabels, seconds};
+use crate::metrics::{METRICS, TypeLabels};
 use crate::store::now_ms;
 use crate::translator::Flavour;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -181,7 +181,7 @@ impl Session {
                 METRICS
                     .ack_latency
                     .get_or_create(&labels)
-                    .observe(seconds(took));
+                    .observe(took.as_secs_f64());
             }
             t.version_acked = Some(version.to_string());
         });
@@ -220,7 +220,7 @@ impl Session {
             if synced && e.synced_revision < revision {
                 e.synced_revision = revision;
                 if let Some(t) = seen_at {
-                    METRICS.commit_to_ack.observe(seconds(t.elapsed()));
+                    METRICS.commit_to_ack.observe(t.elapsed().as_secs_f64());
                 }
             }
             e.target_revision = revision;
