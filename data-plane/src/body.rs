@@ -12,19 +12,29 @@
 //!   declared up front: counted as it streams, refused once over.
 //! - **Stalled** past the listener's `stream_idle_timeout`: Envoy's 408
 //!   `stream timeout`.
+//!
+//! [`Finish`] wraps a response body and runs the request's log phase
+//! once the body has been sent whole, or dropped unfinished.
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What went wrong reading a client's body, once it did.
+/// What went wrong reading a client's body, once it did, and how much
+/// of it was read.
 #[derive(Clone, Default)]
-pub struct Fault(Arc<AtomicU8>);
+pub struct Fault(Arc<Reading>);
+
+#[derive(Default)]
+struct Reading {
+    fault: AtomicU8,
+    bytes: AtomicU64,
+}
 
 const BROKEN: u8 = 1;
 const TOO_LARGE: u8 = 2;
@@ -33,23 +43,29 @@ const STALLED: u8 = 3;
 impl Fault {
     /// The client's body could not be read.
     pub fn broken(&self) -> bool {
-        self.0.load(Ordering::Acquire) == BROKEN
+        self.0.fault.load(Ordering::Acquire) == BROKEN
     }
 
     /// The body went over the size limit it was counted against.
     pub fn too_large(&self) -> bool {
-        self.0.load(Ordering::Acquire) == TOO_LARGE
+        self.0.fault.load(Ordering::Acquire) == TOO_LARGE
     }
 
     /// The client stopped sending the body for the idle timeout.
     pub fn stalled(&self) -> bool {
-        self.0.load(Ordering::Acquire) == STALLED
+        self.0.fault.load(Ordering::Acquire) == STALLED
     }
 
     fn set(&self, what: u8) {
         let _ = self
             .0
+            .fault
             .compare_exchange(0, what, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -109,6 +125,12 @@ impl Body for ClientBody {
         }
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.fault
+                        .0
+                        .bytes
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
                 if let (Some(left), Some(d)) = (this.remaining.as_mut(), frame.data_ref()) {
                     let n = d.len() as u64;
                     if n > *left {
@@ -134,5 +156,82 @@ impl Body for ClientBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// What runs once a response has been sent: the request's log phase.
+pub trait OnFinish: Send + 'static {
+    /// `sent`: body bytes written; `aborted`: the client went away first.
+    fn finish(self, sent: u64, aborted: bool);
+}
+
+/// A response body that calls its [`OnFinish`] once, when the body ends or
+/// is dropped unfinished (the client went away).
+pub struct Finish<B: Body, F: OnFinish> {
+    inner: B,
+    sent: u64,
+    then: Option<F>,
+}
+
+impl<B: Body, F: OnFinish> Finish<B, F> {
+    pub fn new(inner: B, then: F) -> Finish<B, F> {
+        Finish {
+            inner,
+            sent: 0,
+            then: Some(then),
+        }
+    }
+
+    fn done(&mut self, aborted: bool) {
+        if let Some(f) = self.then.take() {
+            f.finish(self.sent, aborted);
+        }
+    }
+}
+
+impl<B, F> Body for Finish<B, F>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    F: OnFinish + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.done(false);
+                }
+            }
+            Poll::Ready(None) => self.done(false),
+            Poll::Ready(Some(Err(_))) => self.done(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body, F: OnFinish> Drop for Finish<B, F> {
+    fn drop(&mut self) {
+        // Not polled to its end: an empty body hyper never polled (sent
+        // whole), or the client went away mid-body.
+        let whole = self.inner.is_end_stream();
+        self.done(!whole);
     }
 }

@@ -208,12 +208,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let node_id = cli.node_id.clone().unwrap_or_else(hostname);
     let shared = Shared::new(ProxyOptions {
         port_offset: cli.port_offset,
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         access_log,
+        node_id: node_id.clone(),
     });
-    let node_id = cli.node_id.clone().unwrap_or_else(hostname);
     let admin_token = cli.admin_token.clone().filter(|t| !t.is_empty());
     if admin_token.is_none() && !cli.admin_listen.ip().is_loopback() {
         anyhow::bail!(

@@ -72,16 +72,27 @@ pub mod plugins {
                 .consumer_plugins
                 .iter()
                 .map(|(c, ids)| (c.clone(), object([("ids".to_string(), strings(&ids.ids))])));
+            let mut fields: std::collections::BTreeMap<String, Value> = [
+                ("routeId".to_string(), string(&self.route_id)),
+                ("serviceId".to_string(), string(&self.service_id)),
+                ("plugins".to_string(), strings(&self.plugins)),
+                ("consumerPlugins".to_string(), object(consumers)),
+                ("names".to_string(), strings(&self.names)),
+            ]
+            .into_iter()
+            .collect();
+            // Absent when empty, as proto3 JSON leaves defaults out: a
+            // proxy from before these fields reads such routes unchanged.
+            for (k, v) in [
+                ("routeLabel", &self.route_label),
+                ("serviceLabel", &self.service_label),
+            ] {
+                if !v.is_empty() {
+                    fields.insert(k.to_string(), string(v));
+                }
+            }
             Struct {
-                fields: [
-                    ("routeId".to_string(), string(&self.route_id)),
-                    ("serviceId".to_string(), string(&self.service_id)),
-                    ("plugins".to_string(), strings(&self.plugins)),
-                    ("consumerPlugins".to_string(), object(consumers)),
-                    ("names".to_string(), strings(&self.names)),
-                ]
-                .into_iter()
-                .collect(),
+                fields: fields.into_iter().collect(),
             }
         }
 
@@ -96,6 +107,8 @@ pub mod plugins {
                     "serviceId" | "service_id" => p.service_id = as_str(v, k)?,
                     "plugins" => p.plugins = as_strings(v, k)?,
                     "names" => p.names = as_strings(v, k)?,
+                    "routeLabel" | "route_label" => p.route_label = as_str(v, k)?,
+                    "serviceLabel" | "service_label" => p.service_label = as_str(v, k)?,
                     "consumerPlugins" | "consumer_plugins" => {
                         let Some(Kind::StructValue(m)) = &v.kind else {
                             return Err(format!("PerRoute.{k}: not an object"));
@@ -167,6 +180,7 @@ pub mod plugins {
         "ip-restriction",
         "jwt",
         "key-auth",
+        "prometheus",
         "proxy-cache",
         "rate-limiting",
         "request-size-limiting",
@@ -259,6 +273,7 @@ mod tests {
             .into_iter()
             .collect(),
             names: vec!["key-auth".into(), "rate-limiting".into()],
+            ..Default::default()
         }
     }
 
@@ -302,5 +317,16 @@ mod tests {
         let v = snake.fields.remove("routeId").unwrap();
         snake.fields.insert("route_id".into(), v);
         assert_eq!(PerRoute::from_struct(&snake).unwrap().route_id, "r1");
+
+        // Labels travel only when set, so routes without them are sent as
+        // a proxy from before them reads them.
+        let labelled = PerRoute {
+            route_label: "users-api".into(),
+            service_label: "user-service".into(),
+            ..sample()
+        };
+        let s = labelled.to_struct();
+        assert!(s.fields.contains_key("routeLabel") && s.fields.contains_key("serviceLabel"));
+        assert_eq!(PerRoute::from_struct(&s), Ok(labelled));
     }
 }

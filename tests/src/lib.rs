@@ -1489,11 +1489,39 @@ pub struct Upstream {
     last: Arc<Mutex<Option<Value>>>,
     status: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
+    /// Held while a fixed port is in use (see [`Upstream::start_at`]).
+    _port_lock: Option<std::fs::File>,
 }
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
         Self::start_with_delay(name, Duration::ZERO).await
+    }
+
+    /// The same on a fixed port, for files that name their upstream's
+    /// address (the articles' Kong files). Tests wanting the same port
+    /// take turns: the port's lock is held until the upstream is dropped.
+    pub async fn start_at(name: &str, port: u16) -> Upstream {
+        let dir = std::env::temp_dir().join("gantry-e2e-ports");
+        std::fs::create_dir_all(&dir).expect("port lock dir");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("fixed-{port}.lock")))
+            .expect("port lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            lock.lock().expect("lock the port");
+            lock
+        })
+        .await
+        .expect("lock task");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+        let mut u = Self::serve(name, listener, Duration::ZERO);
+        u._port_lock = Some(lock);
+        u
     }
 
     /// The same, answering each request only after `delay` (a slow
@@ -1503,6 +1531,10 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Self::serve(name, listener, delay)
+    }
+
+    fn serve(name: &str, listener: tokio::net::TcpListener, delay: Duration) -> Upstream {
         let port = listener.local_addr().expect("addr").port();
         let count = Arc::new(AtomicU64::new(0));
         let last = Arc::new(Mutex::new(None));
@@ -1574,6 +1606,7 @@ impl Upstream {
             last,
             status,
             task,
+            _port_lock: None,
         }
     }
 

@@ -159,3 +159,67 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// Every PromQL expression of a Grafana dashboard under `deploy/grafana/`,
+/// with its template variables set to match everything.
+pub fn dashboard_queries(file: &str) -> Vec<String> {
+    let path = repo_root().join("deploy/grafana").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let d: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            if let Some(e) = t["expr"].as_str() {
+                out.push(
+                    e.replace("$__rate_interval", "1m")
+                        .replace("$service", ".*")
+                        .replace("$route", ".*")
+                        .replace("$instance", ".*"),
+                );
+            }
+        }
+    }
+    assert!(!out.is_empty(), "{} has no queries", path.display());
+    out
+}
+
+impl Prometheus {
+    /// Every query of dashboard `file` runs, and every metric it reads is
+    /// stored, except those in `absent` (series made only by events).
+    pub async fn serves_dashboard(&self, file: &str, absent: &[&str]) {
+        let queries = dashboard_queries(file);
+        let mut names: Vec<String> = queries.iter().flat_map(|q| metric_names(q)).collect();
+        names.sort();
+        names.dedup();
+        for name in names.iter().filter(|n| !absent.contains(&n.as_str())) {
+            self.until(&format!("count({{__name__=\"{name}\"}})"), |v| v >= 1.0)
+                .await;
+        }
+        for q in &queries {
+            // `query` asserts Prometheus accepted and ran it.
+            self.query(q).await;
+        }
+    }
+}
+
+/// The metric names a PromQL expression reads (`kong_*`, `gantry_*`).
+pub fn metric_names(promql: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = promql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts = (promql[i..].starts_with("kong_") || promql[i..].starts_with("gantry_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if starts {
+            let end = promql[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(promql.len(), |n| i + n);
+            names.push(promql[i..end].to_string());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}

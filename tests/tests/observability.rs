@@ -85,6 +85,17 @@ async fn prometheus_scrapes_the_control_plane() {
     // dashboard would write it).
     prom.until("sum(gantry_cp_xds_nacks_total) or vector(0)", |v| v == 0.0)
         .await;
+
+    // The dashboard shipped for gantry-cp reads what it serves.
+    prom.serves_dashboard(
+        "gantry-cp.json",
+        &[
+            "gantry_cp_xds_nacks_total",
+            "gantry_cp_store_write_failures_total",
+            "gantry_cp_translation_failures_total",
+        ],
+    )
+    .await;
 }
 
 /// A proxy following `cp` with its access log in a file of its own, and
@@ -280,5 +291,175 @@ async fn prometheus_scrapes_the_proxy() {
     prom.until(ok, |v| v == before_ok + 25.0).await;
     prom.until(missing, |v| v == before_missing + 7.0).await;
     prom.until(r#"gantry_no_route_total{job="gantry-proxy"}"#, |v| v >= 7.0)
+        .await;
+}
+
+/// Kong's prometheus plugin with every switch on: per route and service,
+/// by status, source and consumer, the latency histograms and bandwidth,
+/// under Kong's names and labels, as PromQL over a real Prometheus sees
+/// them; counts carry across a config swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kongs_prometheus_plugin_series() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("users").await;
+    cp.post(
+        "/services",
+        json!({"name": "user-service", "url": up.url()}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/services/user-service/routes",
+        json!({"name": "users-api", "paths": ["/api/v1/users"]}),
+    )
+    .await
+    .expect(201);
+    // A route without a name is labelled by its id, as in Kong.
+    let unnamed = cp
+        .post(
+            "/services/user-service/routes",
+            json!({"paths": ["/unnamed"]}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cp.post("/consumers", json!({"username": "alice"}))
+        .await
+        .expect(201);
+    cp.post("/consumers/alice/key-auth", json!({"key": "alice-key"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/routes/users-api/plugins",
+        json!({"name": "key-auth", "config": {"hide_credentials": true}}),
+    )
+    .await
+    .expect(201);
+    cp.post(
+        "/plugins",
+        json!({"name": "prometheus", "config": {"per_consumer": true, "status_code_metrics": true,
+               "latency_metrics": true, "bandwidth_metrics": true}}),
+    )
+    .await
+    .expect(201);
+    let proxy = Proxy::start(&cp, "gantry-kong-prom").await;
+    let base = proxy.proxy_url();
+    until_status(&format!("{base}/unnamed"), 200, CONVERGE).await;
+
+    let c = http_client();
+    let mut alice_bytes = 0;
+    for _ in 0..5 {
+        let r = c
+            .get(format!("{base}/api/v1/users"))
+            .header("apikey", "alice-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        alice_bytes += r.bytes().await.unwrap().len();
+    }
+    for _ in 0..3 {
+        let r = c.get(format!("{base}/api/v1/users")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    for _ in 0..2 {
+        let r = c.get(format!("{base}/unnamed")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let prom = Prometheus::scraping(&[Target {
+        job: "gantry-proxy",
+        address: format!("127.0.0.1:{}", proxy.admin_port),
+        path: "/metrics",
+        token: None,
+    }])
+    .await;
+    let users = r#"service="user-service",route="users-api",workspace="default""#;
+    prom.until(
+        &format!(
+            r#"kong_http_requests_total{{{users},code="200",source="service",consumer="alice"}}"#
+        ),
+        |v| v == 5.0,
+    )
+    .await;
+    prom.until(
+        &format!(r#"kong_http_requests_total{{{users},code="401",source="kong",consumer=""}}"#),
+        |v| v == 3.0,
+    )
+    .await;
+    // The unnamed route: polled until it answered, then two more.
+    prom.until(
+        &format!(r#"kong_http_requests_total{{service="user-service",route="{unnamed}",code="200",source="service",consumer=""}}"#),
+        |v| v >= 3.0,
+    )
+    .await;
+    // Every request on the route observed once, in each histogram but the
+    // upstream's, which sees only the five that reached it.
+    prom.until(
+        &format!(r#"kong_request_latency_ms_count{{{users}}}"#),
+        |v| v == 8.0,
+    )
+    .await;
+    prom.until(&format!(r#"kong_kong_latency_ms_count{{{users}}}"#), |v| {
+        v == 8.0
+    })
+    .await;
+    prom.until(
+        &format!(r#"kong_upstream_latency_ms_count{{{users}}}"#),
+        |v| v == 5.0,
+    )
+    .await;
+    prom.until(
+        &format!(
+            r#"histogram_quantile(0.99, sum by (le) (kong_request_latency_ms_bucket{{{users}}}))"#
+        ),
+        |v| v > 0.0 && v <= 1000.0,
+    )
+    .await;
+    // Bytes out: the bodies alice got, plus their heads.
+    prom.until(
+        &format!(r#"kong_bandwidth_bytes{{{users},direction="egress",consumer="alice"}}"#),
+        |v| v > alice_bytes as f64 && v < (alice_bytes + 5 * 1024) as f64,
+    )
+    .await;
+    prom.until(
+        &format!(r#"kong_bandwidth_bytes{{{users},direction="ingress",consumer="alice"}}"#),
+        |v| v > 5.0 * 40.0,
+    )
+    .await;
+
+    // A config swap (another route) keeps the counts.
+    let rev = cp
+        .post(
+            "/services/user-service/routes",
+            json!({"name": "other", "paths": ["/other"]}),
+        )
+        .await
+        .committed();
+    cp.wait_synced(&proxy.node_id, rev, CONVERGE).await;
+    let r = c
+        .get(format!("{base}/api/v1/users"))
+        .header("apikey", "alice-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    prom.until(
+        &format!(
+            r#"kong_http_requests_total{{{users},code="200",source="service",consumer="alice"}}"#
+        ),
+        |v| v == 6.0,
+    )
+    .await;
+    prom.until(
+        "sum(resets(kong_http_requests_total[1m])) or vector(0)",
+        |v| v == 0.0,
+    )
+    .await;
+
+    // The dashboard shipped for Kong's metrics reads what the proxy serves.
+    prom.serves_dashboard("gantry-proxy-kong.json", &["kong_upstream_target_health"])
         .await;
 }

@@ -18,6 +18,7 @@ mod cors;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
+mod prometheus;
 mod proxy_cache;
 mod rate_limiting;
 mod request_size_limiting;
@@ -94,6 +95,13 @@ const PLUGINS: &[Plugin] = &[
         protocols: HTTP,
         supported: HTTP,
         no_consumer: true,
+    },
+    Plugin {
+        name: "prometheus",
+        schema: prometheus::schema,
+        protocols: HTTP,
+        supported: ALL,
+        no_consumer: false,
     },
     Plugin {
         name: "proxy-cache",
@@ -240,7 +248,8 @@ mod tests {
 
     #[test]
     fn every_name_has_a_schema_and_protocols() {
-        assert_eq!(names().len(), 12);
+        // What the admin API admits, gantry-proxy runs.
+        assert_eq!(names(), gantry_shared::proto::plugins::GANTRY_PROXY_RUNS);
         for n in names() {
             let s = config_schema(n).unwrap_or_else(|| panic!("no schema for {n}"));
             assert!(!s.fields.is_empty(), "{n}");

@@ -225,7 +225,7 @@ pub fn translate_flavours(
 ) -> Result<Vec<Translation>, TranslateError> {
     let mut model = model::Model::build(entities)?;
     let resolved = plugins::resolve(&model);
-    let route_plugins = plugins::per_route(&resolved);
+    let route_plugins = plugins::per_route(&model, &resolved);
     let native = envoy_native::build(&model, &resolved);
     drop(resolved);
     model.route_plugins = route_plugins;

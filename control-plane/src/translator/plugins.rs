@@ -42,6 +42,9 @@ pub fn unenforced(m: &Model, flavour: Flavour) -> Vec<String> {
     out
 }
 
+/// Plugins whose output names the route and service as Kong does.
+const LABELLED: &[&str] = &["prometheus"];
+
 /// Kong's precedence, most specific first: consumer+route+service,
 /// consumer+route, consumer+service, route+service, consumer, route,
 /// service, global. Lower is more specific.
@@ -212,7 +215,7 @@ pub fn resolve(m: &Model) -> Vec<Resolved<'_>> {
 /// Per Kong route id, its `typed_per_filter_config` entry: the instances
 /// that apply, one per plugin name, and per consumer those that replace
 /// them. Routes no plugin applies to are absent.
-pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
+pub fn per_route(m: &Model, resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
     let mut out = HashMap::new();
     for r in resolved {
         let mut consumer_plugins: BTreeMap<String, pb::PluginIds> = BTreeMap::new();
@@ -238,6 +241,18 @@ pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
             .collect();
         names.sort();
         names.dedup();
+        // Kong's labels for the route's series: name, else id / host.
+        let labelled = names.iter().any(|n| LABELLED.contains(&n.as_str()));
+        let (route_label, service_label) = match labelled {
+            true => (
+                r.route.name.clone().unwrap_or_else(|| r.route.id.clone()),
+                m.services
+                    .get(r.service)
+                    .map(|s| s.name.clone().unwrap_or_else(|| s.host.clone()))
+                    .unwrap_or_default(),
+            ),
+            false => Default::default(),
+        };
         let per = pb::PerRoute {
             route_id: r.route.id.clone(),
             service_id: r.service.to_string(),
@@ -249,6 +264,8 @@ pub fn per_route(resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
                 .collect(),
             consumer_plugins,
             names,
+            route_label,
+            service_label,
         };
         let wrapped = FilterConfig {
             // As a TypedStruct: route configurations go to Envoy nodes too,

@@ -18,6 +18,7 @@ mod ip_restriction;
 mod jwks;
 mod jwt;
 mod key_auth;
+pub mod prometheus;
 pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod redis;
@@ -50,6 +51,9 @@ pub struct Gateway {
     pub directory: Directory,
     plugins: HashMap<String, Plugin>,
     pub client_ip: ClientIp,
+    /// Kong's prometheus: whether any instance is enabled, and whether
+    /// any asks for upstream health (a node-wide switch in Kong).
+    pub prometheus: Option<prometheus::Prometheus>,
 }
 
 impl PartialEq for Gateway {
@@ -84,6 +88,7 @@ pub enum Kind {
     Jwt(jwt::Jwt),
     KeyAuth(key_auth::KeyAuth),
     Acl(acl::Acl),
+    Prometheus(prometheus::Prometheus),
     RateLimiting(rate_limiting::RateLimiting),
     // Shared: what they do is finished on the forwarding path.
     RequestTransformer(Arc<request_transformer::RequestTransformer>),
@@ -109,11 +114,22 @@ impl Gateway {
             );
         }
         let client_ip = ClientIp::compile(&g.trusted_ips, &g.real_ip_header)?;
+        let prometheus = plugins
+            .values()
+            .filter_map(|p| match &p.kind {
+                Kind::Prometheus(m) => Some(*m),
+                _ => None,
+            })
+            .reduce(|a, b| prometheus::Prometheus {
+                upstream_health_metrics: a.upstream_health_metrics || b.upstream_health_metrics,
+                ..a
+            });
         Ok(Gateway {
             raw: value.to_vec(),
             directory,
             plugins,
             client_ip,
+            prometheus,
         })
     }
 }
@@ -148,6 +164,7 @@ fn compile_kind(name: &str, v: &serde_json::Value) -> Result<Kind, String> {
         "jwt" => Kind::Jwt(jwt::Jwt::compile(v)?),
         "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(v)?),
         "acl" => Kind::Acl(acl::Acl::compile(v)?),
+        "prometheus" => Kind::Prometheus(prometheus::Prometheus::compile(v)?),
         "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(v)?),
         "request-transformer" => Kind::RequestTransformer(Arc::new(
             request_transformer::RequestTransformer::compile(v)?,
@@ -170,6 +187,27 @@ pub struct RoutePlugins {
     pub service_id: String,
     pub plugins: Vec<String>,
     pub consumers: HashMap<String, Vec<String>>,
+    /// Kong's prometheus series for the route, when the plugin applies.
+    pub series: Option<SeriesHandle>,
+}
+
+/// A route's prometheus series; configs compare by the labels it was
+/// resolved from (the same labels give the same series).
+pub struct SeriesHandle {
+    labels: (String, String),
+    pub series: Arc<prometheus::RouteSeries>,
+}
+
+impl PartialEq for SeriesHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels == other.labels
+    }
+}
+
+impl std::fmt::Debug for SeriesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SeriesHandle").field(&self.labels).finish()
+    }
 }
 
 impl RoutePlugins {
@@ -199,9 +237,19 @@ impl RoutePlugins {
         if let Some(n) = p.names.iter().find(|n| !SUPPORTED.contains(&n.as_str())) {
             return Err(format!("plugin {n:?} is not supported by gantry-proxy"));
         }
+        // Resolved now, while the running config still holds the route's
+        // series: the counts carry over the swap.
+        let series =
+            (p.names.iter().any(|n| n == "prometheus") && !p.route_label.is_empty()).then(|| {
+                SeriesHandle {
+                    series: prometheus::SERIES.route(&p.service_label, &p.route_label),
+                    labels: (p.service_label, p.route_label),
+                }
+            });
         Ok(RoutePlugins {
             route_id: p.route_id,
             service_id: p.service_id,
+            series,
             plugins: p.plugins,
             consumers: p
                 .consumer_plugins
@@ -281,6 +329,7 @@ struct Chain<'a> {
     jwt: Option<&'a jwt::Jwt>,
     key_auth: Option<&'a key_auth::KeyAuth>,
     acl: Option<&'a acl::Acl>,
+    prometheus: Option<&'a prometheus::Prometheus>,
     rate_limiting: rate_limiting::Stack<'a>,
     request_transformer: Option<&'a Arc<request_transformer::RequestTransformer>>,
     response_transformer: Option<&'a Arc<response_transformer::ResponseTransformer>>,
@@ -298,6 +347,7 @@ impl<'a> Chain<'a> {
             Kind::Jwt(j) => self.jwt = Some(j),
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
+            Kind::Prometheus(m) => self.prometheus = Some(m),
             // Limits stack: every instance that applies must admit. One
             // more than there are scopes cannot come from Kong's
             // precedence; it is refused, never dropped.
@@ -351,14 +401,16 @@ pub struct Identity<'a> {
 /// Runs the request phases. `Err` is the response to send instead of
 /// forwarding; it carries the headers earlier phases set for the response
 /// (CORS, the correlation id), as Kong's header filters run on its exits too.
+/// `metrics` is left with what the log phase records, refused or not.
 pub async fn access(
     g: &Gateway,
     route: &RoutePlugins,
     state: &State,
     req: Request<'_>,
+    metrics: &mut Option<prometheus::Observe>,
 ) -> Result<Outcome, Reject> {
     let mut out = Outcome::default();
-    match phases(g, route, state, req, &mut out).await {
+    match phases(g, route, state, req, &mut out, metrics).await {
         Ok(()) => Ok(out),
         Err(mut r) => {
             let mut headers = out.response_headers;
@@ -375,8 +427,14 @@ async fn phases(
     state: &State,
     req: Request<'_>,
     out: &mut Outcome,
+    metrics: &mut Option<prometheus::Observe>,
 ) -> Result<(), Reject> {
     let mut chain = Chain::resolve(g, &route.plugins)?;
+    let series = route.series.as_ref().map(|s| &s.series);
+    // Recorded whoever answers; the consumer, once known, is set below.
+    if let (Some(p), Some(s)) = (chain.prometheus, series) {
+        *metrics = Some(p.observe(s, None));
+    }
     let client = g.client_ip.resolve(req.peer, req.headers);
 
     if let Some(c) = chain.correlation_id
@@ -431,6 +489,9 @@ async fn phases(
         && let Some(ids) = route.consumers.get(&c.id)
     {
         chain.extend(g, ids)?;
+    }
+    if let (Some(p), Some(s), Some(c)) = (chain.prometheus, series, who.consumer) {
+        *metrics = Some(p.observe(s, c.username.as_deref()));
     }
     if let Some(a) = chain.acl {
         a.check(who, req.headers)?;
@@ -528,7 +589,9 @@ mod tests {
             )]
             .into_iter()
             .collect(),
-            names: vec!["key-auth".into()],
+            names: vec!["key-auth".into(), "prometheus".into()],
+            route_label: "users-api".into(),
+            service_label: "user-service".into(),
         };
         let bare = envoy_types::pb::google::protobuf::Any {
             type_url: pb::PER_ROUTE_TYPE.into(),
@@ -549,6 +612,14 @@ mod tests {
                 assert_eq!((r.route_id.as_str(), r.service_id.as_str()), ("r", "s"));
                 assert_eq!(r.plugins, ["p1"]);
                 assert_eq!(r.consumers["c"], ["p2"]);
+                let h = r
+                    .series
+                    .as_ref()
+                    .expect("prometheus applies: series resolved");
+                assert_eq!(
+                    h.labels,
+                    ("user-service".to_string(), "users-api".to_string())
+                );
             }
         }
         // A TypedStruct of another type is refused, naming it.

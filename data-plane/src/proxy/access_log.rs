@@ -12,18 +12,12 @@
 //! every 20 ms: a slow or full disk drops lines (counted in
 //! `gantry_access_log_dropped`), it never holds up a request.
 
-use super::upstream::Body as ResponseBody;
-use crate::body::BoxError;
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
-use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// Lines queued for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -147,8 +141,6 @@ pub struct Served {
     pub route: Option<String>,
     pub request_id: Option<http::HeaderValue>,
     pub cluster: Option<String>,
-    /// From the request sent upstream to the upstream's response head.
-    pub upstream_ms: Option<f64>,
 }
 
 /// One request's line, filled as the request goes.
@@ -212,7 +204,6 @@ impl Entry {
                 .request_id
                 .and_then(|v| v.to_str().ok().map(str::to_string));
             self.upstream_cluster = s.cluster;
-            self.upstream_ms = s.upstream_ms;
         }
     }
 }
@@ -241,77 +232,24 @@ fn rfc3339_ms(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A response body that writes the request's line once it has been sent
-/// whole, or when it is dropped unfinished (the client went away).
-pub struct Logged {
-    inner: ResponseBody,
-    log: Arc<AccessLog>,
-    entry: Option<Entry>,
-    started: Instant,
-}
-
-impl Logged {
-    pub fn new(inner: ResponseBody, log: Arc<AccessLog>, entry: Entry, started: Instant) -> Logged {
-        Logged {
-            inner,
-            log,
-            entry: Some(entry),
-            started,
+impl Entry {
+    /// Queues the line, once the response has been sent (or abandoned).
+    pub fn write(
+        mut self,
+        log: &AccessLog,
+        sent: u64,
+        aborted: bool,
+        duration_ms: f64,
+        upstream_ms: Option<f64>,
+    ) {
+        self.bytes_sent = sent;
+        self.upstream_ms = upstream_ms;
+        self.duration_ms = duration_ms;
+        self.aborted = aborted;
+        if let Ok(mut line) = serde_json::to_vec(&self) {
+            line.push(b'\n');
+            log.send(line);
         }
-    }
-
-    fn finish(&mut self, aborted: bool) {
-        if let Some(mut e) = self.entry.take() {
-            e.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            e.aborted = aborted;
-            if let Ok(mut line) = serde_json::to_vec(&e) {
-                line.push(b'\n');
-                self.log.send(line);
-            }
-        }
-    }
-}
-
-impl Body for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(e)) = (frame.data_ref(), self.entry.as_mut()) {
-                    e.bytes_sent += data.len() as u64;
-                }
-                if self.inner.is_end_stream() {
-                    self.finish(false);
-                }
-            }
-            Poll::Ready(None) => self.finish(false),
-            Poll::Ready(Some(Err(_))) => self.finish(true),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        // Not polled to its end: an empty body hyper never polled (sent
-        // whole), or the client went away mid-body.
-        let whole = self.inner.is_end_stream();
-        self.finish(!whole);
     }
 }
 

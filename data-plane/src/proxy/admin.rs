@@ -105,7 +105,12 @@ async fn stats(State(s): State<AdminState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.shared.stats.encode(),
+        {
+            let mut out = s.shared.stats.encode();
+            let connected = (s.xds)()["connected"].is_string();
+            super::kong_metrics::encode(&s.shared, connected, &mut out);
+            out
+        },
     )
         .into_response()
 }

@@ -2,9 +2,9 @@
 //! then answer directly, redirect, or forward to an endpoint of the
 //! route's cluster with Envoy's retry, timeout and rewrite semantics.
 
-use super::access_log::{Entry, Logged, Served};
 use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
+use super::phases::{self, Ctx};
 use super::runtime::{Runtime, Shared};
 use super::upstream::{Body, BoxError};
 use super::{codec_rules, mirror, outlier, path_normalize, request_head};
@@ -15,6 +15,7 @@ use crate::config::{
     direct_response_location,
 };
 use crate::plugins;
+use crate::plugins::prometheus::Source;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::PathAndQuery;
@@ -91,10 +92,7 @@ pub async fn handle(
     // The runtime this request started on; a swap mid-request changes nothing for it.
     let rt = shared.current();
     let listener = rt.listeners.get(conn.listener.as_ref());
-    let log = shared.options.access_log.as_ref().filter(|l| l.sampled());
-    let logged = log.map(|_| (Entry::start(&req, &conn.listener), Instant::now()));
-    // What routing learns for the log line, when this request is logged.
-    let mut served = logged.as_ref().map(|_| Served::default());
+    let mut ctx = Ctx::start(&req, &conn.listener, shared.options.access_log.as_ref());
     let smuggled = matches!(
         req.version(),
         http::Version::HTTP_11 | http::Version::HTTP_10
@@ -103,7 +101,7 @@ pub async fn handle(
     let mut resp = match reject(&req, smuggled, max_head) {
         Some(r) => r,
         None => match listener {
-            Some(l) => route(req, l, &conn, &rt, &shared, served.as_mut()).await,
+            Some(l) => route(req, l, &conn, &rt, &shared, &mut ctx).await,
             None => local(StatusCode::NOT_FOUND, ""),
         },
     };
@@ -116,12 +114,7 @@ pub async fn handle(
         resp.headers_mut().insert(http::header::SERVER, v);
     }
     shared.stats.count_status(resp.status().as_u16());
-    if let (Some(log), Some((mut entry, started))) = (log, logged) {
-        entry.respond(resp.status().as_u16(), served);
-        let log = log.clone();
-        resp = resp.map(|b| Logged::new(b, log, entry, started).boxed());
-    }
-    Ok(resp)
+    Ok(ctx.finish(resp))
 }
 
 /// Requests refused before routing: what Envoy's codec and connection
@@ -187,8 +180,7 @@ async fn route(
     conn: &ConnInfo,
     rt: &Arc<Runtime>,
     shared: &Arc<Shared>,
-    // Filled for the access log when this request is logged.
-    mut served: Option<&mut Served>,
+    ctx: &mut Ctx,
 ) -> Response<Body> {
     let Some(table) = rt.compiled.routes.get(&listener.route_config) else {
         shared.stats.no_route.inc();
@@ -250,7 +242,7 @@ async fn route(
     } else {
         headers::ensure_request_id(req.headers_mut());
     }
-    if let Some(s) = served.as_mut() {
+    if let Some(s) = ctx.served.as_mut() {
         s.route = Some(route.name.clone());
         s.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
     }
@@ -261,6 +253,12 @@ async fn route(
     let mut cache = None;
     let mut validate_body = None;
     if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
+        if p.series.is_some() {
+            // Request line and headers, as Kong counts `request.size`.
+            let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+            ctx.head_in = (req.method().as_str().len() + target + 11) as u64
+                + phases::head_size(req.headers());
+        }
         let (parts, body) = req.into_parts();
         let mut parts = parts;
         let r = plugins::access(
@@ -278,6 +276,7 @@ async fn route(
                     _ => None,
                 },
             },
+            &mut ctx.metrics,
         )
         .instrument(span.clone())
         .await;
@@ -391,7 +390,7 @@ async fn route(
                 fault: &fault,
             };
             let cluster_name = f.cluster.pick(rand::random::<u64>);
-            let upstream_started = Instant::now();
+            ctx.body_in = Some(fault.clone());
             let resp = forward(
                 req,
                 conn,
@@ -403,14 +402,15 @@ async fn route(
                 upstream_pq,
                 on_upgrade,
                 shared,
+                ctx,
             )
             .instrument(span)
             .await;
-            if let Some(s) = served.as_mut() {
+            if let Some(s) = ctx.served.as_mut() {
                 s.cluster = Some(cluster_name.to_string());
-                s.upstream_ms = Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
             }
             if fault.too_large() {
+                ctx.source = Source::Kong;
                 return kong_error(plugins::Reject::new(413, plugins::size_limit::TOO_LARGE));
             }
             let resp = match &response_transform {
@@ -599,6 +599,7 @@ async fn forward(
     upstream_pq: Cow<'_, str>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     shared: &Arc<Shared>,
+    ctx: &mut Ctx,
 ) -> Response<Body> {
     // Unknown, or warming (an EDS cluster without endpoints yet): Envoy
     // answers the route's cluster_not_found code with no body.
@@ -761,6 +762,7 @@ async fn forward(
         };
         cluster.stats.upstream_rq.inc();
         let active = Active::new(endpoint.clone());
+        let attempt_started = Instant::now();
         let sent = cluster.client.request(req);
         // This attempt's limit: the per-try timeout or what is left of
         // the route's, whichever ends first.
@@ -833,6 +835,9 @@ async fn forward(
                     backoff(retry, attempt).await;
                     continue;
                 }
+                // The answer is the upstream's; the wait is this attempt's.
+                ctx.source = Source::Service;
+                ctx.upstream = Some(attempt_started.elapsed());
                 let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                     .then(|| hyper::upgrade::on(&mut resp));
                 let (mut rparts, rbody) = resp.into_parts();

@@ -170,6 +170,7 @@ async fn serve(
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     shared.stats.downstream_cx_active.inc();
+                    shared.stats.downstream_cx_total.inc();
                     let svc_shared = shared.clone();
                     let svc = hyper::service::service_fn(move |req| handler::handle(req, info.clone(), svc_shared.clone()));
                     match acceptor {

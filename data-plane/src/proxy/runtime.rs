@@ -56,6 +56,8 @@ pub struct ProxyOptions {
     pub drain_timeout: Duration,
     /// The JSON access log, when one is configured.
     pub access_log: Option<Arc<super::access_log::AccessLog>>,
+    /// The xDS node id, Kong's `node_id` label.
+    pub node_id: String,
 }
 
 pub struct Shared {

@@ -37,6 +37,10 @@ pub struct Stats {
     pub registry: Registry,
     pub downstream_rq: Family<ClassLabel, Counter>,
     pub downstream_cx_active: Gauge,
+    pub downstream_cx_total: Counter,
+    /// `downstream_rq`'s five classes, resolved once: counting a response
+    /// looks nothing up.
+    classes: [Counter; 5],
     pub no_route: Counter,
     pub no_cluster: Counter,
     pub no_healthy_upstream: Family<ClusterLabel, Counter>,
@@ -62,6 +66,8 @@ impl Stats {
             registry: Registry::with_prefix("gantry"),
             downstream_rq: Family::default(),
             downstream_cx_active: Gauge::default(),
+            downstream_cx_total: Counter::default(),
+            classes: Default::default(),
             no_route: Counter::default(),
             no_cluster: Counter::default(),
             no_healthy_upstream: Family::default(),
@@ -78,7 +84,15 @@ impl Stats {
             policy_refused: Counter::default(),
             downstream_rq_body_error: Counter::default(),
         };
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
+            s.classes[i] = s.downstream_rq.get_or_create(&ClassLabel { class }).clone();
+        }
         let r = &mut s.registry;
+        r.register(
+            "downstream_cx_total",
+            "Downstream connections accepted",
+            s.downstream_cx_total.clone(),
+        );
         r.register(
             "downstream_rq",
             "Downstream requests by status class",
@@ -195,16 +209,19 @@ impl Stats {
     }
 
     pub fn count_status(&self, status: u16) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+        let i = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.downstream_rq
-            .get_or_create(&ClassLabel { class })
-            .inc();
+        self.classes[i].inc();
+    }
+
+    /// Every response counted, whatever its class.
+    pub fn requests_total(&self) -> u64 {
+        self.classes.iter().map(|c| c.get()).sum()
     }
 
     pub fn encode(&self) -> String {

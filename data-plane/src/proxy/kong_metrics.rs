@@ -1,0 +1,98 @@
+//! What Kong's prometheus plugin serves, when any instance is enabled:
+//! the node gauges (connections, requests, node info, control-plane and
+//! datastore state) and every route's series (`plugins::prometheus`),
+//! appended to the proxy's own `/metrics`.
+
+use super::runtime::{Runtime, Shared};
+use crate::plugins::prometheus::{Esc, SERIES, family};
+use std::fmt::Write as _;
+
+/// Whether any listener's plugins include a prometheus instance.
+pub fn enabled(rt: &Runtime) -> Option<crate::plugins::prometheus::Prometheus> {
+    rt.listeners
+        .values()
+        .filter_map(|l| l.gateway.as_ref()?.prometheus)
+        .reduce(|a, b| crate::plugins::prometheus::Prometheus {
+            upstream_health_metrics: a.upstream_health_metrics || b.upstream_health_metrics,
+            ..a
+        })
+}
+
+/// Kong's families, in its text format.
+pub fn encode(shared: &Shared, xds_connected: bool, out: &mut String) {
+    let rt = shared.current();
+    if enabled(&rt).is_none() {
+        return;
+    }
+    let node = Esc(&shared.options.node_id);
+    let stats = &shared.stats;
+    let accepted = stats.downstream_cx_total.get();
+    let active = stats.downstream_cx_active.get().max(0) as u64;
+    let requests = stats.requests_total();
+    family(
+        out,
+        "kong_datastore_reachable",
+        "gauge",
+        "Whether the node can serve its configuration (a data plane holds it locally: 1)",
+    );
+    // A data plane's datastore is the config it holds: reachable once it has one.
+    let ready = shared.ready.load(std::sync::atomic::Ordering::Acquire);
+    let _ = writeln!(out, "kong_datastore_reachable {}", u8::from(ready));
+    family(
+        out,
+        "kong_control_plane_connected",
+        "gauge",
+        "Whether the node's xDS stream to the control plane is up (1) or not (0)",
+    );
+    let _ = writeln!(
+        out,
+        "kong_control_plane_connected {}",
+        u8::from(xds_connected)
+    );
+    family(
+        out,
+        "kong_nginx_connections_total",
+        "gauge",
+        "Downstream connections by state",
+    );
+    // One request per connection phase is not tracked: active
+    // connections are all counted as writing, none as reading or waiting.
+    for (state, n) in [
+        ("accepted", accepted),
+        ("active", active),
+        ("handled", accepted),
+        ("reading", 0),
+        ("total", requests),
+        ("waiting", 0),
+        ("writing", active),
+    ] {
+        let _ = writeln!(
+            out,
+            "kong_nginx_connections_total{{node_id=\"{node}\",subsystem=\"http\",state=\"{state}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "kong_nginx_requests_total",
+        "gauge",
+        "Requests the node answered",
+    );
+    let _ = writeln!(
+        out,
+        "kong_nginx_requests_total{{node_id=\"{node}\",subsystem=\"http\"}} {requests}"
+    );
+    family(
+        out,
+        "kong_nginx_metric_errors_total",
+        "counter",
+        "Metrics that could not be recorded",
+    );
+    let _ = writeln!(out, "kong_nginx_metric_errors_total 0");
+    family(out, "kong_node_info", "gauge", "The node's id and version");
+    let _ = writeln!(
+        out,
+        "kong_node_info{{node_id=\"{node}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    SERIES.encode(out);
+}
