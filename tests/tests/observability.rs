@@ -462,4 +462,86 @@ async fn kongs_prometheus_plugin_series() {
     // The dashboard shipped for Kong's metrics reads what the proxy serves.
     prom.serves_dashboard("gantry-proxy-kong.json", &["kong_upstream_target_health"])
         .await;
+    // Off here: Kong exports it only when an instance asks.
+    assert!(prom.query("kong_upstream_target_health").await.is_empty());
+}
+
+/// `upstream_health_metrics`: each Kong upstream's targets with the state
+/// active checks put them in, and `healthchecks_off` where none run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kongs_upstream_target_health() {
+    let cp = Cp::start().await;
+    let live = Upstream::start("live").await;
+    let plain = Upstream::start("plain").await;
+    let dead = gantry_e2e::reserve_port();
+    cp.post(
+        "/upstreams",
+        json!({"name": "checked-up", "healthchecks": {"active": {"type": "tcp",
+            "healthy": {"interval": 1, "successes": 1},
+            "unhealthy": {"interval": 1, "tcp_failures": 1, "timeouts": 1}}}}),
+    )
+    .await
+    .expect(201);
+    for t in [live.addr(), format!("127.0.0.1:{}", dead.port)] {
+        cp.post("/upstreams/checked-up/targets", json!({"target": t}))
+            .await
+            .expect(201);
+    }
+    cp.post("/upstreams", json!({"name": "plain-up"}))
+        .await
+        .expect(201);
+    cp.post(
+        "/upstreams/plain-up/targets",
+        json!({"target": plain.addr()}),
+    )
+    .await
+    .expect(201);
+    for (svc, host, path) in [
+        ("checked", "checked-up", "/checked"),
+        ("plain", "plain-up", "/plain"),
+    ] {
+        cp.post("/services", json!({"name": svc, "host": host}))
+            .await
+            .expect(201);
+        cp.post(&format!("/services/{svc}/routes"), json!({"paths": [path]}))
+            .await
+            .expect(201);
+    }
+    cp.post(
+        "/plugins",
+        json!({"name": "prometheus", "config": {"upstream_health_metrics": true}}),
+    )
+    .await
+    .expect(201);
+    let proxy = Proxy::start(&cp, "gantry-kong-health").await;
+    until_status(&format!("{}/plain", proxy.proxy_url()), 200, CONVERGE).await;
+    let prom = Prometheus::scraping(&[Target {
+        job: "gantry-proxy",
+        address: format!("127.0.0.1:{}", proxy.admin_port),
+        path: "/metrics",
+        token: None,
+    }])
+    .await;
+    let health = |up: &str, addr: &str, state: &str| {
+        format!(
+            r#"kong_upstream_target_health{{upstream="{up}",target="{addr}",address="{addr}",state="{state}",subsystem="http"}}"#
+        )
+    };
+    let dead_addr = format!("127.0.0.1:{}", dead.port);
+    prom.until(&health("checked-up", &live.addr(), "healthy"), |v| v == 1.0)
+        .await;
+    prom.until(&health("checked-up", &dead_addr, "unhealthy"), |v| v == 1.0)
+        .await;
+    prom.until(&health("checked-up", &dead_addr, "healthy"), |v| v == 0.0)
+        .await;
+    prom.until(
+        &health("plain-up", &plain.addr(), "healthchecks_off"),
+        |v| v == 1.0,
+    )
+    .await;
+    // One state at a time per target.
+    let odd = prom
+        .query("sum by (upstream, address) (kong_upstream_target_health) != 1")
+        .await;
+    assert!(odd.is_empty(), "{odd:?}");
 }

@@ -61,6 +61,25 @@ fn u32v(v: u32) -> Option<UInt32Value> {
     Some(UInt32Value { value: v })
 }
 
+/// `filter_metadata["gantry"]["kong_upstream"]`: the Kong upstream's name.
+fn upstream_metadata(name: &str) -> envoy_types::pb::envoy::config::core::v3::Metadata {
+    use envoy_types::pb::google::protobuf::Struct;
+    use gantry_shared::proto::value::string;
+    envoy_types::pb::envoy::config::core::v3::Metadata {
+        filter_metadata: [(
+            "gantry".to_string(),
+            Struct {
+                fields: [("kong_upstream".to_string(), string(name))]
+                    .into_iter()
+                    .collect(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
 fn cluster(m: &Model, s: &Service) -> (Cluster, Option<ClusterLoadAssignment>) {
     let name = s.cluster();
     let mut c = Cluster {
@@ -83,6 +102,8 @@ fn cluster(m: &Model, s: &Service) -> (Cluster, Option<ClusterLoadAssignment>) {
     let mut cla = None;
     match m.upstream_of(s) {
         Some(u) => {
+            // The Kong upstream it balances over, for Kong's health metrics.
+            c.metadata = Some(upstream_metadata(&u.name));
             c.lb_policy = match u.algorithm.as_str() {
                 "least-connections" => LbPolicy::LeastRequest,
                 // Envoy has no latency balancer; least-request is the closest.

@@ -202,6 +202,8 @@ impl Default for Thresholds {
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub name: String,
+    /// The Kong upstream this cluster balances over, when gantry-cp says.
+    pub kong_upstream: Option<String>,
     pub discovery: Discovery,
     /// For EDS: the assignment name (service_name, else the cluster name).
     pub eds_service_name: Option<String>,
@@ -463,10 +465,24 @@ fn settings(rest: &mut Cluster) -> Result<ClusterConfig, String> {
         Some(ts) => super::upstream_tls::compile(&ts, auto_sni, auto_san_validation)?,
     };
 
+    // What gantry-cp says the cluster is in Kong's terms (for metrics).
+    let kong_upstream = rest.metadata.take().and_then(|m| {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        match m
+            .filter_metadata
+            .get("gantry")?
+            .fields
+            .get("kong_upstream")?
+            .kind
+            .as_ref()?
+        {
+            Kind::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    });
     // No effect on traffic.
     rest.alt_stat_name.clear();
     rest.stats_matcher = None;
-    rest.metadata = None;
     rest.wait_for_warm_on_init = None;
     rest.cleanup_interval = None;
     rest.track_timeout_budgets = false;
@@ -475,6 +491,7 @@ fn settings(rest: &mut Cluster) -> Result<ClusterConfig, String> {
 
     Ok(ClusterConfig {
         name: String::new(),
+        kong_upstream,
         discovery,
         eds_service_name: None,
         warming: false,

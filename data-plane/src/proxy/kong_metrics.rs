@@ -21,9 +21,9 @@ pub fn enabled(rt: &Runtime) -> Option<crate::plugins::prometheus::Prometheus> {
 /// Kong's families, in its text format.
 pub fn encode(shared: &Shared, xds_connected: bool, out: &mut String) {
     let rt = shared.current();
-    if enabled(&rt).is_none() {
+    let Some(conf) = enabled(&rt) else {
         return;
-    }
+    };
     let node = Esc(&shared.options.node_id);
     let stats = &shared.stats;
     let accepted = stats.downstream_cx_total.get();
@@ -94,5 +94,55 @@ pub fn encode(shared: &Shared, xds_connected: bool, out: &mut String) {
         "kong_node_info{{node_id=\"{node}\",version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
+    if conf.upstream_health_metrics {
+        upstream_health(&rt, out);
+    }
     SERIES.encode(out);
+}
+
+/// Kong's `kong_upstream_target_health`: per Kong upstream, target and
+/// address, 1 on the state it is in and 0 on the others. Without active
+/// or passive checks a target is `healthchecks_off`.
+fn upstream_health(rt: &Runtime, out: &mut String) {
+    family(
+        out,
+        "kong_upstream_target_health",
+        "gauge",
+        "Health of each upstream target: 1 on its state (healthchecks_off, healthy, unhealthy, dns_error)",
+    );
+    let now = super::outlier::now_ms();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut names: Vec<&String> = rt.clusters.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(cfg) = rt.compiled.clusters.get(name) else {
+            continue;
+        };
+        let Some(upstream) = &cfg.kong_upstream else {
+            continue;
+        };
+        let checked = cfg.health_check.is_some() || cfg.outlier.is_some();
+        for e in &rt.clusters[name].endpoints {
+            let address = e.authority.as_str();
+            // Services sharing an upstream share its targets: once each.
+            if !seen.insert((upstream.clone(), address.to_string())) {
+                continue;
+            }
+            let state = match (checked, e.available(now)) {
+                (false, _) => "healthchecks_off",
+                (true, true) => "healthy",
+                (true, false) => "unhealthy",
+            };
+            for s in ["healthchecks_off", "healthy", "unhealthy", "dns_error"] {
+                let _ = writeln!(
+                    out,
+                    "kong_upstream_target_health{{upstream=\"{}\",target=\"{}\",address=\"{}\",state=\"{s}\",subsystem=\"http\"}} {}",
+                    Esc(upstream),
+                    Esc(address),
+                    Esc(address),
+                    u8::from(s == state)
+                );
+            }
+        }
+    }
 }
