@@ -86,6 +86,7 @@ pub mod plugins {
             for (k, v) in [
                 ("routeLabel", &self.route_label),
                 ("serviceLabel", &self.service_label),
+                ("logContext", &self.log_context),
             ] {
                 if !v.is_empty() {
                     fields.insert(k.to_string(), string(v));
@@ -109,6 +110,7 @@ pub mod plugins {
                     "names" => p.names = as_strings(v, k)?,
                     "routeLabel" | "route_label" => p.route_label = as_str(v, k)?,
                     "serviceLabel" | "service_label" => p.service_label = as_str(v, k)?,
+                    "logContext" | "log_context" => p.log_context = as_str(v, k)?,
                     "consumerPlugins" | "consumer_plugins" => {
                         let Some(Kind::StructValue(m)) = &v.kind else {
                             return Err(format!("PerRoute.{k}: not an object"));
@@ -177,6 +179,8 @@ pub mod plugins {
         "acl",
         "correlation-id",
         "cors",
+        "file-log",
+        "http-log",
         "ip-restriction",
         "jwt",
         "key-auth",
@@ -187,6 +191,8 @@ pub mod plugins {
         "request-transformer",
         "request-validator",
         "response-transformer",
+        "tcp-log",
+        "udp-log",
     ];
 }
 
@@ -323,6 +329,7 @@ mod tests {
         let labelled = PerRoute {
             route_label: "users-api".into(),
             service_label: "user-service".into(),
+            log_context: r#"{"route":{"id":"r1"},"service":{"id":"s1"}}"#.into(),
             ..sample()
         };
         let s = labelled.to_struct();

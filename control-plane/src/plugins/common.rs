@@ -272,6 +272,52 @@ pub fn http_url(v: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Kong's `typedefs.queue`: how a log plugin batches and retries.
+pub fn queue() -> crate::schema::Record {
+    use crate::schema::{Field, Record};
+    use serde_json::json;
+    let seconds = || Field::number();
+    Record::new()
+        .field(
+            "max_batch_size",
+            Field::integer().default(json!(1)).between(1.0, 1_000_000.0),
+        )
+        .field(
+            "max_coalescing_delay",
+            seconds().default(json!(1)).between(0.0, 3600.0),
+        )
+        .field(
+            "max_entries",
+            Field::integer()
+                .default(json!(10000))
+                .between(1.0, 1_000_000.0),
+        )
+        .field("max_bytes", Field::integer())
+        .field("max_retry_time", seconds().default(json!(60)))
+        .field(
+            "initial_retry_delay",
+            seconds().default(json!(0.01)).between(0.001, 1_000_000.0),
+        )
+        .field(
+            "max_retry_delay",
+            seconds().default(json!(60)).between(0.001, 1_000_000.0),
+        )
+        .field(
+            "concurrency_limit",
+            Field::integer().default(json!(1)).one_of_ints(&[-1, 1]),
+        )
+}
+
+/// Kong's `custom_fields_by_lua`: Lua run in the log phase. gantry-proxy
+/// runs no Lua, so only an empty one is taken (refused rather than left
+/// out: the operator's fields would silently be missing).
+pub fn no_lua(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Object(o) if o.is_empty() => Ok(()),
+        _ => Err("custom_fields_by_lua is not supported: gantry-proxy runs no Lua".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,8 @@ mod common;
 mod acl;
 mod correlation_id;
 mod cors;
+mod file_log;
+mod http_log;
 mod ip_restriction;
 mod jwt;
 mod key_auth;
@@ -25,6 +27,7 @@ mod request_size_limiting;
 mod request_transformer;
 mod request_validator;
 mod response_transformer;
+mod tcp_udp_log;
 
 /// Kong's `typedefs.protocols_http` set, sorted as Kong sorts it.
 const HTTP: &[&str] = &["grpc", "grpcs", "http", "https"];
@@ -74,6 +77,20 @@ const PLUGINS: &[Plugin] = &[
         protocols: HTTP,
         supported: HTTP,
         no_consumer: true,
+    },
+    Plugin {
+        name: "file-log",
+        schema: file_log::schema,
+        protocols: HTTP,
+        supported: ALL,
+        no_consumer: false,
+    },
+    Plugin {
+        name: "http-log",
+        schema: http_log::schema,
+        protocols: HTTP,
+        supported: ALL,
+        no_consumer: false,
     },
     Plugin {
         name: "ip-restriction",
@@ -145,6 +162,20 @@ const PLUGINS: &[Plugin] = &[
         supported: HTTP,
         no_consumer: false,
     },
+    Plugin {
+        name: "tcp-log",
+        schema: tcp_udp_log::tcp_schema,
+        protocols: HTTP,
+        supported: ALL,
+        no_consumer: false,
+    },
+    Plugin {
+        name: "udp-log",
+        schema: tcp_udp_log::udp_schema,
+        protocols: HTTP,
+        supported: ALL,
+        no_consumer: false,
+    },
 ];
 
 fn find(name: &str) -> Option<&'static Plugin> {
@@ -195,6 +226,7 @@ pub fn allows_consumer(name: &str) -> bool {
 pub fn normalize(name: &str, config: &mut Value) -> Result<(), FieldErrors> {
     match name {
         "rate-limiting" => rate_limiting::normalize(config),
+        "http-log" => http_log::normalize(config),
         _ => Ok(()),
     }
 }

@@ -4,7 +4,7 @@
 use super::TranslateError;
 use crate::store::Stored;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 #[derive(Clone, Debug)]
@@ -230,17 +230,30 @@ pub struct Model {
     pub envoy_filters: Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>,
     /// Plugin instances (ids) Envoy's own filters enforce.
     pub envoy_enforced: std::collections::HashSet<String>,
+    /// Route and service entities by id, when a log plugin is configured.
+    pub log_entities: HashMap<String, serde_json::Value>,
 }
 
 impl Model {
     pub fn build(entities: &[Stored]) -> Result<Model, TranslateError> {
         let mut m = Model::default();
+        // Routes and services as the admin API shows them, only when a log
+        // plugin will carry them in its entries.
+        let logging = entities.iter().any(|e| {
+            e.kind == "plugins"
+                && e.data["name"]
+                    .as_str()
+                    .is_some_and(|n| super::plugins::LOGGING.contains(&n))
+        });
         let mut upstreams = Vec::new();
         let mut snis: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut routes = Vec::new();
         let mut creds = Credentials::default();
         for e in entities {
             let r = Reader { e };
+            if logging && matches!(e.kind.as_str(), "routes" | "services") {
+                m.log_entities.insert(e.id.clone(), e.data.clone());
+            }
             match e.kind.as_str() {
                 // A disabled service behaves as if it and its routes did not exist (Kong).
                 "services" if !r.bool_or("enabled", true)? => {}

@@ -44,6 +44,9 @@ pub fn unenforced(m: &Model, flavour: Flavour) -> Vec<String> {
 
 /// Plugins whose output names the route and service as Kong does.
 const LABELLED: &[&str] = &["prometheus"];
+/// Plugins whose entries carry the route and service entities (Kong's
+/// log serializer).
+pub const LOGGING: &[&str] = &["file-log", "http-log", "tcp-log", "udp-log"];
 
 /// Kong's precedence, most specific first: consumer+route+service,
 /// consumer+route, consumer+service, route+service, consumer, route,
@@ -253,6 +256,14 @@ pub fn per_route(m: &Model, resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
             ),
             false => Default::default(),
         };
+        let log_context = match names.iter().any(|n| LOGGING.contains(&n.as_str())) {
+            true => serde_json::json!({
+                "route": m.log_entities.get(&r.route.id),
+                "service": m.log_entities.get(r.service),
+            })
+            .to_string(),
+            false => String::new(),
+        };
         let per = pb::PerRoute {
             route_id: r.route.id.clone(),
             service_id: r.service.to_string(),
@@ -266,6 +277,7 @@ pub fn per_route(m: &Model, resolved: &[Resolved<'_>]) -> HashMap<String, Any> {
             names,
             route_label,
             service_label,
+            log_context,
         };
         let wrapped = FilterConfig {
             // As a TypedStruct: route configurations go to Envoy nodes too,

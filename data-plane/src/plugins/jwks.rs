@@ -394,64 +394,19 @@ struct HttpFetch {
     tls: OnceLock<Result<crate::proxy::upstream::UpstreamClient, ()>>,
 }
 
-/// Where the system CA bundle usually is (`SSL_CERT_FILE` first).
-const CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-fn system_roots() -> Vec<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    let env = std::env::var("SSL_CERT_FILE").ok();
-    env.iter()
-        .map(String::as_str)
-        .chain(CA_FILES.iter().copied())
-        .find_map(|p| {
-            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(p)
-                .ok()?
-                .filter_map(Result::ok)
-                .collect();
-            (!certs.is_empty()).then_some(certs)
-        })
-        .unwrap_or_default()
-}
-
 impl HttpFetch {
     fn client(&self, https: bool) -> Result<&crate::proxy::upstream::UpstreamClient, JwksError> {
-        use crate::config::{UpstreamTls, UpstreamVerify};
-        use crate::proxy::upstream::UpstreamClient;
         let connect = Duration::from_secs(5);
         if !https {
-            return Ok(self
-                .plain
-                .get_or_init(|| UpstreamClient::new(connect, false, None, None)));
+            return Ok(self.plain.get_or_init(|| {
+                crate::proxy::upstream::UpstreamClient::new(connect, false, None, None)
+            }));
         }
         self.tls
             .get_or_init(|| {
-                let roots = system_roots();
-                if roots.is_empty() {
-                    tracing::error!(
-                        "jwks: no system CA certificates found; https JWKS cannot be fetched"
-                    );
-                    return Err(());
-                }
-                let tls = UpstreamTls {
-                    sni: None,
-                    auto_sni: false,
-                    auto_san_validation: true,
-                    auto_host_sni: false,
-                    alpn: vec![b"http/1.1".to_vec()],
-                    verify: Some(UpstreamVerify {
-                        trusted_ca: roots,
-                        san: Vec::new(),
-                        max_depth: None,
-                        accept_untrusted: false,
-                    }),
-                    client_certificate: None,
-                };
-                Ok(UpstreamClient::new(connect, false, Some(&tls), None))
+                super::outbound::client(true, connect).map_err(|e| {
+                    tracing::error!(error = %e, "jwks: https JWKS cannot be fetched");
+                })
             })
             .as_ref()
             .map_err(|_| JwksError::NoRoots)

@@ -18,6 +18,8 @@ mod ip_restriction;
 mod jwks;
 mod jwt;
 mod key_auth;
+pub mod log;
+mod outbound;
 pub mod prometheus;
 pub mod proxy_cache;
 pub mod rate_limiting;
@@ -89,6 +91,8 @@ pub enum Kind {
     KeyAuth(key_auth::KeyAuth),
     Acl(acl::Acl),
     Prometheus(prometheus::Prometheus),
+    /// http-log, file-log, tcp-log, udp-log (by [`LOG_PLUGINS`] index).
+    Log(usize, Arc<log::LogPlugin>),
     RateLimiting(rate_limiting::RateLimiting),
     // Shared: what they do is finished on the forwarding path.
     RequestTransformer(Arc<request_transformer::RequestTransformer>),
@@ -136,6 +140,9 @@ impl Gateway {
 
 pub use pb::GANTRY_PROXY_RUNS as SUPPORTED;
 
+/// Kong's log plugins, in the order their entries are handed over.
+pub const LOG_PLUGINS: [&str; 4] = ["file-log", "http-log", "tcp-log", "udp-log"];
+
 fn compile_plugin(name: &str, config: &str) -> Result<Kind, String> {
     let v: serde_json::Value =
         serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
@@ -165,6 +172,10 @@ fn compile_kind(name: &str, v: &serde_json::Value) -> Result<Kind, String> {
         "key-auth" => Kind::KeyAuth(key_auth::KeyAuth::compile(v)?),
         "acl" => Kind::Acl(acl::Acl::compile(v)?),
         "prometheus" => Kind::Prometheus(prometheus::Prometheus::compile(v)?),
+        n if LOG_PLUGINS.contains(&n) => {
+            let i = LOG_PLUGINS.iter().position(|l| *l == n).unwrap_or(0);
+            Kind::Log(i, Arc::new(log::LogPlugin::compile(n, v)?))
+        }
         "rate-limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::compile(v)?),
         "request-transformer" => Kind::RequestTransformer(Arc::new(
             request_transformer::RequestTransformer::compile(v)?,
@@ -189,6 +200,8 @@ pub struct RoutePlugins {
     pub consumers: HashMap<String, Vec<String>>,
     /// Kong's prometheus series for the route, when the plugin applies.
     pub series: Option<SeriesHandle>,
+    /// The route and service entities (JSON), when a log plugin applies.
+    pub log_context: Option<Arc<str>>,
 }
 
 /// A route's prometheus series; configs compare by the labels it was
@@ -246,10 +259,12 @@ impl RoutePlugins {
                     labels: (p.service_label, p.route_label),
                 }
             });
+        let log_context = (!p.log_context.is_empty()).then(|| Arc::from(p.log_context.as_str()));
         Ok(RoutePlugins {
             route_id: p.route_id,
             service_id: p.service_id,
             series,
+            log_context,
             plugins: p.plugins,
             consumers: p
                 .consumer_plugins
@@ -330,6 +345,7 @@ struct Chain<'a> {
     key_auth: Option<&'a key_auth::KeyAuth>,
     acl: Option<&'a acl::Acl>,
     prometheus: Option<&'a prometheus::Prometheus>,
+    logs: [Option<&'a Arc<log::LogPlugin>>; 4],
     rate_limiting: rate_limiting::Stack<'a>,
     request_transformer: Option<&'a Arc<request_transformer::RequestTransformer>>,
     response_transformer: Option<&'a Arc<response_transformer::ResponseTransformer>>,
@@ -348,6 +364,7 @@ impl<'a> Chain<'a> {
             Kind::KeyAuth(k) => self.key_auth = Some(k),
             Kind::Acl(a) => self.acl = Some(a),
             Kind::Prometheus(m) => self.prometheus = Some(m),
+            Kind::Log(i, l) => self.logs[*i % 4] = Some(l),
             // Limits stack: every instance that applies must admit. One
             // more than there are scopes cannot come from Kong's
             // precedence; it is refused, never dropped.
@@ -388,6 +405,25 @@ impl<'a> Chain<'a> {
     }
 }
 
+/// What the access phase leaves for the log phase, refused or not.
+#[derive(Default)]
+pub struct LogWork {
+    /// Kong's prometheus series for the request.
+    pub metrics: Option<prometheus::Observe>,
+    /// The log plugins that apply (no allocation when none do).
+    pub sinks: Vec<Arc<log::LogPlugin>>,
+    /// Who the request is, for the log plugins' entries.
+    pub consumer: Option<log::serialize::Consumer>,
+}
+
+impl LogWork {
+    fn set_sinks(&mut self, chain: &Chain<'_>) {
+        self.sinks.clear();
+        self.sinks
+            .extend(chain.logs.iter().flatten().map(|l| (*l).clone()));
+    }
+}
+
 /// Who the request is, once authentication ran.
 #[derive(Clone, Copy, Default)]
 pub struct Identity<'a> {
@@ -401,16 +437,16 @@ pub struct Identity<'a> {
 /// Runs the request phases. `Err` is the response to send instead of
 /// forwarding; it carries the headers earlier phases set for the response
 /// (CORS, the correlation id), as Kong's header filters run on its exits too.
-/// `metrics` is left with what the log phase records, refused or not.
+/// `log` is left with what the log phase records, refused or not.
 pub async fn access(
     g: &Gateway,
     route: &RoutePlugins,
     state: &State,
     req: Request<'_>,
-    metrics: &mut Option<prometheus::Observe>,
+    log: &mut LogWork,
 ) -> Result<Outcome, Reject> {
     let mut out = Outcome::default();
-    match phases(g, route, state, req, &mut out, metrics).await {
+    match phases(g, route, state, req, &mut out, log).await {
         Ok(()) => Ok(out),
         Err(mut r) => {
             let mut headers = out.response_headers;
@@ -427,14 +463,15 @@ async fn phases(
     state: &State,
     req: Request<'_>,
     out: &mut Outcome,
-    metrics: &mut Option<prometheus::Observe>,
+    log: &mut LogWork,
 ) -> Result<(), Reject> {
     let mut chain = Chain::resolve(g, &route.plugins)?;
     let series = route.series.as_ref().map(|s| &s.series);
     // Recorded whoever answers; the consumer, once known, is set below.
     if let (Some(p), Some(s)) = (chain.prometheus, series) {
-        *metrics = Some(p.observe(s, None));
+        log.metrics = Some(p.observe(s, None));
     }
+    log.set_sinks(&chain);
     let client = g.client_ip.resolve(req.peer, req.headers);
 
     if let Some(c) = chain.correlation_id
@@ -491,7 +528,18 @@ async fn phases(
         chain.extend(g, ids)?;
     }
     if let (Some(p), Some(s), Some(c)) = (chain.prometheus, series, who.consumer) {
-        *metrics = Some(p.observe(s, c.username.as_deref()));
+        log.metrics = Some(p.observe(s, c.username.as_deref()));
+    }
+    log.set_sinks(&chain);
+    if let Some(c) = who.consumer
+        && !log.sinks.is_empty()
+    {
+        log.consumer = Some(log::serialize::Consumer {
+            id: c.id.clone(),
+            username: c.username.clone(),
+            custom_id: c.custom_id.clone(),
+            credential: who.credential.map(str::to_string),
+        });
     }
     if let Some(a) = chain.acl {
         a.check(who, req.headers)?;
@@ -592,6 +640,7 @@ mod tests {
             names: vec!["key-auth".into(), "prometheus".into()],
             route_label: "users-api".into(),
             service_label: "user-service".into(),
+            log_context: String::new(),
         };
         let bare = envoy_types::pb::google::protobuf::Any {
             type_url: pb::PER_ROUTE_TYPE.into(),

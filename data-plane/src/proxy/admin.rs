@@ -109,6 +109,7 @@ async fn stats(State(s): State<AdminState>) -> Response {
             let mut out = s.shared.stats.encode();
             let connected = (s.xds)()["connected"].is_string();
             super::kong_metrics::encode(&s.shared, connected, &mut out);
+            crate::plugins::log::queue::QUEUES.encode(&mut out);
             out
         },
     )

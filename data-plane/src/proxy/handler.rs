@@ -253,7 +253,7 @@ async fn route(
     let mut cache = None;
     let mut validate_body = None;
     if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
-        if p.series.is_some() {
+        if p.series.is_some() || p.log_context.is_some() {
             // Request line and headers, as Kong counts `request.size`.
             let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
             ctx.head_in = (req.method().as_str().len() + target + 11) as u64
@@ -276,11 +276,22 @@ async fn route(
                     _ => None,
                 },
             },
-            &mut ctx.metrics,
+            &mut ctx.log,
         )
         .instrument(span.clone())
         .await;
         req = Request::from_parts(parts, body);
+        if !ctx.log.sinks.is_empty() {
+            ctx.log_request = Some(log_request(
+                &req,
+                uri_pq.as_ref(),
+                authority,
+                conn,
+                listener,
+                p,
+                ctx.started_at,
+            ));
+        }
         match r {
             Ok(out) => {
                 plugin_headers = out.response_headers;
@@ -428,6 +439,42 @@ async fn route(
         resp.headers_mut().append(k, v);
     }
     resp
+}
+
+/// The request as the log plugins record it: as received (path, query)
+/// and as forwarded (headers, after the plugins).
+fn log_request<B>(
+    req: &Request<B>,
+    received: Option<&PathAndQuery>,
+    authority: &str,
+    conn: &ConnInfo,
+    listener: &ListenerConfig,
+    p: &plugins::RoutePlugins,
+    started_at: std::time::SystemTime,
+) -> plugins::log::serialize::Request {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    plugins::log::serialize::Request {
+        started_at,
+        client_ip: conn.remote.ip(),
+        request_id: req
+            .headers()
+            .get(&headers::X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        method: req.method().as_str().to_string(),
+        scheme: if conn.tls { "https" } else { "http" },
+        host: host.to_string(),
+        port: listener.address.port(),
+        uri: received.map_or("/", |p| p.as_str()).to_string(),
+        headers: req.headers().clone(),
+        tls: conn.tls,
+        context: p.log_context.clone(),
+        consumer: None,
+    }
 }
 
 /// The whole body, if it ends within `limit` bytes. (Not `Limited`: its
@@ -761,6 +808,10 @@ async fn forward(
             }
         };
         cluster.stats.upstream_rq.inc();
+        if !ctx.log.sinks.is_empty() {
+            ctx.tries.push(endpoint.authority.to_string());
+            ctx.upstream_uri = Some(upstream_pq_value.as_str().to_string());
+        }
         let active = Active::new(endpoint.clone());
         let attempt_started = Instant::now();
         let sent = cluster.client.request(req);
@@ -838,6 +889,7 @@ async fn forward(
                 // The answer is the upstream's; the wait is this attempt's.
                 ctx.source = Source::Service;
                 ctx.upstream = Some(attempt_started.elapsed());
+                ctx.upstream_status = Some(status);
                 let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                     .then(|| hyper::upgrade::on(&mut resp));
                 let (mut rparts, rbody) = resp.into_parts();

@@ -24,7 +24,9 @@
 use super::access_log::{AccessLog, Entry, Served};
 use super::upstream::Body;
 use crate::body::{Fault, Finish, OnFinish};
-use crate::plugins::prometheus::{Finished, Observe, Source};
+use crate::plugins::LogWork;
+use crate::plugins::log::serialize;
+use crate::plugins::prometheus::{Finished, Source};
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -32,12 +34,20 @@ use std::time::{Duration, Instant};
 
 pub struct Ctx {
     started: Instant,
+    pub started_at: std::time::SystemTime,
     /// The access log and this request's line, when it is sampled.
-    log: Option<(Arc<AccessLog>, Entry)>,
+    access_log: Option<(Arc<AccessLog>, Entry)>,
     /// What routing learned, for the access log line (only when logged).
     pub served: Option<Served>,
-    /// Kong's prometheus series for the route, when the plugin applies.
-    pub metrics: Option<Observe>,
+    /// What the plugins left for the log phase (prometheus, log plugins).
+    pub log: LogWork,
+    /// The request as the log plugins record it, when one applies.
+    pub log_request: Option<serialize::Request>,
+    /// For the log plugins: the path sent upstream, each attempt's
+    /// endpoint, the upstream's status.
+    pub upstream_uri: Option<String>,
+    pub tries: Vec<String>,
+    pub upstream_status: Option<u16>,
     /// Who wrote the response: the upstream, unless a phase answered.
     pub source: Source,
     /// From the request sent upstream to the upstream's response head.
@@ -50,14 +60,19 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn start<B>(req: &Request<B>, listener: &str, log: Option<&Arc<AccessLog>>) -> Ctx {
-        let log = log
+        let access_log = log
             .filter(|l| l.sampled())
             .map(|l| (l.clone(), Entry::start(req, listener)));
         Ctx {
             started: Instant::now(),
-            served: log.as_ref().map(|_| Served::default()),
-            log,
-            metrics: None,
+            started_at: std::time::SystemTime::now(),
+            served: access_log.as_ref().map(|_| Served::default()),
+            access_log,
+            log: LogWork::default(),
+            log_request: None,
+            upstream_uri: None,
+            tries: Vec::new(),
+            upstream_status: None,
             source: Source::Kong,
             upstream: None,
             head_in: 0,
@@ -68,18 +83,35 @@ impl Ctx {
     /// The log phase: runs once `resp`'s body has been sent. A request
     /// nothing logs passes through untouched.
     pub fn finish(self, resp: Response<Body>) -> Response<Body> {
-        if self.log.is_none() && self.metrics.is_none() {
+        let plugins = self.log.metrics.is_some() || !self.log.sinks.is_empty();
+        if self.access_log.is_none() && !plugins {
             return resp;
         }
         let status = resp.status().as_u16();
-        let head_out = match &self.metrics {
-            Some(_) => 17 + head_size(resp.headers()),
-            None => 0,
+        let head_out = match plugins {
+            true => 17 + head_size(resp.headers()),
+            false => 0,
+        };
+        // The log plugins' record of the exchange, when one applies.
+        let entry = match (self.log.sinks.is_empty(), self.log_request) {
+            (false, Some(mut request)) => {
+                request.consumer = self.log.consumer;
+                Some(Box::new(ForLogPlugins {
+                    request,
+                    response_headers: resp.headers().clone(),
+                    upstream_uri: self.upstream_uri,
+                    upstream_status: self.upstream_status,
+                    tries: self.tries,
+                }))
+            }
+            _ => None,
         };
         let mut phase = LogPhase {
             started: self.started,
-            log: self.log,
-            metrics: self.metrics,
+            access_log: self.access_log,
+            metrics: self.log.metrics,
+            sinks: self.log.sinks,
+            entry,
             status,
             source: self.source,
             upstream: self.upstream,
@@ -87,7 +119,7 @@ impl Ctx {
             body_in: self.body_in,
             head_out,
         };
-        if let Some((_, entry)) = phase.log.as_mut() {
+        if let Some((_, entry)) = phase.access_log.as_mut() {
             entry.respond(status, self.served);
         }
         resp.map(|b| Finish::new(b, phase).boxed())
@@ -103,10 +135,21 @@ pub fn head_size(h: &HeaderMap) -> u64 {
         + 2
 }
 
+/// What the log plugins' entry needs beyond the request.
+struct ForLogPlugins {
+    request: serialize::Request,
+    response_headers: HeaderMap,
+    upstream_uri: Option<String>,
+    upstream_status: Option<u16>,
+    tries: Vec<String>,
+}
+
 struct LogPhase {
     started: Instant,
-    log: Option<(Arc<AccessLog>, Entry)>,
-    metrics: Option<Observe>,
+    access_log: Option<(Arc<AccessLog>, Entry)>,
+    metrics: Option<crate::plugins::prometheus::Observe>,
+    sinks: Vec<Arc<crate::plugins::log::LogPlugin>>,
+    entry: Option<Box<ForLogPlugins>>,
     status: u16,
     source: Source,
     upstream: Option<Duration>,
@@ -118,7 +161,33 @@ struct LogPhase {
 impl OnFinish for LogPhase {
     fn finish(self, sent: u64, aborted: bool) {
         let took = self.started.elapsed();
-        if let Some((log, entry)) = self.log {
+        let request_ms = took.as_millis() as u64;
+        let upstream_ms = self.upstream.map(|u| u.as_millis() as u64);
+        let ingress = self.bytes_in + self.body_in.as_ref().map_or(0, |f| f.bytes_read());
+        let egress = self.head_out + sent;
+        if let Some(e) = &self.entry {
+            let line = serialize::serialize(
+                &e.request,
+                &serialize::Done {
+                    status: self.status,
+                    response_headers: &e.response_headers,
+                    request_size: ingress,
+                    response_size: egress,
+                    upstream_uri: e.upstream_uri.as_deref(),
+                    upstream_status: e.upstream_status,
+                    tries: &e.tries,
+                    kong_ms: request_ms.saturating_sub(upstream_ms.unwrap_or(0)),
+                    proxy_ms: upstream_ms,
+                    request_ms,
+                    from_upstream: self.source == Source::Service,
+                },
+            );
+            let line = bytes::Bytes::from(line);
+            for s in &self.sinks {
+                s.push(line.clone());
+            }
+        }
+        if let Some((log, entry)) = self.access_log {
             entry.write(
                 &log,
                 sent,
@@ -131,10 +200,10 @@ impl OnFinish for LogPhase {
             m.record(&Finished {
                 status: self.status,
                 source: self.source,
-                request_ms: took.as_millis() as u64,
-                upstream_ms: self.upstream.map(|u| u.as_millis() as u64),
-                ingress: self.bytes_in + self.body_in.map_or(0, |f| f.bytes_read()),
-                egress: self.head_out + sent,
+                request_ms,
+                upstream_ms,
+                ingress,
+                egress,
             });
         }
     }
