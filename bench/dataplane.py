@@ -924,7 +924,7 @@ def run(args, work, procs, proxy_cpu, load_cpu):
         while True:
             http_full("GET", metered, timeout=5)
             _, _, body = http_full("GET", metrics, timeout=5)
-            if 'kong_http_requests_total{service="bench",route="metered"' in body:
+            if b'kong_http_requests_total{service="bench",route="metered"' in body:
                 break
             if time.time() > deadline:
                 raise SystemExit(f"scenario 7: gantry-proxy never exported the metered route's "

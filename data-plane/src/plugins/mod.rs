@@ -20,6 +20,7 @@ mod jwt;
 mod key_auth;
 pub mod log;
 mod outbound;
+mod outcome;
 pub mod prometheus;
 pub mod proxy_cache;
 pub mod rate_limiting;
@@ -34,10 +35,11 @@ mod transform;
 
 pub use client_ip::ClientIp;
 pub use consumers::{Consumer, Directory, is_header_safe};
+pub use outcome::{CacheStep, Outcome};
 pub use reject::{Answer, Reject};
 
 use gantry_shared::proto::plugins as pb;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
 use prost::Message;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -53,8 +55,8 @@ pub struct Gateway {
     pub directory: Directory,
     plugins: HashMap<String, Plugin>,
     pub client_ip: ClientIp,
-    /// Kong's prometheus: whether any instance is enabled, and whether
-    /// any asks for upstream health (a node-wide switch in Kong).
+    /// Kong's prometheus: whether any instance is enabled, and which
+    /// switches any of them turns on.
     pub prometheus: Option<prometheus::Prometheus>,
 }
 
@@ -124,10 +126,7 @@ impl Gateway {
                 Kind::Prometheus(m) => Some(*m),
                 _ => None,
             })
-            .reduce(|a, b| prometheus::Prometheus {
-                upstream_health_metrics: a.upstream_health_metrics || b.upstream_health_metrics,
-                ..a
-            });
+            .reduce(prometheus::Prometheus::any);
         Ok(Gateway {
             raw: value.to_vec(),
             directory,
@@ -289,10 +288,11 @@ pub struct State {
 }
 
 /// The request as the plugins see and change it.
-pub struct Request<'a> {
+pub struct Request<'a, 'p> {
     pub headers: &'a mut HeaderMap,
-    /// Path and query, as forwarded (key-auth may remove its query argument).
-    pub path_and_query: &'a mut String,
+    /// Path and query, as forwarded (key-auth may remove its query
+    /// argument): borrowed from the request line until a plugin changes it.
+    pub path_and_query: &'a mut std::borrow::Cow<'p, str>,
     /// As forwarded (request-transformer's `http_method` may change it).
     pub method: &'a mut Method,
     /// The TCP peer.
@@ -302,36 +302,6 @@ pub struct Request<'a> {
     /// The route's regex path, whose named groups are request-validator's
     /// path parameters.
     pub path_regex: Option<&'a crate::config::Re2>,
-}
-
-/// What the request phases leave for the response.
-#[derive(Default)]
-pub struct Outcome {
-    /// Added to the response (rate-limit, CORS, correlation id).
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
-    /// A body of undeclared length is refused past this many bytes.
-    pub body_limit: Option<u64>,
-    /// request-transformer's body, path and Host changes, for the
-    /// forwarding path.
-    pub request_transform: Option<request_transformer::Pending>,
-    /// Applied to the upstream's response.
-    pub response_transform: Option<Arc<response_transformer::ResponseTransformer>>,
-    /// proxy-cache's verdict for a request it did not answer itself.
-    pub cache: Option<CacheStep>,
-    /// request-validator's body check, run once the body is read.
-    pub validate_body: Option<Arc<request_validator::RequestValidator>>,
-}
-
-/// What proxy-cache does with the upstream's response.
-pub enum CacheStep {
-    /// Not cacheable: only `X-Cache-Status: Bypass`.
-    Bypass(Arc<proxy_cache::ProxyCache>),
-    /// Store it if it qualifies; `Miss` or `Refresh`.
-    Fetch(
-        Arc<proxy_cache::ProxyCache>,
-        proxy_cache::Lookup,
-        &'static str,
-    ),
 }
 
 /// The instances that apply to one request, by phase.
@@ -442,7 +412,7 @@ pub async fn access(
     g: &Gateway,
     route: &RoutePlugins,
     state: &State,
-    req: Request<'_>,
+    req: Request<'_, '_>,
     log: &mut LogWork,
 ) -> Result<Outcome, Reject> {
     let mut out = Outcome::default();
@@ -461,7 +431,7 @@ async fn phases(
     g: &Gateway,
     route: &RoutePlugins,
     state: &State,
-    req: Request<'_>,
+    req: Request<'_, '_>,
     out: &mut Outcome,
     log: &mut LogWork,
 ) -> Result<(), Reject> {
@@ -503,7 +473,7 @@ async fn phases(
                 &state.jwks,
                 &g.directory,
                 req.headers,
-                req.path_and_query,
+                req.path_and_query.to_mut(),
                 req.method,
                 now,
             )
@@ -512,7 +482,12 @@ async fn phases(
     if let Some(k) = chain.key_auth
         && !(k.has_anonymous() && who.credential.is_some())
     {
-        let w = k.authenticate(&g.directory, req.headers, req.path_and_query, req.method)?;
+        let w = k.authenticate(
+            &g.directory,
+            req.headers,
+            req.path_and_query.to_mut(),
+            req.method,
+        )?;
         if w.consumer.is_some() || who.consumer.is_none() {
             who = w;
         }
@@ -565,7 +540,8 @@ async fn phases(
         }
     }
     if let Some(t) = chain.request_transformer {
-        out.request_transform = Some(t.access(req.headers, req.path_and_query, req.method)?);
+        out.request_transform =
+            Some(t.access(req.headers, req.path_and_query.to_mut(), req.method)?);
     }
     out.response_transform = chain.response_transformer.cloned();
     // The cache is looked up last, on the request as it will be forwarded.

@@ -71,6 +71,17 @@ impl Prometheus {
         })
     }
 
+    /// The switches either of two instances turns on.
+    pub fn any(self, o: Prometheus) -> Prometheus {
+        Prometheus {
+            per_consumer: self.per_consumer || o.per_consumer,
+            status_code_metrics: self.status_code_metrics || o.status_code_metrics,
+            latency_metrics: self.latency_metrics || o.latency_metrics,
+            bandwidth_metrics: self.bandwidth_metrics || o.bandwidth_metrics,
+            upstream_health_metrics: self.upstream_health_metrics || o.upstream_health_metrics,
+        }
+    }
+
     /// What the log phase records for a request on `series`.
     pub fn observe(&self, series: &Arc<RouteSeries>, consumer: Option<&str>) -> Observe {
         let counts = match (self.per_consumer, consumer) {
@@ -117,6 +128,11 @@ pub struct Finished {
 }
 
 impl Observe {
+    /// Whether request and response sizes are recorded.
+    pub fn counts_bytes(&self) -> bool {
+        self.conf.bandwidth_metrics
+    }
+
     pub fn record(&self, f: &Finished) {
         let counts = self.counts.as_deref().unwrap_or(&self.series.counts);
         if self.conf.status_code_metrics {

@@ -2,7 +2,9 @@
 //! errors, and the few other answers the phases give (a CORS preflight, a
 //! cached response), with extra headers.
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use crate::body::{Body, empty, full};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 #[derive(Debug)]
 pub struct Reject {
@@ -56,5 +58,36 @@ impl Reject {
             Answer::Json(b) => b.to_string(),
             _ => serde_json::json!({ "message": self.message }).to_string(),
         }
+    }
+}
+
+impl Reject {
+    /// The answer as Kong sends it, in place of the upstream's.
+    pub fn into_response(self) -> Response<Body> {
+        let mut resp = match self.body {
+            Answer::Stored(c) => {
+                let (headers, body) = *c;
+                let mut resp = Response::new(full(body));
+                *resp.headers_mut() = headers;
+                resp
+            }
+            Answer::Empty => Response::new(empty()),
+            Answer::Message | Answer::Json(_) => {
+                let body = self.json();
+                let mut resp = Response::new(full(body.clone()));
+                let h = resp.headers_mut();
+                h.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+                h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                resp
+            }
+        };
+        *resp.status_mut() = self.status;
+        for (k, v) in self.headers {
+            resp.headers_mut().append(k, v);
+        }
+        resp
     }
 }

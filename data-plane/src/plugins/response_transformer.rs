@@ -8,16 +8,14 @@
 //! untouched, as is a compressed one or one that is not a JSON object.
 
 use super::transform::{self, header_name, header_values, split_pair, truthy};
-use crate::proxy::upstream::{Body, BoxError};
+use crate::body::{Body, Resumed};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Frame;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 #[derive(Debug)]
 pub struct ResponseTransformer {
@@ -346,64 +344,10 @@ impl JsonOps {
     }
 }
 
-/// A body whose start was already read: that, then the frame (or error)
-/// read after it, then the rest as it comes.
-struct Resumed {
-    head: Option<Bytes>,
-    next: Option<Result<Frame<Bytes>, BoxError>>,
-    rest: Option<Body>,
-}
-
-impl HttpBody for Resumed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Some(h) = this.head.take().filter(|h| !h.is_empty()) {
-            return Poll::Ready(Some(Ok(Frame::data(h))));
-        }
-        if let Some(n) = this.next.take() {
-            return Poll::Ready(Some(n));
-        }
-        match &mut this.rest {
-            Some(r) => Pin::new(r).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.head.as_ref().is_none_or(Bytes::is_empty)
-            && self.next.is_none()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let mut held = self.head.as_ref().map_or(0, |h| h.len() as u64);
-        if let Some(Ok(f)) = &self.next {
-            held += f.data_ref().map_or(0, |d| d.len() as u64);
-        }
-        let mut hint = SizeHint::new();
-        match &self.rest {
-            Some(r) => {
-                let r = r.size_hint();
-                hint.set_lower(r.lower() + held);
-                if let Some(u) = r.upper() {
-                    hint.set_upper(u + held);
-                }
-            }
-            None => hint.set_exact(held),
-        }
-        hint
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::BoxError;
     use serde_json::json;
 
     fn rt(cfg: Value) -> ResponseTransformer {

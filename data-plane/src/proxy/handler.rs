@@ -8,7 +8,7 @@ use super::phases::{self, Ctx};
 use super::runtime::{Runtime, Shared};
 use super::upstream::{Body, BoxError};
 use super::{codec_rules, mirror, outlier, path_normalize, request_head};
-use crate::body::{ClientBody, Fault};
+use crate::body::{Fault, collect_limited, empty, full};
 use crate::config::ListenerConfig;
 use crate::config::{
     Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn,
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -60,16 +60,6 @@ impl ConnInfo {
 
 /// Bodies up to this size are buffered when a retry policy may replay them.
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
-
-fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
 
 /// A response the proxy writes itself, with Envoy's text.
 fn local(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -231,7 +221,7 @@ async fn route(
     {
         shared.stats.policy_refused.inc();
         tracing::warn!(parent: &span, "route's policies are not held (refused update or missing plugin filter); refusing");
-        return kong_error(plugins::Reject::new(500, "An unexpected error occurred"));
+        return plugins::Reject::new(500, "An unexpected error occurred").into_response();
     }
     // Kong's plugins: they may answer instead of the route, and leave
     // headers for the response.
@@ -246,14 +236,12 @@ async fn route(
         s.route = Some(route.name.clone());
         s.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
     }
-    let mut plugin_headers = Vec::new();
-    let mut body_limit = None;
-    let mut request_transform = None;
-    let mut response_transform = None;
-    let mut cache = None;
-    let mut validate_body = None;
+    // What the plugins leave for the rest of the request (nothing, on a
+    // route without plugins).
+    let mut out = plugins::Outcome::default();
     if let (Some(g), Some(p)) = (&listener.gateway, &route.plugins) {
-        if p.series.is_some() || p.log_context.is_some() {
+        let bandwidth = p.series.is_some() && g.prometheus.is_some_and(|m| m.bandwidth_metrics);
+        if bandwidth || p.log_context.is_some() {
             // Request line and headers, as Kong counts `request.size`.
             let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
             ctx.head_in = (req.method().as_str().len() + target + 11) as u64
@@ -267,7 +255,7 @@ async fn route(
             &shared.plugins,
             plugins::Request {
                 headers: &mut parts.headers,
-                path_and_query: pq.to_mut(),
+                path_and_query: &mut pq,
                 method: &mut parts.method,
                 peer: conn.remote.ip(),
                 local: listener.address,
@@ -293,15 +281,8 @@ async fn route(
             ));
         }
         match r {
-            Ok(out) => {
-                plugin_headers = out.response_headers;
-                body_limit = out.body_limit;
-                request_transform = out.request_transform;
-                response_transform = out.response_transform;
-                cache = out.cache;
-                validate_body = out.validate_body;
-            }
-            Err(reject) => return kong_error(reject),
+            Ok(o) => out = o,
+            Err(reject) => return reject.into_response(),
         }
     }
     let mut resp = match &route.action {
@@ -338,53 +319,19 @@ async fn route(
         Action::Forward(f) => {
             let websocket = listener.websocket && headers::is_websocket_upgrade(req.headers());
             let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-            // A body of undeclared length is counted as it streams when a
-            // size limit applies; going over it is Kong's 413. A body the
-            // request-transformer rewrites is read whole first (bounded,
-            // counted the same way); it may also change the query.
-            let transform_body = request_transform.as_ref().filter(|t| t.reads_body());
             let fault = Fault::default();
-            let req = match (transform_body, body_limit) {
-                (t, limit) if t.is_some() || validate_body.is_some() => {
-                    let (mut parts, body) = req.into_parts();
-                    let buffer = u64::from(listener.per_connection_buffer_limit);
-                    let limit = limit.map_or(buffer, |n| n.min(buffer));
-                    let raw = match plugins::request_transformer::read(&parts.headers, body, limit)
-                        .await
-                    {
-                        Ok(b) => b,
-                        Err(r) => return kong_error(r),
-                    };
-                    if let Some(v) = &validate_body
-                        && let Err(r) = v.check_body(&parts.headers, &raw)
-                    {
-                        return kong_error(r);
-                    }
-                    let b = match t {
-                        Some(t) => t.rewrite_body(&mut parts.headers, pq.to_mut(), raw),
-                        None => raw,
-                    };
-                    Request::from_parts(parts, full(b))
-                }
-                // A request without a body (most GETs) sends none: no
-                // boxed stream to poll.
-                (_, None) if hyper::body::Body::is_end_stream(req.body()) => req.map(|_| empty()),
-                // Streamed, and counted when a size limit applies.
-                (_, limit) => req.map(|b| {
-                    ClientBody::new(b, &fault, limit, listener.limits.stream_idle_timeout).boxed()
-                }),
+            let buffer = u64::from(listener.per_connection_buffer_limit);
+            let idle = listener.limits.stream_idle_timeout;
+            let req = match out.request_body(req, &mut pq, buffer, &fault, idle).await {
+                Ok(r) => r,
+                Err(r) => return r.into_response(),
             };
-            // request-transformer's `replace.uri` and Host take the place
-            // of the route's rewrites.
-            let upstream_pq = match request_transform
-                .as_ref()
-                .and_then(|t| t.upstream_path(&pq))
-            {
+            let upstream_pq = match out.upstream_path(&pq) {
                 Some(p) => Cow::Owned(p),
                 None => f.rewrite_path(selected.matched, &pq),
             };
             let host_replaced;
-            let f = match request_transform.as_ref().and_then(|t| t.host()) {
+            let f = match out.upstream_host() {
                 Some(h) => {
                     host_replaced = Forward {
                         host_rewrite: HostRewrite::Literal(h.to_string()),
@@ -422,22 +369,18 @@ async fn route(
             }
             if fault.too_large() {
                 ctx.source = Source::Kong;
-                return kong_error(plugins::Reject::new(413, plugins::size_limit::TOO_LARGE));
+                return plugins::Reject::new(413, plugins::size_limit::TOO_LARGE).into_response();
             }
-            let resp = match &response_transform {
-                Some(t) => t.apply(resp, listener.per_connection_buffer_limit).await,
-                None => resp,
-            };
-            match cache {
-                Some(step) => cache_response(step, resp, &shared.plugins.cache).await,
-                None => resp,
-            }
+            out.upstream_response(
+                resp,
+                listener.per_connection_buffer_limit,
+                &shared.plugins.cache,
+            )
+            .await
         }
     };
     route.response_headers.apply(resp.headers_mut());
-    for (k, v) in plugin_headers {
-        resp.headers_mut().append(k, v);
-    }
+    out.add_headers(&mut resp);
     resp
 }
 
@@ -475,96 +418,6 @@ fn log_request<B>(
         context: p.log_context.clone(),
         consumer: None,
     }
-}
-
-/// The whole body, if it ends within `limit` bytes. (Not `Limited`: its
-/// generic error bound trips hyper's higher-ranked `Send` check on the
-/// connection future once the body is boxed.)
-async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.ok()?.into_data() {
-            if buf.len() + data.len() > limit {
-                return None;
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Some(buf.freeze())
-}
-
-/// proxy-cache on the way back: store a response that qualifies (read
-/// whole first: only one with a declared length within the entry limit),
-/// and say what happened in `X-Cache-Status`.
-async fn cache_response(
-    step: plugins::CacheStep,
-    resp: Response<Body>,
-    store: &plugins::proxy_cache::Store,
-) -> Response<Body> {
-    match step {
-        plugins::CacheStep::Bypass(pc) => {
-            let mut resp = resp;
-            pc.mark(resp.headers_mut(), "Bypass", None);
-            resp
-        }
-        plugins::CacheStep::Fetch(pc, lookup, status) => {
-            let Some(ttl) = pc.storable(resp.status().as_u16(), resp.headers()) else {
-                let mut resp = resp;
-                pc.mark(resp.headers_mut(), "Bypass", None);
-                return resp;
-            };
-            let (mut parts, body) = resp.into_parts();
-            let Some(bytes) = collect_limited(body, plugins::proxy_cache::MAX_ENTRY).await else {
-                // The body failed mid-way: the client gets what hyper gives
-                // for a broken upstream body.
-                return local(StatusCode::BAD_GATEWAY, "upstream body failed");
-            };
-            let key = lookup.key_text.clone();
-            pc.store(
-                store,
-                lookup,
-                plugins::proxy_cache::Cached {
-                    status: parts.status.as_u16(),
-                    headers: parts.headers.clone(),
-                    body: bytes.clone(),
-                    stored: Instant::now(),
-                    key_text: key.clone(),
-                },
-                ttl,
-            );
-            pc.mark(&mut parts.headers, status, Some(&key));
-            Response::from_parts(parts, full(bytes))
-        }
-    }
-}
-
-/// A plugin's answer in place of the upstream's, as Kong sends it.
-fn kong_error(r: plugins::Reject) -> Response<Body> {
-    let mut resp = match r.body {
-        plugins::Answer::Stored(c) => {
-            let (headers, body) = *c;
-            let mut resp = Response::new(full(body));
-            *resp.headers_mut() = headers;
-            resp
-        }
-        plugins::Answer::Empty => Response::new(empty()),
-        plugins::Answer::Message | plugins::Answer::Json(_) => {
-            let body = r.json();
-            let mut resp = Response::new(full(body.clone()));
-            let h = resp.headers_mut();
-            h.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-            resp
-        }
-    };
-    *resp.status_mut() = r.status;
-    for (k, v) in r.headers {
-        resp.headers_mut().append(k, v);
-    }
-    resp
 }
 
 /// The value route hash policies give, for ring hash; None means pick
@@ -1022,7 +875,7 @@ fn send_mirrors(
     let mut copies: Vec<Option<Body>> = match (replay, stream.take()) {
         (Some(b), _) => targets.iter().map(|_| Some(full(b.clone()))).collect(),
         (None, Some(s)) if !hyper::body::Body::is_end_stream(&s) => {
-            let (tee, copies) = mirror::Tee::new(s, targets.len());
+            let (tee, copies) = crate::body::Tee::new(s, targets.len());
             *stream = Some(tee.boxed());
             copies.into_iter().map(|c| Some(c.boxed())).collect()
         }

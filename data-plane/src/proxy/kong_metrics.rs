@@ -12,10 +12,7 @@ pub fn enabled(rt: &Runtime) -> Option<crate::plugins::prometheus::Prometheus> {
     rt.listeners
         .values()
         .filter_map(|l| l.gateway.as_ref()?.prometheus)
-        .reduce(|a, b| crate::plugins::prometheus::Prometheus {
-            upstream_health_metrics: a.upstream_health_metrics || b.upstream_health_metrics,
-            ..a
-        })
+        .reduce(crate::plugins::prometheus::Prometheus::any)
 }
 
 /// Kong's families, in its text format.

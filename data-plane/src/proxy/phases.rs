@@ -22,8 +22,7 @@
 //! something will be logged.
 
 use super::access_log::{AccessLog, Entry, Served};
-use super::upstream::Body;
-use crate::body::{Fault, Finish, OnFinish};
+use crate::body::{Body, Fault, Finish, OnFinish};
 use crate::plugins::LogWork;
 use crate::plugins::log::serialize;
 use crate::plugins::prometheus::{Finished, Source};
@@ -88,7 +87,9 @@ impl Ctx {
             return resp;
         }
         let status = resp.status().as_u16();
-        let head_out = match plugins {
+        let sizes = self.log.metrics.as_ref().is_some_and(|m| m.counts_bytes())
+            || !self.log.sinks.is_empty();
+        let head_out = match sizes {
             true => 17 + head_size(resp.headers()),
             false => 0,
         };

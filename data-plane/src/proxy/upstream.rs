@@ -5,8 +5,6 @@
 
 use super::upstream_tls::{TlsConnector, TlsSettings};
 use crate::config::UpstreamTls;
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -14,10 +12,7 @@ use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every body the proxy handles: a streamed downstream body, a buffered
-/// one for retries, or one the proxy writes itself.
-pub type Body = BoxBody<Bytes, BoxError>;
+pub use crate::body::{Body, BoxError};
 
 #[derive(Clone)]
 enum Kind {

@@ -1,7 +1,5 @@
-//! HTTP bodies the request path and the plugins share.
-//!
 //! [`ClientBody`] is a request body as the client sends it. Reading it can
-//! fail in two ways that are the client's doing, not the upstream's:
+//! fail in ways that are the client's doing, not the upstream's:
 //!
 //! - **A broken body** (a malformed chunk, the connection cut mid-body).
 //!   The upstream attempt streaming it fails too, but that must not count
@@ -12,18 +10,14 @@
 //!   declared up front: counted as it streams, refused once over.
 //! - **Stalled** past the listener's `stream_idle_timeout`: Envoy's 408
 //!   `stream timeout`.
-//!
-//! [`Finish`] wraps a response body and runs the request's log phase
-//! once the body has been sent whole, or dropped unfinished.
 
+use super::BoxError;
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong reading a client's body, once it did, and how much
 /// of it was read.
@@ -105,7 +99,7 @@ impl ClientBody {
 // Concrete rather than generic over the inner body: a generic bound on
 // `B::Error` makes the connection's service future fail hyper's
 // higher-ranked `Send` checks.
-impl Body for ClientBody {
+impl HttpBody for ClientBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -156,82 +150,5 @@ impl Body for ClientBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// What runs once a response has been sent: the request's log phase.
-pub trait OnFinish: Send + 'static {
-    /// `sent`: body bytes written; `aborted`: the client went away first.
-    fn finish(self, sent: u64, aborted: bool);
-}
-
-/// A response body that calls its [`OnFinish`] once, when the body ends or
-/// is dropped unfinished (the client went away).
-pub struct Finish<B: Body, F: OnFinish> {
-    inner: B,
-    sent: u64,
-    then: Option<F>,
-}
-
-impl<B: Body, F: OnFinish> Finish<B, F> {
-    pub fn new(inner: B, then: F) -> Finish<B, F> {
-        Finish {
-            inner,
-            sent: 0,
-            then: Some(then),
-        }
-    }
-
-    fn done(&mut self, aborted: bool) {
-        if let Some(f) = self.then.take() {
-            f.finish(self.sent, aborted);
-        }
-    }
-}
-
-impl<B, F> Body for Finish<B, F>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-    F: OnFinish + Unpin,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
-                }
-                if self.inner.is_end_stream() {
-                    self.done(false);
-                }
-            }
-            Poll::Ready(None) => self.done(false),
-            Poll::Ready(Some(Err(_))) => self.done(true),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B: Body, F: OnFinish> Drop for Finish<B, F> {
-    fn drop(&mut self) {
-        // Not polled to its end: an empty body hyper never polled (sent
-        // whole), or the client went away mid-body.
-        let whole = self.inner.is_end_stream();
-        self.done(!whole);
     }
 }
