@@ -7,4 +7,6 @@ pub mod config;
 pub mod memory;
 pub mod plugins;
 pub mod proxy;
+pub mod re2;
+pub mod upstream;
 pub mod xds;

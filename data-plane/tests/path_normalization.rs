@@ -2,7 +2,7 @@
 //! `normalize_path` and `merge_slashes`, checked against what Envoy did
 //! with 1,499 targets (tests/fixtures/envoy_path_normalization.tsv).
 
-use gantry_proxy::proxy::path_normalize::{PathRules, Refused, apply};
+use gantry_proxy::config::path_normalize::{PathRules, Refused, apply};
 
 /// `\xNN` back to the byte.
 fn unescape(s: &str) -> String {

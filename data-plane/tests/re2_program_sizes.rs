@@ -7,7 +7,7 @@
 //! into `envoy --mode validate` with `re2.max_program_size.error_level`
 //! set to 0, so every regex is refused with its size.
 
-use gantry_proxy::config::re2_size::{ENVOY_ERROR_LEVEL, envoy_check, program_size};
+use gantry_proxy::re2::size::{ENVOY_ERROR_LEVEL, envoy_check, program_size};
 
 const FIXTURE: &str = include_str!("fixtures/re2_program_sizes.tsv");
 

@@ -64,7 +64,7 @@ pub struct ListenerConfig {
     /// What a client may send, and how long it may take.
     pub limits: HttpLimits,
     /// `normalize_path` and `merge_slashes`.
-    pub path_rules: crate::proxy::path_normalize::PathRules,
+    pub path_rules: super::path_normalize::PathRules,
 }
 
 /// The connection manager's limits on what clients send, with Envoy's
@@ -167,7 +167,7 @@ struct Hcm {
     skipped_filters: Vec<String>,
     gateway: Option<Arc<Gateway>>,
     limits: HttpLimits,
-    path_rules: crate::proxy::path_normalize::PathRules,
+    path_rules: super::path_normalize::PathRules,
 }
 
 pub(crate) fn compile(name: &str, l: &Listener) -> Result<ListenerConfig, String> {
@@ -542,7 +542,7 @@ fn http_connection_manager(mut h: HttpConnectionManager) -> Result<Hcm, String> 
     let (suppress_envoy_headers, skipped_filters, gateway) =
         http_filters(std::mem::take(&mut h.http_filters))?;
     let limits = http_limits(&mut h)?;
-    let path_rules = crate::proxy::path_normalize::PathRules {
+    let path_rules = super::path_normalize::PathRules {
         normalize: h.normalize_path.take().is_some_and(|b| b.value),
         merge_slashes: std::mem::take(&mut h.merge_slashes),
     };

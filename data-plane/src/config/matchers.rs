@@ -2,7 +2,7 @@
 //! (`Http::HeaderUtility::HeaderData*`, `Matchers::StringMatcherImpl`,
 //! `ConfigUtility::QueryParameterMatcher`).
 
-use super::re2::Re2;
+use crate::re2::Re2;
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher as PbHeaderMatcher, QueryParameterMatcher as PbQueryMatcher,
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,

@@ -30,14 +30,16 @@ mod listener;
 mod matchers;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod path_index;
-mod re2;
-pub mod re2_size;
+pub mod path_normalize;
 #[allow(deprecated)] // some supported fields are deprecated in the API
 mod routes;
 mod secrets;
 mod upstream_tls;
 mod vhost_layout;
 
+pub use crate::re2::{
+    Re2, RegexRewrite, check_re2_syntax, check_syntax as check_regex, is_anchored_literal,
+};
 pub use clusters::{
     ClusterConfig, Discovery, DnsLookupFamily, EndpointAddress, EndpointConfig, EndpointHealth,
     GrpcCheck, HealthCheck, HttpCheck, LbPolicy, Outlier, Thresholds,
@@ -52,9 +54,6 @@ pub use gantry_shared::proto::route::RouteEntry;
 pub use headers::{AppendAction, HeaderAdd, HeaderMutations, HeaderStage};
 pub use listener::{Codec, HttpLimits, ListenerConfig, ListenerTls, TlsChain};
 pub use matchers::{HeaderMatch, HeaderMatcher, HeaderSource, QueryParamMatcher, StringMatcher};
-pub use re2::{
-    Re2, RegexRewrite, check_re2_syntax, check_syntax as check_regex, is_anchored_literal,
-};
 pub use routes::{
     Action, ClusterChoice, Forward, HashPolicy, HostRewrite, MatchKind, Mirror, PathRedirect,
     Priority, Redirect, RedirectRequest, RequestView, RetryOn, RetryPolicy, Route, RouteTable,
@@ -112,7 +111,7 @@ pub struct Compiled {
 /// Resources are compiled kind by kind (secrets, clusters with their
 /// assignments, route configurations, listeners), each in name order.
 pub fn compile(set: &ResourceSet) -> Result<Compiled, CompileError> {
-    re2::with_cache(|| compile_all(set))
+    crate::re2::with_cache(|| compile_all(set))
 }
 
 fn compile_all(set: &ResourceSet) -> Result<Compiled, CompileError> {

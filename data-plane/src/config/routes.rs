@@ -6,12 +6,12 @@ use super::fields;
 use super::headers::{HeaderMutations, HeaderStage, compile_stage};
 use super::matchers::{Ctx, HeaderMatcher, HeaderSource, QueryParamMatcher};
 use super::path_index::PathIndex;
-use super::re2::{Re2, RegexRewrite};
 use super::vhost_layout::{Group, HostPat, lay_out};
 use super::{
     Cluster, CompileError, check_header_value, fraction, opt_duration, positive_duration,
     reject_rest,
 };
+use crate::re2::{Re2, RegexRewrite};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, RedirectAction, RetryPolicy as PbRetryPolicy, Route as PbRoute,

@@ -1,6 +1,6 @@
 //! RE2 semantics: what Envoy's google_re2 engine matches and rewrites.
 
-use super::re2::{Re2, RegexRewrite};
+use crate::re2::{Re2, RegexRewrite};
 
 fn m(re: &str, input: &str) -> bool {
     Re2::new(re)
@@ -247,7 +247,7 @@ fn nesting_past_the_regex_crates_limit_is_refused() {
     assert!(Re2::new(&deep(200)).is_ok());
     assert!(Re2::new(&deep(300)).is_err());
     assert_eq!(
-        super::re2_size::program_size(&deep(300)),
+        crate::re2::size::program_size(&deep(300)),
         Ok(5),
         "RE2's own verdict"
     );

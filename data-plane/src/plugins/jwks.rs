@@ -390,17 +390,17 @@ impl Registry {
 /// URI's host.
 #[derive(Default)]
 struct HttpFetch {
-    plain: OnceLock<crate::proxy::upstream::UpstreamClient>,
-    tls: OnceLock<Result<crate::proxy::upstream::UpstreamClient, ()>>,
+    plain: OnceLock<crate::upstream::UpstreamClient>,
+    tls: OnceLock<Result<crate::upstream::UpstreamClient, ()>>,
 }
 
 impl HttpFetch {
-    fn client(&self, https: bool) -> Result<&crate::proxy::upstream::UpstreamClient, JwksError> {
+    fn client(&self, https: bool) -> Result<&crate::upstream::UpstreamClient, JwksError> {
         let connect = Duration::from_secs(5);
         if !https {
-            return Ok(self.plain.get_or_init(|| {
-                crate::proxy::upstream::UpstreamClient::new(connect, false, None, None)
-            }));
+            return Ok(self
+                .plain
+                .get_or_init(|| crate::upstream::UpstreamClient::new(connect, false, None, None)));
         }
         self.tls
             .get_or_init(|| {

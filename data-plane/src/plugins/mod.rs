@@ -301,7 +301,7 @@ pub struct Request<'a, 'p> {
     pub local: std::net::SocketAddr,
     /// The route's regex path, whose named groups are request-validator's
     /// path parameters.
-    pub path_regex: Option<&'a crate::config::Re2>,
+    pub path_regex: Option<&'a crate::re2::Re2>,
 }
 
 /// The instances that apply to one request, by phase.

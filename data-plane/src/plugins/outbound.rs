@@ -2,8 +2,7 @@
 //! HTTP or HTTPS with the proxy's hyper client, HTTPS peers verified
 //! against the system's CA bundle and valid for the URL's host.
 
-use crate::config::{UpstreamTls, UpstreamVerify};
-use crate::proxy::upstream::UpstreamClient;
+use crate::upstream::{UpstreamClient, UpstreamTls, UpstreamVerify};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -198,7 +198,7 @@ impl RequestValidator {
         &self,
         headers: &HeaderMap,
         pq: &str,
-        path_regex: Option<&crate::config::Re2>,
+        path_regex: Option<&crate::re2::Re2>,
     ) -> Result<(), Reject> {
         for p in &self.params {
             let raw: Option<String> = match &p.location {
@@ -346,7 +346,7 @@ mod tests {
             "verbose_response": true
         }))
         .unwrap();
-        let re = crate::config::Re2::new(r"/users/(?<user_id>[^/]+)(?:/(?<tag>[^/]+))?.*").unwrap();
+        let re = crate::re2::Re2::new(r"/users/(?<user_id>[^/]+)(?:/(?<tag>[^/]+))?.*").unwrap();
         let h = HeaderMap::new();
         assert!(v.check_params(&h, "/users/42?x=1", Some(&re)).is_ok());
         assert!(v.check_params(&h, "/users/42/a%20b", Some(&re)).is_ok());

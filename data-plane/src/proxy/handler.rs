@@ -6,10 +6,11 @@ use super::headers::{self, X_ENVOY_TIMEOUT};
 use super::lb::{ClusterState, Endpoint};
 use super::phases::{self, Ctx};
 use super::runtime::{Runtime, Shared};
-use super::upstream::{Body, BoxError};
-use super::{codec_rules, mirror, outlier, path_normalize, request_head};
+use super::{codec_rules, mirror, outlier, request_head};
+use crate::body::{Body, BoxError};
 use crate::body::{Fault, collect_limited, empty, full};
 use crate::config::ListenerConfig;
+use crate::config::path_normalize;
 use crate::config::{
     Action, Forward, HashPolicy, HostRewrite, RedirectRequest, RequestView, RetryOn,
     direct_response_location,

@@ -4,8 +4,8 @@
 
 use super::outlier::{self, OutlierState};
 use super::stats::{ClusterStats, Stats};
-use super::upstream::{UpstreamClient, tls_key};
 use crate::config::{ClusterConfig, EndpointAddress, LbPolicy, Outlier, Priority, Thresholds};
+use crate::upstream::{UpstreamClient, tls_key};
 use http::uri::Authority;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;

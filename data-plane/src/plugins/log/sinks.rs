@@ -4,7 +4,7 @@
 //! a kept-alive connection (TLS optional); udp-log sends a datagram per
 //! entry.
 
-use crate::proxy::upstream::UpstreamClient;
+use crate::upstream::UpstreamClient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::io::Write as _;

@@ -4,8 +4,8 @@
 //! not verify either unless told to; Kong's `tls_verify` defaults to off
 //! too); a client certificate presented when the cluster names one.
 
-use super::upstream::BoxError;
-use crate::config::{SanMatch, UpstreamVerify};
+use super::{SanMatch, UpstreamVerify};
+use crate::body::BoxError;
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;

@@ -30,11 +30,11 @@
 //! `RegexMatcher` to match; rewriting is `RE2::GlobalReplace`, with RE2's
 //! rewrite-string syntax (`\0`..`\9`, `\\`).
 
-use super::re2_size::{
-    MAX_PROGRAM_SIZE, class_bytes, counted, envoy_check, escape_class_bytes, escaped_byte,
-};
+pub mod size;
+
 use regex_automata::util::syntax;
 use regex_automata::{Input, meta};
+use size::{MAX_PROGRAM_SIZE, class_bytes, counted, envoy_check, escape_class_bytes, escaped_byte};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -243,7 +243,7 @@ pub fn check_re2_syntax(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("regex must not be empty".into());
     }
-    super::re2_size::program_size(pattern)
+    size::program_size(pattern)
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -283,7 +283,9 @@ impl fmt::Debug for RegexRewrite {
 impl RegexRewrite {
     pub fn new(pattern: &str, substitution: &str) -> Result<RegexRewrite, String> {
         envoy_accepts(pattern)?;
-        super::check_header_value(substitution.as_bytes(), "substitution")?;
+        if substitution.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+            return Err("substitution: value contains NUL, CR or LF".into());
+        }
         let re = match AnchoredLiteral::parse(pattern) {
             Some(lit) => Rewriter::Literal(lit),
             None => Rewriter::Regex(

@@ -3,14 +3,17 @@
 //! timeout. A client lives in the cluster's long-lived state, so its pool
 //! survives config swaps.
 
-use super::upstream_tls::{TlsConnector, TlsSettings};
-use crate::config::UpstreamTls;
+mod settings;
+mod tls;
+
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::sign::CertifiedKey;
+pub use settings::{SanMatch, UpstreamTls, UpstreamVerify};
 use std::sync::Arc;
 use std::time::Duration;
+pub use tls::{TlsConnector, TlsSettings};
 
 pub use crate::body::{Body, BoxError};
 
