@@ -104,6 +104,17 @@ impl Prometheus {
         }
     }
 
+    /// Scraping one gantry-proxy's admin `/metrics` (job `gantry-proxy`).
+    pub async fn scraping_proxy(proxy: &crate::Proxy) -> Prometheus {
+        Prometheus::scraping(&[Target {
+            job: "gantry-proxy",
+            address: format!("127.0.0.1:{}", proxy.admin_port),
+            path: "/metrics",
+            token: None,
+        }])
+        .await
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }

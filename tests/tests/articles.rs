@@ -2,7 +2,7 @@
 //! (`tests/fixtures/articles/`, copied unchanged from the project's shared
 //! examples), imported as they are and served as the articles say.
 
-use gantry_e2e::prometheus::{Prometheus, Target};
+use gantry_e2e::prometheus::Prometheus;
 use gantry_e2e::{Cp, Proxy, Upstream, http_client, now_s, sign};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
@@ -78,13 +78,7 @@ async fn article002_kong_imports_and_serves() {
     assert_eq!(r.status(), 404);
 
     // Kong's prometheus: the node gauges, scraped by a real Prometheus.
-    let prom = Prometheus::scraping(&[Target {
-        job: "gantry-proxy",
-        address: format!("127.0.0.1:{}", proxy.admin_port),
-        path: "/metrics",
-        token: None,
-    }])
-    .await;
+    let prom = Prometheus::scraping_proxy(&proxy).await;
     let node = &proxy.node_id;
     prom.until(&format!(r#"kong_node_info{{node_id="{node}"}}"#), |v| {
         v == 1.0

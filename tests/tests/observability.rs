@@ -259,13 +259,7 @@ async fn the_access_log_samples() {
 async fn prometheus_scrapes_the_proxy() {
     let cp = Cp::start().await;
     let (proxy, _dir, _up) = logged_proxy(&cp, "gantry-scraped", &[]).await;
-    let prom = Prometheus::scraping(&[Target {
-        job: "gantry-proxy",
-        address: format!("127.0.0.1:{}", proxy.admin_port),
-        path: "/metrics",
-        token: None,
-    }])
-    .await;
+    let prom = Prometheus::scraping_proxy(&proxy).await;
     let ok = r#"sum(gantry_downstream_rq_total{job="gantry-proxy",class="2xx"}) or vector(0)"#;
     let missing = r#"sum(gantry_downstream_rq_total{job="gantry-proxy",class="4xx"}) or vector(0)"#;
     let before_ok = prom.until(ok, |v| v >= 1.0).await;
@@ -369,13 +363,7 @@ async fn kongs_prometheus_plugin_series() {
         assert_eq!(r.status(), 200);
     }
 
-    let prom = Prometheus::scraping(&[Target {
-        job: "gantry-proxy",
-        address: format!("127.0.0.1:{}", proxy.admin_port),
-        path: "/metrics",
-        token: None,
-    }])
-    .await;
+    let prom = Prometheus::scraping_proxy(&proxy).await;
     let users = r#"service="user-service",route="users-api",workspace="default""#;
     prom.until(
         &format!(
@@ -515,13 +503,7 @@ async fn kongs_upstream_target_health() {
     .expect(201);
     let proxy = Proxy::start(&cp, "gantry-kong-health").await;
     until_status(&format!("{}/plain", proxy.proxy_url()), 200, CONVERGE).await;
-    let prom = Prometheus::scraping(&[Target {
-        job: "gantry-proxy",
-        address: format!("127.0.0.1:{}", proxy.admin_port),
-        path: "/metrics",
-        token: None,
-    }])
-    .await;
+    let prom = Prometheus::scraping_proxy(&proxy).await;
     let health = |up: &str, addr: &str, state: &str| {
         format!(
             r#"kong_upstream_target_health{{upstream="{up}",target="{addr}",address="{addr}",state="{state}",subsystem="http"}}"#
