@@ -85,6 +85,8 @@ pub struct Queue {
     /// Taken by the worker when the first entry arrives (a runtime is
     /// running then; a config may compile where none is).
     start: Mutex<Option<(mpsc::Receiver<Bytes>, Sink, QueueConf)>>,
+    /// Set once the worker runs: a push then takes no lock.
+    started: std::sync::atomic::AtomicBool,
     queued_bytes: Arc<AtomicU64>,
     max_bytes: Option<u64>,
     pub counts: Arc<Counts>,
@@ -97,6 +99,7 @@ impl Queue {
             tx,
             max_bytes: conf.max_bytes,
             start: Mutex::new(Some((rx, sink, conf))),
+            started: std::sync::atomic::AtomicBool::new(false),
             queued_bytes: Arc::default(),
             counts,
         }
@@ -123,10 +126,14 @@ impl Queue {
     }
 
     fn ensure_worker(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
         let Ok(mut start) = self.start.try_lock() else {
             return;
         };
         if let Some((rx, sink, conf)) = start.take() {
+            self.started.store(true, Ordering::Release);
             let (counts, queued) = (self.counts.clone(), self.queued_bytes.clone());
             tokio::spawn(work(rx, sink, conf, counts, queued));
         }
