@@ -140,6 +140,10 @@ async fn http_log_batches_kongs_entries_without_credentials() {
     let proxy = Proxy::start(&cp, "gantry-http-log").await;
     let base = proxy.proxy_url();
     until_status(&format!("{base}/users"), 401, CONVERGE).await;
+    // Every write made, not only the route polled for (a snapshot may lag
+    // the last write by a moment).
+    cp.wait_synced(&proxy.node_id, cp.revision().await, CONVERGE)
+        .await;
     let c = http_client();
     for i in 0..6 {
         let r = c
@@ -264,6 +268,10 @@ async fn a_dead_log_server_loses_entries_by_count_not_requests() {
     let proxy = Proxy::start(&cp, "gantry-dead-log").await;
     let base = proxy.proxy_url();
     until_status(&format!("{base}/users"), 401, CONVERGE).await;
+    // Every write made, not only the route polled for (a snapshot may lag
+    // the last write by a moment).
+    cp.wait_synced(&proxy.node_id, cp.revision().await, CONVERGE)
+        .await;
     let c = http_client();
     for _ in 0..40 {
         let r = c
@@ -344,6 +352,10 @@ async fn file_tcp_and_udp_log_write_an_entry_per_request() {
     let proxy = Proxy::start(&cp, "gantry-file-log").await;
     let base = proxy.proxy_url();
     until_status(&format!("{base}/users"), 401, CONVERGE).await;
+    // Every write made, not only the route polled for (a snapshot may lag
+    // the last write by a moment).
+    cp.wait_synced(&proxy.node_id, cp.revision().await, CONVERGE)
+        .await;
     let c = http_client();
     for i in 0..3 {
         let r = c

@@ -341,6 +341,10 @@ async fn kongs_prometheus_plugin_series() {
     let proxy = Proxy::start(&cp, "gantry-kong-prom").await;
     let base = proxy.proxy_url();
     until_status(&format!("{base}/unnamed"), 200, CONVERGE).await;
+    // Every write made, not only the route polled for (a snapshot may lag
+    // the last write by a moment).
+    cp.wait_synced(&proxy.node_id, cp.revision().await, CONVERGE)
+        .await;
 
     let c = http_client();
     let mut alice_bytes = 0;
@@ -503,6 +507,10 @@ async fn kongs_upstream_target_health() {
     .expect(201);
     let proxy = Proxy::start(&cp, "gantry-kong-health").await;
     until_status(&format!("{}/plain", proxy.proxy_url()), 200, CONVERGE).await;
+    // Every write made, not only the route polled for (a snapshot may lag
+    // the last write by a moment).
+    cp.wait_synced(&proxy.node_id, cp.revision().await, CONVERGE)
+        .await;
     let prom = Prometheus::scraping_proxy(&proxy).await;
     let health = |up: &str, addr: &str, state: &str| {
         format!(

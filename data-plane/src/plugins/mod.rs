@@ -468,16 +468,18 @@ async fn phases(
     }
     if let Some(j) = chain.jwt {
         let now = rate_limiting::now_secs();
-        who = j
-            .authenticate(
-                &state.jwks,
-                &g.directory,
-                req.headers,
-                req.path_and_query.to_mut(),
-                req.method,
-                now,
-            )
-            .await?;
+        // Boxed, as the rate limiting below: their futures (a JWKS fetch, a
+        // Redis call) are most of this one's size, which every request
+        // with plugins would otherwise build and move.
+        who = Box::pin(j.authenticate(
+            &state.jwks,
+            &g.directory,
+            req.headers,
+            req.path_and_query.to_mut(),
+            req.method,
+            now,
+        ))
+        .await?;
     }
     if let Some(k) = chain.key_auth
         && !(k.has_anonymous() && who.credential.is_some())
@@ -527,7 +529,13 @@ async fn phases(
             headers: req.headers,
             path: req.path_and_query.split('?').next().unwrap_or_default(),
         };
-        rate_limiting::apply(&chain.rate_limiting, state, &ctx, &mut out.response_headers).await?;
+        Box::pin(rate_limiting::apply(
+            &chain.rate_limiting,
+            state,
+            &ctx,
+            &mut out.response_headers,
+        ))
+        .await?;
     }
     if let Some(l) = chain.size_limit {
         out.body_limit = l.check(req.headers)?;
