@@ -442,3 +442,95 @@ async fn file_tcp_and_udp_log_write_an_entry_per_request() {
         }
     }
 }
+
+/// A log plugin the node cannot set up (its endpoint is a vault reference
+/// to a variable the node does not have) is refused by the node, and the
+/// route it applies to answers 500 rather than forwarding unlogged; the
+/// route without it serves on; removing the plugin restores the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_plugin_the_node_cannot_set_up_fences_its_route() {
+    let cp = Cp::start().await;
+    let up = Upstream::start("users").await;
+    keyed_route(&cp, &up).await;
+    cp.post(
+        "/services/user-service/routes",
+        json!({"name": "open", "paths": ["/open"]}),
+    )
+    .await
+    .expect(201);
+    let proxy = Proxy::start(&cp, "gantry-log-fence").await;
+    let base = proxy.proxy_url();
+    until_status(&format!("{base}/open"), 200, CONVERGE).await;
+    let keyed = || {
+        http_client()
+            .get(format!("{base}/users"))
+            .header("apikey", "alice-secret-key")
+    };
+    eventually(
+        "the keyed route serves",
+        CONVERGE,
+        Duration::from_millis(50),
+        || async {
+            let s = keyed().send().await.map_err(|e| e.to_string())?.status();
+            if s == 200 { Ok(()) } else { Err(s.to_string()) }
+        },
+    )
+    .await;
+
+    let log = cp
+        .post(
+            "/routes/users-api/plugins",
+            json!({"name": "http-log", "config": {
+                "http_endpoint": "{vault://env/gantry-e2e-unset-log-endpoint}"}}),
+        )
+        .await
+        .expect(201);
+    eventually(
+        "the keyed route refused",
+        CONVERGE,
+        Duration::from_millis(50),
+        || async {
+            let s = keyed().send().await.map_err(|e| e.to_string())?.status();
+            if s == 500 { Ok(()) } else { Err(s.to_string()) }
+        },
+    )
+    .await;
+    up.reset();
+    for _ in 0..5 {
+        assert_eq!(keyed().send().await.unwrap().status(), 500);
+    }
+    assert_eq!(
+        up.requests(),
+        0,
+        "a request went upstream without its log plugin"
+    );
+    assert_eq!(
+        http_client()
+            .get(format!("{base}/open"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let node = cp
+        .fleet_node("gantry-log-fence")
+        .await
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(node.contains("GANTRY_E2E_UNSET_LOG_ENDPOINT"), "{node}");
+
+    cp.delete(&format!("/plugins/{}", log["id"].as_str().unwrap()))
+        .await
+        .expect(204);
+    eventually(
+        "the keyed route back",
+        CONVERGE,
+        Duration::from_millis(50),
+        || async {
+            let s = keyed().send().await.map_err(|e| e.to_string())?.status();
+            if s == 200 { Ok(()) } else { Err(s.to_string()) }
+        },
+    )
+    .await;
+}
