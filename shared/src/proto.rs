@@ -173,6 +173,9 @@ pub mod plugins {
         }
     }
 
+    /// Kong's log plugins (their entries carry the route and service).
+    pub const LOG_PLUGINS: [&str; 4] = ["file-log", "http-log", "tcp-log", "udp-log"];
+
     /// The Kong plugins gantry-proxy runs. It refuses a config naming any
     /// other; the control plane lists the others per node at `/fleet`.
     pub const GANTRY_PROXY_RUNS: &[&str] = &[

@@ -8,13 +8,10 @@ pub fn schema() -> Record {
     Record::new()
         .field(
             "path",
-            Field::string()
-                .required()
-                .pattern(r"^[^*&%\\`]+$")
-                .custom(|v| match v.as_str() {
-                    Some(p) if !p.is_empty() && !p.contains(['*', '&', '%', '\\', '`']) => Ok(()),
-                    _ => Err("not a valid filename".into()),
-                }),
+            Field::string().required().custom(|v| match v.as_str() {
+                Some(p) if !p.is_empty() && !p.contains(['*', '&', '%', '\\', '`']) => Ok(()),
+                _ => Err("not a valid filename".into()),
+            }),
         )
         .field("reopen", Field::boolean().required().default(json!(false)))
         .field(

@@ -46,7 +46,7 @@ pub fn unenforced(m: &Model, flavour: Flavour) -> Vec<String> {
 const LABELLED: &[&str] = &["prometheus"];
 /// Plugins whose entries carry the route and service entities (Kong's
 /// log serializer).
-pub const LOGGING: &[&str] = &["file-log", "http-log", "tcp-log", "udp-log"];
+pub use pb::LOG_PLUGINS as LOGGING;
 
 /// Kong's precedence, most specific first: consumer+route+service,
 /// consumer+route, consumer+service, route+service, consumer, route,

@@ -4,6 +4,7 @@
 use super::Identity;
 use super::consumers::Directory;
 use super::reject::Reject;
+use super::transform::form_decode;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 
@@ -161,7 +162,7 @@ pub(super) fn query_values<'a>(pq: &'a str, name: &'a str) -> impl Iterator<Item
         .filter(|kv| !kv.is_empty())
         .filter_map(move |kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (decode(k) == name).then(|| decode(v))
+            (form_decode(k) == name).then(|| form_decode(v))
         })
 }
 
@@ -174,7 +175,7 @@ pub(super) fn remove_query_arg(pq: &mut String, name: &str) {
         .split('&')
         .filter(|kv| {
             let k = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
-            !kv.is_empty() && decode(k) != name
+            !kv.is_empty() && form_decode(k) != name
         })
         .collect();
     let mut out = path.to_string();
@@ -183,32 +184,6 @@ pub(super) fn remove_query_arg(pq: &mut String, name: &str) {
         out.push_str(&kept.join("&"));
     }
     *pq = out;
-}
-
-/// Form-style percent-decoding (`+` is a space), lossy on bad UTF-8.
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
@@ -228,7 +203,7 @@ mod tests {
         let mut s = "/p?apikey=1".to_string();
         remove_query_arg(&mut s, "apikey");
         assert_eq!(s, "/p");
-        assert_eq!(decode("%4"), "%4");
-        assert_eq!(decode("%41%"), "A%");
+        assert_eq!(form_decode("%4"), "%4");
+        assert_eq!(form_decode("%41%"), "A%");
     }
 }

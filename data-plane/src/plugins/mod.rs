@@ -139,8 +139,7 @@ impl Gateway {
 
 pub use pb::GANTRY_PROXY_RUNS as SUPPORTED;
 
-/// Kong's log plugins, in the order their entries are handed over.
-pub const LOG_PLUGINS: [&str; 4] = ["file-log", "http-log", "tcp-log", "udp-log"];
+pub use pb::LOG_PLUGINS;
 
 fn compile_plugin(name: &str, config: &str) -> Result<Kind, String> {
     let v: serde_json::Value =

@@ -78,7 +78,7 @@ fn compile_schema(text: &str, field: &str) -> Result<(jsonschema::Validator, Val
 }
 
 /// `%XX` escapes decoded (`+` stays: this is a path, not a form).
-fn percent_decode(b: &[u8]) -> String {
+pub(super) fn percent_decode(b: &[u8]) -> String {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

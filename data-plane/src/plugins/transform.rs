@@ -200,6 +200,12 @@ impl Args {
     }
 }
 
+/// Form-style percent-decoding, as text (lossy on bad UTF-8): the query
+/// decoding every plugin shares.
+pub(super) fn form_decode(s: &str) -> String {
+    String::from_utf8_lossy(&decode(s.as_bytes())).into_owned()
+}
+
 /// Form-style percent-decoding: `+` is a space; a `%` not followed by two
 /// hex digits stays as it is (nginx's unescaping).
 fn decode(s: &[u8]) -> Vec<u8> {

@@ -104,8 +104,9 @@ fn http(v: &serde_json::Value) -> Result<(QueueConf, sinks::Sink), String> {
     let authorization = match (url.username(), url.password()) {
         ("", None) => None,
         (u, p) => {
-            let u = urlencoding_decode(u);
-            let p = urlencoding_decode(p.unwrap_or(""));
+            use super::request_validator::percent_decode;
+            let u = percent_decode(u.as_bytes());
+            let p = percent_decode(p.unwrap_or("").as_bytes());
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
             Some(
                 http::HeaderValue::from_str(&format!("Basic {token}"))
@@ -154,13 +155,6 @@ fn http(v: &serde_json::Value) -> Result<(QueueConf, sinks::Sink), String> {
             client,
         })),
     ))
-}
-
-fn urlencoding_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]

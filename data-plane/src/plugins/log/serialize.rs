@@ -7,6 +7,7 @@
 //! API-key headers and query arguments (in `querystring`, `uri`, `url` and
 //! `upstream_uri`).
 
+use crate::plugins::transform::form_decode;
 use http::HeaderMap;
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
@@ -188,8 +189,8 @@ fn querystring(uri: &str) -> Value {
     };
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = match pair.split_once('=') {
-            Some((k, v)) => (decode(k), Some(decode(v))),
-            None => (decode(pair), None),
+            Some((k, v)) => (form_decode(k), Some(form_decode(v))),
+            None => (form_decode(pair), None),
         };
         let v = match v {
             _ if is_secret_arg(&k) => Value::from(REDACTED),
@@ -210,29 +211,6 @@ fn querystring(uri: &str) -> Value {
     Value::Object(out)
 }
 
-fn decode(s: &str) -> String {
-    let s = s.replace('+', " ");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A path and query with credential arguments' values replaced.
 fn redact_uri(uri: &str) -> String {
     let Some((path, q)) = uri.split_once('?') else {
@@ -241,7 +219,7 @@ fn redact_uri(uri: &str) -> String {
     let args: Vec<String> = q
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if is_secret_arg(&decode(k)) => format!("{k}={REDACTED}"),
+            Some((k, _)) if is_secret_arg(&form_decode(k)) => format!("{k}={REDACTED}"),
             _ => pair.to_string(),
         })
         .collect();
